@@ -1,0 +1,300 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// cluster is a running `skiff dev` for a test.
+type cluster struct {
+	t       *testing.T
+	server  string
+	dataDir string
+	socket  string
+}
+
+// startDev runs dev mode in this process with every directory and port of
+// its own, and stops it (and removes what it left in the kernel) when the
+// test ends.
+func startDev(t *testing.T) *cluster {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: skiff dev creates a network namespace per pod")
+	}
+	dir := t.TempDir()
+	c := &cluster{t: t, dataDir: filepath.Join(dir, "data"), socket: filepath.Join(dir, "cri.sock")}
+	stateDir := filepath.Join(dir, "state")
+	ready := make(chan string, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	var logs bytes.Buffer
+	o := &devOptions{
+		dataDir: c.dataDir, stateDir: stateDir, listen: "127.0.0.1:0", criSocket: c.socket,
+		nodeName: "node-1", logLevel: "info", logOut: &syncWriter{w: &logs},
+		ready: func(addr string) { ready <- addr },
+	}
+	go func() { done <- runDev(ctx, o) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("skiff dev: %v", err)
+		}
+		unmountAll(t, stateDir)
+		if t.Failed() {
+			t.Logf("skiff dev log:\n%s", logs.String())
+		}
+	})
+	select {
+	case c.server = <-ready:
+	case err := <-done:
+		t.Fatalf("skiff dev stopped: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("skiff dev did not come up in 30s")
+	}
+	return c
+}
+
+// unmountAll removes any network namespace pin left under dir.
+func unmountAll(t *testing.T, dir string) {
+	_ = filepath.Walk(dir, func(p string, info os.FileInfo, err error) error {
+		if err == nil && !info.IsDir() {
+			_ = unix.Unmount(p, unix.MNT_DETACH)
+		}
+		return nil
+	})
+}
+
+// skiff runs the CLI as a user would and returns what it printed.
+func (c *cluster) skiff(args ...string) (string, error) {
+	root := newRoot()
+	var out bytes.Buffer
+	root.SetOut(&out)
+	root.SetErr(&out)
+	root.SetArgs(append([]string{"--server", c.server}, args...))
+	err := root.ExecuteContext(context.Background())
+	return out.String(), err
+}
+
+func (c *cluster) mustSkiff(args ...string) string {
+	c.t.Helper()
+	out, err := c.skiff(args...)
+	if err != nil {
+		c.t.Fatalf("skiff %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return out
+}
+
+// podPhase reads a pod's status as `skiff get pod NAME -o json` shows it.
+func (c *cluster) pod(name string) podView {
+	c.t.Helper()
+	var p podView
+	if err := json.Unmarshal([]byte(c.mustSkiff("get", "pod", name, "-o", "json")), &p); err != nil {
+		c.t.Fatalf("decode pod %s: %v", name, err)
+	}
+	return p
+}
+
+type podView struct {
+	Spec struct {
+		NodeName string `json:"nodeName"`
+	} `json:"spec"`
+	Status struct {
+		Phase             string `json:"phase"`
+		Reason            string `json:"reason"`
+		Message           string `json:"message"`
+		ContainerStatuses []struct {
+			State struct {
+				Terminated *struct {
+					ExitCode int    `json:"exitCode"`
+					Reason   string `json:"reason"`
+					Message  string `json:"message"`
+				} `json:"terminated"`
+			} `json:"state"`
+		} `json:"containerStatuses"`
+	} `json:"status"`
+}
+
+func (c *cluster) waitPhase(name string, want ...string) podView {
+	c.t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		p := c.pod(name)
+		for _, w := range want {
+			if p.Status.Phase == w {
+				return p
+			}
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("pod %s is %q (%s: %s), want %v", name, p.Status.Phase, p.Status.Reason, p.Status.Message, want)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// buildWasm compiles a Go program for WASI preview 1.
+func buildWasm(t *testing.T, pkgDir string) string {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), filepath.Base(pkgDir)+".wasm")
+	cmd := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), "build", "-o", out, ".")
+	cmd.Dir = pkgDir
+	cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build %s: %v\n%s", pkgDir, err, b)
+	}
+	return out
+}
+
+func writeFile(t *testing.T, name, content string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestDevHello is the walking skeleton end to end: dev mode, the hello
+// example applied from its manifest, Succeeded, and its greeting in the logs.
+func TestDevHello(t *testing.T) {
+	c := startDev(t)
+	hello := buildWasm(t, "../../examples/hello")
+	c.mustSkiff("image", "import", "--data-dir", c.dataDir, "hello", hello)
+
+	if out := c.mustSkiff("apply", "-f", "../../examples/hello/pod.yaml"); !strings.Contains(out, "pod/hello created") {
+		t.Errorf("apply printed %q, want pod/hello created", out)
+	}
+	p := c.waitPhase("hello", "Succeeded", "Failed")
+	if p.Status.Phase != "Succeeded" {
+		t.Fatalf("hello is %s: %s %s", p.Status.Phase, p.Status.Reason, p.Status.Message)
+	}
+	if p.Spec.NodeName != "node-1" {
+		t.Errorf("hello ran on %q, want node-1", p.Spec.NodeName)
+	}
+	table := c.mustSkiff("get", "pods")
+	if !strings.Contains(table, "hello") || !strings.Contains(table, "Succeeded") {
+		t.Errorf("skiff get pods:\n%s\nwant hello Succeeded", table)
+	}
+	if logs := c.mustSkiff("logs", "hello"); logs != "Hello, skiff! This is a WebAssembly module running in a skiff pod.\n" {
+		t.Errorf("skiff logs hello = %q", logs)
+	}
+	if out := c.mustSkiff("apply", "-f", "../../examples/hello/pod.yaml"); !strings.Contains(out, "pod/hello unchanged") {
+		t.Errorf("second apply printed %q, want unchanged", out)
+	}
+	nodes := c.mustSkiff("get", "nodes")
+	if !strings.Contains(nodes, "node-1") || !strings.Contains(nodes, "Ready") || !strings.Contains(nodes, "wasm") {
+		t.Errorf("skiff get nodes:\n%s", nodes)
+	}
+
+	// Deleting the pod removes its sandbox from the node.
+	c.mustSkiff("delete", "pod", "hello")
+	if _, err := c.skiff("get", "pod", "hello"); err == nil || !strings.Contains(err.Error(), "not found") {
+		t.Errorf("get after delete: %v, want not found", err)
+	}
+	c.waitSandboxes(0)
+}
+
+// waitSandboxes waits until the node's CRI server has n pod sandboxes.
+func (c *cluster) waitSandboxes(n int) {
+	c.t.Helper()
+	conn, err := grpc.NewClient("unix://"+c.socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer conn.Close()
+	rt := runtimeapi.NewRuntimeServiceClient(conn)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		res, err := rt.ListPodSandbox(context.Background(), &runtimeapi.ListPodSandboxRequest{})
+		if err == nil && len(res.Items) == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("node has %d sandboxes (err %v), want %d", len(res.GetItems()), err, n)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestDevBadInput shows that bad manifests get an error naming the field
+// and apply nothing, and that a broken module fails its pod with a reason
+// while the node keeps running other pods.
+func TestDevBadInput(t *testing.T) {
+	c := startDev(t)
+	c.mustSkiff("image", "import", "--data-dir", c.dataDir, "hello", buildWasm(t, "../../examples/hello"))
+	c.mustSkiff("image", "import", "--data-dir", c.dataDir, "ticker", buildWasm(t, "testdata/ticker"))
+
+	good := "apiVersion: v1\nkind: Pod\nmetadata:\n  name: first\nspec:\n  restartPolicy: Never\n  containers:\n  - name: c\n    image: hello\n"
+	tests := []struct {
+		name     string
+		manifest string
+		want     string
+	}{
+		{"unknown field", "apiVersion: v1\nkind: Pod\nmetadata:\n  name: bad\nspec:\n  containers:\n  - name: c\n    image: hello\n    imagePullPolicy: Always\n",
+			"spec.containers[0].imagePullPolicy: unknown field"},
+		{"invalid name", "apiVersion: v1\nkind: Pod\nmetadata:\n  name: Bad_Name\nspec:\n  containers:\n  - name: c\n    image: hello\n",
+			`metadata.name: invalid value "Bad_Name"`},
+		{"missing image", "apiVersion: v1\nkind: Pod\nmetadata:\n  name: bad\nspec:\n  containers:\n  - name: c\n",
+			"spec.containers[0].image: required value"},
+		{"YAML that does not parse", "apiVersion: v1\nkind: Pod\nmetadata:\n  name: bad\nspec:\n  containers:\n  - name: c\n    image: [hello\n",
+			"invalid YAML: yaml: line 8"},
+		{"wrong type", "apiVersion: v1\nkind: Pod\nmetadata:\n  name: bad\nspec:\n  containers:\n  - name: c\n    image: hello\n    args: run\n",
+			"spec.containers[0].args: invalid type: want a list"},
+		{"unsupported kind", "apiVersion: apps/v1\nkind: StatefulSet\nmetadata:\n  name: bad\n", `kind: unsupported value "StatefulSet"`},
+		{"second document bad", good + "---\n" + "apiVersion: v1\nkind: Pod\nmetadata:\n  name: bad\nspec:\n  containers:\n  - name: c\n    image: hello\n  restartPolicy: Sometimes\n",
+			`spec.restartPolicy: unsupported value "Sometimes"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out, err := c.skiff("apply", "-f", writeFile(t, "pod.yaml", tt.manifest))
+			if err == nil {
+				t.Fatalf("apply succeeded (%q), want an error with %q", out, tt.want)
+			}
+			if !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("apply error %q does not contain %q", err, tt.want)
+			}
+			if list := c.mustSkiff("get", "pods"); !strings.Contains(list, "No pods found") {
+				t.Errorf("after a failed apply the cluster has pods:\n%s", list)
+			}
+		})
+	}
+
+	// A module that does not compile fails its pod; the ticker beside it
+	// keeps running and new pods still run.
+	c.mustSkiff("apply", "-f", writeFile(t, "ticker.yaml", "apiVersion: v1\nkind: Pod\nmetadata:\n  name: ticker\nspec:\n  containers:\n  - name: ticker\n    image: ticker\n"))
+	c.waitPhase("ticker", "Running")
+	broken := writeFile(t, "broken.wasm", "\x00asm\x01\x00\x00\x00\xff\xff\xff\xffthis is not a module")
+	c.mustSkiff("image", "import", "--data-dir", c.dataDir, "broken", broken)
+	c.mustSkiff("apply", "-f", writeFile(t, "broken.yaml", "apiVersion: v1\nkind: Pod\nmetadata:\n  name: broken\nspec:\n  containers:\n  - name: broken\n    image: broken\n"))
+	p := c.waitPhase("broken", "Failed")
+	if p.Status.Reason != "CreateContainerError" || !strings.Contains(p.Status.Message, "broken") {
+		t.Errorf("broken pod: reason %q message %q, want CreateContainerError naming the container", p.Status.Reason, p.Status.Message)
+	}
+	if len(p.Status.ContainerStatuses) != 1 || p.Status.ContainerStatuses[0].State.Terminated == nil {
+		t.Fatalf("broken pod container statuses: %+v", p.Status.ContainerStatuses)
+	}
+	if c.pod("ticker").Status.Phase != "Running" {
+		t.Errorf("ticker stopped running after the broken pod failed")
+	}
+	c.mustSkiff("apply", "-f", writeFile(t, "after.yaml", strings.Replace(good, "first", "after", 1)))
+	c.waitPhase("after", "Succeeded")
+	if logs := c.mustSkiff("logs", "ticker"); !strings.Contains(logs, "tick 0\n") {
+		t.Errorf("ticker logs = %q, want ticks", logs)
+	}
+	for _, name := range []string{"ticker", "broken", "after"} {
+		c.mustSkiff("delete", "pod", name)
+	}
+	c.waitSandboxes(0)
+}

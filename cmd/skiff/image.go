@@ -1,0 +1,77 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"skiff.dev/skiff/runtime/image"
+)
+
+const defaultDataDir = "/var/lib/skiff"
+
+// imageDir is where a node keeps its images under its data directory.
+func imageDir(dataDir string) string { return filepath.Join(dataDir, "node", "images") }
+
+func newImageCmd() *cobra.Command {
+	var dataDir string
+	cmd := &cobra.Command{
+		Use:   "image",
+		Short: "Manage the images of this node",
+		Long: `Images are WebAssembly modules kept in the node's image store under
+--data-dir. A pod's "image:" names one. Registries come later.`,
+	}
+	cmd.PersistentFlags().StringVar(&dataDir, "data-dir", defaultDataDir, "the node's data directory (as given to skiff dev)")
+	imp := &cobra.Command{
+		Use:     "import NAME FILE.wasm",
+		Short:   "Put a WebAssembly module into the node's image store under NAME",
+		Example: "  skiff image import hello examples/hello/hello.wasm",
+		Args:    cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			st, err := image.Open(imageDir(dataDir))
+			if err != nil {
+				return err
+			}
+			f, err := os.Open(args[1])
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			img, err := st.Import(cmd.Context(), args[0], f)
+			if err != nil {
+				return err
+			}
+			ref, _ := image.NormalizeRef(args[0])
+			fmt.Fprintf(cmd.OutOrStdout(), "imported %s as %s (%s, %d bytes)\n", args[1], ref, img.ID, img.Size)
+			return nil
+		},
+	}
+	ls := &cobra.Command{
+		Use:   "ls",
+		Short: "List the images in the node's image store",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			st, err := image.Open(imageDir(dataDir))
+			if err != nil {
+				return err
+			}
+			imgs, err := st.List()
+			if err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 8, 3, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tID\tSIZE")
+			for _, img := range imgs {
+				for _, n := range img.Names {
+					fmt.Fprintf(tw, "%s\t%s\t%d\n", n, img.ID[:19], img.Size)
+				}
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.AddCommand(imp, ls)
+	return cmd
+}

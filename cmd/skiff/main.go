@@ -1,0 +1,58 @@
+// Command skiff is the one binary of skiff: the dev cluster, and the client
+// that applies manifests and reads objects and logs.
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+const defaultServer = "127.0.0.1:7650"
+
+func main() {
+	if err := newRoot().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "error:", err)
+		os.Exit(1)
+	}
+}
+
+// globals are the flags every client command shares.
+type globals struct {
+	server    string
+	namespace string
+}
+
+func newRoot() *cobra.Command {
+	g := &globals{}
+	root := &cobra.Command{
+		Use:   "skiff",
+		Short: "skiff runs Wasm modules (and soon OCI images) as pods on a small Raft-replicated control plane",
+		Long: `skiff is a lightweight orchestrator: one binary, a Raft-replicated control plane,
+and node agents that run pods of WebAssembly modules through a CRI server.
+
+Start a one-node cluster with "skiff dev", then use the client commands.
+The client finds the server from --server, then $SKIFF_SERVER, then ` + defaultServer + `.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Version:       version,
+	}
+	server := os.Getenv("SKIFF_SERVER")
+	if server == "" {
+		server = defaultServer
+	}
+	root.PersistentFlags().StringVar(&g.server, "server", server, "address of the skiff API server (host:port or URL); env SKIFF_SERVER")
+	root.AddCommand(
+		newDevCmd(),
+		newApplyCmd(g),
+		newGetCmd(g),
+		newDeleteCmd(g),
+		newLogsCmd(g),
+		newImageCmd(),
+	)
+	return root
+}

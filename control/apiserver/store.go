@@ -1,0 +1,17 @@
+package apiserver
+
+import (
+	"context"
+
+	"skiff.dev/skiff/control/store"
+)
+
+// Store is what the API server needs of the replicated store.
+type Store interface {
+	Create(ctx context.Context, key string, value []byte) (store.KV, error)
+	Update(ctx context.Context, key string, value []byte, rev uint64) (store.KV, error)
+	Delete(ctx context.Context, key string, rev uint64) (store.KV, error)
+	Get(ctx context.Context, key string) (store.KV, error)
+	List(ctx context.Context, prefix string) ([]store.KV, uint64, error)
+	Watch(ctx context.Context, prefix string, rev uint64) (<-chan store.Event, error)
+}

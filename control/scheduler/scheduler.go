@@ -1,0 +1,260 @@
+// Package scheduler binds pending pods to nodes. It runs on the Raft leader
+// only and sees the cluster through the API client alone, never the store.
+//
+// This first scheduler has one filter (a Ready, schedulable node that offers
+// the pod's runtime) and one score (fewest pods bound). Binding is a
+// compare-and-swap Update of spec.nodeName, so a second copy running
+// briefly during a leader change can only lose the race, never double-bind.
+package scheduler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	skiffv1 "skiff.dev/skiff/control/api/gen/skiff/v1"
+	"skiff.dev/skiff/control/api/gen/skiff/v1/skiffv1connect"
+)
+
+// HeartbeatGrace is how old a node's Ready heartbeat may be before the
+// scheduler stops placing pods on it.
+const HeartbeatGrace = 40 * time.Second
+
+// Config is what New needs.
+type Config struct {
+	Pods   skiffv1connect.PodServiceClient
+	Nodes  skiffv1connect.NodeServiceClient
+	Logger *slog.Logger
+	// Now is the clock heartbeats are judged by; time.Now when nil.
+	Now func() time.Time
+	// Resync is how often every pending pod is looked at again even when
+	// nothing changed; 5s when zero.
+	Resync time.Duration
+}
+
+// Scheduler binds pods; Run drives it.
+type Scheduler struct {
+	pods   skiffv1connect.PodServiceClient
+	nodes  skiffv1connect.NodeServiceClient
+	log    *slog.Logger
+	now    func() time.Time
+	resync time.Duration
+}
+
+// New returns a Scheduler.
+func New(cfg Config) *Scheduler {
+	s := &Scheduler{pods: cfg.Pods, nodes: cfg.Nodes, log: cfg.Logger, now: cfg.Now, resync: cfg.Resync}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.resync == 0 {
+		s.resync = 5 * time.Second
+	}
+	return s
+}
+
+// Run schedules until ctx ends. It looks at every pending pod whenever a pod
+// or node changes, and every Resync besides.
+func (s *Scheduler) Run(ctx context.Context) error {
+	kick := make(chan struct{}, 1)
+	notify := func() {
+		select {
+		case kick <- struct{}{}:
+		default:
+		}
+	}
+	go follow(ctx, s.log, "pods", func(ctx context.Context) (*connect.ServerStreamForClient[skiffv1.PodEvent], error) {
+		return s.pods.Watch(ctx, connect.NewRequest(&skiffv1.WatchPodsRequest{}))
+	}, notify)
+	go follow(ctx, s.log, "nodes", func(ctx context.Context) (*connect.ServerStreamForClient[skiffv1.NodeEvent], error) {
+		return s.nodes.Watch(ctx, connect.NewRequest(&skiffv1.WatchNodesRequest{}))
+	}, notify)
+	t := time.NewTicker(s.resync)
+	defer t.Stop()
+	for {
+		if err := s.Pass(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("scheduling pass failed", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-kick:
+		case <-t.C:
+		}
+	}
+}
+
+// follow calls notify on every event of a watch, opening the watch again
+// when it ends, until ctx ends. A missed event only delays a pod until the
+// next resync.
+func follow[T any](ctx context.Context, log *slog.Logger, what string, open func(context.Context) (*connect.ServerStreamForClient[T], error), notify func()) {
+	for ctx.Err() == nil {
+		st, err := open(ctx)
+		if err == nil {
+			for st.Receive() {
+				notify()
+			}
+			err = errors.Join(st.Err(), st.Close())
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		log.Debug("watch ended; opening it again", "what", what, "err", err)
+		notify()
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// Pass binds every pending, unbound pod it can place.
+func (s *Scheduler) Pass(ctx context.Context) error {
+	pods, err := s.pods.List(ctx, connect.NewRequest(&skiffv1.ListPodsRequest{}))
+	if err != nil {
+		return fmt.Errorf("list pods: %w", err)
+	}
+	nodes, err := s.nodes.List(ctx, connect.NewRequest(&skiffv1.ListNodesRequest{}))
+	if err != nil {
+		return fmt.Errorf("list nodes: %w", err)
+	}
+	load := map[string]int{}
+	var pending []*skiffv1.Pod
+	for _, p := range pods.Msg.Items {
+		if n := p.GetSpec().GetNodeName(); n != "" {
+			load[n]++
+			continue
+		}
+		if p.GetStatus().GetPhase() == "Pending" || p.GetStatus().GetPhase() == "" {
+			pending = append(pending, p)
+		}
+	}
+	for _, p := range pending {
+		node, why := s.pick(p, nodes.Msg.Items, load)
+		if node == "" {
+			s.markUnschedulable(ctx, p, why)
+			continue
+		}
+		if err := s.bind(ctx, p, node); err != nil {
+			s.log.Info("bind failed; will retry", "pod", podID(p), "node", node, "err", err)
+			continue
+		}
+		load[node]++
+	}
+	return nil
+}
+
+// pick returns the feasible node with the fewest pods, or "" and a
+// Kubernetes-style account of why none fits.
+func (s *Scheduler) pick(p *skiffv1.Pod, nodes []*skiffv1.Node, load map[string]int) (string, string) {
+	want := p.GetSpec().GetRuntimeClassName()
+	if want == "" {
+		want = "wasm"
+	}
+	reasons := map[string]int{}
+	var fit []string
+	for _, n := range nodes {
+		if r := s.unfit(n, want); r != "" {
+			reasons[r]++
+			continue
+		}
+		fit = append(fit, n.GetMetadata().GetName())
+	}
+	if len(fit) == 0 {
+		parts := make([]string, 0, len(reasons))
+		for r, c := range reasons {
+			parts = append(parts, fmt.Sprintf("%d %s", c, r))
+		}
+		sort.Strings(parts)
+		msg := fmt.Sprintf("0/%d nodes are available", len(nodes))
+		if len(parts) > 0 {
+			msg += ": " + strings.Join(parts, ", ")
+		}
+		return "", msg
+	}
+	sort.Slice(fit, func(i, j int) bool {
+		if load[fit[i]] != load[fit[j]] {
+			return load[fit[i]] < load[fit[j]]
+		}
+		return fit[i] < fit[j]
+	})
+	return fit[0], ""
+}
+
+// unfit says why a node cannot take a pod of the given runtime, or "".
+func (s *Scheduler) unfit(n *skiffv1.Node, runtime string) string {
+	if n.GetSpec().GetUnschedulable() {
+		return "node(s) were unschedulable"
+	}
+	ready := false
+	for _, c := range n.GetStatus().GetConditions() {
+		if c.GetType() == "Ready" && c.GetStatus() == "True" && s.now().Sub(c.GetLastHeartbeatTime().AsTime()) < HeartbeatGrace {
+			ready = true
+		}
+	}
+	if !ready {
+		return "node(s) were not ready"
+	}
+	for _, r := range n.GetStatus().GetRuntimes() {
+		if r == runtime {
+			return ""
+		}
+	}
+	return fmt.Sprintf("node(s) did not offer runtime %q", runtime)
+}
+
+func (s *Scheduler) bind(ctx context.Context, p *skiffv1.Pod, node string) error {
+	p.Spec.NodeName = node
+	setCondition(p, &skiffv1.Condition{Type: "PodScheduled", Status: "True"}, s.now())
+	if _, err := s.pods.Update(ctx, connect.NewRequest(&skiffv1.UpdatePodRequest{Pod: p})); err != nil {
+		return fmt.Errorf("bind pod %s to %s: %w", podID(p), node, err)
+	}
+	s.log.Info("bound pod", "pod", podID(p), "node", node)
+	return nil
+}
+
+// markUnschedulable records on the pod why it waits, once per distinct reason.
+func (s *Scheduler) markUnschedulable(ctx context.Context, p *skiffv1.Pod, why string) {
+	c := &skiffv1.Condition{Type: "PodScheduled", Status: "False", Reason: "Unschedulable", Message: why}
+	if !setCondition(p, c, s.now()) {
+		return
+	}
+	if _, err := s.pods.Update(ctx, connect.NewRequest(&skiffv1.UpdatePodRequest{Pod: p})); err != nil {
+		s.log.Debug("record unschedulable", "pod", podID(p), "err", err)
+	}
+}
+
+// setCondition puts c on the pod's status and reports whether anything changed.
+func setCondition(p *skiffv1.Pod, c *skiffv1.Condition, now time.Time) bool {
+	if p.Status == nil {
+		p.Status = &skiffv1.PodStatus{Phase: "Pending"}
+	}
+	for i, old := range p.Status.Conditions {
+		if old.GetType() != c.Type {
+			continue
+		}
+		if old.GetStatus() == c.Status && old.GetReason() == c.Reason && old.GetMessage() == c.Message {
+			return false
+		}
+		c.LastTransitionTime = timestamppb.New(now)
+		p.Status.Conditions[i] = c
+		return true
+	}
+	c.LastTransitionTime = timestamppb.New(now)
+	p.Status.Conditions = append(p.Status.Conditions, c)
+	return true
+}
+
+func podID(p *skiffv1.Pod) string {
+	return p.GetMetadata().GetNamespace() + "/" + p.GetMetadata().GetName()
+}

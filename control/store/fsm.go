@@ -1,0 +1,543 @@
+package store
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"go.etcd.io/bbolt"
+)
+
+// Buckets of the state database.
+var (
+	bucketKV     = []byte("kv")     // key -> kvRecord
+	bucketEvents = []byte("events") // revKey(rev) -> event, the watch history
+	bucketMeta   = []byte("meta")   // the keys below -> big-endian uint64
+
+	keyApplied    = []byte("applied")    // last applied Raft command index
+	keyCompacted  = []byte("compacted")  // highest revision trimmed from history
+	keyEventCount = []byte("eventCount") // events in the history bucket
+)
+
+// maxKeyLen bounds keys (bbolt's own limit is 32 KiB).
+const maxKeyLen = 4096
+
+// fsm is the Raft state machine: the objects, their revisions and the bounded
+// event history, all in one bbolt database. Apply is a pure function of the
+// log entry and the database: no clocks, no randomness, no network.
+//
+// Threading contract: raft calls Apply, ApplyBatch, Snapshot and Restore from
+// its single FSM goroutine (and Restore from NewRaft before that goroutine
+// starts), so they do not lock against each other. The readers (get, list,
+// compacted, history) run on any goroutine; mu guards the db pointer, which
+// only Restore replaces. broken is only touched on the FSM goroutine.
+type fsm struct {
+	path         string
+	historyLimit uint64
+	log          *slog.Logger
+	hub          *hub
+
+	mu sync.RWMutex
+	db *bbolt.DB
+
+	applied atomic.Uint64 // last applied command index, mirrors meta/applied
+	broken  error         // a state.db write failed; nothing more is applied
+}
+
+// applyResult is what ApplyFuture.Response returns for a command.
+type applyResult struct {
+	kv  KV
+	err error
+}
+
+func openFSM(path string, historyLimit uint64, log *slog.Logger, h *hub) (*fsm, error) {
+	db, applied, err := openStateDB(path)
+	if err != nil {
+		return nil, err
+	}
+	f := &fsm{path: path, historyLimit: historyLimit, log: log, hub: h, db: db}
+	f.applied.Store(applied)
+	return f, nil
+}
+
+func openStateDB(path string) (*bbolt.DB, uint64, error) {
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: time.Second})
+	if err != nil {
+		return nil, 0, fmt.Errorf("open %s: %w", path, err)
+	}
+	var applied uint64
+	err = db.Update(func(tx *bbolt.Tx) error {
+		for _, name := range [][]byte{bucketKV, bucketEvents, bucketMeta} {
+			if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+				return err
+			}
+		}
+		applied = getUint64(tx.Bucket(bucketMeta).Get(keyApplied))
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, 0, fmt.Errorf("init %s: %w", path, err)
+	}
+	return db, applied, nil
+}
+
+func (f *fsm) close() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.db.Close()
+}
+
+// Apply implements raft.FSM.
+func (f *fsm) Apply(l *raft.Log) any {
+	return f.ApplyBatch([]*raft.Log{l})[0]
+}
+
+// ApplyBatch implements raft.BatchingFSM: the commands of a batch are applied
+// in one bbolt transaction, together with the new applied index, so a batch
+// is all-or-nothing on disk. Entries at or below the stored applied index were
+// applied before a restart and are skipped: raft replays the log from its last
+// snapshot, and state.db already holds their effects.
+//
+// Command errors (not found, exists, conflict) are results, not failures. A
+// failed bbolt write is a failure: the FSM stops applying (every later command
+// gets the error, snapshots fail so raft keeps the log) until the process
+// restarts and replays the log onto the last committed state.
+func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
+	res := make([]any, len(logs))
+	applied := f.applied.Load()
+	pending := false
+	for _, l := range logs {
+		if l.Type == raft.LogCommand && l.Index > applied {
+			pending = true
+			break
+		}
+	}
+	if !pending {
+		return res
+	}
+	if f.broken != nil {
+		return failAll(res, logs, f.broken)
+	}
+
+	var events []Event
+	last := applied
+	err := f.db.Update(func(tx *bbolt.Tx) error {
+		events, last = events[:0], applied
+		a := newApplier(tx)
+		for i, l := range logs {
+			if l.Type != raft.LogCommand || l.Index <= applied {
+				continue
+			}
+			r, ev, err := a.apply(l.Index, l.Data)
+			if err != nil {
+				return err
+			}
+			res[i] = r
+			if ev != nil {
+				if err := a.record(*ev); err != nil {
+					return err
+				}
+				events = append(events, *ev)
+			}
+			last = l.Index
+		}
+		return a.finish(last, f.historyLimit)
+	})
+	if err != nil {
+		f.broken = fmt.Errorf("state.db write failed at index %d, restart needed: %w", last, err)
+		f.log.Error("store: apply failed; no further writes until restart", "rv", last, "err", err)
+		return failAll(res, logs, f.broken)
+	}
+	f.applied.Store(last)
+	f.hub.publish(events)
+	return res
+}
+
+func failAll(res []any, logs []*raft.Log, err error) []any {
+	for i, l := range logs {
+		if l.Type == raft.LogCommand {
+			res[i] = applyResult{err: err}
+		}
+	}
+	return res
+}
+
+// applier applies commands inside one write transaction.
+type applier struct {
+	kv, events, meta *bbolt.Bucket
+	count, compacted uint64
+}
+
+func newApplier(tx *bbolt.Tx) *applier {
+	a := &applier{
+		kv:     tx.Bucket(bucketKV),
+		events: tx.Bucket(bucketEvents),
+		meta:   tx.Bucket(bucketMeta),
+	}
+	a.count = getUint64(a.meta.Get(keyEventCount))
+	a.compacted = getUint64(a.meta.Get(keyCompacted))
+	return a
+}
+
+// apply runs one command at index. It returns the command's result, the event
+// it produced (nil if it failed) and a storage error, which aborts the batch.
+func (a *applier) apply(index uint64, data []byte) (applyResult, *Event, error) {
+	c, err := unmarshalCommand(data)
+	if err != nil {
+		return applyResult{err: err}, nil, nil
+	}
+	if err := checkKey(c.key); err != nil {
+		return applyResult{err: fmt.Errorf("%s %q: %w", c.op, c.key, err)}, nil, nil
+	}
+	cur, found, err := a.get(c.key)
+	if err != nil {
+		return applyResult{}, nil, err
+	}
+	fail := func(err error) (applyResult, *Event, error) { return applyResult{err: err}, nil, nil }
+
+	switch c.op {
+	case opCreate:
+		if found {
+			return fail(fmt.Errorf("create %s: %w", c.key, ErrAlreadyExists))
+		}
+		kv := KV{Key: c.key, Value: c.value, CreateRevision: index, ModRevision: index}
+		if err := a.kv.Put([]byte(c.key), marshalKVRecord(kv)); err != nil {
+			return applyResult{}, nil, err
+		}
+		return applyResult{kv: kv}, &Event{Type: EventPut, KV: kv, Revision: index}, nil
+
+	case opUpdate, opDelete:
+		if !found {
+			return fail(fmt.Errorf("%s %s: %w", c.op, c.key, ErrNotFound))
+		}
+		if c.rev != 0 && c.rev != cur.ModRevision {
+			return fail(fmt.Errorf("%s %s: %w: have rv %d, want %d", c.op, c.key, ErrConflict, cur.ModRevision, c.rev))
+		}
+		prev := cur
+		if c.op == opDelete {
+			if err := a.kv.Delete([]byte(c.key)); err != nil {
+				return applyResult{}, nil, err
+			}
+			kv := cur
+			kv.ModRevision = index
+			return applyResult{kv: kv}, &Event{Type: EventDelete, KV: kv, PrevKV: &prev, Revision: index}, nil
+		}
+		kv := KV{Key: c.key, Value: c.value, CreateRevision: cur.CreateRevision, ModRevision: index}
+		if err := a.kv.Put([]byte(c.key), marshalKVRecord(kv)); err != nil {
+			return applyResult{}, nil, err
+		}
+		return applyResult{kv: kv}, &Event{Type: EventPut, KV: kv, PrevKV: &prev, Revision: index}, nil
+	}
+	return fail(fmt.Errorf("apply index %d: unknown %s", index, c.op))
+}
+
+func (a *applier) get(key string) (KV, bool, error) {
+	v := a.kv.Get([]byte(key))
+	if v == nil {
+		return KV{}, false, nil
+	}
+	kv, err := unmarshalKVRecord(key, v)
+	return kv, err == nil, err
+}
+
+// record appends ev to the watch history.
+func (a *applier) record(ev Event) error {
+	if err := a.events.Put(revKey(ev.Revision), marshalEvent(ev)); err != nil {
+		return err
+	}
+	a.count++
+	return nil
+}
+
+// finish stores the applied index and trims the history to its newest limit
+// events, oldest first. Deterministic: it depends only on the database.
+func (a *applier) finish(applied, limit uint64) error {
+	if a.count > limit {
+		c := a.events.Cursor()
+		for a.count > limit {
+			k, _ := c.First()
+			if k == nil {
+				a.count = 0
+				break
+			}
+			rev := getUint64(k)
+			if err := c.Delete(); err != nil {
+				return err
+			}
+			a.compacted = rev
+			a.count--
+		}
+	}
+	for _, kv := range []struct {
+		k []byte
+		v uint64
+	}{{keyApplied, applied}, {keyEventCount, a.count}, {keyCompacted, a.compacted}} {
+		if err := a.meta.Put(kv.k, putUint64(kv.v)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func checkKey(key string) error {
+	switch {
+	case key == "":
+		return errors.New("empty key")
+	case len(key) > maxKeyLen:
+		return fmt.Errorf("key longer than %d bytes", maxKeyLen)
+	}
+	return nil
+}
+
+// view runs fn in a read transaction of the current database.
+func (f *fsm) view(fn func(tx *bbolt.Tx) error) error {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.db.View(fn)
+}
+
+func (f *fsm) get(key string) (KV, bool, error) {
+	var (
+		kv    KV
+		found bool
+	)
+	err := f.view(func(tx *bbolt.Tx) error {
+		v := tx.Bucket(bucketKV).Get([]byte(key))
+		if v == nil {
+			return nil
+		}
+		var err error
+		kv, err = unmarshalKVRecord(key, v)
+		found = err == nil
+		return err
+	})
+	return kv, found, err
+}
+
+// list returns the objects under prefix in key order and the applied index
+// they are consistent with.
+func (f *fsm) list(prefix string) ([]KV, uint64, error) {
+	var (
+		kvs []KV
+		rev uint64
+	)
+	err := f.view(func(tx *bbolt.Tx) error {
+		rev = getUint64(tx.Bucket(bucketMeta).Get(keyApplied))
+		p := []byte(prefix)
+		c := tx.Bucket(bucketKV).Cursor()
+		for k, v := c.Seek(p); k != nil && bytes.HasPrefix(k, p); k, v = c.Next() {
+			kv, err := unmarshalKVRecord(string(k), v)
+			if err != nil {
+				return err
+			}
+			kvs = append(kvs, kv)
+		}
+		return nil
+	})
+	return kvs, rev, err
+}
+
+// compacted returns the highest revision trimmed from the history: a watch
+// can resume from any revision at or above it.
+func (f *fsm) compacted() (uint64, error) {
+	var rev uint64
+	err := f.view(func(tx *bbolt.Tx) error {
+		rev = getUint64(tx.Bucket(bucketMeta).Get(keyCompacted))
+		return nil
+	})
+	return rev, err
+}
+
+// history returns the recorded events with after < Revision <= upto whose key
+// has prefix, scanning at most max events so the read transaction stays short.
+// next is the revision to continue after (upto once the range is exhausted).
+// It fails with ErrExpired if events after `after` have been trimmed.
+func (f *fsm) history(prefix string, after, upto uint64, max int) (evs []Event, next uint64, err error) {
+	next = after
+	err = f.view(func(tx *bbolt.Tx) error {
+		if comp := getUint64(tx.Bucket(bucketMeta).Get(keyCompacted)); after < comp {
+			return fmt.Errorf("%w: resourceVersion %d is too old (oldest is %d), list again", ErrExpired, after, comp)
+		}
+		c := tx.Bucket(bucketEvents).Cursor()
+		scanned := 0
+		for k, v := c.Seek(revKey(after + 1)); k != nil; k, v = c.Next() {
+			rev := getUint64(k)
+			if rev > upto {
+				break
+			}
+			if scanned == max {
+				return nil
+			}
+			scanned++
+			next = rev
+			key, err := eventKey(v)
+			if err != nil {
+				return err
+			}
+			if !bytes.HasPrefix([]byte(key), []byte(prefix)) {
+				continue
+			}
+			ev, err := unmarshalEvent(v)
+			if err != nil {
+				return err
+			}
+			evs = append(evs, ev)
+		}
+		next = upto
+		return nil
+	})
+	return evs, next, err
+}
+
+// snapshotMagic starts every snapshot, followed by the big-endian applied
+// index and then the bbolt database file.
+const snapshotMagic = "skiffst1"
+
+// Snapshot implements raft.FSM. It opens a read transaction; Persist streams
+// a consistent copy of the database from it while Apply carries on.
+func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
+	if f.broken != nil {
+		return nil, f.broken
+	}
+	tx, err := f.db.Begin(false)
+	if err != nil {
+		return nil, fmt.Errorf("snapshot: %w", err)
+	}
+	return &fsmSnapshot{tx: tx, applied: getUint64(tx.Bucket(bucketMeta).Get(keyApplied))}, nil
+}
+
+type fsmSnapshot struct {
+	tx      *bbolt.Tx
+	applied uint64
+}
+
+// Persist implements raft.FSMSnapshot.
+func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
+	hdr := append([]byte(snapshotMagic), putUint64(s.applied)...)
+	_, err := sink.Write(hdr)
+	if err == nil {
+		_, err = s.tx.WriteTo(sink)
+	}
+	if err != nil {
+		sink.Cancel()
+		return fmt.Errorf("persist snapshot at rv %d: %w", s.applied, err)
+	}
+	return sink.Close()
+}
+
+// Release implements raft.FSMSnapshot.
+func (s *fsmSnapshot) Release() { s.tx.Rollback() }
+
+// Restore implements raft.FSM: it replaces state.db with the snapshot's copy.
+// A snapshot no newer than what state.db already holds is skipped: state.db
+// is then the snapshot plus committed entries after it, which raft is about
+// to replay and ApplyBatch will skip. That is the normal restart path, so a
+// restart does not copy the whole database. Watches are closed on a real
+// restore (their consumers re-list).
+func (f *fsm) Restore(rc io.ReadCloser) error {
+	hdr := make([]byte, len(snapshotMagic)+8)
+	if _, err := io.ReadFull(rc, hdr); err != nil {
+		return fmt.Errorf("restore snapshot: read header: %w", err)
+	}
+	if string(hdr[:len(snapshotMagic)]) != snapshotMagic {
+		return errors.New("restore snapshot: not a skiff store snapshot")
+	}
+	snapRev := getUint64(hdr[len(snapshotMagic):])
+	if cur := f.applied.Load(); f.broken == nil && snapRev <= cur {
+		f.log.Debug("store: state.db already includes snapshot, not restoring", "rv", snapRev, "applied", cur)
+		return nil
+	}
+
+	tmp := f.path + ".restore"
+	if err := writeFileSync(tmp, rc); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("restore snapshot at rv %d: %w", snapRev, err)
+	}
+
+	if err := checkSnapshotDB(tmp, snapRev); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("restore snapshot at rv %d: %w", snapRev, err)
+	}
+
+	f.mu.Lock()
+	db, applied, err := f.swapDB(tmp)
+	if err == nil {
+		f.db = db
+	}
+	f.mu.Unlock()
+	if err != nil {
+		f.broken = fmt.Errorf("restore snapshot at rv %d: %w", snapRev, err)
+		return f.broken
+	}
+	f.applied.Store(applied)
+	f.broken = nil
+	f.hub.reset(applied)
+	f.log.Info("store: restored snapshot", "rv", applied)
+	return nil
+}
+
+// checkSnapshotDB opens the database copied out of a snapshot and checks it
+// is a state database at the revision the snapshot header announced, before
+// it replaces the live one.
+func checkSnapshotDB(path string, rev uint64) error {
+	db, applied, err := openStateDB(path)
+	if err != nil {
+		return err
+	}
+	if err := db.Close(); err != nil {
+		return err
+	}
+	if applied != rev {
+		return fmt.Errorf("snapshot database is at rv %d, header says %d", applied, rev)
+	}
+	return nil
+}
+
+// swapDB closes the live database, moves tmp over it and opens it. Called
+// with mu held.
+func (f *fsm) swapDB(tmp string) (*bbolt.DB, uint64, error) {
+	if err := f.db.Close(); err != nil {
+		return nil, 0, err
+	}
+	if err := os.Rename(tmp, f.path); err != nil {
+		return nil, 0, err
+	}
+	if err := syncDir(filepath.Dir(f.path)); err != nil {
+		return nil, 0, err
+	}
+	return openStateDB(f.path)
+}
+
+func writeFileSync(path string, r io.Reader) error {
+	fh, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(fh, r); err != nil {
+		fh.Close()
+		return err
+	}
+	if err := fh.Sync(); err != nil {
+		fh.Close()
+		return err
+	}
+	return fh.Close()
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}

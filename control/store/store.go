@@ -1,0 +1,397 @@
+// Package store is skiff's replicated key/value store: the control plane's
+// only state. It owns the Raft log (hashicorp/raft, raft-boltdb), the state
+// machine that keeps objects in bbolt, revisions, the watch history and hub,
+// and snapshots.
+//
+// Values are opaque bytes (the apiserver stores protobuf); keys are strings
+// such as "/pods/default/hello" and prefixes such as "/pods/" select ranges.
+// Every change is a Raft log entry and its revision is that entry's index, so
+// an object's ModRevision is the index of the entry that last changed it.
+// Update and Delete are compare-and-swap on ModRevision, checked inside the
+// state machine.
+//
+// The store knows nothing of pods, validation or authorization: those belong
+// to the apiserver, its only user. Adding voters and forwarding writes to the
+// leader belong to control/cluster; here a write on a follower fails with
+// ErrNotLeader.
+//
+// Files in Config.Dir: raft.db (Raft log and stable store), state.db (the
+// state machine), snapshots/ (Raft snapshots of state.db).
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"go.etcd.io/bbolt"
+)
+
+// Config configures Open.
+type Config struct {
+	Dir      string       // data directory, created if missing
+	BindAddr string       // Raft TCP bind address; default "127.0.0.1:0" (port 0 = pick one)
+	ServerID string       // Raft server ID; default "skiff-0"
+	Logger   *slog.Logger // nil = discard; Raft's own INFO chatter is logged at DEBUG
+
+	// Tuning for tests; zero = default.
+	historyLimit      uint64 // events kept for Watch (defaultHistoryLimit)
+	watchBuffer       int    // per-watcher queue (defaultWatchBuffer)
+	snapshotThreshold uint64 // raft SnapshotThreshold
+	trailingLogs      uint64 // raft TrailingLogs
+}
+
+// KV is one object. ModRevision is the Raft index of the entry that last
+// changed it, CreateRevision that of the entry that created it.
+type KV struct {
+	Key            string
+	Value          []byte
+	CreateRevision uint64
+	ModRevision    uint64
+}
+
+// EventType says what an Event did.
+type EventType int
+
+const (
+	EventPut    EventType = iota + 1 // create or update
+	EventDelete                      // delete
+)
+
+func (t EventType) String() string {
+	switch t {
+	case EventPut:
+		return "PUT"
+	case EventDelete:
+		return "DELETE"
+	}
+	return fmt.Sprintf("EventType(%d)", int(t))
+}
+
+// Event is one change seen by Watch. For a put, KV is the new object and
+// PrevKV the old one (nil on create). For a delete, KV holds the last value
+// with ModRevision set to the delete's revision, and PrevKV the object as it
+// was. Revision equals KV.ModRevision.
+type Event struct {
+	Type     EventType
+	KV       KV
+	PrevKV   *KV
+	Revision uint64
+}
+
+// Store is the replicated store. Its methods are safe for concurrent use.
+type Store struct {
+	log         *slog.Logger
+	raft        *raft.Raft
+	trans       *raft.NetworkTransport
+	logs        *raftboltdb.BoltStore
+	fsm         *fsm
+	hub         *hub
+	leader      leaderFeed
+	watchBuffer int
+
+	done      chan struct{} // closed by Close
+	bg        sync.WaitGroup
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Raft timing: one server on a laptop or CI box, up to three on a LAN. A
+// fresh single server elects itself within one to two heartbeat timeouts.
+const (
+	heartbeatTimeout   = 200 * time.Millisecond
+	electionTimeout    = 200 * time.Millisecond
+	leaderLeaseTimeout = 100 * time.Millisecond
+	transportTimeout   = 10 * time.Second
+	snapshotsRetained  = 2
+)
+
+// Open opens the store in cfg.Dir, creating it if needed. On a fresh
+// directory it bootstraps a single-server cluster. It returns once a leader
+// is known (for a single server: this one) and, on the leader, once every
+// committed entry is applied; ctx bounds that wait. Reopening a directory
+// keeps all data, revisions and watch history.
+func Open(ctx context.Context, cfg Config) (*Store, error) {
+	if cfg.Dir == "" {
+		return nil, errors.New("open store: Config.Dir is empty")
+	}
+	if cfg.BindAddr == "" {
+		cfg.BindAddr = "127.0.0.1:0"
+	}
+	if cfg.ServerID == "" {
+		cfg.ServerID = "skiff-0"
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.historyLimit == 0 {
+		cfg.historyLimit = defaultHistoryLimit
+	}
+	if cfg.watchBuffer == 0 {
+		cfg.watchBuffer = defaultWatchBuffer
+	}
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+
+	s := &Store{log: cfg.Logger, watchBuffer: cfg.watchBuffer, done: make(chan struct{})}
+	if err := s.start(cfg); err != nil {
+		s.closePartial()
+		return nil, fmt.Errorf("open store %s: %w", cfg.Dir, err)
+	}
+	if err := s.waitReady(ctx); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("open store %s: wait for leader: %w", cfg.Dir, err)
+	}
+	return s, nil
+}
+
+// start opens the files and the transport and starts raft. On error the
+// caller releases what was opened with closePartial.
+func (s *Store) start(cfg Config) error {
+	hlog := newRaftLogger(cfg.Logger)
+
+	var err error
+	s.fsm, err = openFSM(filepath.Join(cfg.Dir, "state.db"), cfg.historyLimit, cfg.Logger, nil)
+	if err != nil {
+		return err
+	}
+	s.hub = newHub(s.fsm.applied.Load(), cfg.Logger)
+	s.fsm.hub = s.hub
+
+	s.logs, err = raftboltdb.New(raftboltdb.Options{
+		Path:        filepath.Join(cfg.Dir, "raft.db"),
+		BoltOptions: &bbolt.Options{Timeout: time.Second},
+	})
+	if err != nil {
+		return fmt.Errorf("open raft.db: %w", err)
+	}
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.Dir, snapshotsRetained, hlog)
+	if err != nil {
+		return err
+	}
+	s.trans, err = raft.NewTCPTransportWithLogger(cfg.BindAddr, nil, 3, transportTimeout, hlog)
+	if err != nil {
+		return fmt.Errorf("raft transport on %s: %w", cfg.BindAddr, err)
+	}
+
+	conf := raft.DefaultConfig()
+	conf.LocalID = raft.ServerID(cfg.ServerID)
+	conf.HeartbeatTimeout = heartbeatTimeout
+	conf.ElectionTimeout = electionTimeout
+	conf.LeaderLeaseTimeout = leaderLeaseTimeout
+	conf.Logger = hlog
+	if cfg.snapshotThreshold != 0 {
+		conf.SnapshotThreshold = cfg.snapshotThreshold
+	}
+	if cfg.trailingLogs != 0 {
+		conf.TrailingLogs = cfg.trailingLogs
+	}
+
+	existing, err := raft.HasExistingState(s.logs, s.logs, snaps)
+	if err != nil {
+		return err
+	}
+	if !existing {
+		if rev := s.fsm.applied.Load(); rev != 0 {
+			return fmt.Errorf("state.db is at rv %d but there is no raft log or snapshot: refusing to start", rev)
+		}
+		boot := raft.Configuration{Servers: []raft.Server{{
+			Suffrage: raft.Voter,
+			ID:       conf.LocalID,
+			Address:  s.trans.LocalAddr(),
+		}}}
+		if err := raft.BootstrapCluster(conf, s.logs, s.logs, snaps, s.trans, boot); err != nil {
+			return fmt.Errorf("bootstrap: %w", err)
+		}
+	}
+	s.raft, err = raft.NewRaft(conf, s.fsm, s.logs, s.logs, snaps, s.trans)
+	if err != nil {
+		return err
+	}
+	s.bg.Add(1)
+	go s.followLeadership(s.raft.LeaderCh())
+	return nil
+}
+
+// waitReady waits until a leader is known and, if it is this server, until
+// every committed entry has been applied.
+func (s *Store) waitReady(ctx context.Context) error {
+	obsCh := make(chan raft.Observation, 4)
+	obs := raft.NewObserver(obsCh, false, func(o *raft.Observation) bool {
+		_, ok := o.Data.(raft.LeaderObservation)
+		return ok
+	})
+	s.raft.RegisterObserver(obs)
+	defer s.raft.DeregisterObserver(obs)
+	for {
+		if _, id := s.raft.LeaderWithID(); id != "" {
+			break
+		}
+		select {
+		case <-obsCh:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	if !s.IsLeader() {
+		return nil
+	}
+	return s.wait(ctx, s.raft.Barrier(timeoutOf(ctx)))
+}
+
+// Close shuts down raft and closes the files. Open watches are closed and
+// LeaderCh channels closed. Safe to call more than once; later calls return
+// the first call's result.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		var errs []error
+		close(s.done)
+		if err := s.raft.Shutdown().Error(); err != nil {
+			errs = append(errs, fmt.Errorf("raft shutdown: %w", err))
+		}
+		s.bg.Wait()
+		s.closePartial()
+		s.closeErr = errors.Join(errs...)
+	})
+	return s.closeErr
+}
+
+// closePartial releases whatever start opened, in reverse order.
+func (s *Store) closePartial() {
+	if s.trans != nil {
+		s.trans.Close()
+	}
+	if s.hub != nil {
+		s.hub.close()
+	}
+	if s.logs != nil {
+		if err := s.logs.Close(); err != nil {
+			s.log.Warn("store: close raft.db", "err", err)
+		}
+	}
+	if s.fsm != nil {
+		if err := s.fsm.close(); err != nil {
+			s.log.Warn("store: close state.db", "err", err)
+		}
+	}
+}
+
+// Revision returns the store's revision: the index of the last applied Raft
+// command (some commands, like a failed compare-and-swap, change nothing).
+func (s *Store) Revision() uint64 {
+	return s.fsm.applied.Load()
+}
+
+// Get returns the object at key, or ErrNotFound. It reads this server's
+// state; on a follower the result may lag the leader slightly.
+func (s *Store) Get(ctx context.Context, key string) (KV, error) {
+	if err := ctx.Err(); err != nil {
+		return KV{}, fmt.Errorf("get %s: %w", key, err)
+	}
+	kv, found, err := s.fsm.get(key)
+	switch {
+	case err != nil:
+		return KV{}, dbErr("get", key, err)
+	case !found:
+		return KV{}, fmt.Errorf("get %s: %w", key, ErrNotFound)
+	}
+	return kv, nil
+}
+
+// List returns the objects whose key starts with prefix, sorted by key, and
+// the revision they are consistent with: Watch(ctx, prefix, rev) continues
+// exactly after the listing.
+func (s *Store) List(ctx context.Context, prefix string) ([]KV, uint64, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, 0, fmt.Errorf("list %s: %w", prefix, err)
+	}
+	kvs, rev, err := s.fsm.list(prefix)
+	if err != nil {
+		return nil, 0, dbErr("list", prefix, err)
+	}
+	return kvs, rev, nil
+}
+
+// Create stores value at key, which must not exist (ErrAlreadyExists), and
+// returns the new object.
+//
+// For all writes: if ctx ends before the entry is applied the call returns
+// ctx's error, but the write may still happen; on a follower they fail with
+// ErrNotLeader.
+func (s *Store) Create(ctx context.Context, key string, value []byte) (KV, error) {
+	return s.propose(ctx, command{op: opCreate, key: key, value: value})
+}
+
+// Update replaces the value at key if rev equals its ModRevision (rev 0:
+// unconditionally) and returns the new object. It fails with ErrNotFound or
+// ErrConflict.
+func (s *Store) Update(ctx context.Context, key string, value []byte, rev uint64) (KV, error) {
+	return s.propose(ctx, command{op: opUpdate, key: key, value: value, rev: rev})
+}
+
+// Delete removes key if rev equals its ModRevision (rev 0: unconditionally).
+// It returns the deleted object with ModRevision set to the delete's
+// revision, as its DELETE event carries it. It fails with ErrNotFound or
+// ErrConflict.
+func (s *Store) Delete(ctx context.Context, key string, rev uint64) (KV, error) {
+	return s.propose(ctx, command{op: opDelete, key: key, rev: rev})
+}
+
+// propose appends c to the Raft log and returns its result from the FSM.
+func (s *Store) propose(ctx context.Context, c command) (KV, error) {
+	if err := checkKey(c.key); err != nil {
+		return KV{}, fmt.Errorf("%s %q: %w", c.op, c.key, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return KV{}, fmt.Errorf("%s %s: %w", c.op, c.key, err)
+	}
+	select {
+	case <-s.done:
+		return KV{}, fmt.Errorf("%s %s: %w", c.op, c.key, ErrClosed)
+	default:
+	}
+	f := s.raft.Apply(c.marshal(), timeoutOf(ctx))
+	if err := s.wait(ctx, f); err != nil {
+		return KV{}, raftErr(c.op.String(), c.key, err)
+	}
+	res, ok := f.Response().(applyResult)
+	if !ok {
+		return KV{}, fmt.Errorf("%s %s: unexpected apply response %T", c.op, c.key, f.Response())
+	}
+	return res.kv, res.err
+}
+
+// wait waits for a raft future or for ctx. Raft futures cannot be cancelled,
+// so on ctx's end the operation may still complete.
+func (s *Store) wait(ctx context.Context, f raft.Future) error {
+	if ctx.Done() == nil {
+		return f.Error()
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- f.Error() }() // ends when raft answers, at the latest on Shutdown
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// timeoutOf converts ctx's deadline to raft's enqueue timeout (0 = none).
+func timeoutOf(ctx context.Context) time.Duration {
+	if d, ok := ctx.Deadline(); ok {
+		if t := time.Until(d); t > 0 {
+			return t
+		}
+		return time.Nanosecond
+	}
+	return 0
+}

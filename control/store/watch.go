@@ -1,0 +1,207 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+)
+
+// Watch tuning; Config's unexported fields override them in tests.
+const (
+	defaultHistoryLimit = 10000 // events kept in state.db for resuming watches
+	defaultWatchBuffer  = 1024  // live events queued per watcher before it is dropped
+	historyPage         = 256   // events scanned per read transaction during replay
+)
+
+// Watch streams the events under prefix with Revision > rev, in revision
+// order: first those recorded in the history (which survives restarts), then
+// live ones as they are applied, with no gap and no duplicate between the
+// two. rev 0 means "from now". Use the revision returned by List to watch
+// from a listing.
+//
+// If events after rev have been trimmed from the history (it keeps the last
+// 10000), Watch fails with ErrExpired: List again and watch from there.
+//
+// The channel is closed when ctx ends or the Store closes, and also when the
+// watcher cannot keep up: each watcher has a bounded queue (1024 events) so a
+// slow consumer never blocks writes; on overflow the queued events are still
+// delivered, then the channel is closed. A snapshot restore (a follower that
+// fell far behind) also closes every watch. A consumer that sees the channel
+// closed while its ctx is still live must List and Watch again, like a
+// Kubernetes informer. Events share their Value slices between watchers:
+// treat them as read-only.
+func (s *Store) Watch(ctx context.Context, prefix string, rev uint64) (<-chan Event, error) {
+	w, upto, err := s.hub.subscribe(prefix, s.watchBuffer)
+	if err != nil {
+		return nil, fmt.Errorf("watch %s: %w", prefix, err)
+	}
+	from := rev
+	if rev == 0 {
+		from = upto
+	} else {
+		comp, err := s.fsm.compacted()
+		if err != nil {
+			w.release()
+			return nil, dbErr("watch", prefix, err)
+		}
+		if rev < comp {
+			w.release()
+			return nil, fmt.Errorf("watch %s: %w: resourceVersion %d is too old (oldest is %d), list again", prefix, ErrExpired, rev, comp)
+		}
+	}
+	out := make(chan Event)
+	go s.serveWatch(ctx, w, from, upto, out)
+	return out, nil
+}
+
+// serveWatch owns out: it replays the history in (from, upto] in short read
+// transactions, then forwards live events, dropping any at or below the last
+// revision sent.
+func (s *Store) serveWatch(ctx context.Context, w *watcher, from, upto uint64, out chan<- Event) {
+	defer close(out)
+	defer w.release()
+	send := func(ev Event) bool {
+		select {
+		case out <- ev:
+			return true
+		case <-ctx.Done():
+		case <-s.done:
+		}
+		return false
+	}
+
+	last := from
+	for last < upto {
+		evs, next, err := s.fsm.history(w.prefix, last, upto, historyPage)
+		if err != nil {
+			s.log.Debug("store: watch stopped during replay", "prefix", w.prefix, "rv", last, "err", err)
+			return
+		}
+		for _, ev := range evs {
+			if !send(ev) {
+				return
+			}
+		}
+		last = next
+	}
+	for {
+		select {
+		case ev, ok := <-w.ch:
+			if !ok {
+				return
+			}
+			if ev.Revision <= last {
+				continue
+			}
+			if !send(ev) {
+				return
+			}
+			last = ev.Revision
+		case <-ctx.Done():
+			return
+		case <-s.done:
+			return
+		}
+	}
+}
+
+// hub fans applied events out to watchers. It is a mutex-guarded fan-out, not
+// an owner goroutine: publish runs on raft's FSM goroutine right after a
+// batch commits, never blocks (a full watcher is dropped), and holds mu only
+// for the sends.
+type hub struct {
+	log *slog.Logger
+
+	mu       sync.Mutex
+	rev      uint64 // every event at or below rev has been published
+	watchers map[*watcher]struct{}
+	closed   bool
+	wg       sync.WaitGroup // one per subscribed watcher until release
+}
+
+type watcher struct {
+	h       *hub
+	prefix  string
+	ch      chan Event // closed by the hub when the watcher is dropped
+	release func()
+}
+
+func newHub(rev uint64, log *slog.Logger) *hub {
+	return &hub{rev: rev, log: log, watchers: make(map[*watcher]struct{})}
+}
+
+// subscribe registers a watcher and returns the revision it starts after:
+// events above it will be published to the watcher, events at or below it
+// are already in state.db.
+func (h *hub) subscribe(prefix string, buf int) (*watcher, uint64, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return nil, 0, ErrClosed
+	}
+	w := &watcher{h: h, prefix: prefix, ch: make(chan Event, buf)}
+	w.release = sync.OnceFunc(func() {
+		h.mu.Lock()
+		h.drop(w)
+		h.mu.Unlock()
+		h.wg.Done()
+	})
+	h.watchers[w] = struct{}{}
+	h.wg.Add(1)
+	return w, h.rev, nil
+}
+
+// drop removes w and closes its channel; mu must be held.
+func (h *hub) drop(w *watcher) {
+	if _, ok := h.watchers[w]; ok {
+		delete(h.watchers, w)
+		close(w.ch)
+	}
+}
+
+// publish queues evs, in revision order, to every matching watcher.
+func (h *hub) publish(evs []Event) {
+	if len(evs) == 0 {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, ev := range evs {
+		h.rev = ev.Revision
+		for w := range h.watchers {
+			if !strings.HasPrefix(ev.KV.Key, w.prefix) {
+				continue
+			}
+			select {
+			case w.ch <- ev:
+			default:
+				h.log.Warn("store: watcher too slow, closing it", "prefix", w.prefix, "rv", ev.Revision)
+				h.drop(w)
+			}
+		}
+	}
+}
+
+// reset drops every watcher after a snapshot restore replaced the state.
+func (h *hub) reset(rev uint64) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for w := range h.watchers {
+		h.drop(w)
+	}
+	h.rev = rev
+}
+
+// close drops every watcher, refuses new ones and waits for the watch
+// goroutines to finish.
+func (h *hub) close() {
+	h.mu.Lock()
+	h.closed = true
+	for w := range h.watchers {
+		h.drop(w)
+	}
+	h.mu.Unlock()
+	h.wg.Wait()
+}

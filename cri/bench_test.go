@@ -1,0 +1,155 @@
+package cri
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"skiff.dev/skiff/netns"
+	"skiff.dev/skiff/runtime/image"
+)
+
+// BenchmarkWasmPodStart measures what a pod start costs a CRI client over
+// the socket: RunPodSandbox (network namespace included) + CreateContainer
+// (compile, or compiled-module cache hit) + StartContainer (instantiate,
+// _start running). Teardown is not timed.
+//
+//	first:  every iteration uses a module never seen (the hello program
+//	        with a distinct custom section), so it is compiled from scratch.
+//	cached: the module is already compiled.
+func BenchmarkWasmPodStart(b *testing.B) {
+	needRoot(b)
+	hello, err := os.ReadFile(needHello(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	tmp := b.TempDir()
+	images, err := image.Open(filepath.Join(tmp, "images"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	stateDir := filepath.Join(tmp, "run")
+	b.Cleanup(func() {
+		pins, _ := netns.List(filepath.Join(stateDir, "netns"))
+		for _, p := range pins {
+			netns.Delete(p)
+		}
+	})
+	sockDir, err := os.MkdirTemp("", "crib")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { os.RemoveAll(sockDir) })
+	sock := filepath.Join(sockDir, "cri.sock")
+	srv, err := New(context.Background(), Config{Socket: sock, RootDir: filepath.Join(tmp, "node"), StateDir: stateDir, Images: images})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ctx) }()
+	b.Cleanup(func() {
+		cancel()
+		<-served
+		srv.Close(context.Background())
+	})
+	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { conn.Close() })
+	rs := runtime.NewRuntimeServiceClient(conn)
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if _, err := rs.Version(ctx, &runtime.VersionRequest{}); err == nil {
+			break
+		} else if time.Now().After(deadline) {
+			b.Fatal(err)
+		}
+	}
+
+	pods := 0
+	podStart := func(b *testing.B, img string) string {
+		pods++
+		name := fmt.Sprintf("bench-%d", pods)
+		pod, err := rs.RunPodSandbox(ctx, &runtime.RunPodSandboxRequest{Config: podConfig(name, filepath.Join(tmp, "logs"))})
+		if err != nil {
+			b.Fatal(err)
+		}
+		cfg := containerConfig("hello", img, "sleep", "1h")
+		cfg.LogPath = name + ".log"
+		ctr, err := rs.CreateContainer(ctx, &runtime.CreateContainerRequest{PodSandboxId: pod.PodSandboxId, Config: cfg})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := rs.StartContainer(ctx, &runtime.StartContainerRequest{ContainerId: ctr.ContainerId}); err != nil {
+			b.Fatal(err)
+		}
+		return pod.PodSandboxId
+	}
+	remove := func(b *testing.B, pod string) {
+		if _, err := rs.RemovePodSandbox(ctx, &runtime.RemovePodSandboxRequest{PodSandboxId: pod}); err != nil {
+			b.Fatal(err)
+		}
+	}
+
+	b.Run("first", func(b *testing.B) {
+		for i := 0; b.Loop(); i++ {
+			b.StopTimer()
+			name := fmt.Sprintf("hello-first-%d", pods)
+			if _, err := images.Import(ctx, name, bytes.NewReader(withCustomSection(hello, name))); err != nil {
+				b.Fatal(err)
+			}
+			b.StartTimer()
+			pod := podStart(b, name)
+			b.StopTimer()
+			remove(b, pod)
+			b.StartTimer()
+		}
+	})
+	b.Run("cached", func(b *testing.B) {
+		if _, err := images.Import(ctx, "hello", bytes.NewReader(hello)); err != nil {
+			b.Fatal(err)
+		}
+		remove(b, podStart(b, "hello")) // compile once, untimed
+		b.ResetTimer()
+		for b.Loop() {
+			pod := podStart(b, "hello")
+			b.StopTimer()
+			remove(b, pod)
+			b.StartTimer()
+		}
+	})
+}
+
+// withCustomSection returns module with a custom section holding payload
+// appended: a different module (new image ID, new compilation) that runs the same.
+func withCustomSection(module []byte, payload string) []byte {
+	const name = "skiff-bench"
+	var content []byte
+	content = appendULEB(content, uint32(len(name)))
+	content = append(content, name...)
+	content = append(content, payload...)
+	out := append([]byte{}, module...)
+	out = append(out, 0) // custom section
+	out = appendULEB(out, uint32(len(content)))
+	return append(out, content...)
+}
+
+func appendULEB(b []byte, v uint32) []byte {
+	for {
+		c := byte(v & 0x7f)
+		v >>= 7
+		if v == 0 {
+			return append(b, c)
+		}
+		b = append(b, c|0x80)
+	}
+}

@@ -1,0 +1,167 @@
+package cri
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"skiff.dev/skiff/runtime/image"
+	"skiff.dev/skiff/runtime/wasm"
+)
+
+// CreateContainer creates a container in a ready sandbox: it resolves the
+// image in the node's store, builds argv (command+args when command is set,
+// else [container name]+args) and the environment, opens the log file and
+// has the runtime compile the module. A module that does not compile is
+// InvalidArgument with the runtime's reason. On error nothing is left
+// behind. Mounts, devices, working dir, resources and security settings
+// are ignored: Wasm containers have no filesystem and no cgroup of their own.
+func (s *service) CreateContainer(ctx context.Context, req *runtime.CreateContainerRequest) (*runtime.CreateContainerResponse, error) {
+	cfg := req.GetConfig()
+	name := cfg.GetMetadata().GetName()
+	if name == "" {
+		return nil, fmt.Errorf("create container: %w: config.metadata.name is required", errInvalidArgument)
+	}
+	ref := cfg.GetImage().GetImage()
+	if ref == "" {
+		return nil, fmt.Errorf("create container %q: %w: config.image.image is required", name, errInvalidArgument)
+	}
+	sb, err := s.getSandbox(req.GetPodSandboxId())
+	if err != nil {
+		return nil, fmt.Errorf("create container %q: %w", name, err)
+	}
+	sbRec := sb.snapshot()
+	if sbRec.State != sandboxReady {
+		return nil, fmt.Errorf("create container %q: %w: sandbox %s is not ready", name, errFailedPrecondition, sbRec.ID)
+	}
+	img, err := s.images.Get(ref)
+	if errors.Is(err, image.ErrNotFound) {
+		return nil, fmt.Errorf("create container %q: %w: image %q is not in the node's image store; import it with `skiff image import`", name, errNotFound, ref)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("create container %q: %w", name, err)
+	}
+
+	rec := containerRecord{
+		ID:                 newID(),
+		SandboxID:          sbRec.ID,
+		Name:               name,
+		Attempt:            cfg.GetMetadata().GetAttempt(),
+		Image:              ref,
+		UserSpecifiedImage: cfg.GetImage().GetUserSpecifiedImage(),
+		ImageID:            img.ID,
+		Labels:             copyMap(cfg.GetLabels()),
+		Annotations:        copyMap(cfg.GetAnnotations()),
+		Args:               argv(name, cfg.GetCommand(), cfg.GetArgs()),
+		State:              containerCreated,
+		CreatedAt:          s.now().UnixNano(),
+	}
+	if rec.UserSpecifiedImage == "" {
+		rec.UserSpecifiedImage = ref
+	}
+	for _, kv := range cfg.GetEnvs() {
+		if kv.GetKey() == "" {
+			return nil, fmt.Errorf("create container %q: %w: environment variable with an empty key", name, errInvalidArgument)
+		}
+		rec.Env = append(rec.Env, kv.GetKey()+"="+string(kv.GetValue()))
+	}
+	if sbRec.LogDirectory != "" && cfg.GetLogPath() != "" {
+		p, err := logPath(sbRec.LogDirectory, cfg.GetLogPath())
+		if err != nil {
+			return nil, fmt.Errorf("create container %q: %w", name, err)
+		}
+		rec.LogPath = p
+	}
+	log := s.log.With("container", rec.ID, "sandbox", rec.SandboxID, "pod", sbRec.Namespace+"/"+sbRec.Name)
+
+	if err := s.reserve(rec.nameKey(), rec.ID); err != nil {
+		return nil, fmt.Errorf("create container %q (attempt %d) in sandbox %s: %w", name, rec.Attempt, rec.SandboxID, err)
+	}
+	c := &container{rec: rec}
+	var undo []func()
+	fail := func(err error) (*runtime.CreateContainerResponse, error) {
+		for i := len(undo) - 1; i >= 0; i-- {
+			undo[i]()
+		}
+		s.release(rec.nameKey(), rec.ID)
+		return nil, fmt.Errorf("create container %q: %w", name, err)
+	}
+	if rec.LogPath != "" {
+		l, created, err := openContainerLog(rec.LogPath, s.now)
+		if err != nil {
+			return fail(err)
+		}
+		c.log = l
+		undo = append(undo, func() {
+			l.Close()
+			if created {
+				os.Remove(rec.LogPath)
+			}
+		})
+	}
+	t, err := s.runtime.Create(ctx, s.taskSpec(&rec, img, c.log))
+	if err != nil {
+		return fail(err)
+	}
+	c.task = t
+	undo = append(undo, func() { t.Stop(context.WithoutCancel(ctx)) })
+	if err := s.db.putContainer(&rec); err != nil {
+		return fail(err)
+	}
+	undo = append(undo, func() { s.db.deleteContainer(rec.ID) })
+
+	// Insert only while the sandbox is still ready: StopPodSandbox marks
+	// it NotReady before it collects the containers to stop.
+	s.mu.Lock()
+	sb.mu.Lock()
+	ready := sb.rec.State == sandboxReady && !sb.removing
+	if ready {
+		s.containers[rec.ID] = c
+	}
+	sb.mu.Unlock()
+	s.mu.Unlock()
+	if !ready {
+		return fail(fmt.Errorf("%w: sandbox %s stopped while the container was being created", errFailedPrecondition, rec.SandboxID))
+	}
+	log.Info("container created", "image", ref, "args", rec.Args)
+	return &runtime.CreateContainerResponse{ContainerId: rec.ID}, nil
+}
+
+// argv is what a Wasm container sees as its arguments.
+func argv(name string, command, args []string) []string {
+	if len(command) > 0 {
+		return append(append([]string{}, command...), args...)
+	}
+	return append([]string{name}, args...)
+}
+
+// logPath joins the sandbox log directory and the container's relative log
+// path, refusing a path that leaves the directory.
+func logPath(dir, rel string) (string, error) {
+	p := filepath.Join(dir, rel)
+	if p != filepath.Clean(dir) && !strings.HasPrefix(p, filepath.Clean(dir)+string(filepath.Separator)) {
+		return "", fmt.Errorf("%w: log_path %q leaves the sandbox log directory", errInvalidArgument, rel)
+	}
+	return p, nil
+}
+
+// taskSpec is the runtime's view of a container.
+func (s *service) taskSpec(rec *containerRecord, img image.Image, l *containerLog) wasm.ContainerSpec {
+	spec := wasm.ContainerSpec{
+		ID:         rec.ID,
+		ModuleKey:  img.ID,
+		ModulePath: s.images.BlobPath(img),
+		Args:       rec.Args,
+		Env:        rec.Env,
+	}
+	if l != nil {
+		spec.Stdout = l.stream("stdout")
+		spec.Stderr = l.stream("stderr")
+	}
+	return spec
+}

@@ -1,0 +1,98 @@
+package cri
+
+import (
+	"context"
+	"fmt"
+
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// StartContainer starts a created container: it instantiates the module and
+// runs _start, and returns once the instance runs. A container must be
+// CREATED and its sandbox ready. If instantiation fails the container is
+// EXITED with reason "StartError" and the call fails.
+func (s *service) StartContainer(ctx context.Context, req *runtime.StartContainerRequest) (*runtime.StartContainerResponse, error) {
+	c, err := s.getContainer(req.GetContainerId())
+	if err != nil {
+		return nil, fmt.Errorf("start container: %w", err)
+	}
+	sb, err := s.getSandbox(c.rec.SandboxID)
+	if err != nil {
+		return nil, fmt.Errorf("start container %s: %w", c.rec.ID, err)
+	}
+	if sbRec := sb.snapshot(); sbRec.State != sandboxReady {
+		return nil, fmt.Errorf("start container %s: %w: sandbox %s is not ready", c.rec.ID, errFailedPrecondition, sbRec.ID)
+	}
+
+	c.mu.Lock()
+	rec := c.rec
+	if c.task != nil {
+		rec.apply(c.task.Status())
+	}
+	switch {
+	case c.removed:
+		c.mu.Unlock()
+		return nil, fmt.Errorf("start container %s: %w: it is being removed", rec.ID, errFailedPrecondition)
+	case c.starting || rec.State != containerCreated:
+		c.mu.Unlock()
+		state := string(rec.State)
+		if c.starting {
+			state = "starting"
+		}
+		return nil, fmt.Errorf("start container %s: %w: it is %s, not created", rec.ID, errFailedPrecondition, state)
+	}
+	c.starting = true
+	t := c.task
+	c.mu.Unlock()
+
+	// No lock is held from here on: compiling (after a restart) and
+	// instantiating run guest code (a module's start function).
+	startErr := func() error {
+		if t == nil { // created before a restart: make the task now
+			img, err := s.images.Get(rec.ImageID)
+			if err != nil {
+				return err
+			}
+			l := (*containerLog)(nil)
+			if rec.LogPath != "" {
+				if l, _, err = openContainerLog(rec.LogPath, s.now); err != nil {
+					return err
+				}
+			}
+			t, err = s.runtime.Create(ctx, s.taskSpec(&rec, img, l))
+			if err != nil {
+				if l != nil {
+					l.Close()
+				}
+				return err
+			}
+			c.mu.Lock()
+			c.task, c.log = t, l
+			c.mu.Unlock()
+		}
+		return t.Start(ctx)
+	}()
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.starting = false
+	if c.removed {
+		return nil, fmt.Errorf("start container %s: %w: it was removed while starting", rec.ID, errFailedPrecondition)
+	}
+	if c.task != nil {
+		c.rec.apply(c.task.Status())
+	}
+	if err := s.db.putContainer(&c.rec); err != nil {
+		s.log.Error("save container state", "container", rec.ID, "err", err)
+	}
+	if startErr != nil {
+		if c.log != nil && c.rec.State == containerExited {
+			c.log.Close()
+			c.log = nil
+		}
+		return nil, fmt.Errorf("start container %s: %w", rec.ID, startErr)
+	}
+	s.watch(c, c.task)
+	s.log.Info("container started", "container", rec.ID, "sandbox", rec.SandboxID)
+	return &runtime.StartContainerResponse{}, nil
+}

@@ -1,0 +1,38 @@
+// Package cri is the node's Container Runtime Interface server: the CRI v1
+// RuntimeService and ImageService over gRPC on a unix socket, so that the
+// skiff agent, or a person with crictl, drives pods on this node exactly as
+// a kubelet drives containerd.
+//
+// It owns the node-local state of pod sandboxes and containers: records in
+// bbolt (<RootDir>/cri.db) that survive a restart, and the live containers
+// in memory. It delegates the rest: running code to a runtime (runtime/wasm,
+// with runtime handler "wasm", the default), network namespaces to netns,
+// images to runtime/image. It knows nothing of a control plane.
+//
+// # Behaviour
+//
+//   - Sandbox and container IDs are 64 hex digits. Every call that takes an
+//     ID also accepts a unique prefix of one.
+//   - RunPodSandbox makes a pinned network namespace with loopback up
+//     (<StateDir>/netns/<id>); it needs root. A pod that asks for the node's
+//     network namespace (NamespaceOption network NODE) gets none.
+//     StopPodSandbox stops the pod's containers and deletes its namespace.
+//   - Stop* of an unknown ID is NotFound; Remove* of an unknown ID succeeds
+//     (both as containerd does). Stop and Remove are idempotent, and Remove
+//     stops what is still running first.
+//   - Wasm containers have no SIGTERM: StopContainer kills at once, whatever
+//     the timeout (exit code 137, reason "Error", message "stopped").
+//   - Logs go to <sandbox log_directory>/<container log_path> in the CRI log
+//     format; with either unset the output is discarded.
+//   - PullImage pulls nothing (there are no registries yet): an image in the
+//     store succeeds, any other is NotFound.
+//   - After a restart, containers that were running are reported exited
+//     with exit code 255, reason "Unknown", message "runtime restarted";
+//     created containers can still be started; sandboxes whose namespace is
+//     gone are NotReady.
+//
+// Concurrency: every call may come from any goroutine. The maps of sandboxes
+// and containers are guarded by one mutex, each record by its object's
+// mutex (lock order: maps, then sandbox, then container). No lock is held
+// while guest code runs or while a module compiles.
+package cri

@@ -1,0 +1,353 @@
+package cri
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	goruntime "runtime"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"skiff.dev/skiff/netns"
+	"skiff.dev/skiff/runtime/image"
+	"skiff.dev/skiff/runtime/wasm"
+	"skiff.dev/skiff/runtime/wasm/wasmtest"
+)
+
+var (
+	// helloPath is testdata/hello built for wasip1; empty if the build failed.
+	helloPath string
+	helloErr  error
+	// cacheDir is the compilation cache the test runtimes share, so the
+	// hello program (seconds to compile under -race) compiles once.
+	cacheDir string
+)
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "cri-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	cacheDir = filepath.Join(dir, "wasm-cache")
+	helloPath = filepath.Join(dir, "hello.wasm")
+	helloErr = wasmtest.BuildGo("testdata/hello", helloPath)
+	code := m.Run()
+	os.RemoveAll(dir)
+	if code == 0 {
+		if err := checkGoroutines(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// checkGoroutines fails when a goroutine of this package outlives the tests.
+func checkGoroutines() error {
+	var stacks string
+	for range 100 {
+		buf := make([]byte, 1<<20)
+		stacks = string(buf[:goruntime.Stack(buf, true)])
+		leaked := false
+		for _, g := range strings.Split(stacks, "\n\n") {
+			if strings.Contains(g, "skiff.dev/skiff/cri.") && !strings.Contains(g, "TestMain") {
+				leaked = true
+			}
+		}
+		if !leaked {
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return fmt.Errorf("leaked goroutines:\n%s", stacks)
+}
+
+func needHello(tb testing.TB) string {
+	tb.Helper()
+	if helloErr != nil {
+		tb.Fatalf("build testdata/hello: %v", helloErr)
+	}
+	return helloPath
+}
+
+// fakeNamespaces stands in for netns in tests that need no root. It
+// records pins; failCreate makes Create fail.
+type fakeNamespaces struct {
+	dir string
+
+	mu         sync.Mutex
+	pins       map[string]bool
+	failCreate error
+}
+
+func newFakeNamespaces(dir string) *fakeNamespaces {
+	return &fakeNamespaces{dir: dir, pins: map[string]bool{}}
+}
+
+func (f *fakeNamespaces) Create(id string) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.failCreate != nil {
+		return "", f.failCreate
+	}
+	p := filepath.Join(f.dir, id)
+	f.pins[p] = true
+	return p, nil
+}
+
+func (f *fakeNamespaces) Delete(path string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.pins, path)
+	return nil
+}
+
+func (f *fakeNamespaces) IsPinned(path string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.pins[path]
+}
+
+func (f *fakeNamespaces) List() ([]string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []string
+	for p := range f.pins {
+		out = append(out, p)
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+func (f *fakeNamespaces) count() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.pins)
+}
+
+// env is a CRI service on a unix socket with clients, on a temp root.
+type env struct {
+	t      *testing.T
+	root   string
+	logDir string
+	images *image.Store
+	ns     namespaces
+	svc    *service
+	rs     runtime.RuntimeServiceClient
+	is     runtime.ImageServiceClient
+	stop   func()
+}
+
+// newEnv starts a service with fake namespaces (real ones if realNetns).
+func newEnv(t *testing.T, realNetns bool) *env {
+	t.Helper()
+	root := t.TempDir()
+	images, err := image.Open(filepath.Join(root, "images"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ns namespaces = newFakeNamespaces(filepath.Join(root, "netns"))
+	if realNetns {
+		ns = hostNamespaces{dir: filepath.Join(root, "state", "netns")}
+	}
+	e := &env{t: t, root: root, logDir: filepath.Join(root, "logs"), images: images, ns: ns}
+	e.open()
+	t.Cleanup(func() { e.stop() })
+	return e
+}
+
+func (e *env) open() {
+	t := e.t
+	t.Helper()
+	rt, err := wasm.New(context.Background(), wasm.Config{CacheDir: cacheDir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	svc, err := newService(deps{
+		log:        log,
+		rootDir:    e.root,
+		runtime:    wasmRuntime{rt},
+		images:     e.images,
+		namespaces: e.ns,
+		network:    netns.Loopback{},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sockDir, err := os.MkdirTemp("", "cri")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(sockDir, "cri.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := newGRPCServer(svc, log)
+	served := make(chan struct{})
+	go func() {
+		g.Serve(l)
+		close(served)
+	}()
+	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.svc = svc
+	e.rs = runtime.NewRuntimeServiceClient(conn)
+	e.is = runtime.NewImageServiceClient(conn)
+	stopped := false
+	e.stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		conn.Close()
+		g.Stop()
+		<-served
+		if err := svc.close(context.Background()); err != nil {
+			t.Error(err)
+		}
+		os.RemoveAll(sockDir)
+	}
+}
+
+// restart closes the service and opens a new one on the same root, as a
+// process restart would.
+func (e *env) restart() {
+	e.stop()
+	e.open()
+}
+
+// testWriter sends logs to t.Log, and nowhere once the test is over.
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	defer func() { recover() }() // t.Log after the test ended panics
+	w.t.Log(strings.TrimSuffix(string(p), "\n"))
+	return len(p), nil
+}
+
+func (e *env) importImage(name string, module []byte) image.Image {
+	e.t.Helper()
+	img, err := e.images.Import(context.Background(), name, bytes.NewReader(module))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return img
+}
+
+func (e *env) importFile(name, path string) image.Image {
+	e.t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return e.importImage(name, b)
+}
+
+func podConfig(name, logDir string) *runtime.PodSandboxConfig {
+	return &runtime.PodSandboxConfig{
+		Metadata:     &runtime.PodSandboxMetadata{Name: name, Namespace: "default", Uid: "uid-" + name},
+		LogDirectory: logDir,
+		Labels:       map[string]string{"app": name},
+	}
+}
+
+func (e *env) runPod(name string) string {
+	e.t.Helper()
+	resp, err := e.rs.RunPodSandbox(context.Background(), &runtime.RunPodSandboxRequest{Config: podConfig(name, filepath.Join(e.logDir, name))})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return resp.PodSandboxId
+}
+
+func containerConfig(name, img string, args ...string) *runtime.ContainerConfig {
+	return &runtime.ContainerConfig{
+		Metadata: &runtime.ContainerMetadata{Name: name},
+		Image:    &runtime.ImageSpec{Image: img},
+		Args:     args,
+		LogPath:  name + ".log",
+		Labels:   map[string]string{"container": name},
+	}
+}
+
+func (e *env) create(pod string, cfg *runtime.ContainerConfig) (string, error) {
+	resp, err := e.rs.CreateContainer(context.Background(), &runtime.CreateContainerRequest{PodSandboxId: pod, Config: cfg})
+	if err != nil {
+		return "", err
+	}
+	return resp.ContainerId, nil
+}
+
+func (e *env) mustCreate(pod string, cfg *runtime.ContainerConfig) string {
+	e.t.Helper()
+	id, err := e.create(pod, cfg)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return id
+}
+
+func (e *env) start(id string) {
+	e.t.Helper()
+	if _, err := e.rs.StartContainer(context.Background(), &runtime.StartContainerRequest{ContainerId: id}); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+func (e *env) status(id string) *runtime.ContainerStatus {
+	e.t.Helper()
+	resp, err := e.rs.ContainerStatus(context.Background(), &runtime.ContainerStatusRequest{ContainerId: id})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return resp.Status
+}
+
+// waitState polls a container until it reaches state.
+func (e *env) waitState(id string, state runtime.ContainerState) *runtime.ContainerStatus {
+	e.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st := e.status(id)
+		if st.State == state {
+			return st
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("container %s is %v, want %v", id, st.State, state)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// wantCode checks that err is a gRPC error with code and a message
+// containing each of parts.
+func wantCode(t *testing.T, err error, code codes.Code, parts ...string) {
+	t.Helper()
+	st, _ := status.FromError(err)
+	if err == nil || st.Code() != code {
+		t.Fatalf("error = %v, want code %v", err, code)
+	}
+	for _, p := range parts {
+		if !strings.Contains(st.Message(), p) {
+			t.Errorf("error message %q does not contain %q", st.Message(), p)
+		}
+	}
+}

@@ -1,0 +1,172 @@
+package cri
+
+import (
+	"cmp"
+	"slices"
+	"time"
+
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"skiff.dev/skiff/runtime/wasm"
+)
+
+// Records are the persistent form of sandboxes and containers, stored as
+// JSON in cri.db. Times are Unix nanoseconds (0: not yet).
+
+type sandboxState string
+
+const (
+	sandboxReady    sandboxState = "ready"
+	sandboxNotReady sandboxState = "notready"
+)
+
+type sandboxRecord struct {
+	ID             string            `json:"id"`
+	Name           string            `json:"name"`
+	Namespace      string            `json:"namespace"`
+	UID            string            `json:"uid"`
+	Attempt        uint32            `json:"attempt"`
+	Labels         map[string]string `json:"labels,omitempty"`
+	Annotations    map[string]string `json:"annotations,omitempty"`
+	LogDirectory   string            `json:"logDirectory,omitempty"`
+	Hostname       string            `json:"hostname,omitempty"`
+	RuntimeHandler string            `json:"runtimeHandler"`
+	HostNetwork    bool              `json:"hostNetwork,omitempty"`
+	NetNSPath      string            `json:"netnsPath,omitempty"`
+	IPs            []string          `json:"ips,omitempty"`
+	State          sandboxState      `json:"state"`
+	CreatedAt      int64             `json:"createdAt"`
+}
+
+// nameKey is the key under which a sandbox's name is reserved.
+func (r *sandboxRecord) nameKey() string {
+	return "pod/" + r.Name + "_" + r.Namespace + "_" + r.UID + "_" + itoa(r.Attempt)
+}
+
+func (r *sandboxRecord) metadata() *runtime.PodSandboxMetadata {
+	return &runtime.PodSandboxMetadata{Name: r.Name, Namespace: r.Namespace, Uid: r.UID, Attempt: r.Attempt}
+}
+
+func (r *sandboxRecord) criState() runtime.PodSandboxState {
+	if r.State == sandboxReady {
+		return runtime.PodSandboxState_SANDBOX_READY
+	}
+	return runtime.PodSandboxState_SANDBOX_NOTREADY
+}
+
+type containerState string
+
+const (
+	containerCreated containerState = "created"
+	containerRunning containerState = "running"
+	containerExited  containerState = "exited"
+)
+
+type containerRecord struct {
+	ID                 string            `json:"id"`
+	SandboxID          string            `json:"sandboxId"`
+	Name               string            `json:"name"`
+	Attempt            uint32            `json:"attempt"`
+	Image              string            `json:"image"`              // as the client gave it
+	UserSpecifiedImage string            `json:"userSpecifiedImage"` // as the user wrote it
+	ImageID            string            `json:"imageId"`            // resolved: sha256:<hex>
+	Labels             map[string]string `json:"labels,omitempty"`
+	Annotations        map[string]string `json:"annotations,omitempty"`
+	LogPath            string            `json:"logPath,omitempty"` // absolute; empty: no log
+	Args               []string          `json:"args"`
+	Env                []string          `json:"env,omitempty"`
+	State              containerState    `json:"state"`
+	CreatedAt          int64             `json:"createdAt"`
+	StartedAt          int64             `json:"startedAt,omitempty"`
+	FinishedAt         int64             `json:"finishedAt,omitempty"`
+	ExitCode           int32             `json:"exitCode"`
+	Reason             string            `json:"reason,omitempty"`
+	Message            string            `json:"message,omitempty"`
+}
+
+func (r *containerRecord) nameKey() string {
+	return "container/" + r.SandboxID + "/" + r.Name + "_" + itoa(r.Attempt)
+}
+
+func (r *containerRecord) metadata() *runtime.ContainerMetadata {
+	return &runtime.ContainerMetadata{Name: r.Name, Attempt: r.Attempt}
+}
+
+func (r *containerRecord) criState() runtime.ContainerState {
+	switch r.State {
+	case containerCreated:
+		return runtime.ContainerState_CONTAINER_CREATED
+	case containerRunning:
+		return runtime.ContainerState_CONTAINER_RUNNING
+	case containerExited:
+		return runtime.ContainerState_CONTAINER_EXITED
+	}
+	return runtime.ContainerState_CONTAINER_UNKNOWN
+}
+
+func (r *containerRecord) imageSpec() *runtime.ImageSpec {
+	return &runtime.ImageSpec{Image: r.Image, UserSpecifiedImage: r.UserSpecifiedImage}
+}
+
+// apply copies a task's status into the record.
+func (r *containerRecord) apply(st wasm.Status) {
+	switch st.State {
+	case wasm.StateCreated:
+		r.State = containerCreated
+	case wasm.StateRunning:
+		r.State = containerRunning
+	case wasm.StateExited:
+		r.State = containerExited
+	}
+	r.StartedAt = nanos(st.StartedAt)
+	r.FinishedAt = nanos(st.FinishedAt)
+	r.ExitCode = st.ExitCode
+	r.Reason = st.Reason
+	r.Message = st.Message
+}
+
+func nanos(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+func itoa(n uint32) string {
+	var b [10]byte
+	i := len(b)
+	for {
+		i--
+		b[i] = byte('0' + n%10)
+		n /= 10
+		if n == 0 {
+			return string(b[i:])
+		}
+	}
+}
+
+func copyMap(m map[string]string) map[string]string {
+	if m == nil {
+		return nil
+	}
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}
+
+// matchLabels reports whether labels has every key/value of selector.
+func matchLabels(labels, selector map[string]string) bool {
+	for k, v := range selector {
+		if got, ok := labels[k]; !ok || got != v {
+			return false
+		}
+	}
+	return true
+}
+
+// sortByCreated sorts items oldest first (ties keep their order).
+func sortByCreated[T any](items []T, created func(T) int64) {
+	slices.SortStableFunc(items, func(a, b T) int { return cmp.Compare(created(a), created(b)) })
+}

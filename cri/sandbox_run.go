@@ -1,0 +1,85 @@
+package cri
+
+import (
+	"context"
+	"fmt"
+
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// RunPodSandbox creates a pod sandbox: a pinned network namespace with
+// loopback up (none for a pod on the node's network), attached to the pod
+// network, and its record. The runtime handler must be "" or "wasm". On
+// error nothing is left behind.
+func (s *service) RunPodSandbox(ctx context.Context, req *runtime.RunPodSandboxRequest) (*runtime.RunPodSandboxResponse, error) {
+	cfg := req.GetConfig()
+	md := cfg.GetMetadata()
+	if md.GetName() == "" {
+		return nil, fmt.Errorf("run pod sandbox: %w: config.metadata.name is required", errInvalidArgument)
+	}
+	pod := md.GetNamespace() + "/" + md.GetName()
+	handler := req.GetRuntimeHandler()
+	if handler != handlerDefault && handler != handlerWasm {
+		return nil, fmt.Errorf("run pod sandbox %s: %w: runtime handler %q is not available on this node (available: %q)", pod, errInvalidArgument, handler, handlerWasm)
+	}
+	rec := sandboxRecord{
+		ID:             newID(),
+		Name:           md.GetName(),
+		Namespace:      md.GetNamespace(),
+		UID:            md.GetUid(),
+		Attempt:        md.GetAttempt(),
+		Labels:         copyMap(cfg.GetLabels()),
+		Annotations:    copyMap(cfg.GetAnnotations()),
+		LogDirectory:   cfg.GetLogDirectory(),
+		Hostname:       cfg.GetHostname(),
+		RuntimeHandler: handlerWasm,
+		HostNetwork:    cfg.GetLinux().GetSecurityContext().GetNamespaceOptions().GetNetwork() == runtime.NamespaceMode_NODE,
+		State:          sandboxReady,
+		CreatedAt:      s.now().UnixNano(),
+	}
+	log := s.log.With("pod", pod, "sandbox", rec.ID)
+
+	if err := s.reserve(rec.nameKey(), rec.ID); err != nil {
+		return nil, fmt.Errorf("run pod sandbox %s (attempt %d): %w", pod, rec.Attempt, err)
+	}
+	var undo []func()
+	fail := func(err error) (*runtime.RunPodSandboxResponse, error) {
+		for i := len(undo) - 1; i >= 0; i-- {
+			undo[i]()
+		}
+		s.release(rec.nameKey(), rec.ID)
+		return nil, fmt.Errorf("run pod sandbox %s: %w", pod, err)
+	}
+
+	if !rec.HostNetwork {
+		path, err := s.namespaces.Create(rec.ID)
+		if err != nil {
+			return fail(err)
+		}
+		rec.NetNSPath = path
+		undo = append(undo, func() {
+			if err := s.namespaces.Delete(path); err != nil {
+				log.Error("delete network namespace of failed sandbox", "err", err)
+			}
+		})
+		// CNI: the pod network is set up here, once the namespace exists.
+		res, err := s.network.Setup(ctx, rec.ID, path)
+		if err != nil {
+			return fail(fmt.Errorf("set up pod network: %w", err))
+		}
+		rec.IPs = res.IPs
+		undo = append(undo, func() {
+			if err := s.network.Teardown(context.WithoutCancel(ctx), rec.ID, path); err != nil {
+				log.Error("tear down network of failed sandbox", "err", err)
+			}
+		})
+	}
+	if err := s.db.putSandbox(&rec); err != nil {
+		return fail(err)
+	}
+	s.mu.Lock()
+	s.sandboxes[rec.ID] = &sandbox{rec: rec}
+	s.mu.Unlock()
+	log.Info("pod sandbox ready", "netns", rec.NetNSPath)
+	return &runtime.RunPodSandboxResponse{PodSandboxId: rec.ID}, nil
+}

@@ -1,0 +1,57 @@
+package cri
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+)
+
+// StopPodSandbox stops every container of the sandbox, tears down its
+// network and deletes its network namespace; the sandbox is then NotReady.
+// It is idempotent; an unknown ID is NotFound.
+func (s *service) StopPodSandbox(ctx context.Context, req *runtime.StopPodSandboxRequest) (*runtime.StopPodSandboxResponse, error) {
+	sb, err := s.getSandbox(req.GetPodSandboxId())
+	if err != nil {
+		return nil, fmt.Errorf("stop pod sandbox: %w", err)
+	}
+	if err := s.stopSandbox(ctx, sb); err != nil {
+		return nil, err
+	}
+	return &runtime.StopPodSandboxResponse{}, nil
+}
+
+func (s *service) stopSandbox(ctx context.Context, sb *sandbox) error {
+	// NotReady first: CreateContainer checks it, so no container is added
+	// to the sandbox while its containers are being stopped.
+	sb.mu.Lock()
+	sb.rec.State = sandboxNotReady
+	rec := sb.rec
+	sb.mu.Unlock()
+
+	var errs []error
+	for _, c := range s.containersOf(rec.ID) {
+		if err := s.stopContainer(ctx, c); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if rec.NetNSPath != "" {
+		if err := s.network.Teardown(ctx, rec.ID, rec.NetNSPath); err != nil {
+			errs = append(errs, fmt.Errorf("tear down pod network: %w", err))
+		} else if err := s.namespaces.Delete(rec.NetNSPath); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	sb.mu.Lock()
+	err := s.db.putSandbox(&sb.rec)
+	sb.mu.Unlock()
+	if err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("stop pod sandbox %s: %w", rec.ID, err)
+	}
+	s.log.Info("pod sandbox stopped", "sandbox", rec.ID, "pod", rec.Namespace+"/"+rec.Name)
+	return nil
+}

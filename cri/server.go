@@ -1,0 +1,192 @@
+package cri
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"skiff.dev/skiff/netns"
+	"skiff.dev/skiff/runtime/image"
+	"skiff.dev/skiff/runtime/wasm"
+)
+
+// Defaults for Config.
+const (
+	DefaultSocket   = "/run/skiff/cri.sock"
+	DefaultStateDir = "/run/skiff"
+)
+
+// gracePeriod bounds how long Serve waits for calls in flight when its
+// context ends.
+const gracePeriod = 5 * time.Second
+
+// Config configures a Server.
+type Config struct {
+	// Socket is the unix socket to serve on. Default DefaultSocket.
+	Socket string
+	// RootDir holds persistent node state: cri.db (bbolt) and wasm-cache/
+	// (compiled modules). Required.
+	RootDir string
+	// StateDir holds state that must not outlive a reboot: netns/<sandbox-id>
+	// pins. Default DefaultStateDir.
+	StateDir string
+	// Images is the node's image store. Required.
+	Images *image.Store
+	// Logger receives the server's logs (keys: pod, sandbox, container). Nil: discard.
+	Logger *slog.Logger
+}
+
+// Server serves CRI on a unix socket.
+type Server struct {
+	socket string
+	svc    *service
+	grpc   *grpc.Server
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// New opens the node state under cfg.RootDir, reconciles it with what
+// survived a restart, and returns a server ready to Serve.
+func New(ctx context.Context, cfg Config) (*Server, error) {
+	if cfg.RootDir == "" {
+		return nil, errors.New("new cri server: Config.RootDir is required")
+	}
+	if cfg.Images == nil {
+		return nil, errors.New("new cri server: Config.Images is required")
+	}
+	if cfg.Socket == "" {
+		cfg.Socket = DefaultSocket
+	}
+	if cfg.StateDir == "" {
+		cfg.StateDir = DefaultStateDir
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if err := os.MkdirAll(cfg.RootDir, 0o700); err != nil {
+		return nil, fmt.Errorf("new cri server: %w", err)
+	}
+	rt, err := wasm.New(ctx, wasm.Config{CacheDir: filepath.Join(cfg.RootDir, "wasm-cache"), Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("new cri server: %w", err)
+	}
+	svc, err := newService(deps{
+		log:        log,
+		rootDir:    cfg.RootDir,
+		runtime:    wasmRuntime{rt},
+		images:     cfg.Images,
+		namespaces: hostNamespaces{dir: filepath.Join(cfg.StateDir, "netns")},
+		network:    netns.Loopback{},
+	})
+	if err != nil {
+		rt.Close(ctx)
+		return nil, fmt.Errorf("new cri server: %w", err)
+	}
+	return &Server{socket: cfg.Socket, svc: svc, grpc: newGRPCServer(svc, log)}, nil
+}
+
+func newGRPCServer(svc *service, log *slog.Logger) *grpc.Server {
+	g := grpc.NewServer(grpc.UnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		start := time.Now()
+		resp, err := handler(ctx, req)
+		if err != nil {
+			err = toStatus(err)
+			log.Debug("cri call failed", "method", info.FullMethod, "duration", time.Since(start), "err", err)
+			return nil, err
+		}
+		log.Debug("cri call", "method", info.FullMethod, "duration", time.Since(start))
+		return resp, nil
+	}))
+	runtime.RegisterRuntimeServiceServer(g, svc)
+	runtime.RegisterImageServiceServer(g, svc)
+	return g
+}
+
+// Serve listens on the socket (creating its directory, removing a stale
+// socket, mode 0600) and serves until ctx ends, then stops gracefully
+// (calls in flight get gracePeriod) and removes the socket. Serve may be
+// called once. It returns nil when ctx ended or Close was called.
+func (s *Server) Serve(ctx context.Context) error {
+	l, err := listen(s.socket)
+	if err != nil {
+		return fmt.Errorf("serve cri: %w", err)
+	}
+	defer os.Remove(s.socket)
+	errc := make(chan error, 1)
+	go func() { errc <- s.grpc.Serve(l) }()
+	select {
+	case err := <-errc:
+		if err != nil {
+			return fmt.Errorf("serve cri: %w", err)
+		}
+		return nil
+	case <-ctx.Done():
+	}
+	stopped := make(chan struct{})
+	go func() {
+		s.grpc.GracefulStop()
+		close(stopped)
+	}()
+	select {
+	case <-stopped:
+	case <-time.After(gracePeriod):
+		s.grpc.Stop()
+		<-stopped
+	}
+	<-errc
+	return nil
+}
+
+// listen makes the unix socket at path.
+func listen(path string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, err
+	}
+	if info, err := os.Lstat(path); err == nil {
+		if info.Mode().Type() != fs.ModeSocket {
+			return nil, fmt.Errorf("%s exists and is not a socket", path)
+		}
+		if c, err := net.DialTimeout("unix", path, 200*time.Millisecond); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("%s is in use by another server", path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("remove stale socket: %w", err)
+		}
+	}
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		l.Close()
+		return nil, err
+	}
+	return l, nil
+}
+
+// Close releases the server's resources: it stops serving, closes the
+// runtime and the state database. It does not stop containers in the CRI
+// sense: their records keep the state they had (a later New reports the
+// ones that were running as exited, reason "Unknown"), but Wasm containers
+// run inside this process, so closing the runtime ends them. Close is
+// idempotent.
+func (s *Server) Close(ctx context.Context) error {
+	s.closeOnce.Do(func() {
+		s.grpc.Stop()
+		s.closeErr = s.svc.close(ctx)
+	})
+	return s.closeErr
+}

@@ -1,0 +1,133 @@
+package cri
+
+import (
+	"context"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"skiff.dev/skiff/runtime/image"
+)
+
+func newTestServer(t *testing.T, sock string) *Server {
+	t.Helper()
+	root := t.TempDir()
+	images, err := image.Open(filepath.Join(root, "images"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(context.Background(), Config{Socket: sock, RootDir: filepath.Join(root, "node"), StateDir: filepath.Join(root, "run"), Images: images})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close(context.Background()) })
+	return s
+}
+
+func TestServe(t *testing.T) {
+	dir, err := os.MkdirTemp("", "cri-serve")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	sock := filepath.Join(dir, "sub", "cri.sock")
+
+	// A stale socket from a dead server is replaced.
+	os.MkdirAll(filepath.Dir(sock), 0o755)
+	stale, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale.(*net.UnixListener).SetUnlinkOnClose(false)
+	stale.Close()
+
+	s := newTestServer(t, sock)
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(ctx) }()
+
+	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	var v *runtime.VersionResponse
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		v, err = runtime.NewRuntimeServiceClient(conn).Version(ctx, &runtime.VersionRequest{})
+		if err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err != nil || v.RuntimeName != "skiff" {
+		t.Fatalf("Version over the socket = %v, %v", v, err)
+	}
+	info, err := os.Stat(sock)
+	if err != nil || info.Mode().Perm() != 0o600 {
+		t.Errorf("socket mode = %v, %v; want 0600", info.Mode().Perm(), err)
+	}
+
+	// A second server refuses a socket in use.
+	other := newTestServer(t, sock)
+	if err := other.Serve(context.Background()); err == nil || !strings.Contains(err.Error(), "in use") {
+		t.Errorf("second Serve on a live socket = %v", err)
+	}
+
+	cancel()
+	select {
+	case err := <-served:
+		if err != nil {
+			t.Errorf("Serve = %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve did not return after its context ended")
+	}
+	if _, err := os.Stat(sock); !os.IsNotExist(err) {
+		t.Errorf("socket still there after Serve: %v", err)
+	}
+	if err := s.Close(context.Background()); err != nil {
+		t.Error(err)
+	}
+	if err := s.Close(context.Background()); err != nil {
+		t.Errorf("second Close = %v", err)
+	}
+}
+
+func TestServeRefusesNonSocket(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "cri.sock")
+	os.WriteFile(sock, []byte("precious"), 0o644)
+	s := newTestServer(t, sock)
+	if err := s.Serve(context.Background()); err == nil || !strings.Contains(err.Error(), "not a socket") {
+		t.Errorf("Serve over a regular file = %v", err)
+	}
+	if b, _ := os.ReadFile(sock); string(b) != "precious" {
+		t.Error("Serve clobbered a regular file")
+	}
+}
+
+func TestNewRejects(t *testing.T) {
+	if _, err := New(context.Background(), Config{RootDir: t.TempDir()}); err == nil || !strings.Contains(err.Error(), "Images is required") {
+		t.Errorf("New without Images = %v", err)
+	}
+	images, _ := image.Open(t.TempDir())
+	if _, err := New(context.Background(), Config{Images: images}); err == nil || !strings.Contains(err.Error(), "RootDir is required") {
+		t.Errorf("New without RootDir = %v", err)
+	}
+	// The state database is locked by the first server.
+	root := t.TempDir()
+	a, err := New(context.Background(), Config{RootDir: root, Images: images, StateDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close(context.Background())
+	if _, err := New(context.Background(), Config{RootDir: root, Images: images, StateDir: t.TempDir()}); err == nil || !strings.Contains(err.Error(), "another skiff agent") {
+		t.Errorf("second New on one RootDir = %v", err)
+	}
+}

@@ -1,0 +1,233 @@
+// Package agent is skiff's kubelet: it registers its Node, watches the pods
+// bound to it, drives the node's CRI server over its socket to run them, and
+// writes their status back through the API.
+//
+// It knows the control plane only as Connect API clients and the runtime
+// only as a CRI client: it never touches the store, a namespace or a Wasm
+// module itself. One goroutine owns each pod (see worker.go); the Run
+// goroutine owns the set of workers.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"connectrpc.com/connect"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	skiffv1 "skiff.dev/skiff/control/api/gen/skiff/v1"
+	"skiff.dev/skiff/control/api/gen/skiff/v1/skiffv1connect"
+)
+
+// Labels the agent puts on the sandboxes and containers it creates, so that
+// after a restart it can tell its own from others' and find a pod's again.
+const (
+	LabelPodUID        = "skiff.dev/pod-uid"
+	LabelPodName       = "skiff.dev/pod-name"
+	LabelPodNamespace  = "skiff.dev/pod-namespace"
+	LabelContainerName = "skiff.dev/container-name"
+)
+
+// Config is what New needs.
+type Config struct {
+	NodeName string
+	Pods     skiffv1connect.PodServiceClient
+	Nodes    skiffv1connect.NodeServiceClient
+	Runtime  runtimeapi.RuntimeServiceClient
+	Images   runtimeapi.ImageServiceClient
+	// LogDir holds pod logs as <ns>_<name>_<uid>/<container>/<attempt>.log.
+	LogDir string
+	// Endpoint is the host:port the apiserver reaches this agent's API on.
+	Endpoint string
+	Logger   *slog.Logger
+	// Version is reported in the Node status.
+	Version string
+}
+
+// Agent runs the pods bound to one node.
+type Agent struct {
+	cfg    Config
+	log    *slog.Logger
+	now    func() time.Time
+	timing timing
+}
+
+// timing holds the agent's intervals, shortened in tests.
+type timing struct {
+	heartbeat    time.Duration // node status refresh
+	poll         time.Duration // container status poll while anything runs
+	idle         time.Duration // poll when nothing runs
+	backoffStart time.Duration // first restart delay; doubles per restart
+	backoffMax   time.Duration
+}
+
+var defaultTiming = timing{
+	heartbeat:    10 * time.Second,
+	poll:         250 * time.Millisecond,
+	idle:         5 * time.Second,
+	backoffStart: 10 * time.Second,
+	backoffMax:   5 * time.Minute,
+}
+
+// New returns an Agent.
+func New(cfg Config) *Agent {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Agent{cfg: cfg, log: log.With("node", cfg.NodeName), now: time.Now, timing: defaultTiming}
+}
+
+// Handler serves the agent's API (container logs) for the apiserver.
+func (a *Agent) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle(skiffv1connect.NewAgentServiceHandler(&logService{logDir: a.cfg.LogDir}))
+	return mux
+}
+
+// Run registers the node and runs its pods until ctx ends. Containers keep
+// running when Run returns; a new Run adopts them.
+func (a *Agent) Run(ctx context.Context) error {
+	if err := a.register(ctx); err != nil {
+		return err
+	}
+	go a.heartbeat(ctx)
+
+	workers := map[string]*podWorker{} // by pod uid; owned by this goroutine
+	exited := make(chan string)
+	defer func() {
+		for _, w := range workers {
+			<-w.done
+		}
+	}()
+	dispatch := func(p *skiffv1.Pod, deleted bool) {
+		uid := p.GetMetadata().GetUid()
+		w, ok := workers[uid]
+		if !ok {
+			if deleted {
+				return
+			}
+			w = newPodWorker(a, p)
+			workers[uid] = w
+			go func() {
+				w.run(ctx)
+				select {
+				case exited <- uid:
+				case <-ctx.Done():
+				}
+			}()
+			return
+		}
+		w.update(p, deleted)
+	}
+
+	first := true
+	for ctx.Err() == nil {
+		rev, err := a.relist(ctx, workers, dispatch, first)
+		if err == nil {
+			first = false
+			err = a.watch(ctx, rev, dispatch, workers, exited)
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		a.log.Warn("pod watch ended; listing again", "err", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+	return nil
+}
+
+// relist reconciles workers with the pods bound to this node and returns
+// the revision to watch from. On the first list it also removes sandboxes
+// whose pods are gone, left by an earlier run of the agent.
+func (a *Agent) relist(ctx context.Context, workers map[string]*podWorker, dispatch func(*skiffv1.Pod, bool), first bool) (uint64, error) {
+	res, err := a.cfg.Pods.List(ctx, connect.NewRequest(&skiffv1.ListPodsRequest{NodeName: a.cfg.NodeName}))
+	if err != nil {
+		return 0, fmt.Errorf("list pods on node %s: %w", a.cfg.NodeName, err)
+	}
+	want := map[string]bool{}
+	for _, p := range res.Msg.Items {
+		want[p.GetMetadata().GetUid()] = true
+		dispatch(p, false)
+	}
+	for uid, w := range workers {
+		if !want[uid] {
+			w.update(nil, true)
+		}
+	}
+	if first {
+		a.removeOrphans(ctx, want)
+	}
+	return res.Msg.ResourceVersion, nil
+}
+
+func (a *Agent) watch(ctx context.Context, rev uint64, dispatch func(*skiffv1.Pod, bool), workers map[string]*podWorker, exited chan string) error {
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	st, err := a.cfg.Pods.Watch(wctx, connect.NewRequest(&skiffv1.WatchPodsRequest{NodeName: a.cfg.NodeName, ResourceVersion: rev}))
+	if err != nil {
+		return fmt.Errorf("watch pods: %w", err)
+	}
+	events := make(chan *skiffv1.PodEvent)
+	recvErr := make(chan error, 1)
+	go func() {
+		defer close(events)
+		for st.Receive() {
+			select {
+			case events <- st.Msg():
+			case <-wctx.Done():
+				return
+			}
+		}
+		recvErr <- errors.Join(st.Err(), errors.New("watch closed by server"))
+	}()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case uid := <-exited:
+			delete(workers, uid)
+		case ev, ok := <-events:
+			if !ok {
+				select {
+				case err := <-recvErr:
+					return err
+				default:
+					return errors.New("watch closed")
+				}
+			}
+			dispatch(ev.GetObject(), ev.GetType() == skiffv1.EventType_EVENT_TYPE_DELETED)
+		}
+	}
+}
+
+// removeOrphans stops and removes sandboxes this agent made for pods that
+// are no longer bound here.
+func (a *Agent) removeOrphans(ctx context.Context, want map[string]bool) {
+	res, err := a.cfg.Runtime.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
+	if err != nil {
+		a.log.Warn("list sandboxes", "err", err)
+		return
+	}
+	for _, sb := range res.Items {
+		uid, ours := sb.GetLabels()[LabelPodUID]
+		if !ours || want[uid] {
+			continue
+		}
+		a.log.Info("removing sandbox of a pod that is gone", "sandbox", sb.Id, "pod", sb.GetLabels()[LabelPodNamespace]+"/"+sb.GetLabels()[LabelPodName])
+		if _, err := a.cfg.Runtime.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: sb.Id}); err != nil {
+			a.log.Warn("stop sandbox", "sandbox", sb.Id, "err", err)
+			continue
+		}
+		if _, err := a.cfg.Runtime.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: sb.Id}); err != nil {
+			a.log.Warn("remove sandbox", "sandbox", sb.Id, "err", err)
+		}
+	}
+}

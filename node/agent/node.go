@@ -1,0 +1,130 @@
+package agent
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/timestamppb"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	skiffv1 "skiff.dev/skiff/control/api/gen/skiff/v1"
+)
+
+// register creates this node's Node object, or refreshes its status when it
+// exists from an earlier run.
+func (a *Agent) register(ctx context.Context) error {
+	n := &skiffv1.Node{
+		Metadata: &skiffv1.ObjectMeta{Name: a.cfg.NodeName},
+		Spec:     &skiffv1.NodeSpec{},
+		Status:   a.nodeStatus(ctx, nil),
+	}
+	_, err := a.cfg.Nodes.Create(ctx, connect.NewRequest(&skiffv1.CreateNodeRequest{Node: n}))
+	if connect.CodeOf(err) == connect.CodeAlreadyExists {
+		err = a.updateStatus(ctx)
+	}
+	if err != nil {
+		return fmt.Errorf("register node %s: %w", a.cfg.NodeName, err)
+	}
+	a.log.Info("node registered", "endpoint", a.cfg.Endpoint)
+	return nil
+}
+
+// heartbeat refreshes the node's Ready condition until ctx ends.
+func (a *Agent) heartbeat(ctx context.Context) {
+	t := time.NewTicker(a.timing.heartbeat)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := a.updateStatus(ctx); err != nil && ctx.Err() == nil {
+				a.log.Warn("node heartbeat failed", "err", err)
+			}
+		}
+	}
+}
+
+// updateStatus writes a fresh status, retrying on a conflicting write.
+func (a *Agent) updateStatus(ctx context.Context) error {
+	for try := 0; ; try++ {
+		res, err := a.cfg.Nodes.Get(ctx, connect.NewRequest(&skiffv1.GetNodeRequest{Name: a.cfg.NodeName}))
+		if err != nil {
+			return err
+		}
+		n := res.Msg
+		n.Status = a.nodeStatus(ctx, n.Status)
+		_, err = a.cfg.Nodes.Update(ctx, connect.NewRequest(&skiffv1.UpdateNodeRequest{Node: n}))
+		if connect.CodeOf(err) != connect.CodeAborted || try == 3 {
+			return err
+		}
+	}
+}
+
+// nodeStatus reads the node's state: its runtimes from CRI Status and its
+// capacity from the machine. The Ready condition keeps its transition time
+// while its status stays the same.
+func (a *Agent) nodeStatus(ctx context.Context, old *skiffv1.NodeStatus) *skiffv1.NodeStatus {
+	now := timestamppb.New(a.now())
+	ready := &skiffv1.Condition{Type: "Ready", Status: "True", Reason: "AgentReady", Message: "skiff agent is posting ready status", LastHeartbeatTime: now, LastTransitionTime: now}
+	var runtimes []string
+	st, err := a.cfg.Runtime.Status(ctx, &runtimeapi.StatusRequest{})
+	if err != nil {
+		ready.Status, ready.Reason, ready.Message = "False", "RuntimeUnreachable", fmt.Sprintf("CRI status: %v", err)
+	} else {
+		for _, c := range st.GetStatus().GetConditions() {
+			if c.GetType() == runtimeapi.RuntimeReady && !c.GetStatus() {
+				ready.Status, ready.Reason, ready.Message = "False", "RuntimeNotReady", c.GetMessage()
+			}
+		}
+		for _, h := range st.GetRuntimeHandlers() {
+			if h.GetName() != "" {
+				runtimes = append(runtimes, h.GetName())
+			}
+		}
+		if len(runtimes) == 0 {
+			runtimes = []string{"wasm"}
+		}
+	}
+	for _, c := range old.GetConditions() {
+		if c.GetType() == "Ready" && c.GetStatus() == ready.Status {
+			ready.LastTransitionTime = c.GetLastTransitionTime()
+		}
+	}
+	return &skiffv1.NodeStatus{
+		Capacity: map[string]string{
+			"cpu":    strconv.Itoa(runtime.NumCPU()),
+			"memory": memTotal(),
+			"pods":   "110",
+		},
+		Runtimes:      runtimes,
+		Conditions:    []*skiffv1.Condition{ready},
+		AgentEndpoint: a.cfg.Endpoint,
+		AgentVersion:  a.cfg.Version,
+	}
+}
+
+// memTotal reads the machine's memory as a Kubernetes quantity ("24Gi"), or
+// "0" when /proc/meminfo cannot be read.
+func memTotal() string {
+	f, err := os.Open("/proc/meminfo")
+	if err != nil {
+		return "0"
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) >= 2 && fields[0] == "MemTotal:" {
+			return fields[1] + "Ki"
+		}
+	}
+	return "0"
+}

@@ -1,0 +1,115 @@
+package agent
+
+import (
+	"fmt"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	skiffv1 "skiff.dev/skiff/control/api/gen/skiff/v1"
+)
+
+// status computes the pod's status from what the worker saw, by the
+// kubelet's rules: Pending until every container has started, Running while
+// any runs or will restart, then Succeeded when all exited 0, else Failed.
+func (w *podWorker) status() *skiffv1.PodStatus {
+	st := &skiffv1.PodStatus{Phase: "Pending"}
+	if !w.startTime.IsZero() {
+		st.StartTime = timestamppb.New(w.startTime)
+	}
+	if w.sandboxErr != "" {
+		st.Reason, st.Message = "SandboxError", w.sandboxErr
+	}
+	specs := w.pod.GetSpec().GetContainers()
+	var running, started, succeeded, failed int
+	for _, spec := range specs {
+		c := w.containers[spec.Name]
+		cs := &skiffv1.ContainerStatus{Name: spec.Name, Image: spec.Image, State: waiting("ContainerCreating", "")}
+		if c != nil {
+			cs.State, cs.LastState, cs.RestartCount, cs.ImageId, cs.ContainerId = c.state, c.last, c.restarts, c.imageID, c.id
+			if c.failed {
+				st.Reason, st.Message = c.state.GetTerminated().GetReason(), fmt.Sprintf("container %s: %s", spec.Name, c.state.GetTerminated().GetMessage())
+			}
+		}
+		st.ContainerStatuses = append(st.ContainerStatuses, cs)
+		switch {
+		case cs.State.GetRunning() != nil:
+			running++
+			started++
+			cs.Ready = true
+		case cs.State.GetTerminated() != nil:
+			started++
+			if cs.State.GetTerminated().GetExitCode() == 0 {
+				succeeded++
+			} else {
+				failed++
+			}
+		case cs.LastState.GetTerminated() != nil:
+			started++ // waiting to restart
+		}
+	}
+	n := len(specs)
+	switch {
+	case n > 0 && succeeded+failed == n && failed == 0:
+		st.Phase = "Succeeded"
+	case n > 0 && succeeded+failed == n:
+		st.Phase = "Failed"
+	case started == n && n > 0:
+		st.Phase = "Running"
+	}
+	ready := "False"
+	if n > 0 && running == n {
+		ready = "True"
+	}
+	st.Conditions = []*skiffv1.Condition{
+		{Type: "ContainersReady", Status: ready},
+		{Type: "Ready", Status: ready},
+	}
+	return st
+}
+
+// mergeStatus puts the agent's view onto the stored status, keeping what
+// others own (the scheduler's PodScheduled condition) and the transition
+// times of conditions that did not change.
+func mergeStatus(old, mine *skiffv1.PodStatus) *skiffv1.PodStatus {
+	out := &skiffv1.PodStatus{
+		Phase: mine.Phase, Reason: mine.Reason, Message: mine.Message,
+		StartTime: mine.StartTime, ContainerStatuses: mine.ContainerStatuses,
+	}
+	prev := map[string]*skiffv1.Condition{}
+	for _, c := range old.GetConditions() {
+		prev[c.GetType()] = c
+	}
+	mineTypes := map[string]bool{}
+	for _, c := range mine.Conditions {
+		mineTypes[c.Type] = true
+		c := &skiffv1.Condition{Type: c.Type, Status: c.Status, Reason: c.Reason, Message: c.Message}
+		if p := prev[c.Type]; p != nil && p.Status == c.Status {
+			c.LastTransitionTime = p.LastTransitionTime
+		} else {
+			c.LastTransitionTime = timestamppb.Now()
+		}
+		out.Conditions = append(out.Conditions, c)
+	}
+	for _, c := range old.GetConditions() {
+		if !mineTypes[c.GetType()] {
+			out.Conditions = append(out.Conditions, c)
+		}
+	}
+	return out
+}
+
+func waiting(reason, message string) *skiffv1.ContainerState {
+	return &skiffv1.ContainerState{Waiting: &skiffv1.ContainerStateWaiting{Reason: reason, Message: message}}
+}
+
+func terminated(code int32, reason, message string) *skiffv1.ContainerState {
+	return &skiffv1.ContainerState{Terminated: &skiffv1.ContainerStateTerminated{ExitCode: code, Reason: reason, Message: message}}
+}
+
+func nanos(ns int64) *timestamppb.Timestamp {
+	if ns == 0 {
+		return nil
+	}
+	return timestamppb.New(time.Unix(0, ns))
+}

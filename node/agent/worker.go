@@ -1,0 +1,429 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"connectrpc.com/connect"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	skiffv1 "skiff.dev/skiff/control/api/gen/skiff/v1"
+)
+
+// podWorker owns one pod on this node: its sandbox, its containers and the
+// status it reports. Only its run goroutine touches its fields; others hand
+// it the newest pod through update.
+type podWorker struct {
+	a    *Agent
+	log  *slog.Logger
+	uid  string
+	done chan struct{}
+
+	mu      sync.Mutex // guards next and deleted, the mailbox
+	next    *skiffv1.Pod
+	deleted bool
+	wake    chan struct{}
+
+	// Owned by run.
+	pod        *skiffv1.Pod
+	sandboxID  string
+	startTime  time.Time
+	containers map[string]*containerRun
+	reported   *skiffv1.PodStatus
+	sandboxErr string
+}
+
+// containerRun is what the worker knows of one container of the pod.
+type containerRun struct {
+	id       string // current CRI container, "" when none
+	attempt  uint32
+	restarts uint32
+	state    *skiffv1.ContainerState
+	last     *skiffv1.ContainerState
+	imageID  string
+	// failed is set when the container can never run (an invalid module);
+	// the pod is then Failed.
+	failed       bool
+	backoff      time.Duration
+	backoffUntil time.Time
+}
+
+func newPodWorker(a *Agent, p *skiffv1.Pod) *podWorker {
+	return &podWorker{
+		a:          a,
+		log:        a.log.With("pod", p.GetMetadata().GetNamespace()+"/"+p.GetMetadata().GetName()),
+		uid:        p.GetMetadata().GetUid(),
+		done:       make(chan struct{}),
+		next:       p,
+		wake:       make(chan struct{}, 1),
+		containers: map[string]*containerRun{},
+	}
+}
+
+// update hands the worker a newer version of its pod, or tells it the pod
+// is gone. It never blocks; only the latest pod counts.
+func (w *podWorker) update(p *skiffv1.Pod, deleted bool) {
+	w.mu.Lock()
+	if p != nil {
+		w.next = p
+	}
+	w.deleted = w.deleted || deleted
+	w.mu.Unlock()
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (w *podWorker) take() (*skiffv1.Pod, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	p := w.next
+	w.next = nil
+	return p, w.deleted
+}
+
+func (w *podWorker) run(ctx context.Context) {
+	defer close(w.done)
+	for {
+		p, deleted := w.take()
+		if deleted {
+			w.teardown(ctx)
+			return
+		}
+		if p != nil {
+			w.pod = p
+		}
+		w.sync(ctx)
+		w.report(ctx)
+		t := time.NewTimer(w.interval())
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-w.wake:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
+// interval is how long to wait before looking again: short while anything
+// runs or waits to restart, long when the pod has settled.
+func (w *podWorker) interval() time.Duration {
+	for _, c := range w.containers {
+		if c.id != "" && c.state.GetTerminated() == nil {
+			return w.a.timing.poll
+		}
+		if !c.backoffUntil.IsZero() {
+			if d := time.Until(c.backoffUntil); d > 0 && d < w.a.timing.idle {
+				return d
+			}
+			return w.a.timing.poll
+		}
+	}
+	if w.sandboxID == "" {
+		return time.Second
+	}
+	return w.a.timing.idle
+}
+
+func (w *podWorker) labels() map[string]string {
+	m := w.pod.GetMetadata()
+	return map[string]string{LabelPodUID: m.GetUid(), LabelPodName: m.GetName(), LabelPodNamespace: m.GetNamespace()}
+}
+
+// logDir is where the pod's container logs go, as the kubelet lays them out.
+func (w *podWorker) logDir() string {
+	m := w.pod.GetMetadata()
+	return filepath.Join(w.a.cfg.LogDir, podLogDirName(m.GetNamespace(), m.GetName(), m.GetUid()))
+}
+
+func podLogDirName(ns, name, uid string) string { return ns + "_" + name + "_" + uid }
+
+// sync moves the pod one step toward running as its spec says.
+func (w *podWorker) sync(ctx context.Context) {
+	if w.sandboxID == "" && !w.ensureSandbox(ctx) {
+		return
+	}
+	for _, spec := range w.pod.GetSpec().GetContainers() {
+		c := w.containers[spec.Name]
+		if c == nil {
+			c = &containerRun{state: waiting("ContainerCreating", "")}
+			w.containers[spec.Name] = c
+		}
+		w.syncContainer(ctx, spec, c)
+	}
+}
+
+func (w *podWorker) ensureSandbox(ctx context.Context) bool {
+	res, err := w.a.cfg.Runtime.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{
+		Filter: &runtimeapi.PodSandboxFilter{LabelSelector: map[string]string{LabelPodUID: w.uid}},
+	})
+	if err == nil && len(res.Items) > 0 {
+		w.adopt(ctx, res.Items[0])
+		return true
+	}
+	if err := os.MkdirAll(w.logDir(), 0o755); err != nil {
+		w.sandboxErr = fmt.Sprintf("create log directory: %v", err)
+		return false
+	}
+	m := w.pod.GetMetadata()
+	run, err := w.a.cfg.Runtime.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{
+		Config: &runtimeapi.PodSandboxConfig{
+			Metadata:     &runtimeapi.PodSandboxMetadata{Name: m.GetName(), Namespace: m.GetNamespace(), Uid: m.GetUid()},
+			LogDirectory: w.logDir(),
+			Labels:       w.labels(),
+			Annotations:  m.GetAnnotations(),
+		},
+		RuntimeHandler: w.pod.GetSpec().GetRuntimeClassName(),
+	})
+	if err != nil {
+		w.sandboxErr = fmt.Sprintf("create pod sandbox: %s", status.Convert(err).Message())
+		w.log.Warn("create sandbox failed", "err", err)
+		if status.Code(err) == codes.InvalidArgument {
+			for _, spec := range w.pod.GetSpec().GetContainers() {
+				w.containers[spec.Name] = &containerRun{failed: true, state: terminated(128, "CreatePodSandboxError", w.sandboxErr)}
+			}
+		}
+		return false
+	}
+	w.sandboxErr = ""
+	w.sandboxID = run.PodSandboxId
+	w.startTime = w.a.now()
+	w.log.Info("sandbox created", "sandbox", w.sandboxID)
+	return true
+}
+
+// adopt takes over a sandbox and its containers left by an earlier run of
+// the agent, so a restart does not run the pod's containers again.
+func (w *podWorker) adopt(ctx context.Context, sb *runtimeapi.PodSandbox) {
+	w.sandboxID = sb.Id
+	w.startTime = time.Unix(0, sb.CreatedAt)
+	res, err := w.a.cfg.Runtime.ListContainers(ctx, &runtimeapi.ListContainersRequest{
+		Filter: &runtimeapi.ContainerFilter{PodSandboxId: sb.Id},
+	})
+	if err != nil {
+		return
+	}
+	for _, ctr := range res.Containers {
+		name := ctr.GetMetadata().GetName()
+		c := w.containers[name]
+		if c == nil {
+			c = &containerRun{}
+			w.containers[name] = c
+		}
+		if c.id == "" || ctr.GetMetadata().GetAttempt() >= c.attempt {
+			c.id, c.attempt, c.restarts = ctr.Id, ctr.GetMetadata().GetAttempt(), ctr.GetMetadata().GetAttempt()
+			c.state = waiting("ContainerCreating", "")
+		}
+	}
+}
+
+func (w *podWorker) syncContainer(ctx context.Context, spec *skiffv1.Container, c *containerRun) {
+	if c.failed {
+		return
+	}
+	if c.id != "" {
+		w.observe(ctx, spec, c)
+		return
+	}
+	if !c.backoffUntil.IsZero() && w.a.now().Before(c.backoffUntil) {
+		c.state = waiting("CrashLoopBackOff", fmt.Sprintf("back-off %s restarting failed container %s", c.backoff, spec.Name))
+		return
+	}
+	imageRef, err := w.pullImage(ctx, spec.Image)
+	if err != nil {
+		c.state = waiting("ErrImagePull", err.Error())
+		return
+	}
+	c.imageID = imageRef
+	created, err := w.a.cfg.Runtime.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{
+		PodSandboxId: w.sandboxID,
+		Config: &runtimeapi.ContainerConfig{
+			Metadata: &runtimeapi.ContainerMetadata{Name: spec.Name, Attempt: c.attempt},
+			Image:    &runtimeapi.ImageSpec{Image: spec.Image},
+			Command:  spec.Command,
+			Args:     spec.Args,
+			Envs:     envs(spec.Env),
+			LogPath:  filepath.Join(spec.Name, fmt.Sprintf("%d.log", c.attempt)),
+			Labels:   w.containerLabels(spec.Name),
+		},
+		SandboxConfig: &runtimeapi.PodSandboxConfig{
+			Metadata:     &runtimeapi.PodSandboxMetadata{Name: w.pod.Metadata.Name, Namespace: w.pod.Metadata.Namespace, Uid: w.uid},
+			LogDirectory: w.logDir(),
+			Labels:       w.labels(),
+		},
+	})
+	if err != nil {
+		msg := status.Convert(err).Message()
+		if status.Code(err) == codes.InvalidArgument {
+			// The module itself is bad: running it again cannot help.
+			c.failed = true
+			c.state = terminated(128, "CreateContainerError", msg)
+			w.log.Warn("container cannot run", "container", spec.Name, "err", msg)
+			return
+		}
+		c.state = waiting("CreateContainerError", msg)
+		return
+	}
+	if _, err := w.a.cfg.Runtime.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: created.ContainerId}); err != nil {
+		c.state = waiting("RunContainerError", status.Convert(err).Message())
+		_, _ = w.a.cfg.Runtime.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: created.ContainerId})
+		w.scheduleRestart(spec, c)
+		return
+	}
+	c.id = created.ContainerId
+	w.log.Info("container started", "container", spec.Name, "attempt", c.attempt)
+	w.observe(ctx, spec, c)
+}
+
+func (w *podWorker) containerLabels(name string) map[string]string {
+	l := w.labels()
+	l[LabelContainerName] = name
+	return l
+}
+
+// pullImage makes sure the image is on the node and returns its ID.
+func (w *podWorker) pullImage(ctx context.Context, ref string) (string, error) {
+	st, err := w.a.cfg.Images.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: ref}})
+	if err == nil && st.GetImage() != nil {
+		return st.GetImage().GetId(), nil
+	}
+	res, err := w.a.cfg.Images.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: ref}})
+	if err != nil {
+		return "", fmt.Errorf("pull image %q: %s", ref, status.Convert(err).Message())
+	}
+	return res.ImageRef, nil
+}
+
+// observe reads the container's state from CRI and, once it has exited,
+// decides on a restart by the pod's restartPolicy.
+func (w *podWorker) observe(ctx context.Context, spec *skiffv1.Container, c *containerRun) {
+	res, err := w.a.cfg.Runtime.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: c.id})
+	if status.Code(err) == codes.NotFound {
+		c.id = ""
+		return
+	}
+	if err != nil {
+		w.log.Warn("container status", "container", spec.Name, "err", err)
+		return
+	}
+	st := res.GetStatus()
+	switch st.GetState() {
+	case runtimeapi.ContainerState_CONTAINER_CREATED:
+		c.state = waiting("ContainerCreating", "")
+	case runtimeapi.ContainerState_CONTAINER_RUNNING:
+		c.state = &skiffv1.ContainerState{Running: &skiffv1.ContainerStateRunning{StartedAt: nanos(st.StartedAt)}}
+	default:
+		c.state = &skiffv1.ContainerState{Terminated: &skiffv1.ContainerStateTerminated{
+			ExitCode: st.ExitCode, Reason: st.Reason, Message: st.Message,
+			StartedAt: nanos(st.StartedAt), FinishedAt: nanos(st.FinishedAt),
+		}}
+		if c.imageID == "" {
+			c.imageID = st.GetImageRef()
+		}
+		if w.shouldRestart(st.ExitCode) {
+			_, _ = w.a.cfg.Runtime.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: c.id})
+			w.scheduleRestart(spec, c)
+		}
+	}
+}
+
+func (w *podWorker) shouldRestart(exitCode int32) bool {
+	switch w.pod.GetSpec().GetRestartPolicy() {
+	case "Never":
+		return false
+	case "OnFailure":
+		return exitCode != 0
+	}
+	return true
+}
+
+// scheduleRestart keeps the finished run as the container's last state and
+// sets the next attempt after a doubling back-off, as the kubelet does.
+func (w *podWorker) scheduleRestart(spec *skiffv1.Container, c *containerRun) {
+	if c.state.GetTerminated() != nil {
+		c.last = c.state
+	}
+	c.id = ""
+	c.attempt++
+	c.restarts++
+	if c.backoff == 0 {
+		c.backoff = w.a.timing.backoffStart
+	} else if c.backoff *= 2; c.backoff > w.a.timing.backoffMax {
+		c.backoff = w.a.timing.backoffMax
+	}
+	c.backoffUntil = w.a.now().Add(c.backoff)
+	c.state = waiting("CrashLoopBackOff", fmt.Sprintf("back-off %s restarting failed container %s", c.backoff, spec.Name))
+	w.log.Info("container will restart", "container", spec.Name, "in", c.backoff)
+}
+
+// teardown stops and removes the pod's sandbox and its logs.
+func (w *podWorker) teardown(ctx context.Context) {
+	if w.sandboxID == "" && w.pod != nil {
+		res, err := w.a.cfg.Runtime.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{
+			Filter: &runtimeapi.PodSandboxFilter{LabelSelector: map[string]string{LabelPodUID: w.uid}},
+		})
+		if err == nil && len(res.Items) > 0 {
+			w.sandboxID = res.Items[0].Id
+		}
+	}
+	if w.sandboxID != "" {
+		if _, err := w.a.cfg.Runtime.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: w.sandboxID}); err != nil {
+			w.log.Warn("stop sandbox", "sandbox", w.sandboxID, "err", err)
+		}
+		if _, err := w.a.cfg.Runtime.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: w.sandboxID}); err != nil {
+			w.log.Warn("remove sandbox", "sandbox", w.sandboxID, "err", err)
+		}
+	}
+	if w.pod != nil {
+		_ = os.RemoveAll(w.logDir())
+	}
+	w.log.Info("pod removed from node")
+}
+
+// report writes the pod's status when it changed since the last write.
+func (w *podWorker) report(ctx context.Context) {
+	st := w.status()
+	if proto.Equal(st, w.reported) {
+		return
+	}
+	for try := 0; try < 4; try++ {
+		res, err := w.a.cfg.Pods.Get(ctx, connect.NewRequest(&skiffv1.GetPodRequest{Namespace: w.pod.Metadata.Namespace, Name: w.pod.Metadata.Name}))
+		if err != nil {
+			w.log.Debug("get pod for status", "err", err)
+			return
+		}
+		p := res.Msg
+		if p.GetMetadata().GetUid() != w.uid {
+			return
+		}
+		p.Status = mergeStatus(p.GetStatus(), st)
+		_, err = w.a.cfg.Pods.Update(ctx, connect.NewRequest(&skiffv1.UpdatePodRequest{Pod: p}))
+		if err == nil {
+			w.reported = st
+			return
+		}
+		if connect.CodeOf(err) != connect.CodeAborted {
+			w.log.Warn("write pod status", "err", err)
+			return
+		}
+	}
+}
+
+func envs(in []*skiffv1.EnvVar) []*runtimeapi.KeyValue {
+	out := make([]*runtimeapi.KeyValue, 0, len(in))
+	for _, e := range in {
+		out = append(out, &runtimeapi.KeyValue{Key: e.Name, Value: []byte(e.Value)})
+	}
+	return out
+}

@@ -1,0 +1,466 @@
+// Package image is the node's image store: a content-addressed, file-based
+// store of WebAssembly modules and the names that refer to them.
+//
+// Layout under the root directory:
+//
+//	blobs/sha256/<hex>   one file per module, named by the SHA-256 of its bytes
+//	refs.json            the index of names ("hello:latest") to image IDs ("sha256:<hex>")
+//	refs.lock            flock(2) taken around every read-modify-write of refs.json
+//	ingest/              temporary files of imports in progress
+//
+// Several processes may use one store at once (the node's CRI server reads it,
+// `skiff image import` writes it): the index is read from disk on every Get and
+// List, and every change to it is made under the file lock and written
+// atomically (temp file, fsync, rename). Blobs are written the same way.
+//
+// The store owns bytes and names only. It does not pull from registries (there
+// are none yet), does not validate modules beyond their header (compiling is
+// the runtime's job, so a corrupt module imports and its pod fails with a
+// reason), and does not know which containers use an image.
+package image
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// MediaTypeWasm is the media type of every image in the store.
+const MediaTypeWasm = "application/wasm"
+
+// Errors returned by the store, wrapped with the operation and the reference.
+var (
+	// ErrNotFound: no image has that name or ID.
+	ErrNotFound = errors.New("image not found")
+	// ErrInvalidName: the name does not follow the reference grammar (see NormalizeRef).
+	ErrInvalidName = errors.New("invalid image name")
+	// ErrNotWasm: the content does not start with the WebAssembly core module header.
+	ErrNotWasm = errors.New("not a WebAssembly module")
+)
+
+// minPrefixLen is the shortest ID prefix Get and Remove accept (crictl and
+// docker print 12 or 13 hex digits).
+const minPrefixLen = 12
+
+// staleIngest is the age after which Open removes a leftover temporary file.
+const staleIngest = 24 * time.Hour
+
+// Image describes one stored module.
+type Image struct {
+	ID        string   // "sha256:<hex>" of the module bytes
+	Names     []string // normalized names ("hello:latest"), sorted
+	Size      int64    // bytes
+	MediaType string   // MediaTypeWasm
+}
+
+// Usage is the disk usage of the store.
+type Usage struct {
+	Dir       string // the store's root directory
+	UsedBytes uint64 // bytes of blob content
+	Inodes    uint64 // files and directories under the root
+}
+
+// Store is an image store rooted at a directory. It is safe for concurrent
+// use by several goroutines and several processes.
+type Store struct {
+	root string
+	mu   sync.Mutex // serializes this process's writers; refs.lock serializes processes
+}
+
+// index is the on-disk form of refs.json.
+type index struct {
+	Refs map[string]string `json:"refs"` // name -> ID
+}
+
+// Open opens (creating if needed) the store rooted at root, for example
+// <data-dir>/node/images.
+func Open(root string) (*Store, error) {
+	s := &Store{root: root}
+	for _, dir := range []string{s.blobDir(), s.ingestDir()} {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, fmt.Errorf("open image store %s: %w", root, err)
+		}
+	}
+	s.removeStaleIngest()
+	return s, nil
+}
+
+func (s *Store) blobDir() string   { return filepath.Join(s.root, "blobs", "sha256") }
+func (s *Store) ingestDir() string { return filepath.Join(s.root, "ingest") }
+func (s *Store) indexPath() string { return filepath.Join(s.root, "refs.json") }
+func (s *Store) lockPath() string  { return filepath.Join(s.root, "refs.lock") }
+func (s *Store) blobPath(id string) string {
+	return filepath.Join(s.blobDir(), strings.TrimPrefix(id, "sha256:"))
+}
+
+// BlobPath returns the path of the image's module file. The file is read-only
+// by convention; it disappears when the image is removed.
+func (s *Store) BlobPath(img Image) string { return s.blobPath(img.ID) }
+
+// Import reads a module from r, stores it and points name at it. It checks
+// the WebAssembly magic and version header (an error wrapping ErrNotWasm
+// otherwise) but not the rest of the module. Importing a name that already
+// refers to another image moves the name; the old blob is removed when no
+// name refers to it any more. Import is atomic: on error nothing changes.
+func (s *Store) Import(ctx context.Context, name string, r io.Reader) (Image, error) {
+	ref, err := NormalizeRef(name)
+	if err != nil {
+		return Image{}, fmt.Errorf("import image: %w", err)
+	}
+	var header [8]byte
+	n, err := io.ReadFull(r, header[:])
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+		return Image{}, fmt.Errorf("import image %q: read: %w", ref, err)
+	}
+	if err := checkHeader(header[:n]); err != nil {
+		return Image{}, fmt.Errorf("import image %q: %w", ref, err)
+	}
+
+	tmp, err := os.CreateTemp(s.ingestDir(), "import-*")
+	if err != nil {
+		return Image{}, fmt.Errorf("import image %q: %w", ref, err)
+	}
+	committed := false
+	defer func() {
+		if !committed {
+			tmp.Close()
+			os.Remove(tmp.Name())
+		}
+	}()
+	h := sha256.New()
+	w := io.MultiWriter(tmp, h)
+	if _, err := w.Write(header[:]); err != nil {
+		return Image{}, fmt.Errorf("import image %q: write: %w", ref, err)
+	}
+	size, err := io.Copy(w, ctxReader{ctx, r})
+	if err != nil {
+		return Image{}, fmt.Errorf("import image %q: copy: %w", ref, err)
+	}
+	size += int64(len(header))
+	if err := tmp.Chmod(0o444); err != nil {
+		return Image{}, fmt.Errorf("import image %q: %w", ref, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		return Image{}, fmt.Errorf("import image %q: sync: %w", ref, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return Image{}, fmt.Errorf("import image %q: %w", ref, err)
+	}
+	id := "sha256:" + hex.EncodeToString(h.Sum(nil))
+
+	var img Image
+	err = s.update(func(idx *index) error {
+		// The blob moves into place under the lock, so that a concurrent
+		// Remove cannot delete it between the rename and the name update.
+		if err := os.Rename(tmp.Name(), s.blobPath(id)); err != nil {
+			return err
+		}
+		committed = true
+		old, had := idx.Refs[ref]
+		idx.Refs[ref] = id
+		if had && old != id && len(namesOf(idx, old)) == 0 {
+			if err := os.Remove(s.blobPath(old)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return err
+			}
+		}
+		img = Image{ID: id, Names: namesOf(idx, id), Size: size, MediaType: MediaTypeWasm}
+		return nil
+	})
+	if err != nil {
+		return Image{}, fmt.Errorf("import image %q: %w", ref, err)
+	}
+	return img, nil
+}
+
+// checkHeader checks the 8-byte header of a WebAssembly core module:
+// "\0asm" followed by version 1 (little endian).
+func checkHeader(b []byte) error {
+	if len(b) < 8 {
+		return fmt.Errorf("%w: %d bytes, shorter than the 8-byte header", ErrNotWasm, len(b))
+	}
+	if !bytes.Equal(b[:4], []byte("\x00asm")) {
+		return fmt.Errorf("%w: missing the \\0asm magic (starts with %q)", ErrNotWasm, b[:4])
+	}
+	switch v := binary.LittleEndian.Uint32(b[4:8]); v {
+	case 1:
+		return nil
+	case 0x1000d:
+		return fmt.Errorf("%w: this is a WebAssembly component (layer 1), only core modules are supported", ErrNotWasm)
+	default:
+		return fmt.Errorf("%w: binary format version %#x is not supported (want 1)", ErrNotWasm, v)
+	}
+}
+
+// Get returns the image that ref names: a name ("hello", "hello:v1"), an ID
+// ("sha256:<hex>" or "<hex>") or a unique prefix of at least 12 hex digits of
+// an ID. An unknown ref gives an error wrapping ErrNotFound.
+func (s *Store) Get(ref string) (Image, error) {
+	idx, err := s.readIndex()
+	if err != nil {
+		return Image{}, fmt.Errorf("get image %q: %w", ref, err)
+	}
+	id, err := resolve(idx, ref)
+	if err != nil {
+		return Image{}, fmt.Errorf("get image %q: %w", ref, err)
+	}
+	img, err := s.describe(idx, id)
+	if err != nil {
+		return Image{}, fmt.Errorf("get image %q: %w", ref, err)
+	}
+	return img, nil
+}
+
+// List returns every image, sorted by ID.
+func (s *Store) List() ([]Image, error) {
+	idx, err := s.readIndex()
+	if err != nil {
+		return nil, fmt.Errorf("list images: %w", err)
+	}
+	var ids []string
+	for _, id := range idx.Refs {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	ids = slices.Compact(ids)
+	imgs := make([]Image, 0, len(ids))
+	for _, id := range ids {
+		img, err := s.describe(idx, id)
+		if errors.Is(err, ErrNotFound) {
+			continue // removed between reading the index and the stat
+		}
+		if err != nil {
+			return nil, fmt.Errorf("list images: %w", err)
+		}
+		imgs = append(imgs, img)
+	}
+	return imgs, nil
+}
+
+// Remove removes ref. A name is removed alone; an ID (or ID prefix) removes
+// every name of the image. The blob is removed when no name refers to it.
+// An unknown ref gives an error wrapping ErrNotFound.
+func (s *Store) Remove(ref string) error {
+	err := s.update(func(idx *index) error {
+		id, err := resolve(idx, ref)
+		if err != nil {
+			return err
+		}
+		if name, nerr := NormalizeRef(ref); nerr == nil && idx.Refs[name] == id {
+			delete(idx.Refs, name)
+		} else {
+			for _, n := range namesOf(idx, id) {
+				delete(idx.Refs, n)
+			}
+		}
+		if len(namesOf(idx, id)) == 0 {
+			if err := os.Remove(s.blobPath(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("remove image %q: %w", ref, err)
+	}
+	return nil
+}
+
+// Usage returns the disk usage of the store.
+func (s *Store) Usage() (Usage, error) {
+	u := Usage{Dir: s.root}
+	err := filepath.WalkDir(s.root, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil // removed while walking
+			}
+			return err
+		}
+		u.Inodes++
+		if d.Type().IsRegular() {
+			if info, err := d.Info(); err == nil {
+				u.UsedBytes += uint64(info.Size())
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return Usage{}, fmt.Errorf("measure image store: %w", err)
+	}
+	return u, nil
+}
+
+// resolve finds the ID that ref names in idx.
+func resolve(idx *index, ref string) (string, error) {
+	if name, err := NormalizeRef(ref); err == nil {
+		if id, ok := idx.Refs[name]; ok {
+			return id, nil
+		}
+	}
+	hexRef := strings.TrimPrefix(ref, "sha256:")
+	if len(hexRef) < minPrefixLen || len(hexRef) > 64 || !isHex(hexRef) {
+		return "", ErrNotFound
+	}
+	found := ""
+	for _, id := range idx.Refs {
+		if strings.HasPrefix(strings.TrimPrefix(id, "sha256:"), hexRef) {
+			if found != "" && found != id {
+				return "", fmt.Errorf("%w: ID prefix is ambiguous", ErrNotFound)
+			}
+			found = id
+		}
+	}
+	if found == "" {
+		return "", ErrNotFound
+	}
+	return found, nil
+}
+
+func namesOf(idx *index, id string) []string {
+	var names []string
+	for n, i := range idx.Refs {
+		if i == id {
+			names = append(names, n)
+		}
+	}
+	slices.Sort(names)
+	return names
+}
+
+func (s *Store) describe(idx *index, id string) (Image, error) {
+	info, err := os.Stat(s.blobPath(id))
+	if errors.Is(err, fs.ErrNotExist) {
+		return Image{}, ErrNotFound
+	}
+	if err != nil {
+		return Image{}, err
+	}
+	return Image{ID: id, Names: namesOf(idx, id), Size: info.Size(), MediaType: MediaTypeWasm}, nil
+}
+
+// readIndex reads refs.json. It needs no lock: writers replace the file with
+// a rename, so a reader sees the old or the new index, never a mix.
+func (s *Store) readIndex() (*index, error) {
+	idx := &index{Refs: map[string]string{}}
+	b, err := os.ReadFile(s.indexPath())
+	if errors.Is(err, fs.ErrNotExist) {
+		return idx, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal(b, idx); err != nil {
+		return nil, fmt.Errorf("read %s: %w", s.indexPath(), err)
+	}
+	if idx.Refs == nil {
+		idx.Refs = map[string]string{}
+	}
+	return idx, nil
+}
+
+// update runs fn on the index under the process mutex and the file lock and
+// writes the result atomically if fn succeeds.
+func (s *Store) update(fn func(*index) error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	lock, err := os.OpenFile(s.lockPath(), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return err
+	}
+	defer lock.Close() // closing releases the flock
+	if err := flock(lock); err != nil {
+		return fmt.Errorf("lock %s: %w", s.lockPath(), err)
+	}
+	idx, err := s.readIndex()
+	if err != nil {
+		return err
+	}
+	if err := fn(idx); err != nil {
+		return err
+	}
+	return s.writeIndex(idx)
+}
+
+func flock(f *os.File) error {
+	for {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX)
+		if err != unix.EINTR {
+			return err
+		}
+	}
+}
+
+func (s *Store) writeIndex(idx *index) error {
+	b, err := json.MarshalIndent(idx, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(s.root, "refs-*.json")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name()) // no-op after the rename
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), s.indexPath()); err != nil {
+		return err
+	}
+	return syncDir(s.root)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+func (s *Store) removeStaleIngest() {
+	entries, err := os.ReadDir(s.ingestDir())
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if info, err := e.Info(); err == nil && time.Since(info.ModTime()) > staleIngest {
+			os.Remove(filepath.Join(s.ingestDir(), e.Name()))
+		}
+	}
+}
+
+// ctxReader stops a copy when its context ends.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}

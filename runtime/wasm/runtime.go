@@ -1,0 +1,291 @@
+// Package wasm runs WebAssembly containers in process with wazero, as WASI
+// preview1 command modules.
+//
+// A Runtime compiles each module once: compiled modules are kept in memory by
+// ContainerSpec.ModuleKey (the image ID) and, across process restarts, in
+// wazero's on-disk compilation cache (Config.CacheDir). Every container gets a
+// fresh module instance (microseconds to make) with its own argv, environment,
+// stdout and stderr; containers never share memory.
+//
+// What a container can reach: its args, env, stdout and stderr, the wall and
+// monotonic clocks, sleep and random bytes. It has no filesystem (path_open
+// fails with ENOSYS), no stdin (EOF) and no sockets; network access for
+// modules is future work.
+//
+// # Exit semantics
+//
+//   - proc_exit(n), or returning from _start (n = 0): exit code n; reason
+//     "Completed" when n is 0, "Error" otherwise.
+//   - A trap (unreachable, out-of-bounds access, stack overflow, ...): exit
+//     code 134 (as SIGABRT would give), reason "Error", message the trap text.
+//   - Stop: exit code 137 (as SIGKILL would give), reason "Error", message
+//     "stopped" ("runtime closed" when Runtime.Close ended it).
+//   - A failure to instantiate at Start (a missing import's signature, a
+//     failing Wasm start section): exit code 128, reason "StartError".
+//
+// Guest code runs on its own goroutine; a trap or a panic inside wazero or a
+// host function ends that container only, never the process.
+package wasm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+
+	"github.com/tetratelabs/wazero"
+	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
+)
+
+// Errors returned by the runtime, wrapped with the operation and the container.
+var (
+	// ErrInvalidModule: the module does not compile, or is not a WASI
+	// preview1 command (no _start, or imports the runtime does not provide).
+	ErrInvalidModule = errors.New("invalid WebAssembly module")
+	// ErrInvalidSpec: the container spec cannot be run (empty argument, bad env entry).
+	ErrInvalidSpec = errors.New("invalid container spec")
+	// ErrState: the container is not in a state that allows the call (Start twice).
+	ErrState = errors.New("invalid container state")
+	// ErrClosed: the runtime is closed.
+	ErrClosed = errors.New("wasm runtime closed")
+)
+
+// wasiModule is the only import module the runtime provides.
+const wasiModule = wasi_snapshot_preview1.ModuleName
+
+// Config configures a Runtime.
+type Config struct {
+	// CacheDir holds wazero's compilation cache, so a module compiled once is
+	// not compiled again after a restart. Empty: in-memory only.
+	CacheDir string
+	// Logger receives container lifecycle logs. Nil: discard.
+	Logger *slog.Logger
+}
+
+// Runtime compiles and runs WebAssembly containers. It is safe for concurrent use.
+type Runtime struct {
+	rt    wazero.Runtime
+	cache wazero.CompilationCache
+	log   *slog.Logger
+	wasi  map[string]bool // names of the functions wasi_snapshot_preview1 exports
+
+	mu      sync.Mutex
+	closed  bool
+	modules map[string]*moduleEntry // by ModuleKey
+	running map[*Container]struct{}
+}
+
+// moduleEntry is a compiled module, or one being compiled (ready not yet closed).
+type moduleEntry struct {
+	ready chan struct{}
+	mod   wazero.CompiledModule
+	err   error
+}
+
+// New returns a runtime with WASI preview1 instantiated.
+func New(ctx context.Context, cfg Config) (*Runtime, error) {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	rc := wazero.NewRuntimeConfig().WithCloseOnContextDone(true)
+	var cache wazero.CompilationCache
+	if cfg.CacheDir != "" {
+		c, err := wazero.NewCompilationCacheWithDir(cfg.CacheDir)
+		if err != nil {
+			return nil, fmt.Errorf("open compilation cache %s: %w", cfg.CacheDir, err)
+		}
+		cache = c
+		rc = rc.WithCompilationCache(cache)
+	}
+	rt := wazero.NewRuntimeWithConfig(ctx, rc)
+	if _, err := wasi_snapshot_preview1.Instantiate(ctx, rt); err != nil {
+		rt.Close(ctx)
+		return nil, fmt.Errorf("instantiate %s: %w", wasiModule, err)
+	}
+	exports := map[string]bool{}
+	for name := range rt.Module(wasiModule).ExportedFunctionDefinitions() {
+		exports[name] = true
+	}
+	return &Runtime{
+		rt:      rt,
+		cache:   cache,
+		log:     log,
+		wasi:    exports,
+		modules: map[string]*moduleEntry{},
+		running: map[*Container]struct{}{},
+	}, nil
+}
+
+// Close stops every running container (exit code 137, message "runtime
+// closed"), waits for them until ctx ends, and releases the compiled modules
+// and the wazero runtime. Containers cannot be created or started afterwards.
+func (r *Runtime) Close(ctx context.Context) error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil
+	}
+	r.closed = true
+	running := make([]*Container, 0, len(r.running))
+	for c := range r.running {
+		running = append(running, c)
+	}
+	r.mu.Unlock()
+
+	var errs []error
+	for _, c := range running {
+		if err := c.stop(ctx, "runtime closed"); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := r.rt.Close(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("close wazero runtime: %w", err))
+	}
+	if r.cache != nil {
+		if err := r.cache.Close(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("close compilation cache: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ContainerSpec describes one container.
+type ContainerSpec struct {
+	ID         string    // for logs
+	ModuleKey  string    // key of the compiled-module cache: the image ID; empty disables the cache
+	ModulePath string    // the module file
+	Args       []string  // argv, argv[0] included; no empty strings
+	Env        []string  // "K=V"
+	Stdout     io.Writer // nil: discarded
+	Stderr     io.Writer // nil: discarded
+}
+
+// Create compiles the module (or reuses the compiled module for
+// spec.ModuleKey) and returns a container in state Created. An invalid
+// module gives an error wrapping ErrInvalidModule with wazero's reason.
+func (r *Runtime) Create(ctx context.Context, spec ContainerSpec) (*Container, error) {
+	if err := checkSpec(spec); err != nil {
+		return nil, fmt.Errorf("create container %s: %w", spec.ID, err)
+	}
+	r.mu.Lock()
+	closed := r.closed
+	r.mu.Unlock()
+	if closed {
+		return nil, fmt.Errorf("create container %s: %w", spec.ID, ErrClosed)
+	}
+	mod, err := r.compile(ctx, spec.ModuleKey, spec.ModulePath)
+	if err != nil {
+		return nil, fmt.Errorf("create container %s: %w", spec.ID, err)
+	}
+	return newContainer(r, spec, mod), nil
+}
+
+func checkSpec(spec ContainerSpec) error {
+	if len(spec.Args) == 0 {
+		return fmt.Errorf("%w: argv is empty (argv[0] is the program name)", ErrInvalidSpec)
+	}
+	for i, a := range spec.Args {
+		if a == "" || strings.IndexByte(a, 0) >= 0 {
+			return fmt.Errorf("%w: argument %d is empty or holds a NUL byte", ErrInvalidSpec, i)
+		}
+	}
+	for _, e := range spec.Env {
+		k, _, ok := strings.Cut(e, "=")
+		if !ok || k == "" || strings.IndexByte(e, 0) >= 0 {
+			return fmt.Errorf("%w: environment entry %q is not KEY=VALUE", ErrInvalidSpec, e)
+		}
+	}
+	return nil
+}
+
+// compile returns the compiled module for key, compiling it at most once at
+// a time per key. Failures are not cached.
+func (r *Runtime) compile(ctx context.Context, key, path string) (wazero.CompiledModule, error) {
+	if key == "" {
+		return r.compileFile(ctx, path)
+	}
+	r.mu.Lock()
+	if e, ok := r.modules[key]; ok {
+		r.mu.Unlock()
+		select {
+		case <-e.ready:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		if e.err == nil {
+			return e.mod, nil
+		}
+		return r.compile(ctx, key, path) // the other attempt failed: try ourselves
+	}
+	e := &moduleEntry{ready: make(chan struct{})}
+	r.modules[key] = e
+	r.mu.Unlock()
+
+	e.mod, e.err = r.compileFile(ctx, path)
+	r.mu.Lock()
+	if e.err != nil || r.closed {
+		delete(r.modules, key)
+	}
+	r.mu.Unlock()
+	close(e.ready)
+	return e.mod, e.err
+}
+
+func (r *Runtime) compileFile(ctx context.Context, path string) (wazero.CompiledModule, error) {
+	bin, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read module: %w", err)
+	}
+	mod, err := r.rt.CompileModule(ctx, bin)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, fmt.Errorf("%w: %w", ErrInvalidModule, err)
+	}
+	if err := r.checkCommand(mod); err != nil {
+		mod.Close(ctx)
+		return nil, fmt.Errorf("%w: %w", ErrInvalidModule, err)
+	}
+	return mod, nil
+}
+
+// checkCommand checks that mod is a WASI command module this runtime can
+// link: it exports _start and imports nothing but WASI preview1 functions.
+func (r *Runtime) checkCommand(mod wazero.CompiledModule) error {
+	if _, ok := mod.ExportedFunctions()["_start"]; !ok {
+		return errors.New("module exports no _start function (not a WASI command module)")
+	}
+	for _, f := range mod.ImportedFunctions() {
+		module, name, _ := f.Import()
+		if module != wasiModule || !r.wasi[name] {
+			return fmt.Errorf("module imports function %s.%s, which this runtime does not provide (only %s)", module, name, wasiModule)
+		}
+	}
+	for _, m := range mod.ImportedMemories() {
+		module, name, _ := m.Import()
+		return fmt.Errorf("module imports memory %s.%s, which this runtime does not provide", module, name)
+	}
+	return nil
+}
+
+func (r *Runtime) track(c *Container) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return false
+	}
+	r.running[c] = struct{}{}
+	return true
+}
+
+func (r *Runtime) untrack(c *Container) {
+	r.mu.Lock()
+	delete(r.running, c)
+	r.mu.Unlock()
+}

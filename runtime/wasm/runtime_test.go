@@ -1,0 +1,448 @@
+package wasm
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"skiff.dev/skiff/runtime/wasm/wasmtest"
+)
+
+var (
+	// guestPath is the Go test program (testdata/guest) built for wasip1.
+	guestPath string
+	// cacheDir is the compilation cache every test runtime shares, so the
+	// guest (2.6 MB, seconds to compile under -race) is compiled once.
+	cacheDir string
+)
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "wasm-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	guestPath = filepath.Join(dir, "guest.wasm")
+	cacheDir = filepath.Join(dir, "cache")
+	if err := wasmtest.BuildGo("testdata/guest", guestPath); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	if code == 0 {
+		if err := checkGoroutines(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// checkGoroutines fails when a goroutine of this package is still running
+// after every test has closed what it opened.
+func checkGoroutines() error {
+	var stacks string
+	for range 100 {
+		buf := make([]byte, 1<<20)
+		stacks = string(buf[:runtime.Stack(buf, true)])
+		leaked := false
+		for _, g := range strings.Split(stacks, "\n\n") {
+			if strings.Contains(g, "skiff.dev/skiff/runtime/wasm.") && !strings.Contains(g, "TestMain") {
+				leaked = true
+			}
+		}
+		if !leaked {
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return fmt.Errorf("leaked goroutines:\n%s", stacks)
+}
+
+func newRuntime(t *testing.T, cfg Config) *Runtime {
+	t.Helper()
+	if cfg.CacheDir == "" {
+		cfg.CacheDir = cacheDir
+	}
+	r, err := New(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := r.Close(context.Background()); err != nil {
+			t.Error(err)
+		}
+	})
+	return r
+}
+
+func writeModule(t *testing.T, b []byte) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "m.wasm")
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// syncBuffer is a bytes.Buffer safe to read while the guest writes.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func waitDone(t *testing.T, c *Container) Status {
+	t.Helper()
+	select {
+	case <-c.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatalf("container did not exit; status %+v", c.Status())
+	}
+	return c.Status()
+}
+
+func TestExitSemantics(t *testing.T) {
+	r := newRuntime(t, Config{})
+	tests := []struct {
+		name    string
+		module  []byte
+		code    int32
+		reason  string
+		message string
+		stdout  string
+		stderr  string
+	}{
+		{name: "return from _start", module: wasmtest.Build(wasmtest.Write(1, "hello\n")), code: 0, reason: "Completed", stdout: "hello\n"},
+		{name: "proc_exit 0", module: wasmtest.Build(wasmtest.Write(2, "bye\n"), wasmtest.Exit(0), wasmtest.Write(1, "not reached")), code: 0, reason: "Completed", stderr: "bye\n"},
+		{name: "proc_exit 3", module: wasmtest.Build(wasmtest.Exit(3)), code: 3, reason: "Error"},
+		{name: "trap", module: wasmtest.Build(wasmtest.Write(1, "before\n"), wasmtest.Trap()), code: 134, reason: "Error", message: "wasm error: unreachable", stdout: "before\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stdout, stderr syncBuffer
+			c, err := r.Create(context.Background(), ContainerSpec{ID: tt.name, ModulePath: writeModule(t, tt.module), Args: []string{"m"}, Stdout: &stdout, Stderr: &stderr})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st := c.Status(); st.State != StateCreated {
+				t.Fatalf("state after Create = %v", st.State)
+			}
+			if err := c.Start(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			st := waitDone(t, c)
+			if st.State != StateExited || st.ExitCode != tt.code || st.Reason != tt.reason || st.Message != tt.message {
+				t.Errorf("status = %+v; want exit %d reason %q message %q", st, tt.code, tt.reason, tt.message)
+			}
+			if st.StartedAt.IsZero() || st.FinishedAt.Before(st.StartedAt) {
+				t.Errorf("timestamps = %v .. %v", st.StartedAt, st.FinishedAt)
+			}
+			if stdout.String() != tt.stdout || stderr.String() != tt.stderr {
+				t.Errorf("stdout %q stderr %q; want %q %q", stdout.String(), stderr.String(), tt.stdout, tt.stderr)
+			}
+		})
+	}
+}
+
+func TestStop(t *testing.T) {
+	r := newRuntime(t, Config{})
+	tests := []struct {
+		name   string
+		module []byte
+	}{
+		{name: "spinning", module: wasmtest.Build(wasmtest.Spin())},
+		{name: "sleeping", module: wasmtest.Build(wasmtest.Sleep(time.Hour))},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := r.Create(context.Background(), ContainerSpec{ID: tt.name, ModulePath: writeModule(t, tt.module), Args: []string{"m"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := c.Start(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			if st := c.Status(); st.State != StateRunning {
+				t.Fatalf("state after Start = %v", st.State)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := c.Stop(ctx); err != nil {
+				t.Fatal(err)
+			}
+			st := c.Status()
+			if st.State != StateExited || st.ExitCode != 137 || st.Reason != "Error" || st.Message != "stopped" {
+				t.Errorf("status after Stop = %+v", st)
+			}
+			if err := c.Stop(ctx); err != nil {
+				t.Errorf("second Stop = %v, want nil (idempotent)", err)
+			}
+			if err := c.Start(ctx); !errors.Is(err, ErrState) {
+				t.Errorf("Start after Stop = %v, want ErrState", err)
+			}
+		})
+	}
+}
+
+func TestStopBeforeStart(t *testing.T) {
+	r := newRuntime(t, Config{})
+	c, err := r.Create(context.Background(), ContainerSpec{ID: "c", ModulePath: writeModule(t, wasmtest.Build()), Args: []string{"m"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	<-c.Done()
+	if st := c.Status(); st.State != StateExited || st.ExitCode != 137 {
+		t.Errorf("status = %+v", st)
+	}
+	if err := c.Start(context.Background()); !errors.Is(err, ErrState) {
+		t.Errorf("Start after Stop = %v, want ErrState", err)
+	}
+}
+
+func TestStartTwice(t *testing.T) {
+	r := newRuntime(t, Config{})
+	c, err := r.Create(context.Background(), ContainerSpec{ID: "c", ModulePath: writeModule(t, wasmtest.Build(wasmtest.Spin())), Args: []string{"m"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Stop(context.Background())
+	if err := c.Start(context.Background()); !errors.Is(err, ErrState) || !strings.Contains(err.Error(), "running") {
+		t.Errorf("second Start = %v, want ErrState naming the state", err)
+	}
+}
+
+func TestCreateRejects(t *testing.T) {
+	r := newRuntime(t, Config{})
+	tests := []struct {
+		name   string
+		module []byte
+		spec   ContainerSpec
+		is     error
+		reason string
+	}{
+		{name: "garbage body", module: []byte("\x00asm\x01\x00\x00\x00garbage!"), is: ErrInvalidModule, reason: "section"},
+		{name: "no _start", module: wasmtest.Reactor(), is: ErrInvalidModule, reason: "exports no _start function"},
+		{name: "unknown import", module: wasmtest.Importing("env", "launch_missiles"), is: ErrInvalidModule, reason: "imports function env.launch_missiles"},
+		{name: "unknown wasi import", module: wasmtest.Importing("wasi_snapshot_preview1", "nope"), is: ErrInvalidModule, reason: "wasi_snapshot_preview1.nope"},
+		{name: "no argv", module: wasmtest.Build(), spec: ContainerSpec{Args: []string{}}, is: ErrInvalidSpec, reason: "argv is empty"},
+		{name: "empty arg", module: wasmtest.Build(), spec: ContainerSpec{Args: []string{"m", ""}}, is: ErrInvalidSpec, reason: "argument 1 is empty"},
+		{name: "bad env", module: wasmtest.Build(), spec: ContainerSpec{Args: []string{"m"}, Env: []string{"NOEQUALS"}}, is: ErrInvalidSpec, reason: `"NOEQUALS" is not KEY=VALUE`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			spec := tt.spec
+			if spec.Args == nil {
+				spec.Args = []string{"m"}
+			}
+			spec.ID = "c1"
+			spec.ModuleKey = tt.name
+			spec.ModulePath = writeModule(t, tt.module)
+			_, err := r.Create(context.Background(), spec)
+			if !errors.Is(err, tt.is) || !strings.Contains(err.Error(), tt.reason) || !strings.Contains(err.Error(), "create container c1") {
+				t.Fatalf("Create = %v; want %v with %q", err, tt.is, tt.reason)
+			}
+		})
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.modules) != 0 {
+		t.Errorf("failed compilations were cached: %d entries", len(r.modules))
+	}
+}
+
+func TestGoGuest(t *testing.T) {
+	r := newRuntime(t, Config{})
+	var stdout, stderr syncBuffer
+	c, err := r.Create(context.Background(), ContainerSpec{
+		ID: "go", ModuleKey: "guest", ModulePath: guestPath,
+		Args:   []string{"prog", "argv0", "env", "GREETING", "echo", "hi there", "stderr", "oops", "exit", "7"},
+		Env:    []string{"GREETING=hello=world", "OTHER=x"},
+		Stdout: &stdout, Stderr: &stderr,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	st := waitDone(t, c)
+	if st.ExitCode != 7 || st.Reason != "Error" {
+		t.Errorf("status = %+v", st)
+	}
+	if want := "prog\nGREETING=hello=world\nhi there\n"; stdout.String() != want {
+		t.Errorf("stdout = %q, want %q", stdout.String(), want)
+	}
+	if stderr.String() != "oops\n" {
+		t.Errorf("stderr = %q", stderr.String())
+	}
+}
+
+// TestInstancesAreIsolated runs several instances of one compiled module at
+// once, each with its own args and stdout, stops a sleeping one and checks
+// the others are untouched.
+func TestInstancesAreIsolated(t *testing.T) {
+	r := newRuntime(t, Config{})
+	sleeper, err := r.Create(context.Background(), ContainerSpec{ID: "sleeper", ModuleKey: "guest", ModulePath: guestPath, Args: []string{"g", "echo", "zzz", "sleep", "1h"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sleeper.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	const n = 8
+	var wg sync.WaitGroup
+	outs := make([]syncBuffer, n)
+	for i := range n {
+		wg.Go(func() {
+			c, err := r.Create(context.Background(), ContainerSpec{ID: fmt.Sprint(i), ModuleKey: "guest", ModulePath: guestPath, Args: []string{"g", "echo", fmt.Sprint("n", i)}, Stdout: &outs[i]})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if err := c.Start(context.Background()); err != nil {
+				t.Error(err)
+				return
+			}
+			<-c.Done()
+			if st := c.Status(); st.ExitCode != 0 {
+				t.Errorf("container %d: %+v", i, st)
+			}
+		})
+	}
+	wg.Wait()
+	for i := range n {
+		if got := outs[i].String(); got != fmt.Sprintf("n%d\n", i) {
+			t.Errorf("container %d stdout = %q", i, got)
+		}
+	}
+	if st := sleeper.Status(); st.State != StateRunning {
+		t.Fatalf("sleeper = %+v", st)
+	}
+	start := time.Now()
+	if err := sleeper.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if st := sleeper.Status(); st.ExitCode != 137 || time.Since(start) > 5*time.Second {
+		t.Errorf("sleeper after Stop = %+v after %v", st, time.Since(start))
+	}
+	r.mu.Lock()
+	entries := len(r.modules)
+	r.mu.Unlock()
+	if entries != 1 {
+		t.Errorf("compiled-module cache has %d entries, want 1", entries)
+	}
+}
+
+func TestCloseStopsRunning(t *testing.T) {
+	r, err := New(context.Background(), Config{CacheDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := r.Create(context.Background(), ContainerSpec{ID: "c", ModulePath: writeModule(t, wasmtest.Build(wasmtest.Spin())), Args: []string{"m"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if st := c.Status(); st.State != StateExited || st.ExitCode != 137 || st.Message != "runtime closed" {
+		t.Errorf("status after Close = %+v", st)
+	}
+	if _, err := r.Create(context.Background(), ContainerSpec{ID: "d", ModulePath: guestPath, Args: []string{"m"}}); !errors.Is(err, ErrClosed) {
+		t.Errorf("Create after Close = %v", err)
+	}
+}
+
+// TestCompilationCacheDir checks that compiled code lands in CacheDir and is
+// found there by a second runtime.
+func TestCompilationCacheDir(t *testing.T) {
+	dir := t.TempDir()
+	module := writeModule(t, wasmtest.Build(wasmtest.Write(1, "cached")))
+	compile := func() time.Duration {
+		r := newRuntime(t, Config{CacheDir: dir})
+		start := time.Now()
+		if _, err := r.Create(context.Background(), ContainerSpec{ID: "c", ModuleKey: "k", ModulePath: module, Args: []string{"m"}}); err != nil {
+			t.Fatal(err)
+		}
+		d := time.Since(start)
+		if err := r.Close(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	cold := compile()
+	var files int
+	filepath.WalkDir(dir, func(_ string, d os.DirEntry, _ error) error {
+		if d != nil && !d.IsDir() {
+			files++
+		}
+		return nil
+	})
+	if files == 0 {
+		t.Fatal("compilation cache directory is empty")
+	}
+	warm := compile()
+	t.Logf("compile: cold %v, from disk cache %v", cold, warm)
+}
+
+// TestStartStopRace races Start, Stop and Status on fresh containers: every
+// container must end Exited with Done closed, stopped (137) whichever won.
+func TestStartStopRace(t *testing.T) {
+	r := newRuntime(t, Config{})
+	path := writeModule(t, wasmtest.Build(wasmtest.Spin()))
+	for i := range 30 {
+		c, err := r.Create(context.Background(), ContainerSpec{ID: fmt.Sprint(i), ModuleKey: "spin", ModulePath: path, Args: []string{"m"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			if err := c.Start(context.Background()); err != nil && !errors.Is(err, ErrState) {
+				t.Errorf("Start = %v", err)
+			}
+		})
+		wg.Go(func() { c.Status() })
+		wg.Go(func() {
+			if err := c.Stop(context.Background()); err != nil {
+				t.Errorf("Stop = %v", err)
+			}
+		})
+		wg.Wait()
+		c.Stop(context.Background()) // if Start won after Stop's no-op
+		st := waitDone(t, c)
+		if st.State != StateExited || st.ExitCode != ExitCodeStopped {
+			t.Fatalf("container %d: %+v", i, st)
+		}
+	}
+}
