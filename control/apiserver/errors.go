@@ -30,7 +30,7 @@ func toConnect(err error) error {
 		return connect.NewError(connect.CodeAborted, err)
 	case errors.Is(err, store.ErrExpired):
 		return connect.NewError(connect.CodeOutOfRange, err)
-	case errors.Is(err, store.ErrNotLeader):
+	case errors.Is(err, store.ErrNotLeader), errors.Is(err, store.ErrClosed):
 		return connect.NewError(connect.CodeUnavailable, err)
 	case errors.Is(err, context.Canceled):
 		return connect.NewError(connect.CodeCanceled, err)
@@ -56,4 +56,18 @@ func (fe fieldErrors) err(kind, name string) error {
 	}
 	return connect.NewError(connect.CodeInvalidArgument,
 		fmt.Errorf("%s %q is invalid: %s", kind, name, strings.Join(fe, "; ")))
+}
+
+// objectErr turns a store error about one object into what a user should
+// read: "pod \"default/hello\" not found" rather than the store's key.
+func objectErr(verb, kind, id string, err error) error {
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return connect.NewError(connect.CodeNotFound, fmt.Errorf("%s %q not found", kind, id))
+	case errors.Is(err, store.ErrAlreadyExists):
+		return connect.NewError(connect.CodeAlreadyExists, fmt.Errorf("%s %q already exists", kind, id))
+	case errors.Is(err, store.ErrConflict):
+		return connect.NewError(connect.CodeAborted, fmt.Errorf("%s %s %q: the object has been modified; get it and try again", verb, kind, id))
+	}
+	return toConnect(fmt.Errorf("%s %s %q: %w", verb, kind, id, err))
 }

@@ -125,7 +125,7 @@ func create[T object](ctx context.Context, r *resources, k *kind[T], obj T, dryR
 	}
 	kv, err := r.store.Create(ctx, k.key(m.Namespace, m.Name), val)
 	if err != nil {
-		return zero, toConnect(fmt.Errorf("create %s %q: %w", k.name, k.id(m), err))
+		return zero, objectErr("create", k.name, k.id(m), err)
 	}
 	m.ResourceVersion = kv.ModRevision
 	return obj, nil
@@ -154,7 +154,7 @@ func get[T object](ctx context.Context, r *resources, k *kind[T], ns, name strin
 	}
 	kv, err := r.store.Get(ctx, k.key(ns, name))
 	if err != nil {
-		return zero, toConnect(fmt.Errorf("%s %q: %w", k.name, k.id(&skiffv1.ObjectMeta{Namespace: ns, Name: name}), err))
+		return zero, objectErr("get", k.name, k.id(&skiffv1.ObjectMeta{Namespace: ns, Name: name}), err)
 	}
 	obj, err := k.decode(kv)
 	return obj, toConnect(err)
@@ -226,7 +226,7 @@ func update[T object](ctx context.Context, r *resources, k *kind[T], obj T, dryR
 	}
 	kv, err := r.store.Update(ctx, k.key(m.Namespace, m.Name), val, om.ResourceVersion)
 	if err != nil {
-		return zero, toConnect(fmt.Errorf("update %s %q: %w", k.name, k.id(m), err))
+		return zero, objectErr("update", k.name, k.id(m), err)
 	}
 	m.ResourceVersion = kv.ModRevision
 	return obj, nil
@@ -242,7 +242,7 @@ func remove[T object](ctx context.Context, r *resources, k *kind[T], ns, name st
 	}
 	kv, err := r.store.Delete(ctx, k.key(ns, name), rev)
 	if err != nil {
-		return zero, toConnect(fmt.Errorf("delete %s %q: %w", k.name, k.id(&skiffv1.ObjectMeta{Namespace: ns, Name: name}), err))
+		return zero, objectErr("delete", k.name, k.id(&skiffv1.ObjectMeta{Namespace: ns, Name: name}), err)
 	}
 	obj, err := k.decode(kv)
 	return obj, toConnect(err)

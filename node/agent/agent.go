@@ -25,11 +25,12 @@ import (
 
 // Labels the agent puts on the sandboxes and containers it creates, so that
 // after a restart it can tell its own from others' and find a pod's again.
+// They are the kubelet's keys, so crictl shows pod names and namespaces.
 const (
-	LabelPodUID        = "skiff.dev/pod-uid"
-	LabelPodName       = "skiff.dev/pod-name"
-	LabelPodNamespace  = "skiff.dev/pod-namespace"
-	LabelContainerName = "skiff.dev/container-name"
+	LabelPodUID        = "io.kubernetes.pod.uid"
+	LabelPodName       = "io.kubernetes.pod.name"
+	LabelPodNamespace  = "io.kubernetes.pod.namespace"
+	LabelContainerName = "io.kubernetes.container.name"
 )
 
 // Config is what New needs.

@@ -57,13 +57,16 @@ func (w *podWorker) status() *skiffv1.PodStatus {
 	case started == n && n > 0:
 		st.Phase = "Running"
 	}
-	ready := "False"
-	if n > 0 && running == n {
+	ready, why := "False", ""
+	switch {
+	case n > 0 && running == n:
 		ready = "True"
+	case st.Phase == "Succeeded" || st.Phase == "Failed":
+		why = "PodCompleted"
 	}
 	st.Conditions = []*skiffv1.Condition{
-		{Type: "ContainersReady", Status: ready},
-		{Type: "Ready", Status: ready},
+		{Type: "ContainersReady", Status: ready, Reason: why},
+		{Type: "Ready", Status: ready, Reason: why},
 	}
 	return st
 }

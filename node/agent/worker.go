@@ -95,12 +95,12 @@ func (w *podWorker) run(ctx context.Context) {
 	defer close(w.done)
 	for {
 		p, deleted := w.take()
+		if p != nil {
+			w.pod = p
+		}
 		if deleted {
 			w.teardown(ctx)
 			return
-		}
-		if p != nil {
-			w.pod = p
 		}
 		w.sync(ctx)
 		w.report(ctx)
@@ -151,8 +151,14 @@ func podLogDirName(ns, name, uid string) string { return ns + "_" + name + "_" +
 
 // sync moves the pod one step toward running as its spec says.
 func (w *podWorker) sync(ctx context.Context) {
-	if w.sandboxID == "" && !w.ensureSandbox(ctx) {
-		return
+	if w.sandboxID == "" {
+		if sb, err := w.findSandbox(ctx); err == nil && sb != nil {
+			w.adopt(ctx, sb)
+		} else if terminal(w.pod.GetStatus().GetPhase()) {
+			return // finished before this agent started: never run it again
+		} else if !w.ensureSandbox(ctx) {
+			return
+		}
 	}
 	for _, spec := range w.pod.GetSpec().GetContainers() {
 		c := w.containers[spec.Name]
@@ -164,14 +170,32 @@ func (w *podWorker) sync(ctx context.Context) {
 	}
 }
 
-func (w *podWorker) ensureSandbox(ctx context.Context) bool {
-	res, err := w.a.cfg.Runtime.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{
-		Filter: &runtimeapi.PodSandboxFilter{LabelSelector: map[string]string{LabelPodUID: w.uid}},
-	})
-	if err == nil && len(res.Items) > 0 {
-		w.adopt(ctx, res.Items[0])
-		return true
+// terminal reports whether a pod phase is final: the kubelet never runs a
+// Succeeded or Failed pod again.
+func terminal(phase string) bool { return phase == "Succeeded" || phase == "Failed" }
+
+// findSandbox returns the node's sandbox for this pod, if it has one. It
+// matches on the sandbox metadata's uid, which CRI keeps for every sandbox,
+// preferring a ready one.
+func (w *podWorker) findSandbox(ctx context.Context) (*runtimeapi.PodSandbox, error) {
+	res, err := w.a.cfg.Runtime.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
+	if err != nil {
+		return nil, err
 	}
+	var found *runtimeapi.PodSandbox
+	for _, sb := range res.Items {
+		if sb.GetMetadata().GetUid() != w.uid {
+			continue
+		}
+		if found == nil || sb.State == runtimeapi.PodSandboxState_SANDBOX_READY {
+			found = sb
+		}
+	}
+	return found, nil
+}
+
+// ensureSandbox creates the pod's sandbox.
+func (w *podWorker) ensureSandbox(ctx context.Context) bool {
 	if err := os.MkdirAll(w.logDir(), 0o755); err != nil {
 		w.sandboxErr = fmt.Sprintf("create log directory: %v", err)
 		return false
@@ -369,12 +393,9 @@ func (w *podWorker) scheduleRestart(spec *skiffv1.Container, c *containerRun) {
 
 // teardown stops and removes the pod's sandbox and its logs.
 func (w *podWorker) teardown(ctx context.Context) {
-	if w.sandboxID == "" && w.pod != nil {
-		res, err := w.a.cfg.Runtime.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{
-			Filter: &runtimeapi.PodSandboxFilter{LabelSelector: map[string]string{LabelPodUID: w.uid}},
-		})
-		if err == nil && len(res.Items) > 0 {
-			w.sandboxID = res.Items[0].Id
+	if w.sandboxID == "" {
+		if sb, err := w.findSandbox(ctx); err == nil && sb != nil {
+			w.sandboxID = sb.Id
 		}
 	}
 	if w.sandboxID != "" {
@@ -404,8 +425,8 @@ func (w *podWorker) report(ctx context.Context) {
 			return
 		}
 		p := res.Msg
-		if p.GetMetadata().GetUid() != w.uid {
-			return
+		if p.GetMetadata().GetUid() != w.uid || terminal(p.GetStatus().GetPhase()) {
+			return // replaced by another pod of the name, or final
 		}
 		p.Status = mergeStatus(p.GetStatus(), st)
 		_, err = w.a.cfg.Pods.Update(ctx, connect.NewRequest(&skiffv1.UpdatePodRequest{Pod: p}))
