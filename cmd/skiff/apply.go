@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -262,8 +263,10 @@ func changed(before, after proto.Message) string {
 // plain turns a Connect error into its message alone, which already names
 // the object, the field and the reason.
 func plain(err error) error {
-	if ce, ok := err.(*connect.Error); ok {
-		if ce.Code() == connect.CodeUnavailable {
+	var ce *connect.Error
+	if errors.As(err, &ce) {
+		// No response metadata: the request never reached a server.
+		if ce.Code() == connect.CodeUnavailable && len(ce.Meta()) == 0 {
 			return fmt.Errorf("cannot reach the skiff server (%s): is `skiff dev` running? Set --server or SKIFF_SERVER", ce.Message())
 		}
 		return fmt.Errorf("%s", ce.Message())

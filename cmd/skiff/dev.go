@@ -165,6 +165,9 @@ func runDev(ctx context.Context, o *devOptions) error {
 	})
 	stopAgentAPI := serveHTTP(agentLn, ag.Handler(), log)
 	defer stopAgentAPI()
+	if err := ag.Register(ctx); err != nil {
+		return err
+	}
 	agentDone := make(chan error, 1)
 	go func() { agentDone <- ag.Run(ctx) }()
 	defer func() { cancel(); <-agentDone }()

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -24,6 +25,7 @@ type cluster struct {
 	server  string
 	dataDir string
 	socket  string
+	stop    func()
 }
 
 // startDev runs dev mode in this process with every directory and port of
@@ -31,32 +33,43 @@ type cluster struct {
 // test ends.
 func startDev(t *testing.T) *cluster {
 	t.Helper()
+	dir := t.TempDir()
+	c := startDevIn(t, dir)
+	t.Cleanup(func() { unmountAll(t, filepath.Join(dir, "state")) })
+	return c
+}
+
+// startDevIn runs dev mode on the data under dir, which may hold an earlier
+// run's. It stops when the test ends or when stop is called.
+func startDevIn(t *testing.T, dir string) *cluster {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: skiff dev creates a network namespace per pod")
 	}
-	dir := t.TempDir()
 	c := &cluster{t: t, dataDir: filepath.Join(dir, "data"), socket: filepath.Join(dir, "cri.sock")}
-	stateDir := filepath.Join(dir, "state")
 	ready := make(chan string, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	var logs bytes.Buffer
+	logs := &syncWriter{w: &bytes.Buffer{}}
 	o := &devOptions{
-		dataDir: c.dataDir, stateDir: stateDir, listen: "127.0.0.1:0", criSocket: c.socket,
-		nodeName: "node-1", logLevel: "info", logOut: &syncWriter{w: &logs},
+		dataDir: c.dataDir, stateDir: filepath.Join(dir, "state"), listen: "127.0.0.1:0", criSocket: c.socket,
+		nodeName: "node-1", logLevel: "info", logOut: logs,
 		ready: func(addr string) { ready <- addr },
 	}
 	go func() { done <- runDev(ctx, o) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("skiff dev: %v", err)
-		}
-		unmountAll(t, stateDir)
-		if t.Failed() {
-			t.Logf("skiff dev log:\n%s", logs.String())
-		}
-	})
+	var once sync.Once
+	c.stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("skiff dev: %v", err)
+			}
+			if t.Failed() {
+				t.Logf("skiff dev log:\n%s", logs.String())
+			}
+		})
+	}
+	t.Cleanup(c.stop)
 	select {
 	case c.server = <-ready:
 	case err := <-done:
@@ -297,4 +310,48 @@ func TestDevBadInput(t *testing.T) {
 		c.mustSkiff("delete", "pod", name)
 	}
 	c.waitSandboxes(0)
+}
+
+// TestDevRestart stops dev mode and starts it again on the same data: the
+// finished pod keeps its status and logs and is not run again, and the store
+// still holds every object.
+func TestDevRestart(t *testing.T) {
+	dir := t.TempDir()
+	t.Cleanup(func() { unmountAll(t, filepath.Join(dir, "state")) })
+	c := startDevIn(t, dir)
+	c.mustSkiff("image", "import", "--data-dir", c.dataDir, "hello", buildWasm(t, "../../examples/hello"))
+	c.mustSkiff("apply", "-f", "../../examples/hello/pod.yaml")
+	before := c.waitPhase("hello", "Succeeded")
+	c.stop()
+
+	c = startDevIn(t, dir)
+	after := c.pod("hello")
+	if after.Status.Phase != "Succeeded" || after.Spec.NodeName != before.Spec.NodeName {
+		t.Errorf("after restart hello is %q on %q, want Succeeded on %q", after.Status.Phase, after.Spec.NodeName, before.Spec.NodeName)
+	}
+	if logs := c.mustSkiff("logs", "hello"); !strings.Contains(logs, "Hello, skiff!") {
+		t.Errorf("logs after restart = %q", logs)
+	}
+	// Give the agent time to act on the pod, then check it ran nothing new.
+	time.Sleep(time.Second)
+	if n := c.containers(); n != 1 {
+		t.Errorf("node has %d containers after restart, want the 1 that already ran", n)
+	}
+	c.mustSkiff("delete", "pod", "hello")
+	c.waitSandboxes(0)
+}
+
+// containers counts the containers on the node's CRI server.
+func (c *cluster) containers() int {
+	c.t.Helper()
+	conn, err := grpc.NewClient("unix://"+c.socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer conn.Close()
+	res, err := runtimeapi.NewRuntimeServiceClient(conn).ListContainers(context.Background(), &runtimeapi.ListContainersRequest{})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return len(res.Containers)
 }

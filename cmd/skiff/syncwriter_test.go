@@ -1,18 +1,24 @@
 package main
 
 import (
-	"io"
+	"bytes"
 	"sync"
 )
 
-// syncWriter makes a writer safe for the logger's concurrent writes.
+// syncWriter is a buffer safe for the logger's concurrent writes.
 type syncWriter struct {
 	mu sync.Mutex
-	w  io.Writer
+	w  *bytes.Buffer
 }
 
 func (s *syncWriter) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.w.Write(p)
+}
+
+func (s *syncWriter) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.String()
 }

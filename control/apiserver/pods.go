@@ -2,6 +2,7 @@ package apiserver
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"connectrpc.com/connect"
@@ -183,7 +184,7 @@ func (s *podService) Logs(ctx context.Context, req *connect.Request[skiffv1.PodL
 		Namespace: p.Metadata.Namespace, Pod: p.Metadata.Name, PodUid: p.Metadata.Uid, Container: container,
 	}))
 	if err != nil {
-		return nil, fmt.Errorf("read logs from node %q: %w", node, err)
+		return nil, connect.NewError(connect.CodeOf(err), fmt.Errorf("read logs from node %q (agent at %s): %s", node, endpoint, connectMessage(err)))
 	}
 	return connect.NewResponse(&skiffv1.PodLogsResponse{Data: res.Msg.GetData()}), nil
 }
@@ -202,4 +203,12 @@ func respond[T any](msg *T, err error) (*connect.Response[T], error) {
 		return nil, err
 	}
 	return connect.NewResponse(msg), nil
+}
+
+func connectMessage(err error) string {
+	var ce *connect.Error
+	if errors.As(err, &ce) {
+		return ce.Message()
+	}
+	return err.Error()
 }

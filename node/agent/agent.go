@@ -90,13 +90,16 @@ func (a *Agent) Handler() http.Handler {
 	return mux
 }
 
-// Run registers the node and runs its pods until ctx ends. Containers keep
-// running when Run returns; a new Run adopts them.
+// Run runs the node's pods and keeps its status fresh until ctx ends. Call
+// Register first. Containers keep running when Run returns; a new Run
+// adopts them.
 func (a *Agent) Run(ctx context.Context) error {
-	if err := a.register(ctx); err != nil {
-		return err
-	}
-	go a.heartbeat(ctx)
+	hb := make(chan struct{})
+	go func() {
+		defer close(hb)
+		a.heartbeat(ctx)
+	}()
+	defer func() { <-hb }()
 
 	workers := map[string]*podWorker{} // by pod uid; owned by this goroutine
 	exited := make(chan string)

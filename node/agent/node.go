@@ -17,9 +17,10 @@ import (
 	skiffv1 "skiff.dev/skiff/control/api/gen/skiff/v1"
 )
 
-// register creates this node's Node object, or refreshes its status when it
-// exists from an earlier run.
-func (a *Agent) register(ctx context.Context) error {
+// Register creates this node's Node object, or refreshes its status (and
+// so its agent endpoint) when it exists from an earlier run. When it returns,
+// the apiserver can reach this agent.
+func (a *Agent) Register(ctx context.Context) error {
 	n := &skiffv1.Node{
 		Metadata: &skiffv1.ObjectMeta{Name: a.cfg.NodeName},
 		Spec:     &skiffv1.NodeSpec{},
