@@ -14,6 +14,7 @@ import (
 
 	"github.com/hashicorp/raft"
 	"go.etcd.io/bbolt"
+	bberrors "go.etcd.io/bbolt/errors"
 )
 
 // Buckets of the state database.
@@ -70,6 +71,9 @@ func openFSM(path string, historyLimit uint64, log *slog.Logger, h *hub) (*fsm, 
 
 func openStateDB(path string) (*bbolt.DB, uint64, error) {
 	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: time.Second})
+	if errors.Is(err, bberrors.ErrTimeout) {
+		return nil, 0, fmt.Errorf("open %s: locked by another process (is another skiff server using this directory?): %w", path, err)
+	}
 	if err != nil {
 		return nil, 0, fmt.Errorf("open %s: %w", path, err)
 	}
