@@ -196,6 +196,9 @@ func TestDevHello(t *testing.T) {
 	if p.Spec.NodeName != "node-1" {
 		t.Errorf("hello ran on %q, want node-1", p.Spec.NodeName)
 	}
+	if js := c.mustSkiff("get", "pod", "hello", "-o", "json"); !strings.Contains(js, `"exitCode": 0`) || !strings.Contains(js, `"restartCount": 0`) {
+		t.Errorf("skiff get pod hello -o json does not show exitCode 0 and restartCount 0:\n%s", js)
+	}
 	table := c.mustSkiff("get", "pods")
 	if !strings.Contains(table, "hello") || !strings.Contains(table, "Succeeded") {
 		t.Errorf("skiff get pods:\n%s\nwant hello Succeeded", table)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"time"
 
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	skiffv1 "skiff.dev/skiff/control/api/gen/skiff/v1"
@@ -24,9 +25,9 @@ func (w *podWorker) status() *skiffv1.PodStatus {
 	var running, started, succeeded, failed int
 	for _, spec := range specs {
 		c := w.containers[spec.Name]
-		cs := &skiffv1.ContainerStatus{Name: spec.Name, Image: spec.Image, State: waiting("ContainerCreating", "")}
+		cs := &skiffv1.ContainerStatus{Name: spec.Name, Image: spec.Image, State: waiting("ContainerCreating", ""), Ready: proto.Bool(false), RestartCount: proto.Uint32(0)}
 		if c != nil {
-			cs.State, cs.LastState, cs.RestartCount, cs.ImageId, cs.ContainerId = c.state, c.last, c.restarts, c.imageID, c.id
+			cs.State, cs.LastState, cs.RestartCount, cs.ImageId, cs.ContainerId = c.state, c.last, proto.Uint32(c.restarts), c.imageID, c.id
 			if c.failed {
 				st.Reason, st.Message = c.state.GetTerminated().GetReason(), fmt.Sprintf("container %s: %s", spec.Name, c.state.GetTerminated().GetMessage())
 			}
@@ -36,7 +37,7 @@ func (w *podWorker) status() *skiffv1.PodStatus {
 		case cs.State.GetRunning() != nil:
 			running++
 			started++
-			cs.Ready = true
+			cs.Ready = proto.Bool(true)
 		case cs.State.GetTerminated() != nil:
 			started++
 			if cs.State.GetTerminated().GetExitCode() == 0 {
@@ -107,7 +108,7 @@ func waiting(reason, message string) *skiffv1.ContainerState {
 }
 
 func terminated(code int32, reason, message string) *skiffv1.ContainerState {
-	return &skiffv1.ContainerState{Terminated: &skiffv1.ContainerStateTerminated{ExitCode: code, Reason: reason, Message: message}}
+	return &skiffv1.ContainerState{Terminated: &skiffv1.ContainerStateTerminated{ExitCode: proto.Int32(code), Reason: reason, Message: message}}
 }
 
 func nanos(ns int64) *timestamppb.Timestamp {

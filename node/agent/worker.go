@@ -349,7 +349,7 @@ func (w *podWorker) observe(ctx context.Context, spec *skiffv1.Container, c *con
 		c.state = &skiffv1.ContainerState{Running: &skiffv1.ContainerStateRunning{StartedAt: nanos(st.StartedAt)}}
 	default:
 		c.state = &skiffv1.ContainerState{Terminated: &skiffv1.ContainerStateTerminated{
-			ExitCode: st.ExitCode, Reason: st.Reason, Message: st.Message,
+			ExitCode: proto.Int32(st.ExitCode), Reason: st.Reason, Message: st.Message,
 			StartedAt: nanos(st.StartedAt), FinishedAt: nanos(st.FinishedAt),
 		}}
 		if c.imageID == "" {

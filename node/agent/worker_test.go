@@ -144,7 +144,7 @@ func TestRestartPolicy(t *testing.T) {
 				}
 				return
 			}
-			if cs.State.GetWaiting().GetReason() != "CrashLoopBackOff" || cs.LastState.GetTerminated().GetExitCode() != tt.exitCode || cs.RestartCount != 1 {
+			if cs.State.GetWaiting().GetReason() != "CrashLoopBackOff" || cs.LastState.GetTerminated().GetExitCode() != tt.exitCode || cs.GetRestartCount() != 1 {
 				t.Errorf("status %v, want CrashLoopBackOff, last exit %d, 1 restart", cs, tt.exitCode)
 			}
 			// Not before the back-off has passed...

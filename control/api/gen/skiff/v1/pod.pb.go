@@ -368,15 +368,16 @@ func (x *PodStatus) GetStartTime() *timestamppb.Timestamp {
 }
 
 type ContainerStatus struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	State         *ContainerState        `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
-	LastState     *ContainerState        `protobuf:"bytes,3,opt,name=last_state,json=lastState,proto3" json:"last_state,omitempty"`
-	Ready         bool                   `protobuf:"varint,4,opt,name=ready,proto3" json:"ready,omitempty"`
-	RestartCount  uint32                 `protobuf:"varint,5,opt,name=restart_count,json=restartCount,proto3" json:"restart_count,omitempty"`
-	Image         string                 `protobuf:"bytes,6,opt,name=image,proto3" json:"image,omitempty"`
-	ImageId       string                 `protobuf:"bytes,7,opt,name=image_id,json=imageId,proto3" json:"image_id,omitempty"`
-	ContainerId   string                 `protobuf:"bytes,8,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Name      string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	State     *ContainerState        `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
+	LastState *ContainerState        `protobuf:"bytes,3,opt,name=last_state,json=lastState,proto3" json:"last_state,omitempty"`
+	// ready and restart_count are always present, as in Kubernetes.
+	Ready         *bool   `protobuf:"varint,4,opt,name=ready,proto3,oneof" json:"ready,omitempty"`
+	RestartCount  *uint32 `protobuf:"varint,5,opt,name=restart_count,json=restartCount,proto3,oneof" json:"restart_count,omitempty"`
+	Image         string  `protobuf:"bytes,6,opt,name=image,proto3" json:"image,omitempty"`
+	ImageId       string  `protobuf:"bytes,7,opt,name=image_id,json=imageId,proto3" json:"image_id,omitempty"`
+	ContainerId   string  `protobuf:"bytes,8,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -433,15 +434,15 @@ func (x *ContainerStatus) GetLastState() *ContainerState {
 }
 
 func (x *ContainerStatus) GetReady() bool {
-	if x != nil {
-		return x.Ready
+	if x != nil && x.Ready != nil {
+		return *x.Ready
 	}
 	return false
 }
 
 func (x *ContainerStatus) GetRestartCount() uint32 {
-	if x != nil {
-		return x.RestartCount
+	if x != nil && x.RestartCount != nil {
+		return *x.RestartCount
 	}
 	return 0
 }
@@ -625,8 +626,9 @@ func (x *ContainerStateRunning) GetStartedAt() *timestamppb.Timestamp {
 }
 
 type ContainerStateTerminated struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ExitCode      int32                  `protobuf:"varint,1,opt,name=exit_code,json=exitCode,proto3" json:"exit_code,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Always present, 0 included.
+	ExitCode      *int32                 `protobuf:"varint,1,opt,name=exit_code,json=exitCode,proto3,oneof" json:"exit_code,omitempty"`
 	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
 	Message       string                 `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
 	StartedAt     *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=started_at,json=startedAt,proto3" json:"started_at,omitempty"`
@@ -666,8 +668,8 @@ func (*ContainerStateTerminated) Descriptor() ([]byte, []int) {
 }
 
 func (x *ContainerStateTerminated) GetExitCode() int32 {
-	if x != nil {
-		return x.ExitCode
+	if x != nil && x.ExitCode != nil {
+		return *x.ExitCode
 	}
 	return 0
 }
@@ -1273,17 +1275,19 @@ const file_skiff_v1_pod_proto_rawDesc = "" +
 	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x18\n" +
 	"\amessage\x18\x05 \x01(\tR\amessage\x129\n" +
 	"\n" +
-	"start_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\"\x9d\x02\n" +
+	"start_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\"\xc3\x02\n" +
 	"\x0fContainerStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12.\n" +
 	"\x05state\x18\x02 \x01(\v2\x18.skiff.v1.ContainerStateR\x05state\x127\n" +
 	"\n" +
-	"last_state\x18\x03 \x01(\v2\x18.skiff.v1.ContainerStateR\tlastState\x12\x14\n" +
-	"\x05ready\x18\x04 \x01(\bR\x05ready\x12#\n" +
-	"\rrestart_count\x18\x05 \x01(\rR\frestartCount\x12\x14\n" +
+	"last_state\x18\x03 \x01(\v2\x18.skiff.v1.ContainerStateR\tlastState\x12\x19\n" +
+	"\x05ready\x18\x04 \x01(\bH\x00R\x05ready\x88\x01\x01\x12(\n" +
+	"\rrestart_count\x18\x05 \x01(\rH\x01R\frestartCount\x88\x01\x01\x12\x14\n" +
 	"\x05image\x18\x06 \x01(\tR\x05image\x12\x19\n" +
 	"\bimage_id\x18\a \x01(\tR\aimageId\x12!\n" +
-	"\fcontainer_id\x18\b \x01(\tR\vcontainerId\"\xca\x01\n" +
+	"\fcontainer_id\x18\b \x01(\tR\vcontainerIdB\b\n" +
+	"\x06_readyB\x10\n" +
+	"\x0e_restart_count\"\xca\x01\n" +
 	"\x0eContainerState\x129\n" +
 	"\awaiting\x18\x01 \x01(\v2\x1f.skiff.v1.ContainerStateWaitingR\awaiting\x129\n" +
 	"\arunning\x18\x02 \x01(\v2\x1f.skiff.v1.ContainerStateRunningR\arunning\x12B\n" +
@@ -1295,15 +1299,17 @@ const file_skiff_v1_pod_proto_rawDesc = "" +
 	"\amessage\x18\x02 \x01(\tR\amessage\"R\n" +
 	"\x15ContainerStateRunning\x129\n" +
 	"\n" +
-	"started_at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\"\xe1\x01\n" +
-	"\x18ContainerStateTerminated\x12\x1b\n" +
-	"\texit_code\x18\x01 \x01(\x05R\bexitCode\x12\x16\n" +
+	"started_at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\"\xf4\x01\n" +
+	"\x18ContainerStateTerminated\x12 \n" +
+	"\texit_code\x18\x01 \x01(\x05H\x00R\bexitCode\x88\x01\x01\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x18\n" +
 	"\amessage\x18\x03 \x01(\tR\amessage\x129\n" +
 	"\n" +
 	"started_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x12;\n" +
 	"\vfinished_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"finishedAt\"Y\n" +
+	"finishedAtB\f\n" +
+	"\n" +
+	"_exit_code\"Y\n" +
 	"\aPodList\x12#\n" +
 	"\x05items\x18\x01 \x03(\v2\r.skiff.v1.PodR\x05items\x12)\n" +
 	"\x10resource_version\x18\x02 \x01(\x04R\x0fresourceVersion\"Z\n" +
@@ -1434,6 +1440,8 @@ func file_skiff_v1_pod_proto_init() {
 		return
 	}
 	file_skiff_v1_meta_proto_init()
+	file_skiff_v1_pod_proto_msgTypes[5].OneofWrappers = []any{}
+	file_skiff_v1_pod_proto_msgTypes[9].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
