@@ -124,10 +124,8 @@ func (w *podWorker) interval() time.Duration {
 			return w.a.timing.poll
 		}
 		if !c.backoffUntil.IsZero() {
-			if d := time.Until(c.backoffUntil); d > 0 && d < w.a.timing.idle {
-				return d
-			}
-			return w.a.timing.poll
+			// Wake when the back-off ends.
+			return min(max(c.backoffUntil.Sub(w.a.now()), w.a.timing.poll), w.a.timing.idle)
 		}
 	}
 	if w.sandboxID == "" {
@@ -306,6 +304,7 @@ func (w *podWorker) syncContainer(ctx context.Context, spec *skiffv1.Container, 
 		return
 	}
 	c.id = created.ContainerId
+	c.backoffUntil = time.Time{}
 	w.log.Info("container started", "container", spec.Name, "attempt", c.attempt)
 	w.observe(ctx, spec, c)
 }

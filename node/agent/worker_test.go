@@ -142,6 +142,9 @@ func TestRestartPolicy(t *testing.T) {
 				if cs.State.GetTerminated().GetExitCode() != tt.exitCode || len(cri.creates) != 1 {
 					t.Errorf("state %v after %d creates, want terminated %d and no restart", cs.State, len(cri.creates), tt.exitCode)
 				}
+				if got := w.interval(); got != w.a.timing.idle {
+					t.Errorf("a settled pod is looked at every %s, want %s", got, w.a.timing.idle)
+				}
 				return
 			}
 			if cs.State.GetWaiting().GetReason() != "CrashLoopBackOff" || cs.LastState.GetTerminated().GetExitCode() != tt.exitCode || cs.GetRestartCount() != 1 {
@@ -161,6 +164,9 @@ func TestRestartPolicy(t *testing.T) {
 			}
 			if w.status().ContainerStatuses[0].State.GetRunning() == nil {
 				t.Errorf("restarted container is not running")
+			}
+			if got := w.interval(); got != w.a.timing.poll {
+				t.Errorf("interval while running %s, want %s", got, w.a.timing.poll)
 			}
 			// A second failure doubles the back-off.
 			cri.exit(1)
