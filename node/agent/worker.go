@@ -116,22 +116,23 @@ func (w *podWorker) run(ctx context.Context) {
 	}
 }
 
-// interval is how long to wait before looking again: short while anything
-// runs or waits to restart, long when the pod has settled.
+// interval is how long to wait before looking again: the shortest any
+// container needs (a poll while it runs, the rest of its back-off while it
+// waits to restart), else long once the pod has settled.
 func (w *podWorker) interval() time.Duration {
+	if w.sandboxID == "" && !terminal(w.pod.GetStatus().GetPhase()) {
+		return time.Second // retry making the sandbox
+	}
+	d := w.a.timing.idle
 	for _, c := range w.containers {
-		if c.id != "" && c.state.GetTerminated() == nil {
-			return w.a.timing.poll
-		}
-		if !c.backoffUntil.IsZero() {
-			// Wake when the back-off ends.
-			return min(max(c.backoffUntil.Sub(w.a.now()), w.a.timing.poll), w.a.timing.idle)
+		switch {
+		case c.id != "" && c.state.GetTerminated() == nil:
+			d = min(d, w.a.timing.poll)
+		case !c.backoffUntil.IsZero():
+			d = min(d, max(c.backoffUntil.Sub(w.a.now()), w.a.timing.poll))
 		}
 	}
-	if w.sandboxID == "" {
-		return time.Second
-	}
-	return w.a.timing.idle
+	return d
 }
 
 func (w *podWorker) labels() map[string]string {
@@ -425,7 +426,8 @@ func (w *podWorker) report(ctx context.Context) {
 		}
 		p := res.Msg
 		if p.GetMetadata().GetUid() != w.uid || terminal(p.GetStatus().GetPhase()) {
-			return // replaced by another pod of the name, or final
+			w.reported = st // replaced by another pod of the name, or final: nothing to write
+			return
 		}
 		p.Status = mergeStatus(p.GetStatus(), st)
 		_, err = w.a.cfg.Pods.Update(ctx, connect.NewRequest(&skiffv1.UpdatePodRequest{Pod: p}))

@@ -209,4 +209,27 @@ func TestFinishedPodIsNotRunAgain(t *testing.T) {
 	if len(cri.sandboxes) != 0 || len(cri.creates) != 0 {
 		t.Errorf("finished pod got %d sandboxes and %d containers", len(cri.sandboxes), len(cri.creates))
 	}
+	if got := w.interval(); got != w.a.timing.idle {
+		t.Errorf("a finished pod is looked at every %s, want %s", got, w.a.timing.idle)
+	}
+}
+
+// TestIntervalIsTheShortestNeed: a running container is polled even while
+// another waits out a long back-off.
+func TestIntervalIsTheShortestNeed(t *testing.T) {
+	w, _, now := newTestWorker(t, "Always")
+	w.sandboxID = "sb0"
+	w.containers = map[string]*containerRun{
+		"a": {backoffUntil: now.Add(4 * time.Second), state: waiting("CrashLoopBackOff", "")},
+		"b": {id: "c1", state: running()},
+	}
+	for i := 0; i < 20; i++ { // map order varies
+		if got := w.interval(); got != w.a.timing.poll {
+			t.Fatalf("interval %s, want %s", got, w.a.timing.poll)
+		}
+	}
+	delete(w.containers, "b")
+	if got := w.interval(); got != 4*time.Second {
+		t.Errorf("interval with only a back-off %s, want 4s", got)
+	}
 }
