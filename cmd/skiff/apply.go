@@ -164,7 +164,7 @@ func applyObject(ctx context.Context, c *clients, o manifest.Object, ns string, 
 	if err != nil {
 		return "", err
 	}
-	if changed(cur, next) == "unchanged" {
+	if sameObject(cur, next) {
 		return "unchanged", nil
 	}
 	if !dryRun {
@@ -249,15 +249,12 @@ func msgOf[T any, P interface {
 	return P(r.Msg), nil
 }
 
-// changed compares an object before and after an update, ignoring its
-// resourceVersion.
-func changed(before, after proto.Message) string {
+// sameObject reports whether two versions of an object are equal but for
+// their resourceVersion.
+func sameObject(before, after proto.Message) bool {
 	a, b := proto.Clone(before), proto.Clone(after)
 	meta(a).ResourceVersion, meta(b).ResourceVersion = 0, 0
-	if proto.Equal(a, b) {
-		return "unchanged"
-	}
-	return "configured"
+	return proto.Equal(a, b)
 }
 
 // plain turns a Connect error into its message alone, which already names
