@@ -2,19 +2,18 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"sort"
-	"strings"
 
 	"connectrpc.com/connect"
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/proto"
 
 	skiffv1 "skiff.dev/skiff/control/api/gen/skiff/v1"
+	"skiff.dev/skiff/control/api/kinds"
 	"skiff.dev/skiff/control/api/manifest"
 )
 
@@ -24,7 +23,8 @@ func newApplyCmd(g *globals) *cobra.Command {
 		Use:   "apply -f FILE|DIR|-",
 		Short: "Create or update objects from Kubernetes-style YAML manifests",
 		Long: `Apply reads every manifest first and checks it with the server (a dry run), and
-only then writes: a file that is wrong anywhere applies nothing.
+only then writes: a file that is wrong anywhere applies nothing. It prints
+what it did to each object: created, configured or unchanged.
 
 A directory applies its .yaml, .yml and .json files in name order; - reads
 standard input. Pods cannot be changed once created except by deleting them.`,
@@ -50,7 +50,7 @@ standard input. Pods cannot be changed once created except by deleting them.`,
 				if err != nil {
 					return fmt.Errorf("%s: %w", o.Source, plain(err))
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "%s/%s %s\n", strings.ToLower(o.Kind.Kind), meta(o.Msg).GetName(), verb)
+				fmt.Fprintf(cmd.OutOrStdout(), "%s/%s %s\n", o.Kind.Singular, o.Msg.GetMetadata().GetName(), verb)
 			}
 			return nil
 		},
@@ -119,48 +119,27 @@ func manifestFiles(dir string) ([]string, error) {
 	return files, nil
 }
 
-type metaHolder interface {
-	GetMetadata() *skiffv1.ObjectMeta
-}
-
-func meta(m proto.Message) *skiffv1.ObjectMeta {
-	if h, ok := m.(metaHolder); ok {
-		return h.GetMetadata()
-	}
-	return nil
-}
-
-// kindClient is how apply reads and writes one object of one kind.
-type kindClient struct {
-	get    func(context.Context) (proto.Message, error)
-	create func(ctx context.Context, dryRun bool) error
-	// update writes the manifest's fields onto cur (which it may change).
-	update func(ctx context.Context, cur proto.Message, dryRun bool) (proto.Message, error)
-}
-
 // applyObject creates the object, or updates it when it exists. It returns
 // what it did: "created", "configured" or "unchanged". An update that would
 // change nothing writes nothing.
 func applyObject(ctx context.Context, c *clients, o manifest.Object, ns string, dryRun bool) (string, error) {
-	m := meta(o.Msg)
+	m := o.Msg.GetMetadata()
 	if m == nil {
 		return "", fmt.Errorf("metadata: required value")
 	}
 	if o.Kind.Namespaced && m.Namespace == "" {
 		m.Namespace = ns
 	}
-	kc, err := clientFor(c, o.Msg)
-	if err != nil {
-		return "", err
-	}
-	cur, err := kc.get(ctx)
+	client := c.of(o.Kind)
+	cur, err := client.Get(ctx, m.Namespace, m.Name)
 	if connect.CodeOf(err) == connect.CodeNotFound || (err != nil && m.Name == "") {
-		return "created", kc.create(ctx, dryRun)
+		_, err := client.Create(ctx, o.Msg, dryRun)
+		return "created", err
 	}
 	if err != nil {
 		return "", err
 	}
-	next, err := kc.update(ctx, proto.Clone(cur), true)
+	next, err := client.Update(ctx, desired(cur, o.Msg), true)
 	if err != nil {
 		return "", err
 	}
@@ -168,105 +147,45 @@ func applyObject(ctx context.Context, c *clients, o manifest.Object, ns string, 
 		return "unchanged", nil
 	}
 	if !dryRun {
-		if _, err := kc.update(ctx, proto.Clone(cur), false); err != nil {
+		if _, err := client.Update(ctx, desired(cur, o.Msg), false); err != nil {
 			return "", err
 		}
 	}
 	return "configured", nil
 }
 
-func clientFor(c *clients, msg proto.Message) (*kindClient, error) {
-	m := meta(msg)
-	switch obj := msg.(type) {
-	case *skiffv1.Pod:
-		return &kindClient{
-			get: func(ctx context.Context) (proto.Message, error) {
-				r, err := c.pods.Get(ctx, connect.NewRequest(&skiffv1.GetPodRequest{Namespace: m.Namespace, Name: m.Name}))
-				return msgOf(r, err)
-			},
-			create: func(ctx context.Context, dry bool) error {
-				_, err := c.pods.Create(ctx, connect.NewRequest(&skiffv1.CreatePodRequest{Pod: obj, DryRun: dry}))
-				return err
-			},
-			update: func(ctx context.Context, cur proto.Message, dry bool) (proto.Message, error) {
-				next := cur.(*skiffv1.Pod)
-				node := next.GetSpec().GetNodeName()
-				next.Spec = proto.Clone(obj.GetSpec()).(*skiffv1.PodSpec)
-				if next.Spec.NodeName == "" {
-					next.Spec.NodeName = node
-				}
-				next.Metadata.Labels, next.Metadata.Annotations = m.Labels, m.Annotations
-				r, err := c.pods.Update(ctx, connect.NewRequest(&skiffv1.UpdatePodRequest{Pod: next, DryRun: dry}))
-				return msgOf(r, err)
-			},
-		}, nil
-	case *skiffv1.Namespace:
-		return &kindClient{
-			get: func(ctx context.Context) (proto.Message, error) {
-				r, err := c.namespaces.Get(ctx, connect.NewRequest(&skiffv1.GetNamespaceRequest{Name: m.Name}))
-				return msgOf(r, err)
-			},
-			create: func(ctx context.Context, dry bool) error {
-				_, err := c.namespaces.Create(ctx, connect.NewRequest(&skiffv1.CreateNamespaceRequest{Namespace: obj, DryRun: dry}))
-				return err
-			},
-			update: func(ctx context.Context, cur proto.Message, dry bool) (proto.Message, error) {
-				next := cur.(*skiffv1.Namespace)
-				next.Metadata.Labels, next.Metadata.Annotations = m.Labels, m.Annotations
-				r, err := c.namespaces.Update(ctx, connect.NewRequest(&skiffv1.UpdateNamespaceRequest{Namespace: next, DryRun: dry}))
-				return msgOf(r, err)
-			},
-		}, nil
-	case *skiffv1.Node:
-		return &kindClient{
-			get: func(ctx context.Context) (proto.Message, error) {
-				r, err := c.nodes.Get(ctx, connect.NewRequest(&skiffv1.GetNodeRequest{Name: m.Name}))
-				return msgOf(r, err)
-			},
-			create: func(ctx context.Context, dry bool) error {
-				_, err := c.nodes.Create(ctx, connect.NewRequest(&skiffv1.CreateNodeRequest{Node: obj, DryRun: dry}))
-				return err
-			},
-			update: func(ctx context.Context, cur proto.Message, dry bool) (proto.Message, error) {
-				next := cur.(*skiffv1.Node)
-				next.Spec = obj.GetSpec()
-				next.Metadata.Labels, next.Metadata.Annotations = m.Labels, m.Annotations
-				r, err := c.nodes.Update(ctx, connect.NewRequest(&skiffv1.UpdateNodeRequest{Node: next, DryRun: dry}))
-				return msgOf(r, err)
-			},
-		}, nil
+// desired is the object apply writes over cur: the manifest's labels,
+// annotations, finalizers and every top-level field but metadata and
+// status (the spec) on the stored object. A pod's binding stays when the
+// manifest names no node; the status is the server's.
+func desired(cur, manifest kinds.Object) kinds.Object {
+	next := proto.Clone(cur).(kinds.Object)
+	nm, mm := next.GetMetadata(), manifest.GetMetadata()
+	nm.Labels, nm.Annotations, nm.Finalizers = mm.GetLabels(), mm.GetAnnotations(), mm.GetFinalizers()
+	src, dst := manifest.ProtoReflect(), next.ProtoReflect()
+	fields := dst.Descriptor().Fields()
+	for i := 0; i < fields.Len(); i++ {
+		fd := fields.Get(i)
+		if fd.Name() == "metadata" || fd.Name() == "status" {
+			continue
+		}
+		if src.Has(fd) {
+			dst.Set(fd, src.Get(fd))
+		} else {
+			dst.Clear(fd)
+		}
 	}
-	return nil, fmt.Errorf("kind %T cannot be applied", msg)
-}
-
-func msgOf[T any, P interface {
-	*T
-	proto.Message
-}](r *connect.Response[T], err error) (proto.Message, error) {
-	if err != nil {
-		return nil, err
+	next = proto.Clone(next).(kinds.Object) // share nothing with the manifest
+	if p, ok := next.(*skiffv1.Pod); ok && p.GetSpec() != nil && p.Spec.NodeName == "" {
+		p.Spec.NodeName = cur.(*skiffv1.Pod).GetSpec().GetNodeName()
 	}
-	return P(r.Msg), nil
+	return next
 }
 
 // sameObject reports whether two versions of an object are equal but for
 // their resourceVersion.
 func sameObject(before, after proto.Message) bool {
-	a, b := proto.Clone(before), proto.Clone(after)
-	meta(a).ResourceVersion, meta(b).ResourceVersion = 0, 0
+	a, b := proto.Clone(before).(kinds.Object), proto.Clone(after).(kinds.Object)
+	a.GetMetadata().ResourceVersion, b.GetMetadata().ResourceVersion = 0, 0
 	return proto.Equal(a, b)
-}
-
-// plain turns a Connect error into its message alone, which already names
-// the object, the field and the reason.
-func plain(err error) error {
-	var ce *connect.Error
-	if errors.As(err, &ce) {
-		// No response metadata: the request never reached a server.
-		if ce.Code() == connect.CodeUnavailable && len(ce.Meta()) == 0 {
-			return fmt.Errorf("cannot reach the skiff server (%s): is `skiff dev` running? Set --server or SKIFF_SERVER", ce.Message())
-		}
-		return fmt.Errorf("%s", ce.Message())
-	}
-	return err
 }

@@ -6,13 +6,15 @@ import (
 	"time"
 
 	"skiff.dev/skiff/control/api/gen/skiff/v1/skiffv1connect"
+	"skiff.dev/skiff/control/api/kinds"
 )
 
-// clients are the API clients the CLI uses.
+// clients reach the API server for the CLI.
 type clients struct {
-	pods       skiffv1connect.PodServiceClient
-	nodes      skiffv1connect.NodeServiceClient
-	namespaces skiffv1connect.NamespaceServiceClient
+	hc     *http.Client // unary calls: bounded
+	stream *http.Client // watches: no overall timeout
+	base   string
+	pods   skiffv1connect.PodServiceClient
 }
 
 func newClients(server string) *clients {
@@ -22,8 +24,16 @@ func newClients(server string) *clients {
 	}
 	hc := &http.Client{Timeout: 30 * time.Second}
 	return &clients{
-		pods:       skiffv1connect.NewPodServiceClient(hc, base),
-		nodes:      skiffv1connect.NewNodeServiceClient(hc, base),
-		namespaces: skiffv1connect.NewNamespaceServiceClient(hc, base),
+		hc:     hc,
+		stream: &http.Client{},
+		base:   base,
+		pods:   skiffv1connect.NewPodServiceClient(hc, base),
 	}
 }
+
+// of returns the generic client of a kind.
+func (c *clients) of(k *kinds.Kind) kinds.Client { return k.Client(c.hc, c.base) }
+
+// watching returns the generic client of a kind for a watch, which may
+// last as long as the user wants.
+func (c *clients) watching(k *kinds.Kind) kinds.Client { return k.Client(c.stream, c.base) }

@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -20,8 +21,10 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"skiff.dev/skiff/control/api/events"
 	"skiff.dev/skiff/control/api/gen/skiff/v1/skiffv1connect"
 	"skiff.dev/skiff/control/apiserver"
+	"skiff.dev/skiff/control/controllers"
 	"skiff.dev/skiff/control/scheduler"
 	"skiff.dev/skiff/control/store"
 	"skiff.dev/skiff/cri"
@@ -37,6 +40,7 @@ type devOptions struct {
 	criSocket string
 	nodeName  string
 	logLevel  string
+	eventTTL  time.Duration
 	// ready, when set, is called with the API address once everything runs.
 	ready func(apiAddr string)
 	// logOut is where logs go; stderr when nil.
@@ -70,6 +74,7 @@ network namespace.`,
 	f.StringVar(&o.criSocket, "cri-socket", "/run/skiff/cri.sock", "unix socket of the node's CRI server")
 	f.StringVar(&o.nodeName, "node-name", strings.ToLower(host), "name of this node")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	f.DurationVar(&o.eventTTL, "event-ttl", controllers.DefaultEventTTL, "how long events are kept after they last happened")
 	return cmd
 }
 
@@ -111,8 +116,16 @@ func runDev(ctx context.Context, o *devOptions) error {
 	base := "http://" + apiAddr
 	pods := skiffv1connect.NewPodServiceClient(hc, base)
 	nodes := skiffv1connect.NewNodeServiceClient(hc, base)
+	evs := skiffv1connect.NewEventServiceClient(hc, base)
 	leaderDone := whileLeader(ctx, st.LeaderCh(), func(ctx context.Context) {
-		_ = scheduler.New(scheduler.Config{Pods: pods, Nodes: nodes, Logger: log.With("room", "scheduler")}).Run(ctx)
+		rec := events.NewRecorder(events.Config{Events: evs, Component: "scheduler", Logger: log.With("room", "scheduler")})
+		var wg sync.WaitGroup
+		defer wg.Wait()
+		wg.Go(func() { rec.Run(ctx) })
+		wg.Go(func() {
+			(&controllers.EventTTL{Events: evs, TTL: o.eventTTL, Logger: log.With("room", "controllers")}).Run(ctx)
+		})
+		_ = scheduler.New(scheduler.Config{Pods: pods, Nodes: nodes, Events: rec, Logger: log.With("room", "scheduler")}).Run(ctx)
 	})
 	defer func() { cancel(); <-leaderDone }()
 
@@ -156,6 +169,7 @@ func runDev(ctx context.Context, o *devOptions) error {
 		NodeName: o.nodeName,
 		Pods:     pods,
 		Nodes:    nodes,
+		Events:   evs,
 		Runtime:  runtimeapi.NewRuntimeServiceClient(conn),
 		Images:   runtimeapi.NewImageServiceClient(conn),
 		LogDir:   filepath.Join(o.dataDir, "node", "logs"),

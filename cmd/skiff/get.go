@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -13,219 +14,293 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	skiffv1 "skiff.dev/skiff/control/api/gen/skiff/v1"
+	"skiff.dev/skiff/control/api/kinds"
 	"skiff.dev/skiff/control/api/manifest"
 )
 
-// kindNames maps what users type to a manifest kind, as kubectl does.
-var kindNames = map[string]string{
-	"pod": "Pod", "pods": "Pod", "po": "Pod",
-	"node": "Node", "nodes": "Node", "no": "Node",
-	"namespace": "Namespace", "namespaces": "Namespace", "ns": "Namespace",
+// getOptions are skiff get's flags.
+type getOptions struct {
+	output        string
+	all           bool
+	labels        string
+	fields        string
+	watch         bool
+	noHeaders     bool
+	namespaceFlag *string
 }
 
-func parseKind(s string) (string, error) {
-	k, ok := kindNames[strings.ToLower(s)]
-	if !ok {
-		return "", fmt.Errorf("unknown kind %q: use pods, nodes or namespaces", s)
-	}
-	return k, nil
-}
+var outputs = []string{"table", "wide", "json", "yaml", "name"}
 
 func newGetCmd(g *globals) *cobra.Command {
-	var output string
-	var all bool
+	o := &getOptions{namespaceFlag: &g.namespace}
 	cmd := &cobra.Command{
 		Use:   "get KIND [NAME]",
 		Short: "List objects, or show one",
-		Long:  "KIND is pods (po), nodes (no) or namespaces (ns).",
+		Long: `Get lists the objects of a kind, or shows one by name, as kubectl get does.
+
+KIND is one of ` + strings.Join(kindHelp(), ", ") + `.
+-o json and -o yaml print one object, or a list as one List object;
+-w prints the objects, then a line for each change until interrupted.`,
 		Example: `  skiff get pods
+  skiff get pods -l app=web -o wide
   skiff get pod hello -o yaml
-  skiff get nodes`,
-		Args: cobra.RangeArgs(1, 2),
+  skiff get pods -w
+  skiff get events -A`,
+		Args:              cobra.RangeArgs(1, 2),
+		ValidArgsFunction: completeKindAndName(g),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			kind, err := parseKind(args[0])
+			k, err := kinds.Lookup(args[0])
 			if err != nil {
 				return err
 			}
-			switch output {
-			case "table", "json", "yaml":
-			default:
-				return fmt.Errorf("-o: unsupported value %q: use table, json or yaml", output)
+			if !contains(outputs, o.output) {
+				return fmt.Errorf("-o: unsupported value %q: use %s", o.output, strings.Join(outputs, ", "))
 			}
 			name := ""
 			if len(args) == 2 {
-				name = args[1]
+				if name = args[1]; name == "" {
+					return fmt.Errorf("name required: NAME is empty; leave it out to list every %s", k.Singular)
+				}
+				if o.labels != "" || o.fields != "" {
+					return errors.New("-l and --field-selector select from a list: leave out NAME")
+				}
 			}
-			ns := g.namespace
-			if ns == "" && !all {
-				ns = "default"
-			}
-			objs, err := fetch(cmd.Context(), newClients(g.server), kind, ns, name)
-			if err != nil {
-				return plain(err)
-			}
-			return printObjects(cmd.OutOrStdout(), kind, objs, output, name != "")
+			ns := namespaceFor(k, g.namespace, o.all)
+			c := newClients(g.server)
+			return runGet(cmd.Context(), cmd.OutOrStdout(), c, k, ns, name, o)
 		},
 	}
-	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table, json or yaml")
-	cmd.Flags().StringVarP(&g.namespace, "namespace", "n", "", "namespace (default \"default\")")
-	cmd.Flags().BoolVarP(&all, "all-namespaces", "A", false, "list pods of every namespace")
+	f := cmd.Flags()
+	f.StringVarP(&o.output, "output", "o", "table", "output format: "+strings.Join(outputs, ", "))
+	f.StringVarP(&g.namespace, "namespace", "n", "", "namespace (default \"default\")")
+	f.BoolVarP(&o.all, "all-namespaces", "A", false, "list the objects of every namespace")
+	f.StringVarP(&o.labels, "selector", "l", "", "label selector: app=web, tier!=db, env in (a,b), !canary")
+	f.StringVar(&o.fields, "field-selector", "", "field selector: spec.nodeName=node-1, status.phase!=Running")
+	f.BoolVarP(&o.watch, "watch", "w", false, "after printing, watch for changes and print each")
+	f.BoolVar(&o.noHeaders, "no-headers", false, "print the table without its header")
+	_ = cmd.RegisterFlagCompletionFunc("output", cobra.FixedCompletions(outputs, cobra.ShellCompDirectiveNoFileComp))
 	return cmd
 }
 
-func fetch(ctx context.Context, c *clients, kind, ns, name string) ([]proto.Message, error) {
-	var out []proto.Message
-	switch kind {
-	case "Pod":
-		if name != "" {
-			r, err := c.pods.Get(ctx, connect.NewRequest(&skiffv1.GetPodRequest{Namespace: ns, Name: name}))
-			if err != nil {
-				return nil, err
-			}
-			return []proto.Message{r.Msg}, nil
-		}
-		r, err := c.pods.List(ctx, connect.NewRequest(&skiffv1.ListPodsRequest{Namespace: ns}))
-		if err != nil {
-			return nil, err
-		}
-		for _, p := range r.Msg.Items {
-			out = append(out, p)
-		}
-	case "Node":
-		if name != "" {
-			r, err := c.nodes.Get(ctx, connect.NewRequest(&skiffv1.GetNodeRequest{Name: name}))
-			if err != nil {
-				return nil, err
-			}
-			return []proto.Message{r.Msg}, nil
-		}
-		r, err := c.nodes.List(ctx, connect.NewRequest(&skiffv1.ListNodesRequest{}))
-		if err != nil {
-			return nil, err
-		}
-		for _, n := range r.Msg.Items {
-			out = append(out, n)
-		}
-	case "Namespace":
-		if name != "" {
-			r, err := c.namespaces.Get(ctx, connect.NewRequest(&skiffv1.GetNamespaceRequest{Name: name}))
-			if err != nil {
-				return nil, err
-			}
-			return []proto.Message{r.Msg}, nil
-		}
-		r, err := c.namespaces.List(ctx, connect.NewRequest(&skiffv1.ListNamespacesRequest{}))
-		if err != nil {
-			return nil, err
-		}
-		for _, n := range r.Msg.Items {
-			out = append(out, n)
-		}
+// namespaceFor is the namespace a command acts in: none for a cluster-scoped
+// kind or with -A, else -n or "default".
+func namespaceFor(k *kinds.Kind, ns string, all bool) string {
+	switch {
+	case !k.Namespaced || all:
+		return ""
+	case ns == "":
+		return "default"
 	}
-	return out, nil
+	return ns
 }
 
-func printObjects(w io.Writer, kind string, objs []proto.Message, output string, single bool) error {
-	switch output {
-	case "json", "yaml":
-		for i, o := range objs {
-			var b []byte
-			var err error
-			if output == "json" {
-				b, err = manifest.JSON(o)
-				b = append(b, '\n')
-			} else {
-				b, err = manifest.YAML(o)
-				if i > 0 {
-					b = append([]byte("---\n"), b...)
-				}
-			}
-			if err != nil {
+func runGet(ctx context.Context, w io.Writer, c *clients, k *kinds.Kind, ns, name string, o *getOptions) error {
+	client := c.of(k)
+	var objs []kinds.Object
+	var rev uint64
+	if name != "" {
+		obj, err := client.Get(ctx, ns, name)
+		if err != nil {
+			return plain(err)
+		}
+		objs, rev = []kinds.Object{obj}, obj.GetMetadata().GetResourceVersion()
+		if o.fields == "" {
+			o.fields = "metadata.name=" + name
+		}
+	} else {
+		var err error
+		objs, rev, err = client.List(ctx, &skiffv1.ListRequest{Namespace: ns, LabelSelector: o.labels, FieldSelector: o.fields})
+		if err != nil {
+			return plain(err)
+		}
+	}
+	p := &printer{w: w, k: k, output: o.output, withNamespace: k.Namespaced && ns == "", noHeaders: o.noHeaders}
+	if o.watch && (o.output == "json" || o.output == "yaml") {
+		for _, obj := range objs {
+			if err := p.print([]kinds.Object{obj}, true); err != nil {
 				return err
 			}
-			if _, err := w.Write(b); err != nil {
+		}
+	} else if err := p.print(objs, name != "" || o.watch); err != nil {
+		return err
+	}
+	if !o.watch {
+		return nil
+	}
+	st, err := c.watching(k).Watch(ctx, &skiffv1.WatchRequest{Namespace: ns, LabelSelector: o.labels, FieldSelector: o.fields, ResourceVersion: rev})
+	if err != nil {
+		return plain(err)
+	}
+	defer st.Close()
+	p.noHeaders = p.noHeaders || len(objs) > 0
+	for st.Receive() {
+		_, obj := st.Event()
+		if err := p.print([]kinds.Object{obj}, true); err != nil {
+			return err
+		}
+		p.noHeaders = true
+	}
+	if err := st.Err(); err != nil && ctx.Err() == nil {
+		return plain(err)
+	}
+	return nil
+}
+
+// printer prints objects as `skiff get` does.
+type printer struct {
+	w             io.Writer
+	k             *kinds.Kind
+	output        string
+	withNamespace bool
+	noHeaders     bool
+	now           func() time.Time
+}
+
+// print writes objs; single prints one object alone rather than as a List
+// (json, yaml) and says nothing when there is none.
+func (p *printer) print(objs []kinds.Object, single bool) error {
+	msgs := make([]proto.Message, len(objs))
+	for i, o := range objs {
+		msgs[i] = o
+	}
+	switch p.output {
+	case "json", "yaml":
+		var b []byte
+		var err error
+		switch {
+		case single && len(msgs) == 1 && p.output == "json":
+			b, err = manifest.JSON(msgs[0])
+		case single && len(msgs) == 1:
+			b, err = manifest.YAML(msgs[0])
+		case single && len(msgs) == 0:
+			return nil
+		case p.output == "json":
+			b, err = manifest.ListJSON(msgs)
+		default:
+			b, err = manifest.ListYAML(msgs)
+		}
+		if err != nil {
+			return err
+		}
+		if p.output == "json" {
+			b = append(b, '\n')
+		} else if single {
+			b = append([]byte("---\n"), b...)
+		}
+		_, err = p.w.Write(b)
+		return err
+	case "name":
+		for _, o := range objs {
+			if _, err := fmt.Fprintf(p.w, "%s/%s\n", p.k.Singular, o.GetMetadata().GetName()); err != nil {
 				return err
 			}
 		}
 		return nil
 	}
 	if len(objs) == 0 {
-		_, err := fmt.Fprintf(w, "No %ss found.\n", strings.ToLower(kind))
+		if single {
+			return nil
+		}
+		_, err := fmt.Fprintf(p.w, "No %s found.\n", p.k.Plural)
 		return err
 	}
-	tw := tabwriter.NewWriter(w, 0, 8, 3, ' ', 0)
-	switch kind {
-	case "Pod":
-		fmt.Fprintln(tw, "NAME\tREADY\tSTATUS\tRESTARTS\tNODE\tAGE")
-		for _, o := range objs {
-			p := o.(*skiffv1.Pod)
-			ready, restarts := 0, uint32(0)
-			for _, cs := range p.GetStatus().GetContainerStatuses() {
-				if cs.GetReady() {
-					ready++
-				}
-				restarts += cs.GetRestartCount()
-			}
-			node := p.GetSpec().GetNodeName()
-			if node == "" {
-				node = "<none>"
-			}
-			fmt.Fprintf(tw, "%s\t%d/%d\t%s\t%d\t%s\t%s\n", p.Metadata.Name, ready, len(p.GetSpec().GetContainers()), podStatus(p), restarts, node, age(p.Metadata))
+	return p.table(objs)
+}
+
+func (p *printer) table(objs []kinds.Object) error {
+	now := time.Now()
+	if p.now != nil {
+		now = p.now()
+	}
+	var cols []kinds.Column
+	for _, c := range p.k.Columns {
+		if !c.Wide || p.output == "wide" {
+			cols = append(cols, c)
 		}
-	case "Node":
-		fmt.Fprintln(tw, "NAME\tSTATUS\tRUNTIMES\tAGE\tVERSION")
-		for _, o := range objs {
-			n := o.(*skiffv1.Node)
-			status := "NotReady"
-			for _, c := range n.GetStatus().GetConditions() {
-				if c.GetType() == "Ready" && c.GetStatus() == "True" {
-					status = "Ready"
-				}
-			}
-			if n.GetSpec().GetUnschedulable() {
-				status += ",SchedulingDisabled"
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", n.Metadata.Name, status, strings.Join(n.GetStatus().GetRuntimes(), ","), age(n.Metadata), n.GetStatus().GetAgentVersion())
+	}
+	tw := tabwriter.NewWriter(p.w, 0, 8, 3, ' ', 0)
+	if !p.noHeaders {
+		var h []string
+		if p.withNamespace {
+			h = append(h, "NAMESPACE")
 		}
-	case "Namespace":
-		fmt.Fprintln(tw, "NAME\tSTATUS\tAGE")
-		for _, o := range objs {
-			n := o.(*skiffv1.Namespace)
-			fmt.Fprintf(tw, "%s\t%s\t%s\n", n.Metadata.Name, n.GetStatus().GetPhase(), age(n.Metadata))
+		for _, c := range cols {
+			h = append(h, c.Header)
 		}
+		fmt.Fprintln(tw, strings.Join(h, "\t"))
+	}
+	for _, o := range objs {
+		var row []string
+		if p.withNamespace {
+			row = append(row, o.GetMetadata().GetNamespace())
+		}
+		for _, c := range cols {
+			row = append(row, c.Value(o, now))
+		}
+		fmt.Fprintln(tw, strings.Join(row, "\t"))
 	}
 	return tw.Flush()
 }
 
-// podStatus is the STATUS column: a container's waiting reason while the pod
-// waits on it (ErrImagePull, CrashLoopBackOff), else the pod's phase.
-func podStatus(p *skiffv1.Pod) string {
-	phase := p.GetStatus().GetPhase()
-	if phase == "Pending" || phase == "Running" {
-		for _, cs := range p.GetStatus().GetContainerStatuses() {
-			if r := cs.GetState().GetWaiting().GetReason(); r != "" && r != "ContainerCreating" {
-				return r
-			}
+func kindHelp() []string {
+	var out []string
+	for _, k := range kinds.All() {
+		s := k.Plural
+		if len(k.Short) > 0 {
+			s += " (" + strings.Join(k.Short, ", ") + ")"
 		}
+		out = append(out, s)
 	}
-	if phase == "" {
-		return "Unknown"
-	}
-	return phase
+	return out
 }
 
-func age(m *skiffv1.ObjectMeta) string {
-	if m.GetCreationTimestamp() == nil {
-		return "<unknown>"
+func contains(list []string, s string) bool {
+	for _, l := range list {
+		if l == s {
+			return true
+		}
 	}
-	d := time.Since(m.GetCreationTimestamp().AsTime())
-	switch {
-	case d < 2*time.Minute:
-		return fmt.Sprintf("%ds", int(d.Seconds()))
-	case d < 2*time.Hour:
-		return fmt.Sprintf("%dm", int(d.Minutes()))
-	case d < 48*time.Hour:
-		return fmt.Sprintf("%dh", int(d.Hours()))
+	return false
+}
+
+// completeKindAndName completes a kind as the first argument and the names
+// of that kind's objects as the second, asking the server.
+func completeKindAndName(g *globals) func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+	return func(cmd *cobra.Command, args []string, _ string) ([]string, cobra.ShellCompDirective) {
+		switch len(args) {
+		case 0:
+			return kinds.Names(), cobra.ShellCompDirectiveNoFileComp
+		case 1:
+			k, err := kinds.Lookup(args[0])
+			if err != nil {
+				return nil, cobra.ShellCompDirectiveNoFileComp
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), 2*time.Second)
+			defer cancel()
+			objs, _, err := newClients(g.server).of(k).List(ctx, &skiffv1.ListRequest{Namespace: namespaceFor(k, g.namespace, false)})
+			if err != nil {
+				return nil, cobra.ShellCompDirectiveNoFileComp
+			}
+			names := make([]string, 0, len(objs))
+			for _, o := range objs {
+				names = append(names, o.GetMetadata().GetName())
+			}
+			return names, cobra.ShellCompDirectiveNoFileComp
+		}
+		return nil, cobra.ShellCompDirectiveNoFileComp
 	}
-	return fmt.Sprintf("%dd", int(d.Hours()/24))
+}
+
+// plain turns a Connect error into its message alone, which already names
+// the object, the field and the reason.
+func plain(err error) error {
+	var ce *connect.Error
+	if errors.As(err, &ce) {
+		// No response metadata: the request never reached a server.
+		if ce.Code() == connect.CodeUnavailable && len(ce.Meta()) == 0 {
+			return fmt.Errorf("cannot reach the skiff server (%s): is `skiff dev` running? Set --server or SKIFF_SERVER", ce.Message())
+		}
+		return fmt.Errorf("%s", ce.Message())
+	}
+	return err
 }

@@ -51,6 +51,7 @@ The client finds the server from --server, then $SKIFF_SERVER, then ` + defaultS
 		newApplyCmd(g),
 		newGetCmd(g),
 		newDeleteCmd(g),
+		newDescribeCmd(g),
 		newLogsCmd(g),
 		newImageCmd(),
 	)

@@ -2,54 +2,70 @@ package apiserver
 
 import (
 	"context"
+	"fmt"
+	"net"
+	"strconv"
 
 	"connectrpc.com/connect"
 
 	skiffv1 "skiff.dev/skiff/control/api/gen/skiff/v1"
 	"skiff.dev/skiff/control/api/gen/skiff/v1/skiffv1connect"
+	"skiff.dev/skiff/control/api/kinds"
 )
 
-var nodeKind = &kind[*skiffv1.Node]{
-	name:   "node",
-	plural: "nodes",
-	new:    func() *skiffv1.Node { return &skiffv1.Node{} },
+func nodeStrategy() *strategy {
+	return &strategy{
+		validate: func(o kinds.Object) fieldErrors { return validateNode(o.(*skiffv1.Node)) },
+	}
 }
 
-type nodeService struct{ r *resources }
+// runtimeHandlers are the runtime handlers a node may offer.
+var runtimeHandlers = map[string]bool{"wasm": true, "runc": true}
+
+func validateNode(n *skiffv1.Node) fieldErrors {
+	fe := fieldErrors{}
+	st := n.GetStatus()
+	if st == nil {
+		return fe
+	}
+	for name, q := range st.GetCapacity() {
+		path := "status.capacity[" + name + "]"
+		switch name {
+		case "cpu", "memory", "pods", "ephemeral-storage":
+		default:
+			fe.add(path, "unsupported resource: supported are cpu, memory, pods, ephemeral-storage")
+		}
+		if !quantity.MatchString(q) {
+			fe.add(path, "invalid value %q: must be a quantity such as 2, 500m, 24Gi", q)
+		}
+	}
+	for i, r := range st.GetRuntimes() {
+		if !runtimeHandlers[r] {
+			fe.add(fmt.Sprintf("status.runtimes[%d]", i), "unsupported value %q: supported values are \"wasm\", \"runc\"", r)
+		}
+	}
+	validateConditions(&fe, "status.conditions", st.GetConditions())
+	if ep := st.GetAgentEndpoint(); ep != "" {
+		host, port, err := net.SplitHostPort(ep)
+		if p, perr := strconv.Atoi(port); err != nil || perr != nil || host == "" || p < 1 || p > 65535 {
+			fe.add("status.agentEndpoint", "invalid value %q: must be host:port", ep)
+		}
+	}
+	if len(st.GetAgentVersion()) > 128 {
+		fe.add("status.agentVersion", "must be no more than 128 characters")
+	}
+	return fe
+}
+
+type nodeService struct {
+	*kinds.GenericService[skiffv1.Node, skiffv1.NodeList, skiffv1.NodeWatchEvent, *skiffv1.Node, *skiffv1.NodeList, *skiffv1.NodeWatchEvent]
+	b *backend
+}
 
 var _ skiffv1connect.NodeServiceHandler = (*nodeService)(nil)
 
-func (s *nodeService) Create(ctx context.Context, req *connect.Request[skiffv1.CreateNodeRequest]) (*connect.Response[skiffv1.Node], error) {
-	n, err := create(ctx, s.r, nodeKind, req.Msg.GetNode(), req.Msg.GetDryRun())
-	return respond(n, err)
-}
-
-func (s *nodeService) Get(ctx context.Context, req *connect.Request[skiffv1.GetNodeRequest]) (*connect.Response[skiffv1.Node], error) {
-	n, err := get(ctx, s.r, nodeKind, "", req.Msg.GetName())
-	return respond(n, err)
-}
-
-func (s *nodeService) List(ctx context.Context, req *connect.Request[skiffv1.ListNodesRequest]) (*connect.Response[skiffv1.NodeList], error) {
-	items, rev, err := list(ctx, s.r, nodeKind, "", nil)
-	if err != nil {
-		return nil, err
-	}
-	return connect.NewResponse(&skiffv1.NodeList{Items: items, ResourceVersion: rev}), nil
-}
-
-func (s *nodeService) Update(ctx context.Context, req *connect.Request[skiffv1.UpdateNodeRequest]) (*connect.Response[skiffv1.Node], error) {
-	n, err := update(ctx, s.r, nodeKind, req.Msg.GetNode(), req.Msg.GetDryRun())
-	return respond(n, err)
-}
-
-func (s *nodeService) Delete(ctx context.Context, req *connect.Request[skiffv1.DeleteNodeRequest]) (*connect.Response[skiffv1.Node], error) {
-	n, err := remove(ctx, s.r, nodeKind, "", req.Msg.GetName(), req.Msg.GetResourceVersion())
-	return respond(n, err)
-}
-
-func (s *nodeService) Watch(ctx context.Context, req *connect.Request[skiffv1.WatchNodesRequest], stream *connect.ServerStream[skiffv1.NodeEvent]) error {
-	return watch(ctx, s.r, nodeKind, "", req.Msg.GetResourceVersion(), nil,
-		func(t skiffv1.EventType, n *skiffv1.Node) error {
-			return stream.Send(&skiffv1.NodeEvent{Type: t, Object: n})
-		})
+// UpdateStatus replaces the node's status alone.
+func (s *nodeService) UpdateStatus(ctx context.Context, req *connect.Request[skiffv1.Node]) (*connect.Response[skiffv1.Node], error) {
+	o, err := s.b.updateStatus(ctx, kinds.Node, req.Msg, kinds.DryRun(req.Header()))
+	return respondObj[skiffv1.Node](o, err)
 }

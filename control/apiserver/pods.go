@@ -4,24 +4,41 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	skiffv1 "skiff.dev/skiff/control/api/gen/skiff/v1"
 	"skiff.dev/skiff/control/api/gen/skiff/v1/skiffv1connect"
+	"skiff.dev/skiff/control/api/kinds"
 )
 
-var podKind = &kind[*skiffv1.Pod]{
-	name:        "pod",
-	plural:      "pods",
-	namespaced:  true,
-	new:         func() *skiffv1.Pod { return &skiffv1.Pod{} },
-	validate:    validatePod,
-	defaults:    defaultPod,
-	initial:     func(p *skiffv1.Pod) { p.Status = &skiffv1.PodStatus{Phase: "Pending"} },
-	checkUpdate: checkPodUpdate,
+func podStrategy(b *backend) *strategy {
+	return &strategy{
+		validate:    func(o kinds.Object) fieldErrors { return validatePod(o.(*skiffv1.Pod)) },
+		defaults:    func(o kinds.Object) { defaultPod(o.(*skiffv1.Pod)) },
+		initial:     func(o kinds.Object) { o.(*skiffv1.Pod).Status = &skiffv1.PodStatus{Phase: "Pending"} },
+		checkUpdate: func(old, o kinds.Object) fieldErrors { return checkPodUpdate(old.(*skiffv1.Pod), o.(*skiffv1.Pod)) },
+		gracePeriod: func(o kinds.Object) int64 { return o.(*skiffv1.Pod).GetSpec().GetTerminationGracePeriodSeconds() },
+		awaitsNode: func(ctx context.Context, o kinds.Object) (bool, error) {
+			node := o.(*skiffv1.Pod).GetSpec().GetNodeName()
+			if node == "" {
+				return false, nil // never bound: nothing runs it
+			}
+			_, err := b.get(ctx, kinds.Node, "", node)
+			if connect.CodeOf(err) == connect.CodeNotFound {
+				return false, nil // its node is gone: nothing will confirm
+			}
+			return err == nil, err
+		},
+	}
 }
+
+// DefaultTerminationGracePeriodSeconds is a pod's grace period when its
+// spec names none, as in Kubernetes.
+const DefaultTerminationGracePeriodSeconds = 30
 
 var restartPolicies = map[string]bool{"Always": true, "OnFailure": true, "Never": true}
 
@@ -34,6 +51,9 @@ func defaultPod(p *skiffv1.Pod) {
 	}
 	if p.Spec.RestartPolicy == "" {
 		p.Spec.RestartPolicy = "Always"
+	}
+	if p.Spec.TerminationGracePeriodSeconds == nil {
+		p.Spec.TerminationGracePeriodSeconds = proto.Int64(DefaultTerminationGracePeriodSeconds)
 	}
 }
 
@@ -73,26 +93,73 @@ func validatePod(p *skiffv1.Pod) fieldErrors {
 	if s.NodeName != "" {
 		validateSubdomain(&fe, "spec.nodeName", s.NodeName)
 	}
-	if st := p.GetStatus(); st != nil && st.Phase != "" {
-		switch st.Phase {
-		case "Pending", "Running", "Succeeded", "Failed", "Unknown":
-		default:
-			fe.add("status.phase", "unsupported value %q", st.Phase)
-		}
+	if g := s.TerminationGracePeriodSeconds; g != nil && *g < 0 {
+		fe.add("spec.terminationGracePeriodSeconds", "invalid value %d: must not be negative", *g)
 	}
+	// The node keeps a pod's logs in a directory named
+	// <namespace>_<name>_<uid>, which must fit a file name.
+	m := p.GetMetadata()
+	if n := len(m.GetNamespace()) + len(m.GetName()) + 2 + uidLength; len(m.GetName()) <= 253 && n > maxFileName {
+		fe.add("metadata.name", "must be no more than %d characters in namespace %q: the node names the pod's log directory <namespace>_<name>_<uid>, which may be at most %d bytes",
+			maxFileName-uidLength-2-len(m.GetNamespace()), m.GetNamespace(), maxFileName)
+	}
+	validatePodStatus(&fe, p.GetStatus())
 	return fe
 }
 
-// checkPodUpdate keeps a pod's spec fixed once created, as Kubernetes does,
-// except that an unbound pod may be bound to a node once.
+const (
+	uidLength   = 36  // a UUID's text form
+	maxFileName = 255 // NAME_MAX on Linux
+)
+
+var podPhases = map[string]bool{"Pending": true, "Running": true, "Succeeded": true, "Failed": true, "Unknown": true}
+
+func validatePodStatus(fe *fieldErrors, st *skiffv1.PodStatus) {
+	if st == nil {
+		return
+	}
+	if st.Phase != "" && !podPhases[st.Phase] {
+		fe.add("status.phase", "unsupported value %q: supported values are \"Pending\", \"Running\", \"Succeeded\", \"Failed\", \"Unknown\"", st.Phase)
+	}
+	validateConditions(fe, "status.conditions", st.Conditions)
+	for i, cs := range st.ContainerStatuses {
+		path := fmt.Sprintf("status.containerStatuses[%d]", i)
+		validateLabel(fe, path+".name", cs.GetName())
+		for _, s := range []struct {
+			path  string
+			state *skiffv1.ContainerState
+		}{{path + ".state", cs.GetState()}, {path + ".lastState", cs.GetLastState()}} {
+			n := 0
+			if s.state.GetWaiting() != nil {
+				n++
+			}
+			if s.state.GetRunning() != nil {
+				n++
+			}
+			if s.state.GetTerminated() != nil {
+				n++
+			}
+			if n > 1 {
+				fe.add(s.path, "may have only one of waiting, running and terminated")
+			}
+		}
+	}
+}
+
+// checkPodUpdate keeps a pod's spec fixed once created, as Kubernetes does;
+// the binding (spec.nodeName) is set through Bind alone.
 func checkPodUpdate(old, p *skiffv1.Pod) fieldErrors {
 	fe := fieldErrors{}
 	was, is := old.GetSpec().GetNodeName(), p.GetSpec().GetNodeName()
-	if was != "" && is != was {
-		fe.add("spec.nodeName", "field is immutable once set (is %q)", was)
+	if is != was {
+		if was == "" {
+			fe.add("spec.nodeName", "may not be set by an update: bind the pod through PodService.Bind")
+		} else {
+			fe.add("spec.nodeName", "field is immutable once set (is %q)", was)
+		}
 	}
 	if !proto.Equal(withoutNode(old.GetSpec()), withoutNode(p.GetSpec())) {
-		fe.add("spec", "pod updates may not change fields other than spec.nodeName (delete the pod and create it again)")
+		fe.add("spec", "pod updates may not change the spec (delete the pod and create it again)")
 	}
 	return fe
 }
@@ -103,62 +170,84 @@ func withoutNode(s *skiffv1.PodSpec) *skiffv1.PodSpec {
 	return c
 }
 
+// podService is the PodService: the six shared verbs, plus the status and
+// binding subresources and logs.
 type podService struct {
-	r      *resources
+	generic
+	b      *backend
 	agents agentDialer
 }
 
+// generic is the shared verbs of one kind, embedded by services with more.
+type generic = *kinds.GenericService[skiffv1.Pod, skiffv1.PodList, skiffv1.PodWatchEvent, *skiffv1.Pod, *skiffv1.PodList, *skiffv1.PodWatchEvent]
+
 var _ skiffv1connect.PodServiceHandler = (*podService)(nil)
 
-func (s *podService) Create(ctx context.Context, req *connect.Request[skiffv1.CreatePodRequest]) (*connect.Response[skiffv1.Pod], error) {
-	p, err := create(ctx, s.r, podKind, req.Msg.GetPod(), req.Msg.GetDryRun())
-	return respond(p, err)
+// UpdateStatus replaces the pod's status alone.
+func (s *podService) UpdateStatus(ctx context.Context, req *connect.Request[skiffv1.Pod]) (*connect.Response[skiffv1.Pod], error) {
+	o, err := s.b.updateStatus(ctx, kinds.Pod, req.Msg, kinds.DryRun(req.Header()))
+	return respondObj[skiffv1.Pod](o, err)
 }
 
-func (s *podService) Get(ctx context.Context, req *connect.Request[skiffv1.GetPodRequest]) (*connect.Response[skiffv1.Pod], error) {
-	p, err := get(ctx, s.r, podKind, req.Msg.GetNamespace(), req.Msg.GetName())
-	return respond(p, err)
-}
-
-func onNode(node string) func(*skiffv1.Pod) bool {
-	if node == "" {
-		return nil
+// Bind sets an unbound pod's spec.nodeName and its PodScheduled condition.
+// A pod is bound once: binding a bound pod is FailedPrecondition.
+func (s *podService) Bind(ctx context.Context, req *connect.Request[skiffv1.BindRequest]) (*connect.Response[skiffv1.Pod], error) {
+	r := req.Msg
+	fe := fieldErrors{}
+	validateSubdomain(&fe, "nodeName", r.GetNodeName())
+	if err := fe.err("binding of pod", r.GetName()); err != nil {
+		return nil, err
 	}
-	return func(p *skiffv1.Pod) bool { return p.GetSpec().GetNodeName() == node }
+	ns := namespaceOf(kinds.Pod, r.GetNamespace())
+	o, err := s.b.modify(ctx, kinds.Pod, ns, r.GetName(), r.GetUid(), r.GetResourceVersion(), kinds.DryRun(req.Header()), func(cur kinds.Object) error {
+		p := cur.(*skiffv1.Pod)
+		if p.GetMetadata().GetDeletionTimestamp() != nil {
+			return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("pod %q is being deleted", kinds.Pod.ID(ns, r.GetName())))
+		}
+		if n := p.GetSpec().GetNodeName(); n != "" {
+			return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("pod %q is already bound to node %q", kinds.Pod.ID(ns, r.GetName()), n))
+		}
+		p.Spec.NodeName = r.GetNodeName()
+		setPodCondition(p, &skiffv1.Condition{Type: "PodScheduled", Status: "True"}, s.b.now())
+		return nil
+	})
+	return respondObj[skiffv1.Pod](o, err)
 }
 
-func (s *podService) List(ctx context.Context, req *connect.Request[skiffv1.ListPodsRequest]) (*connect.Response[skiffv1.PodList], error) {
-	items, rev, err := list(ctx, s.r, podKind, req.Msg.GetNamespace(), onNode(req.Msg.GetNodeName()))
+// setPodCondition puts c on the pod's status, keeping the transition time
+// when its status did not change.
+func setPodCondition(p *skiffv1.Pod, c *skiffv1.Condition, now time.Time) {
+	if p.Status == nil {
+		p.Status = &skiffv1.PodStatus{Phase: "Pending"}
+	}
+	c.LastTransitionTime = timestamppb.New(now)
+	for i, old := range p.Status.Conditions {
+		if old.GetType() == c.Type {
+			if old.GetStatus() == c.Status {
+				c.LastTransitionTime = old.GetLastTransitionTime()
+			}
+			p.Status.Conditions[i] = c
+			return
+		}
+	}
+	p.Status.Conditions = append(p.Status.Conditions, c)
+}
+
+func respondObj[T any](o kinds.Object, err error) (*connect.Response[T], error) {
 	if err != nil {
 		return nil, err
 	}
-	return connect.NewResponse(&skiffv1.PodList{Items: items, ResourceVersion: rev}), nil
-}
-
-func (s *podService) Update(ctx context.Context, req *connect.Request[skiffv1.UpdatePodRequest]) (*connect.Response[skiffv1.Pod], error) {
-	p, err := update(ctx, s.r, podKind, req.Msg.GetPod(), req.Msg.GetDryRun())
-	return respond(p, err)
-}
-
-func (s *podService) Delete(ctx context.Context, req *connect.Request[skiffv1.DeletePodRequest]) (*connect.Response[skiffv1.Pod], error) {
-	p, err := remove(ctx, s.r, podKind, req.Msg.GetNamespace(), req.Msg.GetName(), req.Msg.GetResourceVersion())
-	return respond(p, err)
-}
-
-func (s *podService) Watch(ctx context.Context, req *connect.Request[skiffv1.WatchPodsRequest], stream *connect.ServerStream[skiffv1.PodEvent]) error {
-	return watch(ctx, s.r, podKind, req.Msg.GetNamespace(), req.Msg.GetResourceVersion(), onNode(req.Msg.GetNodeName()),
-		func(t skiffv1.EventType, p *skiffv1.Pod) error {
-			return stream.Send(&skiffv1.PodEvent{Type: t, Object: p})
-		})
+	return connect.NewResponse(any(o).(*T)), nil
 }
 
 // Logs asks the agent of the pod's node for the container's output, as the
 // Kubernetes API server asks the kubelet.
 func (s *podService) Logs(ctx context.Context, req *connect.Request[skiffv1.PodLogsRequest]) (*connect.Response[skiffv1.PodLogsResponse], error) {
-	p, err := get(ctx, s.r, podKind, req.Msg.GetNamespace(), req.Msg.GetName())
+	o, err := s.b.get(ctx, kinds.Pod, req.Msg.GetNamespace(), req.Msg.GetName())
 	if err != nil {
 		return nil, err
 	}
+	p := o.(*skiffv1.Pod)
 	container := req.Msg.GetContainer()
 	if container == "" {
 		if n := len(p.Spec.GetContainers()); n != 1 {
@@ -172,10 +261,11 @@ func (s *podService) Logs(ctx context.Context, req *connect.Request[skiffv1.PodL
 	if node == "" {
 		return nil, connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("pod %q is not scheduled to a node yet", p.Metadata.Name))
 	}
-	n, err := get(ctx, s.r, nodeKind, "", node)
+	no, err := s.b.get(ctx, kinds.Node, "", node)
 	if err != nil {
 		return nil, err
 	}
+	n := no.(*skiffv1.Node)
 	endpoint := n.GetStatus().GetAgentEndpoint()
 	if endpoint == "" {
 		return nil, connect.NewError(connect.CodeUnavailable, fmt.Errorf("node %q has not reported an agent endpoint", node))
@@ -196,13 +286,6 @@ func hasContainer(p *skiffv1.Pod, name string) bool {
 		}
 	}
 	return false
-}
-
-func respond[T any](msg *T, err error) (*connect.Response[T], error) {
-	if err != nil {
-		return nil, err
-	}
-	return connect.NewResponse(msg), nil
 }
 
 func connectMessage(err error) string {

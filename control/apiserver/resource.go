@@ -3,171 +3,246 @@ package apiserver
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
 
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	skiffv1 "skiff.dev/skiff/control/api/gen/skiff/v1"
+	"skiff.dev/skiff/control/api/kinds"
+	"skiff.dev/skiff/control/api/selector"
 	"skiff.dev/skiff/control/store"
 )
 
-// object is a resource message: every kind has metadata.
-type object interface {
-	proto.Message
-	GetMetadata() *skiffv1.ObjectMeta
-}
-
-// kind describes how one resource kind is kept in the store. The generic
-// create/get/list/update/delete/watch below serve every kind through it.
-type kind[T object] struct {
-	name       string // singular, lower case: "pod"
-	plural     string // key prefix: "pods"
-	namespaced bool
+// strategy is what one kind adds to the generic machinery below: its
+// validation, defaults and rules. Every field may be nil.
+type strategy struct {
 	// nameRule checks metadata.name; RFC 1123 subdomain when nil.
 	nameRule func(fe *fieldErrors, path, name string)
-	new      func() T
-	// validate reports every problem with an object about to be written.
-	validate func(obj T) fieldErrors
+	// validate reports every problem with an object about to be written,
+	// spec and status alike.
+	validate func(obj kinds.Object) fieldErrors
 	// defaults fills in what the user may leave out, on create and update.
-	defaults func(obj T)
+	defaults func(obj kinds.Object)
 	// initial sets the status of a new object.
-	initial func(obj T)
+	initial func(obj kinds.Object)
 	// checkUpdate rejects changes to fields that may not change.
-	checkUpdate func(old, obj T) fieldErrors
+	checkUpdate func(old, obj kinds.Object) fieldErrors
+	// gracePeriod is the grace a deletion gets when the request names
+	// none; 0 when nil.
+	gracePeriod func(obj kinds.Object) int64
+	// awaitsNode reports whether a deletion must wait for a node to stop
+	// the object (a bound pod whose node exists).
+	awaitsNode func(ctx context.Context, obj kinds.Object) (bool, error)
+	// canDelete refuses a deletion (a namespace that still has pods).
+	canDelete func(ctx context.Context, obj kinds.Object) error
 }
 
-func (k *kind[T]) key(ns, name string) string {
-	if k.namespaced {
-		return "/" + k.plural + "/" + ns + "/" + name
+// backend is the generic half of the API server: create, get, list,
+// update, delete and watch for every kind, over the store. It implements
+// kinds.Backend.
+type backend struct {
+	store      Store
+	now        func() time.Time
+	strategies map[*kinds.Kind]*strategy
+}
+
+var _ kinds.Backend = (*backend)(nil)
+
+// maxConflictRetries bounds how often a server-side read-modify-write
+// (Bind, UpdateStatus without a resourceVersion) retries a conflict.
+const maxConflictRetries = 8
+
+func (b *backend) strategy(k *kinds.Kind) *strategy {
+	if s := b.strategies[k]; s != nil {
+		return s
 	}
-	return "/" + k.plural + "/" + name
+	return &strategy{}
+}
+
+func key(k *kinds.Kind, ns, name string) string {
+	if k.Namespaced {
+		return "/" + k.Plural + "/" + ns + "/" + name
+	}
+	return "/" + k.Plural + "/" + name
 }
 
 // prefix selects every object of the kind, or of one namespace when ns is set.
-func (k *kind[T]) prefix(ns string) string {
-	if k.namespaced && ns != "" {
-		return "/" + k.plural + "/" + ns + "/"
+func prefix(k *kinds.Kind, ns string) string {
+	if k.Namespaced && ns != "" {
+		return "/" + k.Plural + "/" + ns + "/"
 	}
-	return "/" + k.plural + "/"
+	return "/" + k.Plural + "/"
 }
 
-func (k *kind[T]) id(m *skiffv1.ObjectMeta) string {
-	if k.namespaced {
-		return m.GetNamespace() + "/" + m.GetName()
+func namespaceOf(k *kinds.Kind, ns string) string {
+	if !k.Namespaced {
+		return ""
 	}
-	return m.GetName()
+	if ns == "" {
+		return DefaultNamespace
+	}
+	return ns
 }
 
 // decode reads a stored value; the resourceVersion is the store's revision
 // of the key, never a stored field.
-func (k *kind[T]) decode(kv store.KV) (T, error) {
-	obj := k.new()
+func decode(k *kinds.Kind, kv store.KV) (kinds.Object, error) {
+	obj := k.New()
 	if err := proto.Unmarshal(kv.Value, obj); err != nil {
-		return obj, fmt.Errorf("decode %s %s: %w", k.name, kv.Key, err)
+		return nil, fmt.Errorf("decode %s %s: %w", k.Singular, kv.Key, err)
 	}
 	obj.GetMetadata().ResourceVersion = kv.ModRevision
 	return obj, nil
 }
 
-func encode(obj object) ([]byte, error) {
-	obj = proto.Clone(obj).(object)
+func encode(obj kinds.Object) ([]byte, error) {
+	obj = proto.Clone(obj).(kinds.Object)
 	obj.GetMetadata().ResourceVersion = 0
 	return proto.MarshalOptions{Deterministic: true}.Marshal(obj)
 }
 
-// resources is the generic half of the API server, shared by every kind.
-type resources struct {
-	store Store
-	now   func() time.Time
-	// nsExists is asked before a namespaced object is created.
-	nsExists func(ctx context.Context, ns string) error
-}
+func cloneObj(obj kinds.Object) kinds.Object { return proto.Clone(obj).(kinds.Object) }
 
-func create[T object](ctx context.Context, r *resources, k *kind[T], obj T, dryRun bool) (T, error) {
-	var zero T
-	if any(obj) == nil || obj.GetMetadata() == nil {
-		return zero, fieldErrors{"metadata: required value"}.err(k.name, "")
+func (b *backend) Create(ctx context.Context, k *kinds.Kind, obj kinds.Object, dryRun bool) (kinds.Object, error) {
+	if obj == nil || obj.GetMetadata() == nil {
+		return nil, fieldErrors{"metadata: required value"}.err(k.Singular, "")
 	}
-	obj = proto.Clone(obj).(T)
+	s := b.strategy(k)
+	obj = cloneObj(obj)
 	m := obj.GetMetadata()
-	if k.namespaced && m.Namespace == "" {
-		m.Namespace = "default"
+	if k.Namespaced && m.Namespace == "" {
+		m.Namespace = DefaultNamespace
 	}
 	if m.ResourceVersion != 0 {
-		return zero, fieldErrors{"metadata.resourceVersion: must not be set on create"}.err(k.name, m.GetName())
+		return nil, fieldErrors{"metadata.resourceVersion: must not be set on create"}.err(k.Singular, m.GetName())
 	}
-	if k.defaults != nil {
-		k.defaults(obj)
+	// Server-owned metadata: never taken from a client on create.
+	m.DeletionTimestamp, m.DeletionGracePeriodSeconds = nil, nil
+	if s.defaults != nil {
+		s.defaults(obj)
 	}
-	if k.initial != nil {
-		k.initial(obj)
-	}
-	if err := validateObject(k, obj); err != nil {
-		return zero, err
-	}
-	if k.namespaced && r.nsExists != nil {
-		if err := r.nsExists(ctx, m.Namespace); err != nil {
-			return zero, err
-		}
+	if s.initial != nil {
+		s.initial(obj)
 	}
 	m.Uid = newUID()
-	m.CreationTimestamp = timestamppb.New(r.now())
+	m.CreationTimestamp = timestamppb.New(b.now())
+	if err := b.validate(k, obj); err != nil {
+		return nil, err
+	}
+	if k.Namespaced {
+		if err := b.namespaceExists(ctx, m.Namespace); err != nil {
+			return nil, err
+		}
+	}
 	if dryRun {
 		return obj, nil
 	}
 	val, err := encode(obj)
 	if err != nil {
-		return zero, toConnect(err)
+		return nil, toConnect(err)
 	}
-	kv, err := r.store.Create(ctx, k.key(m.Namespace, m.Name), val)
+	kv, err := b.store.Create(ctx, key(k, m.Namespace, m.Name), val)
 	if err != nil {
-		return zero, objectErr("create", k.name, k.id(m), err)
+		return nil, objectErr("create", k.Singular, k.ID(m.Namespace, m.Name), err)
 	}
 	m.ResourceVersion = kv.ModRevision
 	return obj, nil
 }
 
-func validateObject[T object](k *kind[T], obj T) error {
+// namespaceExists answers NotFound for a namespace that is missing, so that
+// objects cannot be created in it.
+func (b *backend) namespaceExists(ctx context.Context, ns string) error {
+	_, err := b.store.Get(ctx, key(kinds.Namespace, "", ns))
+	if errors.Is(err, store.ErrNotFound) {
+		return connect.NewError(connect.CodeNotFound, fmt.Errorf("namespace %q not found", ns))
+	}
+	return toConnect(err)
+}
+
+func (b *backend) validate(k *kinds.Kind, obj kinds.Object) error {
+	s := b.strategy(k)
 	fe := fieldErrors{}
-	rule := k.nameRule
+	rule := s.nameRule
 	if rule == nil {
 		rule = validateSubdomain
 	}
-	validateMeta(&fe, obj.GetMetadata(), k.namespaced, rule)
-	if k.validate != nil {
-		fe = append(fe, k.validate(obj)...)
+	validateMeta(&fe, obj.GetMetadata(), k.Namespaced, rule)
+	if s.validate != nil {
+		fe = append(fe, s.validate(obj)...)
 	}
-	return fe.err(k.name, obj.GetMetadata().GetName())
+	return fe.err(k.Singular, obj.GetMetadata().GetName())
 }
 
-func get[T object](ctx context.Context, r *resources, k *kind[T], ns, name string) (T, error) {
-	var zero T
+func (b *backend) Get(ctx context.Context, k *kinds.Kind, req *skiffv1.GetRequest) (kinds.Object, error) {
+	return b.get(ctx, k, req.GetNamespace(), req.GetName())
+}
+
+func (b *backend) get(ctx context.Context, k *kinds.Kind, ns, name string) (kinds.Object, error) {
 	if name == "" {
-		return zero, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("name: required value"))
+		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("name required: get %s needs the name of the %s", k.Singular, k.Singular))
 	}
-	if k.namespaced && ns == "" {
-		ns = "default"
-	}
-	kv, err := r.store.Get(ctx, k.key(ns, name))
+	ns = namespaceOf(k, ns)
+	kv, err := b.store.Get(ctx, key(k, ns, name))
 	if err != nil {
-		return zero, objectErr("get", k.name, k.id(&skiffv1.ObjectMeta{Namespace: ns, Name: name}), err)
+		return nil, objectErr("get", k.Singular, k.ID(ns, name), err)
 	}
-	obj, err := k.decode(kv)
+	obj, err := decode(k, kv)
 	return obj, toConnect(err)
 }
 
-func list[T object](ctx context.Context, r *resources, k *kind[T], ns string, keep func(T) bool) ([]T, uint64, error) {
-	kvs, rev, err := r.store.List(ctx, k.prefix(ns))
-	if err != nil {
-		return nil, 0, toConnect(fmt.Errorf("list %s: %w", k.plural, err))
+// filter is a parsed label and field selector.
+type filter struct {
+	labels selector.Labels
+	fields selector.Fields
+}
+
+func parseFilter(k *kinds.Kind, labels, fields string) (*filter, error) {
+	f := &filter{}
+	var err error
+	if f.labels, err = selector.ParseLabels(labels); err != nil {
+		return nil, connect.NewError(connect.CodeInvalidArgument, err)
 	}
-	out := make([]T, 0, len(kvs))
+	if f.fields, err = selector.ParseFields(fields, k.FieldNames()); err != nil {
+		return nil, connect.NewError(connect.CodeInvalidArgument, err)
+	}
+	if f.labels.Empty() && f.fields.Empty() {
+		return nil, nil
+	}
+	return f, nil
+}
+
+func (f *filter) keep(k *kinds.Kind) func(kinds.Object) bool {
+	if f == nil {
+		return nil
+	}
+	return func(o kinds.Object) bool {
+		return f.labels.Matches(o.GetMetadata().GetLabels()) &&
+			f.fields.Matches(func(field string) string { return k.Fields[field](o) })
+	}
+}
+
+func (b *backend) List(ctx context.Context, k *kinds.Kind, req *skiffv1.ListRequest) ([]kinds.Object, uint64, error) {
+	f, err := parseFilter(k, req.GetLabelSelector(), req.GetFieldSelector())
+	if err != nil {
+		return nil, 0, err
+	}
+	return b.list(ctx, k, req.GetNamespace(), f.keep(k))
+}
+
+func (b *backend) list(ctx context.Context, k *kinds.Kind, ns string, keep func(kinds.Object) bool) ([]kinds.Object, uint64, error) {
+	kvs, rev, err := b.store.List(ctx, prefix(k, ns))
+	if err != nil {
+		return nil, 0, toConnect(fmt.Errorf("list %s: %w", k.Plural, err))
+	}
+	out := make([]kinds.Object, 0, len(kvs))
 	for _, kv := range kvs {
-		obj, err := k.decode(kv)
+		obj, err := decode(k, kv)
 		if err != nil {
 			return nil, 0, toConnect(err)
 		}
@@ -178,85 +253,264 @@ func list[T object](ctx context.Context, r *resources, k *kind[T], ns string, ke
 	return out, rev, nil
 }
 
-// update replaces an object. A non-zero metadata.resourceVersion makes it a
-// compare-and-swap: a stale version gets Aborted (conflict). uid and
-// creationTimestamp always come from the stored object.
-func update[T object](ctx context.Context, r *resources, k *kind[T], obj T, dryRun bool) (T, error) {
-	var zero T
-	if any(obj) == nil || obj.GetMetadata() == nil {
-		return zero, fieldErrors{"metadata: required value"}.err(k.name, "")
+// Update replaces an object's metadata and spec. A non-zero
+// metadata.resourceVersion makes it a compare-and-swap: a stale version
+// gets Aborted (conflict). uid, creationTimestamp, the deletion fields and
+// the status (which has its own call) always come from the stored object.
+func (b *backend) Update(ctx context.Context, k *kinds.Kind, obj kinds.Object, dryRun bool) (kinds.Object, error) {
+	if obj == nil || obj.GetMetadata() == nil {
+		return nil, fieldErrors{"metadata: required value"}.err(k.Singular, "")
 	}
-	obj = proto.Clone(obj).(T)
+	s := b.strategy(k)
+	obj = cloneObj(obj)
 	m := obj.GetMetadata()
-	if k.namespaced && m.Namespace == "" {
-		m.Namespace = "default"
-	}
-	old, err := get(ctx, r, k, m.Namespace, m.Name)
+	m.Namespace = namespaceOf(k, m.Namespace)
+	old, err := b.get(ctx, k, m.Namespace, m.Name)
 	if err != nil {
-		return zero, err
+		return nil, err
 	}
 	om := old.GetMetadata()
-	if m.ResourceVersion != 0 && m.ResourceVersion != om.ResourceVersion {
-		return zero, connect.NewError(connect.CodeAborted, fmt.Errorf(
-			"update %s %q: %w: the object has been modified (resourceVersion %d, yours %d); get it and try again",
-			k.name, k.id(m), store.ErrConflict, om.ResourceVersion, m.ResourceVersion))
+	if err := checkVersion("update", k, om, m.ResourceVersion); err != nil {
+		return nil, err
 	}
 	if m.Uid != "" && m.Uid != om.Uid {
-		return zero, fieldErrors{fmt.Sprintf("metadata.uid: field is immutable (is %q)", om.Uid)}.err(k.name, m.Name)
+		return nil, fieldErrors{fmt.Sprintf("metadata.uid: field is immutable (is %q)", om.Uid)}.err(k.Singular, m.Name)
 	}
-	m.Uid = om.Uid
-	m.CreationTimestamp = om.CreationTimestamp
-	if k.defaults != nil {
-		k.defaults(obj)
+	m.Uid, m.CreationTimestamp = om.Uid, om.CreationTimestamp
+	m.DeletionTimestamp, m.DeletionGracePeriodSeconds = om.DeletionTimestamp, om.DeletionGracePeriodSeconds
+	copyStatus(old, obj)
+	if om.DeletionTimestamp != nil {
+		if added := newFinalizers(om.Finalizers, m.Finalizers); len(added) > 0 {
+			return nil, fieldErrors{fmt.Sprintf("metadata.finalizers: Forbidden: no new finalizers can be added while the object is being deleted (%s)", strings.Join(added, ", "))}.err(k.Singular, m.Name)
+		}
 	}
-	if err := validateObject(k, obj); err != nil {
-		return zero, err
+	if s.defaults != nil {
+		s.defaults(obj)
 	}
-	if k.checkUpdate != nil {
-		if err := k.checkUpdate(old, obj).err(k.name, m.Name); err != nil {
-			return zero, err
+	if err := b.validate(k, obj); err != nil {
+		return nil, err
+	}
+	if s.checkUpdate != nil {
+		if err := s.checkUpdate(old, obj).err(k.Singular, m.Name); err != nil {
+			return nil, err
 		}
 	}
 	if dryRun {
+		m.ResourceVersion = om.ResourceVersion
 		return obj, nil
 	}
+	// The last finalizer of an object whose grace has run out is gone:
+	// the object goes with this write.
+	if m.DeletionTimestamp != nil && len(m.Finalizers) == 0 && m.GetDeletionGracePeriodSeconds() == 0 {
+		return b.remove(ctx, k, old)
+	}
+	return b.write(ctx, k, obj, om.ResourceVersion)
+}
+
+// write stores obj over the version rev.
+func (b *backend) write(ctx context.Context, k *kinds.Kind, obj kinds.Object, rev uint64) (kinds.Object, error) {
+	m := obj.GetMetadata()
 	val, err := encode(obj)
 	if err != nil {
-		return zero, toConnect(err)
+		return nil, toConnect(err)
 	}
-	kv, err := r.store.Update(ctx, k.key(m.Namespace, m.Name), val, om.ResourceVersion)
+	kv, err := b.store.Update(ctx, key(k, m.Namespace, m.Name), val, rev)
 	if err != nil {
-		return zero, objectErr("update", k.name, k.id(m), err)
+		return nil, objectErr("update", k.Singular, k.ID(m.Namespace, m.Name), err)
 	}
 	m.ResourceVersion = kv.ModRevision
 	return obj, nil
 }
 
-func remove[T object](ctx context.Context, r *resources, k *kind[T], ns, name string, rev uint64) (T, error) {
-	var zero T
-	if k.namespaced && ns == "" {
-		ns = "default"
+func checkVersion(verb string, k *kinds.Kind, stored *skiffv1.ObjectMeta, want uint64) error {
+	if want != 0 && want != stored.ResourceVersion {
+		return connect.NewError(connect.CodeAborted, fmt.Errorf(
+			"%s %s %q: %w: the object has been modified (resourceVersion %d, yours %d); get it and try again",
+			verb, k.Singular, k.ID(stored.Namespace, stored.Name), store.ErrConflict, stored.ResourceVersion, want))
 	}
-	if name == "" {
-		return zero, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("name: required value"))
-	}
-	kv, err := r.store.Delete(ctx, k.key(ns, name), rev)
-	if err != nil {
-		return zero, objectErr("delete", k.name, k.id(&skiffv1.ObjectMeta{Namespace: ns, Name: name}), err)
-	}
-	obj, err := k.decode(kv)
-	return obj, toConnect(err)
+	return nil
 }
 
-// watch streams the kind's changes after rev to send until ctx ends. keep
-// filters objects; an object that stops matching is sent as DELETED, as a
-// Kubernetes field-selector watch does, so the watcher forgets it.
-func watch[T object](ctx context.Context, r *resources, k *kind[T], ns string, rev uint64, keep func(T) bool, send func(skiffv1.EventType, T) error) error {
+func newFinalizers(old, now []string) []string {
+	had := map[string]bool{}
+	for _, f := range old {
+		had[f] = true
+	}
+	var out []string
+	for _, f := range now {
+		if !had[f] {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// statusField is the message's "status" field, nil for a kind without one.
+func statusField(obj kinds.Object) protoreflect.FieldDescriptor {
+	return obj.ProtoReflect().Descriptor().Fields().ByName("status")
+}
+
+// copyStatus puts from's status onto to.
+func copyStatus(from, to kinds.Object) {
+	fd := statusField(to)
+	if fd == nil {
+		return
+	}
+	src := from.ProtoReflect()
+	if !src.Has(fd) {
+		to.ProtoReflect().Clear(fd)
+		return
+	}
+	to.ProtoReflect().Set(fd, protoreflect.ValueOfMessage(proto.Clone(src.Get(fd).Message().Interface()).ProtoReflect()))
+}
+
+// updateStatus replaces the status of the stored object with obj's, as
+// Kubernetes' status subresource: nothing else changes. With a
+// resourceVersion it is a compare-and-swap; without one it applies to the
+// newest version, retrying a conflicting write.
+func (b *backend) updateStatus(ctx context.Context, k *kinds.Kind, obj kinds.Object, dryRun bool) (kinds.Object, error) {
+	if obj == nil || obj.GetMetadata() == nil {
+		return nil, fieldErrors{"metadata: required value"}.err(k.Singular, "")
+	}
+	m := obj.GetMetadata()
+	return b.modify(ctx, k, namespaceOf(k, m.Namespace), m.Name, m.Uid, m.ResourceVersion, dryRun, func(cur kinds.Object) error {
+		copyStatus(obj, cur)
+		return nil
+	})
+}
+
+// modify reads the object, applies change to it, validates and writes it
+// back as a compare-and-swap. When the caller named no resourceVersion, a
+// conflict means someone else wrote in between: read again and retry.
+func (b *backend) modify(ctx context.Context, k *kinds.Kind, ns, name, uid string, rev uint64, dryRun bool, change func(cur kinds.Object) error) (kinds.Object, error) {
+	for try := 0; ; try++ {
+		cur, err := b.get(ctx, k, ns, name)
+		if err != nil {
+			return nil, err
+		}
+		cm := cur.GetMetadata()
+		if uid != "" && uid != cm.Uid {
+			return nil, connect.NewError(connect.CodeAborted, fmt.Errorf("%s %q: the object was replaced (uid %s, yours %s)", k.Singular, k.ID(ns, name), cm.Uid, uid))
+		}
+		if err := checkVersion("update", k, cm, rev); err != nil {
+			return nil, err
+		}
+		stored := cm.ResourceVersion
+		if err := change(cur); err != nil {
+			return nil, err
+		}
+		if err := b.validate(k, cur); err != nil {
+			return nil, err
+		}
+		if dryRun {
+			return cur, nil
+		}
+		out, err := b.write(ctx, k, cur, stored)
+		if connect.CodeOf(err) == connect.CodeAborted && rev == 0 && try < maxConflictRetries {
+			continue
+		}
+		return out, err
+	}
+}
+
+// Delete removes an object, or marks it for deletion when it must wait:
+// for finalizers, or for its node to stop it (a bound pod). A marked
+// object carries deletionTimestamp (when its grace ends) and
+// deletionGracePeriodSeconds; a second Delete may shorten the grace, and
+// one with grace 0 (the node's confirmation, or --force) removes it once
+// no finalizer remains.
+func (b *backend) Delete(ctx context.Context, k *kinds.Kind, req *skiffv1.DeleteRequest, dryRun bool) (kinds.Object, error) {
+	if req.GracePeriodSeconds != nil && req.GetGracePeriodSeconds() < 0 {
+		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("gracePeriodSeconds: invalid value %d: must not be negative", req.GetGracePeriodSeconds()))
+	}
+	s := b.strategy(k)
+	for try := 0; ; try++ {
+		obj, err := b.get(ctx, k, req.GetNamespace(), req.GetName())
+		if err != nil {
+			return nil, err
+		}
+		m := obj.GetMetadata()
+		if req.GetUid() != "" && req.GetUid() != m.Uid {
+			return nil, connect.NewError(connect.CodeAborted, fmt.Errorf("delete %s %q: the object was replaced (uid %s, yours %s)", k.Singular, k.ID(m.Namespace, m.Name), m.Uid, req.GetUid()))
+		}
+		if err := checkVersion("delete", k, m, req.GetResourceVersion()); err != nil {
+			return nil, err
+		}
+		if s.canDelete != nil {
+			if err := s.canDelete(ctx, obj); err != nil {
+				return nil, err
+			}
+		}
+		grace := int64(0)
+		if req.GracePeriodSeconds != nil {
+			grace = req.GetGracePeriodSeconds()
+		} else if s.gracePeriod != nil {
+			grace = s.gracePeriod(obj)
+		}
+		wait := false
+		if grace > 0 && s.awaitsNode != nil {
+			if wait, err = s.awaitsNode(ctx, obj); err != nil {
+				return nil, err
+			}
+		}
+		if !wait {
+			grace = 0
+		}
+		if len(m.Finalizers) == 0 && grace == 0 {
+			if dryRun {
+				return obj, nil
+			}
+			out, err := b.remove(ctx, k, obj)
+			if connect.CodeOf(err) == connect.CodeAborted && req.GetResourceVersion() == 0 && try < maxConflictRetries {
+				continue
+			}
+			return out, err
+		}
+		if m.DeletionTimestamp != nil && m.GetDeletionGracePeriodSeconds() <= grace {
+			return obj, nil // already marked with a grace no longer than this
+		}
+		rev := m.ResourceVersion
+		m.DeletionGracePeriodSeconds = proto.Int64(grace)
+		m.DeletionTimestamp = timestamppb.New(b.now().Add(time.Duration(grace) * time.Second))
+		if dryRun {
+			return obj, nil
+		}
+		out, err := b.write(ctx, k, obj, rev)
+		if connect.CodeOf(err) == connect.CodeAborted && req.GetResourceVersion() == 0 && try < maxConflictRetries {
+			continue
+		}
+		return out, err
+	}
+}
+
+// remove deletes the stored object at its version.
+func (b *backend) remove(ctx context.Context, k *kinds.Kind, obj kinds.Object) (kinds.Object, error) {
+	m := obj.GetMetadata()
+	kv, err := b.store.Delete(ctx, key(k, m.Namespace, m.Name), m.ResourceVersion)
+	if err != nil {
+		return nil, objectErr("delete", k.Singular, k.ID(m.Namespace, m.Name), err)
+	}
+	out, err := decode(k, kv)
+	return out, toConnect(err)
+}
+
+// Watch streams the kind's changes after the request's version until ctx
+// ends. An object that stops matching the selectors is sent as DELETED, as
+// a Kubernetes selector watch does, so the watcher forgets it.
+func (b *backend) Watch(ctx context.Context, k *kinds.Kind, req *skiffv1.WatchRequest, send func(skiffv1.EventType, kinds.Object) error) error {
+	f, err := parseFilter(k, req.GetLabelSelector(), req.GetFieldSelector())
+	if err != nil {
+		return err
+	}
+	keep := f.keep(k)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	events, err := r.store.Watch(ctx, k.prefix(ns), rev)
+	events, err := b.store.Watch(ctx, prefix(k, req.GetNamespace()), req.GetResourceVersion())
 	if err != nil {
-		return toConnect(fmt.Errorf("watch %s: %w", k.plural, err))
+		return toConnect(fmt.Errorf("watch %s: %w", k.Plural, err))
+	}
+	if err := send(skiffv1.EventType_EVENT_TYPE_UNSPECIFIED, nil); err != nil {
+		return err
 	}
 	for {
 		select {
@@ -267,7 +521,7 @@ func watch[T object](ctx context.Context, r *resources, k *kind[T], ns string, r
 				if ctx.Err() != nil {
 					return nil
 				}
-				return connect.NewError(connect.CodeUnavailable, fmt.Errorf("watch %s: the watch fell behind and was closed; list and watch again", k.plural))
+				return connect.NewError(connect.CodeUnavailable, fmt.Errorf("watch %s: the watch fell behind and was closed; list and watch again", k.Plural))
 			}
 			typ, obj, ok, err := translate(k, ev, keep)
 			if err != nil {
@@ -283,22 +537,21 @@ func watch[T object](ctx context.Context, r *resources, k *kind[T], ns string, r
 	}
 }
 
-func translate[T object](k *kind[T], ev store.Event, keep func(T) bool) (skiffv1.EventType, T, bool, error) {
-	var zero T
-	obj, err := k.decode(ev.KV)
+func translate(k *kinds.Kind, ev store.Event, keep func(kinds.Object) bool) (skiffv1.EventType, kinds.Object, bool, error) {
+	obj, err := decode(k, ev.KV)
 	if err != nil {
-		return 0, zero, false, err
+		return 0, nil, false, err
 	}
 	obj.GetMetadata().ResourceVersion = ev.Revision
-	matches := func(o T) bool { return keep == nil || keep(o) }
+	matches := func(o kinds.Object) bool { return keep == nil || keep(o) }
 	if ev.Type == store.EventDelete {
 		return skiffv1.EventType_EVENT_TYPE_DELETED, obj, matches(obj), nil
 	}
-	var prev T
 	hadPrev := false
 	if ev.PrevKV != nil {
-		if prev, err = k.decode(*ev.PrevKV); err != nil {
-			return 0, zero, false, err
+		prev, err := decode(k, *ev.PrevKV)
+		if err != nil {
+			return 0, nil, false, err
 		}
 		hadPrev = matches(prev)
 	}
@@ -311,7 +564,7 @@ func translate[T object](k *kind[T], ev store.Event, keep func(T) bool) (skiffv1
 	case hadPrev:
 		return skiffv1.EventType_EVENT_TYPE_DELETED, obj, true, nil
 	}
-	return 0, zero, false, nil
+	return 0, nil, false, nil
 }
 
 // newUID returns a random RFC 4122 version 4 UUID.

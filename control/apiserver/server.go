@@ -2,29 +2,34 @@ package apiserver
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"time"
 
+	"connectrpc.com/connect"
+
+	skiffv1 "skiff.dev/skiff/control/api/gen/skiff/v1"
 	"skiff.dev/skiff/control/api/gen/skiff/v1/skiffv1connect"
+	"skiff.dev/skiff/control/api/kinds"
 )
 
 // Config is what New needs.
 type Config struct {
 	Store  Store
 	Logger *slog.Logger
-	// Now is the clock for creation timestamps; time.Now when nil.
+	// Now is the clock for creation and deletion timestamps; time.Now when nil.
 	Now func() time.Time
 	// HTTPClient reaches the agents for container logs; a plain client when nil.
 	HTTPClient *http.Client
 }
 
-// Server is the API server: Connect handlers over the store.
+// Server is the API server: Connect handlers over the store, one service
+// per kind of the kinds registry.
 type Server struct {
-	log        *slog.Logger
-	pods       *podService
-	nodes      *nodeService
-	namespaces *namespaceService
+	log  *slog.Logger
+	b    *backend
+	pods *podService
 }
 
 // agentDialer returns a client for the agent at a host:port.
@@ -44,31 +49,60 @@ func New(cfg Config) *Server {
 	if hc == nil {
 		hc = &http.Client{Timeout: 30 * time.Second}
 	}
-	r := &resources{store: cfg.Store, now: now}
-	s := &Server{
-		log:        log,
-		nodes:      &nodeService{r: r},
-		namespaces: &namespaceService{r: r},
-		pods: &podService{r: r, agents: func(endpoint string) skiffv1connect.AgentServiceClient {
-			return skiffv1connect.NewAgentServiceClient(hc, "http://"+endpoint)
-		}},
+	b := &backend{store: cfg.Store, now: now}
+	b.strategies = map[*kinds.Kind]*strategy{
+		kinds.Pod:       podStrategy(b),
+		kinds.Node:      nodeStrategy(),
+		kinds.Namespace: namespaceStrategy(b),
+		kinds.Event:     eventStrategy(),
 	}
-	r.nsExists = s.namespaces.exists
-	return s
+	return &Server{
+		log: log,
+		b:   b,
+		pods: &podService{
+			generic: kinds.Pod.GenericHandler(b).(generic),
+			b:       b,
+			agents: func(endpoint string) skiffv1connect.AgentServiceClient {
+				return skiffv1connect.NewAgentServiceClient(hc, "http://"+endpoint)
+			},
+		},
+	}
 }
 
 // Init creates what every cluster has from the start: the default namespace.
 // It is safe to call on every start.
 func (s *Server) Init(ctx context.Context) error {
-	return s.namespaces.ensureDefault(ctx)
+	return s.b.ensureDefault(ctx)
 }
 
-// Handler serves the API's Connect, gRPC and gRPC-Web routes.
+// Handler serves the API's Connect, gRPC and gRPC-Web routes: each kind's
+// service from the registry, with Pod and Node adding their subresources.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle(skiffv1connect.NewPodServiceHandler(s.pods))
-	mux.Handle(skiffv1connect.NewNodeServiceHandler(s.nodes))
-	mux.Handle(skiffv1connect.NewNamespaceServiceHandler(s.namespaces))
+	opts := []connect.HandlerOption{}
+	custom := map[*kinds.Kind]any{
+		kinds.Pod: s.pods,
+		kinds.Node: &nodeService{
+			GenericService: kinds.Node.GenericHandler(s.b).(*kinds.GenericService[skiffv1.Node, skiffv1.NodeList, skiffv1.NodeWatchEvent, *skiffv1.Node, *skiffv1.NodeList, *skiffv1.NodeWatchEvent]),
+			b:              s.b,
+		},
+	}
+	for _, k := range kinds.All() {
+		var (
+			path string
+			h    http.Handler
+			err  error
+		)
+		if impl, ok := custom[k]; ok {
+			path, h, err = k.Mount(impl, opts...)
+		} else {
+			path, h, err = k.Handler(s.b, opts...)
+		}
+		if err != nil {
+			panic(fmt.Sprintf("apiserver: %v", err)) // a registry entry without its service: a build mistake
+		}
+		mux.Handle(path, h)
+	}
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
 	})

@@ -1,17 +1,20 @@
 package apiserver
 
 import (
+	"fmt"
 	"regexp"
+	"sort"
 
 	skiffv1 "skiff.dev/skiff/control/api/gen/skiff/v1"
+	"skiff.dev/skiff/control/api/selector"
 )
 
 var (
 	dns1123Label     = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
 	dns1123Subdomain = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
 	envVarName       = regexp.MustCompile(`^[-._a-zA-Z][-._a-zA-Z0-9]*$`)
-	labelKey         = regexp.MustCompile(`^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$`)
-	labelValue       = regexp.MustCompile(`^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$`)
+	// quantity is a Kubernetes resource quantity: 2, 500m, 24Gi, 1e3.
+	quantity = regexp.MustCompile(`^[0-9]+(\.[0-9]+)?([eE][0-9]+|m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$`)
 )
 
 // validateLabel checks a name that must be an RFC 1123 label, as Kubernetes
@@ -51,17 +54,59 @@ func validateMeta(fe *fieldErrors, m *skiffv1.ObjectMeta, namespaced bool, name 
 	} else if m.GetNamespace() != "" {
 		fe.add("metadata.namespace", "not allowed: the kind is not namespaced")
 	}
-	for k, v := range m.GetLabels() {
-		if len(k) > 316 || !labelKey.MatchString(k) {
-			fe.add("metadata.labels", "invalid key %q", k)
+	for _, k := range sortedKeys(m.GetLabels()) {
+		for _, msg := range selector.ValidateQualifiedName(k) {
+			fe.add("metadata.labels", "invalid key %q: %s", k, msg)
 		}
-		if len(v) > 63 || !labelValue.MatchString(v) {
-			fe.add("metadata.labels["+k+"]", "invalid value %q", v)
+		for _, msg := range selector.ValidateLabelValue(m.Labels[k]) {
+			fe.add("metadata.labels["+k+"]", "invalid value %q: %s", m.Labels[k], msg)
 		}
 	}
-	for k := range m.GetAnnotations() {
-		if len(k) > 316 || !labelKey.MatchString(k) {
-			fe.add("metadata.annotations", "invalid key %q", k)
+	for _, k := range sortedKeys(m.GetAnnotations()) {
+		for _, msg := range selector.ValidateQualifiedName(k) {
+			fe.add("metadata.annotations", "invalid key %q: %s", k, msg)
+		}
+	}
+	seen := map[string]bool{}
+	for i, f := range m.GetFinalizers() {
+		path := fmt.Sprintf("metadata.finalizers[%d]", i)
+		for _, msg := range selector.ValidateQualifiedName(f) {
+			fe.add(path, "invalid value %q: a finalizer must be a qualified name (example.com/cleanup): %s", f, msg)
+		}
+		if seen[f] {
+			fe.add(path, "duplicate value %q", f)
+		}
+		seen[f] = true
+	}
+	if g := m.DeletionGracePeriodSeconds; g != nil && *g < 0 {
+		fe.add("metadata.deletionGracePeriodSeconds", "must not be negative")
+	}
+}
+
+func sortedKeys(m map[string]string) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+var conditionStatuses = map[string]bool{"True": true, "False": true, "Unknown": true}
+
+func validateConditions(fe *fieldErrors, path string, cs []*skiffv1.Condition) {
+	seen := map[string]bool{}
+	for i, c := range cs {
+		p := fmt.Sprintf("%s[%d]", path, i)
+		switch {
+		case c.GetType() == "":
+			fe.add(p+".type", "required value")
+		case seen[c.GetType()]:
+			fe.add(p+".type", "duplicate value %q", c.GetType())
+		}
+		seen[c.GetType()] = true
+		if !conditionStatuses[c.GetStatus()] {
+			fe.add(p+".status", "unsupported value %q: supported values are \"True\", \"False\", \"Unknown\"", c.GetStatus())
 		}
 	}
 }

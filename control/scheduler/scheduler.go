@@ -2,9 +2,10 @@
 // only and sees the cluster through the API client alone, never the store.
 //
 // This first scheduler has one filter (a Ready, schedulable node that offers
-// the pod's runtime) and one score (fewest pods bound). Binding is a
-// compare-and-swap Update of spec.nodeName, so a second copy running
-// briefly during a leader change can only lose the race, never double-bind.
+// the pod's runtime) and one score (fewest pods bound). It binds through
+// PodService.Bind, which sets spec.nodeName only on an unbound pod, so a
+// second copy running briefly during a leader change can only lose the
+// race, never double-bind. It records Scheduled and FailedScheduling events.
 package scheduler
 
 import (
@@ -19,6 +20,7 @@ import (
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"skiff.dev/skiff/control/api/events"
 	skiffv1 "skiff.dev/skiff/control/api/gen/skiff/v1"
 	"skiff.dev/skiff/control/api/gen/skiff/v1/skiffv1connect"
 )
@@ -29,8 +31,10 @@ const HeartbeatGrace = 40 * time.Second
 
 // Config is what New needs.
 type Config struct {
-	Pods   skiffv1connect.PodServiceClient
-	Nodes  skiffv1connect.NodeServiceClient
+	Pods  skiffv1connect.PodServiceClient
+	Nodes skiffv1connect.NodeServiceClient
+	// Events records Scheduled and FailedScheduling; none when nil.
+	Events *events.Recorder
 	Logger *slog.Logger
 	// Now is the clock heartbeats are judged by; time.Now when nil.
 	Now func() time.Time
@@ -43,6 +47,7 @@ type Config struct {
 type Scheduler struct {
 	pods   skiffv1connect.PodServiceClient
 	nodes  skiffv1connect.NodeServiceClient
+	events *events.Recorder
 	log    *slog.Logger
 	now    func() time.Time
 	resync time.Duration
@@ -50,7 +55,7 @@ type Scheduler struct {
 
 // New returns a Scheduler.
 func New(cfg Config) *Scheduler {
-	s := &Scheduler{pods: cfg.Pods, nodes: cfg.Nodes, log: cfg.Logger, now: cfg.Now, resync: cfg.Resync}
+	s := &Scheduler{pods: cfg.Pods, nodes: cfg.Nodes, events: cfg.Events, log: cfg.Logger, now: cfg.Now, resync: cfg.Resync}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -73,11 +78,11 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		default:
 		}
 	}
-	go follow(ctx, s.log, "pods", func(ctx context.Context) (*connect.ServerStreamForClient[skiffv1.PodEvent], error) {
-		return s.pods.Watch(ctx, connect.NewRequest(&skiffv1.WatchPodsRequest{}))
+	go follow(ctx, s.log, "pods", func(ctx context.Context) (*connect.ServerStreamForClient[skiffv1.PodWatchEvent], error) {
+		return s.pods.Watch(ctx, connect.NewRequest(&skiffv1.WatchRequest{FieldSelector: "spec.nodeName="}))
 	}, notify)
-	go follow(ctx, s.log, "nodes", func(ctx context.Context) (*connect.ServerStreamForClient[skiffv1.NodeEvent], error) {
-		return s.nodes.Watch(ctx, connect.NewRequest(&skiffv1.WatchNodesRequest{}))
+	go follow(ctx, s.log, "nodes", func(ctx context.Context) (*connect.ServerStreamForClient[skiffv1.NodeWatchEvent], error) {
+		return s.nodes.Watch(ctx, connect.NewRequest(&skiffv1.WatchRequest{}))
 	}, notify)
 	t := time.NewTicker(s.resync)
 	defer t.Stop()
@@ -120,11 +125,11 @@ func follow[T any](ctx context.Context, log *slog.Logger, what string, open func
 
 // Pass binds every pending, unbound pod it can place.
 func (s *Scheduler) Pass(ctx context.Context) error {
-	pods, err := s.pods.List(ctx, connect.NewRequest(&skiffv1.ListPodsRequest{}))
+	pods, err := s.pods.List(ctx, connect.NewRequest(&skiffv1.ListRequest{}))
 	if err != nil {
 		return fmt.Errorf("list pods: %w", err)
 	}
-	nodes, err := s.nodes.List(ctx, connect.NewRequest(&skiffv1.ListNodesRequest{}))
+	nodes, err := s.nodes.List(ctx, connect.NewRequest(&skiffv1.ListRequest{}))
 	if err != nil {
 		return fmt.Errorf("list nodes: %w", err)
 	}
@@ -133,6 +138,9 @@ func (s *Scheduler) Pass(ctx context.Context) error {
 	for _, p := range pods.Msg.Items {
 		if n := p.GetSpec().GetNodeName(); n != "" {
 			load[n]++
+			continue
+		}
+		if p.GetMetadata().GetDeletionTimestamp() != nil {
 			continue
 		}
 		if p.GetStatus().GetPhase() == "Pending" || p.GetStatus().GetPhase() == "" {
@@ -214,22 +222,27 @@ func (s *Scheduler) unfit(n *skiffv1.Node, runtime string) string {
 }
 
 func (s *Scheduler) bind(ctx context.Context, p *skiffv1.Pod, node string) error {
-	p.Spec.NodeName = node
-	setCondition(p, &skiffv1.Condition{Type: "PodScheduled", Status: "True"}, s.now())
-	if _, err := s.pods.Update(ctx, connect.NewRequest(&skiffv1.UpdatePodRequest{Pod: p})); err != nil {
+	m := p.GetMetadata()
+	res, err := s.pods.Bind(ctx, connect.NewRequest(&skiffv1.BindRequest{
+		Namespace: m.GetNamespace(), Name: m.GetName(), Uid: m.GetUid(), NodeName: node,
+	}))
+	if err != nil {
 		return fmt.Errorf("bind pod %s to %s: %w", podID(p), node, err)
 	}
 	s.log.Info("bound pod", "pod", podID(p), "node", node)
+	s.events.Record(res.Msg, events.Normal, "Scheduled", "Successfully assigned %s to %s", podID(p), node)
 	return nil
 }
 
-// markUnschedulable records on the pod why it waits, once per distinct reason.
+// markUnschedulable records on the pod why it waits, once per distinct
+// reason, as a PodScheduled=False condition and a FailedScheduling event.
 func (s *Scheduler) markUnschedulable(ctx context.Context, p *skiffv1.Pod, why string) {
 	c := &skiffv1.Condition{Type: "PodScheduled", Status: "False", Reason: "Unschedulable", Message: why}
 	if !setCondition(p, c, s.now()) {
 		return
 	}
-	if _, err := s.pods.Update(ctx, connect.NewRequest(&skiffv1.UpdatePodRequest{Pod: p})); err != nil {
+	s.events.Record(p, events.Warning, "FailedScheduling", "%s", why)
+	if _, err := s.pods.UpdateStatus(ctx, connect.NewRequest(p)); err != nil {
 		s.log.Debug("record unschedulable", "pod", podID(p), "err", err)
 	}
 }

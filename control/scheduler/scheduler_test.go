@@ -16,7 +16,8 @@ import (
 
 var now = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
 
-// fakeAPI serves List from fixed objects and records every Update.
+// fakeAPI serves List from fixed objects and records every Bind and
+// UpdateStatus.
 type fakeAPI struct {
 	pods    []*skiffv1.Pod
 	nodes   []*skiffv1.Node
@@ -29,7 +30,7 @@ type podsFake struct {
 	*fakeAPI
 }
 
-func (p podsFake) List(context.Context, *connect.Request[skiffv1.ListPodsRequest]) (*connect.Response[skiffv1.PodList], error) {
+func (p podsFake) List(context.Context, *connect.Request[skiffv1.ListRequest]) (*connect.Response[skiffv1.PodList], error) {
 	items := make([]*skiffv1.Pod, len(p.pods))
 	for i, pod := range p.pods {
 		items[i] = proto.Clone(pod).(*skiffv1.Pod)
@@ -37,14 +38,27 @@ func (p podsFake) List(context.Context, *connect.Request[skiffv1.ListPodsRequest
 	return connect.NewResponse(&skiffv1.PodList{Items: items}), nil
 }
 
-func (p podsFake) Update(_ context.Context, r *connect.Request[skiffv1.UpdatePodRequest]) (*connect.Response[skiffv1.Pod], error) {
-	p.updates = append(p.updates, r.Msg.Pod)
-	for i, old := range p.pods {
-		if old.Metadata.Name == r.Msg.Pod.Metadata.Name {
-			p.pods[i] = r.Msg.Pod
+func (p podsFake) UpdateStatus(_ context.Context, r *connect.Request[skiffv1.Pod]) (*connect.Response[skiffv1.Pod], error) {
+	p.updates = append(p.updates, r.Msg)
+	for _, old := range p.pods {
+		if old.Metadata.Name == r.Msg.Metadata.Name {
+			old.Status = r.Msg.Status
 		}
 	}
-	return connect.NewResponse(r.Msg.Pod), nil
+	return connect.NewResponse(r.Msg), nil
+}
+
+// Bind binds as the apiserver does: nodeName and PodScheduled=True.
+func (p podsFake) Bind(_ context.Context, r *connect.Request[skiffv1.BindRequest]) (*connect.Response[skiffv1.Pod], error) {
+	for _, old := range p.pods {
+		if old.Metadata.Name == r.Msg.Name {
+			old.Spec.NodeName = r.Msg.NodeName
+			old.Status.Conditions = append(old.Status.Conditions, &skiffv1.Condition{Type: "PodScheduled", Status: "True"})
+			p.updates = append(p.updates, old)
+			return connect.NewResponse(old), nil
+		}
+	}
+	return nil, connect.NewError(connect.CodeNotFound, nil)
 }
 
 type nodesFake struct {
@@ -52,7 +66,7 @@ type nodesFake struct {
 	*fakeAPI
 }
 
-func (n nodesFake) List(context.Context, *connect.Request[skiffv1.ListNodesRequest]) (*connect.Response[skiffv1.NodeList], error) {
+func (n nodesFake) List(context.Context, *connect.Request[skiffv1.ListRequest]) (*connect.Response[skiffv1.NodeList], error) {
 	return connect.NewResponse(&skiffv1.NodeList{Items: n.nodes}), nil
 }
 

@@ -19,6 +19,7 @@ import (
 	"connectrpc.com/connect"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"skiff.dev/skiff/control/api/events"
 	skiffv1 "skiff.dev/skiff/control/api/gen/skiff/v1"
 	"skiff.dev/skiff/control/api/gen/skiff/v1/skiffv1connect"
 )
@@ -38,8 +39,11 @@ type Config struct {
 	NodeName string
 	Pods     skiffv1connect.PodServiceClient
 	Nodes    skiffv1connect.NodeServiceClient
-	Runtime  runtimeapi.RuntimeServiceClient
-	Images   runtimeapi.ImageServiceClient
+	// Events receives the events of the node's pods; none are recorded
+	// when nil.
+	Events  skiffv1connect.EventServiceClient
+	Runtime runtimeapi.RuntimeServiceClient
+	Images  runtimeapi.ImageServiceClient
 	// LogDir holds pod logs as <ns>_<name>_<uid>/<container>/<attempt>.log.
 	LogDir string
 	// Endpoint is the host:port the apiserver reaches this agent's API on.
@@ -53,6 +57,7 @@ type Config struct {
 type Agent struct {
 	cfg    Config
 	log    *slog.Logger
+	events *events.Recorder
 	now    func() time.Time
 	timing timing
 }
@@ -80,7 +85,11 @@ func New(cfg Config) *Agent {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Agent{cfg: cfg, log: log.With("node", cfg.NodeName), now: time.Now, timing: defaultTiming}
+	a := &Agent{cfg: cfg, log: log.With("node", cfg.NodeName), now: time.Now, timing: defaultTiming}
+	if cfg.Events != nil {
+		a.events = events.NewRecorder(events.Config{Events: cfg.Events, Component: "agent", Host: cfg.NodeName, Logger: a.log})
+	}
+	return a
 }
 
 // Handler serves the agent's API (container logs) for the apiserver.
@@ -100,6 +109,14 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.heartbeat(ctx)
 	}()
 	defer func() { <-hb }()
+	if a.events != nil {
+		rec := make(chan struct{})
+		go func() {
+			defer close(rec)
+			a.events.Run(ctx)
+		}()
+		defer func() { <-rec }()
+	}
 
 	workers := map[string]*podWorker{} // by pod uid; owned by this goroutine
 	exited := make(chan string)
@@ -152,7 +169,7 @@ func (a *Agent) Run(ctx context.Context) error {
 // the revision to watch from. On the first list it also removes sandboxes
 // whose pods are gone, left by an earlier run of the agent.
 func (a *Agent) relist(ctx context.Context, workers map[string]*podWorker, dispatch func(*skiffv1.Pod, bool), first bool) (uint64, error) {
-	res, err := a.cfg.Pods.List(ctx, connect.NewRequest(&skiffv1.ListPodsRequest{NodeName: a.cfg.NodeName}))
+	res, err := a.cfg.Pods.List(ctx, connect.NewRequest(&skiffv1.ListRequest{FieldSelector: a.onNode()}))
 	if err != nil {
 		return 0, fmt.Errorf("list pods on node %s: %w", a.cfg.NodeName, err)
 	}
@@ -175,11 +192,11 @@ func (a *Agent) relist(ctx context.Context, workers map[string]*podWorker, dispa
 func (a *Agent) watch(ctx context.Context, rev uint64, dispatch func(*skiffv1.Pod, bool), workers map[string]*podWorker, exited chan string) error {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	st, err := a.cfg.Pods.Watch(wctx, connect.NewRequest(&skiffv1.WatchPodsRequest{NodeName: a.cfg.NodeName, ResourceVersion: rev}))
+	st, err := a.cfg.Pods.Watch(wctx, connect.NewRequest(&skiffv1.WatchRequest{FieldSelector: a.onNode(), ResourceVersion: rev}))
 	if err != nil {
 		return fmt.Errorf("watch pods: %w", err)
 	}
-	events := make(chan *skiffv1.PodEvent)
+	events := make(chan *skiffv1.PodWatchEvent)
 	recvErr := make(chan error, 1)
 	go func() {
 		defer close(events)
@@ -211,6 +228,9 @@ func (a *Agent) watch(ctx context.Context, rev uint64, dispatch func(*skiffv1.Po
 		}
 	}
 }
+
+// onNode selects the pods bound to this node.
+func (a *Agent) onNode() string { return "spec.nodeName=" + a.cfg.NodeName }
 
 // removeOrphans stops and removes sandboxes this agent made for pods that
 // are no longer bound here.

@@ -26,7 +26,7 @@ func (a *Agent) Register(ctx context.Context) error {
 		Spec:     &skiffv1.NodeSpec{},
 		Status:   a.nodeStatus(ctx, nil),
 	}
-	_, err := a.cfg.Nodes.Create(ctx, connect.NewRequest(&skiffv1.CreateNodeRequest{Node: n}))
+	_, err := a.cfg.Nodes.Create(ctx, connect.NewRequest(n))
 	if connect.CodeOf(err) == connect.CodeAlreadyExists {
 		err = a.updateStatus(ctx)
 	}
@@ -56,13 +56,13 @@ func (a *Agent) heartbeat(ctx context.Context) {
 // updateStatus writes a fresh status, retrying on a conflicting write.
 func (a *Agent) updateStatus(ctx context.Context) error {
 	for try := 0; ; try++ {
-		res, err := a.cfg.Nodes.Get(ctx, connect.NewRequest(&skiffv1.GetNodeRequest{Name: a.cfg.NodeName}))
+		res, err := a.cfg.Nodes.Get(ctx, connect.NewRequest(&skiffv1.GetRequest{Name: a.cfg.NodeName}))
 		if err != nil {
 			return err
 		}
 		n := res.Msg
 		n.Status = a.nodeStatus(ctx, n.Status)
-		_, err = a.cfg.Nodes.Update(ctx, connect.NewRequest(&skiffv1.UpdateNodeRequest{Node: n}))
+		_, err = a.cfg.Nodes.UpdateStatus(ctx, connect.NewRequest(n))
 		if connect.CodeOf(err) != connect.CodeAborted || try == 3 {
 			return err
 		}

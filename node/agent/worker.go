@@ -15,6 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"skiff.dev/skiff/control/api/events"
 	skiffv1 "skiff.dev/skiff/control/api/gen/skiff/v1"
 )
 
@@ -39,6 +40,12 @@ type podWorker struct {
 	containers map[string]*containerRun
 	reported   *skiffv1.PodStatus
 	sandboxErr string
+	// released is set once the sandbox of a finished pod is stopped, so
+	// that its network namespace is given back while its logs stay.
+	released bool
+	// confirmed is set once the deletion of the pod was confirmed to the
+	// API; the worker then waits for the pod to go.
+	confirmed bool
 }
 
 // containerRun is what the worker knows of one container of the pod.
@@ -102,8 +109,13 @@ func (w *podWorker) run(ctx context.Context) {
 			w.teardown(ctx)
 			return
 		}
-		w.sync(ctx)
-		w.report(ctx)
+		if w.pod.GetMetadata().GetDeletionTimestamp() != nil {
+			w.terminate(ctx)
+		} else {
+			w.sync(ctx)
+			w.report(ctx)
+			w.release(ctx)
+		}
 		t := time.NewTimer(w.interval())
 		select {
 		case <-ctx.Done():
@@ -120,6 +132,12 @@ func (w *podWorker) run(ctx context.Context) {
 // container needs (a poll while it runs, the rest of its back-off while it
 // waits to restart), else long once the pod has settled.
 func (w *podWorker) interval() time.Duration {
+	if w.pod.GetMetadata().GetDeletionTimestamp() != nil {
+		if w.confirmed {
+			return w.a.timing.idle
+		}
+		return time.Second // retry the confirmation
+	}
 	if w.sandboxID == "" && !terminal(w.pod.GetStatus().GetPhase()) {
 		return time.Second // retry making the sandbox
 	}
@@ -265,6 +283,9 @@ func (w *podWorker) syncContainer(ctx context.Context, spec *skiffv1.Container, 
 	}
 	imageRef, err := w.pullImage(ctx, spec.Image)
 	if err != nil {
+		if c.state.GetWaiting().GetReason() != "ErrImagePull" {
+			w.record(events.Warning, "Failed", "Failed to pull image %q: %s", spec.Image, err)
+		}
 		c.state = waiting("ErrImagePull", err.Error())
 		return
 	}
@@ -293,11 +314,13 @@ func (w *podWorker) syncContainer(ctx context.Context, spec *skiffv1.Container, 
 			c.failed = true
 			c.state = terminated(128, "CreateContainerError", msg)
 			w.log.Warn("container cannot run", "container", spec.Name, "err", msg)
+			w.record(events.Warning, "Failed", "Error: CreateContainerError: container %s: %s", spec.Name, msg)
 			return
 		}
 		c.state = waiting("CreateContainerError", msg)
 		return
 	}
+	w.record(events.Normal, "Created", "Created container %s", spec.Name)
 	if _, err := w.a.cfg.Runtime.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: created.ContainerId}); err != nil {
 		c.state = waiting("RunContainerError", status.Convert(err).Message())
 		_, _ = w.a.cfg.Runtime.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: created.ContainerId})
@@ -307,6 +330,7 @@ func (w *podWorker) syncContainer(ctx context.Context, spec *skiffv1.Container, 
 	c.id = created.ContainerId
 	c.backoffUntil = time.Time{}
 	w.log.Info("container started", "container", spec.Name, "attempt", c.attempt)
+	w.record(events.Normal, "Started", "Started container %s", spec.Name)
 	w.observe(ctx, spec, c)
 }
 
@@ -320,12 +344,15 @@ func (w *podWorker) containerLabels(name string) map[string]string {
 func (w *podWorker) pullImage(ctx context.Context, ref string) (string, error) {
 	st, err := w.a.cfg.Images.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: ref}})
 	if err == nil && st.GetImage() != nil {
+		w.record(events.Normal, "Pulled", "Container image %q already present on machine", ref)
 		return st.GetImage().GetId(), nil
 	}
+	w.record(events.Normal, "Pulling", "Pulling image %q", ref)
 	res, err := w.a.cfg.Images.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: ref}})
 	if err != nil {
 		return "", fmt.Errorf("pull image %q: %s", ref, status.Convert(err).Message())
 	}
+	w.record(events.Normal, "Pulled", "Successfully pulled image %q", ref)
 	return res.ImageRef, nil
 }
 
@@ -389,23 +416,12 @@ func (w *podWorker) scheduleRestart(spec *skiffv1.Container, c *containerRun) {
 	c.backoffUntil = w.a.now().Add(c.backoff)
 	c.state = waiting("CrashLoopBackOff", fmt.Sprintf("back-off %s restarting failed container %s", c.backoff, spec.Name))
 	w.log.Info("container will restart", "container", spec.Name, "in", c.backoff)
+	w.record(events.Warning, "BackOff", "Back-off restarting failed container %s", spec.Name)
 }
 
 // teardown stops and removes the pod's sandbox and its logs.
 func (w *podWorker) teardown(ctx context.Context) {
-	if w.sandboxID == "" {
-		if sb, err := w.findSandbox(ctx); err == nil && sb != nil {
-			w.sandboxID = sb.Id
-		}
-	}
-	if w.sandboxID != "" {
-		if _, err := w.a.cfg.Runtime.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: w.sandboxID}); err != nil {
-			w.log.Warn("stop sandbox", "sandbox", w.sandboxID, "err", err)
-		}
-		if _, err := w.a.cfg.Runtime.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: w.sandboxID}); err != nil {
-			w.log.Warn("remove sandbox", "sandbox", w.sandboxID, "err", err)
-		}
-	}
+	w.removeSandbox(ctx)
 	if w.pod != nil {
 		_ = os.RemoveAll(w.logDir())
 	}
@@ -419,7 +435,7 @@ func (w *podWorker) report(ctx context.Context) {
 		return
 	}
 	for try := 0; try < 4; try++ {
-		res, err := w.a.cfg.Pods.Get(ctx, connect.NewRequest(&skiffv1.GetPodRequest{Namespace: w.pod.Metadata.Namespace, Name: w.pod.Metadata.Name}))
+		res, err := w.a.cfg.Pods.Get(ctx, connect.NewRequest(&skiffv1.GetRequest{Namespace: w.pod.Metadata.Namespace, Name: w.pod.Metadata.Name}))
 		if err != nil {
 			w.log.Debug("get pod for status", "err", err)
 			return
@@ -430,7 +446,7 @@ func (w *podWorker) report(ctx context.Context) {
 			return
 		}
 		p.Status = mergeStatus(p.GetStatus(), st)
-		_, err = w.a.cfg.Pods.Update(ctx, connect.NewRequest(&skiffv1.UpdatePodRequest{Pod: p}))
+		_, err = w.a.cfg.Pods.UpdateStatus(ctx, connect.NewRequest(p))
 		if err == nil {
 			w.reported = st
 			return
@@ -448,4 +464,98 @@ func envs(in []*skiffv1.EnvVar) []*runtimeapi.KeyValue {
 		out = append(out, &runtimeapi.KeyValue{Key: e.Name, Value: []byte(e.Value)})
 	}
 	return out
+}
+
+// record reports an event about the worker's pod.
+func (w *podWorker) record(typ, reason, format string, args ...any) {
+	w.a.events.Record(w.pod, typ, reason, format, args...)
+}
+
+// release stops the sandbox of a pod that has finished and whose final
+// status the API has, as the kubelet does: the network namespace goes, the
+// containers' records and logs stay until the pod is deleted.
+func (w *podWorker) release(ctx context.Context) {
+	if w.released || w.sandboxID == "" || !terminal(w.reported.GetPhase()) {
+		return
+	}
+	if _, err := w.a.cfg.Runtime.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: w.sandboxID}); err != nil {
+		w.log.Warn("stop the sandbox of a finished pod", "sandbox", w.sandboxID, "err", err)
+		return
+	}
+	w.released = true
+	w.log.Info("finished pod released its sandbox", "sandbox", w.sandboxID)
+}
+
+// terminate stops a pod that is being deleted: each running container gets
+// what is left of the grace period to exit by itself before it is killed,
+// then the sandbox goes, and the deletion is confirmed to the API, which
+// then removes the pod.
+func (w *podWorker) terminate(ctx context.Context) {
+	if w.confirmed {
+		return
+	}
+	m := w.pod.GetMetadata()
+	grace := time.Until(m.GetDeletionTimestamp().AsTime())
+	if g := time.Duration(m.GetDeletionGracePeriodSeconds()) * time.Second; grace > g {
+		grace = g
+	}
+	grace = max(grace, 0)
+	if w.sandboxID == "" {
+		if sb, err := w.findSandbox(ctx); err == nil && sb != nil {
+			w.adopt(ctx, sb)
+		}
+	}
+	var wg sync.WaitGroup
+	for name, c := range w.containers {
+		if c.id == "" || c.state.GetTerminated() != nil {
+			continue
+		}
+		w.record(events.Normal, "Killing", "Stopping container %s", name)
+		wg.Add(1)
+		go func(name, id string) {
+			defer wg.Done()
+			// Whole seconds, rounded up: CRI counts the timeout in seconds.
+			secs := int64((grace + time.Second - 1) / time.Second)
+			if _, err := w.a.cfg.Runtime.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: id, Timeout: secs}); err != nil {
+				w.log.Warn("stop container", "container", name, "err", err)
+			}
+		}(name, c.id)
+	}
+	wg.Wait()
+	if ctx.Err() != nil {
+		return
+	}
+	w.removeSandbox(ctx)
+	_, err := w.a.cfg.Pods.Delete(ctx, connect.NewRequest(&skiffv1.DeleteRequest{
+		Namespace: m.GetNamespace(), Name: m.GetName(), Uid: w.uid, GracePeriodSeconds: proto.Int64(0),
+	}))
+	if err != nil && connect.CodeOf(err) != connect.CodeNotFound && connect.CodeOf(err) != connect.CodeAborted {
+		w.log.Warn("confirm pod deletion", "err", err)
+		return
+	}
+	w.confirmed = true
+	w.log.Info("pod stopped; deletion confirmed")
+}
+
+// removeSandbox stops and removes the pod's sandbox, if it has one.
+func (w *podWorker) removeSandbox(ctx context.Context) {
+	if w.sandboxID == "" {
+		if sb, err := w.findSandbox(ctx); err == nil && sb != nil {
+			w.sandboxID = sb.Id
+		}
+	}
+	if w.sandboxID == "" {
+		return
+	}
+	if _, err := w.a.cfg.Runtime.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: w.sandboxID}); err != nil {
+		w.log.Warn("stop sandbox", "sandbox", w.sandboxID, "err", err)
+	}
+	if _, err := w.a.cfg.Runtime.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: w.sandboxID}); err != nil {
+		w.log.Warn("remove sandbox", "sandbox", w.sandboxID, "err", err)
+		return
+	}
+	w.sandboxID = ""
+	for _, c := range w.containers {
+		c.id = ""
+	}
 }

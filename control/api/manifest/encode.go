@@ -7,6 +7,8 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"sigs.k8s.io/yaml"
+
+	"skiff.dev/skiff/control/api/kinds"
 )
 
 // JSON renders an object as a Kubernetes-style document with apiVersion and
@@ -20,7 +22,7 @@ func JSON(m proto.Message) ([]byte, error) {
 	if err := json.Unmarshal(body, &fields); err != nil {
 		return nil, err
 	}
-	k, ok := KindOf(m)
+	k, ok := kinds.Of(m)
 	if !ok {
 		return nil, fmt.Errorf("encode object: %s is not a manifest kind", m.ProtoReflect().Descriptor().FullName())
 	}
@@ -28,7 +30,7 @@ func JSON(m proto.Message) ([]byte, error) {
 		APIVersion string `json:"apiVersion"`
 		Kind       string `json:"kind"`
 	}
-	h, _ := json.Marshal(head{k.APIVersion, k.Kind})
+	h, _ := json.Marshal(head{k.APIVersion(), k.Kind})
 	var out map[string]json.RawMessage
 	_ = json.Unmarshal(h, &out)
 	for key, v := range fields {
@@ -40,6 +42,34 @@ func JSON(m proto.Message) ([]byte, error) {
 // YAML renders an object as a Kubernetes-style YAML document.
 func YAML(m proto.Message) ([]byte, error) {
 	js, err := JSON(m)
+	if err != nil {
+		return nil, err
+	}
+	return yaml.JSONToYAML(js)
+}
+
+// ListJSON renders objects as one Kubernetes-style List document, as
+// kubectl prints a list: {"apiVersion":"v1","kind":"List","items":[...]}.
+func ListJSON(items []proto.Message) ([]byte, error) {
+	raw := make([]json.RawMessage, 0, len(items))
+	for _, m := range items {
+		b, err := JSON(m)
+		if err != nil {
+			return nil, err
+		}
+		raw = append(raw, b)
+	}
+	return json.MarshalIndent(struct {
+		APIVersion string            `json:"apiVersion"`
+		Kind       string            `json:"kind"`
+		Items      []json.RawMessage `json:"items"`
+		Metadata   map[string]string `json:"metadata"`
+	}{"v1", "List", raw, map[string]string{"resourceVersion": ""}}, "", "  ")
+}
+
+// ListYAML renders objects as one List document in YAML.
+func ListYAML(items []proto.Message) ([]byte, error) {
+	js, err := ListJSON(items)
 	if err != nil {
 		return nil, err
 	}

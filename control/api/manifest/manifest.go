@@ -17,38 +17,15 @@ import (
 	"strings"
 
 	"google.golang.org/protobuf/encoding/protojson"
-	"google.golang.org/protobuf/proto"
 	"sigs.k8s.io/yaml"
 
-	skiffv1 "skiff.dev/skiff/control/api/gen/skiff/v1"
+	"skiff.dev/skiff/control/api/kinds"
 )
-
-// Kind describes one kind a manifest may hold.
-type Kind struct {
-	APIVersion string
-	Kind       string
-	Namespaced bool
-	New        func() proto.Message
-}
-
-// Kinds are the kinds skiff accepts in manifests, by their manifest name.
-var Kinds = map[string]Kind{
-	"Pod":       {APIVersion: "v1", Kind: "Pod", Namespaced: true, New: func() proto.Message { return &skiffv1.Pod{} }},
-	"Namespace": {APIVersion: "v1", Kind: "Namespace", New: func() proto.Message { return &skiffv1.Namespace{} }},
-	"Node":      {APIVersion: "v1", Kind: "Node", New: func() proto.Message { return &skiffv1.Node{} }},
-}
-
-// KindOf returns the manifest kind of an API object.
-func KindOf(m proto.Message) (Kind, bool) {
-	name := string(m.ProtoReflect().Descriptor().Name())
-	k, ok := Kinds[name]
-	return k, ok
-}
 
 // Object is one decoded document of a manifest file.
 type Object struct {
-	Kind Kind
-	Msg  proto.Message
+	Kind *kinds.Kind
+	Msg  kinds.Object
 	// Source names where it came from: "hello.yaml", "hello.yaml (document 2)".
 	Source string
 }
@@ -129,12 +106,9 @@ func decodeDocument(text []byte, firstLine int) (*Object, error) {
 	if apiVersion == "" {
 		return nil, errors.New("apiVersion: required value")
 	}
-	k, ok := Kinds[kindName]
-	if !ok {
-		return nil, fmt.Errorf("kind: unsupported value %q: skiff accepts %s", kindName, supportedKinds())
-	}
-	if apiVersion != k.APIVersion {
-		return nil, fmt.Errorf("apiVersion: unsupported value %q for kind %s: use %q", apiVersion, kindName, k.APIVersion)
+	k, err := kinds.ForManifest(apiVersion, kindName)
+	if err != nil {
+		return nil, err
 	}
 	delete(doc, "kind")
 	delete(doc, "apiVersion")
@@ -150,12 +124,4 @@ func decodeDocument(text []byte, firstLine int) (*Object, error) {
 		return nil, fmt.Errorf("decode %s: %w", kindName, err)
 	}
 	return &Object{Kind: k, Msg: msg}, nil
-}
-
-func supportedKinds() string {
-	var names []string
-	for _, n := range []string{"Namespace", "Node", "Pod"} {
-		names = append(names, Kinds[n].APIVersion+" "+n)
-	}
-	return strings.Join(names, ", ")
 }

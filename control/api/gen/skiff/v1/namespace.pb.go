@@ -171,7 +171,7 @@ func (x *NamespaceList) GetResourceVersion() uint64 {
 	return 0
 }
 
-type NamespaceEvent struct {
+type NamespaceWatchEvent struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Type          EventType              `protobuf:"varint,1,opt,name=type,proto3,enum=skiff.v1.EventType" json:"type,omitempty"`
 	Object        *Namespace             `protobuf:"bytes,2,opt,name=object,proto3" json:"object,omitempty"`
@@ -179,20 +179,20 @@ type NamespaceEvent struct {
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *NamespaceEvent) Reset() {
-	*x = NamespaceEvent{}
+func (x *NamespaceWatchEvent) Reset() {
+	*x = NamespaceWatchEvent{}
 	mi := &file_skiff_v1_namespace_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *NamespaceEvent) String() string {
+func (x *NamespaceWatchEvent) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*NamespaceEvent) ProtoMessage() {}
+func (*NamespaceWatchEvent) ProtoMessage() {}
 
-func (x *NamespaceEvent) ProtoReflect() protoreflect.Message {
+func (x *NamespaceWatchEvent) ProtoReflect() protoreflect.Message {
 	mi := &file_skiff_v1_namespace_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -204,306 +204,23 @@ func (x *NamespaceEvent) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use NamespaceEvent.ProtoReflect.Descriptor instead.
-func (*NamespaceEvent) Descriptor() ([]byte, []int) {
+// Deprecated: Use NamespaceWatchEvent.ProtoReflect.Descriptor instead.
+func (*NamespaceWatchEvent) Descriptor() ([]byte, []int) {
 	return file_skiff_v1_namespace_proto_rawDescGZIP(), []int{3}
 }
 
-func (x *NamespaceEvent) GetType() EventType {
+func (x *NamespaceWatchEvent) GetType() EventType {
 	if x != nil {
 		return x.Type
 	}
 	return EventType_EVENT_TYPE_UNSPECIFIED
 }
 
-func (x *NamespaceEvent) GetObject() *Namespace {
+func (x *NamespaceWatchEvent) GetObject() *Namespace {
 	if x != nil {
 		return x.Object
 	}
 	return nil
-}
-
-type CreateNamespaceRequest struct {
-	state     protoimpl.MessageState `protogen:"open.v1"`
-	Namespace *Namespace             `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
-	// Validate and admit, but write nothing.
-	DryRun        bool `protobuf:"varint,2,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *CreateNamespaceRequest) Reset() {
-	*x = CreateNamespaceRequest{}
-	mi := &file_skiff_v1_namespace_proto_msgTypes[4]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *CreateNamespaceRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*CreateNamespaceRequest) ProtoMessage() {}
-
-func (x *CreateNamespaceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_namespace_proto_msgTypes[4]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use CreateNamespaceRequest.ProtoReflect.Descriptor instead.
-func (*CreateNamespaceRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_namespace_proto_rawDescGZIP(), []int{4}
-}
-
-func (x *CreateNamespaceRequest) GetNamespace() *Namespace {
-	if x != nil {
-		return x.Namespace
-	}
-	return nil
-}
-
-func (x *CreateNamespaceRequest) GetDryRun() bool {
-	if x != nil {
-		return x.DryRun
-	}
-	return false
-}
-
-type GetNamespaceRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *GetNamespaceRequest) Reset() {
-	*x = GetNamespaceRequest{}
-	mi := &file_skiff_v1_namespace_proto_msgTypes[5]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *GetNamespaceRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*GetNamespaceRequest) ProtoMessage() {}
-
-func (x *GetNamespaceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_namespace_proto_msgTypes[5]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use GetNamespaceRequest.ProtoReflect.Descriptor instead.
-func (*GetNamespaceRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_namespace_proto_rawDescGZIP(), []int{5}
-}
-
-func (x *GetNamespaceRequest) GetName() string {
-	if x != nil {
-		return x.Name
-	}
-	return ""
-}
-
-type ListNamespacesRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *ListNamespacesRequest) Reset() {
-	*x = ListNamespacesRequest{}
-	mi := &file_skiff_v1_namespace_proto_msgTypes[6]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *ListNamespacesRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*ListNamespacesRequest) ProtoMessage() {}
-
-func (x *ListNamespacesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_namespace_proto_msgTypes[6]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use ListNamespacesRequest.ProtoReflect.Descriptor instead.
-func (*ListNamespacesRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_namespace_proto_rawDescGZIP(), []int{6}
-}
-
-type UpdateNamespaceRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Namespace     *Namespace             `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
-	DryRun        bool                   `protobuf:"varint,2,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *UpdateNamespaceRequest) Reset() {
-	*x = UpdateNamespaceRequest{}
-	mi := &file_skiff_v1_namespace_proto_msgTypes[7]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *UpdateNamespaceRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*UpdateNamespaceRequest) ProtoMessage() {}
-
-func (x *UpdateNamespaceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_namespace_proto_msgTypes[7]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use UpdateNamespaceRequest.ProtoReflect.Descriptor instead.
-func (*UpdateNamespaceRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_namespace_proto_rawDescGZIP(), []int{7}
-}
-
-func (x *UpdateNamespaceRequest) GetNamespace() *Namespace {
-	if x != nil {
-		return x.Namespace
-	}
-	return nil
-}
-
-func (x *UpdateNamespaceRequest) GetDryRun() bool {
-	if x != nil {
-		return x.DryRun
-	}
-	return false
-}
-
-type DeleteNamespaceRequest struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	// When non-zero, delete only if the object is still at this version.
-	ResourceVersion uint64 `protobuf:"varint,2,opt,name=resource_version,json=resourceVersion,proto3" json:"resource_version,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
-}
-
-func (x *DeleteNamespaceRequest) Reset() {
-	*x = DeleteNamespaceRequest{}
-	mi := &file_skiff_v1_namespace_proto_msgTypes[8]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *DeleteNamespaceRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*DeleteNamespaceRequest) ProtoMessage() {}
-
-func (x *DeleteNamespaceRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_namespace_proto_msgTypes[8]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use DeleteNamespaceRequest.ProtoReflect.Descriptor instead.
-func (*DeleteNamespaceRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_namespace_proto_rawDescGZIP(), []int{8}
-}
-
-func (x *DeleteNamespaceRequest) GetName() string {
-	if x != nil {
-		return x.Name
-	}
-	return ""
-}
-
-func (x *DeleteNamespaceRequest) GetResourceVersion() uint64 {
-	if x != nil {
-		return x.ResourceVersion
-	}
-	return 0
-}
-
-type WatchNamespacesRequest struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	// Resume after this version; 0 means from now.
-	ResourceVersion uint64 `protobuf:"varint,1,opt,name=resource_version,json=resourceVersion,proto3" json:"resource_version,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
-}
-
-func (x *WatchNamespacesRequest) Reset() {
-	*x = WatchNamespacesRequest{}
-	mi := &file_skiff_v1_namespace_proto_msgTypes[9]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *WatchNamespacesRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*WatchNamespacesRequest) ProtoMessage() {}
-
-func (x *WatchNamespacesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_namespace_proto_msgTypes[9]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use WatchNamespacesRequest.ProtoReflect.Descriptor instead.
-func (*WatchNamespacesRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_namespace_proto_rawDescGZIP(), []int{9}
-}
-
-func (x *WatchNamespacesRequest) GetResourceVersion() uint64 {
-	if x != nil {
-		return x.ResourceVersion
-	}
-	return 0
 }
 
 var File_skiff_v1_namespace_proto protoreflect.FileDescriptor
@@ -518,31 +235,17 @@ const file_skiff_v1_namespace_proto_rawDesc = "" +
 	"\x05phase\x18\x01 \x01(\tR\x05phase\"e\n" +
 	"\rNamespaceList\x12)\n" +
 	"\x05items\x18\x01 \x03(\v2\x13.skiff.v1.NamespaceR\x05items\x12)\n" +
-	"\x10resource_version\x18\x02 \x01(\x04R\x0fresourceVersion\"f\n" +
-	"\x0eNamespaceEvent\x12'\n" +
+	"\x10resource_version\x18\x02 \x01(\x04R\x0fresourceVersion\"k\n" +
+	"\x13NamespaceWatchEvent\x12'\n" +
 	"\x04type\x18\x01 \x01(\x0e2\x13.skiff.v1.EventTypeR\x04type\x12+\n" +
-	"\x06object\x18\x02 \x01(\v2\x13.skiff.v1.NamespaceR\x06object\"d\n" +
-	"\x16CreateNamespaceRequest\x121\n" +
-	"\tnamespace\x18\x01 \x01(\v2\x13.skiff.v1.NamespaceR\tnamespace\x12\x17\n" +
-	"\adry_run\x18\x02 \x01(\bR\x06dryRun\")\n" +
-	"\x13GetNamespaceRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"\x17\n" +
-	"\x15ListNamespacesRequest\"d\n" +
-	"\x16UpdateNamespaceRequest\x121\n" +
-	"\tnamespace\x18\x01 \x01(\v2\x13.skiff.v1.NamespaceR\tnamespace\x12\x17\n" +
-	"\adry_run\x18\x02 \x01(\bR\x06dryRun\"W\n" +
-	"\x16DeleteNamespaceRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\x12)\n" +
-	"\x10resource_version\x18\x02 \x01(\x04R\x0fresourceVersion\"C\n" +
-	"\x16WatchNamespacesRequest\x12)\n" +
-	"\x10resource_version\x18\x01 \x01(\x04R\x0fresourceVersion2\x99\x03\n" +
-	"\x10NamespaceService\x12?\n" +
-	"\x06Create\x12 .skiff.v1.CreateNamespaceRequest\x1a\x13.skiff.v1.Namespace\x129\n" +
-	"\x03Get\x12\x1d.skiff.v1.GetNamespaceRequest\x1a\x13.skiff.v1.Namespace\x12@\n" +
-	"\x04List\x12\x1f.skiff.v1.ListNamespacesRequest\x1a\x17.skiff.v1.NamespaceList\x12?\n" +
-	"\x06Update\x12 .skiff.v1.UpdateNamespaceRequest\x1a\x13.skiff.v1.Namespace\x12?\n" +
-	"\x06Delete\x12 .skiff.v1.DeleteNamespaceRequest\x1a\x13.skiff.v1.Namespace\x12E\n" +
-	"\x05Watch\x12 .skiff.v1.WatchNamespacesRequest\x1a\x18.skiff.v1.NamespaceEvent0\x01B2Z0skiff.dev/skiff/control/api/gen/skiff/v1;skiffv1b\x06proto3"
+	"\x06object\x18\x02 \x01(\v2\x13.skiff.v1.NamespaceR\x06object2\xde\x02\n" +
+	"\x10NamespaceService\x122\n" +
+	"\x06Create\x12\x13.skiff.v1.Namespace\x1a\x13.skiff.v1.Namespace\x120\n" +
+	"\x03Get\x12\x14.skiff.v1.GetRequest\x1a\x13.skiff.v1.Namespace\x126\n" +
+	"\x04List\x12\x15.skiff.v1.ListRequest\x1a\x17.skiff.v1.NamespaceList\x122\n" +
+	"\x06Update\x12\x13.skiff.v1.Namespace\x1a\x13.skiff.v1.Namespace\x126\n" +
+	"\x06Delete\x12\x17.skiff.v1.DeleteRequest\x1a\x13.skiff.v1.Namespace\x12@\n" +
+	"\x05Watch\x12\x16.skiff.v1.WatchRequest\x1a\x1d.skiff.v1.NamespaceWatchEvent0\x01B2Z0skiff.dev/skiff/control/api/gen/skiff/v1;skiffv1b\x06proto3"
 
 var (
 	file_skiff_v1_namespace_proto_rawDescOnce sync.Once
@@ -556,46 +259,42 @@ func file_skiff_v1_namespace_proto_rawDescGZIP() []byte {
 	return file_skiff_v1_namespace_proto_rawDescData
 }
 
-var file_skiff_v1_namespace_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_skiff_v1_namespace_proto_msgTypes = make([]protoimpl.MessageInfo, 4)
 var file_skiff_v1_namespace_proto_goTypes = []any{
-	(*Namespace)(nil),              // 0: skiff.v1.Namespace
-	(*NamespaceStatus)(nil),        // 1: skiff.v1.NamespaceStatus
-	(*NamespaceList)(nil),          // 2: skiff.v1.NamespaceList
-	(*NamespaceEvent)(nil),         // 3: skiff.v1.NamespaceEvent
-	(*CreateNamespaceRequest)(nil), // 4: skiff.v1.CreateNamespaceRequest
-	(*GetNamespaceRequest)(nil),    // 5: skiff.v1.GetNamespaceRequest
-	(*ListNamespacesRequest)(nil),  // 6: skiff.v1.ListNamespacesRequest
-	(*UpdateNamespaceRequest)(nil), // 7: skiff.v1.UpdateNamespaceRequest
-	(*DeleteNamespaceRequest)(nil), // 8: skiff.v1.DeleteNamespaceRequest
-	(*WatchNamespacesRequest)(nil), // 9: skiff.v1.WatchNamespacesRequest
-	(*ObjectMeta)(nil),             // 10: skiff.v1.ObjectMeta
-	(EventType)(0),                 // 11: skiff.v1.EventType
+	(*Namespace)(nil),           // 0: skiff.v1.Namespace
+	(*NamespaceStatus)(nil),     // 1: skiff.v1.NamespaceStatus
+	(*NamespaceList)(nil),       // 2: skiff.v1.NamespaceList
+	(*NamespaceWatchEvent)(nil), // 3: skiff.v1.NamespaceWatchEvent
+	(*ObjectMeta)(nil),          // 4: skiff.v1.ObjectMeta
+	(EventType)(0),              // 5: skiff.v1.EventType
+	(*GetRequest)(nil),          // 6: skiff.v1.GetRequest
+	(*ListRequest)(nil),         // 7: skiff.v1.ListRequest
+	(*DeleteRequest)(nil),       // 8: skiff.v1.DeleteRequest
+	(*WatchRequest)(nil),        // 9: skiff.v1.WatchRequest
 }
 var file_skiff_v1_namespace_proto_depIdxs = []int32{
-	10, // 0: skiff.v1.Namespace.metadata:type_name -> skiff.v1.ObjectMeta
+	4,  // 0: skiff.v1.Namespace.metadata:type_name -> skiff.v1.ObjectMeta
 	1,  // 1: skiff.v1.Namespace.status:type_name -> skiff.v1.NamespaceStatus
 	0,  // 2: skiff.v1.NamespaceList.items:type_name -> skiff.v1.Namespace
-	11, // 3: skiff.v1.NamespaceEvent.type:type_name -> skiff.v1.EventType
-	0,  // 4: skiff.v1.NamespaceEvent.object:type_name -> skiff.v1.Namespace
-	0,  // 5: skiff.v1.CreateNamespaceRequest.namespace:type_name -> skiff.v1.Namespace
-	0,  // 6: skiff.v1.UpdateNamespaceRequest.namespace:type_name -> skiff.v1.Namespace
-	4,  // 7: skiff.v1.NamespaceService.Create:input_type -> skiff.v1.CreateNamespaceRequest
-	5,  // 8: skiff.v1.NamespaceService.Get:input_type -> skiff.v1.GetNamespaceRequest
-	6,  // 9: skiff.v1.NamespaceService.List:input_type -> skiff.v1.ListNamespacesRequest
-	7,  // 10: skiff.v1.NamespaceService.Update:input_type -> skiff.v1.UpdateNamespaceRequest
-	8,  // 11: skiff.v1.NamespaceService.Delete:input_type -> skiff.v1.DeleteNamespaceRequest
-	9,  // 12: skiff.v1.NamespaceService.Watch:input_type -> skiff.v1.WatchNamespacesRequest
-	0,  // 13: skiff.v1.NamespaceService.Create:output_type -> skiff.v1.Namespace
-	0,  // 14: skiff.v1.NamespaceService.Get:output_type -> skiff.v1.Namespace
-	2,  // 15: skiff.v1.NamespaceService.List:output_type -> skiff.v1.NamespaceList
-	0,  // 16: skiff.v1.NamespaceService.Update:output_type -> skiff.v1.Namespace
-	0,  // 17: skiff.v1.NamespaceService.Delete:output_type -> skiff.v1.Namespace
-	3,  // 18: skiff.v1.NamespaceService.Watch:output_type -> skiff.v1.NamespaceEvent
-	13, // [13:19] is the sub-list for method output_type
-	7,  // [7:13] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	5,  // 3: skiff.v1.NamespaceWatchEvent.type:type_name -> skiff.v1.EventType
+	0,  // 4: skiff.v1.NamespaceWatchEvent.object:type_name -> skiff.v1.Namespace
+	0,  // 5: skiff.v1.NamespaceService.Create:input_type -> skiff.v1.Namespace
+	6,  // 6: skiff.v1.NamespaceService.Get:input_type -> skiff.v1.GetRequest
+	7,  // 7: skiff.v1.NamespaceService.List:input_type -> skiff.v1.ListRequest
+	0,  // 8: skiff.v1.NamespaceService.Update:input_type -> skiff.v1.Namespace
+	8,  // 9: skiff.v1.NamespaceService.Delete:input_type -> skiff.v1.DeleteRequest
+	9,  // 10: skiff.v1.NamespaceService.Watch:input_type -> skiff.v1.WatchRequest
+	0,  // 11: skiff.v1.NamespaceService.Create:output_type -> skiff.v1.Namespace
+	0,  // 12: skiff.v1.NamespaceService.Get:output_type -> skiff.v1.Namespace
+	2,  // 13: skiff.v1.NamespaceService.List:output_type -> skiff.v1.NamespaceList
+	0,  // 14: skiff.v1.NamespaceService.Update:output_type -> skiff.v1.Namespace
+	0,  // 15: skiff.v1.NamespaceService.Delete:output_type -> skiff.v1.Namespace
+	3,  // 16: skiff.v1.NamespaceService.Watch:output_type -> skiff.v1.NamespaceWatchEvent
+	11, // [11:17] is the sub-list for method output_type
+	5,  // [5:11] is the sub-list for method input_type
+	5,  // [5:5] is the sub-list for extension type_name
+	5,  // [5:5] is the sub-list for extension extendee
+	0,  // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_skiff_v1_namespace_proto_init() }
@@ -610,7 +309,7 @@ func file_skiff_v1_namespace_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_skiff_v1_namespace_proto_rawDesc), len(file_skiff_v1_namespace_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   4,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

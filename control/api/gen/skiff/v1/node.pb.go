@@ -259,7 +259,7 @@ func (x *NodeList) GetResourceVersion() uint64 {
 	return 0
 }
 
-type NodeEvent struct {
+type NodeWatchEvent struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Type          EventType              `protobuf:"varint,1,opt,name=type,proto3,enum=skiff.v1.EventType" json:"type,omitempty"`
 	Object        *Node                  `protobuf:"bytes,2,opt,name=object,proto3" json:"object,omitempty"`
@@ -267,20 +267,20 @@ type NodeEvent struct {
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *NodeEvent) Reset() {
-	*x = NodeEvent{}
+func (x *NodeWatchEvent) Reset() {
+	*x = NodeWatchEvent{}
 	mi := &file_skiff_v1_node_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *NodeEvent) String() string {
+func (x *NodeWatchEvent) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*NodeEvent) ProtoMessage() {}
+func (*NodeWatchEvent) ProtoMessage() {}
 
-func (x *NodeEvent) ProtoReflect() protoreflect.Message {
+func (x *NodeWatchEvent) ProtoReflect() protoreflect.Message {
 	mi := &file_skiff_v1_node_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -292,303 +292,23 @@ func (x *NodeEvent) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use NodeEvent.ProtoReflect.Descriptor instead.
-func (*NodeEvent) Descriptor() ([]byte, []int) {
+// Deprecated: Use NodeWatchEvent.ProtoReflect.Descriptor instead.
+func (*NodeWatchEvent) Descriptor() ([]byte, []int) {
 	return file_skiff_v1_node_proto_rawDescGZIP(), []int{4}
 }
 
-func (x *NodeEvent) GetType() EventType {
+func (x *NodeWatchEvent) GetType() EventType {
 	if x != nil {
 		return x.Type
 	}
 	return EventType_EVENT_TYPE_UNSPECIFIED
 }
 
-func (x *NodeEvent) GetObject() *Node {
+func (x *NodeWatchEvent) GetObject() *Node {
 	if x != nil {
 		return x.Object
 	}
 	return nil
-}
-
-type CreateNodeRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Node          *Node                  `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
-	DryRun        bool                   `protobuf:"varint,2,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *CreateNodeRequest) Reset() {
-	*x = CreateNodeRequest{}
-	mi := &file_skiff_v1_node_proto_msgTypes[5]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *CreateNodeRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*CreateNodeRequest) ProtoMessage() {}
-
-func (x *CreateNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_node_proto_msgTypes[5]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use CreateNodeRequest.ProtoReflect.Descriptor instead.
-func (*CreateNodeRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_node_proto_rawDescGZIP(), []int{5}
-}
-
-func (x *CreateNodeRequest) GetNode() *Node {
-	if x != nil {
-		return x.Node
-	}
-	return nil
-}
-
-func (x *CreateNodeRequest) GetDryRun() bool {
-	if x != nil {
-		return x.DryRun
-	}
-	return false
-}
-
-type GetNodeRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *GetNodeRequest) Reset() {
-	*x = GetNodeRequest{}
-	mi := &file_skiff_v1_node_proto_msgTypes[6]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *GetNodeRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*GetNodeRequest) ProtoMessage() {}
-
-func (x *GetNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_node_proto_msgTypes[6]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use GetNodeRequest.ProtoReflect.Descriptor instead.
-func (*GetNodeRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_node_proto_rawDescGZIP(), []int{6}
-}
-
-func (x *GetNodeRequest) GetName() string {
-	if x != nil {
-		return x.Name
-	}
-	return ""
-}
-
-type ListNodesRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *ListNodesRequest) Reset() {
-	*x = ListNodesRequest{}
-	mi := &file_skiff_v1_node_proto_msgTypes[7]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *ListNodesRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*ListNodesRequest) ProtoMessage() {}
-
-func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_node_proto_msgTypes[7]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use ListNodesRequest.ProtoReflect.Descriptor instead.
-func (*ListNodesRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_node_proto_rawDescGZIP(), []int{7}
-}
-
-type UpdateNodeRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Node          *Node                  `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
-	DryRun        bool                   `protobuf:"varint,2,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *UpdateNodeRequest) Reset() {
-	*x = UpdateNodeRequest{}
-	mi := &file_skiff_v1_node_proto_msgTypes[8]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *UpdateNodeRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*UpdateNodeRequest) ProtoMessage() {}
-
-func (x *UpdateNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_node_proto_msgTypes[8]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use UpdateNodeRequest.ProtoReflect.Descriptor instead.
-func (*UpdateNodeRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_node_proto_rawDescGZIP(), []int{8}
-}
-
-func (x *UpdateNodeRequest) GetNode() *Node {
-	if x != nil {
-		return x.Node
-	}
-	return nil
-}
-
-func (x *UpdateNodeRequest) GetDryRun() bool {
-	if x != nil {
-		return x.DryRun
-	}
-	return false
-}
-
-type DeleteNodeRequest struct {
-	state           protoimpl.MessageState `protogen:"open.v1"`
-	Name            string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	ResourceVersion uint64                 `protobuf:"varint,2,opt,name=resource_version,json=resourceVersion,proto3" json:"resource_version,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
-}
-
-func (x *DeleteNodeRequest) Reset() {
-	*x = DeleteNodeRequest{}
-	mi := &file_skiff_v1_node_proto_msgTypes[9]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *DeleteNodeRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*DeleteNodeRequest) ProtoMessage() {}
-
-func (x *DeleteNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_node_proto_msgTypes[9]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use DeleteNodeRequest.ProtoReflect.Descriptor instead.
-func (*DeleteNodeRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_node_proto_rawDescGZIP(), []int{9}
-}
-
-func (x *DeleteNodeRequest) GetName() string {
-	if x != nil {
-		return x.Name
-	}
-	return ""
-}
-
-func (x *DeleteNodeRequest) GetResourceVersion() uint64 {
-	if x != nil {
-		return x.ResourceVersion
-	}
-	return 0
-}
-
-type WatchNodesRequest struct {
-	state           protoimpl.MessageState `protogen:"open.v1"`
-	ResourceVersion uint64                 `protobuf:"varint,1,opt,name=resource_version,json=resourceVersion,proto3" json:"resource_version,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
-}
-
-func (x *WatchNodesRequest) Reset() {
-	*x = WatchNodesRequest{}
-	mi := &file_skiff_v1_node_proto_msgTypes[10]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *WatchNodesRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*WatchNodesRequest) ProtoMessage() {}
-
-func (x *WatchNodesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_node_proto_msgTypes[10]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use WatchNodesRequest.ProtoReflect.Descriptor instead.
-func (*WatchNodesRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_node_proto_rawDescGZIP(), []int{10}
-}
-
-func (x *WatchNodesRequest) GetResourceVersion() uint64 {
-	if x != nil {
-		return x.ResourceVersion
-	}
-	return 0
 }
 
 type ContainerLogsRequest struct {
@@ -604,7 +324,7 @@ type ContainerLogsRequest struct {
 
 func (x *ContainerLogsRequest) Reset() {
 	*x = ContainerLogsRequest{}
-	mi := &file_skiff_v1_node_proto_msgTypes[11]
+	mi := &file_skiff_v1_node_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -616,7 +336,7 @@ func (x *ContainerLogsRequest) String() string {
 func (*ContainerLogsRequest) ProtoMessage() {}
 
 func (x *ContainerLogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_node_proto_msgTypes[11]
+	mi := &file_skiff_v1_node_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -629,7 +349,7 @@ func (x *ContainerLogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerLogsRequest.ProtoReflect.Descriptor instead.
 func (*ContainerLogsRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_node_proto_rawDescGZIP(), []int{11}
+	return file_skiff_v1_node_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ContainerLogsRequest) GetNamespace() string {
@@ -670,7 +390,7 @@ type ContainerLogsResponse struct {
 
 func (x *ContainerLogsResponse) Reset() {
 	*x = ContainerLogsResponse{}
-	mi := &file_skiff_v1_node_proto_msgTypes[12]
+	mi := &file_skiff_v1_node_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -682,7 +402,7 @@ func (x *ContainerLogsResponse) String() string {
 func (*ContainerLogsResponse) ProtoMessage() {}
 
 func (x *ContainerLogsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_node_proto_msgTypes[12]
+	mi := &file_skiff_v1_node_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -695,7 +415,7 @@ func (x *ContainerLogsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerLogsResponse.ProtoReflect.Descriptor instead.
 func (*ContainerLogsResponse) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_node_proto_rawDescGZIP(), []int{12}
+	return file_skiff_v1_node_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ContainerLogsResponse) GetData() []byte {
@@ -730,38 +450,25 @@ const file_skiff_v1_node_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"[\n" +
 	"\bNodeList\x12$\n" +
 	"\x05items\x18\x01 \x03(\v2\x0e.skiff.v1.NodeR\x05items\x12)\n" +
-	"\x10resource_version\x18\x02 \x01(\x04R\x0fresourceVersion\"\\\n" +
-	"\tNodeEvent\x12'\n" +
+	"\x10resource_version\x18\x02 \x01(\x04R\x0fresourceVersion\"a\n" +
+	"\x0eNodeWatchEvent\x12'\n" +
 	"\x04type\x18\x01 \x01(\x0e2\x13.skiff.v1.EventTypeR\x04type\x12&\n" +
-	"\x06object\x18\x02 \x01(\v2\x0e.skiff.v1.NodeR\x06object\"P\n" +
-	"\x11CreateNodeRequest\x12\"\n" +
-	"\x04node\x18\x01 \x01(\v2\x0e.skiff.v1.NodeR\x04node\x12\x17\n" +
-	"\adry_run\x18\x02 \x01(\bR\x06dryRun\"$\n" +
-	"\x0eGetNodeRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"\x12\n" +
-	"\x10ListNodesRequest\"P\n" +
-	"\x11UpdateNodeRequest\x12\"\n" +
-	"\x04node\x18\x01 \x01(\v2\x0e.skiff.v1.NodeR\x04node\x12\x17\n" +
-	"\adry_run\x18\x02 \x01(\bR\x06dryRun\"R\n" +
-	"\x11DeleteNodeRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\x12)\n" +
-	"\x10resource_version\x18\x02 \x01(\x04R\x0fresourceVersion\">\n" +
-	"\x11WatchNodesRequest\x12)\n" +
-	"\x10resource_version\x18\x01 \x01(\x04R\x0fresourceVersion\"}\n" +
+	"\x06object\x18\x02 \x01(\v2\x0e.skiff.v1.NodeR\x06object\"}\n" +
 	"\x14ContainerLogsRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x10\n" +
 	"\x03pod\x18\x02 \x01(\tR\x03pod\x12\x17\n" +
 	"\apod_uid\x18\x03 \x01(\tR\x06podUid\x12\x1c\n" +
 	"\tcontainer\x18\x04 \x01(\tR\tcontainer\"+\n" +
 	"\x15ContainerLogsResponse\x12\x12\n" +
-	"\x04data\x18\x01 \x01(\fR\x04data2\xd8\x02\n" +
-	"\vNodeService\x125\n" +
-	"\x06Create\x12\x1b.skiff.v1.CreateNodeRequest\x1a\x0e.skiff.v1.Node\x12/\n" +
-	"\x03Get\x12\x18.skiff.v1.GetNodeRequest\x1a\x0e.skiff.v1.Node\x126\n" +
-	"\x04List\x12\x1a.skiff.v1.ListNodesRequest\x1a\x12.skiff.v1.NodeList\x125\n" +
-	"\x06Update\x12\x1b.skiff.v1.UpdateNodeRequest\x1a\x0e.skiff.v1.Node\x125\n" +
-	"\x06Delete\x12\x1b.skiff.v1.DeleteNodeRequest\x1a\x0e.skiff.v1.Node\x12;\n" +
-	"\x05Watch\x12\x1b.skiff.v1.WatchNodesRequest\x1a\x13.skiff.v1.NodeEvent0\x012`\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data2\xe1\x02\n" +
+	"\vNodeService\x12(\n" +
+	"\x06Create\x12\x0e.skiff.v1.Node\x1a\x0e.skiff.v1.Node\x12+\n" +
+	"\x03Get\x12\x14.skiff.v1.GetRequest\x1a\x0e.skiff.v1.Node\x121\n" +
+	"\x04List\x12\x15.skiff.v1.ListRequest\x1a\x12.skiff.v1.NodeList\x12(\n" +
+	"\x06Update\x12\x0e.skiff.v1.Node\x1a\x0e.skiff.v1.Node\x121\n" +
+	"\x06Delete\x12\x17.skiff.v1.DeleteRequest\x1a\x0e.skiff.v1.Node\x12;\n" +
+	"\x05Watch\x12\x16.skiff.v1.WatchRequest\x1a\x18.skiff.v1.NodeWatchEvent0\x01\x12.\n" +
+	"\fUpdateStatus\x12\x0e.skiff.v1.Node\x1a\x0e.skiff.v1.Node2`\n" +
 	"\fAgentService\x12P\n" +
 	"\rContainerLogs\x12\x1e.skiff.v1.ContainerLogsRequest\x1a\x1f.skiff.v1.ContainerLogsResponseB2Z0skiff.dev/skiff/control/api/gen/skiff/v1;skiffv1b\x06proto3"
 
@@ -777,56 +484,54 @@ func file_skiff_v1_node_proto_rawDescGZIP() []byte {
 	return file_skiff_v1_node_proto_rawDescData
 }
 
-var file_skiff_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_skiff_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_skiff_v1_node_proto_goTypes = []any{
 	(*Node)(nil),                  // 0: skiff.v1.Node
 	(*NodeSpec)(nil),              // 1: skiff.v1.NodeSpec
 	(*NodeStatus)(nil),            // 2: skiff.v1.NodeStatus
 	(*NodeList)(nil),              // 3: skiff.v1.NodeList
-	(*NodeEvent)(nil),             // 4: skiff.v1.NodeEvent
-	(*CreateNodeRequest)(nil),     // 5: skiff.v1.CreateNodeRequest
-	(*GetNodeRequest)(nil),        // 6: skiff.v1.GetNodeRequest
-	(*ListNodesRequest)(nil),      // 7: skiff.v1.ListNodesRequest
-	(*UpdateNodeRequest)(nil),     // 8: skiff.v1.UpdateNodeRequest
-	(*DeleteNodeRequest)(nil),     // 9: skiff.v1.DeleteNodeRequest
-	(*WatchNodesRequest)(nil),     // 10: skiff.v1.WatchNodesRequest
-	(*ContainerLogsRequest)(nil),  // 11: skiff.v1.ContainerLogsRequest
-	(*ContainerLogsResponse)(nil), // 12: skiff.v1.ContainerLogsResponse
-	nil,                           // 13: skiff.v1.NodeStatus.CapacityEntry
-	(*ObjectMeta)(nil),            // 14: skiff.v1.ObjectMeta
-	(*Condition)(nil),             // 15: skiff.v1.Condition
-	(EventType)(0),                // 16: skiff.v1.EventType
+	(*NodeWatchEvent)(nil),        // 4: skiff.v1.NodeWatchEvent
+	(*ContainerLogsRequest)(nil),  // 5: skiff.v1.ContainerLogsRequest
+	(*ContainerLogsResponse)(nil), // 6: skiff.v1.ContainerLogsResponse
+	nil,                           // 7: skiff.v1.NodeStatus.CapacityEntry
+	(*ObjectMeta)(nil),            // 8: skiff.v1.ObjectMeta
+	(*Condition)(nil),             // 9: skiff.v1.Condition
+	(EventType)(0),                // 10: skiff.v1.EventType
+	(*GetRequest)(nil),            // 11: skiff.v1.GetRequest
+	(*ListRequest)(nil),           // 12: skiff.v1.ListRequest
+	(*DeleteRequest)(nil),         // 13: skiff.v1.DeleteRequest
+	(*WatchRequest)(nil),          // 14: skiff.v1.WatchRequest
 }
 var file_skiff_v1_node_proto_depIdxs = []int32{
-	14, // 0: skiff.v1.Node.metadata:type_name -> skiff.v1.ObjectMeta
+	8,  // 0: skiff.v1.Node.metadata:type_name -> skiff.v1.ObjectMeta
 	1,  // 1: skiff.v1.Node.spec:type_name -> skiff.v1.NodeSpec
 	2,  // 2: skiff.v1.Node.status:type_name -> skiff.v1.NodeStatus
-	13, // 3: skiff.v1.NodeStatus.capacity:type_name -> skiff.v1.NodeStatus.CapacityEntry
-	15, // 4: skiff.v1.NodeStatus.conditions:type_name -> skiff.v1.Condition
+	7,  // 3: skiff.v1.NodeStatus.capacity:type_name -> skiff.v1.NodeStatus.CapacityEntry
+	9,  // 4: skiff.v1.NodeStatus.conditions:type_name -> skiff.v1.Condition
 	0,  // 5: skiff.v1.NodeList.items:type_name -> skiff.v1.Node
-	16, // 6: skiff.v1.NodeEvent.type:type_name -> skiff.v1.EventType
-	0,  // 7: skiff.v1.NodeEvent.object:type_name -> skiff.v1.Node
-	0,  // 8: skiff.v1.CreateNodeRequest.node:type_name -> skiff.v1.Node
-	0,  // 9: skiff.v1.UpdateNodeRequest.node:type_name -> skiff.v1.Node
-	5,  // 10: skiff.v1.NodeService.Create:input_type -> skiff.v1.CreateNodeRequest
-	6,  // 11: skiff.v1.NodeService.Get:input_type -> skiff.v1.GetNodeRequest
-	7,  // 12: skiff.v1.NodeService.List:input_type -> skiff.v1.ListNodesRequest
-	8,  // 13: skiff.v1.NodeService.Update:input_type -> skiff.v1.UpdateNodeRequest
-	9,  // 14: skiff.v1.NodeService.Delete:input_type -> skiff.v1.DeleteNodeRequest
-	10, // 15: skiff.v1.NodeService.Watch:input_type -> skiff.v1.WatchNodesRequest
-	11, // 16: skiff.v1.AgentService.ContainerLogs:input_type -> skiff.v1.ContainerLogsRequest
-	0,  // 17: skiff.v1.NodeService.Create:output_type -> skiff.v1.Node
-	0,  // 18: skiff.v1.NodeService.Get:output_type -> skiff.v1.Node
-	3,  // 19: skiff.v1.NodeService.List:output_type -> skiff.v1.NodeList
-	0,  // 20: skiff.v1.NodeService.Update:output_type -> skiff.v1.Node
-	0,  // 21: skiff.v1.NodeService.Delete:output_type -> skiff.v1.Node
-	4,  // 22: skiff.v1.NodeService.Watch:output_type -> skiff.v1.NodeEvent
-	12, // 23: skiff.v1.AgentService.ContainerLogs:output_type -> skiff.v1.ContainerLogsResponse
-	17, // [17:24] is the sub-list for method output_type
-	10, // [10:17] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	10, // 6: skiff.v1.NodeWatchEvent.type:type_name -> skiff.v1.EventType
+	0,  // 7: skiff.v1.NodeWatchEvent.object:type_name -> skiff.v1.Node
+	0,  // 8: skiff.v1.NodeService.Create:input_type -> skiff.v1.Node
+	11, // 9: skiff.v1.NodeService.Get:input_type -> skiff.v1.GetRequest
+	12, // 10: skiff.v1.NodeService.List:input_type -> skiff.v1.ListRequest
+	0,  // 11: skiff.v1.NodeService.Update:input_type -> skiff.v1.Node
+	13, // 12: skiff.v1.NodeService.Delete:input_type -> skiff.v1.DeleteRequest
+	14, // 13: skiff.v1.NodeService.Watch:input_type -> skiff.v1.WatchRequest
+	0,  // 14: skiff.v1.NodeService.UpdateStatus:input_type -> skiff.v1.Node
+	5,  // 15: skiff.v1.AgentService.ContainerLogs:input_type -> skiff.v1.ContainerLogsRequest
+	0,  // 16: skiff.v1.NodeService.Create:output_type -> skiff.v1.Node
+	0,  // 17: skiff.v1.NodeService.Get:output_type -> skiff.v1.Node
+	3,  // 18: skiff.v1.NodeService.List:output_type -> skiff.v1.NodeList
+	0,  // 19: skiff.v1.NodeService.Update:output_type -> skiff.v1.Node
+	0,  // 20: skiff.v1.NodeService.Delete:output_type -> skiff.v1.Node
+	4,  // 21: skiff.v1.NodeService.Watch:output_type -> skiff.v1.NodeWatchEvent
+	0,  // 22: skiff.v1.NodeService.UpdateStatus:output_type -> skiff.v1.Node
+	6,  // 23: skiff.v1.AgentService.ContainerLogs:output_type -> skiff.v1.ContainerLogsResponse
+	16, // [16:24] is the sub-list for method output_type
+	8,  // [8:16] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_skiff_v1_node_proto_init() }
@@ -841,7 +546,7 @@ func file_skiff_v1_node_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_skiff_v1_node_proto_rawDesc), len(file_skiff_v1_node_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -91,8 +91,11 @@ type PodSpec struct {
 	NodeName string `protobuf:"bytes,3,opt,name=node_name,json=nodeName,proto3" json:"node_name,omitempty"`
 	// "Always" (the default), "OnFailure" or "Never".
 	RestartPolicy string `protobuf:"bytes,4,opt,name=restart_policy,json=restartPolicy,proto3" json:"restart_policy,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// How long the pod's containers get to stop by themselves when it is
+	// deleted, before they are killed; 30 when unset, as in Kubernetes.
+	TerminationGracePeriodSeconds *int64 `protobuf:"varint,5,opt,name=termination_grace_period_seconds,json=terminationGracePeriodSeconds,proto3,oneof" json:"termination_grace_period_seconds,omitempty"`
+	unknownFields                 protoimpl.UnknownFields
+	sizeCache                     protoimpl.SizeCache
 }
 
 func (x *PodSpec) Reset() {
@@ -151,6 +154,13 @@ func (x *PodSpec) GetRestartPolicy() string {
 		return x.RestartPolicy
 	}
 	return ""
+}
+
+func (x *PodSpec) GetTerminationGracePeriodSeconds() int64 {
+	if x != nil && x.TerminationGracePeriodSeconds != nil {
+		return *x.TerminationGracePeriodSeconds
+	}
+	return 0
 }
 
 type Container struct {
@@ -754,7 +764,7 @@ func (x *PodList) GetResourceVersion() uint64 {
 	return 0
 }
 
-type PodEvent struct {
+type PodWatchEvent struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Type          EventType              `protobuf:"varint,1,opt,name=type,proto3,enum=skiff.v1.EventType" json:"type,omitempty"`
 	Object        *Pod                   `protobuf:"bytes,2,opt,name=object,proto3" json:"object,omitempty"`
@@ -762,20 +772,20 @@ type PodEvent struct {
 	sizeCache     protoimpl.SizeCache
 }
 
-func (x *PodEvent) Reset() {
-	*x = PodEvent{}
+func (x *PodWatchEvent) Reset() {
+	*x = PodWatchEvent{}
 	mi := &file_skiff_v1_pod_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *PodEvent) String() string {
+func (x *PodWatchEvent) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*PodEvent) ProtoMessage() {}
+func (*PodWatchEvent) ProtoMessage() {}
 
-func (x *PodEvent) ProtoReflect() protoreflect.Message {
+func (x *PodWatchEvent) ProtoReflect() protoreflect.Message {
 	mi := &file_skiff_v1_pod_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -787,47 +797,54 @@ func (x *PodEvent) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use PodEvent.ProtoReflect.Descriptor instead.
-func (*PodEvent) Descriptor() ([]byte, []int) {
+// Deprecated: Use PodWatchEvent.ProtoReflect.Descriptor instead.
+func (*PodWatchEvent) Descriptor() ([]byte, []int) {
 	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{11}
 }
 
-func (x *PodEvent) GetType() EventType {
+func (x *PodWatchEvent) GetType() EventType {
 	if x != nil {
 		return x.Type
 	}
 	return EventType_EVENT_TYPE_UNSPECIFIED
 }
 
-func (x *PodEvent) GetObject() *Pod {
+func (x *PodWatchEvent) GetObject() *Pod {
 	if x != nil {
 		return x.Object
 	}
 	return nil
 }
 
-type CreatePodRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Pod           *Pod                   `protobuf:"bytes,1,opt,name=pod,proto3" json:"pod,omitempty"`
-	DryRun        bool                   `protobuf:"varint,2,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+// BindRequest binds an unbound pod to a node, as Kubernetes' pods/binding
+// subresource: it sets spec.nodeName once and the PodScheduled condition.
+type BindRequest struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Namespace string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Name      string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	NodeName  string                 `protobuf:"bytes,3,opt,name=node_name,json=nodeName,proto3" json:"node_name,omitempty"`
+	// When set, bind only the pod with this uid.
+	Uid string `protobuf:"bytes,4,opt,name=uid,proto3" json:"uid,omitempty"`
+	// When non-zero, bind only if the pod is still at this version.
+	ResourceVersion uint64 `protobuf:"varint,5,opt,name=resource_version,json=resourceVersion,proto3" json:"resource_version,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
-func (x *CreatePodRequest) Reset() {
-	*x = CreatePodRequest{}
+func (x *BindRequest) Reset() {
+	*x = BindRequest{}
 	mi := &file_skiff_v1_pod_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
 
-func (x *CreatePodRequest) String() string {
+func (x *BindRequest) String() string {
 	return protoimpl.X.MessageStringOf(x)
 }
 
-func (*CreatePodRequest) ProtoMessage() {}
+func (*BindRequest) ProtoMessage() {}
 
-func (x *CreatePodRequest) ProtoReflect() protoreflect.Message {
+func (x *BindRequest) ProtoReflect() protoreflect.Message {
 	mi := &file_skiff_v1_pod_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
@@ -839,297 +856,40 @@ func (x *CreatePodRequest) ProtoReflect() protoreflect.Message {
 	return mi.MessageOf(x)
 }
 
-// Deprecated: Use CreatePodRequest.ProtoReflect.Descriptor instead.
-func (*CreatePodRequest) Descriptor() ([]byte, []int) {
+// Deprecated: Use BindRequest.ProtoReflect.Descriptor instead.
+func (*BindRequest) Descriptor() ([]byte, []int) {
 	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{12}
 }
 
-func (x *CreatePodRequest) GetPod() *Pod {
-	if x != nil {
-		return x.Pod
-	}
-	return nil
-}
-
-func (x *CreatePodRequest) GetDryRun() bool {
-	if x != nil {
-		return x.DryRun
-	}
-	return false
-}
-
-type GetPodRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Namespace     string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
-	Name          string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *GetPodRequest) Reset() {
-	*x = GetPodRequest{}
-	mi := &file_skiff_v1_pod_proto_msgTypes[13]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *GetPodRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*GetPodRequest) ProtoMessage() {}
-
-func (x *GetPodRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_pod_proto_msgTypes[13]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use GetPodRequest.ProtoReflect.Descriptor instead.
-func (*GetPodRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{13}
-}
-
-func (x *GetPodRequest) GetNamespace() string {
+func (x *BindRequest) GetNamespace() string {
 	if x != nil {
 		return x.Namespace
 	}
 	return ""
 }
 
-func (x *GetPodRequest) GetName() string {
+func (x *BindRequest) GetName() string {
 	if x != nil {
 		return x.Name
 	}
 	return ""
 }
 
-type ListPodsRequest struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	// Empty lists every namespace.
-	Namespace string `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
-	// Only pods bound to this node.
-	NodeName      string `protobuf:"bytes,2,opt,name=node_name,json=nodeName,proto3" json:"node_name,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *ListPodsRequest) Reset() {
-	*x = ListPodsRequest{}
-	mi := &file_skiff_v1_pod_proto_msgTypes[14]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *ListPodsRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*ListPodsRequest) ProtoMessage() {}
-
-func (x *ListPodsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_pod_proto_msgTypes[14]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use ListPodsRequest.ProtoReflect.Descriptor instead.
-func (*ListPodsRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{14}
-}
-
-func (x *ListPodsRequest) GetNamespace() string {
-	if x != nil {
-		return x.Namespace
-	}
-	return ""
-}
-
-func (x *ListPodsRequest) GetNodeName() string {
+func (x *BindRequest) GetNodeName() string {
 	if x != nil {
 		return x.NodeName
 	}
 	return ""
 }
 
-type UpdatePodRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Pod           *Pod                   `protobuf:"bytes,1,opt,name=pod,proto3" json:"pod,omitempty"`
-	DryRun        bool                   `protobuf:"varint,2,opt,name=dry_run,json=dryRun,proto3" json:"dry_run,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *UpdatePodRequest) Reset() {
-	*x = UpdatePodRequest{}
-	mi := &file_skiff_v1_pod_proto_msgTypes[15]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *UpdatePodRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*UpdatePodRequest) ProtoMessage() {}
-
-func (x *UpdatePodRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_pod_proto_msgTypes[15]
+func (x *BindRequest) GetUid() string {
 	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use UpdatePodRequest.ProtoReflect.Descriptor instead.
-func (*UpdatePodRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{15}
-}
-
-func (x *UpdatePodRequest) GetPod() *Pod {
-	if x != nil {
-		return x.Pod
-	}
-	return nil
-}
-
-func (x *UpdatePodRequest) GetDryRun() bool {
-	if x != nil {
-		return x.DryRun
-	}
-	return false
-}
-
-type DeletePodRequest struct {
-	state           protoimpl.MessageState `protogen:"open.v1"`
-	Namespace       string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
-	Name            string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
-	ResourceVersion uint64                 `protobuf:"varint,3,opt,name=resource_version,json=resourceVersion,proto3" json:"resource_version,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
-}
-
-func (x *DeletePodRequest) Reset() {
-	*x = DeletePodRequest{}
-	mi := &file_skiff_v1_pod_proto_msgTypes[16]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *DeletePodRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*DeletePodRequest) ProtoMessage() {}
-
-func (x *DeletePodRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_pod_proto_msgTypes[16]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use DeletePodRequest.ProtoReflect.Descriptor instead.
-func (*DeletePodRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{16}
-}
-
-func (x *DeletePodRequest) GetNamespace() string {
-	if x != nil {
-		return x.Namespace
+		return x.Uid
 	}
 	return ""
 }
 
-func (x *DeletePodRequest) GetName() string {
-	if x != nil {
-		return x.Name
-	}
-	return ""
-}
-
-func (x *DeletePodRequest) GetResourceVersion() uint64 {
-	if x != nil {
-		return x.ResourceVersion
-	}
-	return 0
-}
-
-type WatchPodsRequest struct {
-	state           protoimpl.MessageState `protogen:"open.v1"`
-	Namespace       string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
-	NodeName        string                 `protobuf:"bytes,2,opt,name=node_name,json=nodeName,proto3" json:"node_name,omitempty"`
-	ResourceVersion uint64                 `protobuf:"varint,3,opt,name=resource_version,json=resourceVersion,proto3" json:"resource_version,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
-}
-
-func (x *WatchPodsRequest) Reset() {
-	*x = WatchPodsRequest{}
-	mi := &file_skiff_v1_pod_proto_msgTypes[17]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *WatchPodsRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*WatchPodsRequest) ProtoMessage() {}
-
-func (x *WatchPodsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_pod_proto_msgTypes[17]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use WatchPodsRequest.ProtoReflect.Descriptor instead.
-func (*WatchPodsRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{17}
-}
-
-func (x *WatchPodsRequest) GetNamespace() string {
-	if x != nil {
-		return x.Namespace
-	}
-	return ""
-}
-
-func (x *WatchPodsRequest) GetNodeName() string {
-	if x != nil {
-		return x.NodeName
-	}
-	return ""
-}
-
-func (x *WatchPodsRequest) GetResourceVersion() uint64 {
+func (x *BindRequest) GetResourceVersion() uint64 {
 	if x != nil {
 		return x.ResourceVersion
 	}
@@ -1148,7 +908,7 @@ type PodLogsRequest struct {
 
 func (x *PodLogsRequest) Reset() {
 	*x = PodLogsRequest{}
-	mi := &file_skiff_v1_pod_proto_msgTypes[18]
+	mi := &file_skiff_v1_pod_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1160,7 +920,7 @@ func (x *PodLogsRequest) String() string {
 func (*PodLogsRequest) ProtoMessage() {}
 
 func (x *PodLogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_pod_proto_msgTypes[18]
+	mi := &file_skiff_v1_pod_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1173,7 +933,7 @@ func (x *PodLogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PodLogsRequest.ProtoReflect.Descriptor instead.
 func (*PodLogsRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{18}
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *PodLogsRequest) GetNamespace() string {
@@ -1206,7 +966,7 @@ type PodLogsResponse struct {
 
 func (x *PodLogsResponse) Reset() {
 	*x = PodLogsResponse{}
-	mi := &file_skiff_v1_pod_proto_msgTypes[19]
+	mi := &file_skiff_v1_pod_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1218,7 +978,7 @@ func (x *PodLogsResponse) String() string {
 func (*PodLogsResponse) ProtoMessage() {}
 
 func (x *PodLogsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_pod_proto_msgTypes[19]
+	mi := &file_skiff_v1_pod_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1231,7 +991,7 @@ func (x *PodLogsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PodLogsResponse.ProtoReflect.Descriptor instead.
 func (*PodLogsResponse) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{19}
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *PodLogsResponse) GetData() []byte {
@@ -1249,14 +1009,16 @@ const file_skiff_v1_pod_proto_rawDesc = "" +
 	"\x03Pod\x120\n" +
 	"\bmetadata\x18\x01 \x01(\v2\x14.skiff.v1.ObjectMetaR\bmetadata\x12%\n" +
 	"\x04spec\x18\x02 \x01(\v2\x11.skiff.v1.PodSpecR\x04spec\x12+\n" +
-	"\x06status\x18\x03 \x01(\v2\x13.skiff.v1.PodStatusR\x06status\"\xb0\x01\n" +
+	"\x06status\x18\x03 \x01(\v2\x13.skiff.v1.PodStatusR\x06status\"\xa3\x02\n" +
 	"\aPodSpec\x123\n" +
 	"\n" +
 	"containers\x18\x01 \x03(\v2\x13.skiff.v1.ContainerR\n" +
 	"containers\x12,\n" +
 	"\x12runtime_class_name\x18\x02 \x01(\tR\x10runtimeClassName\x12\x1b\n" +
 	"\tnode_name\x18\x03 \x01(\tR\bnodeName\x12%\n" +
-	"\x0erestart_policy\x18\x04 \x01(\tR\rrestartPolicy\"\x87\x01\n" +
+	"\x0erestart_policy\x18\x04 \x01(\tR\rrestartPolicy\x12L\n" +
+	" termination_grace_period_seconds\x18\x05 \x01(\x03H\x00R\x1dterminationGracePeriodSeconds\x88\x01\x01B#\n" +
+	"!_termination_grace_period_seconds\"\x87\x01\n" +
 	"\tContainer\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05image\x18\x02 \x01(\tR\x05image\x12\x18\n" +
@@ -1312,44 +1074,32 @@ const file_skiff_v1_pod_proto_rawDesc = "" +
 	"_exit_code\"Y\n" +
 	"\aPodList\x12#\n" +
 	"\x05items\x18\x01 \x03(\v2\r.skiff.v1.PodR\x05items\x12)\n" +
-	"\x10resource_version\x18\x02 \x01(\x04R\x0fresourceVersion\"Z\n" +
-	"\bPodEvent\x12'\n" +
+	"\x10resource_version\x18\x02 \x01(\x04R\x0fresourceVersion\"_\n" +
+	"\rPodWatchEvent\x12'\n" +
 	"\x04type\x18\x01 \x01(\x0e2\x13.skiff.v1.EventTypeR\x04type\x12%\n" +
-	"\x06object\x18\x02 \x01(\v2\r.skiff.v1.PodR\x06object\"L\n" +
-	"\x10CreatePodRequest\x12\x1f\n" +
-	"\x03pod\x18\x01 \x01(\v2\r.skiff.v1.PodR\x03pod\x12\x17\n" +
-	"\adry_run\x18\x02 \x01(\bR\x06dryRun\"A\n" +
-	"\rGetPodRequest\x12\x1c\n" +
+	"\x06object\x18\x02 \x01(\v2\r.skiff.v1.PodR\x06object\"\x99\x01\n" +
+	"\vBindRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
-	"\x04name\x18\x02 \x01(\tR\x04name\"L\n" +
-	"\x0fListPodsRequest\x12\x1c\n" +
-	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x1b\n" +
-	"\tnode_name\x18\x02 \x01(\tR\bnodeName\"L\n" +
-	"\x10UpdatePodRequest\x12\x1f\n" +
-	"\x03pod\x18\x01 \x01(\v2\r.skiff.v1.PodR\x03pod\x12\x17\n" +
-	"\adry_run\x18\x02 \x01(\bR\x06dryRun\"o\n" +
-	"\x10DeletePodRequest\x12\x1c\n" +
-	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
-	"\x04name\x18\x02 \x01(\tR\x04name\x12)\n" +
-	"\x10resource_version\x18\x03 \x01(\x04R\x0fresourceVersion\"x\n" +
-	"\x10WatchPodsRequest\x12\x1c\n" +
-	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x1b\n" +
-	"\tnode_name\x18\x02 \x01(\tR\bnodeName\x12)\n" +
-	"\x10resource_version\x18\x03 \x01(\x04R\x0fresourceVersion\"`\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1b\n" +
+	"\tnode_name\x18\x03 \x01(\tR\bnodeName\x12\x10\n" +
+	"\x03uid\x18\x04 \x01(\tR\x03uid\x12)\n" +
+	"\x10resource_version\x18\x05 \x01(\x04R\x0fresourceVersion\"`\n" +
 	"\x0ePodLogsRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1c\n" +
 	"\tcontainer\x18\x03 \x01(\tR\tcontainer\"%\n" +
 	"\x0fPodLogsResponse\x12\x12\n" +
-	"\x04data\x18\x01 \x01(\fR\x04data2\x88\x03\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data2\xc1\x03\n" +
 	"\n" +
-	"PodService\x123\n" +
-	"\x06Create\x12\x1a.skiff.v1.CreatePodRequest\x1a\r.skiff.v1.Pod\x12-\n" +
-	"\x03Get\x12\x17.skiff.v1.GetPodRequest\x1a\r.skiff.v1.Pod\x124\n" +
-	"\x04List\x12\x19.skiff.v1.ListPodsRequest\x1a\x11.skiff.v1.PodList\x123\n" +
-	"\x06Update\x12\x1a.skiff.v1.UpdatePodRequest\x1a\r.skiff.v1.Pod\x123\n" +
-	"\x06Delete\x12\x1a.skiff.v1.DeletePodRequest\x1a\r.skiff.v1.Pod\x129\n" +
-	"\x05Watch\x12\x1a.skiff.v1.WatchPodsRequest\x1a\x12.skiff.v1.PodEvent0\x01\x12;\n" +
+	"PodService\x12&\n" +
+	"\x06Create\x12\r.skiff.v1.Pod\x1a\r.skiff.v1.Pod\x12*\n" +
+	"\x03Get\x12\x14.skiff.v1.GetRequest\x1a\r.skiff.v1.Pod\x120\n" +
+	"\x04List\x12\x15.skiff.v1.ListRequest\x1a\x11.skiff.v1.PodList\x12&\n" +
+	"\x06Update\x12\r.skiff.v1.Pod\x1a\r.skiff.v1.Pod\x120\n" +
+	"\x06Delete\x12\x17.skiff.v1.DeleteRequest\x1a\r.skiff.v1.Pod\x12:\n" +
+	"\x05Watch\x12\x16.skiff.v1.WatchRequest\x1a\x17.skiff.v1.PodWatchEvent0\x01\x12,\n" +
+	"\fUpdateStatus\x12\r.skiff.v1.Pod\x1a\r.skiff.v1.Pod\x12,\n" +
+	"\x04Bind\x12\x15.skiff.v1.BindRequest\x1a\r.skiff.v1.Pod\x12;\n" +
 	"\x04Logs\x12\x18.skiff.v1.PodLogsRequest\x1a\x19.skiff.v1.PodLogsResponseB2Z0skiff.dev/skiff/control/api/gen/skiff/v1;skiffv1b\x06proto3"
 
 var (
@@ -1364,7 +1114,7 @@ func file_skiff_v1_pod_proto_rawDescGZIP() []byte {
 	return file_skiff_v1_pod_proto_rawDescData
 }
 
-var file_skiff_v1_pod_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_skiff_v1_pod_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_skiff_v1_pod_proto_goTypes = []any{
 	(*Pod)(nil),                      // 0: skiff.v1.Pod
 	(*PodSpec)(nil),                  // 1: skiff.v1.PodSpec
@@ -1377,61 +1127,62 @@ var file_skiff_v1_pod_proto_goTypes = []any{
 	(*ContainerStateRunning)(nil),    // 8: skiff.v1.ContainerStateRunning
 	(*ContainerStateTerminated)(nil), // 9: skiff.v1.ContainerStateTerminated
 	(*PodList)(nil),                  // 10: skiff.v1.PodList
-	(*PodEvent)(nil),                 // 11: skiff.v1.PodEvent
-	(*CreatePodRequest)(nil),         // 12: skiff.v1.CreatePodRequest
-	(*GetPodRequest)(nil),            // 13: skiff.v1.GetPodRequest
-	(*ListPodsRequest)(nil),          // 14: skiff.v1.ListPodsRequest
-	(*UpdatePodRequest)(nil),         // 15: skiff.v1.UpdatePodRequest
-	(*DeletePodRequest)(nil),         // 16: skiff.v1.DeletePodRequest
-	(*WatchPodsRequest)(nil),         // 17: skiff.v1.WatchPodsRequest
-	(*PodLogsRequest)(nil),           // 18: skiff.v1.PodLogsRequest
-	(*PodLogsResponse)(nil),          // 19: skiff.v1.PodLogsResponse
-	(*ObjectMeta)(nil),               // 20: skiff.v1.ObjectMeta
-	(*Condition)(nil),                // 21: skiff.v1.Condition
-	(*timestamppb.Timestamp)(nil),    // 22: google.protobuf.Timestamp
-	(EventType)(0),                   // 23: skiff.v1.EventType
+	(*PodWatchEvent)(nil),            // 11: skiff.v1.PodWatchEvent
+	(*BindRequest)(nil),              // 12: skiff.v1.BindRequest
+	(*PodLogsRequest)(nil),           // 13: skiff.v1.PodLogsRequest
+	(*PodLogsResponse)(nil),          // 14: skiff.v1.PodLogsResponse
+	(*ObjectMeta)(nil),               // 15: skiff.v1.ObjectMeta
+	(*Condition)(nil),                // 16: skiff.v1.Condition
+	(*timestamppb.Timestamp)(nil),    // 17: google.protobuf.Timestamp
+	(EventType)(0),                   // 18: skiff.v1.EventType
+	(*GetRequest)(nil),               // 19: skiff.v1.GetRequest
+	(*ListRequest)(nil),              // 20: skiff.v1.ListRequest
+	(*DeleteRequest)(nil),            // 21: skiff.v1.DeleteRequest
+	(*WatchRequest)(nil),             // 22: skiff.v1.WatchRequest
 }
 var file_skiff_v1_pod_proto_depIdxs = []int32{
-	20, // 0: skiff.v1.Pod.metadata:type_name -> skiff.v1.ObjectMeta
+	15, // 0: skiff.v1.Pod.metadata:type_name -> skiff.v1.ObjectMeta
 	1,  // 1: skiff.v1.Pod.spec:type_name -> skiff.v1.PodSpec
 	4,  // 2: skiff.v1.Pod.status:type_name -> skiff.v1.PodStatus
 	2,  // 3: skiff.v1.PodSpec.containers:type_name -> skiff.v1.Container
 	3,  // 4: skiff.v1.Container.env:type_name -> skiff.v1.EnvVar
-	21, // 5: skiff.v1.PodStatus.conditions:type_name -> skiff.v1.Condition
+	16, // 5: skiff.v1.PodStatus.conditions:type_name -> skiff.v1.Condition
 	5,  // 6: skiff.v1.PodStatus.container_statuses:type_name -> skiff.v1.ContainerStatus
-	22, // 7: skiff.v1.PodStatus.start_time:type_name -> google.protobuf.Timestamp
+	17, // 7: skiff.v1.PodStatus.start_time:type_name -> google.protobuf.Timestamp
 	6,  // 8: skiff.v1.ContainerStatus.state:type_name -> skiff.v1.ContainerState
 	6,  // 9: skiff.v1.ContainerStatus.last_state:type_name -> skiff.v1.ContainerState
 	7,  // 10: skiff.v1.ContainerState.waiting:type_name -> skiff.v1.ContainerStateWaiting
 	8,  // 11: skiff.v1.ContainerState.running:type_name -> skiff.v1.ContainerStateRunning
 	9,  // 12: skiff.v1.ContainerState.terminated:type_name -> skiff.v1.ContainerStateTerminated
-	22, // 13: skiff.v1.ContainerStateRunning.started_at:type_name -> google.protobuf.Timestamp
-	22, // 14: skiff.v1.ContainerStateTerminated.started_at:type_name -> google.protobuf.Timestamp
-	22, // 15: skiff.v1.ContainerStateTerminated.finished_at:type_name -> google.protobuf.Timestamp
+	17, // 13: skiff.v1.ContainerStateRunning.started_at:type_name -> google.protobuf.Timestamp
+	17, // 14: skiff.v1.ContainerStateTerminated.started_at:type_name -> google.protobuf.Timestamp
+	17, // 15: skiff.v1.ContainerStateTerminated.finished_at:type_name -> google.protobuf.Timestamp
 	0,  // 16: skiff.v1.PodList.items:type_name -> skiff.v1.Pod
-	23, // 17: skiff.v1.PodEvent.type:type_name -> skiff.v1.EventType
-	0,  // 18: skiff.v1.PodEvent.object:type_name -> skiff.v1.Pod
-	0,  // 19: skiff.v1.CreatePodRequest.pod:type_name -> skiff.v1.Pod
-	0,  // 20: skiff.v1.UpdatePodRequest.pod:type_name -> skiff.v1.Pod
-	12, // 21: skiff.v1.PodService.Create:input_type -> skiff.v1.CreatePodRequest
-	13, // 22: skiff.v1.PodService.Get:input_type -> skiff.v1.GetPodRequest
-	14, // 23: skiff.v1.PodService.List:input_type -> skiff.v1.ListPodsRequest
-	15, // 24: skiff.v1.PodService.Update:input_type -> skiff.v1.UpdatePodRequest
-	16, // 25: skiff.v1.PodService.Delete:input_type -> skiff.v1.DeletePodRequest
-	17, // 26: skiff.v1.PodService.Watch:input_type -> skiff.v1.WatchPodsRequest
-	18, // 27: skiff.v1.PodService.Logs:input_type -> skiff.v1.PodLogsRequest
+	18, // 17: skiff.v1.PodWatchEvent.type:type_name -> skiff.v1.EventType
+	0,  // 18: skiff.v1.PodWatchEvent.object:type_name -> skiff.v1.Pod
+	0,  // 19: skiff.v1.PodService.Create:input_type -> skiff.v1.Pod
+	19, // 20: skiff.v1.PodService.Get:input_type -> skiff.v1.GetRequest
+	20, // 21: skiff.v1.PodService.List:input_type -> skiff.v1.ListRequest
+	0,  // 22: skiff.v1.PodService.Update:input_type -> skiff.v1.Pod
+	21, // 23: skiff.v1.PodService.Delete:input_type -> skiff.v1.DeleteRequest
+	22, // 24: skiff.v1.PodService.Watch:input_type -> skiff.v1.WatchRequest
+	0,  // 25: skiff.v1.PodService.UpdateStatus:input_type -> skiff.v1.Pod
+	12, // 26: skiff.v1.PodService.Bind:input_type -> skiff.v1.BindRequest
+	13, // 27: skiff.v1.PodService.Logs:input_type -> skiff.v1.PodLogsRequest
 	0,  // 28: skiff.v1.PodService.Create:output_type -> skiff.v1.Pod
 	0,  // 29: skiff.v1.PodService.Get:output_type -> skiff.v1.Pod
 	10, // 30: skiff.v1.PodService.List:output_type -> skiff.v1.PodList
 	0,  // 31: skiff.v1.PodService.Update:output_type -> skiff.v1.Pod
 	0,  // 32: skiff.v1.PodService.Delete:output_type -> skiff.v1.Pod
-	11, // 33: skiff.v1.PodService.Watch:output_type -> skiff.v1.PodEvent
-	19, // 34: skiff.v1.PodService.Logs:output_type -> skiff.v1.PodLogsResponse
-	28, // [28:35] is the sub-list for method output_type
-	21, // [21:28] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	11, // 33: skiff.v1.PodService.Watch:output_type -> skiff.v1.PodWatchEvent
+	0,  // 34: skiff.v1.PodService.UpdateStatus:output_type -> skiff.v1.Pod
+	0,  // 35: skiff.v1.PodService.Bind:output_type -> skiff.v1.Pod
+	14, // 36: skiff.v1.PodService.Logs:output_type -> skiff.v1.PodLogsResponse
+	28, // [28:37] is the sub-list for method output_type
+	19, // [19:28] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_skiff_v1_pod_proto_init() }
@@ -1440,6 +1191,7 @@ func file_skiff_v1_pod_proto_init() {
 		return
 	}
 	file_skiff_v1_meta_proto_init()
+	file_skiff_v1_pod_proto_msgTypes[1].OneofWrappers = []any{}
 	file_skiff_v1_pod_proto_msgTypes[5].OneofWrappers = []any{}
 	file_skiff_v1_pod_proto_msgTypes[9].OneofWrappers = []any{}
 	type x struct{}
@@ -1448,7 +1200,7 @@ func file_skiff_v1_pod_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_skiff_v1_pod_proto_rawDesc), len(file_skiff_v1_pod_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   20,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -49,12 +49,12 @@ const (
 
 // NamespaceServiceClient is a client for the skiff.v1.NamespaceService service.
 type NamespaceServiceClient interface {
-	Create(context.Context, *connect.Request[v1.CreateNamespaceRequest]) (*connect.Response[v1.Namespace], error)
-	Get(context.Context, *connect.Request[v1.GetNamespaceRequest]) (*connect.Response[v1.Namespace], error)
-	List(context.Context, *connect.Request[v1.ListNamespacesRequest]) (*connect.Response[v1.NamespaceList], error)
-	Update(context.Context, *connect.Request[v1.UpdateNamespaceRequest]) (*connect.Response[v1.Namespace], error)
-	Delete(context.Context, *connect.Request[v1.DeleteNamespaceRequest]) (*connect.Response[v1.Namespace], error)
-	Watch(context.Context, *connect.Request[v1.WatchNamespacesRequest]) (*connect.ServerStreamForClient[v1.NamespaceEvent], error)
+	Create(context.Context, *connect.Request[v1.Namespace]) (*connect.Response[v1.Namespace], error)
+	Get(context.Context, *connect.Request[v1.GetRequest]) (*connect.Response[v1.Namespace], error)
+	List(context.Context, *connect.Request[v1.ListRequest]) (*connect.Response[v1.NamespaceList], error)
+	Update(context.Context, *connect.Request[v1.Namespace]) (*connect.Response[v1.Namespace], error)
+	Delete(context.Context, *connect.Request[v1.DeleteRequest]) (*connect.Response[v1.Namespace], error)
+	Watch(context.Context, *connect.Request[v1.WatchRequest]) (*connect.ServerStreamForClient[v1.NamespaceWatchEvent], error)
 }
 
 // NewNamespaceServiceClient constructs a client for the skiff.v1.NamespaceService service. By
@@ -68,37 +68,37 @@ func NewNamespaceServiceClient(httpClient connect.HTTPClient, baseURL string, op
 	baseURL = strings.TrimRight(baseURL, "/")
 	namespaceServiceMethods := v1.File_skiff_v1_namespace_proto.Services().ByName("NamespaceService").Methods()
 	return &namespaceServiceClient{
-		create: connect.NewClient[v1.CreateNamespaceRequest, v1.Namespace](
+		create: connect.NewClient[v1.Namespace, v1.Namespace](
 			httpClient,
 			baseURL+NamespaceServiceCreateProcedure,
 			connect.WithSchema(namespaceServiceMethods.ByName("Create")),
 			connect.WithClientOptions(opts...),
 		),
-		get: connect.NewClient[v1.GetNamespaceRequest, v1.Namespace](
+		get: connect.NewClient[v1.GetRequest, v1.Namespace](
 			httpClient,
 			baseURL+NamespaceServiceGetProcedure,
 			connect.WithSchema(namespaceServiceMethods.ByName("Get")),
 			connect.WithClientOptions(opts...),
 		),
-		list: connect.NewClient[v1.ListNamespacesRequest, v1.NamespaceList](
+		list: connect.NewClient[v1.ListRequest, v1.NamespaceList](
 			httpClient,
 			baseURL+NamespaceServiceListProcedure,
 			connect.WithSchema(namespaceServiceMethods.ByName("List")),
 			connect.WithClientOptions(opts...),
 		),
-		update: connect.NewClient[v1.UpdateNamespaceRequest, v1.Namespace](
+		update: connect.NewClient[v1.Namespace, v1.Namespace](
 			httpClient,
 			baseURL+NamespaceServiceUpdateProcedure,
 			connect.WithSchema(namespaceServiceMethods.ByName("Update")),
 			connect.WithClientOptions(opts...),
 		),
-		delete: connect.NewClient[v1.DeleteNamespaceRequest, v1.Namespace](
+		delete: connect.NewClient[v1.DeleteRequest, v1.Namespace](
 			httpClient,
 			baseURL+NamespaceServiceDeleteProcedure,
 			connect.WithSchema(namespaceServiceMethods.ByName("Delete")),
 			connect.WithClientOptions(opts...),
 		),
-		watch: connect.NewClient[v1.WatchNamespacesRequest, v1.NamespaceEvent](
+		watch: connect.NewClient[v1.WatchRequest, v1.NamespaceWatchEvent](
 			httpClient,
 			baseURL+NamespaceServiceWatchProcedure,
 			connect.WithSchema(namespaceServiceMethods.ByName("Watch")),
@@ -109,52 +109,52 @@ func NewNamespaceServiceClient(httpClient connect.HTTPClient, baseURL string, op
 
 // namespaceServiceClient implements NamespaceServiceClient.
 type namespaceServiceClient struct {
-	create *connect.Client[v1.CreateNamespaceRequest, v1.Namespace]
-	get    *connect.Client[v1.GetNamespaceRequest, v1.Namespace]
-	list   *connect.Client[v1.ListNamespacesRequest, v1.NamespaceList]
-	update *connect.Client[v1.UpdateNamespaceRequest, v1.Namespace]
-	delete *connect.Client[v1.DeleteNamespaceRequest, v1.Namespace]
-	watch  *connect.Client[v1.WatchNamespacesRequest, v1.NamespaceEvent]
+	create *connect.Client[v1.Namespace, v1.Namespace]
+	get    *connect.Client[v1.GetRequest, v1.Namespace]
+	list   *connect.Client[v1.ListRequest, v1.NamespaceList]
+	update *connect.Client[v1.Namespace, v1.Namespace]
+	delete *connect.Client[v1.DeleteRequest, v1.Namespace]
+	watch  *connect.Client[v1.WatchRequest, v1.NamespaceWatchEvent]
 }
 
 // Create calls skiff.v1.NamespaceService.Create.
-func (c *namespaceServiceClient) Create(ctx context.Context, req *connect.Request[v1.CreateNamespaceRequest]) (*connect.Response[v1.Namespace], error) {
+func (c *namespaceServiceClient) Create(ctx context.Context, req *connect.Request[v1.Namespace]) (*connect.Response[v1.Namespace], error) {
 	return c.create.CallUnary(ctx, req)
 }
 
 // Get calls skiff.v1.NamespaceService.Get.
-func (c *namespaceServiceClient) Get(ctx context.Context, req *connect.Request[v1.GetNamespaceRequest]) (*connect.Response[v1.Namespace], error) {
+func (c *namespaceServiceClient) Get(ctx context.Context, req *connect.Request[v1.GetRequest]) (*connect.Response[v1.Namespace], error) {
 	return c.get.CallUnary(ctx, req)
 }
 
 // List calls skiff.v1.NamespaceService.List.
-func (c *namespaceServiceClient) List(ctx context.Context, req *connect.Request[v1.ListNamespacesRequest]) (*connect.Response[v1.NamespaceList], error) {
+func (c *namespaceServiceClient) List(ctx context.Context, req *connect.Request[v1.ListRequest]) (*connect.Response[v1.NamespaceList], error) {
 	return c.list.CallUnary(ctx, req)
 }
 
 // Update calls skiff.v1.NamespaceService.Update.
-func (c *namespaceServiceClient) Update(ctx context.Context, req *connect.Request[v1.UpdateNamespaceRequest]) (*connect.Response[v1.Namespace], error) {
+func (c *namespaceServiceClient) Update(ctx context.Context, req *connect.Request[v1.Namespace]) (*connect.Response[v1.Namespace], error) {
 	return c.update.CallUnary(ctx, req)
 }
 
 // Delete calls skiff.v1.NamespaceService.Delete.
-func (c *namespaceServiceClient) Delete(ctx context.Context, req *connect.Request[v1.DeleteNamespaceRequest]) (*connect.Response[v1.Namespace], error) {
+func (c *namespaceServiceClient) Delete(ctx context.Context, req *connect.Request[v1.DeleteRequest]) (*connect.Response[v1.Namespace], error) {
 	return c.delete.CallUnary(ctx, req)
 }
 
 // Watch calls skiff.v1.NamespaceService.Watch.
-func (c *namespaceServiceClient) Watch(ctx context.Context, req *connect.Request[v1.WatchNamespacesRequest]) (*connect.ServerStreamForClient[v1.NamespaceEvent], error) {
+func (c *namespaceServiceClient) Watch(ctx context.Context, req *connect.Request[v1.WatchRequest]) (*connect.ServerStreamForClient[v1.NamespaceWatchEvent], error) {
 	return c.watch.CallServerStream(ctx, req)
 }
 
 // NamespaceServiceHandler is an implementation of the skiff.v1.NamespaceService service.
 type NamespaceServiceHandler interface {
-	Create(context.Context, *connect.Request[v1.CreateNamespaceRequest]) (*connect.Response[v1.Namespace], error)
-	Get(context.Context, *connect.Request[v1.GetNamespaceRequest]) (*connect.Response[v1.Namespace], error)
-	List(context.Context, *connect.Request[v1.ListNamespacesRequest]) (*connect.Response[v1.NamespaceList], error)
-	Update(context.Context, *connect.Request[v1.UpdateNamespaceRequest]) (*connect.Response[v1.Namespace], error)
-	Delete(context.Context, *connect.Request[v1.DeleteNamespaceRequest]) (*connect.Response[v1.Namespace], error)
-	Watch(context.Context, *connect.Request[v1.WatchNamespacesRequest], *connect.ServerStream[v1.NamespaceEvent]) error
+	Create(context.Context, *connect.Request[v1.Namespace]) (*connect.Response[v1.Namespace], error)
+	Get(context.Context, *connect.Request[v1.GetRequest]) (*connect.Response[v1.Namespace], error)
+	List(context.Context, *connect.Request[v1.ListRequest]) (*connect.Response[v1.NamespaceList], error)
+	Update(context.Context, *connect.Request[v1.Namespace]) (*connect.Response[v1.Namespace], error)
+	Delete(context.Context, *connect.Request[v1.DeleteRequest]) (*connect.Response[v1.Namespace], error)
+	Watch(context.Context, *connect.Request[v1.WatchRequest], *connect.ServerStream[v1.NamespaceWatchEvent]) error
 }
 
 // NewNamespaceServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -223,26 +223,26 @@ func NewNamespaceServiceHandler(svc NamespaceServiceHandler, opts ...connect.Han
 // UnimplementedNamespaceServiceHandler returns CodeUnimplemented from all methods.
 type UnimplementedNamespaceServiceHandler struct{}
 
-func (UnimplementedNamespaceServiceHandler) Create(context.Context, *connect.Request[v1.CreateNamespaceRequest]) (*connect.Response[v1.Namespace], error) {
+func (UnimplementedNamespaceServiceHandler) Create(context.Context, *connect.Request[v1.Namespace]) (*connect.Response[v1.Namespace], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("skiff.v1.NamespaceService.Create is not implemented"))
 }
 
-func (UnimplementedNamespaceServiceHandler) Get(context.Context, *connect.Request[v1.GetNamespaceRequest]) (*connect.Response[v1.Namespace], error) {
+func (UnimplementedNamespaceServiceHandler) Get(context.Context, *connect.Request[v1.GetRequest]) (*connect.Response[v1.Namespace], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("skiff.v1.NamespaceService.Get is not implemented"))
 }
 
-func (UnimplementedNamespaceServiceHandler) List(context.Context, *connect.Request[v1.ListNamespacesRequest]) (*connect.Response[v1.NamespaceList], error) {
+func (UnimplementedNamespaceServiceHandler) List(context.Context, *connect.Request[v1.ListRequest]) (*connect.Response[v1.NamespaceList], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("skiff.v1.NamespaceService.List is not implemented"))
 }
 
-func (UnimplementedNamespaceServiceHandler) Update(context.Context, *connect.Request[v1.UpdateNamespaceRequest]) (*connect.Response[v1.Namespace], error) {
+func (UnimplementedNamespaceServiceHandler) Update(context.Context, *connect.Request[v1.Namespace]) (*connect.Response[v1.Namespace], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("skiff.v1.NamespaceService.Update is not implemented"))
 }
 
-func (UnimplementedNamespaceServiceHandler) Delete(context.Context, *connect.Request[v1.DeleteNamespaceRequest]) (*connect.Response[v1.Namespace], error) {
+func (UnimplementedNamespaceServiceHandler) Delete(context.Context, *connect.Request[v1.DeleteRequest]) (*connect.Response[v1.Namespace], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("skiff.v1.NamespaceService.Delete is not implemented"))
 }
 
-func (UnimplementedNamespaceServiceHandler) Watch(context.Context, *connect.Request[v1.WatchNamespacesRequest], *connect.ServerStream[v1.NamespaceEvent]) error {
+func (UnimplementedNamespaceServiceHandler) Watch(context.Context, *connect.Request[v1.WatchRequest], *connect.ServerStream[v1.NamespaceWatchEvent]) error {
 	return connect.NewError(connect.CodeUnimplemented, errors.New("skiff.v1.NamespaceService.Watch is not implemented"))
 }

@@ -47,6 +47,9 @@ const (
 	NodeServiceDeleteProcedure = "/skiff.v1.NodeService/Delete"
 	// NodeServiceWatchProcedure is the fully-qualified name of the NodeService's Watch RPC.
 	NodeServiceWatchProcedure = "/skiff.v1.NodeService/Watch"
+	// NodeServiceUpdateStatusProcedure is the fully-qualified name of the NodeService's UpdateStatus
+	// RPC.
+	NodeServiceUpdateStatusProcedure = "/skiff.v1.NodeService/UpdateStatus"
 	// AgentServiceContainerLogsProcedure is the fully-qualified name of the AgentService's
 	// ContainerLogs RPC.
 	AgentServiceContainerLogsProcedure = "/skiff.v1.AgentService/ContainerLogs"
@@ -54,12 +57,15 @@ const (
 
 // NodeServiceClient is a client for the skiff.v1.NodeService service.
 type NodeServiceClient interface {
-	Create(context.Context, *connect.Request[v1.CreateNodeRequest]) (*connect.Response[v1.Node], error)
-	Get(context.Context, *connect.Request[v1.GetNodeRequest]) (*connect.Response[v1.Node], error)
-	List(context.Context, *connect.Request[v1.ListNodesRequest]) (*connect.Response[v1.NodeList], error)
-	Update(context.Context, *connect.Request[v1.UpdateNodeRequest]) (*connect.Response[v1.Node], error)
-	Delete(context.Context, *connect.Request[v1.DeleteNodeRequest]) (*connect.Response[v1.Node], error)
-	Watch(context.Context, *connect.Request[v1.WatchNodesRequest]) (*connect.ServerStreamForClient[v1.NodeEvent], error)
+	Create(context.Context, *connect.Request[v1.Node]) (*connect.Response[v1.Node], error)
+	Get(context.Context, *connect.Request[v1.GetRequest]) (*connect.Response[v1.Node], error)
+	List(context.Context, *connect.Request[v1.ListRequest]) (*connect.Response[v1.NodeList], error)
+	// Update changes metadata and spec; the status has its own call.
+	Update(context.Context, *connect.Request[v1.Node]) (*connect.Response[v1.Node], error)
+	Delete(context.Context, *connect.Request[v1.DeleteRequest]) (*connect.Response[v1.Node], error)
+	Watch(context.Context, *connect.Request[v1.WatchRequest]) (*connect.ServerStreamForClient[v1.NodeWatchEvent], error)
+	// UpdateStatus replaces the status alone (the node's agent reports through it).
+	UpdateStatus(context.Context, *connect.Request[v1.Node]) (*connect.Response[v1.Node], error)
 }
 
 // NewNodeServiceClient constructs a client for the skiff.v1.NodeService service. By default, it
@@ -73,40 +79,46 @@ func NewNodeServiceClient(httpClient connect.HTTPClient, baseURL string, opts ..
 	baseURL = strings.TrimRight(baseURL, "/")
 	nodeServiceMethods := v1.File_skiff_v1_node_proto.Services().ByName("NodeService").Methods()
 	return &nodeServiceClient{
-		create: connect.NewClient[v1.CreateNodeRequest, v1.Node](
+		create: connect.NewClient[v1.Node, v1.Node](
 			httpClient,
 			baseURL+NodeServiceCreateProcedure,
 			connect.WithSchema(nodeServiceMethods.ByName("Create")),
 			connect.WithClientOptions(opts...),
 		),
-		get: connect.NewClient[v1.GetNodeRequest, v1.Node](
+		get: connect.NewClient[v1.GetRequest, v1.Node](
 			httpClient,
 			baseURL+NodeServiceGetProcedure,
 			connect.WithSchema(nodeServiceMethods.ByName("Get")),
 			connect.WithClientOptions(opts...),
 		),
-		list: connect.NewClient[v1.ListNodesRequest, v1.NodeList](
+		list: connect.NewClient[v1.ListRequest, v1.NodeList](
 			httpClient,
 			baseURL+NodeServiceListProcedure,
 			connect.WithSchema(nodeServiceMethods.ByName("List")),
 			connect.WithClientOptions(opts...),
 		),
-		update: connect.NewClient[v1.UpdateNodeRequest, v1.Node](
+		update: connect.NewClient[v1.Node, v1.Node](
 			httpClient,
 			baseURL+NodeServiceUpdateProcedure,
 			connect.WithSchema(nodeServiceMethods.ByName("Update")),
 			connect.WithClientOptions(opts...),
 		),
-		delete: connect.NewClient[v1.DeleteNodeRequest, v1.Node](
+		delete: connect.NewClient[v1.DeleteRequest, v1.Node](
 			httpClient,
 			baseURL+NodeServiceDeleteProcedure,
 			connect.WithSchema(nodeServiceMethods.ByName("Delete")),
 			connect.WithClientOptions(opts...),
 		),
-		watch: connect.NewClient[v1.WatchNodesRequest, v1.NodeEvent](
+		watch: connect.NewClient[v1.WatchRequest, v1.NodeWatchEvent](
 			httpClient,
 			baseURL+NodeServiceWatchProcedure,
 			connect.WithSchema(nodeServiceMethods.ByName("Watch")),
+			connect.WithClientOptions(opts...),
+		),
+		updateStatus: connect.NewClient[v1.Node, v1.Node](
+			httpClient,
+			baseURL+NodeServiceUpdateStatusProcedure,
+			connect.WithSchema(nodeServiceMethods.ByName("UpdateStatus")),
 			connect.WithClientOptions(opts...),
 		),
 	}
@@ -114,52 +126,61 @@ func NewNodeServiceClient(httpClient connect.HTTPClient, baseURL string, opts ..
 
 // nodeServiceClient implements NodeServiceClient.
 type nodeServiceClient struct {
-	create *connect.Client[v1.CreateNodeRequest, v1.Node]
-	get    *connect.Client[v1.GetNodeRequest, v1.Node]
-	list   *connect.Client[v1.ListNodesRequest, v1.NodeList]
-	update *connect.Client[v1.UpdateNodeRequest, v1.Node]
-	delete *connect.Client[v1.DeleteNodeRequest, v1.Node]
-	watch  *connect.Client[v1.WatchNodesRequest, v1.NodeEvent]
+	create       *connect.Client[v1.Node, v1.Node]
+	get          *connect.Client[v1.GetRequest, v1.Node]
+	list         *connect.Client[v1.ListRequest, v1.NodeList]
+	update       *connect.Client[v1.Node, v1.Node]
+	delete       *connect.Client[v1.DeleteRequest, v1.Node]
+	watch        *connect.Client[v1.WatchRequest, v1.NodeWatchEvent]
+	updateStatus *connect.Client[v1.Node, v1.Node]
 }
 
 // Create calls skiff.v1.NodeService.Create.
-func (c *nodeServiceClient) Create(ctx context.Context, req *connect.Request[v1.CreateNodeRequest]) (*connect.Response[v1.Node], error) {
+func (c *nodeServiceClient) Create(ctx context.Context, req *connect.Request[v1.Node]) (*connect.Response[v1.Node], error) {
 	return c.create.CallUnary(ctx, req)
 }
 
 // Get calls skiff.v1.NodeService.Get.
-func (c *nodeServiceClient) Get(ctx context.Context, req *connect.Request[v1.GetNodeRequest]) (*connect.Response[v1.Node], error) {
+func (c *nodeServiceClient) Get(ctx context.Context, req *connect.Request[v1.GetRequest]) (*connect.Response[v1.Node], error) {
 	return c.get.CallUnary(ctx, req)
 }
 
 // List calls skiff.v1.NodeService.List.
-func (c *nodeServiceClient) List(ctx context.Context, req *connect.Request[v1.ListNodesRequest]) (*connect.Response[v1.NodeList], error) {
+func (c *nodeServiceClient) List(ctx context.Context, req *connect.Request[v1.ListRequest]) (*connect.Response[v1.NodeList], error) {
 	return c.list.CallUnary(ctx, req)
 }
 
 // Update calls skiff.v1.NodeService.Update.
-func (c *nodeServiceClient) Update(ctx context.Context, req *connect.Request[v1.UpdateNodeRequest]) (*connect.Response[v1.Node], error) {
+func (c *nodeServiceClient) Update(ctx context.Context, req *connect.Request[v1.Node]) (*connect.Response[v1.Node], error) {
 	return c.update.CallUnary(ctx, req)
 }
 
 // Delete calls skiff.v1.NodeService.Delete.
-func (c *nodeServiceClient) Delete(ctx context.Context, req *connect.Request[v1.DeleteNodeRequest]) (*connect.Response[v1.Node], error) {
+func (c *nodeServiceClient) Delete(ctx context.Context, req *connect.Request[v1.DeleteRequest]) (*connect.Response[v1.Node], error) {
 	return c.delete.CallUnary(ctx, req)
 }
 
 // Watch calls skiff.v1.NodeService.Watch.
-func (c *nodeServiceClient) Watch(ctx context.Context, req *connect.Request[v1.WatchNodesRequest]) (*connect.ServerStreamForClient[v1.NodeEvent], error) {
+func (c *nodeServiceClient) Watch(ctx context.Context, req *connect.Request[v1.WatchRequest]) (*connect.ServerStreamForClient[v1.NodeWatchEvent], error) {
 	return c.watch.CallServerStream(ctx, req)
+}
+
+// UpdateStatus calls skiff.v1.NodeService.UpdateStatus.
+func (c *nodeServiceClient) UpdateStatus(ctx context.Context, req *connect.Request[v1.Node]) (*connect.Response[v1.Node], error) {
+	return c.updateStatus.CallUnary(ctx, req)
 }
 
 // NodeServiceHandler is an implementation of the skiff.v1.NodeService service.
 type NodeServiceHandler interface {
-	Create(context.Context, *connect.Request[v1.CreateNodeRequest]) (*connect.Response[v1.Node], error)
-	Get(context.Context, *connect.Request[v1.GetNodeRequest]) (*connect.Response[v1.Node], error)
-	List(context.Context, *connect.Request[v1.ListNodesRequest]) (*connect.Response[v1.NodeList], error)
-	Update(context.Context, *connect.Request[v1.UpdateNodeRequest]) (*connect.Response[v1.Node], error)
-	Delete(context.Context, *connect.Request[v1.DeleteNodeRequest]) (*connect.Response[v1.Node], error)
-	Watch(context.Context, *connect.Request[v1.WatchNodesRequest], *connect.ServerStream[v1.NodeEvent]) error
+	Create(context.Context, *connect.Request[v1.Node]) (*connect.Response[v1.Node], error)
+	Get(context.Context, *connect.Request[v1.GetRequest]) (*connect.Response[v1.Node], error)
+	List(context.Context, *connect.Request[v1.ListRequest]) (*connect.Response[v1.NodeList], error)
+	// Update changes metadata and spec; the status has its own call.
+	Update(context.Context, *connect.Request[v1.Node]) (*connect.Response[v1.Node], error)
+	Delete(context.Context, *connect.Request[v1.DeleteRequest]) (*connect.Response[v1.Node], error)
+	Watch(context.Context, *connect.Request[v1.WatchRequest], *connect.ServerStream[v1.NodeWatchEvent]) error
+	// UpdateStatus replaces the status alone (the node's agent reports through it).
+	UpdateStatus(context.Context, *connect.Request[v1.Node]) (*connect.Response[v1.Node], error)
 }
 
 // NewNodeServiceHandler builds an HTTP handler from the service implementation. It returns the path
@@ -205,6 +226,12 @@ func NewNodeServiceHandler(svc NodeServiceHandler, opts ...connect.HandlerOption
 		connect.WithSchema(nodeServiceMethods.ByName("Watch")),
 		connect.WithHandlerOptions(opts...),
 	)
+	nodeServiceUpdateStatusHandler := connect.NewUnaryHandler(
+		NodeServiceUpdateStatusProcedure,
+		svc.UpdateStatus,
+		connect.WithSchema(nodeServiceMethods.ByName("UpdateStatus")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/skiff.v1.NodeService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case NodeServiceCreateProcedure:
@@ -219,6 +246,8 @@ func NewNodeServiceHandler(svc NodeServiceHandler, opts ...connect.HandlerOption
 			nodeServiceDeleteHandler.ServeHTTP(w, r)
 		case NodeServiceWatchProcedure:
 			nodeServiceWatchHandler.ServeHTTP(w, r)
+		case NodeServiceUpdateStatusProcedure:
+			nodeServiceUpdateStatusHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -228,28 +257,32 @@ func NewNodeServiceHandler(svc NodeServiceHandler, opts ...connect.HandlerOption
 // UnimplementedNodeServiceHandler returns CodeUnimplemented from all methods.
 type UnimplementedNodeServiceHandler struct{}
 
-func (UnimplementedNodeServiceHandler) Create(context.Context, *connect.Request[v1.CreateNodeRequest]) (*connect.Response[v1.Node], error) {
+func (UnimplementedNodeServiceHandler) Create(context.Context, *connect.Request[v1.Node]) (*connect.Response[v1.Node], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("skiff.v1.NodeService.Create is not implemented"))
 }
 
-func (UnimplementedNodeServiceHandler) Get(context.Context, *connect.Request[v1.GetNodeRequest]) (*connect.Response[v1.Node], error) {
+func (UnimplementedNodeServiceHandler) Get(context.Context, *connect.Request[v1.GetRequest]) (*connect.Response[v1.Node], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("skiff.v1.NodeService.Get is not implemented"))
 }
 
-func (UnimplementedNodeServiceHandler) List(context.Context, *connect.Request[v1.ListNodesRequest]) (*connect.Response[v1.NodeList], error) {
+func (UnimplementedNodeServiceHandler) List(context.Context, *connect.Request[v1.ListRequest]) (*connect.Response[v1.NodeList], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("skiff.v1.NodeService.List is not implemented"))
 }
 
-func (UnimplementedNodeServiceHandler) Update(context.Context, *connect.Request[v1.UpdateNodeRequest]) (*connect.Response[v1.Node], error) {
+func (UnimplementedNodeServiceHandler) Update(context.Context, *connect.Request[v1.Node]) (*connect.Response[v1.Node], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("skiff.v1.NodeService.Update is not implemented"))
 }
 
-func (UnimplementedNodeServiceHandler) Delete(context.Context, *connect.Request[v1.DeleteNodeRequest]) (*connect.Response[v1.Node], error) {
+func (UnimplementedNodeServiceHandler) Delete(context.Context, *connect.Request[v1.DeleteRequest]) (*connect.Response[v1.Node], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("skiff.v1.NodeService.Delete is not implemented"))
 }
 
-func (UnimplementedNodeServiceHandler) Watch(context.Context, *connect.Request[v1.WatchNodesRequest], *connect.ServerStream[v1.NodeEvent]) error {
+func (UnimplementedNodeServiceHandler) Watch(context.Context, *connect.Request[v1.WatchRequest], *connect.ServerStream[v1.NodeWatchEvent]) error {
 	return connect.NewError(connect.CodeUnimplemented, errors.New("skiff.v1.NodeService.Watch is not implemented"))
+}
+
+func (UnimplementedNodeServiceHandler) UpdateStatus(context.Context, *connect.Request[v1.Node]) (*connect.Response[v1.Node], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("skiff.v1.NodeService.UpdateStatus is not implemented"))
 }
 
 // AgentServiceClient is a client for the skiff.v1.AgentService service.

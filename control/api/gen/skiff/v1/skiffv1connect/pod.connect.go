@@ -45,18 +45,28 @@ const (
 	PodServiceDeleteProcedure = "/skiff.v1.PodService/Delete"
 	// PodServiceWatchProcedure is the fully-qualified name of the PodService's Watch RPC.
 	PodServiceWatchProcedure = "/skiff.v1.PodService/Watch"
+	// PodServiceUpdateStatusProcedure is the fully-qualified name of the PodService's UpdateStatus RPC.
+	PodServiceUpdateStatusProcedure = "/skiff.v1.PodService/UpdateStatus"
+	// PodServiceBindProcedure is the fully-qualified name of the PodService's Bind RPC.
+	PodServiceBindProcedure = "/skiff.v1.PodService/Bind"
 	// PodServiceLogsProcedure is the fully-qualified name of the PodService's Logs RPC.
 	PodServiceLogsProcedure = "/skiff.v1.PodService/Logs"
 )
 
 // PodServiceClient is a client for the skiff.v1.PodService service.
 type PodServiceClient interface {
-	Create(context.Context, *connect.Request[v1.CreatePodRequest]) (*connect.Response[v1.Pod], error)
-	Get(context.Context, *connect.Request[v1.GetPodRequest]) (*connect.Response[v1.Pod], error)
-	List(context.Context, *connect.Request[v1.ListPodsRequest]) (*connect.Response[v1.PodList], error)
-	Update(context.Context, *connect.Request[v1.UpdatePodRequest]) (*connect.Response[v1.Pod], error)
-	Delete(context.Context, *connect.Request[v1.DeletePodRequest]) (*connect.Response[v1.Pod], error)
-	Watch(context.Context, *connect.Request[v1.WatchPodsRequest]) (*connect.ServerStreamForClient[v1.PodEvent], error)
+	Create(context.Context, *connect.Request[v1.Pod]) (*connect.Response[v1.Pod], error)
+	Get(context.Context, *connect.Request[v1.GetRequest]) (*connect.Response[v1.Pod], error)
+	List(context.Context, *connect.Request[v1.ListRequest]) (*connect.Response[v1.PodList], error)
+	// Update changes metadata (labels, annotations, finalizers); a pod's spec
+	// is fixed once created, and its status and binding have their own calls.
+	Update(context.Context, *connect.Request[v1.Pod]) (*connect.Response[v1.Pod], error)
+	Delete(context.Context, *connect.Request[v1.DeleteRequest]) (*connect.Response[v1.Pod], error)
+	Watch(context.Context, *connect.Request[v1.WatchRequest]) (*connect.ServerStreamForClient[v1.PodWatchEvent], error)
+	// UpdateStatus replaces the status alone (the agent reports through it).
+	UpdateStatus(context.Context, *connect.Request[v1.Pod]) (*connect.Response[v1.Pod], error)
+	// Bind sets spec.nodeName of an unbound pod (the scheduler binds through it).
+	Bind(context.Context, *connect.Request[v1.BindRequest]) (*connect.Response[v1.Pod], error)
 	// Logs reads a container's output from the node the pod runs on.
 	Logs(context.Context, *connect.Request[v1.PodLogsRequest]) (*connect.Response[v1.PodLogsResponse], error)
 }
@@ -72,40 +82,52 @@ func NewPodServiceClient(httpClient connect.HTTPClient, baseURL string, opts ...
 	baseURL = strings.TrimRight(baseURL, "/")
 	podServiceMethods := v1.File_skiff_v1_pod_proto.Services().ByName("PodService").Methods()
 	return &podServiceClient{
-		create: connect.NewClient[v1.CreatePodRequest, v1.Pod](
+		create: connect.NewClient[v1.Pod, v1.Pod](
 			httpClient,
 			baseURL+PodServiceCreateProcedure,
 			connect.WithSchema(podServiceMethods.ByName("Create")),
 			connect.WithClientOptions(opts...),
 		),
-		get: connect.NewClient[v1.GetPodRequest, v1.Pod](
+		get: connect.NewClient[v1.GetRequest, v1.Pod](
 			httpClient,
 			baseURL+PodServiceGetProcedure,
 			connect.WithSchema(podServiceMethods.ByName("Get")),
 			connect.WithClientOptions(opts...),
 		),
-		list: connect.NewClient[v1.ListPodsRequest, v1.PodList](
+		list: connect.NewClient[v1.ListRequest, v1.PodList](
 			httpClient,
 			baseURL+PodServiceListProcedure,
 			connect.WithSchema(podServiceMethods.ByName("List")),
 			connect.WithClientOptions(opts...),
 		),
-		update: connect.NewClient[v1.UpdatePodRequest, v1.Pod](
+		update: connect.NewClient[v1.Pod, v1.Pod](
 			httpClient,
 			baseURL+PodServiceUpdateProcedure,
 			connect.WithSchema(podServiceMethods.ByName("Update")),
 			connect.WithClientOptions(opts...),
 		),
-		delete: connect.NewClient[v1.DeletePodRequest, v1.Pod](
+		delete: connect.NewClient[v1.DeleteRequest, v1.Pod](
 			httpClient,
 			baseURL+PodServiceDeleteProcedure,
 			connect.WithSchema(podServiceMethods.ByName("Delete")),
 			connect.WithClientOptions(opts...),
 		),
-		watch: connect.NewClient[v1.WatchPodsRequest, v1.PodEvent](
+		watch: connect.NewClient[v1.WatchRequest, v1.PodWatchEvent](
 			httpClient,
 			baseURL+PodServiceWatchProcedure,
 			connect.WithSchema(podServiceMethods.ByName("Watch")),
+			connect.WithClientOptions(opts...),
+		),
+		updateStatus: connect.NewClient[v1.Pod, v1.Pod](
+			httpClient,
+			baseURL+PodServiceUpdateStatusProcedure,
+			connect.WithSchema(podServiceMethods.ByName("UpdateStatus")),
+			connect.WithClientOptions(opts...),
+		),
+		bind: connect.NewClient[v1.BindRequest, v1.Pod](
+			httpClient,
+			baseURL+PodServiceBindProcedure,
+			connect.WithSchema(podServiceMethods.ByName("Bind")),
 			connect.WithClientOptions(opts...),
 		),
 		logs: connect.NewClient[v1.PodLogsRequest, v1.PodLogsResponse](
@@ -119,43 +141,55 @@ func NewPodServiceClient(httpClient connect.HTTPClient, baseURL string, opts ...
 
 // podServiceClient implements PodServiceClient.
 type podServiceClient struct {
-	create *connect.Client[v1.CreatePodRequest, v1.Pod]
-	get    *connect.Client[v1.GetPodRequest, v1.Pod]
-	list   *connect.Client[v1.ListPodsRequest, v1.PodList]
-	update *connect.Client[v1.UpdatePodRequest, v1.Pod]
-	delete *connect.Client[v1.DeletePodRequest, v1.Pod]
-	watch  *connect.Client[v1.WatchPodsRequest, v1.PodEvent]
-	logs   *connect.Client[v1.PodLogsRequest, v1.PodLogsResponse]
+	create       *connect.Client[v1.Pod, v1.Pod]
+	get          *connect.Client[v1.GetRequest, v1.Pod]
+	list         *connect.Client[v1.ListRequest, v1.PodList]
+	update       *connect.Client[v1.Pod, v1.Pod]
+	delete       *connect.Client[v1.DeleteRequest, v1.Pod]
+	watch        *connect.Client[v1.WatchRequest, v1.PodWatchEvent]
+	updateStatus *connect.Client[v1.Pod, v1.Pod]
+	bind         *connect.Client[v1.BindRequest, v1.Pod]
+	logs         *connect.Client[v1.PodLogsRequest, v1.PodLogsResponse]
 }
 
 // Create calls skiff.v1.PodService.Create.
-func (c *podServiceClient) Create(ctx context.Context, req *connect.Request[v1.CreatePodRequest]) (*connect.Response[v1.Pod], error) {
+func (c *podServiceClient) Create(ctx context.Context, req *connect.Request[v1.Pod]) (*connect.Response[v1.Pod], error) {
 	return c.create.CallUnary(ctx, req)
 }
 
 // Get calls skiff.v1.PodService.Get.
-func (c *podServiceClient) Get(ctx context.Context, req *connect.Request[v1.GetPodRequest]) (*connect.Response[v1.Pod], error) {
+func (c *podServiceClient) Get(ctx context.Context, req *connect.Request[v1.GetRequest]) (*connect.Response[v1.Pod], error) {
 	return c.get.CallUnary(ctx, req)
 }
 
 // List calls skiff.v1.PodService.List.
-func (c *podServiceClient) List(ctx context.Context, req *connect.Request[v1.ListPodsRequest]) (*connect.Response[v1.PodList], error) {
+func (c *podServiceClient) List(ctx context.Context, req *connect.Request[v1.ListRequest]) (*connect.Response[v1.PodList], error) {
 	return c.list.CallUnary(ctx, req)
 }
 
 // Update calls skiff.v1.PodService.Update.
-func (c *podServiceClient) Update(ctx context.Context, req *connect.Request[v1.UpdatePodRequest]) (*connect.Response[v1.Pod], error) {
+func (c *podServiceClient) Update(ctx context.Context, req *connect.Request[v1.Pod]) (*connect.Response[v1.Pod], error) {
 	return c.update.CallUnary(ctx, req)
 }
 
 // Delete calls skiff.v1.PodService.Delete.
-func (c *podServiceClient) Delete(ctx context.Context, req *connect.Request[v1.DeletePodRequest]) (*connect.Response[v1.Pod], error) {
+func (c *podServiceClient) Delete(ctx context.Context, req *connect.Request[v1.DeleteRequest]) (*connect.Response[v1.Pod], error) {
 	return c.delete.CallUnary(ctx, req)
 }
 
 // Watch calls skiff.v1.PodService.Watch.
-func (c *podServiceClient) Watch(ctx context.Context, req *connect.Request[v1.WatchPodsRequest]) (*connect.ServerStreamForClient[v1.PodEvent], error) {
+func (c *podServiceClient) Watch(ctx context.Context, req *connect.Request[v1.WatchRequest]) (*connect.ServerStreamForClient[v1.PodWatchEvent], error) {
 	return c.watch.CallServerStream(ctx, req)
+}
+
+// UpdateStatus calls skiff.v1.PodService.UpdateStatus.
+func (c *podServiceClient) UpdateStatus(ctx context.Context, req *connect.Request[v1.Pod]) (*connect.Response[v1.Pod], error) {
+	return c.updateStatus.CallUnary(ctx, req)
+}
+
+// Bind calls skiff.v1.PodService.Bind.
+func (c *podServiceClient) Bind(ctx context.Context, req *connect.Request[v1.BindRequest]) (*connect.Response[v1.Pod], error) {
+	return c.bind.CallUnary(ctx, req)
 }
 
 // Logs calls skiff.v1.PodService.Logs.
@@ -165,12 +199,18 @@ func (c *podServiceClient) Logs(ctx context.Context, req *connect.Request[v1.Pod
 
 // PodServiceHandler is an implementation of the skiff.v1.PodService service.
 type PodServiceHandler interface {
-	Create(context.Context, *connect.Request[v1.CreatePodRequest]) (*connect.Response[v1.Pod], error)
-	Get(context.Context, *connect.Request[v1.GetPodRequest]) (*connect.Response[v1.Pod], error)
-	List(context.Context, *connect.Request[v1.ListPodsRequest]) (*connect.Response[v1.PodList], error)
-	Update(context.Context, *connect.Request[v1.UpdatePodRequest]) (*connect.Response[v1.Pod], error)
-	Delete(context.Context, *connect.Request[v1.DeletePodRequest]) (*connect.Response[v1.Pod], error)
-	Watch(context.Context, *connect.Request[v1.WatchPodsRequest], *connect.ServerStream[v1.PodEvent]) error
+	Create(context.Context, *connect.Request[v1.Pod]) (*connect.Response[v1.Pod], error)
+	Get(context.Context, *connect.Request[v1.GetRequest]) (*connect.Response[v1.Pod], error)
+	List(context.Context, *connect.Request[v1.ListRequest]) (*connect.Response[v1.PodList], error)
+	// Update changes metadata (labels, annotations, finalizers); a pod's spec
+	// is fixed once created, and its status and binding have their own calls.
+	Update(context.Context, *connect.Request[v1.Pod]) (*connect.Response[v1.Pod], error)
+	Delete(context.Context, *connect.Request[v1.DeleteRequest]) (*connect.Response[v1.Pod], error)
+	Watch(context.Context, *connect.Request[v1.WatchRequest], *connect.ServerStream[v1.PodWatchEvent]) error
+	// UpdateStatus replaces the status alone (the agent reports through it).
+	UpdateStatus(context.Context, *connect.Request[v1.Pod]) (*connect.Response[v1.Pod], error)
+	// Bind sets spec.nodeName of an unbound pod (the scheduler binds through it).
+	Bind(context.Context, *connect.Request[v1.BindRequest]) (*connect.Response[v1.Pod], error)
 	// Logs reads a container's output from the node the pod runs on.
 	Logs(context.Context, *connect.Request[v1.PodLogsRequest]) (*connect.Response[v1.PodLogsResponse], error)
 }
@@ -218,6 +258,18 @@ func NewPodServiceHandler(svc PodServiceHandler, opts ...connect.HandlerOption) 
 		connect.WithSchema(podServiceMethods.ByName("Watch")),
 		connect.WithHandlerOptions(opts...),
 	)
+	podServiceUpdateStatusHandler := connect.NewUnaryHandler(
+		PodServiceUpdateStatusProcedure,
+		svc.UpdateStatus,
+		connect.WithSchema(podServiceMethods.ByName("UpdateStatus")),
+		connect.WithHandlerOptions(opts...),
+	)
+	podServiceBindHandler := connect.NewUnaryHandler(
+		PodServiceBindProcedure,
+		svc.Bind,
+		connect.WithSchema(podServiceMethods.ByName("Bind")),
+		connect.WithHandlerOptions(opts...),
+	)
 	podServiceLogsHandler := connect.NewUnaryHandler(
 		PodServiceLogsProcedure,
 		svc.Logs,
@@ -238,6 +290,10 @@ func NewPodServiceHandler(svc PodServiceHandler, opts ...connect.HandlerOption) 
 			podServiceDeleteHandler.ServeHTTP(w, r)
 		case PodServiceWatchProcedure:
 			podServiceWatchHandler.ServeHTTP(w, r)
+		case PodServiceUpdateStatusProcedure:
+			podServiceUpdateStatusHandler.ServeHTTP(w, r)
+		case PodServiceBindProcedure:
+			podServiceBindHandler.ServeHTTP(w, r)
 		case PodServiceLogsProcedure:
 			podServiceLogsHandler.ServeHTTP(w, r)
 		default:
@@ -249,28 +305,36 @@ func NewPodServiceHandler(svc PodServiceHandler, opts ...connect.HandlerOption) 
 // UnimplementedPodServiceHandler returns CodeUnimplemented from all methods.
 type UnimplementedPodServiceHandler struct{}
 
-func (UnimplementedPodServiceHandler) Create(context.Context, *connect.Request[v1.CreatePodRequest]) (*connect.Response[v1.Pod], error) {
+func (UnimplementedPodServiceHandler) Create(context.Context, *connect.Request[v1.Pod]) (*connect.Response[v1.Pod], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("skiff.v1.PodService.Create is not implemented"))
 }
 
-func (UnimplementedPodServiceHandler) Get(context.Context, *connect.Request[v1.GetPodRequest]) (*connect.Response[v1.Pod], error) {
+func (UnimplementedPodServiceHandler) Get(context.Context, *connect.Request[v1.GetRequest]) (*connect.Response[v1.Pod], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("skiff.v1.PodService.Get is not implemented"))
 }
 
-func (UnimplementedPodServiceHandler) List(context.Context, *connect.Request[v1.ListPodsRequest]) (*connect.Response[v1.PodList], error) {
+func (UnimplementedPodServiceHandler) List(context.Context, *connect.Request[v1.ListRequest]) (*connect.Response[v1.PodList], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("skiff.v1.PodService.List is not implemented"))
 }
 
-func (UnimplementedPodServiceHandler) Update(context.Context, *connect.Request[v1.UpdatePodRequest]) (*connect.Response[v1.Pod], error) {
+func (UnimplementedPodServiceHandler) Update(context.Context, *connect.Request[v1.Pod]) (*connect.Response[v1.Pod], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("skiff.v1.PodService.Update is not implemented"))
 }
 
-func (UnimplementedPodServiceHandler) Delete(context.Context, *connect.Request[v1.DeletePodRequest]) (*connect.Response[v1.Pod], error) {
+func (UnimplementedPodServiceHandler) Delete(context.Context, *connect.Request[v1.DeleteRequest]) (*connect.Response[v1.Pod], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("skiff.v1.PodService.Delete is not implemented"))
 }
 
-func (UnimplementedPodServiceHandler) Watch(context.Context, *connect.Request[v1.WatchPodsRequest], *connect.ServerStream[v1.PodEvent]) error {
+func (UnimplementedPodServiceHandler) Watch(context.Context, *connect.Request[v1.WatchRequest], *connect.ServerStream[v1.PodWatchEvent]) error {
 	return connect.NewError(connect.CodeUnimplemented, errors.New("skiff.v1.PodService.Watch is not implemented"))
+}
+
+func (UnimplementedPodServiceHandler) UpdateStatus(context.Context, *connect.Request[v1.Pod]) (*connect.Response[v1.Pod], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("skiff.v1.PodService.UpdateStatus is not implemented"))
+}
+
+func (UnimplementedPodServiceHandler) Bind(context.Context, *connect.Request[v1.BindRequest]) (*connect.Response[v1.Pod], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("skiff.v1.PodService.Bind is not implemented"))
 }
 
 func (UnimplementedPodServiceHandler) Logs(context.Context, *connect.Request[v1.PodLogsRequest]) (*connect.Response[v1.PodLogsResponse], error) {

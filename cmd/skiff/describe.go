@@ -1,0 +1,246 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	skiffv1 "skiff.dev/skiff/control/api/gen/skiff/v1"
+	"skiff.dev/skiff/control/api/kinds"
+)
+
+func newDescribeCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "describe KIND NAME",
+		Short: "Show an object in detail, with its events",
+		Long: `Describe shows one object as kubectl describe does: for a pod its spec in
+short, its status, conditions and container states, and the events about it
+(why it is Pending, what happened to it). Other kinds show their metadata
+and events.`,
+		Example:           "  skiff describe pod hello",
+		Args:              cobra.ExactArgs(2),
+		ValidArgsFunction: completeKindAndName(g),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			k, err := kinds.Lookup(args[0])
+			if err != nil {
+				return err
+			}
+			if args[1] == "" {
+				return fmt.Errorf("name required: NAME is empty")
+			}
+			c := newClients(g.server)
+			ctx := cmd.Context()
+			obj, err := c.of(k).Get(ctx, namespaceFor(k, g.namespace, false), args[1])
+			if err != nil {
+				return plain(err)
+			}
+			evs, err := eventsAbout(ctx, c, obj)
+			if err != nil {
+				return plain(err)
+			}
+			return describe(cmd.OutOrStdout(), k, obj, evs, time.Now())
+		},
+	}
+	cmd.Flags().StringVarP(&g.namespace, "namespace", "n", "", "namespace (default \"default\")")
+	return cmd
+}
+
+// eventsAbout lists the events whose subject is obj, oldest first.
+func eventsAbout(ctx context.Context, c *clients, obj kinds.Object) ([]*skiffv1.Event, error) {
+	ns := obj.GetMetadata().GetNamespace()
+	if ns == "" {
+		ns = "default"
+	}
+	objs, _, err := c.of(kinds.Event).List(ctx, &skiffv1.ListRequest{
+		Namespace: ns, FieldSelector: "involvedObject.uid=" + obj.GetMetadata().GetUid(),
+	})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*skiffv1.Event, 0, len(objs))
+	for _, o := range objs {
+		out = append(out, o.(*skiffv1.Event))
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		return out[i].GetLastTimestamp().AsTime().Before(out[j].GetLastTimestamp().AsTime())
+	})
+	return out, nil
+}
+
+func describe(w io.Writer, k *kinds.Kind, obj kinds.Object, evs []*skiffv1.Event, now time.Time) error {
+	tw := tabwriter.NewWriter(w, 0, 8, 1, ' ', 0)
+	m := obj.GetMetadata()
+	line := func(indent int, key, format string, args ...any) {
+		fmt.Fprintf(tw, "%s%s:\t%s\n", strings.Repeat("  ", indent), key, fmt.Sprintf(format, args...))
+	}
+	line(0, "Name", "%s", m.GetName())
+	if k.Namespaced {
+		line(0, "Namespace", "%s", m.GetNamespace())
+	}
+	line(0, "Labels", "%s", pairs(m.GetLabels()))
+	line(0, "Annotations", "%s", pairs(m.GetAnnotations()))
+	line(0, "Created", "%s", when(m.GetCreationTimestamp(), now))
+	if ts := m.GetDeletionTimestamp(); ts != nil {
+		line(0, "Terminating", "since %s (grace period %ds)", ts.AsTime().Add(-time.Duration(m.GetDeletionGracePeriodSeconds())*time.Second).Format(time.RFC3339), m.GetDeletionGracePeriodSeconds())
+	}
+	if len(m.GetFinalizers()) > 0 {
+		line(0, "Finalizers", "%s", strings.Join(m.GetFinalizers(), ", "))
+	}
+	if p, ok := obj.(*skiffv1.Pod); ok {
+		describePod(tw, line, p, now)
+	}
+	if n, ok := obj.(*skiffv1.Node); ok {
+		line(0, "Status", "%s", kinds.NodeStatus(n))
+		line(0, "Runtimes", "%s", strings.Join(n.GetStatus().GetRuntimes(), ", "))
+		line(0, "Capacity", "%s", pairs(n.GetStatus().GetCapacity()))
+		conditions(tw, n.GetStatus().GetConditions())
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintln(w, "Events:")
+	if len(evs) == 0 {
+		_, err := fmt.Fprintln(w, "  <none>")
+		return err
+	}
+	ew := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+	fmt.Fprintln(ew, "  Type\tReason\tAge\tFrom\tMessage")
+	fmt.Fprintln(ew, "  ----\t------\t---\t----\t-------")
+	for _, e := range evs {
+		age := kinds.Age(e.GetLastTimestamp().AsTime(), now)
+		if e.GetCount() > 1 {
+			age = fmt.Sprintf("%s (x%d over %s)", age, e.GetCount(), kinds.Age(e.GetFirstTimestamp().AsTime(), now))
+		}
+		from := e.GetSource().GetComponent()
+		if h := e.GetSource().GetHost(); h != "" {
+			from += ", " + h
+		}
+		fmt.Fprintf(ew, "  %s\t%s\t%s\t%s\t%s\n", e.GetType(), e.GetReason(), age, from, e.GetMessage())
+	}
+	return ew.Flush()
+}
+
+func describePod(tw io.Writer, line func(int, string, string, ...any), p *skiffv1.Pod, now time.Time) {
+	s, st := p.GetSpec(), p.GetStatus()
+	line(0, "Node", "%s", orNone(s.GetNodeName()))
+	line(0, "Runtime Class", "%s", orDefault(s.GetRuntimeClassName(), "wasm"))
+	line(0, "Restart Policy", "%s", s.GetRestartPolicy())
+	line(0, "Grace Period", "%ds", s.GetTerminationGracePeriodSeconds())
+	line(0, "Start Time", "%s", when(st.GetStartTime(), now))
+	line(0, "Status", "%s", kinds.PodStatus(p))
+	if st.GetReason() != "" {
+		line(0, "Reason", "%s", st.GetReason())
+	}
+	if st.GetMessage() != "" {
+		line(0, "Message", "%s", st.GetMessage())
+	}
+	fmt.Fprintln(tw, "Containers:")
+	statuses := map[string]*skiffv1.ContainerStatus{}
+	for _, cs := range st.GetContainerStatuses() {
+		statuses[cs.GetName()] = cs
+	}
+	for _, c := range s.GetContainers() {
+		fmt.Fprintf(tw, "  %s:\n", c.GetName())
+		line(2, "Image", "%s", c.GetImage())
+		if len(c.GetCommand()) > 0 {
+			line(2, "Command", "%s", strings.Join(c.GetCommand(), " "))
+		}
+		if len(c.GetArgs()) > 0 {
+			line(2, "Args", "%s", strings.Join(c.GetArgs(), " "))
+		}
+		cs := statuses[c.GetName()]
+		if cs == nil {
+			line(2, "State", "Waiting")
+			continue
+		}
+		containerState(line, "State", cs.GetState(), now)
+		if cs.GetLastState().GetTerminated() != nil {
+			containerState(line, "Last State", cs.GetLastState(), now)
+		}
+		line(2, "Ready", "%t", cs.GetReady())
+		line(2, "Restart Count", "%d", cs.GetRestartCount())
+		if len(c.GetEnv()) > 0 {
+			fmt.Fprintf(tw, "    Environment:\n")
+			for _, e := range c.GetEnv() {
+				line(3, e.GetName(), "%s", e.GetValue())
+			}
+		}
+	}
+	conditions(tw, st.GetConditions())
+}
+
+func containerState(line func(int, string, string, ...any), label string, s *skiffv1.ContainerState, now time.Time) {
+	switch {
+	case s.GetRunning() != nil:
+		line(2, label, "Running")
+		line(3, "Started", "%s", when(s.GetRunning().GetStartedAt(), now))
+	case s.GetTerminated() != nil:
+		t := s.GetTerminated()
+		line(2, label, "Terminated")
+		line(3, "Reason", "%s", t.GetReason())
+		if t.GetMessage() != "" {
+			line(3, "Message", "%s", t.GetMessage())
+		}
+		line(3, "Exit Code", "%d", t.GetExitCode())
+		line(3, "Started", "%s", when(t.GetStartedAt(), now))
+		line(3, "Finished", "%s", when(t.GetFinishedAt(), now))
+	default:
+		line(2, label, "Waiting")
+		if r := s.GetWaiting().GetReason(); r != "" {
+			line(3, "Reason", "%s", r)
+		}
+		if m := s.GetWaiting().GetMessage(); m != "" {
+			line(3, "Message", "%s", m)
+		}
+	}
+}
+
+func conditions(tw io.Writer, cs []*skiffv1.Condition) {
+	if len(cs) == 0 {
+		return
+	}
+	fmt.Fprintln(tw, "Conditions:")
+	fmt.Fprintln(tw, "  Type\tStatus\tReason\tMessage")
+	for _, c := range cs {
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", c.GetType(), c.GetStatus(), c.GetReason(), c.GetMessage())
+	}
+}
+
+func pairs(m map[string]string) string {
+	if len(m) == 0 {
+		return "<none>"
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	out := make([]string, 0, len(keys))
+	for _, k := range keys {
+		out = append(out, k+"="+m[k])
+	}
+	return strings.Join(out, ", ")
+}
+
+func when(ts *timestamppb.Timestamp, now time.Time) string {
+	if ts == nil {
+		return "<none>"
+	}
+	return fmt.Sprintf("%s (%s ago)", ts.AsTime().Format(time.RFC3339), kinds.Age(ts.AsTime(), now))
+}
+
+func orNone(s string) string { return orDefault(s, "<none>") }
+
+func orDefault(s, d string) string {
+	if s == "" {
+		return d
+	}
+	return s
+}
