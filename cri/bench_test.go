@@ -153,3 +153,41 @@ func appendULEB(b []byte, v uint32) []byte {
 		b = append(b, c|0x80)
 	}
 }
+
+// BenchmarkStopContainer measures StopContainer with a timeout, from the
+// call to its return (the container has then exited), over the socket:
+//
+//	cooperative: the module returns when its stdin ends (timeout 30s).
+//	ignoring-2s: the module sleeps on; it is killed when the 2s timeout ends.
+//	timeout-0:   the module would return when asked, but is killed at once.
+//
+// Creating and starting the container, and waiting for its greeting, are
+// not timed.
+func BenchmarkStopContainer(b *testing.B) {
+	e := newEnv(b, false)
+	e.importFile("hello", needHello(b))
+	pod := e.runPod("p")
+	n := 0
+	run := func(b *testing.B, timeout int64, args ...string) {
+		for b.Loop() {
+			b.StopTimer()
+			n++
+			name := fmt.Sprint("c", n)
+			id := e.mustCreate(pod, containerConfig(name, "hello", args...))
+			e.start(id)
+			e.waitLog(id, "stdout F Hello from "+name+"!")
+			b.StartTimer()
+			if _, err := e.rs.StopContainer(context.Background(), &runtime.StopContainerRequest{ContainerId: id, Timeout: timeout}); err != nil {
+				b.Fatal(err)
+			}
+			b.StopTimer()
+			if _, err := e.rs.RemoveContainer(context.Background(), &runtime.RemoveContainerRequest{ContainerId: id}); err != nil {
+				b.Fatal(err)
+			}
+			b.StartTimer()
+		}
+	}
+	b.Run("cooperative", func(b *testing.B) { run(b, 30, "wait-stdin", "terminating") })
+	b.Run("ignoring-2s", func(b *testing.B) { run(b, 2, "sleep", "1h") })
+	b.Run("timeout-0", func(b *testing.B) { run(b, 0, "wait-stdin", "terminating") })
+}

@@ -109,7 +109,7 @@ func (s *service) CreateContainer(ctx context.Context, req *runtime.CreateContai
 		return fail(err)
 	}
 	c.task = t
-	undo = append(undo, func() { t.Stop(context.WithoutCancel(ctx)) })
+	undo = append(undo, func() { t.Stop(context.WithoutCancel(ctx), 0) })
 	if err := s.db.putContainer(&rec); err != nil {
 		return fail(err)
 	}

@@ -8,7 +8,7 @@ import (
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
-// RemoveContainer removes a container, stopping it first if it runs. Its
+// RemoveContainer removes a container, killing it first if it runs. Its
 // log file stays (the kubelet owns log rotation and removal). It is
 // idempotent: an unknown ID succeeds.
 func (s *service) RemoveContainer(ctx context.Context, req *runtime.RemoveContainerRequest) (*runtime.RemoveContainerResponse, error) {
@@ -26,7 +26,7 @@ func (s *service) RemoveContainer(ctx context.Context, req *runtime.RemoveContai
 }
 
 func (s *service) removeContainer(ctx context.Context, c *container) error {
-	if err := s.stopContainer(ctx, c); err != nil {
+	if err := s.stopContainer(ctx, c, 0); err != nil {
 		return fmt.Errorf("remove container %s: %w", c.rec.ID, err)
 	}
 	c.mu.Lock()
@@ -40,7 +40,7 @@ func (s *service) removeContainer(ctx context.Context, c *container) error {
 	c.mu.Unlock()
 	if t != nil {
 		// Stopped above, unless a start raced in between: stop again.
-		if err := t.Stop(ctx); err != nil {
+		if err := t.Stop(ctx, 0); err != nil {
 			return fmt.Errorf("remove container %s: %w", rec.ID, err)
 		}
 	}

@@ -10,27 +10,52 @@ import (
 	"skiff.dev/skiff/runtime/wasm"
 )
 
-// stopWait bounds how long a stop waits for an instance to die. Killing a
-// Wasm instance takes effect at its next call or loop iteration, so this is
-// only reached by a runtime bug.
+// stopWait bounds how long a stop waits for an instance to die once it is
+// killed (at once, or at the end of the grace period). Killing a Wasm
+// instance takes effect at its next call or loop iteration, so this is only
+// reached by a runtime bug.
 const stopWait = 10 * time.Second
 
-// StopContainer kills a running container at once (a Wasm module has no
-// SIGTERM to honour, so the timeout is not waited for): exit code 137,
-// reason "Error", message "stopped". A created container becomes exited the
-// same way. It is idempotent; an unknown ID is NotFound.
+// maxGrace caps the grace period of StopContainer, so that grace plus
+// stopWait stays a valid duration whatever timeout a client sends.
+const maxGrace = 100 * 365 * 24 * time.Hour
+
+// StopContainer stops a running container within req.Timeout seconds, as
+// SIGTERM then SIGKILL would: a Wasm module is asked to stop by the end of
+// file of its stdin, and if it returns within the timeout its own exit code
+// and reason stand ("Completed" for 0, "Error" otherwise). If it is still
+// running when the timeout ends, or the timeout is 0, it is killed: exit
+// code 137, reason "Error", message "stopped" (for a timeout of 0) or
+// "stopped: did not exit within the <timeout> grace period". The call
+// returns once the container has exited. A created container becomes
+// exited at once the same way (message "stopped"). It is idempotent (a
+// second call with a shorter timeout brings the kill forward); an unknown
+// ID is NotFound.
 func (s *service) StopContainer(ctx context.Context, req *runtime.StopContainerRequest) (*runtime.StopContainerResponse, error) {
 	c, err := s.getContainer(req.GetContainerId())
 	if err != nil {
 		return nil, fmt.Errorf("stop container: %w", err)
 	}
-	if err := s.stopContainer(ctx, c); err != nil {
+	if err := s.stopContainer(ctx, c, graceOf(req.GetTimeout())); err != nil {
 		return nil, err
 	}
 	return &runtime.StopContainerResponse{}, nil
 }
 
-func (s *service) stopContainer(ctx context.Context, c *container) error {
+// graceOf turns a CRI stop timeout in seconds into a grace period.
+func graceOf(seconds int64) time.Duration {
+	if seconds <= 0 {
+		return 0
+	}
+	if seconds >= int64(maxGrace/time.Second) {
+		return maxGrace
+	}
+	return time.Duration(seconds) * time.Second
+}
+
+// stopContainer stops c, killing it if it runs after grace (at once for 0),
+// and saves its exit.
+func (s *service) stopContainer(ctx context.Context, c *container, grace time.Duration) error {
 	c.mu.Lock()
 	t := c.task
 	if t == nil {
@@ -46,13 +71,13 @@ func (s *service) stopContainer(ctx context.Context, c *container) error {
 			return nil
 		}
 		// A start is making the task: wait for it, then stop that.
-		return s.waitStarted(ctx, c)
+		return s.waitStarted(ctx, c, grace)
 	}
 	c.mu.Unlock()
 
-	ctx, cancel := context.WithTimeout(ctx, stopWait)
+	ctx, cancel := context.WithTimeout(ctx, grace+stopWait)
 	defer cancel()
-	if err := t.Stop(ctx); err != nil {
+	if err := t.Stop(ctx, grace); err != nil {
 		return fmt.Errorf("stop container %s: %w", c.rec.ID, err)
 	}
 	c.mu.Lock()
@@ -72,7 +97,7 @@ func (s *service) stopContainer(ctx context.Context, c *container) error {
 }
 
 // waitStarted polls until a start under way has made its task, then stops it.
-func (s *service) waitStarted(ctx context.Context, c *container) error {
+func (s *service) waitStarted(ctx context.Context, c *container, grace time.Duration) error {
 	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
 	for {
@@ -85,7 +110,7 @@ func (s *service) waitStarted(ctx context.Context, c *container) error {
 		t, starting := c.task, c.starting
 		c.mu.Unlock()
 		if t != nil || !starting {
-			return s.stopContainer(ctx, c)
+			return s.stopContainer(ctx, c, grace)
 		}
 	}
 }

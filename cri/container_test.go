@@ -92,7 +92,7 @@ func TestContainerLifecycle(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 
-	if _, err := e.rs.StopContainer(ctx, &runtime.StopContainerRequest{ContainerId: id, Timeout: 30}); err != nil {
+	if _, err := e.rs.StopContainer(ctx, &runtime.StopContainerRequest{ContainerId: id, Timeout: 0}); err != nil {
 		t.Fatal(err)
 	}
 	st = e.status(id)
@@ -279,22 +279,30 @@ func TestListContainersFilters(t *testing.T) {
 }
 
 // TestStopPodSandboxStopsContainers checks that stopping a pod kills its
-// containers and that removing it removes them.
+// containers at once, even one that would stop when asked, and that
+// removing it removes them.
 func TestStopPodSandboxStopsContainers(t *testing.T) {
 	e := newEnv(t, false)
 	ctx := context.Background()
 	e.importImage("spin", wasmtest.Build(wasmtest.Spin()))
+	e.importFile("hello", needHello(t))
 	pod := e.runPod("p")
 	running := e.mustCreate(pod, containerConfig("running", "spin"))
 	created := e.mustCreate(pod, containerConfig("created", "spin"))
+	cooperative := e.mustCreate(pod, containerConfig("cooperative", "hello", "wait-stdin", "terminating"))
 	e.start(running)
+	e.start(cooperative)
+	logPath := e.waitLog(cooperative, "stdout F Hello from cooperative!")
 	if _, err := e.rs.StopPodSandbox(ctx, &runtime.StopPodSandboxRequest{PodSandboxId: pod}); err != nil {
 		t.Fatal(err)
 	}
-	for _, id := range []string{running, created} {
-		if st := e.status(id); st.State != runtime.ContainerState_CONTAINER_EXITED || st.ExitCode != 137 {
+	for _, id := range []string{running, created, cooperative} {
+		if st := e.status(id); st.State != runtime.ContainerState_CONTAINER_EXITED || st.ExitCode != 137 || st.Message != "stopped" {
 			t.Errorf("container %s after StopPodSandbox: %v", id, st)
 		}
+	}
+	if got := readLog(t, logPath); len(got) != 1 {
+		t.Errorf("log of the killed container = %q, want only the greeting", got)
 	}
 	_, err := e.rs.StartContainer(ctx, &runtime.StartContainerRequest{ContainerId: created})
 	wantCode(t, err, codes.FailedPrecondition)
@@ -304,6 +312,65 @@ func TestStopPodSandboxStopsContainers(t *testing.T) {
 	list, _ := e.rs.ListContainers(ctx, &runtime.ListContainersRequest{})
 	if len(list.Containers) != 0 {
 		t.Errorf("containers left after RemovePodSandbox: %v", list.Containers)
+	}
+}
+
+// TestStopContainerTimeout stops running containers through the CRI with
+// a timeout: a module that returns when its stdin ends keeps its own exit
+// and the call returns at once; one that ignores it is killed when the
+// timeout ends; a timeout of 0 kills at once.
+func TestStopContainerTimeout(t *testing.T) {
+	e := newEnv(t, false)
+	ctx := context.Background()
+	e.importFile("hello", needHello(t))
+	pod := e.runPod("p")
+	tests := []struct {
+		name    string
+		args    []string
+		timeout int64
+		code    int32
+		reason  string
+		message string
+		log     []string // after the greeting
+		killed  bool     // at the end of the timeout, not before
+	}{
+		{name: "exits when asked", args: []string{"wait-stdin", "terminating"}, timeout: 30,
+			code: 0, reason: "Completed", log: []string{"stdout F terminating"}},
+		{name: "exits with its code", args: []string{"wait-stdin", "terminating", "exit", "3"}, timeout: 30,
+			code: 3, reason: "Error", log: []string{"stdout F terminating"}},
+		{name: "ignores the request", args: []string{"sleep", "1h"}, timeout: 1,
+			code: 137, reason: "Error", message: "stopped: did not exit within the 1s grace period", killed: true},
+		{name: "timeout 0", args: []string{"wait-stdin", "terminating"}, timeout: 0,
+			code: 137, reason: "Error", message: "stopped"},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			name := fmt.Sprint("c", i)
+			id := e.mustCreate(pod, containerConfig(name, "hello", tt.args...))
+			e.start(id)
+			greeting := "stdout F Hello from " + name + "!"
+			logPath := e.waitLog(id, greeting)
+			start := time.Now()
+			if _, err := e.rs.StopContainer(ctx, &runtime.StopContainerRequest{ContainerId: id, Timeout: tt.timeout}); err != nil {
+				t.Fatal(err)
+			}
+			took := time.Since(start)
+			t.Logf("StopContainer(timeout %ds) returned after %v", tt.timeout, took)
+			st := e.status(id)
+			if st.State != runtime.ContainerState_CONTAINER_EXITED || st.ExitCode != tt.code || st.Reason != tt.reason || st.Message != tt.message {
+				t.Errorf("status = %v; want exited %d %q %q", st, tt.code, tt.reason, tt.message)
+			}
+			if got, want := readLog(t, logPath), append([]string{greeting}, tt.log...); strings.Join(got, "|") != strings.Join(want, "|") {
+				t.Errorf("log = %q, want %q", got, want)
+			}
+			grace := time.Duration(tt.timeout) * time.Second
+			switch {
+			case tt.killed && took < grace:
+				t.Errorf("killed after %v, before the %v timeout", took, grace)
+			case !tt.killed && grace > 0 && took > grace/2:
+				t.Errorf("StopContainer returned after %v; the module stopped when asked, well within %v", took, grace)
+			}
+		})
 	}
 }
 

@@ -20,8 +20,11 @@
 //   - Stop* of an unknown ID is NotFound; Remove* of an unknown ID succeeds
 //     (both as containerd does). Stop and Remove are idempotent, and Remove
 //     stops what is still running first.
-//   - Wasm containers have no SIGTERM: StopContainer kills at once, whatever
-//     the timeout (exit code 137, reason "Error", message "stopped").
+//   - StopContainer honours its timeout as SIGTERM then SIGKILL would: a
+//     Wasm module's stdin reaches end of file (its "SIGTERM"), and the
+//     module is killed if it still runs when the timeout ends (exit code
+//     137, reason "Error"); a timeout of 0 kills at once (message
+//     "stopped"). StopPodSandbox and RemoveContainer kill at once.
 //   - Logs go to <sandbox log_directory>/<container log_path> in the CRI log
 //     format; with either unset the output is discarded.
 //   - PullImage pulls nothing (there are no registries yet): an image in the

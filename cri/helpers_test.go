@@ -121,7 +121,7 @@ func (f *fakeNamespaces) count() int {
 
 // env is a CRI service on a unix socket with clients, on a temp root.
 type env struct {
-	t      *testing.T
+	t      testing.TB
 	root   string
 	logDir string
 	images *image.Store
@@ -133,7 +133,7 @@ type env struct {
 }
 
 // newEnv starts a service with fake namespaces (real ones if realNetns).
-func newEnv(t *testing.T, realNetns bool) *env {
+func newEnv(t testing.TB, realNetns bool) *env {
 	t.Helper()
 	root := t.TempDir()
 	images, err := image.Open(filepath.Join(root, "images"))
@@ -215,7 +215,7 @@ func (e *env) restart() {
 }
 
 // testWriter sends logs to t.Log, and nowhere once the test is over.
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	defer func() { recover() }() // t.Log after the test ended panics
@@ -314,6 +314,27 @@ func (e *env) waitState(id string, state runtime.ContainerState) *runtime.Contai
 			e.t.Fatalf("container %s is %v, want %v", id, st.State, state)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// waitLog waits until the log of container id holds line, and returns the
+// log's path.
+func (e *env) waitLog(id, line string) string {
+	e.t.Helper()
+	path := e.status(id).LogPath
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasSuffix(l, " "+line) {
+				return path
+			}
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("log of %s is %q, want a line %q", id, b, line)
+		}
 	}
 }
 

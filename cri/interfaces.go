@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"time"
 
 	"skiff.dev/skiff/netns"
 	"skiff.dev/skiff/runtime/image"
@@ -24,10 +25,15 @@ type containerRuntime interface {
 }
 
 // task is one created container. Status is cheap and never blocks on guest
-// code; Stop is idempotent; Done is closed once the task has exited.
+// code; Done is closed once the task has exited.
 type task interface {
 	Start(ctx context.Context) error
-	Stop(ctx context.Context) error
+	// Stop asks the task to stop (for Wasm: its stdin reaches end of file)
+	// and kills it if it has not exited after grace; grace <= 0 kills at
+	// once. It waits for the exit until ctx ends; the kill at the end of
+	// grace happens even if ctx ends first. It is idempotent, and a later
+	// call with a shorter grace brings the kill forward.
+	Stop(ctx context.Context, grace time.Duration) error
 	Done() <-chan struct{}
 	Status() wasm.Status
 }

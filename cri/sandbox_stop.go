@@ -8,9 +8,11 @@ import (
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
-// StopPodSandbox stops every container of the sandbox, tears down its
-// network and deletes its network namespace; the sandbox is then NotReady.
-// It is idempotent; an unknown ID is NotFound.
+// StopPodSandbox kills every container of the sandbox at once (the kubelet
+// stops containers with their grace period through StopContainer before it
+// stops the sandbox), tears down its network and deletes its network
+// namespace; the sandbox is then NotReady. It is idempotent; an unknown ID
+// is NotFound.
 func (s *service) StopPodSandbox(ctx context.Context, req *runtime.StopPodSandboxRequest) (*runtime.StopPodSandboxResponse, error) {
 	sb, err := s.getSandbox(req.GetPodSandboxId())
 	if err != nil {
@@ -32,7 +34,7 @@ func (s *service) stopSandbox(ctx context.Context, sb *sandbox) error {
 
 	var errs []error
 	for _, c := range s.containersOf(rec.ID) {
-		if err := s.stopContainer(ctx, c); err != nil {
+		if err := s.stopContainer(ctx, c, 0); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -8,9 +8,30 @@
 // stdout and stderr; containers never share memory.
 //
 // What a container can reach: its args, env, stdout and stderr, the wall and
-// monotonic clocks, sleep and random bytes. It has no filesystem (path_open
-// fails with ENOSYS), no stdin (EOF) and no sockets; network access for
-// modules is future work.
+// monotonic clocks, sleep, random bytes, and a stdin that carries no data
+// (below). It has no filesystem (path_open fails with ENOSYS) and no
+// sockets; network access for modules is future work.
+//
+// # Graceful stop
+//
+// WASI preview1 has no signals, so stdin stands in for SIGTERM: it stays
+// open with no data while the container runs, and reaches end of file when
+// a graceful stop is asked (Container.Stop with a grace period). A module
+// that wants to clean up reads stdin until end of file, then returns. In Go:
+//
+//	go func() { io.Copy(io.Discard, os.Stdin); cancel() }()
+//
+// The Go guest keeps running while that goroutine waits: stdin is an OS
+// pipe, which wazero lets the guest put in non-blocking mode (Go's wasip1
+// syscall package does it at init) and wait for in poll_oneoff, next to its
+// timers, so the wait parks one goroutine, not the module. A module whose
+// stdin reads block (wasi-libc's and Rust's default) stops all its work
+// while it reads; such a module waits for stdin with an fd_read
+// subscription of poll_oneoff instead, or reads it only when it has nothing
+// else to do. Unlike a Kubernetes container without stdin, a module that
+// reads all of stdin at start waits until it is stopped. A kill ends stdin
+// too, so a module waiting for it wakes, only to be closed. Each running
+// container holds the two descriptors of its pipe.
 //
 // # Exit semantics
 //
@@ -18,8 +39,11 @@
 //     "Completed" when n is 0, "Error" otherwise.
 //   - A trap (unreachable, out-of-bounds access, stack overflow, ...): exit
 //     code 134 (as SIGABRT would give), reason "Error", message the trap text.
-//   - Stop: exit code 137 (as SIGKILL would give), reason "Error", message
-//     "stopped" ("runtime closed" when Runtime.Close ended it).
+//   - A kill (Stop with no grace period, or at the end of it): exit code
+//     137 (as SIGKILL would give), reason "Error", message "stopped" ("stopped:
+//     did not exit within the 30s grace period" at the end of one, "runtime
+//     closed" when Runtime.Close ended it). A module that returns within the
+//     grace period of a Stop keeps its own exit code and reason.
 //   - A failure to instantiate at Start (a missing import's signature, a
 //     failing Wasm start section): exit code 128, reason "StartError".
 //
@@ -139,7 +163,7 @@ func (r *Runtime) Close(ctx context.Context) error {
 
 	var errs []error
 	for _, c := range running {
-		if err := c.stop(ctx, "runtime closed"); err != nil {
+		if err := c.stop(ctx, 0, "runtime closed"); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -168,14 +168,14 @@ func TestStop(t *testing.T) {
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
-			if err := c.Stop(ctx); err != nil {
+			if err := c.Stop(ctx, 0); err != nil {
 				t.Fatal(err)
 			}
 			st := c.Status()
 			if st.State != StateExited || st.ExitCode != 137 || st.Reason != "Error" || st.Message != "stopped" {
 				t.Errorf("status after Stop = %+v", st)
 			}
-			if err := c.Stop(ctx); err != nil {
+			if err := c.Stop(ctx, 0); err != nil {
 				t.Errorf("second Stop = %v, want nil (idempotent)", err)
 			}
 			if err := c.Start(ctx); !errors.Is(err, ErrState) {
@@ -191,7 +191,7 @@ func TestStopBeforeStart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Stop(context.Background()); err != nil {
+	if err := c.Stop(context.Background(), 0); err != nil {
 		t.Fatal(err)
 	}
 	<-c.Done()
@@ -212,7 +212,7 @@ func TestStartTwice(t *testing.T) {
 	if err := c.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	defer c.Stop(context.Background())
+	defer c.Stop(context.Background(), 0)
 	if err := c.Start(context.Background()); !errors.Is(err, ErrState) || !strings.Contains(err.Error(), "running") {
 		t.Errorf("second Start = %v, want ErrState naming the state", err)
 	}
@@ -326,7 +326,7 @@ func TestInstancesAreIsolated(t *testing.T) {
 		t.Fatalf("sleeper = %+v", st)
 	}
 	start := time.Now()
-	if err := sleeper.Stop(context.Background()); err != nil {
+	if err := sleeper.Stop(context.Background(), 0); err != nil {
 		t.Fatal(err)
 	}
 	if st := sleeper.Status(); st.ExitCode != 137 || time.Since(start) > 5*time.Second {
@@ -413,15 +413,209 @@ func TestStartStopRace(t *testing.T) {
 		})
 		wg.Go(func() { c.Status() })
 		wg.Go(func() {
-			if err := c.Stop(context.Background()); err != nil {
+			if err := c.Stop(context.Background(), 0); err != nil {
 				t.Errorf("Stop = %v", err)
 			}
 		})
 		wg.Wait()
-		c.Stop(context.Background()) // if Start won after Stop's no-op
+		c.Stop(context.Background(), 0) // if Start won after Stop's no-op
 		st := waitDone(t, c)
 		if st.State != StateExited || st.ExitCode != ExitCodeStopped {
 			t.Fatalf("container %d: %+v", i, st)
 		}
+	}
+}
+
+// waitOutput waits until the guest's stdout holds want.
+func waitOutput(t *testing.T, out *syncBuffer, want string) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(out.String(), want); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("stdout %q never held %q", out.String(), want)
+		}
+	}
+}
+
+// TestGracefulStop stops running guests with a grace period: the guest's
+// stdin reaches end of file; a guest that then returns keeps its own exit,
+// and Stop returns as soon as it has; one that does not is killed when the
+// grace period ends.
+func TestGracefulStop(t *testing.T) {
+	r := newRuntime(t, Config{})
+	tests := []struct {
+		name    string
+		module  []byte   // nil: the Go guest
+		args    []string // the Go guest's script; it prints "ready" first
+		grace   time.Duration
+		code    int32
+		reason  string
+		message string
+		last    string // the last line of stdout
+		killed  bool   // killed when grace ends, not before
+	}{
+		// The guest ticks on its main goroutine while another reads
+		// stdin: "tick" twice before the stop shows that a goroutine
+		// waiting for stdin does not freeze the guest.
+		{name: "returns at end of stdin", args: []string{"graceful", "1ms"}, grace: time.Minute,
+			code: 0, reason: "Completed", last: "terminating"},
+		{name: "exits with its own code", args: []string{"wait-stdin", "exit", "3"}, grace: time.Minute,
+			code: 3, reason: "Error", last: "terminating"},
+		{name: "ignores stdin", args: []string{"sleep", "1h"}, grace: 200 * time.Millisecond,
+			code: 137, reason: "Error", message: "stopped: did not exit within the 200ms grace period", last: "ready", killed: true},
+		{name: "sees the end of stdin and sleeps on", args: []string{"wait-stdin", "sleep", "1h"}, grace: 200 * time.Millisecond,
+			code: 137, reason: "Error", message: "stopped: did not exit within the 200ms grace period", last: "terminating", killed: true},
+		{name: "spins", module: wasmtest.Build(wasmtest.Write(1, "ready\n"), wasmtest.Spin()), grace: 200 * time.Millisecond,
+			code: 137, reason: "Error", message: "stopped: did not exit within the 200ms grace period", last: "ready", killed: true},
+		// No grace: killed at once, so the guest, woken by the end of
+		// stdin, does not get as far as printing "terminating".
+		{name: "no grace period", args: []string{"graceful", "1ms"}, grace: 0,
+			code: 137, reason: "Error", message: "stopped", last: "tick"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			spec := ContainerSpec{ID: tt.name, ModuleKey: "guest", ModulePath: guestPath, Args: append([]string{"g", "echo", "ready"}, tt.args...)}
+			if tt.module != nil {
+				spec = ContainerSpec{ID: tt.name, ModulePath: writeModule(t, tt.module), Args: []string{"m"}}
+				tt.args = []string{"-"}
+			}
+			var stdout syncBuffer
+			spec.Stdout = &stdout
+			c, err := r.Create(context.Background(), spec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := c.Start(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			defer c.Stop(context.Background(), 0)
+			waitOutput(t, &stdout, "ready\n")
+			if tt.args[0] == "graceful" {
+				waitOutput(t, &stdout, "tick\ntick\n")
+			}
+			start := time.Now()
+			if err := c.Stop(context.Background(), tt.grace); err != nil {
+				t.Fatal(err)
+			}
+			took := time.Since(start)
+			t.Logf("Stop(grace %v) returned after %v", tt.grace, took)
+			st := c.Status()
+			if st.State != StateExited || st.ExitCode != tt.code || st.Reason != tt.reason || st.Message != tt.message {
+				t.Errorf("status = %+v; want exit %d reason %q message %q", st, tt.code, tt.reason, tt.message)
+			}
+			lines := strings.Split(strings.TrimSuffix(stdout.String(), "\n"), "\n")
+			if !tt.killed && tt.last == "tick" {
+				// Ticks may be cut anywhere: only "terminating" must be absent.
+				if strings.Contains(stdout.String(), "terminating") {
+					t.Errorf("stdout %q: the killed guest ran on", stdout.String())
+				}
+			} else if last := lines[len(lines)-1]; last != tt.last {
+				t.Errorf("last line of stdout = %q, want %q", last, tt.last)
+			}
+			switch {
+			case tt.killed && took < tt.grace:
+				t.Errorf("killed after %v, before the %v grace period ended", took, tt.grace)
+			case !tt.killed && tt.grace > 0 && took > tt.grace/2:
+				t.Errorf("Stop returned after %v; the guest stopped when asked, well within %v", took, tt.grace)
+			}
+			if err := c.Stop(context.Background(), tt.grace); err != nil {
+				t.Errorf("second Stop = %v, want nil (idempotent)", err)
+			}
+		})
+	}
+}
+
+// TestGracefulStopDeadline checks that the kill at the end of the grace
+// period belongs to the container: it happens although the caller gave up,
+// a later Stop with less grace brings it forward, and one with more grace
+// does not postpone it.
+func TestGracefulStopDeadline(t *testing.T) {
+	r := newRuntime(t, Config{})
+	tests := []struct {
+		name    string
+		graces  []time.Duration // successive Stops, each given up after 1ms but the last
+		message string
+	}{
+		{name: "caller gives up", graces: []time.Duration{200 * time.Millisecond}, message: "stopped: did not exit within the 200ms grace period"},
+		{name: "shorter grace", graces: []time.Duration{time.Hour, 200 * time.Millisecond}, message: "stopped: did not exit within the 200ms grace period"},
+		{name: "longer grace", graces: []time.Duration{200 * time.Millisecond, time.Hour}, message: "stopped: did not exit within the 200ms grace period"},
+		{name: "then no grace", graces: []time.Duration{time.Hour, 0}, message: "stopped"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := r.Create(context.Background(), ContainerSpec{ID: tt.name, ModuleKey: "guest", ModulePath: guestPath, Args: []string{"g", "wait-stdin", "sleep", "1h"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := c.Start(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			defer c.Stop(context.Background(), 0)
+			for _, grace := range tt.graces {
+				ctx, cancel := context.WithTimeout(context.Background(), time.Millisecond)
+				err := c.Stop(ctx, grace)
+				cancel()
+				if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+					t.Fatalf("Stop(%v) = %v", grace, err)
+				}
+			}
+			st := waitDone(t, c)
+			if st.ExitCode != 137 || st.Reason != "Error" || st.Message != tt.message {
+				t.Errorf("status = %+v; want 137 %q", st, tt.message)
+			}
+		})
+	}
+}
+
+// TestStdinPipesClosed checks that containers give back the descriptors of
+// their stdin pipe however they end.
+func TestStdinPipesClosed(t *testing.T) {
+	fds := func() int {
+		ents, err := os.ReadDir("/proc/self/fd")
+		if err != nil {
+			t.Skipf("cannot count open descriptors: %v", err)
+		}
+		return len(ents)
+	}
+	r := newRuntime(t, Config{})
+	ends := []struct {
+		name string
+		args []string
+		stop time.Duration // -1: not stopped
+	}{
+		{name: "returns", args: []string{"echo", "hi"}, stop: -1},
+		{name: "exits", args: []string{"exit", "3"}, stop: -1},
+		{name: "killed", args: []string{"sleep", "1h"}, stop: 0},
+		{name: "stops when asked", args: []string{"wait-stdin"}, stop: time.Minute},
+		{name: "killed after grace", args: []string{"sleep", "1h"}, stop: time.Millisecond},
+	}
+	var cs []*Container
+	for _, e := range ends {
+		c, err := r.Create(context.Background(), ContainerSpec{ID: e.name, ModuleKey: "guest", ModulePath: guestPath, Args: append([]string{"g"}, e.args...)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cs = append(cs, c)
+	}
+	never, err := r.Create(context.Background(), ContainerSpec{ID: "never started", ModuleKey: "guest", ModulePath: guestPath, Args: []string{"g"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := fds()
+	for i, c := range cs {
+		if err := c.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if ends[i].stop >= 0 {
+			if err := c.Stop(context.Background(), ends[i].stop); err != nil {
+				t.Fatal(err)
+			}
+		}
+		waitDone(t, c)
+	}
+	if err := never.Stop(context.Background(), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if after := fds(); after != before {
+		t.Errorf("%d descriptors open after the containers ended, %d before", after, before)
 	}
 }

@@ -2,13 +2,16 @@
 // ("$GREETING from <argv[0]>!", GREETING defaulting to "Hello"), then runs
 // its arguments as a script:
 //
-//	sleep DUR     time.Sleep(DUR)
-//	stderr TEXT   print TEXT to stderr
-//	exit N        os.Exit(N)
+//	sleep DUR       time.Sleep(DUR)
+//	stderr TEXT     print TEXT to stderr
+//	exit N          os.Exit(N)
+//	wait-stdin MSG  read stdin until end of file, then print MSG (stdin ends
+//	                when the container is asked to stop)
 package main
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"strconv"
 	"time"
@@ -35,6 +38,9 @@ func main() {
 		case "exit":
 			n, _ := strconv.Atoi(arg)
 			os.Exit(n)
+		case "wait-stdin":
+			io.Copy(io.Discard, os.Stdin)
+			fmt.Println(arg)
 		default:
 			fmt.Fprintf(os.Stderr, "unknown command %q\n", cmd)
 			os.Exit(2)
