@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -142,19 +143,19 @@ type podView struct {
 
 func (c *cluster) waitPhase(name string, want ...string) podView {
 	c.t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		p := c.pod(name)
+	var p podView
+	eventually(c.t, 60*time.Second, func() bool {
+		p = c.pod(name)
 		for _, w := range want {
 			if p.Status.Phase == w {
-				return p
+				return true
 			}
 		}
-		if time.Now().After(deadline) {
-			c.t.Fatalf("pod %s is %q (%s: %s), want %v", name, p.Status.Phase, p.Status.Reason, p.Status.Message, want)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return false
+	}, func() string {
+		return fmt.Sprintf("pod %s is %q (%s: %s), want %v", name, p.Status.Phase, p.Status.Reason, p.Status.Message, want)
+	})
+	return p
 }
 
 // buildWasm compiles a Go program for WASI preview 1.
@@ -225,23 +226,24 @@ func TestDevHello(t *testing.T) {
 // waitSandboxes waits until the node's CRI server has n pod sandboxes.
 func (c *cluster) waitSandboxes(n int) {
 	c.t.Helper()
+	got := -1
+	eventually(c.t, 30*time.Second, func() bool { got = len(c.sandboxes()); return got == n },
+		func() string { return fmt.Sprintf("node has %d sandboxes, want %d", got, n) })
+}
+
+// sandboxes lists the node's pod sandboxes through CRI.
+func (c *cluster) sandboxes() []*runtimeapi.PodSandbox {
+	c.t.Helper()
 	conn, err := grpc.NewClient("unix://"+c.socket, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		c.t.Fatal(err)
 	}
 	defer conn.Close()
-	rt := runtimeapi.NewRuntimeServiceClient(conn)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		res, err := rt.ListPodSandbox(context.Background(), &runtimeapi.ListPodSandboxRequest{})
-		if err == nil && len(res.Items) == n {
-			return
-		}
-		if time.Now().After(deadline) {
-			c.t.Fatalf("node has %d sandboxes (err %v), want %d", len(res.GetItems()), err, n)
-		}
-		time.Sleep(100 * time.Millisecond)
+	res, err := runtimeapi.NewRuntimeServiceClient(conn).ListPodSandbox(context.Background(), &runtimeapi.ListPodSandboxRequest{})
+	if err != nil {
+		c.t.Fatal(err)
 	}
+	return res.Items
 }
 
 // TestDevBadInput shows that bad manifests get an error naming the field
@@ -335,12 +337,15 @@ func TestDevRestart(t *testing.T) {
 	if logs := c.mustSkiff("logs", "hello"); !strings.Contains(logs, "Hello, skiff!") {
 		t.Errorf("logs after restart = %q", logs)
 	}
-	// Give the agent time to act on the pod, then check it ran nothing new.
-	time.Sleep(time.Second)
-	if n := c.containers(); n != 1 {
-		t.Errorf("node has %d containers after restart, want the 1 that already ran", n)
+	// A pod applied after the restart runs to its end: by then the agent
+	// has long acted on hello (it lists before it watches), and must not
+	// have run it again.
+	c.mustSkiff("apply", "-f", writeFile(t, "after.yaml", "apiVersion: v1\nkind: Pod\nmetadata:\n  name: after\nspec:\n  restartPolicy: Never\n  containers:\n  - name: c\n    image: hello\n"))
+	c.waitPhase("after", "Succeeded")
+	if n := c.containers(); n != 2 {
+		t.Errorf("node has %d containers after restart, want the 1 that already ran and after's", n)
 	}
-	c.mustSkiff("delete", "pod", "hello")
+	c.mustSkiff("delete", "pod", "hello", "after")
 	c.waitSandboxes(0)
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -23,11 +24,9 @@ func TestWhileLeader(t *testing.T) {
 
 	waitFor := func(what string, cond func() bool) {
 		t.Helper()
-		for deadline := time.Now().Add(5 * time.Second); !cond(); time.Sleep(time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting until %s (running %d, starts %d)", what, running.Load(), starts.Load())
-			}
-		}
+		eventually(t, 5*time.Second, cond, func() string {
+			return fmt.Sprintf("still waiting until %s (running %d, starts %d)", what, running.Load(), starts.Load())
+		})
 	}
 	leader <- true
 	waitFor("the loop runs", func() bool { return running.Load() == 1 })

@@ -382,7 +382,7 @@ func (w *podWorker) observe(ctx context.Context, spec *skiffv1.Container, c *con
 		if c.imageID == "" {
 			c.imageID = st.GetImageRef()
 		}
-		if w.shouldRestart(st.ExitCode) {
+		if w.pod.GetMetadata().GetDeletionTimestamp() == nil && w.shouldRestart(st.ExitCode) {
 			_, _ = w.a.cfg.Runtime.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: c.id})
 			w.scheduleRestart(spec, c)
 		}
@@ -525,6 +525,14 @@ func (w *podWorker) terminate(ctx context.Context) {
 	if ctx.Err() != nil {
 		return
 	}
+	// Report how the containers ended, as the kubelet does before the pod
+	// goes, so that a watcher sees the exit codes.
+	for _, spec := range w.pod.GetSpec().GetContainers() {
+		if c := w.containers[spec.Name]; c != nil && c.id != "" {
+			w.observe(ctx, spec, c)
+		}
+	}
+	w.report(ctx)
 	w.removeSandbox(ctx)
 	_, err := w.a.cfg.Pods.Delete(ctx, connect.NewRequest(&skiffv1.DeleteRequest{
 		Namespace: m.GetNamespace(), Name: m.GetName(), Uid: w.uid, GracePeriodSeconds: proto.Int64(0),
