@@ -133,6 +133,9 @@ func create[T object](ctx context.Context, r *resources, k *kind[T], obj T, dryR
 
 func validateObject[T object](k *kind[T], obj T) error {
 	fe := fieldErrors{}
+	if err := checkObjectSize(obj); err != nil {
+		fe = append(fe, err.Error())
+	}
 	rule := k.nameRule
 	if rule == nil {
 		rule = validateSubdomain

@@ -66,11 +66,12 @@ func (s *Server) Init(ctx context.Context) error {
 // Handler serves the API's Connect, gRPC and gRPC-Web routes.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle(skiffv1connect.NewPodServiceHandler(s.pods))
-	mux.Handle(skiffv1connect.NewNodeServiceHandler(s.nodes))
-	mux.Handle(skiffv1connect.NewNamespaceServiceHandler(s.namespaces))
+	opts := handlerOptions()
+	mux.Handle(skiffv1connect.NewPodServiceHandler(s.pods, opts...))
+	mux.Handle(skiffv1connect.NewNodeServiceHandler(s.nodes, opts...))
+	mux.Handle(skiffv1connect.NewNamespaceServiceHandler(s.namespaces, opts...))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
 	})
-	return mux
+	return limitInFlight(mux, maxUnaryInFlight, maxStreamsInFlight)
 }

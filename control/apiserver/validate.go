@@ -51,8 +51,9 @@ func validateMeta(fe *fieldErrors, m *skiffv1.ObjectMeta, namespaced bool, name 
 	} else if m.GetNamespace() != "" {
 		fe.add("metadata.namespace", "not allowed: the kind is not namespaced")
 	}
+	validateMetaLimits(fe, m)
 	for k, v := range m.GetLabels() {
-		if len(k) > 316 || !labelKey.MatchString(k) {
+		if len(k) > 317 || !labelKey.MatchString(k) {
 			fe.add("metadata.labels", "invalid key %q", k)
 		}
 		if len(v) > 63 || !labelValue.MatchString(v) {
@@ -60,7 +61,7 @@ func validateMeta(fe *fieldErrors, m *skiffv1.ObjectMeta, namespaced bool, name 
 		}
 	}
 	for k := range m.GetAnnotations() {
-		if len(k) > 316 || !labelKey.MatchString(k) {
+		if len(k) > 317 || !labelKey.MatchString(k) {
 			fe.add("metadata.annotations", "invalid key %q", k)
 		}
 	}
