@@ -202,30 +202,6 @@ func runDev(ctx context.Context, o *devOptions) error {
 	}
 }
 
-// serveHTTP serves h on ln with HTTP/1.1 and cleartext HTTP/2 (for gRPC
-// clients) and returns a function that shuts it down.
-func serveHTTP(ln net.Listener, h http.Handler, log *slog.Logger) func() {
-	p := new(http.Protocols)
-	p.SetHTTP1(true)
-	p.SetUnencryptedHTTP2(true)
-	srv := &http.Server{Handler: h, Protocols: p, ReadHeaderTimeout: 10 * time.Second}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("http server", "addr", ln.Addr().String(), "err", err)
-		}
-	}()
-	return func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil {
-			_ = srv.Close()
-		}
-		<-done
-	}
-}
-
 // whileLeader runs loop each time this server becomes the Raft leader and
 // stops it when leadership is lost or ctx ends. The returned channel closes
 // when it has stopped for good.

@@ -168,6 +168,9 @@ func (b *backend) namespaceExists(ctx context.Context, ns string) error {
 func (b *backend) validate(k *kinds.Kind, obj kinds.Object) error {
 	s := b.strategy(k)
 	fe := fieldErrors{}
+	if err := checkObjectSize(obj); err != nil {
+		fe = append(fe, err.Error())
+	}
 	rule := s.nameRule
 	if rule == nil {
 		rule = validateSubdomain

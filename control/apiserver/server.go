@@ -7,8 +7,6 @@ import (
 	"net/http"
 	"time"
 
-	"connectrpc.com/connect"
-
 	skiffv1 "skiff.dev/skiff/control/api/gen/skiff/v1"
 	"skiff.dev/skiff/control/api/gen/skiff/v1/skiffv1connect"
 	"skiff.dev/skiff/control/api/kinds"
@@ -79,7 +77,7 @@ func (s *Server) Init(ctx context.Context) error {
 // service from the registry, with Pod and Node adding their subresources.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	opts := []connect.HandlerOption{}
+	opts := handlerOptions()
 	custom := map[*kinds.Kind]any{
 		kinds.Pod: s.pods,
 		kinds.Node: &nodeService{
@@ -106,5 +104,5 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
 	})
-	return mux
+	return limitInFlight(mux, maxUnaryInFlight, maxStreamsInFlight)
 }

@@ -54,24 +54,25 @@ func validateMeta(fe *fieldErrors, m *skiffv1.ObjectMeta, namespaced bool, name 
 	} else if m.GetNamespace() != "" {
 		fe.add("metadata.namespace", "not allowed: the kind is not namespaced")
 	}
+	validateMetaLimits(fe, m)
 	for _, k := range sortedKeys(m.GetLabels()) {
 		for _, msg := range selector.ValidateQualifiedName(k) {
-			fe.add("metadata.labels", "invalid key %q: %s", k, msg)
+			fe.add("metadata.labels", "invalid key %q: %s", shorten(k), msg)
 		}
 		for _, msg := range selector.ValidateLabelValue(m.Labels[k]) {
-			fe.add("metadata.labels["+k+"]", "invalid value %q: %s", m.Labels[k], msg)
+			fe.add("metadata.labels["+shorten(k)+"]", "invalid value %q: %s", shorten(m.Labels[k]), msg)
 		}
 	}
 	for _, k := range sortedKeys(m.GetAnnotations()) {
 		for _, msg := range selector.ValidateQualifiedName(k) {
-			fe.add("metadata.annotations", "invalid key %q: %s", k, msg)
+			fe.add("metadata.annotations", "invalid key %q: %s", shorten(k), msg)
 		}
 	}
 	seen := map[string]bool{}
 	for i, f := range m.GetFinalizers() {
 		path := fmt.Sprintf("metadata.finalizers[%d]", i)
 		for _, msg := range selector.ValidateQualifiedName(f) {
-			fe.add(path, "invalid value %q: a finalizer must be a qualified name (example.com/cleanup): %s", f, msg)
+			fe.add(path, "invalid value %q: a finalizer must be a qualified name (example.com/cleanup): %s", shorten(f), msg)
 		}
 		if seen[f] {
 			fe.add(path, "duplicate value %q", f)
