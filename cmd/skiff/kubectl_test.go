@@ -291,7 +291,9 @@ func TestDevFinishedPodsReleaseTheNode(t *testing.T) {
 	}, func() string { return fmt.Sprintf("phases %v", phases) })
 	t.Logf("200 short pods: apply to all Succeeded in %s", time.Since(start).Round(time.Millisecond))
 	eventually(t, 30*time.Second, func() bool { return len(c.netnsPins(dir)) == 0 },
-		func() string { return fmt.Sprintf("%d pinned namespaces after 200 pods finished", len(c.netnsPins(dir))) })
+		func() string {
+			return fmt.Sprintf("%d pinned namespaces after 200 pods finished", len(c.netnsPins(dir)))
+		})
 
 	start = time.Now()
 	c.mustSkiff("delete", "-f", file)
