@@ -337,3 +337,21 @@ func TestDevCLIBadInput(t *testing.T) {
 		t.Errorf("bad input left pods behind:\n%s", out)
 	}
 }
+
+// TestCompletion shows shell completion of kinds, and of object names from
+// the server.
+func TestCompletion(t *testing.T) {
+	c := startDev(t)
+	out := c.mustSkiff("__complete", "get", "")
+	for _, k := range []string{"pods", "nodes", "namespaces", "events"} {
+		if !strings.Contains(out, k+"\n") {
+			t.Errorf("completing get offers no %s:\n%s", k, out)
+		}
+	}
+	if out := c.mustSkiff("__complete", "describe", "nodes", ""); !strings.Contains(out, "node-1\n") {
+		t.Errorf("completing describe nodes offers no node-1:\n%s", out)
+	}
+	if out := c.mustSkiff("completion", "bash"); !strings.Contains(out, "__start_skiff") {
+		t.Errorf("skiff completion bash printed no completion script")
+	}
+}

@@ -35,8 +35,11 @@ func newRoot() *cobra.Command {
 		Long: `skiff is a lightweight orchestrator: one binary, a Raft-replicated control plane,
 and node agents that run pods of WebAssembly modules through a CRI server.
 
-Start a one-node cluster with "skiff dev", then use the client commands.
-The client finds the server from --server, then $SKIFF_SERVER, then ` + defaultServer + `.`,
+Start a one-node cluster with "skiff dev", then use the client commands
+(apply, get, describe, delete, logs) as you would kubectl. The kinds are
+pods, nodes, namespaces and events. The client finds the server from
+--server, then $SKIFF_SERVER, then ` + defaultServer + `; it exits 0 on
+success and 1 on any error.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Version:       version,
