@@ -495,7 +495,7 @@ func (w *podWorker) terminate(ctx context.Context) {
 		return
 	}
 	m := w.pod.GetMetadata()
-	grace := time.Until(m.GetDeletionTimestamp().AsTime())
+	grace := m.GetDeletionTimestamp().AsTime().Sub(w.a.now())
 	if g := time.Duration(m.GetDeletionGracePeriodSeconds()) * time.Second; grace > g {
 		grace = g
 	}

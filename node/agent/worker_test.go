@@ -2,42 +2,144 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"connectrpc.com/connect"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	skiffv1 "skiff.dev/skiff/control/api/gen/skiff/v1"
+	"skiff.dev/skiff/control/api/gen/skiff/v1/skiffv1connect"
 )
 
 // fakeCRI is a node whose containers the test finishes by hand. It records
-// every create. Calls the worker must not make panic (nil embedded clients).
+// every create, and in calls the changes the worker asks of the node, in
+// order. Calls the worker must not make panic (nil embedded clients).
+//
+// The worker calls StopContainer from one goroutine per container, so
+// StopContainer holds mu; every other call comes from the worker's own
+// goroutine, and tests read the fields once the worker is done.
 type fakeCRI struct {
 	runtimeapi.RuntimeServiceClient
 	runtimeapi.ImageServiceClient
+	calls      *transcript
 	sandboxes  []*runtimeapi.PodSandbox
 	containers map[string]*runtimeapi.ContainerStatus
+	sandboxOf  map[string]string // container ID to sandbox ID
 	creates    []*runtimeapi.ContainerConfig
 	createErr  error
 	noImage    bool // the image is not on the node and cannot be pulled
 	removed    []string
+
+	mu       sync.Mutex
+	stopExit int32 // the exit code of a stopped container: 137, killed, unless set
 }
 
-func newFakeCRI() *fakeCRI { return &fakeCRI{containers: map[string]*runtimeapi.ContainerStatus{}} }
+func newFakeCRI() *fakeCRI {
+	return &fakeCRI{
+		calls: &transcript{}, containers: map[string]*runtimeapi.ContainerStatus{}, sandboxOf: map[string]string{},
+		stopExit: 137,
+	}
+}
+
+// transcript is the ordered record of what the worker changed, on the node
+// and in the API. Safe for concurrent use.
+type transcript struct {
+	mu    sync.Mutex
+	calls []string
+}
+
+func (t *transcript) add(format string, args ...any) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.calls = append(t.calls, fmt.Sprintf(format, args...))
+}
+
+func (t *transcript) get() []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return slices.Clone(t.calls)
+}
+
+func (t *transcript) reset() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.calls = nil
+}
+
+// count is how many calls start with prefix.
+func (t *transcript) count(prefix string) int {
+	n := 0
+	for _, c := range t.get() {
+		if strings.HasPrefix(c, prefix) {
+			n++
+		}
+	}
+	return n
+}
 
 func (f *fakeCRI) ListPodSandbox(context.Context, *runtimeapi.ListPodSandboxRequest, ...grpc.CallOption) (*runtimeapi.ListPodSandboxResponse, error) {
-	return &runtimeapi.ListPodSandboxResponse{Items: f.sandboxes}, nil
+	return &runtimeapi.ListPodSandboxResponse{Items: slices.Clone(f.sandboxes)}, nil
 }
 
 func (f *fakeCRI) RunPodSandbox(_ context.Context, r *runtimeapi.RunPodSandboxRequest, _ ...grpc.CallOption) (*runtimeapi.RunPodSandboxResponse, error) {
 	id := fmt.Sprintf("sb%d", len(f.sandboxes))
+	f.calls.add("RunPodSandbox %s", id)
 	f.sandboxes = append(f.sandboxes, &runtimeapi.PodSandbox{Id: id, Metadata: r.Config.Metadata, State: runtimeapi.PodSandboxState_SANDBOX_READY, Labels: r.Config.Labels})
 	return &runtimeapi.RunPodSandboxResponse{PodSandboxId: id}, nil
+}
+
+// StopPodSandbox marks the sandbox not ready; it stays listed, as in CRI.
+func (f *fakeCRI) StopPodSandbox(_ context.Context, r *runtimeapi.StopPodSandboxRequest, _ ...grpc.CallOption) (*runtimeapi.StopPodSandboxResponse, error) {
+	f.calls.add("StopPodSandbox %s", r.PodSandboxId)
+	for _, sb := range f.sandboxes {
+		if sb.Id == r.PodSandboxId {
+			sb.State = runtimeapi.PodSandboxState_SANDBOX_NOTREADY
+		}
+	}
+	return &runtimeapi.StopPodSandboxResponse{}, nil
+}
+
+// RemovePodSandbox removes the sandbox and its containers.
+func (f *fakeCRI) RemovePodSandbox(_ context.Context, r *runtimeapi.RemovePodSandboxRequest, _ ...grpc.CallOption) (*runtimeapi.RemovePodSandboxResponse, error) {
+	f.calls.add("RemovePodSandbox %s", r.PodSandboxId)
+	f.sandboxes = slices.DeleteFunc(f.sandboxes, func(sb *runtimeapi.PodSandbox) bool { return sb.Id == r.PodSandboxId })
+	for id := range f.containers {
+		if f.sandboxOf[id] == r.PodSandboxId {
+			delete(f.containers, id)
+		}
+	}
+	return &runtimeapi.RemovePodSandboxResponse{}, nil
+}
+
+// StopContainer ends the container with stopExit, as if it had been killed
+// (or had exited on SIGTERM); calls has the timeout it was given.
+func (f *fakeCRI) StopContainer(_ context.Context, r *runtimeapi.StopContainerRequest, _ ...grpc.CallOption) (*runtimeapi.StopContainerResponse, error) {
+	f.calls.add("StopContainer %s timeout=%d", r.ContainerId, r.Timeout)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c, ok := f.containers[r.ContainerId]
+	if !ok {
+		return nil, status.Error(codes.NotFound, "no such container")
+	}
+	if c.State == runtimeapi.ContainerState_CONTAINER_RUNNING {
+		c.State, c.ExitCode, c.FinishedAt, c.Reason = runtimeapi.ContainerState_CONTAINER_EXITED, f.stopExit, 3, "Error"
+		if f.stopExit == 0 {
+			c.Reason = "Completed"
+		}
+	}
+	return &runtimeapi.StopContainerResponse{}, nil
 }
 
 func (f *fakeCRI) ImageStatus(context.Context, *runtimeapi.ImageStatusRequest, ...grpc.CallOption) (*runtimeapi.ImageStatusResponse, error) {
@@ -57,7 +159,9 @@ func (f *fakeCRI) CreateContainer(_ context.Context, r *runtimeapi.CreateContain
 	}
 	f.creates = append(f.creates, r.Config)
 	id := fmt.Sprintf("c%d", len(f.creates))
+	f.calls.add("CreateContainer %s %s", id, r.Config.Metadata.Name)
 	f.containers[id] = &runtimeapi.ContainerStatus{Id: id, Metadata: r.Config.Metadata, State: runtimeapi.ContainerState_CONTAINER_CREATED}
+	f.sandboxOf[id] = r.PodSandboxId
 	return &runtimeapi.CreateContainerResponse{ContainerId: id}, nil
 }
 
@@ -75,15 +179,30 @@ func (f *fakeCRI) ContainerStatus(_ context.Context, r *runtimeapi.ContainerStat
 	return &runtimeapi.ContainerStatusResponse{Status: c}, nil
 }
 
+func (f *fakeCRI) ListContainers(_ context.Context, r *runtimeapi.ListContainersRequest, _ ...grpc.CallOption) (*runtimeapi.ListContainersResponse, error) {
+	var out []*runtimeapi.Container
+	for _, c := range f.containers {
+		sb := f.sandboxOf[c.Id]
+		if want := r.GetFilter().GetPodSandboxId(); want != "" && sb != want {
+			continue
+		}
+		out = append(out, &runtimeapi.Container{Id: c.Id, PodSandboxId: sb, Metadata: c.Metadata, State: c.State})
+	}
+	return &runtimeapi.ListContainersResponse{Containers: out}, nil
+}
+
 func (f *fakeCRI) RemoveContainer(_ context.Context, r *runtimeapi.RemoveContainerRequest, _ ...grpc.CallOption) (*runtimeapi.RemoveContainerResponse, error) {
+	f.calls.add("RemoveContainer %s", r.ContainerId)
 	f.removed = append(f.removed, r.ContainerId)
 	delete(f.containers, r.ContainerId)
 	return &runtimeapi.RemoveContainerResponse{}, nil
 }
 
 // exit finishes the newest container with code.
-func (f *fakeCRI) exit(code int32) {
-	id := fmt.Sprintf("c%d", len(f.creates))
+func (f *fakeCRI) exit(code int32) { f.exitContainer(fmt.Sprintf("c%d", len(f.creates)), code) }
+
+// exitContainer finishes the container id with code.
+func (f *fakeCRI) exitContainer(id string, code int32) {
 	c := f.containers[id]
 	c.State, c.ExitCode, c.FinishedAt = runtimeapi.ContainerState_CONTAINER_EXITED, code, 2
 	c.Reason = "Completed"
@@ -231,5 +350,165 @@ func TestIntervalIsTheShortestNeed(t *testing.T) {
 	delete(w.containers, "b")
 	if got := w.interval(); got != 4*time.Second {
 		t.Errorf("interval with only a back-off %s, want 4s", got)
+	}
+}
+
+// fakePods is the API's side of one pod: Get returns its stored copy,
+// UpdateStatus replaces the stored status, and a successful Delete removes
+// it. Writes go into the shared transcript. It is safe for concurrent use.
+type fakePods struct {
+	skiffv1connect.PodServiceClient
+	calls *transcript
+
+	mu         sync.Mutex
+	pod        *skiffv1.Pod // the stored pod; nil once deleted
+	statuses   []*skiffv1.PodStatus
+	deletes    []*skiffv1.DeleteRequest
+	getErr     error   // returned by Get while set
+	deleteErrs []error // returned by the next Deletes, in turn
+}
+
+// newFakePods stores the worker's pod as the API's copy and makes it the
+// worker's pod client.
+func newFakePods(w *podWorker, cri *fakeCRI) *fakePods {
+	f := &fakePods{calls: cri.calls, pod: proto.Clone(w.pod).(*skiffv1.Pod)}
+	w.a.cfg.Pods = f
+	return f
+}
+
+func (f *fakePods) Get(_ context.Context, r *connect.Request[skiffv1.GetRequest]) (*connect.Response[skiffv1.Pod], error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.getErr != nil {
+		return nil, f.getErr
+	}
+	if f.pod == nil || f.pod.Metadata.Namespace != r.Msg.Namespace || f.pod.Metadata.Name != r.Msg.Name {
+		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("pods %q not found", r.Msg.Name))
+	}
+	return connect.NewResponse(proto.Clone(f.pod).(*skiffv1.Pod)), nil
+}
+
+func (f *fakePods) UpdateStatus(_ context.Context, r *connect.Request[skiffv1.Pod]) (*connect.Response[skiffv1.Pod], error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.pod == nil || f.pod.Metadata.Uid != r.Msg.GetMetadata().GetUid() {
+		return nil, connect.NewError(connect.CodeNotFound, errors.New("pod not found"))
+	}
+	f.calls.add("UpdateStatus %s", r.Msg.GetStatus().GetPhase())
+	f.pod.Status = proto.Clone(r.Msg.GetStatus()).(*skiffv1.PodStatus)
+	f.statuses = append(f.statuses, f.pod.Status)
+	return connect.NewResponse(proto.Clone(f.pod).(*skiffv1.Pod)), nil
+}
+
+func (f *fakePods) Delete(_ context.Context, r *connect.Request[skiffv1.DeleteRequest]) (*connect.Response[skiffv1.Pod], error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.deletes = append(f.deletes, proto.Clone(r.Msg).(*skiffv1.DeleteRequest))
+	f.calls.add("Delete %s/%s uid=%s grace=%s", r.Msg.Namespace, r.Msg.Name, r.Msg.Uid, optional(r.Msg.GracePeriodSeconds))
+	if len(f.deleteErrs) > 0 {
+		err := f.deleteErrs[0]
+		f.deleteErrs = f.deleteErrs[1:]
+		if err != nil {
+			return nil, err
+		}
+	}
+	if f.pod == nil {
+		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("pods %q not found", r.Msg.Name))
+	}
+	gone := f.pod
+	f.pod = nil
+	return connect.NewResponse(gone), nil
+}
+
+// lastStatus is the status last written, nil when none was.
+func (f *fakePods) lastStatus() *skiffv1.PodStatus {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.statuses) == 0 {
+		return nil
+	}
+	return f.statuses[len(f.statuses)-1]
+}
+
+func (f *fakePods) deleteCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.deletes)
+}
+
+func optional(p *int64) string {
+	if p == nil {
+		return "unset"
+	}
+	return strconv.FormatInt(*p, 10)
+}
+
+// TestFinishedPodReleasesItsSandbox: once the API has a pod's final phase,
+// its sandbox is stopped, once, so that its network namespace goes; its
+// containers stay, for their logs. A pod still running keeps its sandbox,
+// and so does a finished one whose status the API does not have yet.
+func TestFinishedPodReleasesItsSandbox(t *testing.T) {
+	unavailable := connect.NewError(connect.CodeUnavailable, errors.New("no leader"))
+	tests := []struct {
+		name      string
+		policy    string
+		exit      *int32 // the container's exit code; nil while it runs
+		getErr    error  // the API's answer to the status write's Get
+		wantPhase string // the phase the API ends with
+		wantStops int
+	}{
+		{name: "succeeded", policy: "Never", exit: proto.Int32(0), wantPhase: "Succeeded", wantStops: 1},
+		{name: "failed", policy: "Never", exit: proto.Int32(1), wantPhase: "Failed", wantStops: 1},
+		{name: "succeeded under OnFailure", policy: "OnFailure", exit: proto.Int32(0), wantPhase: "Succeeded", wantStops: 1},
+		{name: "running", policy: "Never", wantPhase: "Running"},
+		{name: "restarting", policy: "Always", exit: proto.Int32(0), wantPhase: "Running"},
+		{name: "finished, status not written", policy: "Never", exit: proto.Int32(0), getErr: unavailable, wantPhase: "Running"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			w, cri, _ := newTestWorker(t, tt.policy)
+			pods := newFakePods(w, cri)
+			ctx := context.Background()
+			round := func() {
+				w.sync(ctx)
+				w.report(ctx)
+				w.release(ctx)
+			}
+			round()
+			if tt.exit != nil {
+				cri.exit(*tt.exit)
+			}
+			pods.getErr = tt.getErr
+			for range 4 {
+				round()
+			}
+			if got := pods.pod.GetStatus().GetPhase(); got != tt.wantPhase {
+				t.Errorf("the API has phase %s, want %s", got, tt.wantPhase)
+			}
+			if got := cri.calls.count("StopPodSandbox"); got != tt.wantStops {
+				t.Errorf("StopPodSandbox called %d times, want %d; calls %q", got, tt.wantStops, cri.calls.get())
+			}
+			if tt.wantStops > 0 {
+				calls := cri.calls.get()
+				if i, j := slices.Index(calls, "UpdateStatus "+tt.wantPhase), slices.Index(calls, "StopPodSandbox sb0"); i < 0 || j < i {
+					t.Errorf("calls %q: want the sandbox stopped after the final status was written", calls)
+				}
+				if n := cri.calls.count("RemovePodSandbox") + cri.calls.count("RemoveContainer"); n != 0 || len(cri.containers) != 1 {
+					t.Errorf("calls %q leave %d containers: want the sandbox and the container kept for the logs", cri.calls.get(), len(cri.containers))
+				}
+			}
+			if tt.getErr == nil {
+				return
+			}
+			// Once the API answers again, the status is written and the
+			// sandbox released.
+			pods.getErr = nil
+			for range 3 {
+				round()
+			}
+			if got, stops := pods.pod.GetStatus().GetPhase(), cri.calls.count("StopPodSandbox"); got != "Succeeded" || stops != 1 {
+				t.Errorf("after the API came back: phase %s, %d sandbox stops; want Succeeded, 1", got, stops)
+			}
+		})
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -82,7 +83,12 @@ func (r *Recorder) Record(obj kinds.Object, typ, reason, format string, args ...
 	m := obj.GetMetadata()
 	msg := fmt.Sprintf(format, args...)
 	if len(msg) > 1024 {
-		msg = msg[:1021] + "..."
+		// Cut at a character boundary: proto refuses invalid UTF-8.
+		cut := 1021
+		for cut > 0 && !utf8.RuneStart(msg[cut]) {
+			cut--
+		}
+		msg = msg[:cut] + "..."
 	}
 	ns := m.GetNamespace()
 	if ns == "" {
