@@ -36,6 +36,13 @@ const (
 // queueLength bounds the reports waiting to be written.
 const queueLength = 1024
 
+// Default write rate, as the kubelet's --event-qps and --event-burst: events
+// are for people, and a burst of pods must not spend the store on them.
+const (
+	DefaultQPS   = 50
+	DefaultBurst = 100
+)
+
 // Config is what NewRecorder needs.
 type Config struct {
 	Events skiffv1connect.EventServiceClient
@@ -46,6 +53,9 @@ type Config struct {
 	Logger *slog.Logger
 	// Now is the clock for event times; time.Now when nil.
 	Now func() time.Time
+	// QPS and Burst bound how fast events are written (DefaultQPS and
+	// DefaultBurst when zero); reports beyond wait in the queue.
+	QPS, Burst float64
 }
 
 // Recorder writes events. Record may be called from any goroutine; Run
@@ -61,6 +71,12 @@ type Recorder struct {
 // NewRecorder returns a Recorder; call Run to write what it records.
 func NewRecorder(cfg Config) *Recorder {
 	r := &Recorder{cfg: cfg, log: cfg.Logger, now: cfg.Now, queue: make(chan *skiffv1.Event, queueLength)}
+	if r.cfg.QPS <= 0 {
+		r.cfg.QPS = DefaultQPS
+	}
+	if r.cfg.Burst < 1 {
+		r.cfg.Burst = DefaultBurst
+	}
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)
 	}
@@ -129,13 +145,29 @@ func name(e *skiffv1.Event) string {
 	return base + "." + hex.EncodeToString(h.Sum(nil))[:16]
 }
 
-// Run writes recorded events until ctx ends.
+// Run writes recorded events until ctx ends, at most QPS a second after a
+// burst of Burst.
 func (r *Recorder) Run(ctx context.Context) {
+	tokens, last := r.cfg.Burst, time.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case e := <-r.queue:
+			now := time.Now()
+			tokens = min(r.cfg.Burst, tokens+now.Sub(last).Seconds()*r.cfg.QPS)
+			last = now
+			if tokens < 1 {
+				wait := time.NewTimer(time.Duration((1 - tokens) / r.cfg.QPS * float64(time.Second)))
+				select {
+				case <-ctx.Done():
+					wait.Stop()
+					return
+				case <-wait.C:
+				}
+				tokens, last = 1, time.Now()
+			}
+			tokens--
 			if err := r.write(ctx, e); err != nil && ctx.Err() == nil {
 				r.log.Debug("write event", "reason", e.Reason, "object", e.InvolvedObject.Name, "err", err)
 			}
