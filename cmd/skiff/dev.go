@@ -89,6 +89,9 @@ func runDev(ctx context.Context, o *devOptions) error {
 		out = os.Stderr
 	}
 	log := slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: level}))
+	if o.eventTTL <= 0 {
+		return fmt.Errorf("--event-ttl: invalid value %s: must be positive", o.eventTTL)
+	}
 	if os.Geteuid() != 0 {
 		return errors.New("skiff dev needs root: every pod gets its own network namespace")
 	}

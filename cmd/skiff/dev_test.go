@@ -54,7 +54,7 @@ func startDevIn(t *testing.T, dir string) *cluster {
 	logs := &syncWriter{w: &bytes.Buffer{}}
 	o := &devOptions{
 		dataDir: c.dataDir, stateDir: filepath.Join(dir, "state"), listen: "127.0.0.1:0", criSocket: c.socket,
-		nodeName: "node-1", logLevel: "info", logOut: logs,
+		nodeName: "node-1", logLevel: "info", logOut: logs, eventTTL: time.Hour,
 		ready: func(addr string) { ready <- addr },
 	}
 	go func() { done <- runDev(ctx, o) }()

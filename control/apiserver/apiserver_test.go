@@ -28,8 +28,9 @@ type api struct {
 	hc         connect.HTTPClient
 }
 
-// newAPI serves a real API server over a real single-server store.
-func newAPI(t *testing.T) *api {
+// realServer is the API server over a real single-server store, initialised
+// twice (Init must be safe to repeat).
+func realServer(t *testing.T) *Server {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -39,12 +40,18 @@ func newAPI(t *testing.T) *api {
 	}
 	t.Cleanup(func() { st.Close() })
 	s := New(Config{Store: st})
-	if err := s.Init(ctx); err != nil {
-		t.Fatal(err)
+	for i := 0; i < 2; i++ {
+		if err := s.Init(ctx); err != nil {
+			t.Fatalf("Init %d: %v", i+1, err)
+		}
 	}
-	if err := s.Init(ctx); err != nil {
-		t.Fatalf("second Init: %v", err)
-	}
+	return s
+}
+
+// newAPI serves a real API server over a real single-server store.
+func newAPI(t *testing.T) *api {
+	t.Helper()
+	s := realServer(t)
 	srv := httptest.NewServer(s.Handler())
 	t.Cleanup(srv.Close)
 	return &api{

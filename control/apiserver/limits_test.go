@@ -21,7 +21,6 @@ import (
 	skiffv1 "skiff.dev/skiff/control/api/gen/skiff/v1"
 	"skiff.dev/skiff/control/api/gen/skiff/v1/skiffv1connect"
 	"skiff.dev/skiff/control/api/kinds"
-	"skiff.dev/skiff/control/store"
 )
 
 // limitsServer is h served over HTTP/1.1 and cleartext HTTP/2, with a
@@ -57,18 +56,7 @@ func serveLimits(t *testing.T, h http.Handler) *limitsServer {
 // serveRealAPI serves the real API server over a real store.
 func serveRealAPI(t *testing.T) *limitsServer {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	st, err := store.Open(ctx, store.Config{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	s := New(Config{Store: st})
-	if err := s.Init(ctx); err != nil {
-		t.Fatal(err)
-	}
-	return serveLimits(t, s.Handler())
+	return serveLimits(t, realServer(t).Handler())
 }
 
 func (s *limitsServer) pods(opts ...connect.ClientOption) skiffv1connect.PodServiceClient {
