@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -217,6 +218,10 @@ func (p *printer) table(objs []kinds.Object) error {
 		if !c.Wide || p.output == "wide" {
 			cols = append(cols, c)
 		}
+	}
+	if p.k.Order != nil {
+		objs = slices.Clone(objs)
+		slices.SortStableFunc(objs, p.k.Order)
 	}
 	tw := tabwriter.NewWriter(p.w, 0, 8, 3, ' ', 0)
 	if !p.noHeaders {

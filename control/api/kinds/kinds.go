@@ -54,6 +54,9 @@ type Kind struct {
 	Fields map[string]func(Object) string
 	// Columns are what `skiff get` prints; Wide columns only with -o wide.
 	Columns []Column
+	// Order sorts a table (events by when they last happened); by name
+	// when nil.
+	Order func(a, b Object) int
 
 	new      func() Object
 	newList  func() proto.Message

@@ -115,6 +115,9 @@ var (
 			}},
 			{Header: "MESSAGE", Value: func(o Object, _ time.Time) string { return o.(*skiffv1.Event).GetMessage() }},
 		},
+		Order: func(a, b Object) int {
+			return a.(*skiffv1.Event).GetLastTimestamp().AsTime().Compare(b.(*skiffv1.Event).GetLastTimestamp().AsTime())
+		},
 	}, skiffv1connect.NewEventServiceClient, skiffv1connect.NewEventServiceHandler)
 )
 
