@@ -2,7 +2,6 @@ package kinds
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 
@@ -276,4 +275,4 @@ func (s *stream[E, PE]) Event() (skiffv1.EventType, Object) {
 	return getEvent(PE(s.st.Msg()).ProtoReflect())
 }
 func (s *stream[E, PE]) Err() error   { return s.st.Err() }
-func (s *stream[E, PE]) Close() error { return errors.Join(s.st.Close()) }
+func (s *stream[E, PE]) Close() error { return s.st.Close() }
