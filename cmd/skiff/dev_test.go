@@ -53,9 +53,9 @@ func startDevIn(t *testing.T, dir string) *cluster {
 	done := make(chan error, 1)
 	logs := &syncWriter{w: &bytes.Buffer{}}
 	o := &devOptions{
-		dataDir: c.dataDir, stateDir: filepath.Join(dir, "state"), listen: "127.0.0.1:0", criSocket: c.socket,
-		nodeName: "node-1", logLevel: "info", logOut: logs, eventTTL: time.Hour,
-		ready: func(addr string) { ready <- addr },
+		serverOptions: serverOptions{dataDir: c.dataDir, listen: "127.0.0.1:0", eventTTL: time.Hour},
+		agentOptions:  agentOptions{stateDir: filepath.Join(dir, "state"), criSocket: c.socket, nodeName: "node-1", agentListen: "127.0.0.1:0"},
+		runOptions:    runOptions{logLevel: "info", logOut: logs, ready: func(addr string) { ready <- addr }},
 	}
 	go func() { done <- runDev(ctx, o) }()
 	var once sync.Once

@@ -3,18 +3,18 @@ package main
 import (
 	"fmt"
 	"os"
-	"path/filepath"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
+	"skiff.dev/skiff/node"
 	"skiff.dev/skiff/runtime/image"
 )
 
 const defaultDataDir = "/var/lib/skiff"
 
 // imageDir is where a node keeps its images under its data directory.
-func imageDir(dataDir string) string { return filepath.Join(dataDir, "node", "images") }
+func imageDir(dataDir string) string { return node.ImageDir(dataDir) }
 
 func newImageCmd() *cobra.Command {
 	var dataDir string

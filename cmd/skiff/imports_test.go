@@ -25,6 +25,8 @@ var rooms = map[string][]string{
 	"control/apiserver":   {"control/apiserver", "control/api", "control/store", "control/cluster"},
 	"control/scheduler":   {"control/scheduler", "control/api"},
 	"control/controllers": {"control/controllers", "control/api"},
+	"control/server":      {"control/server", "control/api", "control/store", "control/cluster", "control/apiserver", "control/scheduler", "control/controllers"},
+	"node":                {"node", "cri", "runtime", "netns", "control/api"},
 	"node/agent":          {"node/agent", "control/api"},
 	"node/proxy":          {"node/proxy", "control/api"},
 	"cri":                 {"cri", "runtime", "netns"},
@@ -126,6 +128,10 @@ func TestViolationsCatchesCrossings(t *testing.T) {
 		{"runtime reaches the api", pkg{ImportPath: module + "/runtime/wasm", XTestImports: []string{module + "/control/api/gen/skiff/v1"}}, 1},
 		{"agent uses the api", pkg{ImportPath: module + "/node/agent", Imports: []string{module + "/control/api/gen/skiff/v1", "k8s.io/cri-api/pkg/apis/runtime/v1"}}, 0},
 		{"apiserver uses the store", pkg{ImportPath: module + "/control/apiserver", Imports: []string{module + "/control/store"}}, 0},
+		{"the node assembly reaches the store", pkg{ImportPath: module + "/node", Imports: []string{module + "/control/store"}}, 1},
+		{"the agent reaches the node assembly", pkg{ImportPath: module + "/node/agent", Imports: []string{module + "/node"}}, 1},
+		{"the server assembly uses the apiserver", pkg{ImportPath: module + "/control/server", Imports: []string{module + "/control/apiserver"}}, 0},
+		{"the server assembly reaches the cri", pkg{ImportPath: module + "/control/server", Imports: []string{module + "/cri"}}, 1},
 		{"a package in no room", pkg{ImportPath: module + "/util"}, 1},
 	}
 	for _, tt := range tests {

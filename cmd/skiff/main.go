@@ -51,6 +51,8 @@ success and 1 on any error.`,
 	root.PersistentFlags().StringVar(&g.server, "server", server, "address of the skiff API server (host:port or URL); env SKIFF_SERVER")
 	root.AddCommand(
 		newDevCmd(),
+		newServerCmd(),
+		newAgentCmd(g),
 		newApplyCmd(g),
 		newGetCmd(g),
 		newDeleteCmd(g),

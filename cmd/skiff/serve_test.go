@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -18,6 +17,7 @@ import (
 
 	skiffv1 "skiff.dev/skiff/control/api/gen/skiff/v1"
 	"skiff.dev/skiff/control/api/gen/skiff/v1/skiffv1connect"
+	"skiff.dev/skiff/control/api/serve"
 	"skiff.dev/skiff/control/apiserver"
 	"skiff.dev/skiff/control/store"
 )
@@ -40,13 +40,21 @@ func apiHandler(t *testing.T) http.Handler {
 }
 
 // serveAPI serves h on a loopback port with limits until the test ends.
-func serveAPI(t *testing.T, h http.Handler, limits httpLimits) string {
+func serveAPI(t *testing.T, h http.Handler, limits serve.Limits) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(serveHTTPWith(ln, h, slog.New(slog.DiscardHandler), limits))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- serve.Run(ctx, ln, h, limits) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
 	return ln.Addr().String()
 }
 
@@ -72,7 +80,7 @@ func TestSlowBodiesDoNotStarveTheAPI(t *testing.T) {
 		}
 		api.ServeHTTP(w, r)
 	})
-	limits := defaultHTTPLimits
+	limits := serve.DefaultLimits
 	limits.Read = 5 * time.Second
 	addr := serveAPI(t, counted, limits)
 
@@ -158,7 +166,7 @@ func TestSlowBodiesDoNotStarveTheAPI(t *testing.T) {
 // that bound unary calls do not end a watch, over HTTP/1.1 (Connect) and
 // cleartext HTTP/2 (gRPC).
 func TestWatchOutlivesServerTimeouts(t *testing.T) {
-	limits := httpLimits{ReadHeader: time.Second, Read: 200 * time.Millisecond, Write: 200 * time.Millisecond, Idle: time.Second, MaxHeaderBytes: 1 << 20}
+	limits := serve.Limits{ReadHeader: time.Second, Read: 200 * time.Millisecond, Write: 200 * time.Millisecond, Idle: time.Second, MaxHeaderBytes: 1 << 20}
 	addr := serveAPI(t, apiHandler(t), limits)
 	base := "http://" + addr
 	h2 := new(http.Protocols)

@@ -1,0 +1,109 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// runSkiff runs a long-running command (server, agent) until ctx ends; the
+// returned channel yields what it returned.
+func runSkiff(ctx context.Context, logs *syncWriter, args ...string) <-chan error {
+	root := newRoot()
+	root.SetOut(logs)
+	root.SetErr(logs)
+	root.SetArgs(args)
+	done := make(chan error, 1)
+	go func() { done <- root.ExecuteContext(ctx) }()
+	return done
+}
+
+// freeAddr returns a loopback address no one listens on now.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// TestServerAndAgentApart runs `skiff agent` and `skiff server` as the two
+// components they are, the agent first: it waits for its server, registers
+// and runs the pods bound to it.
+func TestServerAndAgentApart(t *testing.T) {
+	dir := t.TempDir()
+	c := &cluster{t: t, server: freeAddr(t), dataDir: filepath.Join(dir, "node-data"), socket: filepath.Join(dir, "cri.sock")}
+	if !isRoot() {
+		t.Skip("needs root: a node creates a network namespace per pod")
+	}
+	t.Cleanup(func() { unmountAll(t, filepath.Join(dir, "state")) })
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	logs := &syncWriter{w: &bytes.Buffer{}}
+	agentDone := runSkiff(ctx, logs, "--server", c.server, "agent", "--data-dir", c.dataDir, "--state-dir", filepath.Join(dir, "state"),
+		"--cri-socket", c.socket, "--node-name", "edge-1", "--log-level", "warn")
+	eventually(t, 10*time.Second, func() bool { return strings.Contains(logs.String(), "register with the server; will retry") },
+		func() string { return "the agent did not wait for its server:\n" + logs.String() })
+	serverDone := runSkiff(ctx, logs, "server", "--data-dir", filepath.Join(dir, "server-data"), "--listen", c.server, "--log-level", "warn")
+
+	var nodes string
+	eventually(t, 20*time.Second, func() bool { nodes, _ = c.skiff("get", "nodes"); return strings.Contains(nodes, "edge-1") },
+		func() string { return "get nodes: " + nodes + "\n" + logs.String() })
+	c.mustSkiff("image", "import", "--data-dir", c.dataDir, "hello", buildWasm(t, "../../examples/hello"))
+	c.mustSkiff("apply", "-f", "../../examples/hello/pod.yaml")
+	if p := c.waitPhase("hello", "Succeeded", "Failed"); p.Status.Phase != "Succeeded" || p.Spec.NodeName != "edge-1" {
+		t.Errorf("hello is %s on %q", p.Status.Phase, p.Spec.NodeName)
+	}
+	if out := c.mustSkiff("logs", "hello"); !strings.Contains(out, "Hello, skiff!") {
+		t.Errorf("logs: %q", out)
+	}
+	c.mustSkiff("delete", "pod", "hello")
+	c.waitSandboxes(0)
+
+	cancel()
+	for name, done := range map[string]<-chan error{"agent": agentDone, "server": serverDone} {
+		if err := <-done; err != nil {
+			t.Errorf("skiff %s returned %v when stopped, want nil", name, err)
+		}
+	}
+}
+
+// TestComponentErrors: a component that cannot run says why and returns;
+// no error is dropped.
+func TestComponentErrors(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"the API's port is taken", []string{"server", "--data-dir", t.TempDir(), "--listen", taken.Addr().String()},
+			"listen for the API on " + taken.Addr().String()},
+		{"a listen address without a port", []string{"server", "--data-dir", t.TempDir(), "--listen", "localhost"}, `listen address "localhost"`},
+		{"a negative event TTL", []string{"server", "--data-dir", t.TempDir(), "--event-ttl", "-1m"}, "--event-ttl: invalid value -1m0s: must be positive"},
+		{"a bad log level", []string{"server", "--log-level", "loud"}, "--log-level"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			err := <-runSkiff(ctx, &syncWriter{w: &bytes.Buffer{}}, tt.args...)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("skiff %s: %v, want an error with %q", strings.Join(tt.args, " "), err, tt.want)
+			}
+		})
+	}
+}
+
+func isRoot() bool { return os.Geteuid() == 0 }

@@ -1,0 +1,192 @@
+// Package server assembles one skiff server: the replicated store, the API
+// server over it, the listener that serves the API, and the loops that run
+// on the Raft leader only (the scheduler and the controllers). It owns
+// their lifecycle: Run starts them under one errgroup and returns the
+// first error any of them meets.
+//
+// It wires; it decides nothing. What each part does is in its own package.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"skiff.dev/skiff/control/api/events"
+	"skiff.dev/skiff/control/api/gen/skiff/v1/skiffv1connect"
+	"skiff.dev/skiff/control/api/serve"
+	"skiff.dev/skiff/control/apiserver"
+	"skiff.dev/skiff/control/controllers"
+	"skiff.dev/skiff/control/scheduler"
+	"skiff.dev/skiff/control/store"
+)
+
+// Config is what New needs.
+type Config struct {
+	// DataDir holds the server's state (the store, under DataDir/server).
+	DataDir string
+	// Listen is the API's address, host:port; port 0 picks one (Addr says
+	// which).
+	Listen string
+	// EventTTL is how long events are kept; controllers.DefaultEventTTL
+	// when zero.
+	EventTTL time.Duration
+	Logger   *slog.Logger
+	// Limits are the API listener's; serve.DefaultLimits when zero.
+	Limits serve.Limits
+}
+
+// Server is one skiff server. Run it once.
+type Server struct {
+	cfg   Config
+	log   *slog.Logger
+	ready chan struct{}
+	addr  string
+}
+
+// New checks cfg and returns a Server.
+func New(cfg Config) (*Server, error) {
+	if cfg.DataDir == "" {
+		return nil, errors.New("data dir: required value")
+	}
+	if cfg.Listen == "" {
+		return nil, errors.New("listen address: required value")
+	}
+	if _, _, err := net.SplitHostPort(cfg.Listen); err != nil {
+		return nil, fmt.Errorf("listen address %q: %w", cfg.Listen, err)
+	}
+	if cfg.EventTTL < 0 {
+		return nil, fmt.Errorf("event TTL %s: must be positive", cfg.EventTTL)
+	}
+	if cfg.EventTTL == 0 {
+		cfg.EventTTL = controllers.DefaultEventTTL
+	}
+	if cfg.Limits == (serve.Limits{}) {
+		cfg.Limits = serve.DefaultLimits
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Server{cfg: cfg, log: log, ready: make(chan struct{})}, nil
+}
+
+// Ready is closed once the API answers; Addr then says where.
+func (s *Server) Ready() <-chan struct{} { return s.ready }
+
+// Addr is the API's address, once Ready is closed.
+func (s *Server) Addr() string { <-s.ready; return s.addr }
+
+// Run runs the server until ctx ends or one of its parts fails, and
+// returns that failure. Everything it started has stopped when it returns.
+func (s *Server) Run(ctx context.Context) error {
+	st, err := store.Open(ctx, store.Config{Dir: filepath.Join(s.cfg.DataDir, "server"), BindAddr: "127.0.0.1:0", Logger: s.log.With("room", "store")})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	api := apiserver.New(apiserver.Config{Store: st, Logger: s.log.With("room", "apiserver")})
+	if err := api.Init(ctx); err != nil {
+		return fmt.Errorf("initialise the API: %w", err)
+	}
+	ln, err := net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen for the API on %s: %w", s.cfg.Listen, err)
+	}
+	s.addr = ln.Addr().String()
+
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return serve.Run(ctx, ln, api.Handler(), s.cfg.Limits) })
+	g.Go(func() error {
+		// The leader-only loops reach the API as any client does (rule 1).
+		hc := &http.Client{}
+		base := "http://" + s.addr
+		l := loops{
+			pods:   skiffv1connect.NewPodServiceClient(hc, base),
+			nodes:  skiffv1connect.NewNodeServiceClient(hc, base),
+			events: skiffv1connect.NewEventServiceClient(hc, base),
+			ttl:    s.cfg.EventTTL,
+			log:    s.log,
+		}
+		<-WhileLeader(ctx, st.LeaderCh(), l.run)
+		return nil
+	})
+	close(s.ready)
+	s.log.Info("skiff server is up", "api", s.addr, "data", s.cfg.DataDir)
+	return g.Wait()
+}
+
+// loops are what runs on the leader alone.
+type loops struct {
+	pods   skiffv1connect.PodServiceClient
+	nodes  skiffv1connect.NodeServiceClient
+	events skiffv1connect.EventServiceClient
+	ttl    time.Duration
+	log    *slog.Logger
+}
+
+func (l loops) run(ctx context.Context) {
+	rec := events.NewRecorder(events.Config{Events: l.events, Component: "scheduler", Logger: l.log.With("room", "scheduler")})
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() { rec.Run(ctx) })
+	wg.Go(func() {
+		(&controllers.EventTTL{Events: l.events, TTL: l.ttl, Logger: l.log.With("room", "controllers")}).Run(ctx)
+	})
+	_ = scheduler.New(scheduler.Config{Pods: l.pods, Nodes: l.nodes, Events: rec, Logger: l.log.With("room", "scheduler")}).Run(ctx)
+}
+
+// WhileLeader runs loop each time this server becomes the Raft leader and
+// stops it when leadership is lost or ctx ends. The returned channel closes
+// when it has stopped for good.
+func WhileLeader(ctx context.Context, leader <-chan bool, loop func(context.Context)) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		var stop func() // stops the running loop and waits for it; nil when none runs
+		defer func() {
+			if stop != nil {
+				stop()
+			}
+		}()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case is, ok := <-leader:
+				if !ok {
+					return
+				}
+				if is && stop == nil {
+					stop = start(ctx, loop)
+				} else if !is && stop != nil {
+					stop()
+					stop = nil
+				}
+			}
+		}
+	}()
+	return done
+}
+
+// start runs loop in a goroutine and returns a function that stops it.
+func start(ctx context.Context, loop func(context.Context)) func() {
+	ctx, cancel := context.WithCancel(ctx)
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		loop(ctx)
+	}()
+	return func() {
+		cancel()
+		<-stopped
+	}
+}

@@ -1,0 +1,213 @@
+// Package node assembles one skiff node: the CRI server with its runtime
+// and image store, the agent that drives it over its socket, and the
+// listener of the agent's API. It owns their lifecycle: Run starts them
+// under one errgroup and returns the first error any of them meets. The
+// network and the service proxy join it later.
+//
+// It wires; it decides nothing. What each part does is in its own package.
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"skiff.dev/skiff/control/api/gen/skiff/v1/skiffv1connect"
+	"skiff.dev/skiff/control/api/serve"
+	"skiff.dev/skiff/cri"
+	"skiff.dev/skiff/node/agent"
+	"skiff.dev/skiff/runtime/image"
+)
+
+// Config is what New needs.
+type Config struct {
+	// Name is the node's name, an RFC 1123 subdomain.
+	Name string
+	// Server is the API server's address (host:port or URL).
+	Server string
+	// DataDir holds the node's state under DataDir/node: images, the CRI
+	// server's records, container logs.
+	DataDir string
+	// StateDir holds what must not outlive a reboot: pinned network
+	// namespaces.
+	StateDir string
+	// CRISocket is the CRI server's unix socket.
+	CRISocket string
+	// AgentListen is where the agent's API listens, host:port; port 0
+	// picks one. The node reports it to the server.
+	AgentListen string
+	Version     string
+	Logger      *slog.Logger
+}
+
+// ImageDir is where a node keeps its images under its data directory.
+func ImageDir(dataDir string) string { return filepath.Join(dataDir, "node", "images") }
+
+// Node is one skiff node. Run it once.
+type Node struct {
+	cfg   Config
+	log   *slog.Logger
+	ready chan struct{}
+}
+
+// New checks cfg and returns a Node.
+func New(cfg Config) (*Node, error) {
+	var missing []string
+	for _, f := range []struct{ name, v string }{
+		{"node name", cfg.Name}, {"server", cfg.Server}, {"data dir", cfg.DataDir},
+		{"state dir", cfg.StateDir}, {"CRI socket", cfg.CRISocket}, {"agent listen address", cfg.AgentListen},
+	} {
+		if f.v == "" {
+			missing = append(missing, f.name)
+		}
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("node: required: %s", strings.Join(missing, ", "))
+	}
+	if _, _, err := net.SplitHostPort(cfg.AgentListen); err != nil {
+		return nil, fmt.Errorf("agent listen address %q: %w", cfg.AgentListen, err)
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Node{cfg: cfg, log: log, ready: make(chan struct{})}, nil
+}
+
+// Ready is closed once the node is registered with the server and runs.
+func (n *Node) Ready() <-chan struct{} { return n.ready }
+
+// Run runs the node until ctx ends or one of its parts fails, and returns
+// that failure. Containers keep running when it returns; the next Run
+// adopts them.
+func (n *Node) Run(ctx context.Context) error {
+	images, err := image.Open(ImageDir(n.cfg.DataDir))
+	if err != nil {
+		return err
+	}
+	criSrv, err := cri.New(ctx, cri.Config{
+		Socket:   n.cfg.CRISocket,
+		RootDir:  filepath.Join(n.cfg.DataDir, "node", "cri"),
+		StateDir: n.cfg.StateDir,
+		Images:   images,
+		Logger:   n.log.With("room", "cri"),
+	})
+	if err != nil {
+		return err
+	}
+	defer func() { _ = criSrv.Close(context.Background()) }()
+
+	g, ctx := errgroup.WithContext(ctx)
+	criDone := make(chan struct{})
+	g.Go(func() error {
+		defer close(criDone)
+		return criSrv.Serve(ctx)
+	})
+	g.Go(func() error { return n.runAgent(ctx, criDone) })
+	return g.Wait()
+}
+
+// runAgent waits for the CRI socket, then registers the node and runs the
+// agent and its API.
+func (n *Node) runAgent(ctx context.Context, criDone <-chan struct{}) error {
+	if err := waitForSocket(ctx, n.cfg.CRISocket, criDone); err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while waiting: not a failure
+		}
+		return err
+	}
+	conn, err := grpc.NewClient("unix://"+n.cfg.CRISocket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return fmt.Errorf("dial CRI socket %s: %w", n.cfg.CRISocket, err)
+	}
+	defer conn.Close()
+	ln, err := net.Listen("tcp", n.cfg.AgentListen)
+	if err != nil {
+		return fmt.Errorf("listen for the agent API on %s: %w", n.cfg.AgentListen, err)
+	}
+	base := n.cfg.Server
+	if !strings.Contains(base, "://") {
+		base = "http://" + base
+	}
+	hc := &http.Client{}
+	ag := agent.New(agent.Config{
+		NodeName: n.cfg.Name,
+		Pods:     skiffv1connect.NewPodServiceClient(hc, base),
+		Nodes:    skiffv1connect.NewNodeServiceClient(hc, base),
+		Events:   skiffv1connect.NewEventServiceClient(hc, base),
+		Runtime:  runtimeapi.NewRuntimeServiceClient(conn),
+		Images:   runtimeapi.NewImageServiceClient(conn),
+		LogDir:   filepath.Join(n.cfg.DataDir, "node", "logs"),
+		Endpoint: ln.Addr().String(),
+		Logger:   n.log.With("room", "agent"),
+		Version:  n.cfg.Version,
+	})
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return serve.Run(ctx, ln, ag.Handler(), serve.DefaultLimits) })
+	g.Go(func() error {
+		if err := n.register(ctx, ag); err != nil {
+			if ctx.Err() != nil {
+				return nil // stopped while registering: not a failure
+			}
+			return err
+		}
+		close(n.ready)
+		n.log.Info("skiff node is up", "node", n.cfg.Name, "server", n.cfg.Server, "cri", n.cfg.CRISocket, "agent", ln.Addr().String())
+		return ag.Run(ctx)
+	})
+	return g.Wait()
+}
+
+// register registers the node, retrying while the server cannot be reached
+// (an agent may start before its server).
+func (n *Node) register(ctx context.Context, ag *agent.Agent) error {
+	wait := 100 * time.Millisecond
+	for {
+		err := ag.Register(ctx)
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		n.log.Warn("register with the server; will retry", "server", n.cfg.Server, "in", wait, "err", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 5*time.Second)
+	}
+}
+
+// waitForSocket waits until the CRI server accepts connections.
+func waitForSocket(ctx context.Context, path string, failed <-chan struct{}) error {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if c, err := net.Dial("unix", path); err == nil {
+			c.Close()
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("cri server did not open %s within 10s", path)
+		}
+		select {
+		case <-failed:
+			return errors.New("cri server stopped before it opened its socket")
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
