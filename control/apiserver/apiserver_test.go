@@ -558,15 +558,127 @@ func TestNamespaceDelete(t *testing.T) {
 	if _, err := a.namespaces.Create(ctx, connect.NewRequest(&skiffv1.Namespace{Metadata: &skiffv1.ObjectMeta{Name: "team.a"}})); connect.CodeOf(err) != connect.CodeInvalidArgument {
 		t.Errorf("namespace with a dot: %v, want InvalidArgument", err)
 	}
-	if _, err := a.namespaces.Create(ctx, connect.NewRequest(&skiffv1.Namespace{Metadata: &skiffv1.ObjectMeta{Name: "team"}})); err != nil {
+	for _, name := range []string{"team", "held"} {
+		ns := &skiffv1.Namespace{Metadata: &skiffv1.ObjectMeta{Name: name}}
+		if name == "held" {
+			ns.Metadata.Finalizers = []string{"example.com/keep"}
+		}
+		if _, err := a.namespaces.Create(ctx, connect.NewRequest(ns)); err != nil {
+			t.Fatal(err)
+		}
+		p := pod("p")
+		p.Metadata.Namespace = name
+		a.create(t, p)
+	}
+	const nonEmpty = `still has pod(s); delete them first`
+	del := func(name string, dryRun bool) error {
+		req := connect.NewRequest(&skiffv1.DeleteRequest{Name: name})
+		if dryRun {
+			req.Header().Set(kinds.DryRunHeader, "All")
+		}
+		_, err := a.namespaces.Delete(ctx, req)
+		return err
+	}
+	for _, tt := range []struct {
+		name   string
+		ns     string
+		dryRun bool
+	}{
+		{"delete", "team", false},
+		{"dry run", "team", true},
+		{"marking one with a finalizer", "held", false},
+	} {
+		err := del(tt.ns, tt.dryRun)
+		if connect.CodeOf(err) != connect.CodeFailedPrecondition || !strings.Contains(err.Error(), fmt.Sprintf("namespace %q %s", tt.ns, nonEmpty)) {
+			t.Errorf("%s of a namespace with a pod: %v, want FailedPrecondition %q", tt.name, err, nonEmpty)
+		}
+	}
+	got, err := a.namespaces.Get(ctx, connect.NewRequest(&skiffv1.GetRequest{Name: "held"}))
+	if err != nil || got.Msg.GetMetadata().GetDeletionTimestamp() != nil {
+		t.Errorf("refused namespace deletion marked it anyway: %v, %v", got.Msg.GetMetadata(), err)
+	}
+
+	if _, err := a.pods.Delete(ctx, connect.NewRequest(&skiffv1.DeleteRequest{Namespace: "team", Name: "p"})); err != nil {
 		t.Fatal(err)
 	}
-	p := pod("p")
+	if err := del("team", true); err != nil {
+		t.Errorf("dry-run delete of the empty namespace: %v", err)
+	}
+	if err := del("team", false); err != nil {
+		t.Errorf("delete of the empty namespace: %v", err)
+	}
+	p := pod("late")
 	p.Metadata.Namespace = "team"
-	a.create(t, p)
-	_, err := a.namespaces.Delete(ctx, connect.NewRequest(&skiffv1.DeleteRequest{Name: "team"}))
-	if connect.CodeOf(err) != connect.CodeFailedPrecondition || !strings.Contains(err.Error(), "still has 1 pod") {
-		t.Errorf("delete non-empty namespace: %v", err)
+	for _, req := range []*connect.Request[skiffv1.Pod]{connect.NewRequest(p), dryRun(p)} {
+		if _, err := a.pods.Create(ctx, req); connect.CodeOf(err) != connect.CodeNotFound || !strings.Contains(err.Error(), `namespace "team" not found`) {
+			t.Errorf("create in the deleted namespace (dry run %q): %v, want NotFound", req.Header().Get(kinds.DryRunHeader), err)
+		}
+	}
+}
+
+// TestPodNamespaceRace races creating a pod in a namespace against deleting
+// that namespace, 200 times. Each round ends one of two ways: the pod is
+// created and the namespace stays (its deletion refused as non-empty), or
+// the namespace goes and the create is refused (namespace not found). At
+// the end no pod is in a namespace that does not exist.
+func TestPodNamespaceRace(t *testing.T) {
+	a := newAPI(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	const rounds = 200
+	outcomes := map[string]int{}
+	for i := range rounds {
+		name := fmt.Sprintf("ns%d", i)
+		if _, err := a.namespaces.Create(ctx, connect.NewRequest(&skiffv1.Namespace{Metadata: &skiffv1.ObjectMeta{Name: name}})); err != nil {
+			t.Fatal(err)
+		}
+		p := pod("p")
+		p.Metadata.Namespace = name
+		var createErr, deleteErr error
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		wg.Go(func() {
+			<-start
+			_, createErr = a.pods.Create(ctx, connect.NewRequest(p))
+		})
+		wg.Go(func() {
+			<-start
+			_, deleteErr = a.namespaces.Delete(ctx, connect.NewRequest(&skiffv1.DeleteRequest{Name: name}))
+		})
+		close(start)
+		wg.Wait()
+		switch {
+		case createErr == nil && connect.CodeOf(deleteErr) == connect.CodeFailedPrecondition &&
+			strings.Contains(deleteErr.Error(), fmt.Sprintf("namespace %q still has pod(s)", name)):
+			outcomes["pod created, namespace kept"]++
+		case deleteErr == nil && connect.CodeOf(createErr) == connect.CodeNotFound &&
+			strings.Contains(createErr.Error(), fmt.Sprintf("namespace %q not found", name)):
+			outcomes["namespace deleted, pod refused"]++
+		default:
+			t.Fatalf("round %d: create pod: %v; delete namespace: %v", i, createErr, deleteErr)
+		}
+	}
+	t.Logf("outcomes of %d rounds: %v", rounds, outcomes)
+
+	nsList, err := a.namespaces.List(ctx, connect.NewRequest(&skiffv1.ListRequest{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	namespaces := map[string]bool{}
+	for _, ns := range nsList.Msg.GetItems() {
+		namespaces[ns.GetMetadata().GetName()] = true
+	}
+	pods, err := a.pods.List(ctx, connect.NewRequest(&skiffv1.ListRequest{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range pods.Msg.GetItems() {
+		if ns := p.GetMetadata().GetNamespace(); !namespaces[ns] {
+			t.Errorf("pod %s/%s is in a namespace that does not exist", ns, p.GetMetadata().GetName())
+		}
+	}
+	if kept := outcomes["pod created, namespace kept"]; len(pods.Msg.GetItems()) != kept || len(namespaces) != kept+1 {
+		t.Errorf("%d pods and %d namespaces (default included) after %d rounds that kept %d", len(pods.Msg.GetItems()), len(namespaces), rounds, kept)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 
 	skiffv1 "skiff.dev/skiff/control/api/gen/skiff/v1"
 	"skiff.dev/skiff/control/api/kinds"
+	"skiff.dev/skiff/control/store"
 )
 
 // DefaultNamespace is where objects go when their manifest names none.
@@ -15,8 +16,12 @@ const DefaultNamespace = "default"
 
 // namespaceStrategy refuses to delete a namespace that still has pods:
 // unlike Kubernetes, deletion does not cascade, so nothing is deleted by
-// surprise. The default namespace cannot be deleted.
-func namespaceStrategy(b *backend) *strategy {
+// surprise. The store checks that in the same Raft entry as the delete, and
+// creates check that their namespace exists the same way, so a pod cannot be
+// created into a namespace as it goes. The default namespace cannot be
+// deleted. (It needs nothing of the backend any more; the parameter stays
+// for server.go until that file next changes.)
+func namespaceStrategy(*backend) *strategy {
 	return &strategy{
 		nameRule: validateLabel,
 		initial:  func(o kinds.Object) { o.(*skiffv1.Namespace).Status = &skiffv1.NamespaceStatus{Phase: "Active"} },
@@ -27,19 +32,18 @@ func namespaceStrategy(b *backend) *strategy {
 			}
 			return fe
 		},
-		canDelete: func(ctx context.Context, o kinds.Object) error {
-			name := o.GetMetadata().GetName()
-			if name == DefaultNamespace {
+		canDelete: func(_ context.Context, o kinds.Object) error {
+			if name := o.GetMetadata().GetName(); name == DefaultNamespace {
 				return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("namespace %q cannot be deleted", name))
 			}
-			pods, _, err := b.list(ctx, kinds.Pod, name, nil)
-			if err != nil {
-				return err
-			}
-			if len(pods) > 0 {
-				return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("namespace %q still has %d pod(s); delete them first", name, len(pods)))
-			}
 			return nil
+		},
+		deleteRules: func(o kinds.Object) []rule {
+			name := o.GetMetadata().GetName()
+			return []rule{{
+				guard: store.IfNoneUnder(prefix(kinds.Pod, name)),
+				err:   connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("namespace %q still has pod(s); delete them first", name)),
+			}}
 		},
 	}
 }

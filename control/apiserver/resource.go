@@ -39,8 +39,21 @@ type strategy struct {
 	// awaitsNode reports whether a deletion must wait for a node to stop
 	// the object (a bound pod whose node exists).
 	awaitsNode func(ctx context.Context, obj kinds.Object) (bool, error)
-	// canDelete refuses a deletion (a namespace that still has pods).
+	// canDelete refuses a deletion for a reason of the object alone (the
+	// default namespace).
 	canDelete func(ctx context.Context, obj kinds.Object) error
+	// deleteRules are the rules spanning objects that removing obj, or
+	// marking it for removal, must keep (a namespace holds no pods).
+	deleteRules func(obj kinds.Object) []rule
+}
+
+// rule is a condition spanning objects that a write must keep. The store
+// checks its guard in the same Raft entry as the write (ARCHITECTURE.md
+// rule 9), so no other write comes between check and write; err is what the
+// client reads when the guard fails.
+type rule struct {
+	guard store.Guard
+	err   error
 }
 
 // backend is the generic half of the API server: create, get, list,
@@ -135,34 +148,76 @@ func (b *backend) Create(ctx context.Context, k *kinds.Kind, obj kinds.Object, d
 	if err := b.validate(k, obj); err != nil {
 		return nil, err
 	}
+	var rules []rule
 	if k.Namespaced {
-		if err := b.namespaceExists(ctx, m.Namespace); err != nil {
-			return nil, err
-		}
+		rules = append(rules, namespaceExists(m.Namespace))
 	}
 	if dryRun {
-		return obj, nil
+		return obj, b.check(ctx, rules)
 	}
 	val, err := encode(obj)
 	if err != nil {
 		return nil, toConnect(err)
 	}
-	kv, err := b.store.Create(ctx, key(k, m.Namespace, m.Name), val)
+	kv, err := b.commit(ctx, "create", k, m.Namespace, m.Name, store.CreateOp(key(k, m.Namespace, m.Name), val), rules)
 	if err != nil {
-		return nil, objectErr("create", k.Singular, k.ID(m.Namespace, m.Name), err)
+		return nil, err
 	}
 	m.ResourceVersion = kv.ModRevision
 	return obj, nil
 }
 
-// namespaceExists answers NotFound for a namespace that is missing, so that
-// objects cannot be created in it.
-func (b *backend) namespaceExists(ctx context.Context, ns string) error {
-	_, err := b.store.Get(ctx, key(kinds.Namespace, "", ns))
-	if errors.Is(err, store.ErrNotFound) {
-		return connect.NewError(connect.CodeNotFound, fmt.Errorf("namespace %q not found", ns))
+// namespaceExists is the rule that an object is created only in a
+// namespace that exists; NotFound otherwise.
+func namespaceExists(ns string) rule {
+	return rule{
+		guard: store.IfPresent(key(kinds.Namespace, "", ns)),
+		err:   connect.NewError(connect.CodeNotFound, fmt.Errorf("namespace %q not found", ns)),
+	}
+}
+
+// commit makes one write (op, to the object ns/name of kind k) under rules,
+// in one store Txn. A broken rule answers with its error; any other failure
+// as objectErr words it for the verb.
+func (b *backend) commit(ctx context.Context, verb string, k *kinds.Kind, ns, name string, op store.Op, rules []rule) (store.KV, error) {
+	t := store.Txn{Ops: []store.Op{op}}
+	for _, r := range rules {
+		t.Guards = append(t.Guards, r.guard)
+	}
+	res, err := b.store.Txn(ctx, t)
+	if err != nil {
+		if rerr := ruleErr(err, rules); rerr != nil {
+			return store.KV{}, rerr
+		}
+		return store.KV{}, objectErr(verb, k.Singular, k.ID(ns, name), err)
+	}
+	return res.KVs[0], nil
+}
+
+// check evaluates rules without writing, for a dry run.
+func (b *backend) check(ctx context.Context, rules []rule) error {
+	if len(rules) == 0 {
+		return nil
+	}
+	guards := make([]store.Guard, len(rules))
+	for i, r := range rules {
+		guards[i] = r.guard
+	}
+	err := b.store.Check(ctx, guards)
+	if rerr := ruleErr(err, rules); rerr != nil {
+		return rerr
 	}
 	return toConnect(err)
+}
+
+// ruleErr returns the error of the rule whose guard err reports failed,
+// or nil if err is not a guard failure.
+func ruleErr(err error, rules []rule) error {
+	var ge *store.GuardError
+	if errors.As(err, &ge) && ge.Index < len(rules) {
+		return rules[ge.Index].err
+	}
+	return nil
 }
 
 func (b *backend) validate(k *kinds.Kind, obj kinds.Object) error {
@@ -307,19 +362,19 @@ func (b *backend) Update(ctx context.Context, k *kinds.Kind, obj kinds.Object, d
 	if m.DeletionTimestamp != nil && len(m.Finalizers) == 0 && m.GetDeletionGracePeriodSeconds() == 0 {
 		return b.remove(ctx, k, old)
 	}
-	return b.write(ctx, k, obj, om.ResourceVersion)
+	return b.write(ctx, k, obj, om.ResourceVersion, nil)
 }
 
-// write stores obj over the version rev.
-func (b *backend) write(ctx context.Context, k *kinds.Kind, obj kinds.Object, rev uint64) (kinds.Object, error) {
+// write stores obj over the version rev, under rules.
+func (b *backend) write(ctx context.Context, k *kinds.Kind, obj kinds.Object, rev uint64, rules []rule) (kinds.Object, error) {
 	m := obj.GetMetadata()
 	val, err := encode(obj)
 	if err != nil {
 		return nil, toConnect(err)
 	}
-	kv, err := b.store.Update(ctx, key(k, m.Namespace, m.Name), val, rev)
+	kv, err := b.commit(ctx, "update", k, m.Namespace, m.Name, store.UpdateOp(key(k, m.Namespace, m.Name), val, rev), rules)
 	if err != nil {
-		return nil, objectErr("update", k.Singular, k.ID(m.Namespace, m.Name), err)
+		return nil, err
 	}
 	m.ResourceVersion = kv.ModRevision
 	return obj, nil
@@ -408,7 +463,7 @@ func (b *backend) modify(ctx context.Context, k *kinds.Kind, ns, name, uid strin
 		if dryRun {
 			return cur, nil
 		}
-		out, err := b.write(ctx, k, cur, stored)
+		out, err := b.write(ctx, k, cur, stored, nil)
 		if connect.CodeOf(err) == connect.CodeAborted && rev == 0 && try < maxConflictRetries {
 			continue
 		}
@@ -444,6 +499,7 @@ func (b *backend) Delete(ctx context.Context, k *kinds.Kind, req *skiffv1.Delete
 				return nil, err
 			}
 		}
+		rules := b.deleteRules(k, obj)
 		grace := int64(0)
 		if req.GracePeriodSeconds != nil {
 			grace = req.GetGracePeriodSeconds()
@@ -461,7 +517,7 @@ func (b *backend) Delete(ctx context.Context, k *kinds.Kind, req *skiffv1.Delete
 		}
 		if len(m.Finalizers) == 0 && grace == 0 {
 			if dryRun {
-				return obj, nil
+				return obj, b.check(ctx, rules)
 			}
 			out, err := b.remove(ctx, k, obj)
 			if connect.CodeOf(err) == connect.CodeAborted && req.GetResourceVersion() == 0 && try < maxConflictRetries {
@@ -476,9 +532,11 @@ func (b *backend) Delete(ctx context.Context, k *kinds.Kind, req *skiffv1.Delete
 		m.DeletionGracePeriodSeconds = proto.Int64(grace)
 		m.DeletionTimestamp = timestamppb.New(b.now().Add(time.Duration(grace) * time.Second))
 		if dryRun {
-			return obj, nil
+			return obj, b.check(ctx, rules)
 		}
-		out, err := b.write(ctx, k, obj, rev)
+		// Marking keeps the deletion's rules too, so an object is not left
+		// waiting for a removal that its rules would refuse.
+		out, err := b.write(ctx, k, obj, rev, rules)
 		if connect.CodeOf(err) == connect.CodeAborted && req.GetResourceVersion() == 0 && try < maxConflictRetries {
 			continue
 		}
@@ -486,15 +544,24 @@ func (b *backend) Delete(ctx context.Context, k *kinds.Kind, req *skiffv1.Delete
 	}
 }
 
-// remove deletes the stored object at its version.
+// remove deletes the stored object at its version, under the kind's
+// deletion rules.
 func (b *backend) remove(ctx context.Context, k *kinds.Kind, obj kinds.Object) (kinds.Object, error) {
 	m := obj.GetMetadata()
-	kv, err := b.store.Delete(ctx, key(k, m.Namespace, m.Name), m.ResourceVersion)
+	op := store.DeleteOp(key(k, m.Namespace, m.Name), m.ResourceVersion)
+	kv, err := b.commit(ctx, "delete", k, m.Namespace, m.Name, op, b.deleteRules(k, obj))
 	if err != nil {
-		return nil, objectErr("delete", k.Singular, k.ID(m.Namespace, m.Name), err)
+		return nil, err
 	}
 	out, err := decode(k, kv)
 	return out, toConnect(err)
+}
+
+func (b *backend) deleteRules(k *kinds.Kind, obj kinds.Object) []rule {
+	if s := b.strategy(k); s.deleteRules != nil {
+		return s.deleteRules(obj)
+	}
+	return nil
 }
 
 // Watch streams the kind's changes after the request's version until ctx

@@ -6,8 +6,12 @@ import (
 	"skiff.dev/skiff/control/store"
 )
 
-// Store is what the API server needs of the replicated store.
+// Store is what the API server needs of the replicated store. A rule that
+// spans objects is a guard of the Txn that writes (ARCHITECTURE.md rule 9);
+// Check evaluates guards without writing, for dry runs.
 type Store interface {
+	Txn(ctx context.Context, t store.Txn) (store.TxnResult, error)
+	Check(ctx context.Context, guards []store.Guard) error
 	Create(ctx context.Context, key string, value []byte) (store.KV, error)
 	Update(ctx context.Context, key string, value []byte, rev uint64) (store.KV, error)
 	Delete(ctx context.Context, key string, rev uint64) (store.KV, error)

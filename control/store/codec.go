@@ -18,6 +18,7 @@ const (
 	opCreate op = 1
 	opUpdate op = 2
 	opDelete op = 3
+	opTxn    op = 4 // a Txn: guards and several ops, see marshalTxn
 )
 
 func (o op) String() string {
@@ -28,6 +29,8 @@ func (o op) String() string {
 		return "update"
 	case opDelete:
 		return "delete"
+	case opTxn:
+		return "txn"
 	}
 	return fmt.Sprintf("op(%d)", byte(o))
 }
@@ -65,6 +68,74 @@ func unmarshalCommand(b []byte) (command, error) {
 	return c, nil
 }
 
+// marshalTxn encodes a Txn as one command (opTxn). Ops reuse the op codes
+// of single-key commands; unlike there, the value is length-prefixed.
+//
+//	opTxn | uvarint nGuards | guard... | uvarint nOps | op...
+//	guard = kind byte | uvarint len(key) | key | uvarint rev
+//	op    = op byte | uvarint len(key) | key | uvarint rev | uvarint len(value) | value
+func marshalTxn(t Txn) []byte {
+	n := 1 + 2*binary.MaxVarintLen64
+	for _, g := range t.Guards {
+		n += 1 + 2*binary.MaxVarintLen64 + len(g.key)
+	}
+	for _, o := range t.Ops {
+		n += 1 + 3*binary.MaxVarintLen64 + len(o.key) + len(o.value)
+	}
+	b := make([]byte, 0, n)
+	b = append(b, byte(opTxn))
+	b = binary.AppendUvarint(b, uint64(len(t.Guards)))
+	for _, g := range t.Guards {
+		b = append(b, byte(g.kind))
+		b = appendBytes(b, []byte(g.key))
+		b = binary.AppendUvarint(b, g.rev)
+	}
+	b = binary.AppendUvarint(b, uint64(len(t.Ops)))
+	for _, o := range t.Ops {
+		b = append(b, byte(o.op))
+		b = appendBytes(b, []byte(o.key))
+		b = binary.AppendUvarint(b, o.rev)
+		b = appendBytes(b, o.value)
+	}
+	return b
+}
+
+func unmarshalTxn(b []byte) (Txn, error) {
+	if len(b) == 0 || op(b[0]) != opTxn {
+		return Txn{}, errors.New("decode txn: not a txn")
+	}
+	d := decoder{b: b[1:]}
+	var t Txn
+	// Counts are bounded by the bytes left (each item takes at least
+	// three), so a corrupt count cannot make a huge allocation.
+	if n := d.count(3); n > 0 {
+		t.Guards = make([]Guard, n)
+		for i := range t.Guards {
+			g := &t.Guards[i]
+			g.kind = guardKind(d.byte())
+			g.key = string(d.view())
+			g.rev = d.uvarint()
+		}
+	}
+	if n := d.count(4); n > 0 {
+		t.Ops = make([]Op, n)
+		for i := range t.Ops {
+			o := &t.Ops[i]
+			o.op = op(d.byte())
+			o.key = string(d.view())
+			o.rev = d.uvarint()
+			o.value = d.bytes()
+		}
+	}
+	if d.err == nil && len(d.b) != 0 {
+		d.err = fmt.Errorf("%d trailing bytes", len(d.b))
+	}
+	if d.err != nil {
+		return Txn{}, fmt.Errorf("decode txn: %w", d.err)
+	}
+	return t, nil
+}
+
 // kvRecord is the value stored under a key in the kv bucket.
 //
 //	uvarint createRev | uvarint modRev | value (rest)
@@ -87,7 +158,7 @@ func unmarshalKVRecord(key string, b []byte) (KV, error) {
 	return kv, nil
 }
 
-// event records in the history bucket, keyed by revKey(rev).
+// event records in the history bucket, keyed by historyKey(rev, seq).
 //
 //	type byte | uvarint rev | kv | hasPrev byte | [prev kv]
 //	kv = uvarint len(key) | key | uvarint create | uvarint mod | uvarint len(value) | value
@@ -152,10 +223,31 @@ func appendBytes(b, p []byte) []byte {
 	return append(b, p...)
 }
 
-// revKey is the history bucket key of a revision: big-endian, so that bbolt's
-// byte order is revision order.
+// revKey is a revision as a bbolt key: big-endian, so that bbolt's byte
+// order is revision order.
 func revKey(rev uint64) []byte {
-	return binary.BigEndian.AppendUint64(make([]byte, 0, 8), rev)
+	return binary.BigEndian.AppendUint64(make([]byte, 0, 12), rev)
+}
+
+// historyKey is the history bucket key of the event number seq (from 0) of
+// revision rev. The first event of a revision has the plain revKey(rev), as
+// every event had before transactions; a Txn's further events add seq as 4
+// big-endian bytes. Byte order is thus (revision, seq) order, and a seek to
+// revKey(rev) lands on the first event of rev or of the next revision.
+func historyKey(rev uint64, seq uint32) []byte {
+	k := revKey(rev)
+	if seq == 0 {
+		return k
+	}
+	return binary.BigEndian.AppendUint32(k, seq)
+}
+
+// revOf returns the revision of a history bucket key.
+func revOf(k []byte) uint64 {
+	if len(k) < 8 {
+		return 0
+	}
+	return binary.BigEndian.Uint64(k[:8])
 }
 
 func putUint64(v uint64) []byte { return revKey(v) }
@@ -187,6 +279,20 @@ func (d *decoder) uvarint() uint64 {
 	}
 	d.b = d.b[n:]
 	return v
+}
+
+// count reads a uvarint count of items that take at least min bytes each
+// and fails if fewer bytes are left than that many items need.
+func (d *decoder) count(min int) int {
+	n := d.uvarint()
+	if d.err != nil {
+		return 0
+	}
+	if n > uint64(len(d.b)/min) {
+		d.err = errShort
+		return 0
+	}
+	return int(n)
 }
 
 func (d *decoder) byte() byte {
@@ -244,4 +350,13 @@ func (d *decoder) kv() KV {
 	kv.ModRevision = d.uvarint()
 	kv.Value = d.bytes()
 	return kv
+}
+
+// recordModRevision returns the ModRevision of a kvRecord without copying
+// its value.
+func recordModRevision(b []byte) (uint64, error) {
+	d := decoder{b: b}
+	d.uvarint()
+	rev := d.uvarint()
+	return rev, d.err
 }

@@ -20,6 +20,9 @@ var (
 	// ErrConflict: the revision given to Update or Delete is not the key's
 	// current ModRevision.
 	ErrConflict = errors.New("conflict")
+	// ErrGuardFailed: a guard of a Txn did not hold, so the Txn wrote
+	// nothing. The error is a *GuardError naming the guard.
+	ErrGuardFailed = errors.New("guard failed")
 	// ErrExpired: Watch from a revision older than the retained history; the
 	// caller must List again and watch from the revision List returns.
 	ErrExpired = errors.New("expired")

@@ -20,7 +20,7 @@ import (
 // Buckets of the state database.
 var (
 	bucketKV     = []byte("kv")     // key -> kvRecord
-	bucketEvents = []byte("events") // revKey(rev) -> event, the watch history
+	bucketEvents = []byte("events") // historyKey(rev, seq) -> event, the watch history
 	bucketMeta   = []byte("meta")   // the keys below -> big-endian uint64
 
 	keyApplied    = []byte("applied")    // last applied Raft command index
@@ -38,8 +38,9 @@ const maxKeyLen = 4096
 // Threading contract: raft calls Apply, ApplyBatch, Snapshot and Restore from
 // its single FSM goroutine (and Restore from NewRaft before that goroutine
 // starts), so they do not lock against each other. The readers (get, list,
-// compacted, history) run on any goroutine; mu guards the db pointer, which
-// only Restore replaces. broken is only touched on the FSM goroutine.
+// compacted, history, checkGuards) run on any goroutine; mu guards the db
+// pointer, which only Restore replaces. broken is only touched on the FSM
+// goroutine.
 type fsm struct {
 	path         string
 	historyLimit uint64
@@ -55,7 +56,8 @@ type fsm struct {
 
 // applyResult is what ApplyFuture.Response returns for a command.
 type applyResult struct {
-	kv  KV
+	kv  KV        // a single-key command's object
+	txn TxnResult // a Txn's result
 	err error
 }
 
@@ -141,17 +143,17 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 			if l.Type != raft.LogCommand || l.Index <= applied {
 				continue
 			}
-			r, ev, err := a.apply(l.Index, l.Data)
+			r, evs, err := a.apply(l.Index, l.Data)
 			if err != nil {
 				return err
 			}
 			res[i] = r
-			if ev != nil {
-				if err := a.record(*ev); err != nil {
+			for seq, ev := range evs {
+				if err := a.record(ev, uint32(seq)); err != nil {
 					return err
 				}
-				events = append(events, *ev)
 			}
+			events = append(events, evs...)
 			last = l.Index
 		}
 		return a.finish(last, f.historyLimit)
@@ -192,56 +194,122 @@ func newApplier(tx *bbolt.Tx) *applier {
 	return a
 }
 
-// apply runs one command at index. It returns the command's result, the event
-// it produced (nil if it failed) and a storage error, which aborts the batch.
-func (a *applier) apply(index uint64, data []byte) (applyResult, *Event, error) {
+// apply runs one command at index. It returns the command's result, the
+// events it produced (none if it failed; several, in op order, for a Txn)
+// and a storage error, which aborts the batch.
+func (a *applier) apply(index uint64, data []byte) (applyResult, []Event, error) {
+	if len(data) > 0 && op(data[0]) == opTxn {
+		return a.applyTxn(index, data)
+	}
 	c, err := unmarshalCommand(data)
 	if err != nil {
 		return applyResult{err: err}, nil, nil
 	}
-	if err := checkKey(c.key); err != nil {
-		return applyResult{err: fmt.Errorf("%s %q: %w", c.op, c.key, err)}, nil, nil
+	o := Op(c)
+	if err := o.check(); err != nil {
+		return applyResult{err: fmt.Errorf("apply index %d: %w", index, err)}, nil, nil
 	}
-	cur, found, err := a.get(c.key)
+	cur, fail, err := a.prepare(o)
+	if err != nil || fail != nil {
+		return applyResult{err: fail}, nil, err
+	}
+	kv, ev, err := a.write(index, o, cur)
 	if err != nil {
 		return applyResult{}, nil, err
 	}
-	fail := func(err error) (applyResult, *Event, error) { return applyResult{err: err}, nil, nil }
+	return applyResult{kv: kv}, []Event{ev}, nil
+}
 
-	switch c.op {
-	case opCreate:
-		if found {
-			return fail(fmt.Errorf("create %s: %w", c.key, ErrAlreadyExists))
-		}
-		kv := KV{Key: c.key, Value: c.value, CreateRevision: index, ModRevision: index}
-		if err := a.kv.Put([]byte(c.key), marshalKVRecord(kv)); err != nil {
-			return applyResult{}, nil, err
-		}
-		return applyResult{kv: kv}, &Event{Type: EventPut, KV: kv, Revision: index}, nil
-
-	case opUpdate, opDelete:
-		if !found {
-			return fail(fmt.Errorf("%s %s: %w", c.op, c.key, ErrNotFound))
-		}
-		if c.rev != 0 && c.rev != cur.ModRevision {
-			return fail(fmt.Errorf("%s %s: %w: have rv %d, want %d", c.op, c.key, ErrConflict, cur.ModRevision, c.rev))
-		}
-		prev := cur
-		if c.op == opDelete {
-			if err := a.kv.Delete([]byte(c.key)); err != nil {
-				return applyResult{}, nil, err
-			}
-			kv := cur
-			kv.ModRevision = index
-			return applyResult{kv: kv}, &Event{Type: EventDelete, KV: kv, PrevKV: &prev, Revision: index}, nil
-		}
-		kv := KV{Key: c.key, Value: c.value, CreateRevision: cur.CreateRevision, ModRevision: index}
-		if err := a.kv.Put([]byte(c.key), marshalKVRecord(kv)); err != nil {
-			return applyResult{}, nil, err
-		}
-		return applyResult{kv: kv}, &Event{Type: EventPut, KV: kv, PrevKV: &prev, Revision: index}, nil
+// applyTxn runs a Txn at index: guards first, then every op's own
+// precondition, and only when all hold the writes. Ops are on distinct keys
+// (Txn.check), so each op's precondition depends on the state before the
+// Txn alone and nothing is written unless everything holds.
+func (a *applier) applyTxn(index uint64, data []byte) (applyResult, []Event, error) {
+	t, err := unmarshalTxn(data)
+	if err == nil {
+		err = t.check()
 	}
-	return fail(fmt.Errorf("apply index %d: unknown %s", index, c.op))
+	if err != nil {
+		return applyResult{err: fmt.Errorf("apply index %d: %w", index, err)}, nil, nil
+	}
+	fail := func(err error) (applyResult, []Event, error) {
+		return applyResult{err: fmt.Errorf("txn %s: %w", t.subject(), err)}, nil, nil
+	}
+	if err := checkGuards(a.kv, t.Guards); err != nil {
+		var ge *GuardError
+		if errors.As(err, &ge) {
+			return fail(err)
+		}
+		return applyResult{}, nil, err
+	}
+	curs := make([]KV, len(t.Ops))
+	for i, o := range t.Ops {
+		cur, bad, err := a.prepare(o)
+		if err != nil {
+			return applyResult{}, nil, err
+		}
+		if bad != nil {
+			return fail(fmt.Errorf("op %d: %w", i, bad))
+		}
+		curs[i] = cur
+	}
+	res := TxnResult{Revision: index, KVs: make([]KV, len(t.Ops))}
+	evs := make([]Event, len(t.Ops))
+	for i, o := range t.Ops {
+		if res.KVs[i], evs[i], err = a.write(index, o, curs[i]); err != nil {
+			return applyResult{}, nil, err
+		}
+	}
+	return applyResult{txn: res}, evs, nil
+}
+
+// prepare checks o's own precondition against the current state. It
+// returns the key's current object (zero for a create), fail when the
+// precondition does not hold (ErrAlreadyExists, ErrNotFound, ErrConflict:
+// the command's result) and err for a storage failure.
+func (a *applier) prepare(o Op) (cur KV, fail, err error) {
+	cur, found, err := a.get(o.key)
+	if err != nil {
+		return KV{}, nil, err
+	}
+	switch {
+	case o.op == opCreate && found:
+		return KV{}, fmt.Errorf("create %s: %w", o.key, ErrAlreadyExists), nil
+	case o.op == opCreate:
+		return KV{}, nil, nil
+	case !found:
+		return KV{}, fmt.Errorf("%s %s: %w", o.op, o.key, ErrNotFound), nil
+	case o.rev != 0 && o.rev != cur.ModRevision:
+		return KV{}, fmt.Errorf("%s %s: %w: have rv %d, want %d", o.op, o.key, ErrConflict, cur.ModRevision, o.rev), nil
+	}
+	return cur, nil, nil
+}
+
+// write makes the change of o, whose precondition prepare checked, at
+// index over cur, and returns the object as the caller sees it and the
+// event.
+func (a *applier) write(index uint64, o Op, cur KV) (KV, Event, error) {
+	switch o.op {
+	case opCreate:
+		kv := KV{Key: o.key, Value: o.value, CreateRevision: index, ModRevision: index}
+		if err := a.kv.Put([]byte(o.key), marshalKVRecord(kv)); err != nil {
+			return KV{}, Event{}, err
+		}
+		return kv, Event{Type: EventPut, KV: kv, Revision: index}, nil
+	case opDelete:
+		if err := a.kv.Delete([]byte(o.key)); err != nil {
+			return KV{}, Event{}, err
+		}
+		prev, kv := cur, cur
+		kv.ModRevision = index
+		return kv, Event{Type: EventDelete, KV: kv, PrevKV: &prev, Revision: index}, nil
+	}
+	prev := cur
+	kv := KV{Key: o.key, Value: o.value, CreateRevision: cur.CreateRevision, ModRevision: index}
+	if err := a.kv.Put([]byte(o.key), marshalKVRecord(kv)); err != nil {
+		return KV{}, Event{}, err
+	}
+	return kv, Event{Type: EventPut, KV: kv, PrevKV: &prev, Revision: index}, nil
 }
 
 func (a *applier) get(key string) (KV, bool, error) {
@@ -253,32 +321,80 @@ func (a *applier) get(key string) (KV, bool, error) {
 	return kv, err == nil, err
 }
 
-// record appends ev to the watch history.
-func (a *applier) record(ev Event) error {
-	if err := a.events.Put(revKey(ev.Revision), marshalEvent(ev)); err != nil {
+// checkGuards evaluates guards in order against the kv bucket: nil if all
+// hold, a *GuardError for the first that fails, or a storage error.
+func checkGuards(kv *bbolt.Bucket, guards []Guard) error {
+	for i, g := range guards {
+		found, rev, err := guardFinds(kv, g)
+		if err != nil {
+			return err
+		}
+		var ok bool
+		switch g.kind {
+		case guardModRevision:
+			ok = found != "" && rev == g.rev
+		case guardPresent:
+			ok = found != ""
+		case guardAbsent, guardNoneUnder:
+			ok = found == ""
+		}
+		if !ok {
+			return &GuardError{Index: i, Guard: g, Found: found, FoundRevision: rev}
+		}
+	}
+	return nil
+}
+
+// guardFinds looks up what g is about: its key, or the first key under its
+// prefix. found is "" when there is none.
+func guardFinds(kv *bbolt.Bucket, g Guard) (found string, rev uint64, err error) {
+	k, v := []byte(g.key), kv.Get([]byte(g.key))
+	if g.kind == guardNoneUnder {
+		k, v = kv.Cursor().Seek(k)
+		if k == nil || !bytes.HasPrefix(k, []byte(g.key)) {
+			return "", 0, nil
+		}
+	}
+	if v == nil {
+		return "", 0, nil
+	}
+	rev, err = recordModRevision(v)
+	if err != nil {
+		return "", 0, fmt.Errorf("decode %s: %w", k, err)
+	}
+	return string(k), rev, nil
+}
+
+// record appends ev, the event number seq of its revision, to the watch
+// history.
+func (a *applier) record(ev Event, seq uint32) error {
+	if err := a.events.Put(historyKey(ev.Revision, seq), marshalEvent(ev)); err != nil {
 		return err
 	}
 	a.count++
 	return nil
 }
 
-// finish stores the applied index and trims the history to its newest limit
-// events, oldest first. Deterministic: it depends only on the database.
+// finish stores the applied index and trims the history to at most its
+// newest limit events, oldest first and whole revisions at a time, so that
+// a revision's events are either all kept or all gone. Deterministic: it
+// depends only on the database.
 func (a *applier) finish(applied, limit uint64) error {
 	if a.count > limit {
 		c := a.events.Cursor()
-		for a.count > limit {
-			k, _ := c.First()
-			if k == nil {
-				a.count = 0
-				break
-			}
-			rev := getUint64(k)
-			if err := c.Delete(); err != nil {
-				return err
+		k, _ := c.First()
+		for a.count > limit && k != nil {
+			rev := revOf(k)
+			for ; k != nil && revOf(k) == rev; k, _ = c.First() {
+				if err := c.Delete(); err != nil {
+					return err
+				}
+				a.count--
 			}
 			a.compacted = rev
-			a.count--
+		}
+		if k == nil {
+			a.count = 0
 		}
 	}
 	for _, kv := range []struct {
@@ -307,6 +423,11 @@ func (f *fsm) view(fn func(tx *bbolt.Tx) error) error {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	return f.db.View(fn)
+}
+
+// checkGuards evaluates guards against the current state, as a Txn would.
+func (f *fsm) checkGuards(guards []Guard) error {
+	return f.view(func(tx *bbolt.Tx) error { return checkGuards(tx.Bucket(bucketKV), guards) })
 }
 
 func (f *fsm) get(key string) (KV, bool, error) {
@@ -362,9 +483,11 @@ func (f *fsm) compacted() (uint64, error) {
 }
 
 // history returns the recorded events with after < Revision <= upto whose key
-// has prefix, scanning at most max events so the read transaction stays short.
-// next is the revision to continue after (upto once the range is exhausted).
-// It fails with ErrExpired if events after `after` have been trimmed.
+// has prefix, scanning about max events so the read transaction stays short:
+// it stops only between revisions, so a page holds all of a revision's
+// events or none. next is the revision to continue after (upto once the
+// range is exhausted). It fails with ErrExpired if events after `after`
+// have been trimmed.
 func (f *fsm) history(prefix string, after, upto uint64, max int) (evs []Event, next uint64, err error) {
 	next = after
 	err = f.view(func(tx *bbolt.Tx) error {
@@ -374,12 +497,12 @@ func (f *fsm) history(prefix string, after, upto uint64, max int) (evs []Event, 
 		c := tx.Bucket(bucketEvents).Cursor()
 		scanned := 0
 		for k, v := c.Seek(revKey(after + 1)); k != nil; k, v = c.Next() {
-			rev := getUint64(k)
+			rev := revOf(k)
 			if rev > upto {
 				break
 			}
-			if scanned == max {
-				return nil
+			if scanned >= max && rev != next {
+				return nil // next's events are all scanned
 			}
 			scanned++
 			next = rev

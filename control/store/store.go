@@ -8,7 +8,9 @@
 // Every change is a Raft log entry and its revision is that entry's index, so
 // an object's ModRevision is the index of the entry that last changed it.
 // Update and Delete are compare-and-swap on ModRevision, checked inside the
-// state machine.
+// state machine. A Txn writes several keys at one revision, all or nothing,
+// under guards (a key's revision, presence or absence, an empty prefix)
+// checked in the same log entry.
 //
 // The store knows nothing of pods, validation or authorization: those belong
 // to the apiserver, its only user. Adding voters and forwarding writes to the
@@ -350,23 +352,35 @@ func (s *Store) propose(ctx context.Context, c command) (KV, error) {
 	if err := checkKey(c.key); err != nil {
 		return KV{}, fmt.Errorf("%s %q: %w", c.op, c.key, err)
 	}
+	res, err := s.apply(ctx, c.op.String(), c.key, c.marshal())
+	if err != nil {
+		return KV{}, err
+	}
+	return res.kv, res.err
+}
+
+// apply appends an encoded command to the Raft log and returns the FSM's
+// result; the error is about getting it applied (ctx, leadership, shutdown),
+// the command's own outcome is in the result. verb and key name the command
+// in errors.
+func (s *Store) apply(ctx context.Context, verb, key string, data []byte) (applyResult, error) {
 	if err := ctx.Err(); err != nil {
-		return KV{}, fmt.Errorf("%s %s: %w", c.op, c.key, err)
+		return applyResult{}, fmt.Errorf("%s %s: %w", verb, key, err)
 	}
 	select {
 	case <-s.done:
-		return KV{}, fmt.Errorf("%s %s: %w", c.op, c.key, ErrClosed)
+		return applyResult{}, fmt.Errorf("%s %s: %w", verb, key, ErrClosed)
 	default:
 	}
-	f := s.raft.Apply(c.marshal(), timeoutOf(ctx))
+	f := s.raft.Apply(data, timeoutOf(ctx))
 	if err := s.wait(ctx, f); err != nil {
-		return KV{}, raftErr(c.op.String(), c.key, err)
+		return applyResult{}, raftErr(verb, key, err)
 	}
 	res, ok := f.Response().(applyResult)
 	if !ok {
-		return KV{}, fmt.Errorf("%s %s: unexpected apply response %T", c.op, c.key, f.Response())
+		return applyResult{}, fmt.Errorf("%s %s: unexpected apply response %T", verb, key, f.Response())
 	}
-	return res.kv, res.err
+	return res, nil
 }
 
 // wait waits for a raft future or for ctx. Raft futures cannot be cancelled,

@@ -19,7 +19,9 @@ const (
 // order: first those recorded in the history (which survives restarts), then
 // live ones as they are applied, with no gap and no duplicate between the
 // two. rev 0 means "from now". Use the revision returned by List to watch
-// from a listing.
+// from a listing. The events of one Txn share its revision and come in the
+// order of its ops, together: the channel never ends between two events of
+// one revision, so resuming after the last revision received misses nothing.
 //
 // If events after rev have been trimmed from the history (it keeps the last
 // 10000), Watch fails with ErrExpired: List again and watch from there.
@@ -27,7 +29,8 @@ const (
 // The channel is closed when ctx ends or the Store closes, and also when the
 // watcher cannot keep up: each watcher has a bounded queue (1024 events) so a
 // slow consumer never blocks writes; on overflow the queued events are still
-// delivered, then the channel is closed. A snapshot restore (a follower that
+// delivered, then the channel is closed (a revision whose events do not all
+// fit is left out whole). A snapshot restore (a follower that
 // fell far behind) also closes every watch. A consumer that sees the channel
 // closed while its ctx is still live must List and Watch again, like a
 // Kubernetes informer. Events share their Value slices between watchers:
@@ -57,8 +60,8 @@ func (s *Store) Watch(ctx context.Context, prefix string, rev uint64) (<-chan Ev
 }
 
 // serveWatch owns out: it replays the history in (from, upto] in short read
-// transactions, then forwards live events, dropping any at or below the last
-// revision sent.
+// transactions, then forwards live events, dropping those at or below the
+// revision replay ended at (the hub queued them too, or they precede from).
 func (s *Store) serveWatch(ctx context.Context, w *watcher, from, upto uint64, out chan<- Event) {
 	defer close(out)
 	defer w.release()
@@ -98,7 +101,6 @@ func (s *Store) serveWatch(ctx context.Context, w *watcher, from, upto uint64, o
 			if !send(ev) {
 				return
 			}
-			last = ev.Revision
 		case <-ctx.Done():
 			return
 		case <-s.done:
@@ -161,24 +163,47 @@ func (h *hub) drop(w *watcher) {
 	}
 }
 
-// publish queues evs, in revision order, to every matching watcher.
+// publish queues evs, in revision order, to every matching watcher. A
+// revision's events are queued to a watcher all together or, if they do not
+// all fit, not at all: the watcher is dropped at the revision boundary.
 func (h *hub) publish(evs []Event) {
 	if len(evs) == 0 {
 		return
 	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	for _, ev := range evs {
-		h.rev = ev.Revision
-		for w := range h.watchers {
-			if !strings.HasPrefix(ev.KV.Key, w.prefix) {
-				continue
+	for len(evs) > 0 {
+		n := 1
+		for n < len(evs) && evs[n].Revision == evs[0].Revision {
+			n++
+		}
+		h.publishRevision(evs[:n])
+		evs = evs[n:]
+	}
+}
+
+// publishRevision queues the events of one revision; mu must be held.
+func (h *hub) publishRevision(evs []Event) {
+	h.rev = evs[0].Revision
+	for w := range h.watchers {
+		n := 0
+		for _, ev := range evs {
+			if strings.HasPrefix(ev.KV.Key, w.prefix) {
+				n++
 			}
-			select {
-			case w.ch <- ev:
-			default:
-				h.log.Warn("store: watcher too slow, closing it", "prefix", w.prefix, "rv", ev.Revision)
-				h.drop(w)
+		}
+		if n == 0 {
+			continue
+		}
+		// Only publish sends, under mu, so the room seen here stays.
+		if cap(w.ch)-len(w.ch) < n {
+			h.log.Warn("store: watcher too slow, closing it", "prefix", w.prefix, "rv", h.rev)
+			h.drop(w)
+			continue
+		}
+		for _, ev := range evs {
+			if strings.HasPrefix(ev.KV.Key, w.prefix) {
+				w.ch <- ev
 			}
 		}
 	}
