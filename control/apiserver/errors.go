@@ -28,7 +28,7 @@ func toConnect(err error) error {
 		return connect.NewError(connect.CodeAlreadyExists, err)
 	case errors.Is(err, store.ErrConflict):
 		return connect.NewError(connect.CodeAborted, err)
-	case errors.Is(err, store.ErrExpired):
+	case errors.Is(err, store.ErrExpired), errors.Is(err, store.ErrFutureRevision):
 		return connect.NewError(connect.CodeOutOfRange, err)
 	case errors.Is(err, store.ErrNotLeader), errors.Is(err, store.ErrClosed):
 		return connect.NewError(connect.CodeUnavailable, err)

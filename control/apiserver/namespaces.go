@@ -21,7 +21,7 @@ const DefaultNamespace = "default"
 // created into a namespace as it goes. The default namespace cannot be
 // deleted. (It needs nothing of the backend any more; the parameter stays
 // for server.go until that file next changes.)
-func namespaceStrategy(*backend) *strategy {
+func namespaceStrategy() *strategy {
 	return &strategy{
 		nameRule: validateLabel,
 		initial:  func(o kinds.Object) { o.(*skiffv1.Namespace).Status = &skiffv1.NamespaceStatus{Phase: "Active"} },

@@ -51,7 +51,7 @@ func New(cfg Config) *Server {
 	b.strategies = map[*kinds.Kind]*strategy{
 		kinds.Pod:       podStrategy(b),
 		kinds.Node:      nodeStrategy(),
-		kinds.Namespace: namespaceStrategy(b),
+		kinds.Namespace: namespaceStrategy(),
 		kinds.Event:     eventStrategy(),
 	}
 	return &Server{

@@ -26,6 +26,9 @@ var (
 	// ErrExpired: Watch from a revision older than the retained history; the
 	// caller must List again and watch from the revision List returns.
 	ErrExpired = errors.New("expired")
+	// ErrFutureRevision: Watch from a revision this store has not reached;
+	// an error rather than a wait, as etcd does.
+	ErrFutureRevision = errors.New("future revision")
 	// ErrNotLeader: a write reached a server that is not the Raft leader, or
 	// leadership was lost while the write was in flight (its outcome is then
 	// unknown).

@@ -53,6 +53,12 @@ func (s *Store) Watch(ctx context.Context, prefix string, rev uint64) (<-chan Ev
 			w.release()
 			return nil, fmt.Errorf("watch %s: %w: resourceVersion %d is too old (oldest is %d), list again", prefix, ErrExpired, rev, comp)
 		}
+		// The hub may not have published what the state machine has
+		// applied (and a List has read) yet: the future starts after both.
+		if now := max(upto, s.Revision()); rev > now {
+			w.release()
+			return nil, fmt.Errorf("watch %s: %w: resourceVersion %d is newer than this store's %d; list again", prefix, ErrFutureRevision, rev, now)
+		}
 	}
 	out := make(chan Event)
 	go s.serveWatch(ctx, w, from, upto, out)

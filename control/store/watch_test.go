@@ -68,6 +68,20 @@ func TestWatchFromNow(t *testing.T) {
 	}
 }
 
+// TestWatchFromTheFuture: a revision the store has not reached is an error
+// that says so, not a wait; the current revision itself is fine.
+func TestWatchFromTheFuture(t *testing.T) {
+	s := openTest(t, "", nil)
+	ctx := testCtx(t)
+	kv := mustCreate(t, s, "/pods/a", "x")
+	if _, err := s.Watch(ctx, "/pods/", s.Revision()+5); !errors.Is(err, ErrFutureRevision) || !strings.Contains(err.Error(), "is newer than this store's") {
+		t.Errorf("Watch from the future: %v, want ErrFutureRevision", err)
+	}
+	if _, err := s.Watch(ctx, "/pods/", kv.ModRevision); err != nil {
+		t.Errorf("Watch from the newest revision: %v", err)
+	}
+}
+
 // TestWatchNoGapUnderLoad starts a watch from an old revision while a writer
 // is busy: the watcher sees every write after that revision exactly once,
 // in order, across the switch from history to live events.
