@@ -1,0 +1,304 @@
+// Package cluster keeps skiff's membership: one hashicorp/memberlist gossip
+// pool that servers and agents join, each member tagged with its role and
+// the addresses others need (a server's Raft and API addresses, an agent's
+// API). Servers find each other through it (and so, later, the Raft
+// voters); agents find servers through it.
+//
+// It owns the pool and the view of who is in it. It does not decide who
+// votes or leads: that is the store's and the leader's business.
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"log/slog"
+	"net"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// Role is what a member is.
+type Role string
+
+const (
+	RoleServer Role = "server"
+	RoleAgent  Role = "agent"
+)
+
+// State is what the pool knows of a member.
+type State string
+
+const (
+	StateAlive  State = "alive"
+	StateFailed State = "failed" // stopped answering
+	StateLeft   State = "left"   // said goodbye
+)
+
+// Member is one member of the pool, as this member sees it.
+type Member struct {
+	Name string
+	Role Role
+	// Gossip is the member's gossip address, host:port.
+	Gossip string
+	// Raft is a server's Raft address; empty for agents.
+	Raft string
+	// API is the member's API address: a server's Connect API, an agent's.
+	API   string
+	State State
+}
+
+// tags are what each member gossips about itself (memberlist's node meta).
+type tags struct {
+	Role Role   `json:"r"`
+	Raft string `json:"raft,omitempty"`
+	API  string `json:"api,omitempty"`
+	// Leaving is gossiped just before a member leaves, so that the others
+	// can tell a goodbye from a failure (memberlist's leave notice does not
+	// say which).
+	Leaving bool `json:"leaving,omitempty"`
+}
+
+// Config is what Join needs.
+type Config struct {
+	// Name is unique in the pool: the server ID or the node name.
+	Name string
+	Role Role
+	// Bind is the gossip address, host:port; port 0 picks one.
+	Bind string
+	// Raft and API are the addresses the member advertises.
+	Raft, API string
+	// Peers are gossip addresses of members to join; none starts a pool.
+	Peers  []string
+	Logger *slog.Logger
+	// fast shortens gossip timing, for tests.
+	fast bool
+}
+
+// Pool is this member's view of the pool. Its methods are safe for
+// concurrent use.
+type Pool struct {
+	ml   *memberlist.Memberlist
+	log  *slog.Logger
+	meta *metaDelegate
+	tags tags
+
+	mu      sync.Mutex
+	members map[string]Member
+	leaving map[string]bool // members that said goodbye
+	changed chan struct{}   // closed and replaced on every change
+}
+
+// Join creates this member, joins it to Peers (when any), and returns the
+// pool. A join that reaches no peer is an error naming them.
+func Join(cfg Config) (*Pool, error) {
+	if cfg.Name == "" {
+		return nil, errors.New("cluster: name: required value")
+	}
+	if cfg.Role != RoleServer && cfg.Role != RoleAgent {
+		return nil, fmt.Errorf("cluster: role: unsupported value %q", cfg.Role)
+	}
+	host, portText, err := net.SplitHostPort(cfg.Bind)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: gossip address %q: %w", cfg.Bind, err)
+	}
+	port, err := strconv.Atoi(portText)
+	if err != nil || port < 0 || port > 65535 {
+		return nil, fmt.Errorf("cluster: gossip address %q: invalid port", cfg.Bind)
+	}
+	t := tags{Role: cfg.Role, Raft: cfg.Raft, API: cfg.API}
+	meta, err := json.Marshal(t)
+	if err != nil {
+		return nil, err
+	}
+	if len(meta) > memberlist.MetaMaxSize-len(`,"leaving":true`) {
+		return nil, fmt.Errorf("cluster: the member's addresses take %d bytes; at most %d fit", len(meta), memberlist.MetaMaxSize-len(`,"leaving":true`))
+	}
+	lg := cfg.Logger
+	if lg == nil {
+		lg = slog.New(slog.DiscardHandler)
+	}
+	p := &Pool{log: lg, meta: &metaDelegate{meta: meta}, tags: t, members: map[string]Member{}, leaving: map[string]bool{}, changed: make(chan struct{})}
+	p.meta.pool = p
+
+	mc := memberlist.DefaultLANConfig()
+	if cfg.fast {
+		mc = memberlist.DefaultLocalConfig()
+		mc.ProbeInterval = 100 * time.Millisecond
+		mc.ProbeTimeout = 50 * time.Millisecond
+		mc.GossipInterval = 20 * time.Millisecond
+		mc.SuspicionMult = 1
+		mc.PushPullInterval = time.Second
+	}
+	mc.Name = cfg.Name
+	mc.BindAddr, mc.BindPort = host, port
+	mc.AdvertisePort = port
+	mc.Delegate = p.meta
+	mc.Events = p
+	mc.Logger = log.New(io.Discard, "", 0)
+	if lg.Enabled(context.Background(), slog.LevelDebug) {
+		mc.Logger = slog.NewLogLogger(lg.Handler(), slog.LevelDebug)
+	}
+	ml, err := memberlist.Create(mc)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: start gossip on %s: %w", cfg.Bind, err)
+	}
+	p.ml = ml
+	if len(cfg.Peers) > 0 {
+		if _, err := ml.Join(cfg.Peers); err != nil {
+			_ = ml.Shutdown()
+			return nil, fmt.Errorf("cluster: join %s: %w", strings.Join(cfg.Peers, ", "), err)
+		}
+	}
+	return p, nil
+}
+
+// Addr is this member's gossip address, the one others join.
+func (p *Pool) Addr() string {
+	n := p.ml.LocalNode()
+	return net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
+}
+
+// Members returns every member seen, failed and left ones included, by name.
+func (p *Pool) Members() []Member {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]Member, 0, len(p.members))
+	for _, m := range p.members {
+		out = append(out, m)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Servers returns the live servers.
+func (p *Pool) Servers() []Member {
+	var out []Member
+	for _, m := range p.Members() {
+		if m.Role == RoleServer && m.State == StateAlive {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// Changed returns a channel that is closed at the next change of the view.
+func (p *Pool) Changed() <-chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.changed
+}
+
+// goodbye starts the message a leaving member sends each live member
+// (followed by ":" and its name), so that it is seen as left rather than
+// failed: memberlist's own leave notice does not say which.
+var goodbye = []byte("skiff-cluster-goodbye")
+
+// Leave tells the pool this member goes, waiting at most timeout for the
+// word to spread, then stops gossiping.
+func (p *Pool) Leave(timeout time.Duration) error {
+	t := p.tags
+	t.Leaving = true
+	var errs []error
+	if meta, err := json.Marshal(t); err == nil {
+		p.meta.set(meta) // for members that only hear of it by gossip
+	}
+	self := p.ml.LocalNode().Name
+	msg := append(append([]byte{}, goodbye...), ':')
+	msg = append(msg, self...)
+	for _, n := range p.ml.Members() {
+		if n.Name != self {
+			if err := p.ml.SendReliable(n, msg); err != nil {
+				p.log.Debug("gossip: goodbye not delivered", "member", n.Name, "err", err)
+			}
+		}
+	}
+	errs = append(errs, p.ml.Leave(timeout), p.ml.Shutdown())
+	return errors.Join(errs...)
+}
+
+// Shutdown stops gossiping without a goodbye: the others see a failure.
+func (p *Pool) Shutdown() error { return p.ml.Shutdown() }
+
+func (p *Pool) set(n *memberlist.Node, state State) {
+	var t tags
+	if err := json.Unmarshal(n.Meta, &t); err != nil {
+		p.log.Warn("gossip: a member's tags do not decode; ignoring it", "member", n.Name, "err", err)
+		return
+	}
+	m := Member{Name: n.Name, Role: t.Role, Gossip: net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port))), Raft: t.Raft, API: t.API, State: state}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if old, ok := p.members[n.Name]; ok && old == m {
+		return
+	}
+	p.members[n.Name] = m
+	close(p.changed)
+	p.changed = make(chan struct{})
+	p.log.Debug("gossip: member changed", "member", m.Name, "role", m.Role, "state", m.State)
+}
+
+// NotifyJoin is memberlist's: a member joined or came back.
+func (p *Pool) NotifyJoin(n *memberlist.Node) { p.set(n, StateAlive) }
+
+// NotifyUpdate is memberlist's: a member's tags changed.
+func (p *Pool) NotifyUpdate(n *memberlist.Node) { p.set(n, StateAlive) }
+
+// NotifyLeave is memberlist's: a member left or failed. Its last tags say
+// which.
+func (p *Pool) NotifyLeave(n *memberlist.Node) {
+	var t tags
+	p.mu.Lock()
+	said := p.leaving[n.Name]
+	delete(p.leaving, n.Name)
+	p.mu.Unlock()
+	if said || (json.Unmarshal(n.Meta, &t) == nil && t.Leaving) {
+		p.set(n, StateLeft)
+		return
+	}
+	p.set(n, StateFailed)
+}
+
+// metaDelegate gossips the member's tags and hears goodbyes.
+type metaDelegate struct {
+	pool *Pool
+	mu   sync.Mutex
+	meta []byte
+}
+
+func (d *metaDelegate) set(meta []byte) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.meta = meta
+}
+
+// NodeMeta is memberlist's: the tags this member gossips.
+func (d *metaDelegate) NodeMeta(int) []byte {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.meta
+}
+
+// NotifyMsg is memberlist's: a message from another member. The only one
+// sent is a goodbye, "skiff-cluster-goodbye:NAME".
+func (d *metaDelegate) NotifyMsg(msg []byte) {
+	name, ok := bytes.CutPrefix(msg, goodbye)
+	if !ok || len(name) < 2 {
+		return
+	}
+	d.pool.mu.Lock()
+	d.pool.leaving[string(name[1:])] = true
+	d.pool.mu.Unlock()
+}
+func (*metaDelegate) GetBroadcasts(_, _ int) [][]byte   { return nil }
+func (*metaDelegate) LocalState(bool) []byte            { return nil }
+func (*metaDelegate) MergeRemoteState(_ []byte, _ bool) {}
