@@ -22,6 +22,10 @@ func toConnect(err error) error {
 		return err
 	}
 	switch {
+	case errors.Is(err, store.ErrOutcomeUnknown):
+		// First: it may also wrap a context error, and must never read as
+		// "did not happen" (Canceled, NotFound, Conflict) or as Internal.
+		return connect.NewError(connect.CodeUnavailable, fmt.Errorf("%w; %s", err, outcomeUnknownHint))
 	case errors.Is(err, store.ErrNotFound):
 		return connect.NewError(connect.CodeNotFound, err)
 	case errors.Is(err, store.ErrAlreadyExists):
@@ -58,10 +62,21 @@ func (fe fieldErrors) err(kind, name string) error {
 		fmt.Errorf("%s %q is invalid: %s", kind, name, strings.Join(fe, "; ")))
 }
 
+// outcomeUnknownHint tells a client what to do about a write whose outcome
+// is unknown.
+const outcomeUnknownHint = "get the object to see whether it happened"
+
 // objectErr turns a store error about one object into what a user should
 // read: "pod \"default/hello\" not found" rather than the store's key.
 func objectErr(verb, kind, id string, err error) error {
+	var oe *store.OutcomeUnknownError
 	switch {
+	case errors.As(err, &oe):
+		return connect.NewError(connect.CodeUnavailable, fmt.Errorf(
+			"%s %s %q: %w: the write was proposed but its result was lost (%v); %s",
+			verb, kind, id, store.ErrOutcomeUnknown, oe.Err, outcomeUnknownHint))
+	case errors.Is(err, store.ErrOutcomeUnknown):
+		return toConnect(fmt.Errorf("%s %s %q: %w", verb, kind, id, err))
 	case errors.Is(err, store.ErrNotFound):
 		return connect.NewError(connect.CodeNotFound, fmt.Errorf("%s %q not found", kind, id))
 	case errors.Is(err, store.ErrAlreadyExists):

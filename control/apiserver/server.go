@@ -20,14 +20,19 @@ type Config struct {
 	Now func() time.Time
 	// HTTPClient reaches the agents for container logs; a plain client when nil.
 	HTTPClient *http.Client
+	// Health says whether this server can serve: /healthz answers 503 with
+	// its error (a failed store, say) and 200 when it returns nil. Nil:
+	// always healthy.
+	Health func() error
 }
 
 // Server is the API server: Connect handlers over the store, one service
 // per kind of the kinds registry.
 type Server struct {
-	log  *slog.Logger
-	b    *backend
-	pods *podService
+	log    *slog.Logger
+	b      *backend
+	pods   *podService
+	health func() error
 }
 
 // agentDialer returns a client for the agent at a host:port.
@@ -55,8 +60,9 @@ func New(cfg Config) *Server {
 		kinds.Event:     eventStrategy(),
 	}
 	return &Server{
-		log: log,
-		b:   b,
+		log:    log,
+		health: cfg.Health,
+		b:      b,
 		pods: &podService{
 			generic: kinds.Pod.GenericHandler(b).(generic),
 			b:       b,
@@ -101,8 +107,20 @@ func (s *Server) Handler() http.Handler {
 		}
 		mux.Handle(path, h)
 	}
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
-		_, _ = w.Write([]byte("ok\n"))
-	})
+	mux.HandleFunc("/healthz", s.healthz)
 	return limitInFlight(mux, maxUnaryInFlight, maxStreamsInFlight)
+}
+
+// healthz answers 200 "ok" while the server is healthy, and 503 with the
+// reason when it is not, for example while it stops after its store failed.
+func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
+	if s.health != nil {
+		if err := s.health(); err != nil {
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = fmt.Fprintf(w, "unhealthy: %v\n", err)
+			return
+		}
+	}
+	_, _ = w.Write([]byte("ok\n"))
 }

@@ -4,6 +4,11 @@
 // their lifecycle: Run starts them under one errgroup and returns the
 // first error any of them meets.
 //
+// When the store's storage fails, the server stops (fail-stop,
+// ARCHITECTURE.md rule 10): the store shuts Raft down at once, /healthz
+// answers 503 with the reason for a short grace, and Run returns an error
+// naming the data directory and the cause.
+//
 // It wires; it decides nothing. What each part does is in its own package.
 package server
 
@@ -42,7 +47,18 @@ type Config struct {
 	Logger   *slog.Logger
 	// Limits are the API listener's; serve.DefaultLimits when zero.
 	Limits serve.Limits
+
+	// For tests: the grace between a store failure and Run's return
+	// (failStopGrace when zero), and store.Config.ApplyHookForTesting.
+	failStopGrace time.Duration
+	applyHook     func(index uint64) error
 }
+
+// failStopGrace is how long a server whose store failed keeps its API up,
+// answering /healthz with 503 and the reason and every call with
+// Unavailable, before Run returns: long enough for a health checker polling
+// each second to see why.
+const failStopGrace = 2 * time.Second
 
 // Server is one skiff server. Run it once.
 type Server struct {
@@ -72,6 +88,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Limits == (serve.Limits{}) {
 		cfg.Limits = serve.DefaultLimits
 	}
+	if cfg.failStopGrace == 0 {
+		cfg.failStopGrace = failStopGrace
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -86,15 +105,29 @@ func (s *Server) Ready() <-chan struct{} { return s.ready }
 func (s *Server) Addr() string { <-s.ready; return s.addr }
 
 // Run runs the server until ctx ends or one of its parts fails, and
-// returns that failure. Everything it started has stopped when it returns.
+// returns that failure. A storage failure of the store takes precedence:
+// Run then returns
+//
+//	store in DIR failed at index N: CAUSE; this server stopped (fail-stop); fix the disk and restart it
+//
+// Everything it started has stopped when it returns.
 func (s *Server) Run(ctx context.Context) error {
-	st, err := store.Open(ctx, store.Config{Dir: filepath.Join(s.cfg.DataDir, "server"), BindAddr: "127.0.0.1:0", Logger: s.log.With("room", "store")})
+	st, err := store.Open(ctx, store.Config{
+		Dir:                 filepath.Join(s.cfg.DataDir, "server"),
+		BindAddr:            "127.0.0.1:0",
+		Logger:              s.log.With("room", "store"),
+		ApplyHookForTesting: s.cfg.applyHook,
+	})
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	api := apiserver.New(apiserver.Config{Store: st, Logger: s.log.With("room", "apiserver")})
+	health := func() error { return failStopped(st.Err()) }
+	api := apiserver.New(apiserver.Config{Store: st, Logger: s.log.With("room", "apiserver"), Health: health})
 	if err := api.Init(ctx); err != nil {
+		if ferr := health(); ferr != nil {
+			return ferr
+		}
 		return fmt.Errorf("initialise the API: %w", err)
 	}
 	ln, err := net.Listen("tcp", s.cfg.Listen)
@@ -119,9 +152,43 @@ func (s *Server) Run(ctx context.Context) error {
 		<-WhileLeader(ctx, st.LeaderCh(), l.run)
 		return nil
 	})
+	g.Go(func() error { return s.stopOnFailure(ctx, st) })
 	close(s.ready)
 	s.log.Info("skiff server is up", "api", s.addr, "data", s.cfg.DataDir)
-	return g.Wait()
+	err = g.Wait()
+	if ferr := health(); ferr != nil {
+		return ferr // what went wrong after it follows from it
+	}
+	return err
+}
+
+// stopOnFailure waits for the store to fail, gives health checkers the
+// grace to see /healthz say why, and returns the failure, which stops Run.
+// It returns nil when ctx ends first.
+func (s *Server) stopOnFailure(ctx context.Context, st *store.Store) error {
+	select {
+	case <-st.Failed():
+	case <-ctx.Done():
+		return nil
+	}
+	err := failStopped(st.Err())
+	s.log.Error("skiff server: the store failed; stopping", "err", err, "grace", s.cfg.failStopGrace)
+	t := time.NewTimer(s.cfg.failStopGrace)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	return err
+}
+
+// failStopped words a store's storage failure as the reason this server
+// stopped; nil stays nil.
+func failStopped(err error) error {
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("%w; this server stopped (fail-stop); fix the disk and restart it", err)
 }
 
 // loops are what runs on the leader alone.

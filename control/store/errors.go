@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"errors"
 	"fmt"
 
@@ -29,23 +30,53 @@ var (
 	// ErrFutureRevision: Watch from a revision this store has not reached;
 	// an error rather than a wait, as etcd does.
 	ErrFutureRevision = errors.New("future revision")
-	// ErrNotLeader: a write reached a server that is not the Raft leader, or
-	// leadership was lost while the write was in flight (its outcome is then
-	// unknown).
+	// ErrNotLeader: a write reached a server that is not the Raft leader and
+	// was refused before being proposed: it did not happen.
 	ErrNotLeader = errors.New("not the leader")
-	// ErrClosed: the Store has been closed.
+	// ErrClosed: the Store has been closed, or has stopped after a storage
+	// failure (the error then says why, and so does Store.Err). A write
+	// refused with it was not proposed: it did not happen.
 	ErrClosed = errors.New("store closed")
+	// ErrOutcomeUnknown: a write was proposed to Raft and then its answer
+	// was lost (leadership lost, Raft shut down, the state machine failed,
+	// ctx ended while waiting), so it may or may not have been committed,
+	// and may still apply. The error is an *OutcomeUnknownError; read the
+	// key to see what happened. It can wrap a context error too: test for
+	// it before context.Canceled and context.DeadlineExceeded.
+	ErrOutcomeUnknown = errors.New("outcome unknown")
 )
 
+// OutcomeUnknownError is the error of a write whose outcome is unknown. It
+// wraps ErrOutcomeUnknown and Err; get it with errors.As.
+type OutcomeUnknownError struct {
+	Verb string // create, update, delete, txn
+	Key  string // the key written (a Txn's first)
+	// Err is why the answer was lost: raft.ErrLeadershipLost, raft's
+	// shutdown, the store's storage failure, or ctx's error.
+	Err error
+}
+
+func (e *OutcomeUnknownError) Error() string {
+	return fmt.Sprintf("%s %s: %s: the write was proposed but its result was lost (%v)", e.Verb, e.Key, ErrOutcomeUnknown, e.Err)
+}
+
+func (e *OutcomeUnknownError) Unwrap() []error { return []error{ErrOutcomeUnknown, e.Err} }
+
 // raftErr classifies an error from a raft future for the verb on key.
-func raftErr(verb, key string, err error) error {
+// proposed says whether raft appended the entry to its log (the future has
+// an index): then any error leaves the outcome unknown. An entry refused
+// before that did not happen.
+func raftErr(verb, key string, err error, proposed bool) error {
 	switch {
+	case proposed, errors.Is(err, raft.ErrLeadershipLost):
+		return &OutcomeUnknownError{Verb: verb, Key: key, Err: err}
 	case errors.Is(err, raft.ErrNotLeader),
-		errors.Is(err, raft.ErrLeadershipLost),
 		errors.Is(err, raft.ErrLeadershipTransferInProgress):
 		return fmt.Errorf("%s %s: %w: %v", verb, key, ErrNotLeader, err)
 	case errors.Is(err, raft.ErrRaftShutdown):
 		return fmt.Errorf("%s %s: %w", verb, key, ErrClosed)
+	case errors.Is(err, raft.ErrEnqueueTimeout):
+		return fmt.Errorf("%s %s: %w: %v", verb, key, context.DeadlineExceeded, err)
 	default:
 		return fmt.Errorf("%s %s: %w", verb, key, err)
 	}

@@ -39,19 +39,21 @@ const maxKeyLen = 4096
 // its single FSM goroutine (and Restore from NewRaft before that goroutine
 // starts), so they do not lock against each other. The readers (get, list,
 // compacted, history, checkGuards) run on any goroutine; mu guards the db
-// pointer, which only Restore replaces. broken is only touched on the FSM
-// goroutine.
+// pointer, which only Restore replaces. A storage failure is recorded in
+// fails on the FSM goroutine (it never blocks); from then on the FSM
+// applies nothing and the readers refuse, on any goroutine.
 type fsm struct {
 	path         string
 	historyLimit uint64
 	log          *slog.Logger
 	hub          *hub
+	hook         func(index uint64) error // Config.ApplyHookForTesting
 
 	mu sync.RWMutex
 	db *bbolt.DB
 
 	applied atomic.Uint64 // last applied command index, mirrors meta/applied
-	broken  error         // a state.db write failed; nothing more is applied
+	fails   *failStop     // the first storage failure; once set, nothing more is applied
 }
 
 // applyResult is what ApplyFuture.Response returns for a command.
@@ -66,7 +68,7 @@ func openFSM(path string, historyLimit uint64, log *slog.Logger, h *hub) (*fsm, 
 	if err != nil {
 		return nil, err
 	}
-	f := &fsm{path: path, historyLimit: historyLimit, log: log, hub: h, db: db}
+	f := &fsm{path: path, historyLimit: historyLimit, log: log, hub: h, db: db, fails: newFailStop()}
 	f.applied.Store(applied)
 	return f, nil
 }
@@ -114,9 +116,11 @@ func (f *fsm) Apply(l *raft.Log) any {
 // snapshot, and state.db already holds their effects.
 //
 // Command errors (not found, exists, conflict) are results, not failures. A
-// failed bbolt write is a failure: the FSM stops applying (every later command
-// gets the error, snapshots fail so raft keeps the log) until the process
-// restarts and replays the log onto the last committed state.
+// failed bbolt write is a storage failure: the batch is rolled back, the
+// failure recorded in fails, and the FSM stops applying (every command of
+// this batch and later ones gets the *storageFailure, snapshots fail so raft
+// keeps the log) while the Store stops Raft (fail-stop). A restart replays
+// the log onto the last state committed to state.db.
 func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	res := make([]any, len(logs))
 	applied := f.applied.Load()
@@ -130,18 +134,24 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	if !pending {
 		return res
 	}
-	if f.broken != nil {
-		return failAll(res, logs, f.broken)
+	if err := f.fails.cause(); err != nil {
+		return failAll(res, logs, err)
 	}
 
 	var events []Event
-	last := applied
+	last, at := applied, applied // at: the entry being applied
 	err := f.db.Update(func(tx *bbolt.Tx) error {
 		events, last = events[:0], applied
 		a := newApplier(tx)
 		for i, l := range logs {
 			if l.Type != raft.LogCommand || l.Index <= applied {
 				continue
+			}
+			at = l.Index
+			if f.hook != nil {
+				if err := f.hook(l.Index); err != nil {
+					return err
+				}
 			}
 			r, evs, err := a.apply(l.Index, l.Data)
 			if err != nil {
@@ -159,9 +169,10 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 		return a.finish(last, f.historyLimit)
 	})
 	if err != nil {
-		f.broken = fmt.Errorf("state.db write failed at index %d, restart needed: %w", last, err)
-		f.log.Error("store: apply failed; no further writes until restart", "rv", last, "err", err)
-		return failAll(res, logs, f.broken)
+		ferr := &storageFailure{dir: filepath.Dir(f.path), index: at, what: "state.db write failed", err: err}
+		f.fails.fail(ferr)
+		f.log.Error("store: apply failed; state.db holds up to the previous index", "rv", at, "applied", applied, "err", err)
+		return failAll(res, logs, f.fails.cause())
 	}
 	f.applied.Store(last)
 	f.hub.publish(events)
@@ -418,8 +429,13 @@ func checkKey(key string) error {
 	return nil
 }
 
-// view runs fn in a read transaction of the current database.
+// view runs fn in a read transaction of the current database. After a
+// storage failure it refuses with ErrClosed and the failure: the state
+// no longer follows the log.
 func (f *fsm) view(fn func(tx *bbolt.Tx) error) error {
+	if err := f.fails.cause(); err != nil {
+		return fmt.Errorf("%w: %w", ErrClosed, err)
+	}
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	return f.db.View(fn)
@@ -532,8 +548,8 @@ const snapshotMagic = "skiffst1"
 // Snapshot implements raft.FSM. It opens a read transaction; Persist streams
 // a consistent copy of the database from it while Apply carries on.
 func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
-	if f.broken != nil {
-		return nil, f.broken
+	if err := f.fails.cause(); err != nil {
+		return nil, err
 	}
 	tx, err := f.db.Begin(false)
 	if err != nil {
@@ -579,7 +595,10 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 		return errors.New("restore snapshot: not a skiff store snapshot")
 	}
 	snapRev := getUint64(hdr[len(snapshotMagic):])
-	if cur := f.applied.Load(); f.broken == nil && snapRev <= cur {
+	if err := f.fails.cause(); err != nil {
+		return err
+	}
+	if cur := f.applied.Load(); snapRev <= cur {
 		f.log.Debug("store: state.db already includes snapshot, not restoring", "rv", snapRev, "applied", cur)
 		return nil
 	}
@@ -602,11 +621,12 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	}
 	f.mu.Unlock()
 	if err != nil {
-		f.broken = fmt.Errorf("restore snapshot at rv %d: %w", snapRev, err)
-		return f.broken
+		// The live database is closed or replaced by one that did not
+		// open: a storage failure.
+		f.fails.fail(&storageFailure{dir: filepath.Dir(f.path), index: snapRev, what: "restore snapshot", err: err})
+		return f.fails.cause()
 	}
 	f.applied.Store(applied)
-	f.broken = nil
 	f.hub.reset(applied)
 	f.log.Info("store: restored snapshot", "rv", applied)
 	return nil

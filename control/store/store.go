@@ -48,6 +48,13 @@ type Config struct {
 	watchBuffer       int    // per-watcher queue (defaultWatchBuffer)
 	snapshotThreshold uint64 // raft SnapshotThreshold
 	trailingLogs      uint64 // raft TrailingLogs
+
+	// ApplyHookForTesting is for tests only; leave it nil. It is called on
+	// raft's FSM goroutine inside the state.db write transaction, before
+	// each command at index is applied. A non-nil error fails that write as
+	// a full or broken disk would, which stops the store (see Failed). It
+	// may block, to hold the state machine at index.
+	ApplyHookForTesting func(index uint64) error
 }
 
 // KV is one object. ModRevision is the Raft index of the entry that last
@@ -100,6 +107,7 @@ type Store struct {
 	watchBuffer int
 
 	done      chan struct{} // closed by Close
+	failed    chan struct{} // closed by stopOnFailure once Raft is stopped after a storage failure
 	bg        sync.WaitGroup
 	closeOnce sync.Once
 	closeErr  error
@@ -143,13 +151,16 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
 
-	s := &Store{log: cfg.Logger, watchBuffer: cfg.watchBuffer, done: make(chan struct{})}
+	s := &Store{log: cfg.Logger, watchBuffer: cfg.watchBuffer, done: make(chan struct{}), failed: make(chan struct{})}
 	if err := s.start(cfg); err != nil {
 		s.closePartial()
 		return nil, fmt.Errorf("open store %s: %w", cfg.Dir, err)
 	}
 	if err := s.waitReady(ctx); err != nil {
 		s.Close()
+		if ferr := s.Err(); ferr != nil {
+			return nil, fmt.Errorf("open store: %w", ferr)
+		}
 		return nil, fmt.Errorf("open store %s: wait for leader: %w", cfg.Dir, err)
 	}
 	return s, nil
@@ -165,6 +176,7 @@ func (s *Store) start(cfg Config) error {
 	if err != nil {
 		return err
 	}
+	s.fsm.hook = cfg.ApplyHookForTesting
 	s.hub = newHub(s.fsm.applied.Load(), cfg.Logger)
 	s.fsm.hub = s.hub
 
@@ -218,13 +230,15 @@ func (s *Store) start(cfg Config) error {
 	if err != nil {
 		return err
 	}
-	s.bg.Add(1)
+	s.bg.Add(2)
 	go s.followLeadership(s.raft.LeaderCh())
+	go s.stopOnFailure()
 	return nil
 }
 
 // waitReady waits until a leader is known and, if it is this server, until
-// every committed entry has been applied.
+// every committed entry has been applied. Replaying the log can meet a
+// storage failure: it returns Err then.
 func (s *Store) waitReady(ctx context.Context) error {
 	obsCh := make(chan raft.Observation, 4)
 	obs := raft.NewObserver(obsCh, false, func(o *raft.Observation) bool {
@@ -239,14 +253,21 @@ func (s *Store) waitReady(ctx context.Context) error {
 		}
 		select {
 		case <-obsCh:
+		case <-s.failed:
+			return s.Err()
 		case <-ctx.Done():
 			return ctx.Err()
 		}
 	}
 	if !s.IsLeader() {
-		return nil
+		return s.Err()
 	}
-	return s.wait(ctx, s.raft.Barrier(timeoutOf(ctx)))
+	if _, err := s.wait(ctx, s.raft.Barrier(timeoutOf(ctx))); err != nil {
+		return err
+	}
+	// The barrier is answered after every entry before it went to the
+	// state machine, so a failure applying them is recorded by now.
+	return s.Err()
 }
 
 // Close shuts down raft and closes the files. Open watches are closed and
@@ -293,7 +314,8 @@ func (s *Store) Revision() uint64 {
 }
 
 // Get returns the object at key, or ErrNotFound. It reads this server's
-// state; on a follower the result may lag the leader slightly.
+// state; on a follower the result may lag the leader slightly. After a
+// storage failure it fails with ErrClosed (see Failed).
 func (s *Store) Get(ctx context.Context, key string) (KV, error) {
 	if err := ctx.Err(); err != nil {
 		return KV{}, fmt.Errorf("get %s: %w", key, err)
@@ -325,9 +347,12 @@ func (s *Store) List(ctx context.Context, prefix string) ([]KV, uint64, error) {
 // Create stores value at key, which must not exist (ErrAlreadyExists), and
 // returns the new object.
 //
-// For all writes: if ctx ends before the entry is applied the call returns
-// ctx's error, but the write may still happen; on a follower they fail with
-// ErrNotLeader.
+// For all writes: a write refused before it is proposed to Raft did not
+// happen: it fails with ErrNotLeader on a follower, ErrClosed on a closed or
+// failed store, or ctx's error. A write proposed and then cut off (ctx ends
+// while waiting, leadership is lost, Raft shuts down, the state machine
+// fails) fails with ErrOutcomeUnknown: it may or may not have happened, and
+// may still apply.
 func (s *Store) Create(ctx context.Context, key string, value []byte) (KV, error) {
 	return s.propose(ctx, command{op: opCreate, key: key, value: value})
 }
@@ -360,42 +385,69 @@ func (s *Store) propose(ctx context.Context, c command) (KV, error) {
 }
 
 // apply appends an encoded command to the Raft log and returns the FSM's
-// result; the error is about getting it applied (ctx, leadership, shutdown),
-// the command's own outcome is in the result. verb and key name the command
-// in errors.
+// result; the error is about getting it applied (ctx, leadership, shutdown,
+// storage), the command's own outcome is in the result. verb and key name
+// the command in errors.
 func (s *Store) apply(ctx context.Context, verb, key string, data []byte) (applyResult, error) {
 	if err := ctx.Err(); err != nil {
 		return applyResult{}, fmt.Errorf("%s %s: %w", verb, key, err)
 	}
-	select {
-	case <-s.done:
-		return applyResult{}, fmt.Errorf("%s %s: %w", verb, key, ErrClosed)
-	default:
+	if err := s.refuse(); err != nil {
+		return applyResult{}, fmt.Errorf("%s %s: %w", verb, key, err)
 	}
 	f := s.raft.Apply(data, timeoutOf(ctx))
-	if err := s.wait(ctx, f); err != nil {
-		return applyResult{}, raftErr(verb, key, err)
+	answered, err := s.wait(ctx, f)
+	switch {
+	case !answered:
+		// Apply took the entry; raft may have appended it or not.
+		return applyResult{}, &OutcomeUnknownError{Verb: verb, Key: key, Err: err}
+	case err != nil:
+		// Index is set once the leader appended the entry to its log, and
+		// may be read once Error has returned.
+		return applyResult{}, raftErr(verb, key, err, f.Index() != 0)
 	}
 	res, ok := f.Response().(applyResult)
 	if !ok {
 		return applyResult{}, fmt.Errorf("%s %s: unexpected apply response %T", verb, key, f.Response())
 	}
+	var sf *storageFailure
+	if errors.As(res.err, &sf) {
+		// Committed, but this server's state machine could not apply it:
+		// it will apply on a restart (or on the other servers) with a
+		// result nobody has seen.
+		return applyResult{}, &OutcomeUnknownError{Verb: verb, Key: key, Err: sf}
+	}
 	return res, nil
 }
 
-// wait waits for a raft future or for ctx. Raft futures cannot be cancelled,
-// so on ctx's end the operation may still complete.
-func (s *Store) wait(ctx context.Context, f raft.Future) error {
-	if ctx.Done() == nil {
-		return f.Error()
-	}
+// wait waits for a raft future, for ctx or for this store to stop. answered
+// says whether raft answered; err is then the future's error, else what
+// ended the wait (ctx's error, the storage failure, the store closing).
+// Raft futures cannot be cancelled: when the wait ends unanswered, the
+// operation may still complete.
+//
+// The goroutine ends when raft answers. Raft does not answer an entry it
+// committed but had not handed to the state machine when it shut down
+// (hashicorp/raft#498); its goroutine then stays until the process exits,
+// one per such write, only after this store stopped.
+func (s *Store) wait(ctx context.Context, f raft.Future) (answered bool, err error) {
 	errc := make(chan error, 1)
-	go func() { errc <- f.Error() }() // ends when raft answers, at the latest on Shutdown
+	go func() { errc <- f.Error() }()
 	select {
 	case err := <-errc:
-		return err
+		return true, err
 	case <-ctx.Done():
-		return ctx.Err()
+		err = ctx.Err()
+	case <-s.failed:
+		err = s.Err()
+	case <-s.done:
+		err = errors.New("the store was closed while waiting")
+	}
+	select {
+	case ferr := <-errc: // answered meanwhile: the answer wins
+		return true, ferr
+	default:
+		return false, err
 	}
 }
 

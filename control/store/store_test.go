@@ -346,19 +346,37 @@ func TestClosed(t *testing.T) {
 	}
 }
 
+// TestRaftErrClassification: an error from a write raft refused before
+// appending it says the write did not happen; any error once it was
+// appended (it has an index), and leadership lost, leave the outcome
+// unknown, never "not the leader" or "closed".
 func TestRaftErrClassification(t *testing.T) {
 	tests := []struct {
-		in   error
-		want error
+		name     string
+		in       error
+		proposed bool
+		want     error
 	}{
-		{raft.ErrNotLeader, ErrNotLeader},
-		{raft.ErrLeadershipLost, ErrNotLeader},
-		{raft.ErrRaftShutdown, ErrClosed},
+		{"not leader", raft.ErrNotLeader, false, ErrNotLeader},
+		{"transfer in progress", raft.ErrLeadershipTransferInProgress, false, ErrNotLeader},
+		{"shut down before proposing", raft.ErrRaftShutdown, false, ErrClosed},
+		{"enqueue timeout", raft.ErrEnqueueTimeout, false, context.DeadlineExceeded},
+		{"leadership lost", raft.ErrLeadershipLost, true, ErrOutcomeUnknown},
+		{"leadership lost, no index", raft.ErrLeadershipLost, false, ErrOutcomeUnknown},
+		{"shut down after proposing", raft.ErrRaftShutdown, true, ErrOutcomeUnknown},
 	}
 	for _, tt := range tests {
-		t.Run(tt.in.Error(), func(t *testing.T) {
-			if err := raftErr("update", "/k", tt.in); !errors.Is(err, tt.want) {
-				t.Errorf("raftErr(%v) = %v, want %v", tt.in, err, tt.want)
+		t.Run(tt.name, func(t *testing.T) {
+			err := raftErr("update", "/k", tt.in, tt.proposed)
+			if !errors.Is(err, tt.want) {
+				t.Errorf("raftErr(%v, proposed %v) = %v, want %v", tt.in, tt.proposed, err, tt.want)
+			}
+			unknown := errors.Is(err, ErrOutcomeUnknown)
+			if unknown && (errors.Is(err, ErrNotLeader) || errors.Is(err, ErrClosed)) {
+				t.Errorf("raftErr(%v) = %v: outcome unknown, yet also says it did not happen", tt.in, err)
+			}
+			if unknown && !strings.Contains(err.Error(), "update /k: outcome unknown: ") {
+				t.Errorf("raftErr(%v) = %q, want it to name the write and say outcome unknown", tt.in, err)
 			}
 		})
 	}

@@ -217,9 +217,9 @@ func (e *GuardError) Unwrap() error { return ErrGuardFailed }
 // op. Either way the entry takes a Raft index, so Revision advances, but no
 // object changes and no event is recorded.
 //
-// As for Create, if ctx ends before the entry is applied the call returns
-// ctx's error but the Txn may still apply; on a follower it fails with
-// ErrNotLeader.
+// As for Create, a Txn refused before it is proposed did not happen
+// (ErrNotLeader, ErrClosed, ctx's error); one proposed and then cut off
+// fails with ErrOutcomeUnknown: it may or may not have happened.
 func (s *Store) Txn(ctx context.Context, t Txn) (TxnResult, error) {
 	if err := t.check(); err != nil {
 		return TxnResult{}, fmt.Errorf("txn %s: %w", t.subject(), err)

@@ -26,7 +26,7 @@ const (
 // If events after rev have been trimmed from the history (it keeps the last
 // 10000), Watch fails with ErrExpired: List again and watch from there.
 //
-// The channel is closed when ctx ends or the Store closes, and also when the
+// The channel is closed when ctx ends, the Store closes or fails, and also when the
 // watcher cannot keep up: each watcher has a bounded queue (1024 events) so a
 // slow consumer never blocks writes; on overflow the queued events are still
 // delivered, then the channel is closed (a revision whose events do not all
@@ -36,6 +36,9 @@ const (
 // Kubernetes informer. Events share their Value slices between watchers:
 // treat them as read-only.
 func (s *Store) Watch(ctx context.Context, prefix string, rev uint64) (<-chan Event, error) {
+	if err := s.refuse(); err != nil {
+		return nil, fmt.Errorf("watch %s: %w", prefix, err)
+	}
 	w, upto, err := s.hub.subscribe(prefix, s.watchBuffer)
 	if err != nil {
 		return nil, fmt.Errorf("watch %s: %w", prefix, err)
@@ -225,14 +228,18 @@ func (h *hub) reset(rev uint64) {
 	h.rev = rev
 }
 
-// close drops every watcher, refuses new ones and waits for the watch
-// goroutines to finish.
-func (h *hub) close() {
+// stop drops every watcher and refuses new ones.
+func (h *hub) stop() {
 	h.mu.Lock()
+	defer h.mu.Unlock()
 	h.closed = true
 	for w := range h.watchers {
 		h.drop(w)
 	}
-	h.mu.Unlock()
+}
+
+// close stops the hub and waits for the watch goroutines to finish.
+func (h *hub) close() {
+	h.stop()
 	h.wg.Wait()
 }
