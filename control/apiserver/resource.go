@@ -591,6 +591,9 @@ func (b *backend) Watch(ctx context.Context, k *kinds.Kind, req *skiffv1.WatchRe
 				if ctx.Err() != nil {
 					return nil
 				}
+				if err := b.store.Err(); err != nil {
+					return connect.NewError(connect.CodeUnavailable, fmt.Errorf("watch %s: this server's store stopped: %w; watch another server", k.Plural, err))
+				}
 				return connect.NewError(connect.CodeUnavailable, fmt.Errorf("watch %s: the watch fell behind and was closed; list and watch again", k.Plural))
 			}
 			typ, obj, ok, err := translate(k, ev, keep)

@@ -12,10 +12,9 @@ import (
 type Store interface {
 	Txn(ctx context.Context, t store.Txn) (store.TxnResult, error)
 	Check(ctx context.Context, guards []store.Guard) error
-	Create(ctx context.Context, key string, value []byte) (store.KV, error)
-	Update(ctx context.Context, key string, value []byte, rev uint64) (store.KV, error)
-	Delete(ctx context.Context, key string, rev uint64) (store.KV, error)
 	Get(ctx context.Context, key string) (store.KV, error)
 	List(ctx context.Context, prefix string) ([]store.KV, uint64, error)
 	Watch(ctx context.Context, prefix string, rev uint64) (<-chan store.Event, error)
+	// Err says why the store stopped serving (fail-stop), nil while sound.
+	Err() error
 }
