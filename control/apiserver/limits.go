@@ -69,8 +69,16 @@ func handlerOptions() []connect.HandlerOption {
 		connect.WithCompression("gzip",
 			func() connect.Decompressor { return &boundedGzipReader{} },
 			func() connect.Compressor { return gzip.NewWriter(io.Discard) }),
+		// Compress only what is worth it, as the Kubernetes API server
+		// does: gzip of every small message cost watches most of their CPU.
+		connect.WithCompressMinBytes(compressMinBytes),
 	}
 }
+
+// compressMinBytes is the smallest response message that is gzipped (when
+// the client accepts it): a list of many objects, never a watch event or a
+// single object.
+const compressMinBytes = 128 << 10
 
 // strictProtoCodec is the binary protobuf codec, except that a message with
 // a field its schema does not declare is refused: protobuf would keep it as
