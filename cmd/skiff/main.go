@@ -59,6 +59,7 @@ success and 1 on any error.`,
 		newDescribeCmd(g),
 		newLogsCmd(g),
 		newImageCmd(),
+		newSnapshotCmd(g),
 	)
 	return root
 }
