@@ -60,6 +60,7 @@ success and 1 on any error.`,
 		newLogsCmd(g),
 		newImageCmd(),
 		newBenchCmd(g),
+		newSnapshotCmd(g),
 	)
 	return root
 }

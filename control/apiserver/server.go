@@ -107,6 +107,7 @@ func (s *Server) Handler() http.Handler {
 		}
 		mux.Handle(path, h)
 	}
+	mux.Handle(skiffv1connect.NewClusterServiceHandler(s.cluster(), opts...))
 	mux.HandleFunc("/healthz", s.healthz)
 	return limitInFlight(mux, maxUnaryInFlight, maxStreamsInFlight)
 }

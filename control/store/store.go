@@ -18,7 +18,9 @@
 // ErrNotLeader.
 //
 // Files in Config.Dir: raft.db (Raft log and stable store), state.db (the
-// state machine), snapshots/ (Raft snapshots of state.db).
+// state machine), snapshots/ (Raft snapshots of state.db). Store.Snapshot
+// and RestoreSnapshot copy the state machine out of one cluster and into a
+// new one, as snapshot files (see snapshot_save.go).
 package store
 
 import (
@@ -113,6 +115,12 @@ type Store struct {
 	closeErr  error
 }
 
+// Defaults of Config.BindAddr and Config.ServerID.
+const (
+	defaultBindAddr = "127.0.0.1:0"
+	defaultServerID = "skiff-0"
+)
+
 // Raft timing: one server on a laptop or CI box, up to three on a LAN. A
 // fresh single server elects itself within one to two heartbeat timeouts.
 const (
@@ -133,10 +141,10 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, errors.New("open store: Config.Dir is empty")
 	}
 	if cfg.BindAddr == "" {
-		cfg.BindAddr = "127.0.0.1:0"
+		cfg.BindAddr = defaultBindAddr
 	}
 	if cfg.ServerID == "" {
-		cfg.ServerID = "skiff-0"
+		cfg.ServerID = defaultServerID
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -209,6 +217,9 @@ func (s *Store) start(cfg Config) error {
 		conf.TrailingLogs = cfg.trailingLogs
 	}
 
+	// A directory seeded by RestoreSnapshot holds a Raft snapshot and no
+	// log: existing state, so no bootstrap; NewRaft takes the snapshot's
+	// configuration and continues after its index.
 	existing, err := raft.HasExistingState(s.logs, s.logs, snaps)
 	if err != nil {
 		return err
