@@ -91,6 +91,7 @@ func TestComponentErrors(t *testing.T) {
 		{"the API's port is taken", []string{"server", "--data-dir", t.TempDir(), "--listen", taken.Addr().String()},
 			"listen for the API on " + taken.Addr().String()},
 		{"a listen address without a port", []string{"server", "--data-dir", t.TempDir(), "--listen", "localhost"}, `listen address "localhost"`},
+		{"a Raft address without a port", []string{"server", "--data-dir", t.TempDir(), "--listen", "127.0.0.1:0", "--raft-listen", "localhost"}, `raft listen address "localhost"`},
 		{"a negative event TTL", []string{"server", "--data-dir", t.TempDir(), "--event-ttl", "-1m"}, "--event-ttl: invalid value -1m0s: must be positive"},
 		{"a bad log level", []string{"server", "--log-level", "loud"}, "--log-level"},
 	}

@@ -22,9 +22,11 @@ import (
 
 // serverOptions are the flags of a server (skiff server, skiff dev).
 type serverOptions struct {
-	dataDir  string
-	listen   string
-	eventTTL time.Duration
+	dataDir       string
+	listen        string
+	raftListen    string
+	raftAdvertise string
+	eventTTL      time.Duration
 }
 
 // agentOptions are the flags of a node (skiff agent, skiff dev).
@@ -62,6 +64,8 @@ func (o *serverOptions) flags(cmd *cobra.Command) {
 	f := cmd.Flags()
 	f.StringVar(&o.listen, "listen", defaultServer, "address the API server listens on")
 	f.DurationVar(&o.eventTTL, "event-ttl", controllers.DefaultEventTTL, "how long events are kept after they last happened")
+	f.StringVar(&o.raftListen, "raft-listen", "127.0.0.1:0", "address the Raft transport listens on; port 0 picks one (a cluster of several servers needs a fixed one)")
+	f.StringVar(&o.raftAdvertise, "raft-advertise", "", "Raft address other servers dial (default: --raft-listen's)")
 }
 
 func (o *agentOptions) flags(cmd *cobra.Command) {
@@ -81,7 +85,7 @@ func (o *serverOptions) server(log *slog.Logger) (*server.Server, error) {
 	if o.eventTTL <= 0 {
 		return nil, fmt.Errorf("--event-ttl: invalid value %s: must be positive", o.eventTTL)
 	}
-	s, err := server.New(server.Config{DataDir: o.dataDir, Listen: o.listen, EventTTL: o.eventTTL, Logger: log})
+	s, err := server.New(server.Config{DataDir: o.dataDir, Listen: o.listen, RaftListen: o.raftListen, RaftAdvertise: o.raftAdvertise, EventTTL: o.eventTTL, Logger: log})
 	if err != nil {
 		return nil, fmt.Errorf("skiff server: %w", err)
 	}

@@ -41,6 +41,10 @@ type Config struct {
 	// Listen is the API's address, host:port; port 0 picks one (Addr says
 	// which).
 	Listen string
+	// RaftListen is the Raft transport's address ("127.0.0.1:0" when
+	// empty); RaftAdvertise the one other servers dial (RaftListen's when
+	// empty).
+	RaftListen, RaftAdvertise string
 	// EventTTL is how long events are kept; controllers.DefaultEventTTL
 	// when zero.
 	EventTTL time.Duration
@@ -79,6 +83,17 @@ func New(cfg Config) (*Server, error) {
 	if _, _, err := net.SplitHostPort(cfg.Listen); err != nil {
 		return nil, fmt.Errorf("listen address %q: %w", cfg.Listen, err)
 	}
+	if cfg.RaftListen == "" {
+		cfg.RaftListen = "127.0.0.1:0"
+	}
+	for _, a := range []struct{ what, addr string }{{"raft listen address", cfg.RaftListen}, {"raft advertise address", cfg.RaftAdvertise}} {
+		if a.addr == "" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(a.addr); err != nil {
+			return nil, fmt.Errorf("%s %q: %w", a.what, a.addr, err)
+		}
+	}
 	if cfg.EventTTL < 0 {
 		return nil, fmt.Errorf("event TTL %s: must be positive", cfg.EventTTL)
 	}
@@ -114,7 +129,8 @@ func (s *Server) Addr() string { <-s.ready; return s.addr }
 func (s *Server) Run(ctx context.Context) error {
 	st, err := store.Open(ctx, store.Config{
 		Dir:                 filepath.Join(s.cfg.DataDir, "server"),
-		BindAddr:            "127.0.0.1:0",
+		BindAddr:            s.cfg.RaftListen,
+		AdvertiseAddr:       s.cfg.RaftAdvertise,
 		Logger:              s.log.With("room", "store"),
 		ApplyHookForTesting: s.cfg.applyHook,
 	})
@@ -154,7 +170,7 @@ func (s *Server) Run(ctx context.Context) error {
 	})
 	g.Go(func() error { return s.stopOnFailure(ctx, st) })
 	close(s.ready)
-	s.log.Info("skiff server is up", "api", s.addr, "data", s.cfg.DataDir)
+	s.log.Info("skiff server is up", "api", s.addr, "data", s.cfg.DataDir, "server", st.ServerID(), "cluster", st.ClusterID())
 	err = g.Wait()
 	if ferr := health(); ferr != nil {
 		return ferr // what went wrong after it follows from it

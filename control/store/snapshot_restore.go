@@ -69,7 +69,12 @@ func restoreSnapshot(path, dir string) (SnapshotInfo, error) {
 		removeMade(made)
 		return SnapshotInfo{}, err
 	}
-	if err := layOut(path, stage, info); err != nil {
+	err = layOut(path, stage, info)
+	if err == nil {
+		// A new cluster, whose one server the Raft snapshot names.
+		err = saveIdentity(stage, identity{ServerID: defaultServerID, ClusterID: newID("cluster-")})
+	}
+	if err != nil {
 		os.RemoveAll(stage)
 		removeMade(made)
 		return SnapshotInfo{}, err

@@ -28,6 +28,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"sync"
@@ -40,10 +41,18 @@ import (
 
 // Config configures Open.
 type Config struct {
-	Dir      string       // data directory, created if missing
-	BindAddr string       // Raft TCP bind address; default "127.0.0.1:0" (port 0 = pick one)
-	ServerID string       // Raft server ID; default "skiff-0"
-	Logger   *slog.Logger // nil = discard; Raft's own INFO chatter is logged at DEBUG
+	Dir      string // data directory, created if missing
+	BindAddr string // Raft TCP bind address; default "127.0.0.1:0" (port 0 = pick one)
+	// AdvertiseAddr is the Raft address other servers dial; BindAddr's
+	// when empty (which must then not be a wildcard).
+	AdvertiseAddr string
+	// ServerID is the Raft server ID. Empty: the one the directory keeps,
+	// or a new one for a new directory. Given, it must match the kept one.
+	ServerID string
+	// ClusterID, when given, is the cluster the directory must belong to:
+	// a directory of another cluster is refused. A new directory takes it.
+	ClusterID string
+	Logger    *slog.Logger // nil = discard; Raft's own INFO chatter is logged at DEBUG
 
 	// Tuning for tests; zero = default.
 	historyLimit      uint64 // events kept for Watch (defaultHistoryLimit)
@@ -99,6 +108,7 @@ type Event struct {
 
 // Store is the replicated store. Its methods are safe for concurrent use.
 type Store struct {
+	id          identity
 	log         *slog.Logger
 	raft        *raft.Raft
 	trans       *raft.NetworkTransport
@@ -143,9 +153,6 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.BindAddr == "" {
 		cfg.BindAddr = defaultBindAddr
 	}
-	if cfg.ServerID == "" {
-		cfg.ServerID = defaultServerID
-	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -158,8 +165,13 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("open store: %w", err)
 	}
+	id, err := resolveIdentity(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	cfg.ServerID, cfg.ClusterID = id.ServerID, id.ClusterID
 
-	s := &Store{log: cfg.Logger, watchBuffer: cfg.watchBuffer, done: make(chan struct{}), failed: make(chan struct{})}
+	s := &Store{id: id, log: cfg.Logger, watchBuffer: cfg.watchBuffer, done: make(chan struct{}), failed: make(chan struct{})}
 	if err := s.start(cfg); err != nil {
 		s.closePartial()
 		return nil, fmt.Errorf("open store %s: %w", cfg.Dir, err)
@@ -199,7 +211,13 @@ func (s *Store) start(cfg Config) error {
 	if err != nil {
 		return err
 	}
-	s.trans, err = raft.NewTCPTransportWithLogger(cfg.BindAddr, nil, 3, transportTimeout, hlog)
+	var advertise net.Addr
+	if cfg.AdvertiseAddr != "" {
+		if advertise, err = net.ResolveTCPAddr("tcp", cfg.AdvertiseAddr); err != nil {
+			return fmt.Errorf("raft advertise address %q: %w", cfg.AdvertiseAddr, err)
+		}
+	}
+	s.trans, err = raft.NewTCPTransportWithLogger(cfg.BindAddr, advertise, 3, transportTimeout, hlog)
 	if err != nil {
 		return fmt.Errorf("raft transport on %s: %w", cfg.BindAddr, err)
 	}
@@ -317,6 +335,12 @@ func (s *Store) closePartial() {
 		}
 	}
 }
+
+// ServerID is this server's Raft ID, kept in its data directory.
+func (s *Store) ServerID() string { return s.id.ServerID }
+
+// ClusterID is the ID of the cluster the data directory belongs to.
+func (s *Store) ClusterID() string { return s.id.ClusterID }
 
 // Revision returns the store's revision: the index of the last applied Raft
 // command (some commands, like a failed compare-and-swap, change nothing).
