@@ -591,6 +591,9 @@ type watcher struct {
 func (w *watcher) follow(want int, total *atomic.Int64) error {
 	added := 0
 	for w.st.Receive() {
+		if w.st.Msg().GetType() == skiffv1.EventType_EVENT_TYPE_BOOKMARK {
+			continue // no change; none come unless asked for
+		}
 		w.events++
 		total.Add(1)
 		if w.st.Msg().GetType() == skiffv1.EventType_EVENT_TYPE_ADDED {

@@ -176,6 +176,8 @@ func waitGone(ctx context.Context, c *clients, t target, obj kinds.Object, timeo
 	}
 	defer st.Close()
 	for st.Receive() {
+		// Only the object's DELETED counts; a bookmark (never asked for
+		// here) or any other event is not its removal.
 		if typ, o := st.Event(); typ == skiffv1.EventType_EVENT_TYPE_DELETED && o.GetMetadata().GetUid() == obj.GetMetadata().GetUid() {
 			return nil
 		}

@@ -134,14 +134,26 @@ func runGet(ctx context.Context, w io.Writer, c *clients, k *kinds.Kind, ns, nam
 	}
 	defer st.Close()
 	p.noHeaders = p.noHeaders || len(objs) > 0
+	if err := p.follow(st); err != nil && ctx.Err() == nil {
+		return err
+	}
+	return nil
+}
+
+// follow prints each change a watch brings, one object at a time, until
+// the stream ends. A bookmark is no change: it prints nothing.
+func (p *printer) follow(st kinds.Stream) error {
 	for st.Receive() {
-		_, obj := st.Event()
+		typ, obj := st.Event()
+		if typ == skiffv1.EventType_EVENT_TYPE_BOOKMARK {
+			continue
+		}
 		if err := p.print([]kinds.Object{obj}, true); err != nil {
 			return err
 		}
 		p.noHeaders = true
 	}
-	if err := st.Err(); err != nil && ctx.Err() == nil {
+	if err := st.Err(); err != nil {
 		return plain(err)
 	}
 	return nil

@@ -63,7 +63,14 @@ type backend struct {
 	store      Store
 	now        func() time.Time
 	strategies map[*kinds.Kind]*strategy
+	// bookmarkInterval is how often a watch that allows bookmarks gets
+	// one (defaultBookmarkInterval when 0); shortened in tests.
+	bookmarkInterval time.Duration
 }
+
+// defaultBookmarkInterval is how often a watch that allows bookmarks is
+// told how far it has gone.
+const defaultBookmarkInterval = time.Minute
 
 var _ kinds.Backend = (*backend)(nil)
 
@@ -567,6 +574,15 @@ func (b *backend) deleteRules(k *kinds.Kind, obj kinds.Object) []rule {
 // Watch streams the kind's changes after the request's version until ctx
 // ends. An object that stops matching the selectors is sent as DELETED, as
 // a Kubernetes selector watch does, so the watcher forgets it.
+//
+// With allow_bookmarks, about every bookmarkInterval it also sends a
+// BOOKMARK: an empty object of the kind whose metadata.resourceVersion is
+// the revision of a store progress event (store.WithProgress). The store
+// sends that event only after every event at or below its revision, and
+// each of those has been filtered, and sent when it matched, before the
+// bookmark goes out: so everything up to a bookmark's version has been
+// sent, nothing after it, and a watch resumed from it misses nothing. A
+// bookmark that would not advance past the last version sent is left out.
 func (b *backend) Watch(ctx context.Context, k *kinds.Kind, req *skiffv1.WatchRequest, send func(skiffv1.EventType, kinds.Object) error) error {
 	f, err := parseFilter(k, req.GetLabelSelector(), req.GetFieldSelector())
 	if err != nil {
@@ -575,13 +591,22 @@ func (b *backend) Watch(ctx context.Context, k *kinds.Kind, req *skiffv1.WatchRe
 	keep := f.keep(k)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	events, err := b.store.Watch(ctx, prefix(k, req.GetNamespace()), req.GetResourceVersion())
+	var opts []store.WatchOption
+	if req.GetAllowBookmarks() {
+		every := b.bookmarkInterval
+		if every <= 0 {
+			every = defaultBookmarkInterval
+		}
+		opts = append(opts, store.WithProgress(every))
+	}
+	events, err := b.store.Watch(ctx, prefix(k, req.GetNamespace()), req.GetResourceVersion(), opts...)
 	if err != nil {
 		return toConnect(fmt.Errorf("watch %s: %w", k.Plural, err))
 	}
 	if err := send(skiffv1.EventType_EVENT_TYPE_UNSPECIFIED, nil); err != nil {
 		return err
 	}
+	sent := req.GetResourceVersion() // the newest version the client has been told of
 	for {
 		select {
 		case <-ctx.Done():
@@ -596,6 +621,16 @@ func (b *backend) Watch(ctx context.Context, k *kinds.Kind, req *skiffv1.WatchRe
 				}
 				return connect.NewError(connect.CodeUnavailable, fmt.Errorf("watch %s: the watch fell behind and was closed; list and watch again", k.Plural))
 			}
+			if ev.Type == store.EventProgress {
+				if ev.Revision <= sent {
+					continue
+				}
+				sent = ev.Revision
+				if err := send(skiffv1.EventType_EVENT_TYPE_BOOKMARK, bookmark(k, ev.Revision)); err != nil {
+					return err
+				}
+				continue
+			}
 			typ, obj, ok, err := translate(k, ev, keep)
 			if err != nil {
 				return toConnect(err)
@@ -603,11 +638,20 @@ func (b *backend) Watch(ctx context.Context, k *kinds.Kind, req *skiffv1.WatchRe
 			if !ok {
 				continue
 			}
+			sent = ev.Revision
 			if err := send(typ, obj); err != nil {
 				return err
 			}
 		}
 	}
+}
+
+// bookmark is the object of a BOOKMARK event, as Kubernetes sends it: an
+// empty object of the kind with only metadata.resourceVersion.
+func bookmark(k *kinds.Kind, rev uint64) kinds.Object {
+	obj := k.New()
+	obj.ProtoReflect().Set(obj.ProtoReflect().Descriptor().Fields().ByName("metadata"), protoreflect.ValueOfMessage((&skiffv1.ObjectMeta{ResourceVersion: rev}).ProtoReflect()))
+	return obj
 }
 
 func translate(k *kinds.Kind, ev store.Event, keep func(kinds.Object) bool) (skiffv1.EventType, kinds.Object, bool, error) {

@@ -14,7 +14,7 @@ type Store interface {
 	Check(ctx context.Context, guards []store.Guard) error
 	Get(ctx context.Context, key string) (store.KV, error)
 	List(ctx context.Context, prefix string) ([]store.KV, uint64, error)
-	Watch(ctx context.Context, prefix string, rev uint64) (<-chan store.Event, error)
+	Watch(ctx context.Context, prefix string, rev uint64, opts ...store.WatchOption) (<-chan store.Event, error)
 	// Err says why the store stopped serving (fail-stop), nil while sound.
 	Err() error
 }

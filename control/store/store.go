@@ -83,6 +83,10 @@ type EventType int
 const (
 	EventPut    EventType = iota + 1 // create or update
 	EventDelete                      // delete
+	// EventProgress changes nothing and has no KV: every event under the
+	// watch's prefix with a revision at or below Revision has been sent.
+	// Only a watch opened WithProgress gets it.
+	EventProgress
 )
 
 func (t EventType) String() string {
@@ -91,6 +95,8 @@ func (t EventType) String() string {
 		return "PUT"
 	case EventDelete:
 		return "DELETE"
+	case EventProgress:
+		return "PROGRESS"
 	}
 	return fmt.Sprintf("EventType(%d)", int(t))
 }

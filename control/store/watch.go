@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"time"
 )
 
 // Watch tuning; Config's unexported fields override them in tests.
@@ -34,8 +35,12 @@ const (
 // fell far behind) also closes every watch. A consumer that sees the channel
 // closed while its ctx is still live must List and Watch again, like a
 // Kubernetes informer. Events share their Value slices between watchers:
-// treat them as read-only.
-func (s *Store) Watch(ctx context.Context, prefix string, rev uint64) (<-chan Event, error) {
+// treat them as read-only. WithProgress adds progress events.
+func (s *Store) Watch(ctx context.Context, prefix string, rev uint64, opts ...WatchOption) (<-chan Event, error) {
+	var o watchOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	if err := s.refuse(); err != nil {
 		return nil, fmt.Errorf("watch %s: %w", prefix, err)
 	}
@@ -64,24 +69,74 @@ func (s *Store) Watch(ctx context.Context, prefix string, rev uint64) (<-chan Ev
 		}
 	}
 	out := make(chan Event)
-	go s.serveWatch(ctx, w, from, upto, out)
+	go s.serveWatch(ctx, w, from, upto, out, o.progress)
 	return out, nil
+}
+
+// WatchOption tunes one Watch.
+type WatchOption func(*watchOptions)
+
+type watchOptions struct {
+	progress time.Duration
+}
+
+// WithProgress asks for an EventProgress about every d (never when d <= 0),
+// as etcd's progress notifications: a consumer that passes on only some
+// events can still tell a client how far the watch has gone, so that the
+// client resumes from a recent revision rather than an expired one.
+//
+// A progress event never claims a revision whose events it has not sent:
+// every event under the prefix with a revision at or below its Revision
+// came on the channel before it, and none above, so Watch(prefix,
+// ev.Revision) after it misses nothing and repeats nothing. Its Revision is
+// the store's newest published revision when the watch is caught up
+// (nothing queued for it), and otherwise one below the revision of the next
+// event, sent just before that event. Progress revisions never decrease and
+// are never below the revision the watch started after.
+func WithProgress(d time.Duration) WatchOption {
+	return func(o *watchOptions) { o.progress = d }
 }
 
 // serveWatch owns out: it replays the history in (from, upto] in short read
 // transactions, then forwards live events, dropping those at or below the
 // revision replay ended at (the hub queued them too, or they precede from).
-func (s *Store) serveWatch(ctx context.Context, w *watcher, from, upto uint64, out chan<- Event) {
+// Every progress interval (none when 0) a progress event falls due; it goes
+// out as soon as the watch is caught up or before the next event, whichever
+// comes first (see WithProgress).
+func (s *Store) serveWatch(ctx context.Context, w *watcher, from, upto uint64, out chan<- Event, progress time.Duration) {
 	defer close(out)
 	defer w.release()
-	send := func(ev Event) bool {
-		select {
-		case out <- ev:
-			return true
-		case <-ctx.Done():
-		case <-s.done:
+	var tick <-chan time.Time
+	if progress > 0 {
+		t := time.NewTicker(progress)
+		defer t.Stop()
+		tick = t.C
+	}
+	due := false // a progress event is owed
+	put := func(ev Event) bool {
+		for {
+			select {
+			case out <- ev:
+				return true
+			case <-tick:
+				due = true
+			case <-ctx.Done():
+				return false
+			case <-s.done:
+				return false
+			}
 		}
-		return false
+	}
+	// send sends ev, after the progress event owed if any: every event
+	// below ev's revision has been sent, since they come in revision order.
+	send := func(ev Event) bool {
+		if due {
+			due = false
+			if !put(Event{Type: EventProgress, Revision: ev.Revision - 1}) {
+				return false
+			}
+		}
+		return put(ev)
 	}
 
 	last := from
@@ -99,6 +154,16 @@ func (s *Store) serveWatch(ctx context.Context, w *watcher, from, upto uint64, o
 		last = next
 	}
 	for {
+		if due {
+			// Caught up: everything the hub published under the prefix
+			// has been sent (and what precedes from needs no sending).
+			if rev, ok := s.hub.caughtUp(w); ok {
+				due = false
+				if !put(Event{Type: EventProgress, Revision: max(rev, last)}) {
+					return
+				}
+			}
+		}
 		select {
 		case ev, ok := <-w.ch:
 			if !ok {
@@ -110,6 +175,8 @@ func (s *Store) serveWatch(ctx context.Context, w *watcher, from, upto uint64, o
 			if !send(ev) {
 				return
 			}
+		case <-tick:
+			due = true
 		case <-ctx.Done():
 			return
 		case <-s.done:
@@ -216,6 +283,20 @@ func (h *hub) publishRevision(evs []Event) {
 			}
 		}
 	}
+}
+
+// caughtUp reports whether w is still subscribed with nothing queued, and
+// the revision it has then been given every event up to: the hub queues
+// all of a revision's events at once under mu, so with w's queue empty its
+// reader has taken every event at or below h.rev. A dropped watcher may
+// have had a revision left out, so it is never caught up.
+func (h *hub) caughtUp(w *watcher) (uint64, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, ok := h.watchers[w]; !ok || len(w.ch) > 0 {
+		return 0, false
+	}
+	return h.rev, true
 }
 
 // reset drops every watcher after a snapshot restore replaced the state.

@@ -69,6 +69,7 @@ type timing struct {
 	idle         time.Duration // poll when nothing runs
 	backoffStart time.Duration // first restart delay; doubles per restart
 	backoffMax   time.Duration
+	rewatch      time.Duration // pause before opening a pod watch again
 }
 
 var defaultTiming = timing{
@@ -77,6 +78,7 @@ var defaultTiming = timing{
 	idle:         5 * time.Second,
 	backoffStart: 10 * time.Second,
 	backoffMax:   5 * time.Minute,
+	rewatch:      time.Second,
 }
 
 // New returns an Agent.
@@ -146,20 +148,35 @@ func (a *Agent) Run(ctx context.Context) error {
 		w.update(p, deleted)
 	}
 
+	// rev is the newest version the pod watch has been through, from its
+	// events and bookmarks; 0 when the agent must list first. A watch that
+	// ends resumes from rev, so a quiet node whose stream breaks does not
+	// list again; only a version the server no longer has (expired) does.
+	var rev uint64
 	first := true
 	for ctx.Err() == nil {
-		rev, err := a.relist(ctx, workers, dispatch, first)
+		var err error
+		if rev == 0 {
+			rev, err = a.relist(ctx, workers, dispatch, first)
+			if err == nil {
+				first = false
+			}
+		}
 		if err == nil {
-			first = false
-			err = a.watch(ctx, rev, dispatch, workers, exited)
+			rev, err = a.watch(ctx, rev, dispatch, workers, exited)
 		}
 		if ctx.Err() != nil {
 			break
 		}
-		a.log.Warn("pod watch ended; listing again", "err", err)
+		if connect.CodeOf(err) == connect.CodeOutOfRange {
+			rev = 0 // expired (or ahead of this server): list again
+			a.log.Warn("pod watch cannot resume; listing again", "err", err)
+		} else {
+			a.log.Warn("pod watch ended; resuming", "rv", rev, "err", err)
+		}
 		select {
 		case <-ctx.Done():
-		case <-time.After(time.Second):
+		case <-time.After(a.timing.rewatch):
 		}
 	}
 	return nil
@@ -189,12 +206,16 @@ func (a *Agent) relist(ctx context.Context, workers map[string]*podWorker, dispa
 	return res.Msg.ResourceVersion, nil
 }
 
-func (a *Agent) watch(ctx context.Context, rev uint64, dispatch func(*skiffv1.Pod, bool), workers map[string]*podWorker, exited chan string) error {
+// watch follows the pods bound to this node from rev until the watch ends,
+// and returns the newest version it has been through: that of the last
+// event or bookmark. The API writes one object per revision, so no event
+// of that revision is still to come.
+func (a *Agent) watch(ctx context.Context, rev uint64, dispatch func(*skiffv1.Pod, bool), workers map[string]*podWorker, exited chan string) (uint64, error) {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	st, err := a.cfg.Pods.Watch(wctx, connect.NewRequest(&skiffv1.WatchRequest{FieldSelector: a.onNode(), ResourceVersion: rev}))
+	st, err := a.cfg.Pods.Watch(wctx, connect.NewRequest(&skiffv1.WatchRequest{FieldSelector: a.onNode(), ResourceVersion: rev, AllowBookmarks: true}))
 	if err != nil {
-		return fmt.Errorf("watch pods: %w", err)
+		return rev, fmt.Errorf("watch pods: %w", err)
 	}
 	events := make(chan *skiffv1.PodWatchEvent)
 	recvErr := make(chan error, 1)
@@ -212,17 +233,21 @@ func (a *Agent) watch(ctx context.Context, rev uint64, dispatch func(*skiffv1.Po
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
+			return rev, nil
 		case uid := <-exited:
 			delete(workers, uid)
 		case ev, ok := <-events:
 			if !ok {
 				select {
 				case err := <-recvErr:
-					return err
+					return rev, err
 				default:
-					return errors.New("watch closed")
+					return rev, errors.New("watch closed")
 				}
+			}
+			rev = max(rev, ev.GetObject().GetMetadata().GetResourceVersion())
+			if ev.GetType() == skiffv1.EventType_EVENT_TYPE_BOOKMARK {
+				continue
 			}
 			dispatch(ev.GetObject(), ev.GetType() == skiffv1.EventType_EVENT_TYPE_DELETED)
 		}

@@ -40,7 +40,11 @@ type Client interface {
 }
 
 // Stream is an open watch. Receive blocks for the next change and returns
-// false when the stream ends; Err then says why.
+// false when the stream ends; Err then says why. Event returns the type and
+// the object; when the request set allow_bookmarks, an event may be
+// EVENT_TYPE_BOOKMARK, whose object is empty but for
+// metadata.resourceVersion: no object changed, and a caller must not treat
+// it as one.
 type Stream interface {
 	Receive() bool
 	Event() (skiffv1.EventType, Object)

@@ -30,6 +30,10 @@ const (
 	EventType_EVENT_TYPE_ADDED       EventType = 1
 	EventType_EVENT_TYPE_MODIFIED    EventType = 2
 	EventType_EVENT_TYPE_DELETED     EventType = 3
+	// No change: every event of the watch up to the object's
+	// metadata.resourceVersion has been sent, and the object carries nothing
+	// else. Sent only when WatchRequest.allow_bookmarks is set.
+	EventType_EVENT_TYPE_BOOKMARK EventType = 4
 )
 
 // Enum value maps for EventType.
@@ -39,12 +43,14 @@ var (
 		1: "EVENT_TYPE_ADDED",
 		2: "EVENT_TYPE_MODIFIED",
 		3: "EVENT_TYPE_DELETED",
+		4: "EVENT_TYPE_BOOKMARK",
 	}
 	EventType_value = map[string]int32{
 		"EVENT_TYPE_UNSPECIFIED": 0,
 		"EVENT_TYPE_ADDED":       1,
 		"EVENT_TYPE_MODIFIED":    2,
 		"EVENT_TYPE_DELETED":     3,
+		"EVENT_TYPE_BOOKMARK":    4,
 	}
 )
 
@@ -481,8 +487,15 @@ type WatchRequest struct {
 	FieldSelector string                 `protobuf:"bytes,3,opt,name=field_selector,json=fieldSelector,proto3" json:"field_selector,omitempty"`
 	// Resume after this version; 0 means from now.
 	ResourceVersion uint64 `protobuf:"varint,4,opt,name=resource_version,json=resourceVersion,proto3" json:"resource_version,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// When set, the server may send BOOKMARK events whose object carries
+	// only metadata.resourceVersion: everything up to it has been sent;
+	// resume from it. A watcher whose selector matches nothing for a long
+	// time keeps its resume version recent this way, instead of having it
+	// expire and listing again. Bookmarks come about once a minute; a client
+	// that did not ask for them never gets one.
+	AllowBookmarks bool `protobuf:"varint,5,opt,name=allow_bookmarks,json=allowBookmarks,proto3" json:"allow_bookmarks,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *WatchRequest) Reset() {
@@ -541,6 +554,13 @@ func (x *WatchRequest) GetResourceVersion() uint64 {
 		return x.ResourceVersion
 	}
 	return 0
+}
+
+func (x *WatchRequest) GetAllowBookmarks() bool {
+	if x != nil {
+		return x.AllowBookmarks
+	}
+	return false
 }
 
 // Condition is one observed aspect of an object's state (Ready, Scheduled, ...).
@@ -677,24 +697,26 @@ const file_skiff_v1_meta_proto_rawDesc = "" +
 	"\x10resource_version\x18\x03 \x01(\x04R\x0fresourceVersion\x125\n" +
 	"\x14grace_period_seconds\x18\x04 \x01(\x03H\x00R\x12gracePeriodSeconds\x88\x01\x01\x12\x10\n" +
 	"\x03uid\x18\x05 \x01(\tR\x03uidB\x17\n" +
-	"\x15_grace_period_seconds\"\xa5\x01\n" +
+	"\x15_grace_period_seconds\"\xce\x01\n" +
 	"\fWatchRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12%\n" +
 	"\x0elabel_selector\x18\x02 \x01(\tR\rlabelSelector\x12%\n" +
 	"\x0efield_selector\x18\x03 \x01(\tR\rfieldSelector\x12)\n" +
-	"\x10resource_version\x18\x04 \x01(\x04R\x0fresourceVersion\"\x83\x02\n" +
+	"\x10resource_version\x18\x04 \x01(\x04R\x0fresourceVersion\x12'\n" +
+	"\x0fallow_bookmarks\x18\x05 \x01(\bR\x0eallowBookmarks\"\x83\x02\n" +
 	"\tCondition\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x16\n" +
 	"\x06status\x18\x02 \x01(\tR\x06status\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x18\n" +
 	"\amessage\x18\x04 \x01(\tR\amessage\x12L\n" +
 	"\x14last_transition_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x12lastTransitionTime\x12J\n" +
-	"\x13last_heartbeat_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x11lastHeartbeatTime*n\n" +
+	"\x13last_heartbeat_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x11lastHeartbeatTime*\x87\x01\n" +
 	"\tEventType\x12\x1a\n" +
 	"\x16EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10EVENT_TYPE_ADDED\x10\x01\x12\x17\n" +
 	"\x13EVENT_TYPE_MODIFIED\x10\x02\x12\x16\n" +
-	"\x12EVENT_TYPE_DELETED\x10\x03B2Z0skiff.dev/skiff/control/api/gen/skiff/v1;skiffv1b\x06proto3"
+	"\x12EVENT_TYPE_DELETED\x10\x03\x12\x17\n" +
+	"\x13EVENT_TYPE_BOOKMARK\x10\x04B2Z0skiff.dev/skiff/control/api/gen/skiff/v1;skiffv1b\x06proto3"
 
 var (
 	file_skiff_v1_meta_proto_rawDescOnce sync.Once
