@@ -66,6 +66,10 @@ type Config struct {
 	// a full or broken disk would, which stops the store (see Failed). It
 	// may block, to hold the state machine at index.
 	ApplyHookForTesting func(index uint64) error
+	// LogWriteHookForTesting is for tests only; leave it nil. It is called
+	// before every write to raft.db; an error it returns is the write's
+	// (a failing disk under the Raft log).
+	LogWriteHookForTesting func() error
 }
 
 // KV is one object. ModRevision is the Raft index of the entry that last
@@ -118,7 +122,7 @@ type Store struct {
 	log         *slog.Logger
 	raft        *raft.Raft
 	trans       *raft.NetworkTransport
-	logs        *raftboltdb.BoltStore
+	logs        *logStore
 	fsm         *fsm
 	hub         *hub
 	leader      leaderFeed
@@ -206,13 +210,14 @@ func (s *Store) start(cfg Config) error {
 	s.hub = newHub(s.fsm.applied.Load(), cfg.Logger)
 	s.fsm.hub = s.hub
 
-	s.logs, err = raftboltdb.New(raftboltdb.Options{
+	bolt, err := raftboltdb.New(raftboltdb.Options{
 		Path:        filepath.Join(cfg.Dir, "raft.db"),
 		BoltOptions: &bbolt.Options{Timeout: time.Second},
 	})
 	if err != nil {
 		return fmt.Errorf("open raft.db: %w", err)
 	}
+	s.logs = &logStore{BoltStore: bolt, dir: cfg.Dir, fails: s.fsm.fails, hook: cfg.LogWriteHookForTesting}
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.Dir, snapshotsRetained, hlog)
 	if err != nil {
 		return err
