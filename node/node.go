@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"connectrpc.com/connect"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -25,6 +26,7 @@ import (
 
 	"skiff.dev/skiff/control/api/gen/skiff/v1/skiffv1connect"
 	"skiff.dev/skiff/control/api/serve"
+	"skiff.dev/skiff/control/cluster"
 	"skiff.dev/skiff/cri"
 	"skiff.dev/skiff/node/agent"
 	"skiff.dev/skiff/runtime/image"
@@ -34,8 +36,13 @@ import (
 type Config struct {
 	// Name is the node's name, an RFC 1123 subdomain.
 	Name string
-	// Server is the API server's address (host:port or URL).
+	// Server is the API server's address (host:port or URL). When empty,
+	// the node finds its servers through the gossip pool it joins at Join.
 	Server string
+	// Gossip is the node's gossip address (port 0 picks one) and Join the
+	// gossip addresses of members to join; used when Server is empty.
+	Gossip string
+	Join   []string
 	// DataDir holds the node's state under DataDir/node: images, the CRI
 	// server's records, container logs.
 	DataDir string
@@ -65,15 +72,21 @@ type Node struct {
 func New(cfg Config) (*Node, error) {
 	var missing []string
 	for _, f := range []struct{ name, v string }{
-		{"node name", cfg.Name}, {"server", cfg.Server}, {"data dir", cfg.DataDir},
+		{"node name", cfg.Name}, {"data dir", cfg.DataDir},
 		{"state dir", cfg.StateDir}, {"CRI socket", cfg.CRISocket}, {"agent listen address", cfg.AgentListen},
 	} {
 		if f.v == "" {
 			missing = append(missing, f.name)
 		}
 	}
+	if cfg.Server == "" && len(cfg.Join) == 0 {
+		missing = append(missing, "a server or gossip peers to join")
+	}
 	if len(missing) > 0 {
 		return nil, fmt.Errorf("node: required: %s", strings.Join(missing, ", "))
+	}
+	if cfg.Server == "" && cfg.Gossip == "" {
+		cfg.Gossip = "127.0.0.1:0"
 	}
 	if _, _, err := net.SplitHostPort(cfg.AgentListen); err != nil {
 		return nil, fmt.Errorf("agent listen address %q: %w", cfg.AgentListen, err)
@@ -136,11 +149,26 @@ func (n *Node) runAgent(ctx context.Context, criDone <-chan struct{}) error {
 	if err != nil {
 		return fmt.Errorf("listen for the agent API on %s: %w", n.cfg.AgentListen, err)
 	}
+	var hc connect.HTTPClient = &http.Client{}
 	base := n.cfg.Server
-	if !strings.Contains(base, "://") {
+	if base == "" {
+		pool, err := cluster.Join(cluster.Config{
+			Name: n.cfg.Name, Role: cluster.RoleAgent, Bind: n.cfg.Gossip, API: ln.Addr().String(),
+			Peers: n.cfg.Join, Logger: n.log.With("room", "cluster"),
+		})
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		defer func() {
+			if err := pool.Leave(2 * time.Second); err != nil {
+				n.log.Warn("leave the gossip pool", "err", err)
+			}
+		}()
+		hc, base = &serverClient{pool: pool, hc: &http.Client{}}, "http://"+poolHost
+	} else if !strings.Contains(base, "://") {
 		base = "http://" + base
 	}
-	hc := &http.Client{}
 	ag := agent.New(agent.Config{
 		NodeName: n.cfg.Name,
 		Pods:     skiffv1connect.NewPodServiceClient(hc, base),

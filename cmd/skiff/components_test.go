@@ -108,3 +108,65 @@ func TestComponentErrors(t *testing.T) {
 }
 
 func isRoot() bool { return os.Geteuid() == 0 }
+
+// TestAgentFindsItsServerByGossip runs a server with gossip and an agent
+// that knows only the gossip address: the agent finds the server in the
+// pool, registers and runs pods; `skiff members` shows both, and the agent
+// as left once it stops.
+func TestAgentFindsItsServerByGossip(t *testing.T) {
+	if !isRoot() {
+		t.Skip("needs root: a node creates a network namespace per pod")
+	}
+	dir := t.TempDir()
+	t.Cleanup(func() { unmountAll(t, filepath.Join(dir, "state")) })
+	c := &cluster{t: t, server: freeAddr(t), dataDir: filepath.Join(dir, "node-data"), socket: filepath.Join(dir, "cri.sock")}
+	gossip := freeAddr(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	logs := &syncWriter{w: &bytes.Buffer{}}
+	serverDone := runSkiff(ctx, logs, "server", "--data-dir", filepath.Join(dir, "server-data"), "--listen", c.server,
+		"--gossip-listen", gossip, "--log-level", "warn")
+	eventually(t, 20*time.Second, func() bool { _, err := c.skiff("get", "nodes"); return err == nil },
+		func() string { return "the server did not come up:\n" + logs.String() })
+
+	agentCtx, stopAgent := context.WithCancel(ctx)
+	defer stopAgent()
+	agentDone := runSkiff(agentCtx, logs, "agent", "--join", gossip, "--data-dir", c.dataDir, "--state-dir", filepath.Join(dir, "state"),
+		"--cri-socket", c.socket, "--node-name", "edge-2", "--log-level", "warn")
+	var members string
+	eventually(t, 20*time.Second, func() bool {
+		members, _ = c.skiff("members")
+		return strings.Contains(members, "edge-2") && strings.Contains(members, "leader")
+	}, func() string { return "skiff members:\n" + members + "\n" + logs.String() })
+	for _, want := range []string{"server   leader", "edge-2", "agent", "alive", c.server} {
+		if !strings.Contains(members, want) {
+			t.Errorf("skiff members lacks %q:\n%s", want, members)
+		}
+	}
+	c.mustSkiff("image", "import", "--data-dir", c.dataDir, "hello", buildWasm(t, "../../examples/hello"))
+	c.mustSkiff("apply", "-f", "../../examples/hello/pod.yaml")
+	if p := c.waitPhase("hello", "Succeeded", "Failed"); p.Status.Phase != "Succeeded" || p.Spec.NodeName != "edge-2" {
+		t.Errorf("hello is %s on %q", p.Status.Phase, p.Spec.NodeName)
+	}
+	c.mustSkiff("delete", "pod", "hello")
+	c.waitSandboxes(0)
+
+	stopAgent()
+	if err := <-agentDone; err != nil {
+		t.Errorf("skiff agent returned %v when stopped", err)
+	}
+	eventually(t, 20*time.Second, func() bool {
+		members, _ = c.skiff("members")
+		return strings.Contains(members, "left")
+	}, func() string { return "after the agent stopped, skiff members:\n" + members })
+	cancel()
+	if err := <-serverDone; err != nil {
+		t.Errorf("skiff server returned %v when stopped", err)
+	}
+
+	// --server and --join together are refused.
+	err := <-runSkiff(context.Background(), logs, "--server", c.server, "agent", "--join", gossip)
+	if err == nil || !strings.Contains(err.Error(), "--server and --join: give one") {
+		t.Errorf("agent --server --join: %v", err)
+	}
+}

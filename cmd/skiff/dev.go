@@ -26,11 +26,15 @@ type serverOptions struct {
 	listen        string
 	raftListen    string
 	raftAdvertise string
+	gossip        string
+	join          []string
 	eventTTL      time.Duration
 }
 
 // agentOptions are the flags of a node (skiff agent, skiff dev).
 type agentOptions struct {
+	gossip      string
+	join        []string
 	dataDir     string
 	stateDir    string
 	criSocket   string
@@ -66,6 +70,8 @@ func (o *serverOptions) flags(cmd *cobra.Command) {
 	f.DurationVar(&o.eventTTL, "event-ttl", controllers.DefaultEventTTL, "how long events are kept after they last happened")
 	f.StringVar(&o.raftListen, "raft-listen", "127.0.0.1:0", "address the Raft transport listens on; port 0 picks one (a cluster of several servers needs a fixed one)")
 	f.StringVar(&o.raftAdvertise, "raft-advertise", "", "Raft address other servers dial (default: --raft-listen's)")
+	f.StringVar(&o.gossip, "gossip-listen", "", "gossip address, so that agents (skiff agent --join) find this server; empty runs without gossip")
+	f.StringSliceVar(&o.join, "join", nil, "gossip addresses of members to join (with --gossip-listen)")
 }
 
 func (o *agentOptions) flags(cmd *cobra.Command) {
@@ -85,7 +91,10 @@ func (o *serverOptions) server(log *slog.Logger) (*server.Server, error) {
 	if o.eventTTL <= 0 {
 		return nil, fmt.Errorf("--event-ttl: invalid value %s: must be positive", o.eventTTL)
 	}
-	s, err := server.New(server.Config{DataDir: o.dataDir, Listen: o.listen, RaftListen: o.raftListen, RaftAdvertise: o.raftAdvertise, EventTTL: o.eventTTL, Logger: log})
+	s, err := server.New(server.Config{
+		DataDir: o.dataDir, Listen: o.listen, RaftListen: o.raftListen, RaftAdvertise: o.raftAdvertise,
+		Gossip: o.gossip, Join: o.join, EventTTL: o.eventTTL, Logger: log,
+	})
 	if err != nil {
 		return nil, fmt.Errorf("skiff server: %w", err)
 	}
@@ -97,7 +106,7 @@ func (o *agentOptions) node(log *slog.Logger) (*node.Node, error) {
 		return nil, errors.New("a skiff node needs root: every pod gets its own network namespace")
 	}
 	n, err := node.New(node.Config{
-		Name: o.nodeName, Server: o.serverAddr, DataDir: o.dataDir, StateDir: o.stateDir,
+		Name: o.nodeName, Server: o.serverAddr, Gossip: o.gossip, Join: o.join, DataDir: o.dataDir, StateDir: o.stateDir,
 		CRISocket: o.criSocket, AgentListen: o.agentListen, Version: version, Logger: log,
 	})
 	if err != nil {
@@ -238,7 +247,12 @@ runs until interrupted. It needs root.`,
 			if err != nil {
 				return err
 			}
-			o.serverAddr = g.server
+			switch {
+			case len(o.join) > 0 && cmd.Flag("server").Changed:
+				return errors.New("--server and --join: give one, the server to use or the gossip pool to find servers in")
+			case len(o.join) == 0:
+				o.serverAddr = g.server
+			}
 			n, err := o.node(log)
 			if err != nil {
 				return err
@@ -247,6 +261,8 @@ runs until interrupted. It needs root.`,
 		},
 	}
 	cmd.Flags().StringVar(&o.dataDir, "data-dir", defaultDataDir, "directory for the node's state (under DIR/node)")
+	cmd.Flags().StringSliceVar(&o.join, "join", nil, "gossip addresses of servers or agents to join; the node then finds its servers in the pool and moves to a live one when its server dies (instead of --server)")
+	cmd.Flags().StringVar(&o.gossip, "gossip-listen", "127.0.0.1:0", "gossip address of this node, with --join")
 	o.flags(cmd)
 	r.flags(cmd)
 	return cmd

@@ -26,7 +26,7 @@ var rooms = map[string][]string{
 	"control/scheduler":   {"control/scheduler", "control/api"},
 	"control/controllers": {"control/controllers", "control/api"},
 	"control/server":      {"control/server", "control/api", "control/store", "control/cluster", "control/apiserver", "control/scheduler", "control/controllers"},
-	"node":                {"node", "cri", "runtime", "netns", "control/api"},
+	"node":                {"node", "cri", "runtime", "netns", "control/api", "control/cluster"},
 	"node/agent":          {"node/agent", "control/api"},
 	"node/proxy":          {"node/proxy", "control/api"},
 	"cri":                 {"cri", "runtime", "netns"},

@@ -23,12 +23,26 @@ type snapshotter interface {
 // clusterService serves skiff.v1.ClusterService.
 type clusterService struct {
 	snapshots snapshotter // nil: this store takes none
+	members   func(ctx context.Context) ([]*skiffv1.Member, error)
 }
 
 // cluster returns the ClusterService over the server's store.
 func (s *Server) cluster() *clusterService {
 	sn, _ := s.b.store.(snapshotter)
-	return &clusterService{snapshots: sn}
+	return &clusterService{snapshots: sn, members: s.members}
+}
+
+// Members lists the servers and agents, as the server's Config.Members
+// sees them.
+func (c *clusterService) Members(ctx context.Context, _ *connect.Request[skiffv1.MembersRequest]) (*connect.Response[skiffv1.MembersResponse], error) {
+	if c.members == nil {
+		return nil, connect.NewError(connect.CodeUnimplemented, errors.New("members: this server does not know its cluster"))
+	}
+	ms, err := c.members(ctx)
+	if err != nil {
+		return nil, toConnect(fmt.Errorf("members: %w", err))
+	}
+	return connect.NewResponse(&skiffv1.MembersResponse{Members: ms}), nil
 }
 
 // Snapshot streams a consistent copy of the store's state machine in

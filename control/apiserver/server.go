@@ -18,6 +18,9 @@ type Config struct {
 	Logger *slog.Logger
 	// Now is the clock for creation and deletion timestamps; time.Now when nil.
 	Now func() time.Time
+	// Members lists the cluster's servers and agents (ClusterService.Members);
+	// the call is Unimplemented when nil.
+	Members func(ctx context.Context) ([]*skiffv1.Member, error)
 	// HTTPClient reaches the agents for container logs; a plain client when nil.
 	HTTPClient *http.Client
 	// Health says whether this server can serve: /healthz answers 503 with
@@ -29,10 +32,11 @@ type Config struct {
 // Server is the API server: Connect handlers over the store, one service
 // per kind of the kinds registry.
 type Server struct {
-	log    *slog.Logger
-	b      *backend
-	pods   *podService
-	health func() error
+	log     *slog.Logger
+	b       *backend
+	pods    *podService
+	health  func() error
+	members func(ctx context.Context) ([]*skiffv1.Member, error)
 }
 
 // agentDialer returns a client for the agent at a host:port.
@@ -60,9 +64,10 @@ func New(cfg Config) *Server {
 		kinds.Event:     eventStrategy(),
 	}
 	return &Server{
-		log:    log,
-		health: cfg.Health,
-		b:      b,
+		log:     log,
+		health:  cfg.Health,
+		members: cfg.Members,
+		b:       b,
 		pods: &podService{
 			generic: kinds.Pod.GenericHandler(b).(generic),
 			b:       b,

@@ -26,9 +26,11 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"skiff.dev/skiff/control/api/events"
+	skiffv1 "skiff.dev/skiff/control/api/gen/skiff/v1"
 	"skiff.dev/skiff/control/api/gen/skiff/v1/skiffv1connect"
 	"skiff.dev/skiff/control/api/serve"
 	"skiff.dev/skiff/control/apiserver"
+	"skiff.dev/skiff/control/cluster"
 	"skiff.dev/skiff/control/controllers"
 	"skiff.dev/skiff/control/scheduler"
 	"skiff.dev/skiff/control/store"
@@ -41,6 +43,11 @@ type Config struct {
 	// Listen is the API's address, host:port; port 0 picks one (Addr says
 	// which).
 	Listen string
+	// Gossip is the gossip pool's address, host:port (port 0 picks one);
+	// empty runs the server without gossip. Join lists gossip addresses of
+	// members to join; none starts a pool.
+	Gossip string
+	Join   []string
 	// RaftListen is the Raft transport's address ("127.0.0.1:0" when
 	// empty); RaftAdvertise the one other servers dial (RaftListen's when
 	// empty).
@@ -138,19 +145,38 @@ func (s *Server) Run(ctx context.Context) error {
 		return err
 	}
 	defer st.Close()
+	ln, err := net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen for the API on %s: %w", s.cfg.Listen, err)
+	}
+	defer ln.Close() // serve.Run closes it first when it runs
+	s.addr = ln.Addr().String()
+	var pool *cluster.Pool
+	if s.cfg.Gossip != "" {
+		pool, err = cluster.Join(cluster.Config{
+			Name: st.ServerID(), Role: cluster.RoleServer, Bind: s.cfg.Gossip,
+			Raft: st.RaftAddr(), API: s.addr, Peers: s.cfg.Join, Logger: s.log.With("room", "cluster"),
+		})
+		if err != nil {
+			return err
+		}
+		defer func() {
+			if err := pool.Leave(2 * time.Second); err != nil {
+				s.log.Warn("leave the gossip pool", "err", err)
+			}
+		}()
+	}
 	health := func() error { return failStopped(st.Err()) }
-	api := apiserver.New(apiserver.Config{Store: st, Logger: s.log.With("room", "apiserver"), Health: health})
+	api := apiserver.New(apiserver.Config{
+		Store: st, Logger: s.log.With("room", "apiserver"), Health: health,
+		Members: func(context.Context) ([]*skiffv1.Member, error) { return members(st, pool, s.addr) },
+	})
 	if err := api.Init(ctx); err != nil {
 		if ferr := health(); ferr != nil {
 			return ferr
 		}
 		return fmt.Errorf("initialise the API: %w", err)
 	}
-	ln, err := net.Listen("tcp", s.cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("listen for the API on %s: %w", s.cfg.Listen, err)
-	}
-	s.addr = ln.Addr().String()
 
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return serve.Run(ctx, ln, api.Handler(), s.cfg.Limits) })

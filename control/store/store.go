@@ -507,3 +507,34 @@ func timeoutOf(ctx context.Context) time.Duration {
 	}
 	return 0
 }
+
+// RaftServer is one server of the Raft configuration.
+type RaftServer struct {
+	ID, Address string
+	Voter       bool
+	Leader      bool
+}
+
+// RaftServers returns the Raft configuration as this server knows it, with
+// the leader marked.
+func (s *Store) RaftServers() ([]RaftServer, error) {
+	if err := s.refuse(); err != nil {
+		return nil, err
+	}
+	f := s.raft.GetConfiguration()
+	if err := f.Error(); err != nil {
+		return nil, fmt.Errorf("raft configuration: %w", err)
+	}
+	_, leader := s.raft.LeaderWithID()
+	var out []RaftServer
+	for _, srv := range f.Configuration().Servers {
+		out = append(out, RaftServer{
+			ID: string(srv.ID), Address: string(srv.Address),
+			Voter: srv.Suffrage == raft.Voter, Leader: srv.ID == leader,
+		})
+	}
+	return out, nil
+}
+
+// RaftAddr is the Raft address other servers dial to reach this one.
+func (s *Store) RaftAddr() string { return string(s.trans.LocalAddr()) }

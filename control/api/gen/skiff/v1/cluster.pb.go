@@ -21,6 +21,183 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+type MembersRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MembersRequest) Reset() {
+	*x = MembersRequest{}
+	mi := &file_skiff_v1_cluster_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MembersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MembersRequest) ProtoMessage() {}
+
+func (x *MembersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_skiff_v1_cluster_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MembersRequest.ProtoReflect.Descriptor instead.
+func (*MembersRequest) Descriptor() ([]byte, []int) {
+	return file_skiff_v1_cluster_proto_rawDescGZIP(), []int{0}
+}
+
+type MembersResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Members       []*Member              `protobuf:"bytes,1,rep,name=members,proto3" json:"members,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MembersResponse) Reset() {
+	*x = MembersResponse{}
+	mi := &file_skiff_v1_cluster_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MembersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MembersResponse) ProtoMessage() {}
+
+func (x *MembersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_skiff_v1_cluster_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MembersResponse.ProtoReflect.Descriptor instead.
+func (*MembersResponse) Descriptor() ([]byte, []int) {
+	return file_skiff_v1_cluster_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *MembersResponse) GetMembers() []*Member {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+// Member is one server or agent.
+type Member struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// "server" or "agent".
+	Role string `protobuf:"bytes,2,opt,name=role,proto3" json:"role,omitempty"`
+	// Raft: "leader", "voter" or "nonvoter"; empty for agents.
+	RaftRole      string `protobuf:"bytes,3,opt,name=raft_role,json=raftRole,proto3" json:"raft_role,omitempty"`
+	RaftAddress   string `protobuf:"bytes,4,opt,name=raft_address,json=raftAddress,proto3" json:"raft_address,omitempty"`
+	ApiAddress    string `protobuf:"bytes,5,opt,name=api_address,json=apiAddress,proto3" json:"api_address,omitempty"`
+	GossipAddress string `protobuf:"bytes,6,opt,name=gossip_address,json=gossipAddress,proto3" json:"gossip_address,omitempty"`
+	// Gossip: "alive", "failed" or "left"; "unknown" for a Raft server the
+	// pool has not seen (or when the server runs without gossip).
+	State         string `protobuf:"bytes,7,opt,name=state,proto3" json:"state,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Member) Reset() {
+	*x = Member{}
+	mi := &file_skiff_v1_cluster_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Member) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Member) ProtoMessage() {}
+
+func (x *Member) ProtoReflect() protoreflect.Message {
+	mi := &file_skiff_v1_cluster_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Member.ProtoReflect.Descriptor instead.
+func (*Member) Descriptor() ([]byte, []int) {
+	return file_skiff_v1_cluster_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Member) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Member) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *Member) GetRaftRole() string {
+	if x != nil {
+		return x.RaftRole
+	}
+	return ""
+}
+
+func (x *Member) GetRaftAddress() string {
+	if x != nil {
+		return x.RaftAddress
+	}
+	return ""
+}
+
+func (x *Member) GetApiAddress() string {
+	if x != nil {
+		return x.ApiAddress
+	}
+	return ""
+}
+
+func (x *Member) GetGossipAddress() string {
+	if x != nil {
+		return x.GossipAddress
+	}
+	return ""
+}
+
+func (x *Member) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
 type SnapshotRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -29,7 +206,7 @@ type SnapshotRequest struct {
 
 func (x *SnapshotRequest) Reset() {
 	*x = SnapshotRequest{}
-	mi := &file_skiff_v1_cluster_proto_msgTypes[0]
+	mi := &file_skiff_v1_cluster_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -41,7 +218,7 @@ func (x *SnapshotRequest) String() string {
 func (*SnapshotRequest) ProtoMessage() {}
 
 func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_cluster_proto_msgTypes[0]
+	mi := &file_skiff_v1_cluster_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -54,7 +231,7 @@ func (x *SnapshotRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotRequest.ProtoReflect.Descriptor instead.
 func (*SnapshotRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_cluster_proto_rawDescGZIP(), []int{0}
+	return file_skiff_v1_cluster_proto_rawDescGZIP(), []int{3}
 }
 
 type SnapshotChunk struct {
@@ -69,7 +246,7 @@ type SnapshotChunk struct {
 
 func (x *SnapshotChunk) Reset() {
 	*x = SnapshotChunk{}
-	mi := &file_skiff_v1_cluster_proto_msgTypes[1]
+	mi := &file_skiff_v1_cluster_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -81,7 +258,7 @@ func (x *SnapshotChunk) String() string {
 func (*SnapshotChunk) ProtoMessage() {}
 
 func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_cluster_proto_msgTypes[1]
+	mi := &file_skiff_v1_cluster_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -94,7 +271,7 @@ func (x *SnapshotChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotChunk.ProtoReflect.Descriptor instead.
 func (*SnapshotChunk) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_cluster_proto_rawDescGZIP(), []int{1}
+	return file_skiff_v1_cluster_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *SnapshotChunk) GetData() []byte {
@@ -127,7 +304,7 @@ type SnapshotSummary struct {
 
 func (x *SnapshotSummary) Reset() {
 	*x = SnapshotSummary{}
-	mi := &file_skiff_v1_cluster_proto_msgTypes[2]
+	mi := &file_skiff_v1_cluster_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -139,7 +316,7 @@ func (x *SnapshotSummary) String() string {
 func (*SnapshotSummary) ProtoMessage() {}
 
 func (x *SnapshotSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_cluster_proto_msgTypes[2]
+	mi := &file_skiff_v1_cluster_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -152,7 +329,7 @@ func (x *SnapshotSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotSummary.ProtoReflect.Descriptor instead.
 func (*SnapshotSummary) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_cluster_proto_rawDescGZIP(), []int{2}
+	return file_skiff_v1_cluster_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *SnapshotSummary) GetRevision() uint64 {
@@ -180,7 +357,19 @@ var File_skiff_v1_cluster_proto protoreflect.FileDescriptor
 
 const file_skiff_v1_cluster_proto_rawDesc = "" +
 	"\n" +
-	"\x16skiff/v1/cluster.proto\x12\bskiff.v1\"\x11\n" +
+	"\x16skiff/v1/cluster.proto\x12\bskiff.v1\"\x10\n" +
+	"\x0eMembersRequest\"=\n" +
+	"\x0fMembersResponse\x12*\n" +
+	"\amembers\x18\x01 \x03(\v2\x10.skiff.v1.MemberR\amembers\"\xce\x01\n" +
+	"\x06Member\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04role\x18\x02 \x01(\tR\x04role\x12\x1b\n" +
+	"\traft_role\x18\x03 \x01(\tR\braftRole\x12!\n" +
+	"\fraft_address\x18\x04 \x01(\tR\vraftAddress\x12\x1f\n" +
+	"\vapi_address\x18\x05 \x01(\tR\n" +
+	"apiAddress\x12%\n" +
+	"\x0egossip_address\x18\x06 \x01(\tR\rgossipAddress\x12\x14\n" +
+	"\x05state\x18\a \x01(\tR\x05state\"\x11\n" +
 	"\x0fSnapshotRequest\"X\n" +
 	"\rSnapshotChunk\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\x123\n" +
@@ -188,9 +377,10 @@ const file_skiff_v1_cluster_proto_rawDesc = "" +
 	"\x0fSnapshotSummary\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x04R\brevision\x12\x12\n" +
 	"\x04size\x18\x02 \x01(\x04R\x04size\x12\x16\n" +
-	"\x06sha256\x18\x03 \x01(\fR\x06sha2562R\n" +
+	"\x06sha256\x18\x03 \x01(\fR\x06sha2562\x92\x01\n" +
 	"\x0eClusterService\x12@\n" +
-	"\bSnapshot\x12\x19.skiff.v1.SnapshotRequest\x1a\x17.skiff.v1.SnapshotChunk0\x01B2Z0skiff.dev/skiff/control/api/gen/skiff/v1;skiffv1b\x06proto3"
+	"\bSnapshot\x12\x19.skiff.v1.SnapshotRequest\x1a\x17.skiff.v1.SnapshotChunk0\x01\x12>\n" +
+	"\aMembers\x12\x18.skiff.v1.MembersRequest\x1a\x19.skiff.v1.MembersResponseB2Z0skiff.dev/skiff/control/api/gen/skiff/v1;skiffv1b\x06proto3"
 
 var (
 	file_skiff_v1_cluster_proto_rawDescOnce sync.Once
@@ -204,21 +394,27 @@ func file_skiff_v1_cluster_proto_rawDescGZIP() []byte {
 	return file_skiff_v1_cluster_proto_rawDescData
 }
 
-var file_skiff_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 3)
+var file_skiff_v1_cluster_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
 var file_skiff_v1_cluster_proto_goTypes = []any{
-	(*SnapshotRequest)(nil), // 0: skiff.v1.SnapshotRequest
-	(*SnapshotChunk)(nil),   // 1: skiff.v1.SnapshotChunk
-	(*SnapshotSummary)(nil), // 2: skiff.v1.SnapshotSummary
+	(*MembersRequest)(nil),  // 0: skiff.v1.MembersRequest
+	(*MembersResponse)(nil), // 1: skiff.v1.MembersResponse
+	(*Member)(nil),          // 2: skiff.v1.Member
+	(*SnapshotRequest)(nil), // 3: skiff.v1.SnapshotRequest
+	(*SnapshotChunk)(nil),   // 4: skiff.v1.SnapshotChunk
+	(*SnapshotSummary)(nil), // 5: skiff.v1.SnapshotSummary
 }
 var file_skiff_v1_cluster_proto_depIdxs = []int32{
-	2, // 0: skiff.v1.SnapshotChunk.summary:type_name -> skiff.v1.SnapshotSummary
-	0, // 1: skiff.v1.ClusterService.Snapshot:input_type -> skiff.v1.SnapshotRequest
-	1, // 2: skiff.v1.ClusterService.Snapshot:output_type -> skiff.v1.SnapshotChunk
-	2, // [2:3] is the sub-list for method output_type
-	1, // [1:2] is the sub-list for method input_type
-	1, // [1:1] is the sub-list for extension type_name
-	1, // [1:1] is the sub-list for extension extendee
-	0, // [0:1] is the sub-list for field type_name
+	2, // 0: skiff.v1.MembersResponse.members:type_name -> skiff.v1.Member
+	5, // 1: skiff.v1.SnapshotChunk.summary:type_name -> skiff.v1.SnapshotSummary
+	3, // 2: skiff.v1.ClusterService.Snapshot:input_type -> skiff.v1.SnapshotRequest
+	0, // 3: skiff.v1.ClusterService.Members:input_type -> skiff.v1.MembersRequest
+	4, // 4: skiff.v1.ClusterService.Snapshot:output_type -> skiff.v1.SnapshotChunk
+	1, // 5: skiff.v1.ClusterService.Members:output_type -> skiff.v1.MembersResponse
+	4, // [4:6] is the sub-list for method output_type
+	2, // [2:4] is the sub-list for method input_type
+	2, // [2:2] is the sub-list for extension type_name
+	2, // [2:2] is the sub-list for extension extendee
+	0, // [0:2] is the sub-list for field type_name
 }
 
 func init() { file_skiff_v1_cluster_proto_init() }
@@ -232,7 +428,7 @@ func file_skiff_v1_cluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_skiff_v1_cluster_proto_rawDesc), len(file_skiff_v1_cluster_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   3,
+			NumMessages:   6,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -35,6 +35,8 @@ const (
 const (
 	// ClusterServiceSnapshotProcedure is the fully-qualified name of the ClusterService's Snapshot RPC.
 	ClusterServiceSnapshotProcedure = "/skiff.v1.ClusterService/Snapshot"
+	// ClusterServiceMembersProcedure is the fully-qualified name of the ClusterService's Members RPC.
+	ClusterServiceMembersProcedure = "/skiff.v1.ClusterService/Members"
 )
 
 // ClusterServiceClient is a client for the skiff.v1.ClusterService service.
@@ -46,6 +48,9 @@ type ClusterServiceClient interface {
 	// incomplete. `skiff snapshot save` writes it to a file that
 	// `skiff snapshot restore` seeds a new cluster from.
 	Snapshot(context.Context, *connect.Request[v1.SnapshotRequest]) (*connect.ServerStreamForClient[v1.SnapshotChunk], error)
+	// Members lists the cluster as the answering server sees it: the Raft
+	// servers with their roles, and every member of the gossip pool.
+	Members(context.Context, *connect.Request[v1.MembersRequest]) (*connect.Response[v1.MembersResponse], error)
 }
 
 // NewClusterServiceClient constructs a client for the skiff.v1.ClusterService service. By default,
@@ -65,17 +70,29 @@ func NewClusterServiceClient(httpClient connect.HTTPClient, baseURL string, opts
 			connect.WithSchema(clusterServiceMethods.ByName("Snapshot")),
 			connect.WithClientOptions(opts...),
 		),
+		members: connect.NewClient[v1.MembersRequest, v1.MembersResponse](
+			httpClient,
+			baseURL+ClusterServiceMembersProcedure,
+			connect.WithSchema(clusterServiceMethods.ByName("Members")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // clusterServiceClient implements ClusterServiceClient.
 type clusterServiceClient struct {
 	snapshot *connect.Client[v1.SnapshotRequest, v1.SnapshotChunk]
+	members  *connect.Client[v1.MembersRequest, v1.MembersResponse]
 }
 
 // Snapshot calls skiff.v1.ClusterService.Snapshot.
 func (c *clusterServiceClient) Snapshot(ctx context.Context, req *connect.Request[v1.SnapshotRequest]) (*connect.ServerStreamForClient[v1.SnapshotChunk], error) {
 	return c.snapshot.CallServerStream(ctx, req)
+}
+
+// Members calls skiff.v1.ClusterService.Members.
+func (c *clusterServiceClient) Members(ctx context.Context, req *connect.Request[v1.MembersRequest]) (*connect.Response[v1.MembersResponse], error) {
+	return c.members.CallUnary(ctx, req)
 }
 
 // ClusterServiceHandler is an implementation of the skiff.v1.ClusterService service.
@@ -87,6 +104,9 @@ type ClusterServiceHandler interface {
 	// incomplete. `skiff snapshot save` writes it to a file that
 	// `skiff snapshot restore` seeds a new cluster from.
 	Snapshot(context.Context, *connect.Request[v1.SnapshotRequest], *connect.ServerStream[v1.SnapshotChunk]) error
+	// Members lists the cluster as the answering server sees it: the Raft
+	// servers with their roles, and every member of the gossip pool.
+	Members(context.Context, *connect.Request[v1.MembersRequest]) (*connect.Response[v1.MembersResponse], error)
 }
 
 // NewClusterServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -102,10 +122,18 @@ func NewClusterServiceHandler(svc ClusterServiceHandler, opts ...connect.Handler
 		connect.WithSchema(clusterServiceMethods.ByName("Snapshot")),
 		connect.WithHandlerOptions(opts...),
 	)
+	clusterServiceMembersHandler := connect.NewUnaryHandler(
+		ClusterServiceMembersProcedure,
+		svc.Members,
+		connect.WithSchema(clusterServiceMethods.ByName("Members")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/skiff.v1.ClusterService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case ClusterServiceSnapshotProcedure:
 			clusterServiceSnapshotHandler.ServeHTTP(w, r)
+		case ClusterServiceMembersProcedure:
+			clusterServiceMembersHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -117,4 +145,8 @@ type UnimplementedClusterServiceHandler struct{}
 
 func (UnimplementedClusterServiceHandler) Snapshot(context.Context, *connect.Request[v1.SnapshotRequest], *connect.ServerStream[v1.SnapshotChunk]) error {
 	return connect.NewError(connect.CodeUnimplemented, errors.New("skiff.v1.ClusterService.Snapshot is not implemented"))
+}
+
+func (UnimplementedClusterServiceHandler) Members(context.Context, *connect.Request[v1.MembersRequest]) (*connect.Response[v1.MembersResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("skiff.v1.ClusterService.Members is not implemented"))
 }
