@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"sync"
+	"time"
 
 	"skiff.dev/skiff/control/cluster"
 )
@@ -22,8 +23,13 @@ type serverClient struct {
 	hc   *http.Client
 
 	mu      sync.Mutex
-	current string // API address of the server in use; "" before the first
+	current string               // API address of the server in use; "" before the first
+	failed  map[string]time.Time // when a request to a server last failed
 }
+
+// avoidFor is how long a server a request failed to reach is passed over
+// while another live one is known: the pool may take seconds to see it die.
+const avoidFor = 10 * time.Second
 
 // Do sends req to a live server.
 func (c *serverClient) Do(req *http.Request) (*http.Response, error) {
@@ -40,23 +46,36 @@ func (c *serverClient) Do(req *http.Request) (*http.Response, error) {
 	return res, err
 }
 
-// server returns the API address to use.
+// server returns the API address to use: the current one while it is
+// alive, else a live one no request failed to reach lately, else any live
+// one.
 func (c *serverClient) server() (string, error) {
 	live := c.pool.Servers()
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	var fallback string
 	for _, m := range live {
-		if m.API != "" && m.API == c.current {
+		if m.API == "" {
+			continue
+		}
+		if m.API == c.current {
 			return c.current, nil
+		}
+		if fallback == "" {
+			fallback = m.API
 		}
 	}
 	for _, m := range live {
-		if m.API != "" {
+		if m.API != "" && time.Since(c.failed[m.API]) > avoidFor {
 			c.current = m.API
 			return c.current, nil
 		}
 	}
-	return "", fmt.Errorf("reach a server: %w", errNoServer)
+	if fallback == "" {
+		return "", fmt.Errorf("reach a server: %w", errNoServer)
+	}
+	c.current = fallback
+	return c.current, nil
 }
 
 // forget stops using addr after a request to it failed, so that the next
@@ -64,6 +83,10 @@ func (c *serverClient) server() (string, error) {
 func (c *serverClient) forget(addr string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.failed == nil {
+		c.failed = map[string]time.Time{}
+	}
+	c.failed[addr] = time.Now()
 	if c.current == addr {
 		c.current = ""
 	}
