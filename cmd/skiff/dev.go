@@ -64,6 +64,21 @@ func (o *runOptions) logger() (*slog.Logger, error) {
 	return slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: level})), nil
 }
 
+// run runs a long-running command's body until SIGINT or SIGTERM, with the
+// logger its flags ask for, writing to the command's standard error.
+func (o *runOptions) run(cmd *cobra.Command, body func(ctx context.Context, log *slog.Logger) error) error {
+	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if o.logOut == nil {
+		o.logOut = cmd.ErrOrStderr()
+	}
+	log, err := o.logger()
+	if err != nil {
+		return err
+	}
+	return body(ctx, log)
+}
+
 func (o *serverOptions) flags(cmd *cobra.Command) {
 	f := cmd.Flags()
 	f.StringVar(&o.listen, "listen", defaultServer, "address the API server listens on")
@@ -136,9 +151,7 @@ interrupted. It needs root: each pod gets its own network namespace.`,
   skiff apply -f examples/hello/pod.yaml`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			return runDev(ctx, o)
+			return o.run(cmd, func(ctx context.Context, log *slog.Logger) error { return runDev(ctx, log, o) })
 		},
 	}
 	cmd.Flags().StringVar(&o.serverOptions.dataDir, "data-dir", defaultDataDir, "directory for all persistent state (store, images, logs)")
@@ -149,11 +162,7 @@ interrupted. It needs root: each pod gets its own network namespace.`,
 }
 
 // runDev runs a server and a node until ctx ends or either fails.
-func runDev(ctx context.Context, o *devOptions) error {
-	log, err := o.logger()
-	if err != nil {
-		return err
-	}
+func runDev(ctx context.Context, log *slog.Logger, o *devOptions) error {
 	if os.Geteuid() != 0 {
 		return errors.New("skiff dev needs root: every pod gets its own network namespace")
 	}
@@ -197,25 +206,19 @@ func newServerCmd() *cobra.Command {
 		Short: "Run a skiff server: the Raft store, the API server, the scheduler and controllers",
 		Long: `Server runs the control plane of a one-server cluster, with its state under
 --data-dir/server: the Raft store, the API on --listen, and the scheduler and
-controllers while it leads. Nodes join it with "skiff agent --server ADDR".
+controllers while it leads. Nodes join it with "skiff agent --server ADDR",
+or, when it gossips (--gossip-listen), with "skiff agent --join GOSSIP-ADDR".
 It runs until interrupted.`,
 		Example: `  skiff server --data-dir /var/lib/skiff --listen 127.0.0.1:7650`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			if r.logOut == nil {
-				r.logOut = cmd.ErrOrStderr()
-			}
-			log, err := r.logger()
-			if err != nil {
-				return err
-			}
-			s, err := o.server(log)
-			if err != nil {
-				return err
-			}
-			return s.Run(ctx)
+			return r.run(cmd, func(ctx context.Context, log *slog.Logger) error {
+				s, err := o.server(log)
+				if err != nil {
+					return err
+				}
+				return s.Run(ctx)
+			})
 		},
 	}
 	cmd.Flags().StringVar(&o.dataDir, "data-dir", defaultDataDir, "directory for the server's state (under DIR/server)")
@@ -238,26 +241,19 @@ runs until interrupted. It needs root.`,
 		Example: `  skiff agent --server 127.0.0.1:7650 --data-dir /var/lib/skiff --node-name edge-1`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			if r.logOut == nil {
-				r.logOut = cmd.ErrOrStderr()
-			}
-			log, err := r.logger()
-			if err != nil {
-				return err
-			}
 			switch {
 			case len(o.join) > 0 && cmd.Flag("server").Changed:
 				return errors.New("--server and --join: give one, the server to use or the gossip pool to find servers in")
 			case len(o.join) == 0:
 				o.serverAddr = g.server
 			}
-			n, err := o.node(log)
-			if err != nil {
-				return err
-			}
-			return n.Run(ctx)
+			return r.run(cmd, func(ctx context.Context, log *slog.Logger) error {
+				n, err := o.node(log)
+				if err != nil {
+					return err
+				}
+				return n.Run(ctx)
+			})
 		},
 	}
 	cmd.Flags().StringVar(&o.dataDir, "data-dir", defaultDataDir, "directory for the node's state (under DIR/node)")

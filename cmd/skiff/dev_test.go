@@ -57,7 +57,11 @@ func startDevIn(t *testing.T, dir string) *cluster {
 		agentOptions:  agentOptions{stateDir: filepath.Join(dir, "state"), criSocket: c.socket, nodeName: "node-1", agentListen: "127.0.0.1:0"},
 		runOptions:    runOptions{logLevel: "info", logOut: logs, ready: func(addr string) { ready <- addr }},
 	}
-	go func() { done <- runDev(ctx, o) }()
+	log, err := o.logger()
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { done <- runDev(ctx, log, o) }()
 	var once sync.Once
 	c.stop = func() {
 		once.Do(func() {

@@ -23,15 +23,8 @@ import (
 func TestWatchBookmarks(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	st, err := store.Open(ctx, store.Config{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	s := New(Config{Store: st})
-	if err := s.Init(ctx); err != nil {
-		t.Fatal(err)
-	}
+	s := realServer(t)
+	st := s.b.store.(*store.Store)
 	s.b.bookmarkInterval = 10 * time.Millisecond
 	srv := httptest.NewServer(s.Handler())
 	t.Cleanup(srv.Close)

@@ -664,8 +664,10 @@ func translate(k *kinds.Kind, ev store.Event, keep func(kinds.Object) bool) (ski
 	if ev.Type == store.EventDelete {
 		return skiffv1.EventType_EVENT_TYPE_DELETED, obj, matches(obj), nil
 	}
-	hadPrev := false
-	if ev.PrevKV != nil {
+	// Without a filter the previous version matched by definition: no
+	// need to decode it (every watcher would, for every event).
+	hadPrev := keep == nil && ev.PrevKV != nil
+	if keep != nil && ev.PrevKV != nil {
 		prev, err := decode(k, *ev.PrevKV)
 		if err != nil {
 			return 0, nil, false, err
