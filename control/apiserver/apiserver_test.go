@@ -485,7 +485,7 @@ func TestGracefulDelete(t *testing.T) {
 	if marked.Metadata.DeletionTimestamp == nil || marked.Metadata.GetDeletionGracePeriodSeconds() != 30 {
 		t.Fatalf("bound pod after delete: deletionTimestamp %v grace %v, want marked with 30", marked.Metadata.DeletionTimestamp, marked.Metadata.DeletionGracePeriodSeconds)
 	}
-	if d := marked.Metadata.DeletionTimestamp.AsTime().Sub(time.Now()); d < 25*time.Second || d > 31*time.Second {
+	if d := time.Until(marked.Metadata.DeletionTimestamp.AsTime()); d < 25*time.Second || d > 31*time.Second {
 		t.Errorf("deletionTimestamp is %s from now, want about 30s (when the grace ends)", d)
 	}
 	// A shorter grace shortens it; a longer one does not lengthen it.

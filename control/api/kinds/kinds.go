@@ -58,12 +58,11 @@ type Kind struct {
 	// when nil.
 	Order func(a, b Object) int
 
-	new      func() Object
-	newList  func() proto.Message
-	client   func(hc connect.HTTPClient, base string, opts ...connect.ClientOption) Client
-	generic  func(b Backend) any
-	mount    func(impl any, opts ...connect.HandlerOption) (string, http.Handler, error)
-	listType string
+	new     func() Object
+	newList func() proto.Message
+	client  func(hc connect.HTTPClient, base string, opts ...connect.ClientOption) Client
+	generic func(b Backend) any
+	mount   func(impl any, opts ...connect.HandlerOption) (string, http.Handler, error)
 }
 
 // Column is one column of the table `skiff get` prints.
