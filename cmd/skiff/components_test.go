@@ -103,6 +103,14 @@ func TestComponentErrors(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("skiff %s: %v, want an error with %q", strings.Join(tt.args, " "), err, tt.want)
 			}
+			// Nothing half-done: a server that cannot run leaves no store.
+			for i, a := range tt.args {
+				if a == "--data-dir" {
+					if entries, _ := os.ReadDir(tt.args[i+1]); len(entries) > 0 {
+						t.Errorf("skiff %s left %s behind", strings.Join(tt.args, " "), entries[0].Name())
+					}
+				}
+			}
 		})
 	}
 }

@@ -134,6 +134,13 @@ func (s *Server) Addr() string { <-s.ready; return s.addr }
 //
 // Everything it started has stopped when it returns.
 func (s *Server) Run(ctx context.Context) error {
+	// The API's address first: a port that is taken leaves no data
+	// directory behind.
+	ln, err := net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen for the API on %s: %w", s.cfg.Listen, err)
+	}
+	defer ln.Close() // serve.Run closes it first when it runs
 	st, err := store.Open(ctx, store.Config{
 		Dir:                 filepath.Join(s.cfg.DataDir, "server"),
 		BindAddr:            s.cfg.RaftListen,
@@ -145,11 +152,6 @@ func (s *Server) Run(ctx context.Context) error {
 		return err
 	}
 	defer st.Close()
-	ln, err := net.Listen("tcp", s.cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("listen for the API on %s: %w", s.cfg.Listen, err)
-	}
-	defer ln.Close() // serve.Run closes it first when it runs
 	s.addr = ln.Addr().String()
 	var pool *cluster.Pool
 	if s.cfg.Gossip != "" {
