@@ -176,6 +176,7 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	}
 	f.applied.Store(last)
 	f.hub.publish(events)
+	f.hub.applied()
 	return res
 }
 

@@ -37,8 +37,8 @@ func loadIdentity(dir string) (id identity, found bool, err error) {
 	if err != nil {
 		return identity{}, false, err
 	}
-	if err := json.Unmarshal(b, &id); err != nil || id.ServerID == "" || id.ClusterID == "" {
-		return identity{}, false, fmt.Errorf("%s is damaged (%v): it must name the server and the cluster", filepath.Join(dir, identityFile), err)
+	if err := json.Unmarshal(b, &id); err != nil || id.ServerID == "" {
+		return identity{}, false, fmt.Errorf("%s is damaged (%v): it must name the server", filepath.Join(dir, identityFile), err)
 	}
 	return id, true, nil
 }
@@ -82,7 +82,7 @@ func resolveIdentity(cfg Config) (identity, error) {
 		if cfg.ServerID != "" && cfg.ServerID != id.ServerID {
 			return identity{}, fmt.Errorf("the data directory %s belongs to server %q, not %q: give each server its own directory", cfg.Dir, id.ServerID, cfg.ServerID)
 		}
-		if cfg.ClusterID != "" && cfg.ClusterID != id.ClusterID {
+		if cfg.ClusterID != "" && id.ClusterID != "" && cfg.ClusterID != id.ClusterID {
 			return identity{}, fmt.Errorf("the data directory %s belongs to cluster %s, not %s: it cannot join another cluster; give it an empty directory", cfg.Dir, id.ClusterID, cfg.ClusterID)
 		}
 		return id, nil
@@ -96,8 +96,43 @@ func resolveIdentity(cfg Config) (identity, error) {
 			id.ServerID = defaultServerID // what the directory's Raft log knows it as
 		}
 	}
-	if id.ClusterID == "" {
+	if id.ClusterID == "" && (!cfg.Cluster || legacy) {
+		// A server of several learns its cluster when it bootstraps or
+		// is added (Store.Bootstrap, Store.AdoptCluster).
 		id.ClusterID = newID("cluster-")
 	}
 	return id, saveIdentity(cfg.Dir, id)
+}
+
+// ReadIdentity returns the server and cluster IDs that the store directory
+// dir keeps; found is false for a directory that keeps none yet (a new
+// server). The cluster ID is empty for a server of several that has not
+// joined its cluster yet.
+func ReadIdentity(dir string) (serverID, clusterID string, found bool, err error) {
+	id, found, err := loadIdentity(dir)
+	return id.ServerID, id.ClusterID, found, err
+}
+
+// NewServerID returns a new random server ID, for Config.ServerID.
+func NewServerID() string { return newID("server-") }
+
+// setClusterID records the cluster the directory belongs to, once: it
+// fails when the directory already belongs to another.
+func (s *Store) setClusterID(c string) error {
+	s.idMu.Lock()
+	defer s.idMu.Unlock()
+	switch s.id.ClusterID {
+	case c:
+		return nil
+	case "":
+	default:
+		return fmt.Errorf("the data directory %s belongs to cluster %s, not %s: it cannot join another cluster; give it an empty directory", s.dir, s.id.ClusterID, c)
+	}
+	id := s.id
+	id.ClusterID = c
+	if err := saveIdentity(s.dir, id); err != nil {
+		return err
+	}
+	s.id = id
+	return nil
 }

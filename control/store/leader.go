@@ -87,6 +87,11 @@ func (s *Store) followLeadership(raftCh <-chan bool) {
 		select {
 		case v := <-raftCh:
 			s.log.Info("store: leadership changed", "leader", v)
+			epoch := s.reads.shut()
+			if v {
+				s.bg.Add(1)
+				go s.gainedLeadership(epoch)
+			}
 			s.leader.set(v)
 		case <-s.done:
 			return

@@ -46,6 +46,15 @@ type Config struct {
 	// AdvertiseAddr is the Raft address other servers dial; BindAddr's
 	// when empty (which must then not be a wildcard).
 	AdvertiseAddr string
+	// Listener, when set, is the Raft transport's listener, opened by the
+	// caller (BindAddr is then ignored); Open takes it over.
+	Listener net.Listener
+	// Cluster says the server is one of several. A new directory is then
+	// not bootstrapped as a cluster of its own: it waits for Bootstrap or
+	// for a leader to add it (AddVoter), and its cluster ID stays empty
+	// until Bootstrap or AdoptCluster gives it one. Open does not wait for
+	// a leader either: until one is elected, writes fail with ErrNotLeader.
+	Cluster bool
 	// ServerID is the Raft server ID. Empty: the one the directory keeps,
 	// or a new one for a new directory. Given, it must match the kept one.
 	ServerID string
@@ -70,6 +79,11 @@ type Config struct {
 	// before every write to raft.db; an error it returns is the write's
 	// (a failing disk under the Raft log).
 	LogWriteHookForTesting func() error
+	// NetworkHookForTesting is for tests only; leave it nil. It is called
+	// before every dial, accept, read and write of the Raft transport; while
+	// it returns an error, this server is cut off from its peers, as by a
+	// network partition.
+	NetworkHookForTesting func() error
 }
 
 // KV is one object. ModRevision is the Raft index of the entry that last
@@ -118,10 +132,14 @@ type Event struct {
 
 // Store is the replicated store. Its methods are safe for concurrent use.
 type Store struct {
+	idMu        sync.Mutex // guards id.ClusterID, which AdoptCluster and Bootstrap set once
 	id          identity
+	dir         string
 	log         *slog.Logger
 	raft        *raft.Raft
 	trans       *raft.NetworkTransport
+	cluster     bool
+	reads       readGate // open while this server leads with every earlier term's entry applied
 	logs        *logStore
 	fsm         *fsm
 	hub         *hub
@@ -152,10 +170,11 @@ const (
 )
 
 // Open opens the store in cfg.Dir, creating it if needed. On a fresh
-// directory it bootstraps a single-server cluster. It returns once a leader
-// is known (for a single server: this one) and, on the leader, once every
-// committed entry is applied; ctx bounds that wait. Reopening a directory
-// keeps all data, revisions and watch history.
+// directory it bootstraps a single-server cluster, unless cfg.Cluster. It
+// returns once a leader is known (for a single server: this one) and, on
+// the leader, once every committed entry is applied; ctx bounds that wait.
+// With cfg.Cluster it returns once Raft runs, leader or not. Reopening a
+// directory keeps all data, revisions and watch history.
 func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.Dir == "" {
 		return nil, errors.New("open store: Config.Dir is empty")
@@ -181,10 +200,16 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	cfg.ServerID, cfg.ClusterID = id.ServerID, id.ClusterID
 
-	s := &Store{id: id, log: cfg.Logger, watchBuffer: cfg.watchBuffer, done: make(chan struct{}), failed: make(chan struct{})}
+	s := &Store{id: id, log: cfg.Logger, watchBuffer: cfg.watchBuffer, cluster: cfg.Cluster, dir: cfg.Dir, done: make(chan struct{}), failed: make(chan struct{})}
 	if err := s.start(cfg); err != nil {
 		s.closePartial()
+		if cfg.Listener != nil {
+			cfg.Listener.Close()
+		}
 		return nil, fmt.Errorf("open store %s: %w", cfg.Dir, err)
+	}
+	if cfg.Cluster {
+		return s, nil
 	}
 	if err := s.waitReady(ctx); err != nil {
 		s.Close()
@@ -222,16 +247,18 @@ func (s *Store) start(cfg Config) error {
 	if err != nil {
 		return err
 	}
-	var advertise net.Addr
-	if cfg.AdvertiseAddr != "" {
-		if advertise, err = net.ResolveTCPAddr("tcp", cfg.AdvertiseAddr); err != nil {
-			return fmt.Errorf("raft advertise address %q: %w", cfg.AdvertiseAddr, err)
+	ln := cfg.Listener
+	if ln == nil {
+		if ln, err = net.Listen("tcp", cfg.BindAddr); err != nil {
+			return fmt.Errorf("raft transport on %s: %w", cfg.BindAddr, err)
 		}
 	}
-	s.trans, err = raft.NewTCPTransportWithLogger(cfg.BindAddr, advertise, 3, transportTimeout, hlog)
+	advertise, err := advertiseAddr(ln, cfg.AdvertiseAddr)
 	if err != nil {
-		return fmt.Errorf("raft transport on %s: %w", cfg.BindAddr, err)
+		ln.Close()
+		return fmt.Errorf("raft transport: %w", err)
 	}
+	s.trans = raft.NewNetworkTransportWithLogger(&streamLayer{Listener: ln, advertise: advertise, cut: cfg.NetworkHookForTesting}, 3, transportTimeout, hlog)
 
 	conf := raft.DefaultConfig()
 	conf.LocalID = raft.ServerID(cfg.ServerID)
@@ -253,7 +280,7 @@ func (s *Store) start(cfg Config) error {
 	if err != nil {
 		return err
 	}
-	if !existing {
+	if !existing && !cfg.Cluster {
 		if rev := s.fsm.applied.Load(); rev != 0 {
 			return fmt.Errorf("state.db is at rv %d but there is no raft log or snapshot: refusing to start", rev)
 		}
@@ -270,6 +297,7 @@ func (s *Store) start(cfg Config) error {
 	if err != nil {
 		return err
 	}
+	s.reads.init()
 	s.bg.Add(2)
 	go s.followLeadership(s.raft.LeaderCh())
 	go s.stopOnFailure()
@@ -350,8 +378,14 @@ func (s *Store) closePartial() {
 // ServerID is this server's Raft ID, kept in its data directory.
 func (s *Store) ServerID() string { return s.id.ServerID }
 
-// ClusterID is the ID of the cluster the data directory belongs to.
-func (s *Store) ClusterID() string { return s.id.ClusterID }
+// ClusterID is the ID of the cluster the data directory belongs to; empty
+// for a new server of a cluster (Config.Cluster) until Bootstrap or
+// AdoptCluster sets it.
+func (s *Store) ClusterID() string {
+	s.idMu.Lock()
+	defer s.idMu.Unlock()
+	return s.id.ClusterID
+}
 
 // Revision returns the store's revision: the index of the last applied Raft
 // command (some commands, like a failed compare-and-swap, change nothing).

@@ -64,13 +64,52 @@ func (s *Store) Watch(ctx context.Context, prefix string, rev uint64, opts ...Wa
 		// The hub may not have published what the state machine has
 		// applied (and a List has read) yet: the future starts after both.
 		if now := max(upto, s.Revision()); rev > now {
-			w.release()
-			return nil, fmt.Errorf("watch %s: %w: resourceVersion %d is newer than this store's %d; list again", prefix, ErrFutureRevision, rev, now)
+			if now, err = s.catchUp(ctx, rev); err != nil {
+				w.release()
+				return nil, fmt.Errorf("watch %s: %w", prefix, err)
+			}
+			if now < rev {
+				w.release()
+				return nil, fmt.Errorf("watch %s: %w: resourceVersion %d is newer than this store's %d; list again", prefix, ErrFutureRevision, rev, now)
+			}
 		}
 	}
 	out := make(chan Event)
 	go s.serveWatch(ctx, w, from, upto, out, o.progress)
 	return out, nil
+}
+
+// catchUpWait bounds how long a Watch from a revision this server has not
+// applied yet waits for it. A client that moves from one server to another
+// may carry a revision the new one is a few milliseconds behind on.
+const catchUpWait = 2 * time.Second
+
+// catchUp waits for the state machine to reach rev, when it may: the
+// revision is committed and only not applied here yet, or this server is a
+// follower that may lag the leader. On the leader, a revision beyond the
+// commit index is in the future and it returns at once. It returns the
+// revision reached.
+func (s *Store) catchUp(ctx context.Context, rev uint64) (uint64, error) {
+	if s.IsLeader() && rev > s.raft.CommitIndex() {
+		return s.Revision(), nil
+	}
+	t := time.NewTimer(catchUpWait)
+	defer t.Stop()
+	for {
+		next := s.hub.next()
+		if now := s.Revision(); now >= rev {
+			return now, nil
+		}
+		select {
+		case <-next:
+		case <-t.C:
+			return s.Revision(), nil
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-s.done:
+			return 0, ErrClosed
+		}
+	}
 }
 
 // WatchOption tunes one Watch.
@@ -197,6 +236,22 @@ type hub struct {
 	watchers map[*watcher]struct{}
 	closed   bool
 	wg       sync.WaitGroup // one per subscribed watcher until release
+	advanced chan struct{}  // closed and replaced each time the state machine applies
+}
+
+// applied wakes those waiting for the state machine to advance.
+func (h *hub) applied() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	close(h.advanced)
+	h.advanced = make(chan struct{})
+}
+
+// next returns a channel closed when the state machine next applies.
+func (h *hub) next() <-chan struct{} {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.advanced
 }
 
 type watcher struct {
@@ -207,7 +262,7 @@ type watcher struct {
 }
 
 func newHub(rev uint64, log *slog.Logger) *hub {
-	return &hub{rev: rev, log: log, watchers: make(map[*watcher]struct{})}
+	return &hub{rev: rev, log: log, watchers: make(map[*watcher]struct{}), advanced: make(chan struct{})}
 }
 
 // subscribe registers a watcher and returns the revision it starts after:

@@ -1,0 +1,160 @@
+package store
+
+import (
+	"errors"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// streamLayer is the Raft transport's network: TCP on a listener the
+// caller may have opened (so that its address is known before the store
+// opens), and, for tests, a fault switch that cuts this server off. Close
+// closes every connection it made or accepted too: raft's transport leaves
+// them open, and the peers' goroutines reading them would outlive it.
+type streamLayer struct {
+	net.Listener
+	advertise net.Addr
+	cut       func() error // Config.NetworkHookForTesting; nil in production
+
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{}
+	closed bool
+}
+
+var _ raft.StreamLayer = (*streamLayer)(nil)
+
+// Dial dials a peer's Raft address.
+func (l *streamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	if err := l.fault(); err != nil {
+		return nil, err
+	}
+	c, err := (&net.Dialer{Timeout: timeout}).Dial("tcp", string(address))
+	if err != nil {
+		return nil, err
+	}
+	return l.track(c)
+}
+
+// Accept waits for a peer's connection. A connection that arrives while
+// the switch is cut is closed at once.
+func (l *streamLayer) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if l.fault() != nil {
+			c.Close()
+			continue
+		}
+		return l.track(c)
+	}
+}
+
+// Close stops accepting and closes every connection.
+func (l *streamLayer) Close() error {
+	l.mu.Lock()
+	l.closed = true
+	conns := l.conns
+	l.conns = nil
+	l.mu.Unlock()
+	for c := range conns {
+		c.Close()
+	}
+	return l.Listener.Close()
+}
+
+// track registers c, to be closed with the layer.
+func (l *streamLayer) track(c net.Conn) (net.Conn, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		c.Close()
+		return nil, net.ErrClosed
+	}
+	if l.conns == nil {
+		l.conns = map[net.Conn]struct{}{}
+	}
+	tc := &trackedConn{Conn: l.wrap(c), l: l}
+	l.conns[tc] = struct{}{}
+	return tc, nil
+}
+
+// trackedConn leaves its layer's set when closed.
+type trackedConn struct {
+	net.Conn
+	l    *streamLayer
+	once sync.Once
+}
+
+func (c *trackedConn) Close() error {
+	c.once.Do(func() {
+		c.l.mu.Lock()
+		delete(c.l.conns, c)
+		c.l.mu.Unlock()
+	})
+	return c.Conn.Close()
+}
+
+// Addr is the address peers dial.
+func (l *streamLayer) Addr() net.Addr { return l.advertise }
+
+func (l *streamLayer) fault() error {
+	if l.cut == nil {
+		return nil
+	}
+	return l.cut()
+}
+
+func (l *streamLayer) wrap(c net.Conn) net.Conn {
+	if l.cut == nil {
+		return c
+	}
+	return &faultConn{Conn: c, cut: l.cut}
+}
+
+// faultConn fails reads and writes while the switch is cut, as a network
+// partition would fail connections already open.
+type faultConn struct {
+	net.Conn
+	cut func() error
+}
+
+func (c *faultConn) Read(b []byte) (int, error) {
+	if err := c.cut(); err != nil {
+		c.Conn.Close()
+		return 0, err
+	}
+	return c.Conn.Read(b)
+}
+
+func (c *faultConn) Write(b []byte) (int, error) {
+	if err := c.cut(); err != nil {
+		c.Conn.Close()
+		return 0, err
+	}
+	return c.Conn.Write(b)
+}
+
+// advertiseAddr settles the address peers dial: adv when given, else the
+// listener's, which must then not be a wildcard.
+func advertiseAddr(ln net.Listener, adv string) (net.Addr, error) {
+	if adv != "" {
+		a, err := net.ResolveTCPAddr("tcp", adv)
+		if err != nil {
+			return nil, err
+		}
+		if a.IP == nil || a.IP.IsUnspecified() {
+			return nil, errors.New("advertise address " + adv + " is not an address peers can dial")
+		}
+		return a, nil
+	}
+	a, ok := ln.Addr().(*net.TCPAddr)
+	if !ok || a.IP.IsUnspecified() {
+		return nil, errors.New("raft listens on " + ln.Addr().String() + ", which peers cannot dial: give an advertise address")
+	}
+	return a, nil
+}
