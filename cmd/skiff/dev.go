@@ -29,6 +29,7 @@ type serverOptions struct {
 	gossip        string
 	join          []string
 	eventTTL      time.Duration
+	expect        int
 }
 
 // agentOptions are the flags of a node (skiff agent, skiff dev).
@@ -108,7 +109,7 @@ func (o *serverOptions) server(log *slog.Logger) (*server.Server, error) {
 	}
 	s, err := server.New(server.Config{
 		DataDir: o.dataDir, Listen: o.listen, RaftListen: o.raftListen, RaftAdvertise: o.raftAdvertise,
-		Gossip: o.gossip, Join: o.join, EventTTL: o.eventTTL, Logger: log,
+		Gossip: o.gossip, Join: o.join, BootstrapExpect: o.expect, EventTTL: o.eventTTL, Logger: log,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("skiff server: %w", err)
@@ -204,13 +205,32 @@ func newServerCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "server",
 		Short: "Run a skiff server: the Raft store, the API server, the scheduler and controllers",
-		Long: `Server runs the control plane of a one-server cluster, with its state under
+		Long: `Server runs one server of the control plane, with its state under
 --data-dir/server: the Raft store, the API on --listen, and the scheduler and
-controllers while it leads. Nodes join it with "skiff agent --server ADDR",
-or, when it gossips (--gossip-listen), with "skiff agent --join GOSSIP-ADDR".
-It runs until interrupted.`,
-		Example: `  skiff server --data-dir /var/lib/skiff --listen 127.0.0.1:7650`,
-		Args:    cobra.NoArgs,
+controllers while it leads. It runs until interrupted.
+
+Alone (no --join, --bootstrap-expect 0 or 1) it is a cluster of its own.
+Three servers (or five) make a cluster that survives the loss of one (or two):
+each gossips (--gossip-listen), joins the others (--join), and has a fixed
+Raft address (--raft-listen). With --bootstrap-expect N, new servers wait
+until N of them meet, then start the cluster together; a server started
+later with --join alone joins the cluster it meets and the leader makes it
+a voter. A data directory that belongs to another cluster is refused.
+
+Any server answers any call: writes and reads are forwarded to the leader
+(a read with the header "Skiff-Consistency: stale" is answered locally),
+and watches resume on any server. Nodes join with "skiff agent --server
+ADDR" or, through the gossip pool, "skiff agent --join GOSSIP-ADDR".`,
+		Example: `  skiff server --data-dir /var/lib/skiff --listen 127.0.0.1:7650
+
+  # three servers on one machine, one per loopback address
+  skiff server --data-dir /tmp/s1 --listen 127.0.0.1:7650 --raft-listen 127.0.0.1:7651 \
+    --gossip-listen 127.0.0.1:7652 --bootstrap-expect 3
+  skiff server --data-dir /tmp/s2 --listen 127.0.0.2:7650 --raft-listen 127.0.0.2:7651 \
+    --gossip-listen 127.0.0.2:7652 --bootstrap-expect 3 --join 127.0.0.1:7652
+  skiff server --data-dir /tmp/s3 --listen 127.0.0.3:7650 --raft-listen 127.0.0.3:7651 \
+    --gossip-listen 127.0.0.3:7652 --bootstrap-expect 3 --join 127.0.0.1:7652`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return r.run(cmd, func(ctx context.Context, log *slog.Logger) error {
 				s, err := o.server(log)
@@ -222,6 +242,7 @@ It runs until interrupted.`,
 		},
 	}
 	cmd.Flags().StringVar(&o.dataDir, "data-dir", defaultDataDir, "directory for the server's state (under DIR/server)")
+	cmd.Flags().IntVar(&o.expect, "bootstrap-expect", 0, "start a new cluster once this many new servers meet in the gossip pool (3 or 5; needs --gossip-listen); 0 with --join joins an existing cluster")
 	o.flags(cmd)
 	r.flags(cmd)
 	return cmd

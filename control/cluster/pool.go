@@ -53,8 +53,11 @@ type Member struct {
 	// Raft is a server's Raft address; empty for agents.
 	Raft string
 	// API is the member's API address: a server's Connect API, an agent's.
-	API   string
-	State State
+	API string
+	// Cluster is the ID of the cluster a server belongs to; empty for a
+	// new server that has not joined one yet, and for agents.
+	Cluster string
+	State   State
 }
 
 // tags are what each member gossips about itself (memberlist's node meta).
@@ -62,6 +65,8 @@ type tags struct {
 	Role Role   `json:"r"`
 	Raft string `json:"raft,omitempty"`
 	API  string `json:"api,omitempty"`
+	// Cluster is a server's cluster ID (Member.Cluster).
+	Cluster string `json:"c,omitempty"`
 	// Leaving is gossiped just before a member leaves, so that the others
 	// can tell a goodbye from a failure (memberlist's leave notice does not
 	// say which).
@@ -77,6 +82,9 @@ type Config struct {
 	Bind string
 	// Raft and API are the addresses the member advertises.
 	Raft, API string
+	// Cluster is a server's cluster ID, empty while it has none. The pool
+	// refuses servers of another cluster: a Join that meets one fails.
+	Cluster string
 	// Peers are gossip addresses of members to join; none starts a pool.
 	Peers  []string
 	Logger *slog.Logger
@@ -90,12 +98,16 @@ type Pool struct {
 	ml   *memberlist.Memberlist
 	log  *slog.Logger
 	meta *metaDelegate
-	tags tags
+
+	tagsMu  sync.Mutex
+	tags    tags
+	cluster string // tags.Cluster, read by the merge check
 
 	mu      sync.Mutex
 	members map[string]Member
 	leaving map[string]bool // members that said goodbye
 	changed chan struct{}   // closed and replaced on every change
+	refused error           // the last merge refused by clusterCheck
 }
 
 // Join creates this member, joins it to Peers (when any), and returns the
@@ -115,7 +127,7 @@ func Join(cfg Config) (*Pool, error) {
 	if err != nil || port < 0 || port > 65535 {
 		return nil, fmt.Errorf("cluster: gossip address %q: invalid port", cfg.Bind)
 	}
-	t := tags{Role: cfg.Role, Raft: cfg.Raft, API: cfg.API}
+	t := tags{Role: cfg.Role, Raft: cfg.Raft, API: cfg.API, Cluster: cfg.Cluster}
 	meta, err := json.Marshal(t)
 	if err != nil {
 		return nil, err
@@ -127,7 +139,7 @@ func Join(cfg Config) (*Pool, error) {
 	if lg == nil {
 		lg = slog.New(slog.DiscardHandler)
 	}
-	p := &Pool{log: lg, meta: &metaDelegate{meta: meta}, tags: t, members: map[string]Member{}, leaving: map[string]bool{}, changed: make(chan struct{})}
+	p := &Pool{log: lg, meta: &metaDelegate{meta: meta}, cluster: cfg.Cluster, tags: t, members: map[string]Member{}, leaving: map[string]bool{}, changed: make(chan struct{})}
 	p.meta.pool = p
 
 	mc := memberlist.DefaultLANConfig()
@@ -144,6 +156,8 @@ func Join(cfg Config) (*Pool, error) {
 	mc.AdvertisePort = port
 	mc.Delegate = p.meta
 	mc.Events = p
+	mc.Merge = (*clusterCheck)(p)
+	mc.Alive = (*clusterCheck)(p)
 	mc.Logger = log.New(io.Discard, "", 0)
 	if lg.Enabled(context.Background(), slog.LevelDebug) {
 		mc.Logger = slog.NewLogLogger(lg.Handler(), slog.LevelDebug)
@@ -154,13 +168,39 @@ func Join(cfg Config) (*Pool, error) {
 	}
 	p.ml = ml
 	if len(cfg.Peers) > 0 {
-		if _, err := ml.Join(cfg.Peers); err != nil {
+		if err := p.Join(cfg.Peers); err != nil {
 			_ = ml.Shutdown()
-			return nil, fmt.Errorf("cluster: join %s: %w", strings.Join(cfg.Peers, ", "), err)
+			return nil, err
 		}
 	}
 	return p, nil
 }
+
+// Join joins this member to the pool of peers (gossip addresses). It fails
+// when none answers, and with a *RefusedError when they belong to another
+// cluster.
+func (p *Pool) Join(peers []string) error {
+	p.mu.Lock()
+	p.refused = nil
+	p.mu.Unlock()
+	if _, err := p.ml.Join(peers); err != nil {
+		p.mu.Lock()
+		refused := p.refused
+		p.mu.Unlock()
+		if refused != nil {
+			return &RefusedError{Err: refused}
+		}
+		return fmt.Errorf("cluster: join %s: %w", strings.Join(peers, ", "), err)
+	}
+	return nil
+}
+
+// RefusedError is a join refused because the pool's servers belong to
+// another cluster: trying again will not help.
+type RefusedError struct{ Err error }
+
+func (e *RefusedError) Error() string { return "cluster: join refused: " + e.Err.Error() }
+func (e *RefusedError) Unwrap() error { return e.Err }
 
 // Addr is this member's gossip address, the one others join.
 func (p *Pool) Addr() string {
@@ -206,7 +246,9 @@ var goodbye = []byte("skiff-cluster-goodbye")
 // Leave tells the pool this member goes, waiting at most timeout for the
 // word to spread, then stops gossiping.
 func (p *Pool) Leave(timeout time.Duration) error {
+	p.tagsMu.Lock()
 	t := p.tags
+	p.tagsMu.Unlock()
 	t.Leaving = true
 	var errs []error
 	if meta, err := json.Marshal(t); err == nil {
@@ -226,6 +268,23 @@ func (p *Pool) Leave(timeout time.Duration) error {
 	return errors.Join(errs...)
 }
 
+// SetCluster gossips that this server now belongs to cluster id (it had
+// none), waiting at most timeout for the word to go out.
+func (p *Pool) SetCluster(id string, timeout time.Duration) error {
+	p.tagsMu.Lock()
+	p.tags.Cluster = id
+	meta, err := json.Marshal(p.tags)
+	p.tagsMu.Unlock()
+	if err != nil {
+		return err
+	}
+	p.mu.Lock()
+	p.cluster = id
+	p.mu.Unlock()
+	p.meta.set(meta)
+	return p.ml.UpdateNode(timeout)
+}
+
 // Shutdown stops gossiping without a goodbye: the others see a failure.
 func (p *Pool) Shutdown() error { return p.ml.Shutdown() }
 
@@ -235,7 +294,7 @@ func (p *Pool) set(n *memberlist.Node, state State) {
 		p.log.Warn("gossip: a member's tags do not decode; ignoring it", "member", n.Name, "err", err)
 		return
 	}
-	m := Member{Name: n.Name, Role: t.Role, Gossip: net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port))), Raft: t.Raft, API: t.API, State: state}
+	m := Member{Name: n.Name, Role: t.Role, Gossip: net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port))), Raft: t.Raft, API: t.API, Cluster: t.Cluster, State: state}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if old, ok := p.members[n.Name]; ok && old == m {
@@ -302,3 +361,39 @@ func (d *metaDelegate) NotifyMsg(msg []byte) {
 func (*metaDelegate) GetBroadcasts(_, _ int) [][]byte   { return nil }
 func (*metaDelegate) LocalState(bool) []byte            { return nil }
 func (*metaDelegate) MergeRemoteState(_ []byte, _ bool) {}
+
+// clusterCheck keeps servers of different clusters out of one pool: a
+// server of another cluster is refused, both when pools merge (a Join) and
+// when one is announced alive by gossip.
+type clusterCheck Pool
+
+// NotifyMerge is memberlist's: the members another pool brings.
+func (c *clusterCheck) NotifyMerge(peers []*memberlist.Node) error {
+	for _, n := range peers {
+		if err := c.check(n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// NotifyAlive is memberlist's: a member announced alive.
+func (c *clusterCheck) NotifyAlive(n *memberlist.Node) error { return c.check(n) }
+
+func (c *clusterCheck) check(n *memberlist.Node) error {
+	var t tags
+	if json.Unmarshal(n.Meta, &t) != nil || t.Role != RoleServer || t.Cluster == "" {
+		return nil
+	}
+	c.mu.Lock()
+	ours := c.cluster
+	c.mu.Unlock()
+	if ours != "" && t.Cluster != ours {
+		err := fmt.Errorf("server %s (gossip %s) belongs to cluster %s, this member to cluster %s: pools of two clusters do not merge", n.Name, n.Address(), t.Cluster, ours)
+		c.mu.Lock()
+		c.refused = err
+		c.mu.Unlock()
+		return err
+	}
+	return nil
+}

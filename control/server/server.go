@@ -48,6 +48,16 @@ type Config struct {
 	// members to join; none starts a pool.
 	Gossip string
 	Join   []string
+	// BootstrapExpect is how many servers the cluster starts with. 0 or 1
+	// without Join: a cluster of its own (this server alone). N >= 2: a new
+	// server waits in the gossip pool until N new servers are seen, then
+	// they bootstrap together, as Nomad's and Consul's bootstrap_expect. 0
+	// with Join: a new server joins the cluster it meets and the leader
+	// makes it a voter. Anything but a cluster of its own needs Gossip.
+	BootstrapExpect int
+	// DeadServerAfter is how long the leader waits before removing a voter
+	// gone from the pool (cluster.DefaultDeadAfter when zero).
+	DeadServerAfter time.Duration
 	// RaftListen is the Raft transport's address ("127.0.0.1:0" when
 	// empty); RaftAdvertise the one other servers dial (RaftListen's when
 	// empty).
@@ -63,6 +73,14 @@ type Config struct {
 	// (failStopGrace when zero), and store.Config.ApplyHookForTesting.
 	failStopGrace time.Duration
 	applyHook     func(index uint64) error
+	// For tests: while it returns an error, this server is cut off from
+	// the other servers (Raft and forwarded calls), as by a partition.
+	networkHook func() error
+}
+
+// several says whether the server is one of a cluster of several.
+func (c Config) several() bool {
+	return c.BootstrapExpect >= 2 || (c.BootstrapExpect == 0 && len(c.Join) > 0)
 }
 
 // failStopGrace is how long a server whose store failed keeps its API up,
@@ -100,6 +118,12 @@ func New(cfg Config) (*Server, error) {
 		if _, _, err := net.SplitHostPort(a.addr); err != nil {
 			return nil, fmt.Errorf("%s %q: %w", a.what, a.addr, err)
 		}
+	}
+	if cfg.BootstrapExpect < 0 {
+		return nil, fmt.Errorf("bootstrap expect %d: must be 0 or more", cfg.BootstrapExpect)
+	}
+	if cfg.several() && cfg.Gossip == "" {
+		return nil, errors.New("gossip address: required value: the servers of a cluster of several find each other by gossip")
 	}
 	if cfg.EventTTL < 0 {
 		return nil, fmt.Errorf("event TTL %s: must be positive", cfg.EventTTL)
@@ -141,52 +165,105 @@ func (s *Server) Run(ctx context.Context) error {
 		return fmt.Errorf("listen for the API on %s: %w", s.cfg.Listen, err)
 	}
 	defer ln.Close() // serve.Run closes it first when it runs
-	st, err := store.Open(ctx, store.Config{
-		Dir:                 filepath.Join(s.cfg.DataDir, "server"),
-		BindAddr:            s.cfg.RaftListen,
-		AdvertiseAddr:       s.cfg.RaftAdvertise,
-		Logger:              s.log.With("room", "store"),
-		ApplyHookForTesting: s.cfg.applyHook,
-	})
-	if err != nil {
-		return err
-	}
-	defer st.Close()
 	s.addr = ln.Addr().String()
+	rln, err := net.Listen("tcp", s.cfg.RaftListen)
+	if err != nil {
+		return fmt.Errorf("listen for Raft on %s: %w", s.cfg.RaftListen, err)
+	}
+	defer rln.Close() // the store closes it first once it has it
+	dir := filepath.Join(s.cfg.DataDir, "server")
+	scfg := store.Config{
+		Dir: dir, Listener: rln, AdvertiseAddr: s.cfg.RaftAdvertise, Cluster: s.cfg.several(),
+		Logger: s.log.With("room", "store"), ApplyHookForTesting: s.cfg.applyHook, NetworkHookForTesting: s.cfg.networkHook,
+	}
 	var pool *cluster.Pool
-	if s.cfg.Gossip != "" {
-		pool, err = cluster.Join(cluster.Config{
-			Name: st.ServerID(), Role: cluster.RoleServer, Bind: s.cfg.Gossip,
-			Raft: st.RaftAddr(), API: s.addr, Peers: s.cfg.Join, Logger: s.log.With("room", "cluster"),
-		})
+	leave := func() {
+		if pool == nil {
+			return
+		}
+		if err := pool.Leave(2 * time.Second); err != nil {
+			s.log.Warn("leave the gossip pool", "err", err)
+		}
+	}
+	defer func() { leave() }()
+	var st *store.Store
+	if scfg.Cluster {
+		// One of several: meet the others before Raft starts, so that a
+		// directory of another cluster is refused with nothing changed.
+		id, clusterID, found, err := store.ReadIdentity(dir)
 		if err != nil {
 			return err
 		}
-		defer func() {
-			if err := pool.Leave(2 * time.Second); err != nil {
-				s.log.Warn("leave the gossip pool", "err", err)
+		if !found {
+			id = store.NewServerID()
+		}
+		raftAddr := s.cfg.RaftAdvertise
+		if raftAddr == "" {
+			raftAddr = rln.Addr().String()
+		}
+		if pool, err = s.joinPool(ctx, id, raftAddr, clusterID); err != nil {
+			return err
+		}
+		scfg.ServerID = id
+		if st, err = store.Open(ctx, scfg); err != nil {
+			return err
+		}
+	} else {
+		if st, err = store.Open(ctx, scfg); err != nil {
+			return err
+		}
+		if s.cfg.Gossip != "" {
+			if pool, err = s.joinPool(ctx, st.ServerID(), st.RaftAddr(), st.ClusterID()); err != nil {
+				st.Close()
+				return err
 			}
-		}()
+		}
 	}
+	defer st.Close()
+	defer func() { leave(); pool = nil }() // before the store closes: others see a goodbye, not a failure
 	health := func() error { return failStopped(st.Err()) }
 	api := apiserver.New(apiserver.Config{
 		Store: st, Logger: s.log.With("room", "apiserver"), Health: health,
 		Members: func(context.Context) ([]*skiffv1.Member, error) { return members(st, pool, s.addr) },
 	})
-	if err := api.Init(ctx); err != nil {
-		if ferr := health(); ferr != nil {
-			return ferr
+	if !scfg.Cluster {
+		if err := api.Init(ctx); err != nil {
+			if ferr := health(); ferr != nil {
+				return ferr
+			}
+			return fmt.Errorf("initialise the API: %w", err)
 		}
-		return fmt.Errorf("initialise the API: %w", err)
+	}
+	handler := api.Handler()
+	if scfg.Cluster {
+		var dial func(ctx context.Context, network, addr string) (net.Conn, error)
+		if hook := s.cfg.networkHook; hook != nil {
+			d := &net.Dialer{Timeout: 2 * time.Second}
+			dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+				if err := hook(); err != nil {
+					return nil, err
+				}
+				return d.DialContext(ctx, network, addr)
+			}
+		}
+		handler = cluster.Forward(handler, cluster.ForwardConfig{Store: st, Pool: pool, Logger: s.log.With("room", "cluster"), Dial: dial})
 	}
 
 	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return serve.Run(ctx, ln, api.Handler(), s.cfg.Limits) })
+	g.Go(func() error { return serve.Run(ctx, ln, handler, s.cfg.Limits) })
+	if scfg.Cluster {
+		g.Go(func() error {
+			return cluster.NewManager(cluster.ManagerConfig{
+				Store: st, Pool: pool, Expect: s.cfg.BootstrapExpect, DeadAfter: s.cfg.DeadServerAfter, Logger: s.log.With("room", "cluster"),
+			}).Run(ctx)
+		})
+	}
 	g.Go(func() error {
 		// The leader-only loops reach the API as any client does (rule 1).
 		hc := &http.Client{}
 		base := "http://" + s.addr
 		l := loops{
+			api:    api,
 			pods:   skiffv1connect.NewPodServiceClient(hc, base),
 			nodes:  skiffv1connect.NewNodeServiceClient(hc, base),
 			events: skiffv1connect.NewEventServiceClient(hc, base),
@@ -204,6 +281,40 @@ func (s *Server) Run(ctx context.Context) error {
 		return ferr // what went wrong after it follows from it
 	}
 	return err
+}
+
+// joinPool joins the gossip pool as server id. Servers start in any order:
+// until one of the peers to join answers, it tries again every second (as
+// Consul's and Nomad's retry_join), for as long as ctx lasts. Peers of
+// another cluster are an error at once.
+func (s *Server) joinPool(ctx context.Context, id, raftAddr, clusterID string) (*cluster.Pool, error) {
+	pool, err := cluster.Join(cluster.Config{
+		Name: id, Role: cluster.RoleServer, Bind: s.cfg.Gossip, Raft: raftAddr, API: s.addr,
+		Cluster: clusterID, Logger: s.log.With("room", "cluster"),
+	})
+	if err != nil || len(s.cfg.Join) == 0 {
+		return pool, err
+	}
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		err := pool.Join(s.cfg.Join)
+		var refused *cluster.RefusedError
+		switch {
+		case err == nil:
+			return pool, nil
+		case errors.As(err, &refused):
+			_ = pool.Shutdown()
+			return nil, fmt.Errorf("this server (data directory %s) cannot join: %w", s.cfg.DataDir, err)
+		}
+		s.log.Warn("join the gossip pool; trying again", "err", err)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			_ = pool.Shutdown()
+			return nil, fmt.Errorf("join the gossip pool: %w", err)
+		}
+	}
 }
 
 // stopOnFailure waits for the store to fail, gives health checkers the
@@ -237,6 +348,7 @@ func failStopped(err error) error {
 
 // loops are what runs on the leader alone.
 type loops struct {
+	api    *apiserver.Server
 	pods   skiffv1connect.PodServiceClient
 	nodes  skiffv1connect.NodeServiceClient
 	events skiffv1connect.EventServiceClient
@@ -245,6 +357,11 @@ type loops struct {
 }
 
 func (l loops) run(ctx context.Context) {
+	// A new cluster's leader creates the default namespace (one of its
+	// own did so at start).
+	if err := l.api.Init(ctx); err != nil && ctx.Err() == nil {
+		l.log.Warn("initialise the API", "err", err)
+	}
 	rec := events.NewRecorder(events.Config{Events: l.events, Component: "scheduler", Logger: l.log.With("room", "scheduler")})
 	var wg sync.WaitGroup
 	defer wg.Wait()

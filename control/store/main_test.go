@@ -3,10 +3,11 @@ package store
 import (
 	"context"
 	"fmt"
-	"go.uber.org/goleak"
 	"os"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 )
 
 // TestMain fails the run if goroutines outlive the tests: every Store must

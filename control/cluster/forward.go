@@ -1,0 +1,189 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"strings"
+	"time"
+
+	"connectrpc.com/connect"
+
+	"skiff.dev/skiff/control/store"
+)
+
+// Headers of the API that forwarding reads or sets.
+const (
+	// ConsistencyHeader with the value "stale" asks a Get or List to be
+	// answered from the state of the server it reaches, which may lag the
+	// leader, without a round trip to the leader.
+	ConsistencyHeader = "Skiff-Consistency"
+	// forwardedHeader names the server that forwarded a request, so that a
+	// request is forwarded once at most.
+	forwardedHeader = "Skiff-Forwarded-By"
+)
+
+// ForwardConfig is what Forward needs.
+type ForwardConfig struct {
+	Store  *store.Store
+	Pool   *Pool
+	Logger *slog.Logger
+	// Dial dials the leader's API; for tests (a cut-off server). nil: TCP.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+}
+
+// leaderWait bounds how long a request waits for a leader to be elected
+// before it is refused: about ten election timeouts.
+const leaderWait = 3 * time.Second
+
+// Forward wraps the API's handler so that any server answers any call:
+//   - writes (Create, Update, Delete, Bind, UpdateStatus, ...) go to the
+//     leader: a follower forwards them, once;
+//   - Get and List are linearizable: the leader answers them after it has
+//     confirmed its leadership with a majority (store.LinearizableRead), a
+//     follower forwards them; with "Skiff-Consistency: stale" the server
+//     reached answers from its own state;
+//   - Watch, Logs, Members and anything not a call are served where they
+//     arrive: a watch resumes from a revision on any server.
+//
+// A call that cannot reach the leader is Unavailable: "no leader" while
+// none is elected (after waiting up to 3 s for one), "outcome unknown"
+// for a write whose connection to the leader broke after it was sent.
+func Forward(next http.Handler, cfg ForwardConfig) http.Handler {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	dial := cfg.Dial
+	if dial == nil {
+		dial = (&net.Dialer{Timeout: 2 * time.Second}).DialContext
+	}
+	p := new(http.Protocols)
+	p.SetUnencryptedHTTP2(true)
+	tr := &http.Transport{
+		DialContext: dial, Protocols: p,
+		MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second,
+		ResponseHeaderTimeout: 60 * time.Second,
+	}
+	return &forwarder{next: next, st: cfg.Store, pool: cfg.Pool, log: log, tr: tr, errw: connect.NewErrorWriter()}
+}
+
+type forwarder struct {
+	next http.Handler
+	st   *store.Store
+	pool *Pool
+	log  *slog.Logger
+	tr   *http.Transport
+	errw *connect.ErrorWriter
+}
+
+// callKind says where a call is answered.
+type callKind int
+
+const (
+	local callKind = iota // where it arrives
+	read                  // by the leader, unless stale is asked
+	write                 // by the leader
+)
+
+// kindOf classifies a request by its procedure, /package.Service/Method.
+func kindOf(r *http.Request) callKind {
+	path := strings.TrimPrefix(r.URL.Path, "/")
+	service, method, ok := strings.Cut(path, "/")
+	if !ok || !strings.HasPrefix(service, "skiff.") || strings.Contains(method, "/") {
+		return local
+	}
+	switch method {
+	case "Watch", "Logs", "ContainerLogs", "Members":
+		return local
+	case "Get", "List", "Snapshot":
+		if strings.EqualFold(r.Header.Get(ConsistencyHeader), "stale") {
+			return local
+		}
+		return read
+	}
+	return write
+}
+
+func (f *forwarder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	kind := kindOf(r)
+	if kind == local {
+		f.next.ServeHTTP(w, r)
+		return
+	}
+	if f.st.IsLeader() {
+		if kind == read {
+			ctx, cancel := context.WithTimeout(r.Context(), leaderWait)
+			err := f.st.LinearizableRead(ctx)
+			cancel()
+			if err != nil {
+				f.fail(w, r, fmt.Errorf("this server could not confirm with a majority that it leads, so it cannot answer a linearizable read (%w); try again, or ask for a stale read with the header %s: stale", err, ConsistencyHeader))
+				return
+			}
+		}
+		f.next.ServeHTTP(w, r)
+		return
+	}
+	if by := r.Header.Get(forwardedHeader); by != "" {
+		f.fail(w, r, fmt.Errorf("not the leader: %s forwarded this call here, but leadership has moved; try again", by))
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), leaderWait)
+	id, _, err := f.st.WaitLeader(ctx)
+	cancel()
+	if err != nil {
+		f.fail(w, r, fmt.Errorf("no leader elected yet (%w); try again", err))
+		return
+	}
+	if id == f.st.ServerID() { // elected meanwhile
+		f.ServeHTTP(w, r)
+		return
+	}
+	api := ""
+	for _, m := range f.pool.Servers() {
+		if m.Name == id {
+			api = m.API
+		}
+	}
+	if api == "" {
+		f.fail(w, r, fmt.Errorf("the leader %s is not a live member of the gossip pool, so its API address is unknown; try again", id))
+		return
+	}
+	self := f.st.ServerID()
+	rp := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.Out.URL.Scheme, pr.Out.URL.Host = "http", api
+			pr.Out.Host = api
+			pr.Out.Header.Set(forwardedHeader, self)
+		},
+		Transport:     f.tr,
+		FlushInterval: -1,
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			var op *net.OpError
+			switch {
+			case errors.As(err, &op) && op.Op == "dial":
+				f.fail(w, r, fmt.Errorf("the leader %s at %s is unreachable (%w): the call was not sent; try again", id, api, err))
+			case kind == write:
+				f.fail(w, r, fmt.Errorf("%w: the call was forwarded to the leader %s at %s and its answer was lost (%w); read the object to see what happened", store.ErrOutcomeUnknown, id, api, err))
+			default:
+				f.fail(w, r, fmt.Errorf("the leader %s at %s did not answer (%w); try again", id, api, err))
+			}
+		},
+	}
+	rp.ServeHTTP(w, r)
+}
+
+// fail answers the call Unavailable with err, in the call's protocol.
+func (f *forwarder) fail(w http.ResponseWriter, r *http.Request, err error) {
+	f.log.Debug("cluster: call not answered", "path", r.URL.Path, "err", err)
+	if werr := f.errw.Write(w, r, connect.NewError(connect.CodeUnavailable, err)); werr != nil {
+		f.log.Debug("cluster: write an error", "err", werr)
+	}
+}
+
+// Close releases the forwarder's idle connections to the leader.
+func (f *forwarder) Close() { f.tr.CloseIdleConnections() }
