@@ -263,6 +263,7 @@ func (s *Server) Run(ctx context.Context) error {
 		hc := &http.Client{}
 		base := "http://" + s.addr
 		l := loops{
+			init:   scfg.Cluster,
 			api:    api,
 			pods:   skiffv1connect.NewPodServiceClient(hc, base),
 			nodes:  skiffv1connect.NewNodeServiceClient(hc, base),
@@ -348,6 +349,7 @@ func failStopped(err error) error {
 
 // loops are what runs on the leader alone.
 type loops struct {
+	init   bool // create the default namespace on winning leadership
 	api    *apiserver.Server
 	pods   skiffv1connect.PodServiceClient
 	nodes  skiffv1connect.NodeServiceClient
@@ -357,10 +359,18 @@ type loops struct {
 }
 
 func (l loops) run(ctx context.Context) {
-	// A new cluster's leader creates the default namespace (one of its
-	// own did so at start).
-	if err := l.api.Init(ctx); err != nil && ctx.Err() == nil {
-		l.log.Warn("initialise the API", "err", err)
+	// A cluster of several has its default namespace created by its
+	// leader; a cluster of one created it before serving.
+	for l.init {
+		err := l.api.Init(ctx)
+		if err == nil || ctx.Err() != nil {
+			break
+		}
+		l.log.Warn("initialise the API; trying again", "err", err)
+		select {
+		case <-time.After(time.Second):
+		case <-ctx.Done():
+		}
 	}
 	rec := events.NewRecorder(events.Config{Events: l.events, Component: "scheduler", Logger: l.log.With("room", "scheduler")})
 	var wg sync.WaitGroup
