@@ -11,9 +11,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -73,6 +75,7 @@ type benchOptions struct {
 	watchPods  int
 	skipList   bool
 	skipWatch  bool
+	servers    int
 	cpuprofile string
 }
 
@@ -105,9 +108,10 @@ func newBenchStoreCmd(g *globals) *cobra.Command {
            receives, divided by the time from the first create to the last
            watcher's last ADDED event.
 
-Without --server it starts a server in this process on 127.0.0.1, with a
-fresh data directory under $TMPDIR (on tmpfs, writes skip the disk's fsync),
-and removes it afterwards; $SKIFF_SERVER is ignored, so that a bench never
+Without --server it starts --servers servers in this process (1, or 3 as a
+cluster of three on 127.0.0.1, 127.0.0.2 and 127.0.0.3, measured through the
+leader), each with a fresh data directory under $TMPDIR (on tmpfs, writes
+skip the disk's fsync), and removes them afterwards; $SKIFF_SERVER is ignored, so that a bench never
 writes to a cluster by accident. With --server it measures that cluster, and
 deletes what it created when done. Pods are created unbound in namespace
 "default", so the cluster's scheduler takes part: with no node it marks each
@@ -147,6 +151,7 @@ uncompressed and responses come back gzipped.`,
 	f.IntVar(&o.watchPods, "watch-pods", 500, "pods created during the watch measurement; each makes two events, and the server drops a watcher 1024 events behind")
 	f.BoolVar(&o.skipList, "skip-list", false, "skip the list measurement")
 	f.BoolVar(&o.skipWatch, "skip-watch", false, "skip the watch measurement")
+	f.IntVar(&o.servers, "servers", 1, "servers the bench starts when not given --server: 1, or 3 (a cluster of three, on loopback)")
 	f.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of each timed section to FILE.<section>.pprof (in-process server included)")
 	_ = f.MarkHidden("cpuprofile")
 	return cmd
@@ -171,6 +176,9 @@ func (o *benchOptions) validate() error {
 		if f.v < 1 {
 			return fmt.Errorf("--%s: invalid value \"%d\": must be 1 or more", f.name, f.v)
 		}
+	}
+	if o.servers != 1 && o.servers != 3 {
+		return fmt.Errorf("--servers: invalid value \"%d\": must be 1 or 3", o.servers)
 	}
 	if o.watchers > maxBenchWatchers {
 		return fmt.Errorf("--watchers: invalid value \"%d\": must be at most %d (the server serves 1000 streams at once)", o.watchers, maxBenchWatchers)
@@ -203,13 +211,16 @@ func parseClients(s string) ([]int, error) {
 func runBenchStore(ctx context.Context, out, progress io.Writer, target string, o *benchOptions) (err error) {
 	where := "server at " + target
 	if target == "" {
-		local, err := startBenchServer(ctx, progress)
+		local, err := startBenchServers(ctx, progress, o.servers)
 		if err != nil {
 			return err
 		}
 		defer func() { err = errors.Join(err, local.stop()) }()
 		target = local.addr
 		where = fmt.Sprintf("in-process server on %s, data in %s (removed afterwards)", local.addr, local.dir)
+		if o.servers > 1 {
+			where = fmt.Sprintf("%d in-process servers on loopback, through the leader on %s, data in %s (removed afterwards)", o.servers, local.addr, local.dir)
+		}
 	}
 	b, err := newBench(target, o, progress)
 	if err != nil {
@@ -246,33 +257,126 @@ type localServer struct {
 	stop      func() error
 }
 
-func startBenchServer(ctx context.Context, logOut io.Writer) (*localServer, error) {
+// startBenchServers starts n servers in this process: one alone, or a
+// cluster of n on 127.0.0.1 to 127.0.0.n, and returns the leader's address
+// once the cluster takes writes.
+func startBenchServers(ctx context.Context, logOut io.Writer, n int) (*localServer, error) {
 	dir, err := os.MkdirTemp("", "skiff-bench-")
 	if err != nil {
 		return nil, fmt.Errorf("create the bench's data dir: %w", err)
 	}
 	log := slog.New(slog.NewTextHandler(logOut, &slog.HandlerOptions{Level: slog.LevelError}))
-	srv, err := server.New(server.Config{DataDir: dir, Listen: "127.0.0.1:0", Logger: log})
-	if err != nil {
-		return nil, errors.Join(err, os.RemoveAll(dir))
-	}
 	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	select {
-	case <-srv.Ready():
-	case err := <-done:
+	var (
+		dones []chan error
+		addrs []string
+	)
+	stop := func() error {
 		cancel()
-		if err == nil {
-			err = ctx.Err()
+		var errs []error
+		for _, d := range dones {
+			errs = append(errs, <-d)
 		}
-		return nil, errors.Join(fmt.Errorf("start the bench's server: %w", err), os.RemoveAll(dir))
+		return errors.Join(append(errs, os.RemoveAll(dir))...)
 	}
-	return &localServer{addr: srv.Addr(), dir: dir, stop: func() error {
-		cancel()
-		err := <-done
-		return errors.Join(err, os.RemoveAll(dir))
-	}}, nil
+	cfgs := []server.Config{{DataDir: dir, Listen: "127.0.0.1:0", Logger: log}}
+	if n > 1 {
+		cfgs = cfgs[:0]
+		var gossip []string
+		for i := 1; i <= n; i++ {
+			host := fmt.Sprintf("127.0.0.%d", i)
+			g, err := freeLoopbackPort(host)
+			if err != nil {
+				return nil, errors.Join(err, stop())
+			}
+			gossip = append(gossip, g)
+		}
+		for i := 1; i <= n; i++ {
+			host := fmt.Sprintf("127.0.0.%d", i)
+			var join []string
+			for j, g := range gossip {
+				if j != i-1 {
+					join = append(join, g)
+				}
+			}
+			cfgs = append(cfgs, server.Config{
+				DataDir: filepath.Join(dir, host), Listen: host + ":0", RaftListen: host + ":0", Gossip: gossip[i-1], Join: join,
+				BootstrapExpect: n, Logger: log,
+			})
+		}
+	}
+	// All at once: a server of several is ready only once it has met
+	// another.
+	var srvs []*server.Server
+	for _, cfg := range cfgs {
+		srv, err := server.New(cfg)
+		if err != nil {
+			return nil, errors.Join(err, stop())
+		}
+		done := make(chan error, 1)
+		dones = append(dones, done)
+		srvs = append(srvs, srv)
+		go func() { done <- srv.Run(ctx) }()
+	}
+	for i, srv := range srvs {
+		select {
+		case <-srv.Ready():
+			addrs = append(addrs, srv.Addr())
+		case err := <-dones[i]:
+			dones[i] <- err
+			if err == nil {
+				err = ctx.Err()
+			}
+			return nil, errors.Join(fmt.Errorf("start the bench's server: %w", err), stop())
+		}
+	}
+	leader := addrs[0]
+	if n > 1 {
+		if leader, err = waitBenchLeader(ctx, addrs[0]); err != nil {
+			return nil, errors.Join(err, stop())
+		}
+	}
+	return &localServer{addr: leader, dir: dir, stop: stop}, nil
+}
+
+// freeLoopbackPort returns host:port with a port no one listens on now.
+func freeLoopbackPort(host string) (string, error) {
+	ln, err := net.Listen("tcp", host+":0")
+	if err != nil {
+		return "", fmt.Errorf("find a free port on %s: %w", host, err)
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+// waitBenchLeader waits until the cluster has a leader that has created
+// the default namespace, and returns the leader's API address.
+func waitBenchLeader(ctx context.Context, addr string) (string, error) {
+	hc := &http.Client{Timeout: 5 * time.Second}
+	cs := skiffv1connect.NewClusterServiceClient(hc, "http://"+addr)
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for {
+		res, err := cs.Members(ctx, connect.NewRequest(&skiffv1.MembersRequest{}))
+		if err == nil {
+			for _, m := range res.Msg.GetMembers() {
+				if m.GetRaftRole() != "leader" || m.GetApiAddress() == "" {
+					continue
+				}
+				ns := skiffv1connect.NewNamespaceServiceClient(hc, "http://"+m.GetApiAddress())
+				if _, err := ns.Get(ctx, connect.NewRequest(&skiffv1.GetRequest{Name: benchNamespace})); err == nil {
+					return m.GetApiAddress(), nil
+				}
+			}
+		}
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return "", fmt.Errorf("the bench's cluster elected no leader: %w", ctx.Err())
+		}
+	}
 }
 
 // bench holds the clients of one run of skiff bench store.

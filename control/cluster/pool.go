@@ -1,11 +1,13 @@
 // Package cluster keeps skiff's membership: one hashicorp/memberlist gossip
-// pool that servers and agents join, each member tagged with its role and
-// the addresses others need (a server's Raft and API addresses, an agent's
-// API). Servers find each other through it (and so, later, the Raft
-// voters); agents find servers through it.
+// pool that servers and agents join, each member tagged with its role, its
+// cluster and the addresses others need (a server's Raft and API
+// addresses, an agent's API). Servers find each other through it; agents
+// find servers through it.
 //
-// It owns the pool and the view of who is in it. It does not decide who
-// votes or leads: that is the store's and the leader's business.
+// It owns the pool (pool.go), the Raft voters kept in step with it
+// (manager.go: bootstrap-expect, join, add and remove voters), and the
+// forwarding that lets any server answer any call (forward.go). Who leads
+// is Raft's business, in the store.
 package cluster
 
 import (

@@ -293,13 +293,22 @@ func (s *Server) joinPool(ctx context.Context, id, raftAddr, clusterID string) (
 		Name: id, Role: cluster.RoleServer, Bind: s.cfg.Gossip, Raft: raftAddr, API: s.addr,
 		Cluster: clusterID, Logger: s.log.With("room", "cluster"),
 	})
-	if err != nil || len(s.cfg.Join) == 0 {
-		return pool, err
+	if err != nil {
+		return nil, err
+	}
+	var peers []string // the same --join may be given to every server: skip this one
+	for _, p := range s.cfg.Join {
+		if p != s.cfg.Gossip && p != pool.Addr() {
+			peers = append(peers, p)
+		}
+	}
+	if len(peers) == 0 {
+		return pool, nil
 	}
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
-		err := pool.Join(s.cfg.Join)
+		err := pool.Join(peers)
 		var refused *cluster.RefusedError
 		switch {
 		case err == nil:
