@@ -133,6 +133,7 @@ func (s *Store) setClusterID(c string) error {
 	if err := saveIdentity(s.dir, id); err != nil {
 		return err
 	}
-	s.id = id
+	// ClusterID alone: ServerID is read without the lock (ServerID).
+	s.id.ClusterID = c
 	return nil
 }

@@ -1,0 +1,733 @@
+package server
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"maps"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+
+	skiffv1 "skiff.dev/skiff/control/api/gen/skiff/v1"
+	"skiff.dev/skiff/control/api/gen/skiff/v1/skiffv1connect"
+	"skiff.dev/skiff/control/cluster"
+	"skiff.dev/skiff/control/store"
+)
+
+// The tests of this file run clusters of three servers in this process,
+// each with its own data directory, gossip port and Raft listener, and
+// check what a user of the API sees through each server: forwarding to the
+// leader, a partition of the leader, a server whose disk fails, a data
+// directory of another cluster, and a race between a pod's creation and
+// its namespace's deletion.
+
+// TestClusterForwarding: any server answers any call. A namespace created
+// through one follower is seen at once, at the same resourceVersion,
+// through the other follower, even while that follower's state machine is
+// held behind (its linearizable Get is answered by the leader); a stale
+// Get there sees it once it catches up; an Update with a resourceVersion
+// gone stale is a conflict, wherever it is sent.
+func TestClusterForwarding(t *testing.T) {
+	c := startCluster(t, 3)
+	leader, fs := c.waitLeader(t)
+	f1, f2 := fs[0], fs[1]
+	ctx := testCtx(t)
+
+	// f2 applies nothing until released: what it answers from its own
+	// state lags the cluster.
+	release := f2.holdApplies()
+	defer release()
+	created, err := f1.namespaces().Create(ctx, connect.NewRequest(namespace("fwd")))
+	if err != nil {
+		t.Fatalf("create a namespace through a follower: %v", err)
+	}
+	rv, uid := created.Msg.GetMetadata().GetResourceVersion(), created.Msg.GetMetadata().GetUid()
+	if rv == 0 || uid == "" {
+		t.Fatalf("created namespace has resourceVersion %d, uid %q", rv, uid)
+	}
+	got, err := f2.namespaces().Get(ctx, connect.NewRequest(&skiffv1.GetRequest{Name: "fwd"}))
+	if err != nil {
+		t.Fatalf("linearizable get through the other follower, at once: %v", err)
+	}
+	if m := got.Msg.GetMetadata(); m.GetResourceVersion() != rv || m.GetUid() != uid {
+		t.Errorf("get through the other follower: resourceVersion %d uid %s, want %d %s", m.GetResourceVersion(), m.GetUid(), rv, uid)
+	}
+	_, err = f2.namespaces().Get(ctx, stale(&skiffv1.GetRequest{Name: "fwd"}))
+	if connect.CodeOf(err) != connect.CodeNotFound {
+		t.Fatalf("stale get on a follower whose state machine is held: %v, want NotFound (its own state lags)", err)
+	}
+	release()
+	var staleGot *skiffv1.Namespace
+	eventually(t, 10*time.Second, func() bool {
+		r, err := f2.namespaces().Get(ctx, stale(&skiffv1.GetRequest{Name: "fwd"}))
+		if err != nil {
+			return false
+		}
+		staleGot = r.Msg
+		return true
+	}, func() string { return "a stale get on the follower does not see the namespace" })
+	if m := staleGot.GetMetadata(); m.GetResourceVersion() != rv || m.GetUid() != uid {
+		t.Errorf("stale get on the follower: resourceVersion %d uid %s, want %d %s", m.GetResourceVersion(), m.GetUid(), rv, uid)
+	}
+
+	// An update through f2 moves the resourceVersion on; one through f1
+	// with the old resourceVersion is refused.
+	upd := namespace("fwd")
+	upd.Metadata.ResourceVersion = rv
+	upd.Metadata.Labels = map[string]string{"by": "f2"}
+	updated, err := f2.namespaces().Update(ctx, connect.NewRequest(upd))
+	if err != nil {
+		t.Fatalf("update through a follower: %v", err)
+	}
+	rv2 := updated.Msg.GetMetadata().GetResourceVersion()
+	if rv2 <= rv {
+		t.Fatalf("update: resourceVersion %d, want more than %d", rv2, rv)
+	}
+	old := namespace("fwd")
+	old.Metadata.ResourceVersion = rv
+	old.Metadata.Labels = map[string]string{"by": "f1"}
+	_, err = f1.namespaces().Update(ctx, connect.NewRequest(old))
+	if connect.CodeOf(err) != connect.CodeAborted || !strings.Contains(err.Error(), "has been modified") {
+		t.Errorf("update through a follower with a stale resourceVersion: %v, want Aborted, modified", err)
+	}
+	got, err = leader.namespaces().Get(ctx, connect.NewRequest(&skiffv1.GetRequest{Name: "fwd"}))
+	if err != nil {
+		t.Fatalf("get through the leader: %v", err)
+	}
+	if m := got.Msg.GetMetadata(); m.GetResourceVersion() != rv2 || m.GetLabels()["by"] != "f2" {
+		t.Errorf("get through the leader after the conflict: resourceVersion %d labels %v, want %d by=f2", m.GetResourceVersion(), m.GetLabels(), rv2)
+	}
+}
+
+// TestClusterPartition cuts the leader off from the other servers. Through
+// it, a write and a linearizable read are Unavailable, and the write is
+// not made; the other two elect a leader and take writes through either.
+// Healed, the old leader catches up with what was written meanwhile and
+// takes writes again.
+func TestClusterPartition(t *testing.T) {
+	c := startCluster(t, 3)
+	old, fs := c.waitLeader(t)
+	ctx := testCtx(t)
+	if _, err := fs[0].namespaces().Create(ctx, connect.NewRequest(namespace("before"))); err != nil {
+		t.Fatalf("create before the partition: %v", err)
+	}
+
+	cutAt := time.Now()
+	old.cut.Store(true)
+	// Through the cut-off leader, while the majority elects another.
+	var writeErr, readErr error
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() {
+		_, writeErr = old.namespaces().Create(ctx, connect.NewRequest(namespace("lost")))
+		_, readErr = old.namespaces().Get(ctx, connect.NewRequest(&skiffv1.GetRequest{Name: "before"}))
+	})
+
+	// The majority elects a leader: a write through either follower
+	// succeeds. A try answered "outcome unknown" may have been made, so
+	// AlreadyExists on a later try counts.
+	var lastErr error
+	eventually(t, 15*time.Second, func() bool {
+		_, lastErr = fs[0].namespaces().Create(ctx, connect.NewRequest(namespace("during-1")))
+		return lastErr == nil || connect.CodeOf(lastErr) == connect.CodeAlreadyExists
+	}, func() string { return fmt.Sprintf("the majority takes no write: %v", lastErr) })
+	t.Logf("partition: the two servers left took a write %s after the leader was cut off", time.Since(cutAt).Round(time.Millisecond))
+	wg.Wait()
+	if connect.CodeOf(writeErr) != connect.CodeUnavailable {
+		t.Errorf("create through the cut-off leader: %v, want Unavailable", writeErr)
+	}
+	if connect.CodeOf(readErr) != connect.CodeUnavailable {
+		t.Errorf("linearizable get through the cut-off leader: %v, want Unavailable", readErr)
+	}
+	t.Logf("partition: through the cut-off leader, create: %v; get: %v", writeErr, readErr)
+	if _, err := fs[1].namespaces().Create(ctx, connect.NewRequest(namespace("during-2"))); err != nil {
+		t.Errorf("create through the other server of the majority: %v", err)
+	}
+	written := map[string]uint64{}
+	for _, name := range []string{"during-1", "during-2"} {
+		got, err := fs[1].namespaces().Get(ctx, connect.NewRequest(&skiffv1.GetRequest{Name: name}))
+		if err != nil {
+			t.Fatalf("get %s through the majority: %v", name, err)
+		}
+		written[name] = got.Msg.GetMetadata().GetResourceVersion()
+	}
+	if _, err := old.namespaces().Get(ctx, stale(&skiffv1.GetRequest{Name: "during-1"})); connect.CodeOf(err) != connect.CodeNotFound {
+		t.Errorf("stale get on the cut-off server of what the majority wrote: %v, want NotFound", err)
+	}
+
+	old.cut.Store(false)
+	healedAt := time.Now()
+	for name, rv := range written {
+		var got uint64
+		eventually(t, 15*time.Second, func() bool {
+			r, err := old.namespaces().Get(ctx, stale(&skiffv1.GetRequest{Name: name}))
+			if err != nil {
+				return false
+			}
+			got = r.Msg.GetMetadata().GetResourceVersion()
+			return true
+		}, func() string { return fmt.Sprintf("the healed server does not see %s", name) })
+		if got != rv {
+			t.Errorf("stale get of %s on the healed server: resourceVersion %d, want %d", name, got, rv)
+		}
+	}
+	eventually(t, 15*time.Second, func() bool {
+		_, lastErr = old.namespaces().Create(ctx, connect.NewRequest(namespace("after")))
+		return lastErr == nil || connect.CodeOf(lastErr) == connect.CodeAlreadyExists
+	}, func() string { return fmt.Sprintf("the healed server takes no write: %v", lastErr) })
+	t.Logf("partition: the healed server took a write %s after the partition healed", time.Since(healedAt).Round(time.Millisecond))
+	for _, s := range c {
+		if _, err := s.namespaces().Get(ctx, connect.NewRequest(&skiffv1.GetRequest{Name: "after"})); err != nil {
+			t.Errorf("get through %s of what the healed server wrote: %v", s.Addr(), err)
+		}
+	}
+	// The cut-off leader could not commit the write it was sent.
+	if _, err := fs[0].namespaces().Get(ctx, connect.NewRequest(&skiffv1.GetRequest{Name: "lost"})); connect.CodeOf(err) != connect.CodeNotFound {
+		t.Errorf("get of the write sent to the cut-off leader: %v, want NotFound", err)
+	}
+}
+
+// TestClusterFailStopOnOne fails state.db on one server, as a full disk
+// would: that server stops with an error naming its data directory, and
+// the two others go on taking writes (after electing a leader, when the
+// failed one led).
+func TestClusterFailStopOnOne(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		leader bool
+	}{
+		{"a follower", false},
+		{"the leader", true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c := startCluster(t, 3)
+			leader, fs := c.waitLeader(t)
+			victim, others := fs[0], []*testServer{leader, fs[1]}
+			if tt.leader {
+				victim, others = leader, fs
+			}
+			ctx := testCtx(t)
+
+			victim.failing.Store(true)
+			failedAt := time.Now()
+			_, err := fs[1].namespaces().Create(ctx, connect.NewRequest(namespace("armed")))
+			switch {
+			case !tt.leader && err != nil:
+				t.Errorf("create while a follower's disk fails: %v, want success (the leader and the other follower are a majority)", err)
+			case tt.leader && connect.CodeOf(err) != connect.CodeUnavailable:
+				t.Errorf("create while the leader's disk fails: %v, want Unavailable", err)
+			}
+
+			err = victim.waitRun(t, 20*time.Second)
+			wantDir := filepath.Join(victim.dir, "server")
+			if err == nil || !strings.Contains(err.Error(), wantDir) || !strings.Contains(err.Error(), "fail-stop") || !errors.Is(err, errInjected) {
+				t.Errorf("Run of the failed server = %v, want an error naming %s, fail-stop and the cause", err, wantDir)
+			}
+
+			var lastErr error
+			eventually(t, 15*time.Second, func() bool {
+				_, lastErr = others[0].namespaces().Create(ctx, connect.NewRequest(namespace("after-1")))
+				return lastErr == nil || connect.CodeOf(lastErr) == connect.CodeAlreadyExists
+			}, func() string { return fmt.Sprintf("the two servers left take no write: %v", lastErr) })
+			t.Logf("fail-stop of %s: the two servers left took a write %s after the failure", tt.name, time.Since(failedAt).Round(time.Millisecond))
+			if _, err := others[1].namespaces().Create(ctx, connect.NewRequest(namespace("after-2"))); err != nil {
+				t.Errorf("create through the other server left: %v", err)
+			}
+			for _, s := range others {
+				for _, name := range []string{"after-1", "after-2"} {
+					if _, err := s.namespaces().Get(ctx, connect.NewRequest(&skiffv1.GetRequest{Name: name})); err != nil {
+						t.Errorf("get %s through %s: %v", name, s.Addr(), err)
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestClusterJoinRefusesOtherCluster: a data directory that belongs to a
+// cluster of its own cannot join another cluster; Run says so at once and
+// the directory is left byte for byte as it was. A new server joins the
+// cluster, is made a voter, and answers calls.
+func TestClusterJoinRefusesOtherCluster(t *testing.T) {
+	c := startCluster(t, 3)
+	leader, _ := c.waitLeader(t)
+	ctx := testCtx(t)
+	if _, err := leader.namespaces().Create(ctx, connect.NewRequest(namespace("shared"))); err != nil {
+		t.Fatalf("create in the cluster: %v", err)
+	}
+
+	dir := t.TempDir()
+	alone := startServer(t, Config{DataDir: dir, Listen: "127.0.0.1:0", Gossip: freeAddr(t)})
+	alone.waitReady(t)
+	if _, err := alone.namespaces().Create(ctx, connect.NewRequest(namespace("mine"))); err != nil {
+		t.Fatalf("create on a server of its own: %v", err)
+	}
+	if err := alone.stopAndWait(t); err != nil {
+		t.Fatalf("Run of the server of its own: %v", err)
+	}
+	ownID, ownCluster, found, err := store.ReadIdentity(filepath.Join(dir, "server"))
+	if err != nil || !found || ownCluster == "" {
+		t.Fatalf("identity of the server of its own: %q %q %v %v", ownID, ownCluster, found, err)
+	}
+	_, theirCluster, _, err := store.ReadIdentity(filepath.Join(c[0].dir, "server"))
+	if err != nil || theirCluster == "" || theirCluster == ownCluster {
+		t.Fatalf("cluster ID of the cluster: %q (%v), the other's %q", theirCluster, err, ownCluster)
+	}
+	before := hashTree(t, dir)
+
+	refused := startServer(t, Config{DataDir: dir, Listen: "127.0.0.1:0", Gossip: freeAddr(t), Join: []string{c[0].gossip}})
+	refusedAt := time.Now()
+	err = refused.waitRun(t, 10*time.Second)
+	t.Logf("Run with a directory of another cluster returned after %s: %v", time.Since(refusedAt).Round(time.Millisecond), err)
+	if err == nil || !strings.Contains(err.Error(), "cannot join") || !strings.Contains(err.Error(), ownCluster) || !strings.Contains(err.Error(), theirCluster) {
+		t.Errorf("Run with a directory of another cluster = %v, want an error saying it cannot join, naming %s and %s", err, ownCluster, theirCluster)
+	}
+	if after := hashTree(t, dir); !maps.Equal(before, after) {
+		t.Errorf("the refused server's data directory changed:\nbefore %v\nafter  %v", before, after)
+	}
+
+	// A new server, with an empty directory, joins.
+	joiner := startServer(t, Config{DataDir: t.TempDir(), Listen: "127.0.0.1:0", Gossip: freeAddr(t), Join: []string{c[0].gossip}})
+	joiner.waitReady(t)
+	all := append(slices.Clone(c), joiner)
+	var last string
+	eventually(t, 20*time.Second, func() bool {
+		for _, s := range []*testServer{joiner, leader} {
+			_, view, ok := s.membersView(ctx, all)
+			if last = view; !ok {
+				return false
+			}
+		}
+		return true
+	}, func() string { return "the new server is not a voter of the cluster: " + last })
+	ms, err := leader.clusterAPI().Members(ctx, connect.NewRequest(&skiffv1.MembersRequest{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range ms.Msg.GetMembers() {
+		if m.GetName() == ownID {
+			t.Errorf("the refused server is a member of the cluster: %v", m)
+		}
+	}
+	got, err := joiner.namespaces().Get(ctx, connect.NewRequest(&skiffv1.GetRequest{Name: "shared"}))
+	if err != nil || got.Msg.GetMetadata().GetName() != "shared" {
+		t.Errorf("get through the new server: %v", err)
+	}
+	if _, err := joiner.namespaces().Get(ctx, connect.NewRequest(&skiffv1.GetRequest{Name: "mine"})); connect.CodeOf(err) != connect.CodeNotFound {
+		t.Errorf("get through the new server of the other cluster's namespace: %v, want NotFound", err)
+	}
+	if _, err := joiner.namespaces().Create(ctx, connect.NewRequest(namespace("joined"))); err != nil {
+		t.Errorf("create through the new server: %v", err)
+	}
+	eventually(t, 10*time.Second, func() bool {
+		_, err := joiner.namespaces().Get(ctx, stale(&skiffv1.GetRequest{Name: "joined"}))
+		return err == nil
+	}, func() string { return "a stale get on the new server does not see what it wrote" })
+}
+
+// TestClusterPodNamespaceRace races, round after round, the creation of a
+// pod in a new namespace through one follower with the deletion of that
+// namespace through the other. Exactly one wins each round, with a clear
+// error for the other, and no pod is ever left in a namespace that does
+// not exist.
+func TestClusterPodNamespaceRace(t *testing.T) {
+	const rounds = 200
+	c := startCluster(t, 3)
+	leader, fs := c.waitLeader(t)
+	ctx := testCtx(t)
+
+	podWon := map[string]bool{} // namespace: the pod was created (and the namespace kept)
+	for i := range rounds {
+		ns := fmt.Sprintf("race-%d", i)
+		a, b := fs[i%2], fs[(i+1)%2]
+		if _, err := a.namespaces().Create(ctx, connect.NewRequest(namespace(ns))); err != nil {
+			t.Fatalf("round %d: create namespace: %v", i, err)
+		}
+		pod := testPod("p")
+		pod.Metadata.Namespace = ns
+		var podErr, delErr error
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			<-start
+			_, podErr = a.pods().Create(ctx, connect.NewRequest(pod))
+		})
+		wg.Go(func() {
+			<-start
+			_, delErr = b.namespaces().Delete(ctx, connect.NewRequest(&skiffv1.DeleteRequest{Name: ns}))
+		})
+		close(start)
+		wg.Wait()
+		switch {
+		case podErr == nil && delErr == nil:
+			t.Errorf("round %d: the pod was created and its namespace deleted", i)
+		case podErr == nil:
+			if connect.CodeOf(delErr) != connect.CodeFailedPrecondition || !strings.Contains(delErr.Error(), fmt.Sprintf("namespace %q still has pod(s)", ns)) {
+				t.Errorf("round %d: delete of a namespace with a pod: %v, want FailedPrecondition still has pod(s)", i, delErr)
+			}
+			podWon[ns] = true
+		case delErr == nil:
+			if connect.CodeOf(podErr) != connect.CodeNotFound || !strings.Contains(podErr.Error(), fmt.Sprintf("namespace %q not found", ns)) {
+				t.Errorf("round %d: create of a pod in a deleted namespace: %v, want NotFound namespace not found", i, podErr)
+			}
+			podWon[ns] = false
+		default:
+			t.Errorf("round %d: neither won: create pod: %v; delete namespace: %v", i, podErr, delErr)
+		}
+	}
+	won := 0
+	for _, p := range podWon {
+		if p {
+			won++
+		}
+	}
+	t.Logf("%d rounds: the pod won %d, the deletion %d", rounds, won, len(podWon)-won)
+
+	nsList, err := leader.namespaces().List(ctx, connect.NewRequest(&skiffv1.ListRequest{}))
+	if err != nil {
+		t.Fatalf("list namespaces through the leader: %v", err)
+	}
+	exists := map[string]bool{}
+	for _, n := range nsList.Msg.GetItems() {
+		exists[n.GetMetadata().GetName()] = true
+	}
+	podList, err := leader.pods().List(ctx, connect.NewRequest(&skiffv1.ListRequest{}))
+	if err != nil {
+		t.Fatalf("list pods through the leader: %v", err)
+	}
+	hasPod := map[string]bool{}
+	for _, p := range podList.Msg.GetItems() {
+		ns := p.GetMetadata().GetNamespace()
+		hasPod[ns] = true
+		if !exists[ns] {
+			t.Errorf("pod %s/%s lives in a namespace that does not exist", ns, p.GetMetadata().GetName())
+		}
+	}
+	for ns, p := range podWon {
+		if exists[ns] != p || hasPod[ns] != p {
+			t.Errorf("namespace %s: exists %v, has a pod %v; the round said the pod won: %v", ns, exists[ns], hasPod[ns], p)
+		}
+	}
+}
+
+// testServer is one server run by a test, with its test hooks.
+type testServer struct {
+	*Server
+	dir    string
+	gossip string
+	// cut cuts the server off from the other servers while set
+	// (Config.networkHook).
+	cut atomic.Bool
+	// failing fails every state.db write while set (Config.applyHook).
+	failing atomic.Bool
+	heldMu  sync.Mutex
+	held    chan struct{} // while not nil, the state machine waits for it to close
+
+	cancel context.CancelFunc
+	done   chan struct{} // closed when Run returns, with its result in err
+	err    error
+	waited bool // the test took Run's result
+}
+
+// startServer starts a server on cfg, with the test's hooks, and stops it
+// when the test ends. A Run that failed and whose result the test did not
+// take (waitRun, stopAndWait) fails the test.
+func startServer(t *testing.T, cfg Config) *testServer {
+	t.Helper()
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := &testServer{Server: s, dir: cfg.DataDir, gossip: cfg.Gossip, done: make(chan struct{})}
+	s.cfg.failStopGrace = 50 * time.Millisecond
+	s.cfg.networkHook = func() error {
+		if ts.cut.Load() {
+			return errors.New("injected: cut off from the other servers")
+		}
+		return nil
+	}
+	s.cfg.applyHook = func(uint64) error {
+		if ts.failing.Load() {
+			return errInjected
+		}
+		ts.heldMu.Lock()
+		held := ts.held
+		ts.heldMu.Unlock()
+		if held != nil {
+			<-held
+		}
+		return nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ts.cancel = cancel
+	go func() {
+		defer close(ts.done)
+		ts.err = s.Run(ctx)
+	}()
+	t.Cleanup(func() {
+		ts.release()
+		cancel()
+		select {
+		case <-ts.done:
+		case <-time.After(30 * time.Second):
+			t.Errorf("server in %s: Run did not return within 30s of being stopped", ts.dir)
+			return
+		}
+		if ts.err != nil && !ts.waited {
+			t.Errorf("server in %s: Run: %v", ts.dir, ts.err)
+		}
+	})
+	return ts
+}
+
+// waitReady waits until the server's API answers; Run failing first fails
+// the test.
+func (ts *testServer) waitReady(t *testing.T) {
+	t.Helper()
+	select {
+	case <-ts.Ready():
+	case <-ts.done:
+		ts.waited = true
+		t.Fatalf("server in %s: Run: %v", ts.dir, ts.err)
+	case <-time.After(30 * time.Second):
+		t.Fatalf("server in %s: not ready after 30s", ts.dir)
+	}
+}
+
+// waitRun waits at most timeout for Run to return by itself, and returns
+// its result.
+func (ts *testServer) waitRun(t *testing.T, timeout time.Duration) error {
+	t.Helper()
+	select {
+	case <-ts.done:
+		ts.waited = true
+		return ts.err
+	case <-time.After(timeout):
+		t.Fatalf("server in %s: Run did not return within %s", ts.dir, timeout)
+		return nil
+	}
+}
+
+// stopAndWait stops the server and returns Run's result.
+func (ts *testServer) stopAndWait(t *testing.T) error {
+	t.Helper()
+	ts.cancel()
+	return ts.waitRun(t, 30*time.Second)
+}
+
+// holdApplies makes the server's state machine wait before its next entry
+// until the returned function is called (once or more).
+func (ts *testServer) holdApplies() (release func()) {
+	ts.heldMu.Lock()
+	defer ts.heldMu.Unlock()
+	ts.held = make(chan struct{})
+	return ts.release
+}
+
+func (ts *testServer) release() {
+	ts.heldMu.Lock()
+	defer ts.heldMu.Unlock()
+	if ts.held != nil {
+		close(ts.held)
+		ts.held = nil
+	}
+}
+
+func (ts *testServer) base() string { return "http://" + ts.Addr() }
+
+func (ts *testServer) namespaces() skiffv1connect.NamespaceServiceClient {
+	return skiffv1connect.NewNamespaceServiceClient(http.DefaultClient, ts.base())
+}
+
+func (ts *testServer) pods() skiffv1connect.PodServiceClient {
+	return skiffv1connect.NewPodServiceClient(http.DefaultClient, ts.base())
+}
+
+func (ts *testServer) clusterAPI() skiffv1connect.ClusterServiceClient {
+	return skiffv1connect.NewClusterServiceClient(http.DefaultClient, ts.base())
+}
+
+// membersView asks ts for the cluster's members and says whether it sees
+// exactly the servers want, one leading and the others voting; it returns
+// the leader's API address, and what it saw, for a failure message.
+func (ts *testServer) membersView(ctx context.Context, want []*testServer) (leaderAPI, view string, ok bool) {
+	res, err := ts.clusterAPI().Members(ctx, connect.NewRequest(&skiffv1.MembersRequest{}))
+	if err != nil {
+		return "", fmt.Sprintf("members through %s: %v", ts.Addr(), err), false
+	}
+	var parts []string
+	leaders, voters := 0, 0
+	apis := map[string]bool{}
+	for _, m := range res.Msg.GetMembers() {
+		parts = append(parts, fmt.Sprintf("%s(%s %s api %s)", m.GetName(), m.GetRaftRole(), m.GetState(), m.GetApiAddress()))
+		switch m.GetRaftRole() {
+		case "leader":
+			leaders++
+			leaderAPI = m.GetApiAddress()
+		case "voter":
+			voters++
+		}
+		apis[m.GetApiAddress()] = true
+	}
+	view = fmt.Sprintf("through %s: %s", ts.Addr(), strings.Join(parts, ", "))
+	if leaders != 1 || voters != len(want)-1 || len(res.Msg.GetMembers()) != len(want) {
+		return "", view, false
+	}
+	for _, s := range want {
+		if !apis[s.Addr()] {
+			return "", view, false
+		}
+	}
+	return leaderAPI, view, true
+}
+
+// testCluster is the servers of a test cluster.
+type testCluster []*testServer
+
+// startCluster starts n servers that bootstrap a cluster together
+// (BootstrapExpect n, each joining the others by gossip), and waits until
+// each answers.
+func startCluster(t *testing.T, n int) testCluster {
+	t.Helper()
+	gossip := make([]string, n)
+	for i := range gossip {
+		gossip[i] = freeAddr(t)
+	}
+	c := make(testCluster, n)
+	for i := range c {
+		var join []string
+		for j, g := range gossip {
+			if j != i {
+				join = append(join, g)
+			}
+		}
+		c[i] = startServer(t, Config{
+			DataDir: t.TempDir(), Listen: "127.0.0.1:0", Gossip: gossip[i], Join: join,
+			BootstrapExpect: n, RaftListen: "127.0.0.1:0",
+		})
+	}
+	for _, s := range c {
+		s.waitReady(t)
+	}
+	return c
+}
+
+// waitLeader waits until Members through every server shows all of them,
+// one leading and the others voting, the same leader for all, and returns
+// the leader and the followers.
+func (c testCluster) waitLeader(t *testing.T) (leader *testServer, followers []*testServer) {
+	t.Helper()
+	ctx := testCtx(t)
+	var last string
+	eventually(t, 30*time.Second, func() bool {
+		api := ""
+		for _, s := range c {
+			l, view, ok := s.membersView(ctx, c)
+			last = view
+			if !ok || api != "" && l != api {
+				return false
+			}
+			api = l
+		}
+		leader, followers = nil, nil
+		for _, s := range c {
+			if s.Addr() == api {
+				leader = s
+			} else {
+				followers = append(followers, s)
+			}
+		}
+		return leader != nil
+	}, func() string { return "no leader all agree on: " + last })
+	return leader, followers
+}
+
+// freeAddr returns a loopback address whose port was free a moment ago.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// hashTree returns, for every file under dir, its size and SHA-256.
+func hashTree(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		h := sha256.New()
+		n, err := io.Copy(h, f)
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, path)
+		out[rel] = fmt.Sprintf("%d %s", n, hex.EncodeToString(h.Sum(nil)))
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("hash %s: %v", dir, err)
+	}
+	if len(out) == 0 {
+		t.Fatalf("hash %s: no files", dir)
+	}
+	return out
+}
+
+func namespace(name string) *skiffv1.Namespace {
+	return &skiffv1.Namespace{Metadata: &skiffv1.ObjectMeta{Name: name}}
+}
+
+// stale asks for a read answered by the server reached, from its own state.
+func stale(get *skiffv1.GetRequest) *connect.Request[skiffv1.GetRequest] {
+	req := connect.NewRequest(get)
+	req.Header().Set(cluster.ConsistencyHeader, "stale")
+	return req
+}
+
+// testCtx bounds a test's calls.
+func testCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// eventually waits until cond holds, looking every 20ms, and fails the test
+// with what describe says when it does not within timeout. It is how the
+// tests of this package wait for a condition; none sleeps to synchronise.
+func eventually(t testing.TB, timeout time.Duration, cond func() bool, describe func() string) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("after %s: %s", timeout, describe())
+		}
+		<-tick.C
+	}
+}
