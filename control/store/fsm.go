@@ -73,8 +73,13 @@ func openFSM(path string, historyLimit uint64, log *slog.Logger, h *hub) (*fsm, 
 	return f, nil
 }
 
+// openStateDB opens a state database. Its commits are not synced to disk
+// (bbolt's NoSync): the Raft log is what is durable, and state.db is
+// rebuilt from the latest Raft snapshot and the log after a run that did
+// not end cleanly (see prepareStateDB). So a write costs one fsync, of the
+// Raft log, as in etcd.
 func openStateDB(path string) (*bbolt.DB, uint64, error) {
-	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: time.Second})
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: time.Second, NoSync: true})
 	if errors.Is(err, bberrors.ErrTimeout) {
 		return nil, 0, fmt.Errorf("open %s: locked by another process (is another skiff server using this directory?): %w", path, err)
 	}
@@ -98,10 +103,66 @@ func openStateDB(path string) (*bbolt.DB, uint64, error) {
 	return db, applied, nil
 }
 
+// close syncs state.db and closes it, and, when the state machine has not
+// failed, marks it clean so that the next start keeps it.
 func (f *fsm) close() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.db.Close()
+	if f.fails.cause() != nil {
+		return f.db.Close()
+	}
+	if err := f.db.Sync(); err != nil {
+		f.db.Close()
+		return fmt.Errorf("sync %s: %w", f.path, err)
+	}
+	if err := f.db.Close(); err != nil {
+		return err
+	}
+	return markClean(f.path)
+}
+
+// cleanSuffix names the file whose presence says that state.db was synced
+// and closed by the last run.
+const cleanSuffix = ".clean"
+
+func markClean(path string) error {
+	fh, err := os.OpenFile(path+cleanSuffix, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if err := errors.Join(fh.Sync(), fh.Close()); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(path))
+}
+
+// prepareStateDB readies state.db at path for a run, before it is opened.
+// A state.db that the last run closed cleanly is kept; its mark is removed
+// (durably) first, since this run's commits are not synced. One that was
+// not closed cleanly (a crash, a power loss, a storage failure) may have
+// lost its last commits or be torn: when a Raft log is there to rebuild it
+// from, it is removed, and Raft restores the latest snapshot into an empty
+// state machine and replays the log after it. It reports whether it
+// removed one.
+func prepareStateDB(path string, haveLog bool) (rebuilt bool, err error) {
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
+	switch _, err := os.Stat(path + cleanSuffix); {
+	case err == nil:
+		if err := os.Remove(path + cleanSuffix); err != nil {
+			return false, err
+		}
+		return false, syncDir(filepath.Dir(path))
+	case !errors.Is(err, os.ErrNotExist):
+		return false, err
+	case !haveLog:
+		return false, nil // nothing to rebuild from: Open refuses it
+	}
+	if err := os.Remove(path); err != nil {
+		return false, err
+	}
+	return true, syncDir(filepath.Dir(path))
 }
 
 // Apply implements raft.FSM.

@@ -178,7 +178,7 @@ func TestRestoreSnapshotRefuses(t *testing.T) {
 			if err := st.Close(); err != nil {
 				t.Fatal(err)
 			}
-		}, "already holds a store (identity.json, raft.db, snapshots, state.db): restore into a new data directory", false},
+		}, "already holds a store (identity.json, raft.db, snapshots, state.db, state.db.clean): restore into a new data directory", false},
 		{"a directory holding something else", edit(func(b []byte) []byte { return b }), func(t *testing.T, dir string) {
 			if err := os.MkdirAll(dir, 0o700); err != nil {
 				t.Fatal(err)

@@ -246,8 +246,16 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 func (s *Store) start(cfg Config) error {
 	hlog := newRaftLogger(cfg.Logger)
 
-	var err error
-	s.fsm, err = openFSM(filepath.Join(cfg.Dir, "state.db"), cfg.historyLimit, cfg.Logger, nil)
+	statePath := filepath.Join(cfg.Dir, "state.db")
+	_, statErr := os.Stat(filepath.Join(cfg.Dir, "raft.db"))
+	rebuilt, err := prepareStateDB(statePath, statErr == nil)
+	if err != nil {
+		return fmt.Errorf("prepare %s: %w", statePath, err)
+	}
+	if rebuilt {
+		s.log.Warn("store: the last run did not close state.db cleanly; rebuilding it from the Raft snapshot and log", "dir", cfg.Dir)
+	}
+	s.fsm, err = openFSM(statePath, cfg.historyLimit, cfg.Logger, nil)
 	if err != nil {
 		return err
 	}
