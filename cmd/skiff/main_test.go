@@ -13,5 +13,14 @@ func TestMain(m *testing.M) {
 	// memberlist's Shutdown does not wait for a probe in flight: it ends
 	// by itself within the probe timeout (hashicorp/memberlist, state.go
 	// probeNode), after the pool has stopped.
-	goleak.VerifyTestMain(m, goleak.IgnoreTopFunction("github.com/hashicorp/memberlist.(*Memberlist).probeNode"))
+	goleak.VerifyTestMain(cleaningUp{m}, goleak.IgnoreTopFunction("github.com/hashicorp/memberlist.(*Memberlist).probeNode"))
+}
+
+// cleaningUp runs the tests, then removes the skiff binary the cluster
+// tests built.
+type cleaningUp struct{ m *testing.M }
+
+func (c cleaningUp) Run() int {
+	defer removeSkiffBinary()
+	return c.m.Run()
 }
