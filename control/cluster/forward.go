@@ -53,7 +53,7 @@ const leaderWait = 3 * time.Second
 // A call that cannot reach the leader is Unavailable: "no leader" while
 // none is elected (after waiting up to 3 s for one), "outcome unknown"
 // for a write whose connection to the leader broke after it was sent.
-func Forward(next http.Handler, cfg ForwardConfig) http.Handler {
+func Forward(next http.Handler, cfg ForwardConfig) *Forwarder {
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -69,10 +69,11 @@ func Forward(next http.Handler, cfg ForwardConfig) http.Handler {
 		MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second,
 		ResponseHeaderTimeout: 60 * time.Second,
 	}
-	return &forwarder{next: next, st: cfg.Store, pool: cfg.Pool, log: log, tr: tr, errw: connect.NewErrorWriter()}
+	return &Forwarder{next: next, st: cfg.Store, pool: cfg.Pool, log: log, tr: tr, errw: connect.NewErrorWriter()}
 }
 
-type forwarder struct {
+// Forwarder is the handler Forward returns; Close it when done.
+type Forwarder struct {
 	next http.Handler
 	st   *store.Store
 	pool *Pool
@@ -109,7 +110,7 @@ func kindOf(r *http.Request) callKind {
 	return write
 }
 
-func (f *forwarder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+func (f *Forwarder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	kind := kindOf(r)
 	if kind == local {
 		f.next.ServeHTTP(w, r)
@@ -178,7 +179,7 @@ func (f *forwarder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // fail answers the call Unavailable with err, in the call's protocol.
-func (f *forwarder) fail(w http.ResponseWriter, r *http.Request, err error) {
+func (f *Forwarder) fail(w http.ResponseWriter, r *http.Request, err error) {
 	f.log.Debug("cluster: call not answered", "path", r.URL.Path, "err", err)
 	if werr := f.errw.Write(w, r, connect.NewError(connect.CodeUnavailable, err)); werr != nil {
 		f.log.Debug("cluster: write an error", "err", werr)
@@ -186,4 +187,4 @@ func (f *forwarder) fail(w http.ResponseWriter, r *http.Request, err error) {
 }
 
 // Close releases the forwarder's idle connections to the leader.
-func (f *forwarder) Close() { f.tr.CloseIdleConnections() }
+func (f *Forwarder) Close() { f.tr.CloseIdleConnections() }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sort"
 	"time"
 
 	"skiff.dev/skiff/control/store"
@@ -154,38 +155,61 @@ func (m *Manager) join(servers []Member) error {
 	return pool.SetCluster(st.ClusterID(), 5*time.Second)
 }
 
-// removeDead removes voters gone from the pool for DeadAfter, one at a
-// time, while those alive stay a majority of what remains.
+// removeDead removes a voter gone from the pool for DeadAfter, one per
+// pass, while those alive stay a majority of what remains.
 func (m *Manager) removeDead(ctx context.Context, conf []store.RaftServer, alive map[string]bool) {
 	st := m.cfg.Store
-	now := time.Now()
-	voters, up := 0, 0
-	for _, r := range conf {
-		if !r.Voter {
-			continue
-		}
-		voters++
-		if alive[r.ID] || r.ID == st.ServerID() {
-			up++
-			delete(m.gone, r.ID)
-		} else if _, ok := m.gone[r.ID]; !ok {
-			m.gone[r.ID] = now
-		}
-	}
-	for id, since := range m.gone {
-		if _, ok := alive[id]; ok || now.Sub(since) < m.cfg.DeadAfter {
-			continue
-		}
-		if up < (voters-1)/2+1 {
-			m.log.Warn("cluster: a voter is gone, but removing it would leave no majority alive", "server", id, "voters", voters, "alive", up)
-			return
-		}
-		m.log.Info("cluster: removing a voter gone from the pool", "server", id, "since", since)
+	alive[st.ServerID()] = true
+	id, why := deadVoter(conf, alive, m.gone, time.Now(), m.cfg.DeadAfter)
+	switch {
+	case why != "":
+		m.log.Warn("cluster: "+why, "server", id)
+	case id != "":
+		m.log.Info("cluster: removing a voter gone from the pool", "server", id, "since", m.gone[id])
 		if err := st.RemoveServer(ctx, id); err != nil {
 			m.log.Warn("cluster: remove a voter", "server", id, "err", err)
 			return
 		}
 		delete(m.gone, id)
-		return
 	}
+}
+
+// deadVoter notes in gone since when each voter of conf has been missing
+// from alive (and forgets those back or no longer in conf), and picks one
+// missing for deadAfter whose removal leaves the live voters a majority of
+// the smaller configuration. why, when set, says why one that is due may
+// not go.
+func deadVoter(conf []store.RaftServer, alive map[string]bool, gone map[string]time.Time, now time.Time, deadAfter time.Duration) (id, why string) {
+	voters, up := 0, 0
+	inConf := map[string]bool{}
+	for _, r := range conf {
+		if !r.Voter {
+			continue
+		}
+		inConf[r.ID] = true
+		voters++
+		if alive[r.ID] {
+			up++
+			delete(gone, r.ID)
+		} else if _, ok := gone[r.ID]; !ok {
+			gone[r.ID] = now
+		}
+	}
+	var due []string
+	for g, since := range gone {
+		switch {
+		case !inConf[g]:
+			delete(gone, g)
+		case now.Sub(since) >= deadAfter:
+			due = append(due, g)
+		}
+	}
+	if len(due) == 0 {
+		return "", ""
+	}
+	sort.Strings(due)
+	if up < (voters-1)/2+1 {
+		return due[0], fmt.Sprintf("a voter has been gone for %s, but without it the %d servers alive would not be a majority of %d; keeping it", deadAfter, up, voters-1)
+	}
+	return due[0], ""
 }

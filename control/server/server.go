@@ -235,7 +235,10 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 	}
 	handler := api.Handler()
-	if scfg.Cluster {
+	// With a gossip pool, any server may be one of several, even one that
+	// started alone (a cluster grows by servers that join it): forward
+	// calls, and keep the voters in step with the pool.
+	if pool != nil {
 		var dial func(ctx context.Context, network, addr string) (net.Conn, error)
 		if hook := s.cfg.networkHook; hook != nil {
 			d := &net.Dialer{Timeout: 2 * time.Second}
@@ -246,12 +249,14 @@ func (s *Server) Run(ctx context.Context) error {
 				return d.DialContext(ctx, network, addr)
 			}
 		}
-		handler = cluster.Forward(handler, cluster.ForwardConfig{Store: st, Pool: pool, Logger: s.log.With("room", "cluster"), Dial: dial})
+		fwd := cluster.Forward(handler, cluster.ForwardConfig{Store: st, Pool: pool, Logger: s.log.With("room", "cluster"), Dial: dial})
+		defer fwd.Close()
+		handler = fwd
 	}
 
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return serve.Run(ctx, ln, handler, s.cfg.Limits) })
-	if scfg.Cluster {
+	if pool != nil {
 		g.Go(func() error {
 			return cluster.NewManager(cluster.ManagerConfig{
 				Store: st, Pool: pool, Expect: s.cfg.BootstrapExpect, DeadAfter: s.cfg.DeadServerAfter, Logger: s.log.With("room", "cluster"),
