@@ -26,7 +26,9 @@ func newSnapshotCmd(g *globals) *cobra.Command {
 		Long: `A snapshot is a consistent copy of the server's store: every object with its
 resourceVersion, at one revision. "save" asks a running server for one;
 "restore" seeds the data directory of a new one-server cluster from it, as
-"etcdctl snapshot restore" does.`,
+"etcdctl snapshot restore" does. For a cluster of three, start the restored
+server with --gossip-listen and --raft-listen, then two new servers with
+--join its gossip address: its leader makes them voters.`,
 	}
 	save := &cobra.Command{
 		Use:   "save FILE",

@@ -68,7 +68,14 @@ func handlerOptions() []connect.HandlerOption {
 		connect.WithCompression("gzip", nil, nil),
 		connect.WithCompression("gzip",
 			func() connect.Decompressor { return &boundedGzipReader{} },
-			func() connect.Compressor { return gzip.NewWriter(io.Discard) }),
+			// BestSpeed: a list of 10,000 like pods (6.6 MB) came out
+			// 12% larger than at the default level, in a third of the
+			// time (7.5 ms against 23.5 ms); bench store's list p50 went
+			// from 124 to 99 ms.
+			func() connect.Compressor {
+				w, _ := gzip.NewWriterLevel(io.Discard, gzip.BestSpeed) // a valid level: no error
+				return w
+			}),
 		// Compress only what is worth it, as the Kubernetes API server
 		// does: gzip of every small message cost watches most of their CPU.
 		connect.WithCompressMinBytes(compressMinBytes),
