@@ -2,6 +2,7 @@ package store
 
 import (
 	"errors"
+	"io"
 	"net"
 	"sync"
 	"time"
@@ -88,6 +89,21 @@ type trackedConn struct {
 	net.Conn
 	l    *streamLayer
 	once sync.Once
+}
+
+// Read reads; once the layer is closed, a read cut short by that is the
+// end of the stream (io.EOF), which raft's transport takes quietly.
+func (c *trackedConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	if err != nil && errors.Is(err, net.ErrClosed) {
+		c.l.mu.Lock()
+		closed := c.l.closed
+		c.l.mu.Unlock()
+		if closed {
+			return n, io.EOF
+		}
+	}
+	return n, err
 }
 
 func (c *trackedConn) Close() error {
