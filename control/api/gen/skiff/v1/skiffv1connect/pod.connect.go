@@ -5,14 +5,12 @@
 package skiffv1connect
 
 import (
+	connect "connectrpc.com/connect"
 	context "context"
 	errors "errors"
 	http "net/http"
-	strings "strings"
-
-	connect "connectrpc.com/connect"
-
 	v1 "skiff.dev/skiff/control/api/gen/skiff/v1"
+	strings "strings"
 )
 
 // This is a compile-time assertion to ensure that this generated file and the connect package are
