@@ -86,8 +86,8 @@ func (o *serverOptions) flags(cmd *cobra.Command) {
 	f.DurationVar(&o.eventTTL, "event-ttl", controllers.DefaultEventTTL, "how long events are kept after they last happened")
 	f.StringVar(&o.raftListen, "raft-listen", "127.0.0.1:0", "address the Raft transport listens on; port 0 picks one (a cluster of several servers needs a fixed one)")
 	f.StringVar(&o.raftAdvertise, "raft-advertise", "", "Raft address other servers dial (default: --raft-listen's)")
-	f.StringVar(&o.gossip, "gossip-listen", "", "gossip address, so that agents (skiff agent --join) find this server; empty runs without gossip")
-	f.StringSliceVar(&o.join, "join", nil, "gossip addresses of members to join (with --gossip-listen)")
+	f.StringVar(&o.gossip, "gossip-listen", "", "gossip address, so that other servers and agents (skiff agent --join) find this server; empty runs without gossip")
+	f.StringSliceVar(&o.join, "join", nil, "gossip addresses of members to join (with --gossip-listen); tried every second until one answers")
 }
 
 func (o *agentOptions) flags(cmd *cobra.Command) {
@@ -223,13 +223,13 @@ and watches resume on any server. Nodes join with "skiff agent --server
 ADDR" or, through the gossip pool, "skiff agent --join GOSSIP-ADDR".`,
 		Example: `  skiff server --data-dir /var/lib/skiff --listen 127.0.0.1:7650
 
-  # three servers on one machine, one per loopback address
-  skiff server --data-dir /tmp/s1 --listen 127.0.0.1:7650 --raft-listen 127.0.0.1:7651 \
-    --gossip-listen 127.0.0.1:7652 --bootstrap-expect 3
-  skiff server --data-dir /tmp/s2 --listen 127.0.0.2:7650 --raft-listen 127.0.0.2:7651 \
-    --gossip-listen 127.0.0.2:7652 --bootstrap-expect 3 --join 127.0.0.1:7652
-  skiff server --data-dir /tmp/s3 --listen 127.0.0.3:7650 --raft-listen 127.0.0.3:7651 \
-    --gossip-listen 127.0.0.3:7652 --bootstrap-expect 3 --join 127.0.0.1:7652`,
+  # three servers on one machine, one per loopback address; a restarted
+  # server needs --join too, so give every server the same list
+  for i in 1 2 3; do
+    skiff server --data-dir /tmp/s$i --listen 127.0.0.$i:7650 --raft-listen 127.0.0.$i:7651 \
+      --gossip-listen 127.0.0.$i:7652 --bootstrap-expect 3 \
+      --join 127.0.0.1:7652,127.0.0.2:7652,127.0.0.3:7652 &
+  done`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return r.run(cmd, func(ctx context.Context, log *slog.Logger) error {

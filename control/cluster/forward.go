@@ -117,16 +117,7 @@ func (f *Forwarder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if f.st.IsLeader() {
-		if kind == read {
-			ctx, cancel := context.WithTimeout(r.Context(), leaderWait)
-			err := f.st.LinearizableRead(ctx)
-			cancel()
-			if err != nil {
-				f.fail(w, r, fmt.Errorf("this server could not confirm with a majority that it leads, so it cannot answer a linearizable read (%w); try again, or ask for a stale read with the header %s: stale", err, ConsistencyHeader))
-				return
-			}
-		}
-		f.next.ServeHTTP(w, r)
+		f.serveAsLeader(w, r, kind)
 		return
 	}
 	if by := r.Header.Get(forwardedHeader); by != "" {
@@ -141,7 +132,7 @@ func (f *Forwarder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if id == f.st.ServerID() { // elected meanwhile
-		f.ServeHTTP(w, r)
+		f.serveAsLeader(w, r, kind)
 		return
 	}
 	api := ""
@@ -176,6 +167,22 @@ func (f *Forwarder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		},
 	}
 	rp.ServeHTTP(w, r)
+}
+
+// serveAsLeader answers a call on the leader: a linearizable read once a
+// majority confirms the leadership; a write as it is (the store refuses it
+// if leadership was lost meanwhile).
+func (f *Forwarder) serveAsLeader(w http.ResponseWriter, r *http.Request, kind callKind) {
+	if kind == read {
+		ctx, cancel := context.WithTimeout(r.Context(), leaderWait)
+		err := f.st.LinearizableRead(ctx)
+		cancel()
+		if err != nil {
+			f.fail(w, r, fmt.Errorf("this server could not confirm with a majority that it leads, so it cannot answer a linearizable read (%w); try again, or ask for a stale read with the header %s: stale", err, ConsistencyHeader))
+			return
+		}
+	}
+	f.next.ServeHTTP(w, r)
 }
 
 // fail answers the call Unavailable with err, in the call's protocol.
