@@ -38,10 +38,17 @@ const DefaultDeadAfter = 5 * time.Minute
 //     DeadAfter, only when the servers still alive remain a majority of
 //     the smaller configuration.
 type Manager struct {
-	cfg  ManagerConfig
-	log  *slog.Logger
-	gone map[string]time.Time // voters missing from the pool, since when
+	cfg      ManagerConfig
+	log      *slog.Logger
+	gone     map[string]time.Time // voters missing from the pool, since when
+	reconned time.Time            // last attempt to reach failed servers again
 }
+
+// reconnectEvery is how often a server tries to gossip again with voters
+// the pool saw fail, as Serf's reconnect does: memberlist gives up on a
+// failed member, so a server restarted without --join, or after a
+// partition, would otherwise stay apart from the others' pools.
+const reconnectEvery = 10 * time.Second
 
 // NewManager returns a Manager for cfg.
 func NewManager(cfg ManagerConfig) *Manager {
@@ -93,6 +100,7 @@ func (m *Manager) reconcile(ctx context.Context) error {
 		}
 		return nil
 	}
+	m.reconnect()
 	if !st.IsLeader() {
 		return nil
 	}
@@ -124,6 +132,35 @@ func (m *Manager) reconcile(ctx context.Context) error {
 	}
 	m.removeDead(ctx, conf, alive)
 	return nil
+}
+
+// reconnect tries, every reconnectEvery, to join the gossip addresses of
+// the Raft servers the pool saw fail or leave.
+func (m *Manager) reconnect() {
+	if time.Since(m.reconned) < reconnectEvery {
+		return
+	}
+	m.reconned = time.Now()
+	conf, err := m.cfg.Store.RaftServers()
+	if err != nil {
+		return
+	}
+	inConf := map[string]bool{}
+	for _, r := range conf {
+		inConf[r.ID] = true
+	}
+	var addrs []string
+	for _, mem := range m.cfg.Pool.Members() {
+		if mem.Role == RoleServer && mem.State != StateAlive && inConf[mem.Name] && mem.Gossip != "" {
+			addrs = append(addrs, mem.Gossip)
+		}
+	}
+	if len(addrs) == 0 {
+		return
+	}
+	if err := m.cfg.Pool.Join(addrs); err != nil {
+		m.log.Debug("cluster: reach failed servers again", "addrs", addrs, "err", err)
+	}
 }
 
 // join makes a new server part of a cluster: it adopts the cluster of the

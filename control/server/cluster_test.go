@@ -731,3 +731,26 @@ func eventually(t testing.TB, timeout time.Duration, cond func() bool, describe 
 		<-tick.C
 	}
 }
+
+// TestClusterRestartWithoutJoin: a server restarted with its data
+// directory but no --join (alone in its gossip pool) is found again by
+// the others, which keep trying the gossip addresses of Raft servers they
+// saw go, and it answers calls again, its new Raft port included.
+func TestClusterRestartWithoutJoin(t *testing.T) {
+	c := startCluster(t, 3)
+	leader, followers := c.waitLeader(t)
+	f := followers[0]
+	if err := f.stopAndWait(t); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	back := startServer(t, Config{DataDir: f.dir, Listen: "127.0.0.1:0", Gossip: f.gossip, RaftListen: "127.0.0.1:0"})
+	back.waitReady(t)
+	ctx := testCtx(t)
+	var err error
+	eventually(t, 40*time.Second, func() bool {
+		_, err = back.namespaces().Create(ctx, connect.NewRequest(namespace("after-restart")))
+		return err == nil
+	}, func() string { return "a create through the server restarted without --join: " + fmt.Sprint(err) })
+	// Every server sees all three again, with one leader.
+	testCluster{back, followers[1], leader}.waitLeader(t)
+}

@@ -209,11 +209,18 @@ func (s *Server) Run(ctx context.Context) error {
 			return err
 		}
 	} else {
+		// With gossip, the pool is joined before waiting for a leader: a
+		// directory of a cluster of several restarted without --join
+		// hears from its leader only once the others find it by gossip.
+		scfg.NoWait = s.cfg.Gossip != ""
 		if st, err = store.Open(ctx, scfg); err != nil {
 			return err
 		}
 		if s.cfg.Gossip != "" {
-			if pool, err = s.joinPool(ctx, st.ServerID(), st.RaftAddr(), st.ClusterID()); err != nil {
+			if pool, err = s.joinPool(ctx, st.ServerID(), st.RaftAddr(), st.ClusterID()); err == nil {
+				err = st.WaitReady(ctx)
+			}
+			if err != nil {
 				st.Close()
 				return err
 			}
@@ -226,7 +233,18 @@ func (s *Server) Run(ctx context.Context) error {
 		Store: st, Logger: s.log.With("room", "apiserver"), Health: health,
 		Members: func(context.Context) ([]*skiffv1.Member, error) { return members(st, pool, s.addr) },
 	})
-	if !scfg.Cluster {
+	// A cluster of one creates its default namespace before serving; one
+	// of several has its leader do it (a directory of several restarted
+	// without --join included).
+	several := scfg.Cluster
+	if !several {
+		servers, err := st.RaftServers()
+		if err != nil {
+			return err
+		}
+		several = len(servers) > 1
+	}
+	if !several {
 		if err := api.Init(ctx); err != nil {
 			if ferr := health(); ferr != nil {
 				return ferr
@@ -268,7 +286,7 @@ func (s *Server) Run(ctx context.Context) error {
 		hc := &http.Client{}
 		base := "http://" + s.addr
 		l := loops{
-			init:   scfg.Cluster,
+			init:   several,
 			api:    api,
 			pods:   skiffv1connect.NewPodServiceClient(hc, base),
 			nodes:  skiffv1connect.NewNodeServiceClient(hc, base),

@@ -56,6 +56,9 @@ type Config struct {
 	// until Bootstrap or AdoptCluster gives it one. Open does not wait for
 	// a leader either: until one is elected, writes fail with ErrNotLeader.
 	Cluster bool
+	// NoWait makes Open return once Raft runs, without waiting for a
+	// leader; WaitReady waits later.
+	NoWait bool
 	// ServerID is the Raft server ID. Empty: the one the directory keeps,
 	// or a new one for a new directory. Given, it must match the kept one.
 	ServerID string
@@ -228,7 +231,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		}
 		return nil, fmt.Errorf("open store %s: %w", cfg.Dir, err)
 	}
-	if cfg.Cluster {
+	if cfg.Cluster || cfg.NoWait {
 		return s, nil
 	}
 	if err := s.waitReady(ctx); err != nil {
@@ -339,9 +342,20 @@ func (s *Store) start(cfg Config) error {
 	return nil
 }
 
-// waitReady waits until a leader is known and, if it is this server, until
-// every committed entry has been applied. Replaying the log can meet a
-// storage failure: it returns Err then.
+// WaitReady waits until a leader is known and, if it is this server,
+// until every committed entry has been applied, as Open does unless
+// Config.NoWait. Replaying the log can meet a storage failure: it returns
+// Err then.
+func (s *Store) WaitReady(ctx context.Context) error {
+	if err := s.waitReady(ctx); err != nil {
+		if ferr := s.Err(); ferr != nil {
+			return fmt.Errorf("open store: %w", ferr)
+		}
+		return fmt.Errorf("open store %s: wait for leader: %w", s.dir, err)
+	}
+	return nil
+}
+
 func (s *Store) waitReady(ctx context.Context) error {
 	obsCh := make(chan raft.Observation, 4)
 	obs := raft.NewObserver(obsCh, false, func(o *raft.Observation) bool {
