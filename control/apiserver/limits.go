@@ -29,6 +29,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoregistry"
 
 	skiffv1 "skiff.dev/skiff/control/api/gen/skiff/v1"
+	"skiff.dev/skiff/control/api/kinds"
 )
 
 const (
@@ -54,10 +55,11 @@ const (
 
 // handlerOptions are the options of every service's handler: codecs that
 // refuse unknown fields, the message size limit and a gzip that stops
-// decompressing at that limit.
-func handlerOptions() []connect.HandlerOption {
+// decompressing at that limit. The binary codec encodes the watch events
+// that events shares once for all watches (events may be nil).
+func handlerOptions(events *kinds.WatchEvents) []connect.HandlerOption {
 	return []connect.HandlerOption{
-		connect.WithCodec(strictProtoCodec{}),
+		connect.WithCodec(strictProtoCodec{events: events}),
 		connect.WithCodec(strictJSONCodec{name: "json"}),
 		connect.WithCodec(strictJSONCodec{name: "json; charset=utf-8"}),
 		connect.WithReadMaxBytes(maxRequestBytes),
@@ -90,17 +92,31 @@ const compressMinBytes = 128 << 10
 // strictProtoCodec is the binary protobuf codec, except that a message with
 // a field its schema does not declare is refused: protobuf would keep it as
 // unknown bytes, and the store would keep them with the object.
-type strictProtoCodec struct{}
+//
+// A watch event that events shares is marshalled once, and its bytes copied
+// for each watch; nothing else is remembered.
+type strictProtoCodec struct{ events *kinds.WatchEvents }
 
 func (strictProtoCodec) Name() string   { return "proto" }
 func (strictProtoCodec) IsBinary() bool { return true }
 
-func (strictProtoCodec) Marshal(v any) ([]byte, error) {
+func (c strictProtoCodec) Marshal(v any) ([]byte, error) {
+	return c.MarshalAppend(nil, v)
+}
+
+// MarshalAppend appends v's encoding to dst. Connect prefers it to Marshal
+// and recycles the slice either returns: so a shared encoding is copied,
+// never returned.
+func (c strictProtoCodec) MarshalAppend(dst []byte, v any) ([]byte, error) {
+	data, shared, err := c.events.Encoding(v, "proto", proto.Marshal)
+	if shared {
+		return append(dst, data...), err
+	}
 	m, err := asProto(v)
 	if err != nil {
 		return nil, err
 	}
-	return proto.Marshal(m)
+	return proto.MarshalOptions{}.MarshalAppend(dst, m)
 }
 
 func (strictProtoCodec) MarshalStable(v any) ([]byte, error) {

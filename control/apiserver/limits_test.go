@@ -353,7 +353,7 @@ func (b *blockingPods) Watch(ctx context.Context, _ *connect.Request[skiffv1.Wat
 func TestLimitInFlight(t *testing.T) {
 	fake := &blockingPods{entered: make(chan string, 10), release: make(chan struct{})}
 	mux := http.NewServeMux()
-	mux.Handle(skiffv1connect.NewPodServiceHandler(fake, handlerOptions()...))
+	mux.Handle(skiffv1connect.NewPodServiceHandler(fake, handlerOptions(nil)...))
 	s := serveLimits(t, limitInFlight(mux, 2, 1))
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()

@@ -66,13 +66,23 @@ type backend struct {
 	// bookmarkInterval is how often a watch that allows bookmarks gets
 	// one (defaultBookmarkInterval when 0); shortened in tests.
 	bookmarkInterval time.Duration
+	// decoded decodes each stored value once for every watch.
+	decoded decodedCache
+	// events builds and encodes each watch event once for every watch.
+	events kinds.WatchEvents
 }
+
+// WatchEvents implements kinds.EventSharer.
+func (b *backend) WatchEvents() *kinds.WatchEvents { return &b.events }
 
 // defaultBookmarkInterval is how often a watch that allows bookmarks is
 // told how far it has gone.
 const defaultBookmarkInterval = time.Minute
 
-var _ kinds.Backend = (*backend)(nil)
+var (
+	_ kinds.Backend     = (*backend)(nil)
+	_ kinds.EventSharer = (*backend)(nil)
+)
 
 // maxConflictRetries bounds how often a server-side read-modify-write
 // (Bind, UpdateStatus without a resourceVersion) retries a conflict.
@@ -631,7 +641,7 @@ func (b *backend) Watch(ctx context.Context, k *kinds.Kind, req *skiffv1.WatchRe
 				}
 				continue
 			}
-			typ, obj, ok, err := translate(k, ev, keep)
+			typ, obj, ok, err := translate(k, ev, keep, b.decoded.decode)
 			if err != nil {
 				return toConnect(err)
 			}
@@ -654,12 +664,16 @@ func bookmark(k *kinds.Kind, rev uint64) kinds.Object {
 	return obj
 }
 
-func translate(k *kinds.Kind, ev store.Event, keep func(kinds.Object) bool) (skiffv1.EventType, kinds.Object, bool, error) {
+// translate turns a store event into what a watch with the filter keep
+// sends, if anything. decode reads a stored value (decodedCache.decode: the
+// object may be shared with other watches and is not changed); an event's
+// revision is its KV's ModRevision, so the object has it as its
+// resourceVersion.
+func translate(k *kinds.Kind, ev store.Event, keep func(kinds.Object) bool, decode func(*kinds.Kind, store.KV) (kinds.Object, error)) (skiffv1.EventType, kinds.Object, bool, error) {
 	obj, err := decode(k, ev.KV)
 	if err != nil {
 		return 0, nil, false, err
 	}
-	obj.GetMetadata().ResourceVersion = ev.Revision
 	matches := func(o kinds.Object) bool { return keep == nil || keep(o) }
 	if ev.Type == store.EventDelete {
 		return skiffv1.EventType_EVENT_TYPE_DELETED, obj, matches(obj), nil

@@ -88,7 +88,7 @@ func (s *Server) Init(ctx context.Context) error {
 // service from the registry, with Pod and Node adding their subresources.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	opts := handlerOptions()
+	opts := handlerOptions(&s.b.events)
 	custom := map[*kinds.Kind]any{
 		kinds.Pod: s.pods,
 		kinds.Node: &nodeService{

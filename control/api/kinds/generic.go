@@ -24,8 +24,17 @@ type Backend interface {
 	// Watch calls send for each change until ctx ends or send fails.
 	// Once the watch is established it calls send(EVENT_TYPE_UNSPECIFIED,
 	// nil), which sends the response headers: when a client's Watch call
-	// returns, it misses no later change.
+	// returns, it misses no later change. It may send the same object to
+	// many watches, and never changes an object once sent; send does not
+	// change it either.
 	Watch(ctx context.Context, k *Kind, req *skiffv1.WatchRequest, send func(skiffv1.EventType, Object) error) error
+}
+
+// EventSharer is a Backend that shares watch event messages between
+// watches: GenericService builds and encodes each through its WatchEvents,
+// which the server's codecs consult too.
+type EventSharer interface {
+	WatchEvents() *WatchEvents
 }
 
 // Client is a kind's service seen without its types, for code that works
@@ -137,13 +146,23 @@ func (s *GenericService[T, L, E, PT, PL, PE]) Delete(ctx context.Context, req *c
 }
 
 func (s *GenericService[T, L, E, PT, PL, PE]) Watch(ctx context.Context, req *connect.Request[skiffv1.WatchRequest], stream *connect.ServerStream[E]) error {
+	var shared *WatchEvents
+	if es, ok := s.Backend.(EventSharer); ok {
+		shared = es.WatchEvents()
+	}
 	return s.Backend.Watch(ctx, s.Kind, req.Msg, func(t skiffv1.EventType, o Object) error {
 		if o == nil {
 			return stream.Send(nil) // the headers alone
 		}
-		e := PE(new(E))
-		setEvent(e.ProtoReflect(), t, o)
-		return stream.Send((*E)(e))
+		build := func() proto.Message {
+			e := PE(new(E))
+			setEvent(e.ProtoReflect(), t, o)
+			return e
+		}
+		if t == skiffv1.EventType_EVENT_TYPE_BOOKMARK {
+			return stream.Send((*E)(build().(PE))) // one watch's own
+		}
+		return stream.Send((*E)(shared.event(t, o, build).(PE)))
 	})
 }
 
