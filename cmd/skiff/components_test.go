@@ -93,6 +93,9 @@ func TestComponentErrors(t *testing.T) {
 		{"a listen address without a port", []string{"server", "--data-dir", t.TempDir(), "--listen", "localhost"}, `listen address "localhost"`},
 		{"a Raft address without a port", []string{"server", "--data-dir", t.TempDir(), "--listen", "127.0.0.1:0", "--raft-listen", "localhost"}, `raft listen address "localhost"`},
 		{"a negative event TTL", []string{"server", "--data-dir", t.TempDir(), "--event-ttl", "-1m"}, "--event-ttl: invalid value -1m0s: must be positive"},
+		{"a negative dead-server time", []string{"server", "--data-dir", t.TempDir(), "--dead-server-after", "-1m"}, "--dead-server-after: invalid value -1m0s: must be positive"},
+		{"a negative bootstrap-expect", []string{"server", "--data-dir", t.TempDir(), "--bootstrap-expect", "-1"}, "--bootstrap-expect: invalid value -1: must be 0 or more"},
+		{"a cluster without gossip", []string{"server", "--data-dir", t.TempDir(), "--bootstrap-expect", "3"}, "--gossip-listen: required with --bootstrap-expect 2 or more"},
 		{"a bad log level", []string{"server", "--log-level", "loud"}, "--log-level"},
 	}
 	for _, tt := range tests {

@@ -30,6 +30,7 @@ type serverOptions struct {
 	join          []string
 	eventTTL      time.Duration
 	expect        int
+	deadAfter     time.Duration
 }
 
 // agentOptions are the flags of a node (skiff agent, skiff dev).
@@ -107,9 +108,18 @@ func (o *serverOptions) server(log *slog.Logger) (*server.Server, error) {
 	if o.eventTTL <= 0 {
 		return nil, fmt.Errorf("--event-ttl: invalid value %s: must be positive", o.eventTTL)
 	}
+	if o.deadAfter < 0 {
+		return nil, fmt.Errorf("--dead-server-after: invalid value %s: must be positive", o.deadAfter)
+	}
+	if o.expect < 0 {
+		return nil, fmt.Errorf("--bootstrap-expect: invalid value %d: must be 0 or more", o.expect)
+	}
+	if (o.expect >= 2 || len(o.join) > 0) && o.gossip == "" {
+		return nil, errors.New("--gossip-listen: required with --bootstrap-expect 2 or more and with --join: the servers of a cluster find each other by gossip")
+	}
 	s, err := server.New(server.Config{
 		DataDir: o.dataDir, Listen: o.listen, RaftListen: o.raftListen, RaftAdvertise: o.raftAdvertise,
-		Gossip: o.gossip, Join: o.join, BootstrapExpect: o.expect, EventTTL: o.eventTTL, Logger: log,
+		Gossip: o.gossip, Join: o.join, BootstrapExpect: o.expect, DeadServerAfter: o.deadAfter, EventTTL: o.eventTTL, Logger: log,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("skiff server: %w", err)
@@ -242,6 +252,7 @@ ADDR" or, through the gossip pool, "skiff agent --join GOSSIP-ADDR".`,
 		},
 	}
 	cmd.Flags().StringVar(&o.dataDir, "data-dir", defaultDataDir, "directory for the server's state (under DIR/server)")
+	cmd.Flags().DurationVar(&o.deadAfter, "dead-server-after", server.DefaultDeadServerAfter, "how long a voter may be gone from the gossip pool before the leader removes it (only while the servers alive stay a majority)")
 	cmd.Flags().IntVar(&o.expect, "bootstrap-expect", 0, "start a new cluster once this many new servers meet in the gossip pool (3 or 5; needs --gossip-listen); 0 with --join joins an existing cluster")
 	o.flags(cmd)
 	r.flags(cmd)

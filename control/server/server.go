@@ -83,6 +83,9 @@ func (c Config) several() bool {
 	return c.BootstrapExpect >= 2 || (c.BootstrapExpect == 0 && len(c.Join) > 0)
 }
 
+// DefaultDeadServerAfter is Config.DeadServerAfter's default.
+const DefaultDeadServerAfter = cluster.DefaultDeadAfter
+
 // failStopGrace is how long a server whose store failed keeps its API up,
 // answering /healthz with 503 and the reason and every call with
 // Unavailable, before Run returns: long enough for a health checker polling
