@@ -10,12 +10,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"runtime/pprof"
 	"slices"
 	"strconv"
@@ -31,7 +28,6 @@ import (
 
 	skiffv1 "skiff.dev/skiff/control/api/gen/skiff/v1"
 	"skiff.dev/skiff/control/api/gen/skiff/v1/skiffv1connect"
-	"skiff.dev/skiff/control/server"
 )
 
 const (
@@ -249,139 +245,6 @@ func runBenchStore(ctx context.Context, out, progress io.Writer, target string, 
 		printWatch(out, w)
 	}
 	return nil
-}
-
-// localServer is the server a bench starts when it is given none.
-type localServer struct {
-	addr, dir string
-	stop      func() error
-}
-
-// startBenchServers starts n servers in this process: one alone, or a
-// cluster of n on 127.0.0.1 to 127.0.0.n, and returns the leader's address
-// once the cluster takes writes.
-func startBenchServers(ctx context.Context, logOut io.Writer, n int) (*localServer, error) {
-	dir, err := os.MkdirTemp("", "skiff-bench-")
-	if err != nil {
-		return nil, fmt.Errorf("create the bench's data dir: %w", err)
-	}
-	log := slog.New(slog.NewTextHandler(logOut, &slog.HandlerOptions{Level: slog.LevelError}))
-	if n > 1 {
-		// Stopped together, the servers of a cluster each see the others
-		// go, and Raft logs that as errors: what Run returns is reported.
-		log = slog.New(slog.DiscardHandler)
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	var (
-		dones []chan error
-		addrs []string
-	)
-	stop := func() error {
-		cancel()
-		var errs []error
-		for _, d := range dones {
-			errs = append(errs, <-d)
-		}
-		return errors.Join(append(errs, os.RemoveAll(dir))...)
-	}
-	cfgs := []server.Config{{DataDir: dir, Listen: "127.0.0.1:0", Logger: log}}
-	if n > 1 {
-		cfgs = cfgs[:0]
-		var gossip []string
-		for i := 1; i <= n; i++ {
-			host := fmt.Sprintf("127.0.0.%d", i)
-			g, err := freeLoopbackPort(host)
-			if err != nil {
-				return nil, errors.Join(err, stop())
-			}
-			gossip = append(gossip, g)
-		}
-		for i := 1; i <= n; i++ {
-			host := fmt.Sprintf("127.0.0.%d", i)
-			var join []string
-			for j, g := range gossip {
-				if j != i-1 {
-					join = append(join, g)
-				}
-			}
-			cfgs = append(cfgs, server.Config{
-				DataDir: filepath.Join(dir, host), Listen: host + ":0", RaftListen: host + ":0", Gossip: gossip[i-1], Join: join,
-				BootstrapExpect: n, Logger: log,
-			})
-		}
-	}
-	// All at once: a server of several is ready only once it has met
-	// another.
-	var srvs []*server.Server
-	for _, cfg := range cfgs {
-		srv, err := server.New(cfg)
-		if err != nil {
-			return nil, errors.Join(err, stop())
-		}
-		done := make(chan error, 1)
-		dones = append(dones, done)
-		srvs = append(srvs, srv)
-		go func() { done <- srv.Run(ctx) }()
-	}
-	for i, srv := range srvs {
-		select {
-		case <-srv.Ready():
-			addrs = append(addrs, srv.Addr())
-		case err := <-dones[i]:
-			dones[i] <- err
-			if err == nil {
-				err = ctx.Err()
-			}
-			return nil, errors.Join(fmt.Errorf("start the bench's server: %w", err), stop())
-		}
-	}
-	leader := addrs[0]
-	if n > 1 {
-		if leader, err = waitBenchLeader(ctx, addrs[0]); err != nil {
-			return nil, errors.Join(err, stop())
-		}
-	}
-	return &localServer{addr: leader, dir: dir, stop: stop}, nil
-}
-
-// freeLoopbackPort returns host:port with a port no one listens on now.
-func freeLoopbackPort(host string) (string, error) {
-	ln, err := net.Listen("tcp", host+":0")
-	if err != nil {
-		return "", fmt.Errorf("find a free port on %s: %w", host, err)
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
-}
-
-// waitBenchLeader waits until the cluster has a leader that has created
-// the default namespace, and returns the leader's API address.
-func waitBenchLeader(ctx context.Context, addr string) (string, error) {
-	hc := &http.Client{Timeout: 5 * time.Second}
-	cs := skiffv1connect.NewClusterServiceClient(hc, "http://"+addr)
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	t := time.NewTicker(50 * time.Millisecond)
-	defer t.Stop()
-	for {
-		res, err := cs.Members(ctx, connect.NewRequest(&skiffv1.MembersRequest{}))
-		if err == nil {
-			for _, m := range res.Msg.GetMembers() {
-				if m.GetRaftRole() != "leader" || m.GetApiAddress() == "" {
-					continue
-				}
-				ns := skiffv1connect.NewNamespaceServiceClient(hc, "http://"+m.GetApiAddress())
-				if _, err := ns.Get(ctx, connect.NewRequest(&skiffv1.GetRequest{Name: benchNamespace})); err == nil {
-					return m.GetApiAddress(), nil
-				}
-			}
-		}
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			return "", fmt.Errorf("the bench's cluster elected no leader: %w", ctx.Err())
-		}
-	}
 }
 
 // bench holds the clients of one run of skiff bench store.

@@ -200,11 +200,11 @@ func (s *Server) Run(ctx context.Context) error {
 		if !found {
 			id = store.NewServerID()
 		}
-		raftAddr := s.cfg.RaftAdvertise
-		if raftAddr == "" {
-			raftAddr = rln.Addr().String()
+		raftAddr, err := store.AdvertiseAddr(rln, s.cfg.RaftAdvertise)
+		if err != nil {
+			return fmt.Errorf("raft transport: %w", err)
 		}
-		if pool, err = s.joinPool(ctx, id, raftAddr, clusterID); err != nil {
+		if pool, err = s.joinPool(ctx, id, raftAddr.String(), clusterID); err != nil {
 			return err
 		}
 		scfg.ServerID = id

@@ -1,11 +1,12 @@
 package store
 
 import (
+	"context"
 	"errors"
 	"net"
+	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 )
 
 // testCluster opens n stores as one cluster on loopback, each with a
@@ -48,29 +49,48 @@ func testCluster(t *testing.T, n int) ([]*Store, []*atomic.Bool) {
 	return stores, cut
 }
 
-// leaderOf waits until one of stores leads and returns its index.
+// leaderOf waits, on the stores' leadership channels, until one of stores
+// leads and returns its index.
 func leaderOf(t *testing.T, stores []*Store) int {
 	t.Helper()
-	ctx := testCtx(t)
-	chs := make([]<-chan bool, len(stores))
+	ctx, cancel := context.WithCancel(testCtx(t))
+	defer cancel()
+	type lead struct {
+		i  int
+		is bool
+	}
+	got := make(chan lead)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
 	for i, s := range stores {
-		chs[i] = s.LeaderCh()
+		ch := s.LeaderCh()
+		wg.Go(func() {
+			for {
+				select {
+				case v, ok := <-ch:
+					if !ok {
+						return
+					}
+					select {
+					case got <- lead{i, v}:
+					case <-ctx.Done():
+						return
+					}
+				case <-ctx.Done():
+					return
+				}
+			}
+		})
 	}
 	for {
-		for i, ch := range chs {
-			select {
-			case v := <-ch:
-				if v && stores[i].IsLeader() {
-					return i
-				}
-			default:
-			}
-		}
 		select {
+		case l := <-got:
+			if l.is && stores[l.i].IsLeader() {
+				return l.i
+			}
 		case <-ctx.Done():
 			t.Fatal("no leader elected")
-		case <-stores[0].hub.next():
-		case <-time.After(50 * time.Millisecond): // leadership is not an apply: look again
 		}
 	}
 }

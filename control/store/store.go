@@ -284,7 +284,7 @@ func (s *Store) start(cfg Config) error {
 			return fmt.Errorf("raft transport on %s: %w", cfg.BindAddr, err)
 		}
 	}
-	advertise, err := advertiseAddr(ln, cfg.AdvertiseAddr)
+	advertise, err := AdvertiseAddr(ln, cfg.AdvertiseAddr)
 	if err != nil {
 		ln.Close()
 		return fmt.Errorf("raft transport: %w", err)
@@ -357,24 +357,8 @@ func (s *Store) WaitReady(ctx context.Context) error {
 }
 
 func (s *Store) waitReady(ctx context.Context) error {
-	obsCh := make(chan raft.Observation, 4)
-	obs := raft.NewObserver(obsCh, false, func(o *raft.Observation) bool {
-		_, ok := o.Data.(raft.LeaderObservation)
-		return ok
-	})
-	s.raft.RegisterObserver(obs)
-	defer s.raft.DeregisterObserver(obs)
-	for {
-		if _, id := s.raft.LeaderWithID(); id != "" {
-			break
-		}
-		select {
-		case <-obsCh:
-		case <-s.failed:
-			return s.Err()
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+	if _, _, err := s.WaitLeader(ctx); err != nil {
+		return err
 	}
 	if !s.IsLeader() {
 		return s.Err()

@@ -155,9 +155,9 @@ func (c *faultConn) Write(b []byte) (int, error) {
 	return c.Conn.Write(b)
 }
 
-// advertiseAddr settles the address peers dial: adv when given, else the
-// listener's, which must then not be a wildcard.
-func advertiseAddr(ln net.Listener, adv string) (net.Addr, error) {
+// AdvertiseAddr settles the Raft address peers dial: adv when given, else
+// the listener's, which must then not be a wildcard.
+func AdvertiseAddr(ln net.Listener, adv string) (net.Addr, error) {
 	if adv != "" {
 		a, err := net.ResolveTCPAddr("tcp", adv)
 		if err != nil {
