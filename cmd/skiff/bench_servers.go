@@ -58,7 +58,7 @@ func startBenchServers(ctx context.Context, logOut io.Writer, n int) (*localServ
 		var gossip []string
 		for i := 1; i <= n; i++ {
 			host := fmt.Sprintf("127.0.0.%d", i)
-			g, err := freeLoopbackPort(host)
+			g, err := freePort(host, true)
 			if err != nil {
 				return nil, errors.Join(err, stop())
 			}
@@ -112,14 +112,25 @@ func startBenchServers(ctx context.Context, logOut io.Writer, n int) (*localServ
 	return &localServer{addr: leader, dir: dir, stop: stop}, nil
 }
 
-// freeLoopbackPort returns host:port with a port no one listens on now.
-func freeLoopbackPort(host string) (string, error) {
-	ln, err := net.Listen("tcp", host+":0")
-	if err != nil {
-		return "", fmt.Errorf("find a free port on %s: %w", host, err)
+// freePort returns host:port with a port no one listens on now, on TCP
+// and, for a gossip address (memberlist uses both), on UDP too.
+func freePort(host string, udp bool) (string, error) {
+	for range 100 {
+		ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+		if err != nil {
+			return "", fmt.Errorf("find a free port on %s: %w", host, err)
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		if !udp {
+			return addr, nil
+		}
+		if pc, err := net.ListenPacket("udp", addr); err == nil {
+			pc.Close()
+			return addr, nil
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
+	return "", fmt.Errorf("find a free port on %s: none free on both TCP and UDP after 100 tries", host)
 }
 
 // waitBenchLeader waits until the cluster has a leader that has created

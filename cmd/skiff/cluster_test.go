@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -340,24 +339,11 @@ func (c *servers) list(s *serverProc, stale bool) (*skiffv1.NamespaceList, error
 // and, for a gossip address, on UDP too.
 func freeHostAddr(t *testing.T, host string, udp bool) string {
 	t.Helper()
-	for range 100 {
-		ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := ln.Addr().String()
-		ln.Close()
-		if !udp {
-			return addr
-		}
-		pc, err := net.ListenPacket("udp", addr)
-		if err == nil {
-			pc.Close()
-			return addr
-		}
+	addr, err := freePort(host, udp)
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatalf("no free port on %s", host)
-	return ""
+	return addr
 }
 
 // nsRevisions maps each namespace of a list to its resourceVersion. It

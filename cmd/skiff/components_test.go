@@ -24,15 +24,7 @@ func runSkiff(ctx context.Context, logs *syncWriter, args ...string) <-chan erro
 }
 
 // freeAddr returns a loopback address no one listens on now.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
+func freeAddr(t *testing.T) string { return freeHostAddr(t, "127.0.0.1", false) }
 
 // TestServerAndAgentApart runs `skiff agent` and `skiff server` as the two
 // components they are, the agent first: it waits for its server, registers
