@@ -196,7 +196,9 @@ func (c *Credential) certificate() *tls.Certificate { return &c.cur.Load().tls }
 // current certificate; clientAuth is tls.RequireAndVerifyClientCert or
 // tls.VerifyClientCertIfGiven. A client certificate must chain to the CA
 // and carry a skiff identity, and when allow is not nil allow(identity)
-// must return nil, else the handshake fails with that error.
+// must return nil, else the handshake fails with that error. Leave its
+// Certificates empty: crypto/tls presents Certificates[0] rather than the
+// current certificate to a client that sends no server name.
 func (c *Credential) ServerConfig(clientAuth tls.ClientAuthType, allow func(Identity) error) *tls.Config {
 	return &tls.Config{
 		MinVersion: tls.VersionTLS13,
