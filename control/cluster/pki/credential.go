@@ -283,3 +283,31 @@ func PeerIdentity(cs *tls.ConnectionState) (Identity, bool) {
 	}
 	return id, true
 }
+
+// CertPEM is the current certificate (PEM).
+func (c *Credential) CertPEM() []byte { return bytes.Clone(c.cur.Load().certPEM) }
+
+// Key is the current certificate's key.
+func (c *Credential) Key() crypto.Signer { return c.cur.Load().key }
+
+// Peer returns the identity of a connection's peer certificate, verified
+// against the credential's CA: the verified chain's leaf when crypto/tls
+// verified one, else the peer's certificate verified here (the dialing
+// side of ClientConfig, and listeners that verify in VerifyConnection).
+func (c *Credential) Peer(cs *tls.ConnectionState) (Identity, error) {
+	if id, ok := PeerIdentity(cs); ok {
+		return id, nil
+	}
+	if cs == nil || len(cs.PeerCertificates) == 0 {
+		return Identity{}, errors.New("the peer sent no certificate")
+	}
+	inter := x509.NewCertPool()
+	for _, ic := range cs.PeerCertificates[1:] {
+		inter.AddCert(ic)
+	}
+	leaf := cs.PeerCertificates[0]
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: c.pool, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		return Identity{}, fmt.Errorf("verify peer certificate: %w", err)
+	}
+	return IdentityOf(leaf)
+}
