@@ -169,22 +169,34 @@ func (l *streamLayer) acceptTLS() (net.Conn, error) {
 }
 
 // acceptLoop accepts TCP connections and checks each in its own goroutine
-// (handshake), until the listener fails or the layer closes.
+// (handshake), until the listener is closed. Other errors (out of file
+// descriptors under a flood) are waited out, as net/http does: the loop
+// must outlive them.
 func (l *streamLayer) acceptLoop() {
 	defer l.bg.Done()
+	var delay time.Duration
 	for {
 		c, err := l.Listener.Accept()
-		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
-			}
+		if errors.Is(err, net.ErrClosed) {
 			select {
 			case l.accepted <- acceptResult{err: err}:
 			case <-l.done:
 			}
 			return
 		}
+		if err != nil {
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			l.log.Warn("store: raft transport: accept failed; trying again", "err", err, "in", delay)
+			t := time.NewTimer(delay)
+			select {
+			case <-t.C:
+				continue
+			case <-l.done:
+				t.Stop()
+				return
+			}
+		}
+		delay = 0
 		if l.fault() != nil {
 			c.Close()
 			continue

@@ -463,3 +463,35 @@ func (r *logRecorder) count(level, msg string) int {
 	}
 	return n
 }
+
+// TestTLSDialChecksServer: a leader whose configuration puts a server
+// "ghost" at another server's address does not replicate to it: the
+// server answering there shows its own certificate, and the dial is
+// refused, naming both.
+func TestTLSDialChecksServer(t *testing.T) {
+	ca := newTestCA(t, "cluster")
+	logs := newLogRecorder()
+	leader := openTest(t, "", func(cfg *Config) {
+		withTLS(t, ca, NewServerID())(cfg)
+		cfg.Logger = slog.New(logs)
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := openTest(t, "", func(cfg *Config) {
+		withTLS(t, ca, NewServerID())(cfg)
+		cfg.Cluster, cfg.Listener, cfg.NoWait = true, ln, true
+	})
+	// Raft commits the change on the leader alone, then replicates.
+	if err := leader.AddVoter(testCtx(t), "ghost", other.RaftAddr()); err != nil {
+		t.Fatal(err)
+	}
+	line := logs.wait(t, "the certificate is "+other.ServerID()+"'s")
+	if !strings.Contains(line, "server ghost") {
+		t.Errorf("dial refused as %q, want it to name ghost", line)
+	}
+	if got := other.raft.LastIndex(); got != 0 {
+		t.Errorf("the server at ghost's address took the leader's log up to %d", got)
+	}
+}
