@@ -88,8 +88,14 @@ type Config struct {
 	// refuses servers of another cluster: a Join that meets one fails.
 	Cluster string
 	// Peers are gossip addresses of members to join; none starts a pool.
-	Peers  []string
-	Logger *slog.Logger
+	Peers []string
+	// SecretKey is the cluster's gossip key: 16, 24 or 32 bytes (AES-128,
+	// -192 or -256). Every message, sent and received, is then encrypted
+	// and authenticated with it: a member without the key, or with another,
+	// can neither join nor be heard. Nil gossips in the clear, for tests of
+	// other features; servers and agents of a real cluster always set it.
+	SecretKey []byte
+	Logger    *slog.Logger
 	// fast shortens gossip timing, for tests.
 	fast bool
 }
@@ -129,6 +135,11 @@ func Join(cfg Config) (*Pool, error) {
 	if err != nil || port < 0 || port > 65535 {
 		return nil, fmt.Errorf("cluster: gossip address %q: invalid port", cfg.Bind)
 	}
+	switch len(cfg.SecretKey) {
+	case 0, 16, 24, 32:
+	default:
+		return nil, fmt.Errorf("cluster: gossip key: %d bytes; it must be 16, 24 or 32", len(cfg.SecretKey))
+	}
 	t := tags{Role: cfg.Role, Raft: cfg.Raft, API: cfg.API, Cluster: cfg.Cluster}
 	meta, err := json.Marshal(t)
 	if err != nil {
@@ -154,6 +165,12 @@ func Join(cfg Config) (*Pool, error) {
 		mc.PushPullInterval = time.Second
 	}
 	mc.Name = cfg.Name
+	if len(cfg.SecretKey) > 0 {
+		// memberlist builds its keyring from SecretKey and, with both
+		// verify flags, drops whatever does not decrypt with it.
+		mc.SecretKey = cfg.SecretKey
+		mc.GossipVerifyIncoming, mc.GossipVerifyOutgoing = true, true
+	}
 	mc.BindAddr, mc.BindPort = host, port
 	mc.AdvertisePort = port
 	mc.Delegate = p.meta

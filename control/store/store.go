@@ -26,6 +26,7 @@ package store
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -66,6 +67,30 @@ type Config struct {
 	// a directory of another cluster is refused. A new directory takes it.
 	ClusterID string
 	Logger    *slog.Logger // nil = discard; Raft's own INFO chatter is logged at DEBUG
+
+	// TLS and Peer run the Raft transport over mutual TLS; production
+	// servers always set both. Nil, both: plain TCP, which anyone who
+	// reaches the Raft port can append to the log through (tests of other
+	// features, a single dev server on loopback).
+	//
+	// TLS serves both ends, built by the caller from the cluster CA: it
+	// needs this server's certificate (Certificates, or GetCertificate and
+	// GetClientCertificate), ClientCAs and RootCAs. Accepting, the client's
+	// certificate is required and verified against ClientCAs (ClientAuth is
+	// forced to RequireAndVerifyClientCert). Dialing, the server's chain is
+	// verified against RootCAs; host names are checked only if ServerName
+	// is set (servers are dialed by address and named by Peer instead).
+	TLS *tls.Config
+	// Peer maps the verified certificate of the server at the other end
+	// of a Raft connection (cs.VerifiedChains[0][0], also
+	// cs.PeerCertificates[0]) to its Raft server ID; an error refuses the
+	// connection. It is called once per connection, from several
+	// goroutines. A connection is kept only with a server of the latest
+	// Raft configuration (any server, while this server's configuration is
+	// empty: a new server accepts the leader that adds it), and a dial
+	// only if the server answering is the one the configuration puts at
+	// that address.
+	Peer func(cs tls.ConnectionState) (serverID string, err error)
 
 	// Tuning for tests; zero = default.
 	historyLimit      uint64        // events kept for Watch (defaultHistoryLimit)
@@ -278,6 +303,10 @@ func (s *Store) start(cfg Config) error {
 	if err != nil {
 		return err
 	}
+	auth, err := newTLSAuth(cfg.TLS, cfg.Peer)
+	if err != nil {
+		return err
+	}
 	ln := cfg.Listener
 	if ln == nil {
 		if ln, err = net.Listen("tcp", cfg.BindAddr); err != nil {
@@ -289,7 +318,8 @@ func (s *Store) start(cfg Config) error {
 		ln.Close()
 		return fmt.Errorf("raft transport: %w", err)
 	}
-	s.trans = raft.NewNetworkTransportWithLogger(&streamLayer{Listener: ln, advertise: advertise, cut: cfg.NetworkHookForTesting}, 3, transportTimeout, hlog)
+	stream := newStreamLayer(ln, advertise, auth, cfg.NetworkHookForTesting, cfg.Logger)
+	s.trans = raft.NewNetworkTransportWithLogger(stream, 3, transportTimeout, hlog)
 
 	conf := raft.DefaultConfig()
 	conf.LocalID = raft.ServerID(cfg.ServerID)
@@ -334,6 +364,9 @@ func (s *Store) start(cfg Config) error {
 	s.raft, err = raft.NewRaft(conf, s.fsm, s.logs, s.logs, snaps, s.trans)
 	if err != nil {
 		return err
+	}
+	if auth != nil {
+		stream.setRaft(s.raft)
 	}
 	s.reads.init()
 	s.bg.Add(2)

@@ -3,8 +3,10 @@ package store
 import (
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -12,36 +14,75 @@ import (
 
 // streamLayer is the Raft transport's network: TCP on a listener the
 // caller may have opened (so that its address is known before the store
-// opens), and, for tests, a fault switch that cuts this server off. Close
-// closes every connection it made or accepted too: raft's transport leaves
-// them open, and the peers' goroutines reading them would outlive it.
+// opens), over mutual TLS between servers of the Raft configuration when
+// Config.TLS is set (transport_tls.go), and, for tests, a fault switch that
+// cuts this server off. Close closes every connection it made or accepted
+// too: raft's transport leaves them open, and the peers' goroutines reading
+// them would outlive it.
 type streamLayer struct {
 	net.Listener
 	advertise net.Addr
 	cut       func() error // Config.NetworkHookForTesting; nil in production
+	log       *slog.Logger
+
+	// With TLS: acceptLoop and a handshake goroutine per connection (bg)
+	// hand checked connections to Accept through accepted.
+	auth     *tlsAuth // nil = plain TCP
+	accepted chan acceptResult
+	raft     atomic.Pointer[raft.Raft] // whose configuration says who may connect
+	raftSet  chan struct{}             // closed by setRaft
+	refusals refusalLog
+	bg       sync.WaitGroup
 
 	mu     sync.Mutex
 	conns  map[net.Conn]struct{}
 	closed bool
+	done   chan struct{} // closed by Close
 }
 
 var _ raft.StreamLayer = (*streamLayer)(nil)
 
-// Dial dials a peer's Raft address.
+// newStreamLayer returns the layer on ln; auth nil is plain TCP. With TLS
+// it starts accepting at once; Close stops it.
+func newStreamLayer(ln net.Listener, advertise net.Addr, auth *tlsAuth, cut func() error, log *slog.Logger) *streamLayer {
+	l := &streamLayer{Listener: ln, advertise: advertise, auth: auth, cut: cut, log: log, done: make(chan struct{})}
+	if auth != nil {
+		l.accepted = make(chan acceptResult)
+		l.raftSet = make(chan struct{})
+		l.bg.Add(1)
+		go l.acceptLoop()
+	}
+	return l
+}
+
+// Dial dials a peer's Raft address; with TLS, it returns once the
+// handshake is done and the peer checked, all within timeout.
 func (l *streamLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
 	if err := l.fault(); err != nil {
 		return nil, err
 	}
-	c, err := (&net.Dialer{Timeout: timeout}).Dial("tcp", string(address))
+	var deadline time.Time
+	if timeout > 0 {
+		deadline = time.Now().Add(timeout)
+	}
+	c, err := (&net.Dialer{Deadline: deadline}).Dial("tcp", string(address))
 	if err != nil {
 		return nil, err
 	}
-	return l.track(c)
+	tc, err := l.track(c)
+	if err != nil || l.auth == nil {
+		return tc, err
+	}
+	return l.dialTLS(tc, string(address), deadline)
 }
 
 // Accept waits for a peer's connection. A connection that arrives while
-// the switch is cut is closed at once.
+// the switch is cut is closed at once. With TLS, it returns only
+// connections whose handshake and peer passed (see handshake).
 func (l *streamLayer) Accept() (net.Conn, error) {
+	if l.auth != nil {
+		return l.acceptTLS()
+	}
 	for {
 		c, err := l.Listener.Accept()
 		if err != nil {
@@ -55,9 +96,13 @@ func (l *streamLayer) Accept() (net.Conn, error) {
 	}
 }
 
-// Close stops accepting and closes every connection.
+// Close stops accepting and closes every connection; with TLS it returns
+// once the accept loop and every handshake have stopped.
 func (l *streamLayer) Close() error {
 	l.mu.Lock()
+	if !l.closed {
+		close(l.done)
+	}
 	l.closed = true
 	conns := l.conns
 	l.conns = nil
@@ -65,7 +110,9 @@ func (l *streamLayer) Close() error {
 	for c := range conns {
 		c.Close()
 	}
-	return l.Listener.Close()
+	err := l.Listener.Close()
+	l.bg.Wait()
+	return err
 }
 
 // track registers c, to be closed with the layer.
