@@ -141,7 +141,11 @@ func (s *Server) Handler() http.Handler {
 		mux.Handle(path, h)
 	}
 	mux.Handle(skiffv1connect.NewClusterServiceHandler(s.cluster(), opts...))
-	mux.Handle(skiffv1connect.NewAuthServiceHandler(&authService{b: s.b, z: s.authz, now: s.b.now}, opts...))
+	tokenClock := s.b.now
+	if s.auth != nil && s.auth.Now != nil {
+		tokenClock = s.auth.Now // expiry is checked by this clock
+	}
+	mux.Handle(skiffv1connect.NewAuthServiceHandler(&authService{b: s.b, z: s.authz, now: tokenClock}, opts...))
 	mux.HandleFunc("/healthz", s.healthz)
 	h := limitInFlight(mux, maxUnaryInFlight, maxStreamsInFlight)
 	if s.auth == nil {
