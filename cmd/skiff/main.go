@@ -62,6 +62,8 @@ success and 1 on any error.`,
 		newImageCmd(),
 		newBenchCmd(g),
 		newSnapshotCmd(g),
+		newTokenCmd(g),
+		newAuthCmd(g),
 	)
 	return root
 }

@@ -70,6 +70,16 @@ type backend struct {
 	decoded decodedCache
 	// events builds and encodes each watch event once for every watch.
 	events kinds.WatchEvents
+	// auth applies the rules that depend on the stored object (the node a
+	// pod is bound to); nil when the server runs without authentication.
+	auth *authorizer
+}
+
+// admit applies auth's rules on the stored object (nil on create) and the
+// object about to be written (nil for get and delete); see
+// authorizer.admitStored.
+func (b *backend) admit(ctx context.Context, verb string, k *kinds.Kind, stored, obj kinds.Object) error {
+	return b.auth.admitStored(ctx, verb, k, stored, obj)
 }
 
 // WatchEvents implements kinds.EventSharer.
@@ -162,6 +172,9 @@ func (b *backend) Create(ctx context.Context, k *kinds.Kind, obj kinds.Object, d
 	}
 	m.Uid = newUID()
 	m.CreationTimestamp = timestamppb.New(b.now())
+	if err := b.admit(ctx, "create", k, nil, obj); err != nil {
+		return nil, err
+	}
 	if err := b.validate(k, obj); err != nil {
 		return nil, err
 	}
@@ -255,7 +268,14 @@ func (b *backend) validate(k *kinds.Kind, obj kinds.Object) error {
 }
 
 func (b *backend) Get(ctx context.Context, k *kinds.Kind, req *skiffv1.GetRequest) (kinds.Object, error) {
-	return b.get(ctx, k, req.GetNamespace(), req.GetName())
+	obj, err := b.get(ctx, k, req.GetNamespace(), req.GetName())
+	if err != nil {
+		return nil, err
+	}
+	if err := b.admit(ctx, "get", k, obj, nil); err != nil {
+		return nil, err
+	}
+	return obj, nil
 }
 
 func (b *backend) get(ctx context.Context, k *kinds.Kind, ns, name string) (kinds.Object, error) {
@@ -345,6 +365,9 @@ func (b *backend) Update(ctx context.Context, k *kinds.Kind, obj kinds.Object, d
 		return nil, err
 	}
 	om := old.GetMetadata()
+	if err := b.admit(ctx, "update", k, old, obj); err != nil {
+		return nil, err
+	}
 	if err := checkVersion("update", k, om, m.ResourceVersion); err != nil {
 		return nil, err
 	}
@@ -447,8 +470,12 @@ func (b *backend) updateStatus(ctx context.Context, k *kinds.Kind, obj kinds.Obj
 	if obj == nil || obj.GetMetadata() == nil {
 		return nil, fieldErrors{"metadata: required value"}.err(k.Singular, "")
 	}
+	obj = cloneObj(obj)
 	m := obj.GetMetadata()
 	return b.modify(ctx, k, namespaceOf(k, m.Namespace), m.Name, m.Uid, m.ResourceVersion, dryRun, func(cur kinds.Object) error {
+		if err := b.admit(ctx, "updatestatus", k, cur, obj); err != nil {
+			return err
+		}
 		copyStatus(obj, cur)
 		return nil
 	})
@@ -502,6 +529,9 @@ func (b *backend) Delete(ctx context.Context, k *kinds.Kind, req *skiffv1.Delete
 	for try := 0; ; try++ {
 		obj, err := b.get(ctx, k, req.GetNamespace(), req.GetName())
 		if err != nil {
+			return nil, err
+		}
+		if err := b.admit(ctx, "delete", k, obj, nil); err != nil {
 			return nil, err
 		}
 		m := obj.GetMetadata()

@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"time"
 
+	"connectrpc.com/connect"
+
 	skiffv1 "skiff.dev/skiff/control/api/gen/skiff/v1"
 	"skiff.dev/skiff/control/api/gen/skiff/v1/skiffv1connect"
 	"skiff.dev/skiff/control/api/kinds"
@@ -27,6 +29,11 @@ type Config struct {
 	// its error (a failed store, say) and 200 when it returns nil. Nil:
 	// always healthy.
 	Health func() error
+	// Auth authenticates every call and authorizes it by the caller's
+	// role (auth.go, authz.go). Nil leaves the API open to anonymous
+	// callers: only for tests of other features; control/server always
+	// sets it.
+	Auth *AuthConfig
 }
 
 // Server is the API server: Connect handlers over the store, one service
@@ -37,6 +44,8 @@ type Server struct {
 	pods    *podService
 	health  func() error
 	members func(ctx context.Context) ([]*skiffv1.Member, error)
+	auth    *AuthConfig
+	authz   *authorizer // nil without auth
 }
 
 // agentDialer returns a client for the agent at a host:port.
@@ -57,6 +66,11 @@ func New(cfg Config) *Server {
 		hc = &http.Client{Timeout: 30 * time.Second}
 	}
 	b := &backend{store: cfg.Store, now: now}
+	var authz *authorizer
+	if cfg.Auth != nil {
+		authz = &authorizer{log: log}
+		b.auth = authz
+	}
 	b.strategies = map[*kinds.Kind]*strategy{
 		kinds.Pod:       podStrategy(b),
 		kinds.Node:      nodeStrategy(),
@@ -67,6 +81,8 @@ func New(cfg Config) *Server {
 		log:     log,
 		health:  cfg.Health,
 		members: cfg.Members,
+		auth:    cfg.Auth,
+		authz:   authz,
 		b:       b,
 		pods: &podService{
 			generic: kinds.Pod.GenericHandler(b).(generic),
@@ -78,17 +94,29 @@ func New(cfg Config) *Server {
 	}
 }
 
-// Init creates what every cluster has from the start: the default namespace.
-// It is safe to call on every start.
+// Init creates what every cluster has from the start: the default
+// namespace, and the bootstrap token once in the cluster's life. It is safe
+// to call on every start.
 func (s *Server) Init(ctx context.Context) error {
-	return s.b.ensureDefault(ctx)
+	if err := s.b.ensureDefault(ctx); err != nil {
+		return err
+	}
+	if s.auth != nil && s.auth.BootstrapToken != "" {
+		return storeBootstrapToken(ctx, s.b.store, s.auth.BootstrapToken, s.b.now())
+	}
+	return nil
 }
 
 // Handler serves the API's Connect, gRPC and gRPC-Web routes: each kind's
-// service from the registry, with Pod and Node adding their subresources.
+// service from the registry, with Pod and Node adding their subresources,
+// and the cluster and auth services. With Config.Auth every call but
+// /healthz is authenticated first, then authorized by the caller's role.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	opts := handlerOptions(&s.b.events)
+	if s.authz != nil {
+		opts = append(opts, connect.WithInterceptors(s.authz))
+	}
 	custom := map[*kinds.Kind]any{
 		kinds.Pod: s.pods,
 		kinds.Node: &nodeService{
@@ -113,8 +141,19 @@ func (s *Server) Handler() http.Handler {
 		mux.Handle(path, h)
 	}
 	mux.Handle(skiffv1connect.NewClusterServiceHandler(s.cluster(), opts...))
+	tokenClock := s.b.now
+	if s.auth != nil && s.auth.Now != nil {
+		tokenClock = s.auth.Now // expiry is checked by this clock
+	}
+	mux.Handle(skiffv1connect.NewAuthServiceHandler(&authService{b: s.b, z: s.authz, now: tokenClock}, opts...))
 	mux.HandleFunc("/healthz", s.healthz)
-	return limitInFlight(mux, maxUnaryInFlight, maxStreamsInFlight)
+	h := limitInFlight(mux, maxUnaryInFlight, maxStreamsInFlight)
+	if s.auth == nil {
+		return h
+	}
+	// Authentication first: a caller without credentials is refused
+	// before its body is read or it takes a seat.
+	return &authenticator{cfg: s.auth, store: s.b.store, log: s.log, errw: connect.NewErrorWriter(), next: h}
 }
 
 // healthz answers 200 "ok" while the server is healthy, and 503 with the
