@@ -9,6 +9,7 @@ package node
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -27,6 +28,7 @@ import (
 	"skiff.dev/skiff/control/api/gen/skiff/v1/skiffv1connect"
 	"skiff.dev/skiff/control/api/serve"
 	"skiff.dev/skiff/control/cluster"
+	"skiff.dev/skiff/control/cluster/pki"
 	"skiff.dev/skiff/cri"
 	"skiff.dev/skiff/node/agent"
 	"skiff.dev/skiff/runtime/image"
@@ -52,10 +54,14 @@ type Config struct {
 	// CRISocket is the CRI server's unix socket.
 	CRISocket string
 	// AgentListen is where the agent's API listens, host:port; port 0
-	// picks one. The node reports it to the server.
+	// picks one. The node's certificate names it, and the servers reach
+	// the agent there and nowhere else.
 	AgentListen string
-	Version     string
-	Logger      *slog.Logger
+	// Token is the cluster's join token: the node trades it for its
+	// certificate, and the gossip pool's key derives from it.
+	Token   string
+	Version string
+	Logger  *slog.Logger
 }
 
 // ImageDir is where a node keeps its images under its data directory.
@@ -74,6 +80,7 @@ func New(cfg Config) (*Node, error) {
 	for _, f := range []struct{ name, v string }{
 		{"node name", cfg.Name}, {"data dir", cfg.DataDir},
 		{"state dir", cfg.StateDir}, {"CRI socket", cfg.CRISocket}, {"agent listen address", cfg.AgentListen},
+		{"join token", cfg.Token},
 	} {
 		if f.v == "" {
 			missing = append(missing, f.name)
@@ -105,6 +112,37 @@ func (n *Node) Ready() <-chan struct{} { return n.ready }
 // that failure. Containers keep running when it returns; the next Run
 // adopts them.
 func (n *Node) Run(ctx context.Context) error {
+	// The node joins the cluster before it keeps anything: a refused
+	// join token leaves nothing behind.
+	ln, err := net.Listen("tcp", n.cfg.AgentListen)
+	if err != nil {
+		return fmt.Errorf("listen for the agent API on %s: %w", n.cfg.AgentListen, err)
+	}
+	defer ln.Close() // serve.Run closes it first when it runs
+	endpoint := ln.Addr().String()
+	var pool *cluster.Pool
+	if n.cfg.Server == "" {
+		pool, err = cluster.Join(cluster.Config{
+			Name: n.cfg.Name, Role: cluster.RoleAgent, Bind: n.cfg.Gossip, API: endpoint,
+			Peers: n.cfg.Join, SecretKey: pki.GossipKey(n.cfg.Token), Logger: n.log.With("room", "cluster"),
+		})
+		if err != nil {
+			return err
+		}
+		defer func() {
+			if err := pool.Leave(2 * time.Second); err != nil {
+				n.log.Warn("leave the gossip pool", "err", err)
+			}
+		}()
+	}
+	cred, err := n.credential(ctx, pool, endpoint)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while joining: not a failure
+		}
+		return err
+	}
+	j := joined{ln: ln, endpoint: endpoint, pool: pool, cred: cred}
 	images, err := image.Open(ImageDir(n.cfg.DataDir))
 	if err != nil {
 		return err
@@ -127,13 +165,24 @@ func (n *Node) Run(ctx context.Context) error {
 		defer close(criDone)
 		return criSrv.Serve(ctx)
 	})
-	g.Go(func() error { return n.runAgent(ctx, criDone) })
+	g.Go(func() error { return n.runAgent(ctx, criDone, j) })
 	return g.Wait()
+}
+
+// joined is what the node has once it has joined the cluster: the agent
+// API's listener and address, the gossip pool (nil with Config.Server), and
+// its certificate.
+type joined struct {
+	ln       net.Listener
+	endpoint string
+	pool     *cluster.Pool
+	cred     *pki.Credential
 }
 
 // runAgent waits for the CRI socket, then registers the node and runs the
 // agent and its API.
-func (n *Node) runAgent(ctx context.Context, criDone <-chan struct{}) error {
+func (n *Node) runAgent(ctx context.Context, criDone <-chan struct{}, j joined) error {
+	ln, endpoint, pool, cred := j.ln, j.endpoint, j.pool, j.cred
 	if err := waitForSocket(ctx, n.cfg.CRISocket, criDone); err != nil {
 		if ctx.Err() != nil {
 			return nil // stopped while waiting: not a failure
@@ -145,29 +194,13 @@ func (n *Node) runAgent(ctx context.Context, criDone <-chan struct{}) error {
 		return fmt.Errorf("dial CRI socket %s: %w", n.cfg.CRISocket, err)
 	}
 	defer conn.Close()
-	ln, err := net.Listen("tcp", n.cfg.AgentListen)
-	if err != nil {
-		return fmt.Errorf("listen for the agent API on %s: %w", n.cfg.AgentListen, err)
-	}
-	var hc connect.HTTPClient = &http.Client{}
-	base := n.cfg.Server
-	if base == "" {
-		pool, err := cluster.Join(cluster.Config{
-			Name: n.cfg.Name, Role: cluster.RoleAgent, Bind: n.cfg.Gossip, API: ln.Addr().String(),
-			Peers: n.cfg.Join, Logger: n.log.With("room", "cluster"),
-		})
-		if err != nil {
-			ln.Close()
-			return err
-		}
-		defer func() {
-			if err := pool.Leave(2 * time.Second); err != nil {
-				n.log.Warn("leave the gossip pool", "err", err)
-			}
-		}()
-		hc, base = &serverClient{pool: pool, hc: &http.Client{}}, "http://"+poolHost
-	} else if !strings.Contains(base, "://") {
-		base = "http://" + base
+	p := new(http.Protocols)
+	p.SetHTTP1(true)
+	p.SetHTTP2(true)
+	var hc connect.HTTPClient = &http.Client{Transport: &http.Transport{TLSClientConfig: cred.ClientConfig(serversOnly), Protocols: p}}
+	base := "https://" + serverHost(n.cfg.Server)
+	if pool != nil {
+		hc, base = &serverClient{pool: pool, hc: hc.(*http.Client)}, "https://"+poolHost
 	}
 	ag := agent.New(agent.Config{
 		NodeName: n.cfg.Name,
@@ -177,12 +210,18 @@ func (n *Node) runAgent(ctx context.Context, criDone <-chan struct{}) error {
 		Runtime:  runtimeapi.NewRuntimeServiceClient(conn),
 		Images:   runtimeapi.NewImageServiceClient(conn),
 		LogDir:   filepath.Join(n.cfg.DataDir, "node", "logs"),
-		Endpoint: ln.Addr().String(),
+		Endpoint: endpoint,
 		Logger:   n.log.With("room", "agent"),
 		Version:  n.cfg.Version,
 	})
 	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return serve.Run(ctx, ln, ag.Handler(), serve.DefaultLimits) })
+	// Only the cluster's servers may call the agent.
+	agentTLS := cred.ServerConfig(tls.RequireAndVerifyClientCert, serversOnly)
+	g.Go(func() error { return serve.Run(ctx, tls.NewListener(ln, agentTLS), ag.Handler(), serve.DefaultLimits) })
+	g.Go(func() error {
+		pki.Renew(ctx, cred, n.renew(pool, endpoint, cred), n.log.With("room", "pki"))
+		return nil
+	})
 	g.Go(func() error {
 		if err := n.register(ctx, ag); err != nil {
 			if ctx.Err() != nil {

@@ -38,7 +38,10 @@ standard input. Pods cannot be changed once created except by deleting them.`,
 			if err != nil {
 				return err
 			}
-			c := newClients(g.server)
+			c, err := g.clients()
+			if err != nil {
+				return err
+			}
 			ctx := cmd.Context()
 			for _, o := range objs {
 				if _, err := applyObject(ctx, c, o, g.namespace, true); err != nil {

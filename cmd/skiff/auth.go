@@ -31,7 +31,11 @@ namespace and expiry, a node's agent, or a server.`,
   SKIFF_TOKEN=$TOKEN skiff auth whoami`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			res, err := authClient(g).WhoAmI(cmd.Context(), connect.NewRequest(&skiffv1.WhoAmIRequest{}))
+			ac, err := authClient(g)
+			if err != nil {
+				return err
+			}
+			res, err := ac.WhoAmI(cmd.Context(), connect.NewRequest(&skiffv1.WhoAmIRequest{}))
 			if err != nil {
 				return plain(err)
 			}
@@ -86,7 +90,11 @@ or in every namespace with -A.`,
 				}
 				req.Namespace = namespaceFor(k, g.namespace, all)
 			}
-			res, err := authClient(g).CanI(cmd.Context(), connect.NewRequest(req))
+			ac, err := authClient(g)
+			if err != nil {
+				return err
+			}
+			res, err := ac.CanI(cmd.Context(), connect.NewRequest(req))
 			if err != nil {
 				return plain(err)
 			}

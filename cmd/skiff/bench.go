@@ -128,9 +128,13 @@ uncompressed and responses come back gzipped.`,
 			if err := o.validate(); err != nil {
 				return err
 			}
-			target := ""
+			var target *clientConfig
 			if cmd.Flags().Changed("server") {
-				target = g.server
+				cfg, err := g.clientConfig()
+				if err != nil {
+					return err
+				}
+				target = &cfg
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
@@ -204,26 +208,35 @@ func parseClients(s string) ([]int, error) {
 // runBenchStore runs the measurements against target, or against a server
 // of its own when target is empty, and prints a table for each to out.
 // progress hears what it is doing meanwhile.
-func runBenchStore(ctx context.Context, out, progress io.Writer, target string, o *benchOptions) (err error) {
-	where := "server at " + target
-	if target == "" {
+func runBenchStore(ctx context.Context, out, progress io.Writer, target *clientConfig, o *benchOptions) (err error) {
+	var where string
+	if target != nil {
+		where = "server at " + target.Server
+	} else {
 		local, err := startBenchServers(ctx, progress, o.servers)
 		if err != nil {
 			return err
 		}
 		defer func() { err = errors.Join(err, local.stop()) }()
-		target = local.addr
+		target = &local.cfg
 		where = fmt.Sprintf("in-process server on %s, data in %s (removed afterwards)", local.addr, local.dir)
 		if o.servers > 1 {
 			where = fmt.Sprintf("%d in-process servers on loopback, through the leader on %s, data in %s (removed afterwards)", o.servers, local.addr, local.dir)
 		}
 	}
-	b, err := newBench(target, o, progress)
+	b, err := newBench(*target, o, progress)
 	if err != nil {
 		return err
 	}
 	defer b.close()
-	fmt.Fprintf(out, "target: %s\nclient: Connect over HTTP/2 cleartext; requests uncompressed, responses gzip (connect-go's default)\n\n", where)
+	wire := "HTTP/2 cleartext"
+	if strings.HasPrefix(target.baseURL(), "https://") {
+		wire = "HTTP/2 over TLS 1.3"
+	}
+	if target.Token != "" {
+		wire += ", a bearer token on every call"
+	}
+	fmt.Fprintf(out, "target: %s\nclient: Connect over %s; requests uncompressed, responses gzip (connect-go's default)\n\n", where, wire)
 
 	writes, err := b.measureWrites(ctx)
 	if err != nil {
@@ -259,21 +272,27 @@ type bench struct {
 	nodes    skiffv1connect.NodeServiceClient
 }
 
-func newBench(target string, o *benchOptions, progress io.Writer) (*bench, error) {
-	base := target
-	if !strings.Contains(base, "://") {
-		base = "http://" + base
+func newBench(cfg clientConfig, o *benchOptions, progress io.Writer) (*bench, error) {
+	base := cfg.baseURL()
+	tc, err := cfg.tlsConfig()
+	if err != nil {
+		return nil, err
 	}
 	id := make([]byte, 4)
 	if _, err := rand.Read(id); err != nil {
 		return nil, fmt.Errorf("name the bench run: %w", err)
 	}
-	// Cleartext HTTP/2 with prior knowledge: every call is a stream on a
-	// shared connection, so concurrency costs no connection setup.
+	// HTTP/2 (over TLS, or cleartext with prior knowledge): every call is
+	// a stream on a shared connection, so concurrency costs no connection
+	// setup.
 	p := new(http.Protocols)
-	p.SetUnencryptedHTTP2(true)
-	tr := &http.Transport{Protocols: p}
-	hc := &http.Client{Transport: tr}
+	if strings.HasPrefix(base, "https://") {
+		p.SetHTTP2(true)
+	} else {
+		p.SetUnencryptedHTTP2(true)
+	}
+	tr := &http.Transport{Protocols: p, TLSClientConfig: tc}
+	hc := &http.Client{Transport: cfg.authorize(tr)}
 	return &bench{
 		o: o, run: hex.EncodeToString(id), payload: strings.Repeat("x", o.size), progress: progress, tr: tr,
 		ns:    skiffv1connect.NewNamespaceServiceClient(hc, base),

@@ -16,12 +16,14 @@ import (
 
 	skiffv1 "skiff.dev/skiff/control/api/gen/skiff/v1"
 	"skiff.dev/skiff/control/api/gen/skiff/v1/skiffv1connect"
+	"skiff.dev/skiff/control/cluster/pki"
 	"skiff.dev/skiff/control/server"
 )
 
 // localServer is the server a bench starts when it is given none.
 type localServer struct {
 	addr, dir string
+	cfg       clientConfig // the admin's, to the leader
 	stop      func() error
 }
 
@@ -53,7 +55,9 @@ func startBenchServers(ctx context.Context, logOut io.Writer, n int) (*localServ
 		return errors.Join(append(errs, os.RemoveAll(dir))...)
 	}
 	cfgs := []server.Config{{DataDir: dir, Listen: "127.0.0.1:0", Logger: log}}
+	token := ""
 	if n > 1 {
+		token = pki.NewToken()
 		cfgs = cfgs[:0]
 		var gossip []string
 		for i := 1; i <= n; i++ {
@@ -74,7 +78,7 @@ func startBenchServers(ctx context.Context, logOut io.Writer, n int) (*localServ
 			}
 			cfgs = append(cfgs, server.Config{
 				DataDir: filepath.Join(dir, host), Listen: host + ":0", RaftListen: host + ":0", Gossip: gossip[i-1], Join: join,
-				BootstrapExpect: n, Logger: log,
+				BootstrapExpect: n, Token: token, Logger: log,
 			})
 		}
 	}
@@ -103,13 +107,16 @@ func startBenchServers(ctx context.Context, logOut io.Writer, n int) (*localServ
 			return nil, errors.Join(fmt.Errorf("start the bench's server: %w", err), stop())
 		}
 	}
+	a := srvs[0].Admin()
+	cfg := clientConfig{Server: a.Server, Token: a.Token, CA: string(a.CA)}
 	leader := addrs[0]
 	if n > 1 {
-		if leader, err = waitBenchLeader(ctx, addrs[0]); err != nil {
+		if leader, err = waitBenchLeader(ctx, cfg); err != nil {
 			return nil, errors.Join(err, stop())
 		}
+		cfg.Server = leader
 	}
-	return &localServer{addr: leader, dir: dir, stop: stop}, nil
+	return &localServer{addr: leader, dir: dir, cfg: cfg, stop: stop}, nil
 }
 
 // freePort returns host:port with a port no one listens on now, on TCP
@@ -135,9 +142,13 @@ func freePort(host string, udp bool) (string, error) {
 
 // waitBenchLeader waits until the cluster has a leader that has created
 // the default namespace, and returns the leader's API address.
-func waitBenchLeader(ctx context.Context, addr string) (string, error) {
-	hc := &http.Client{Timeout: 5 * time.Second}
-	cs := skiffv1connect.NewClusterServiceClient(hc, "http://"+addr)
+func waitBenchLeader(ctx context.Context, cfg clientConfig) (string, error) {
+	tr, err := cfg.transport()
+	if err != nil {
+		return "", err
+	}
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: tr}
+	cs := skiffv1connect.NewClusterServiceClient(hc, cfg.baseURL())
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	t := time.NewTicker(50 * time.Millisecond)
@@ -149,7 +160,7 @@ func waitBenchLeader(ctx context.Context, addr string) (string, error) {
 				if m.GetRaftRole() != "leader" || m.GetApiAddress() == "" {
 					continue
 				}
-				ns := skiffv1connect.NewNamespaceServiceClient(hc, "http://"+m.GetApiAddress())
+				ns := skiffv1connect.NewNamespaceServiceClient(hc, (clientConfig{Server: m.GetApiAddress(), CA: cfg.CA}).baseURL())
 				if _, err := ns.Get(ctx, connect.NewRequest(&skiffv1.GetRequest{Name: benchNamespace})); err == nil {
 					return m.GetApiAddress(), nil
 				}

@@ -2,7 +2,7 @@ package main
 
 import (
 	"net/http"
-	"strings"
+	"os"
 	"time"
 
 	"skiff.dev/skiff/control/api/gen/skiff/v1/skiffv1connect"
@@ -17,18 +17,51 @@ type clients struct {
 	pods   skiffv1connect.PodServiceClient
 }
 
-func newClients(server string) *clients {
-	base := server
-	if !strings.Contains(base, "://") {
-		base = "http://" + base
+// clientConfig resolves how to reach the server: --server, else
+// $SKIFF_SERVER, else the client config's, else the default; the token
+// from $SKIFF_TOKEN, else the client config's; the CA from the client
+// config (--config, else $SKIFF_CONFIG, else ~/.skiff/config).
+func (g *globals) clientConfig() (clientConfig, error) {
+	cfg, _, err := loadClientConfig(g.config)
+	if err != nil {
+		return cfg, err
 	}
-	hc := &http.Client{Timeout: 30 * time.Second}
+	switch {
+	case g.server != "":
+		cfg.Server = g.server
+	case os.Getenv("SKIFF_SERVER") != "":
+		cfg.Server = os.Getenv("SKIFF_SERVER")
+	case cfg.Server == "":
+		cfg.Server = defaultServer
+	}
+	if t := os.Getenv("SKIFF_TOKEN"); t != "" {
+		cfg.Token = t
+	}
+	return cfg, nil
+}
+
+// clients returns the API clients the flags and the client config ask for.
+func (g *globals) clients() (*clients, error) {
+	cfg, err := g.clientConfig()
+	if err != nil {
+		return nil, err
+	}
+	return newClients(cfg)
+}
+
+func newClients(cfg clientConfig) (*clients, error) {
+	tr, err := cfg.transport()
+	if err != nil {
+		return nil, err
+	}
+	base := cfg.baseURL()
+	hc := &http.Client{Timeout: 30 * time.Second, Transport: tr}
 	return &clients{
 		hc:     hc,
-		stream: &http.Client{},
+		stream: &http.Client{Transport: tr},
 		base:   base,
 		pods:   skiffv1connect.NewPodServiceClient(hc, base),
-	}
+	}, nil
 }
 
 // of returns the generic client of a kind.

@@ -55,7 +55,10 @@ objects are gone; --wait=false returns at once.`,
 			if o.force {
 				fmt.Fprintln(cmd.ErrOrStderr(), "Warning: immediate deletion does not wait for the node to confirm that the containers have stopped; they may keep running for a while")
 			}
-			c := newClients(g.server)
+			c, err := g.clients()
+			if err != nil {
+				return err
+			}
 			for _, t := range targets {
 				if err := deleteOne(cmd.Context(), cmd.OutOrStdout(), c, t, grace, o); err != nil {
 					return err

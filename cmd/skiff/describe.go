@@ -35,7 +35,10 @@ and events.`,
 			if args[1] == "" {
 				return fmt.Errorf("name required: NAME is empty")
 			}
-			c := newClients(g.server)
+			c, err := g.clients()
+			if err != nil {
+				return err
+			}
 			ctx := cmd.Context()
 			obj, err := c.of(k).Get(ctx, namespaceFor(k, g.namespace, false), args[1])
 			if err != nil {

@@ -31,6 +31,39 @@ type serverOptions struct {
 	eventTTL      time.Duration
 	expect        int
 	deadAfter     time.Duration
+	token         tokenFlags
+	agentToken    string
+	sans          []string
+	clientConfig  string // where to write the admin's client config; "" = the default
+}
+
+// tokenFlags are --token and --token-file.
+type tokenFlags struct {
+	token, file string
+}
+
+func (t *tokenFlags) flags(cmd *cobra.Command, what string) {
+	cmd.Flags().StringVar(&t.token, "token", "", what)
+	cmd.Flags().StringVar(&t.file, "token-file", "", "file holding the join token (instead of --token)")
+}
+
+// value is the join token given, from --token or --token-file.
+func (t *tokenFlags) value() (string, error) {
+	if t.token != "" && t.file != "" {
+		return "", errors.New("--token and --token-file: give one")
+	}
+	if t.file == "" {
+		return t.token, nil
+	}
+	raw, err := os.ReadFile(t.file)
+	if err != nil {
+		return "", fmt.Errorf("--token-file: %w", err)
+	}
+	tok := strings.TrimSpace(string(raw))
+	if tok == "" {
+		return "", fmt.Errorf("--token-file: %s is empty", t.file)
+	}
+	return tok, nil
 }
 
 // agentOptions are the flags of a node (skiff agent, skiff dev).
@@ -43,6 +76,8 @@ type agentOptions struct {
 	nodeName    string
 	agentListen string
 	serverAddr  string
+	token       tokenFlags
+	joinToken   string // resolved from token
 }
 
 // runOptions are what every long-running command shares.
@@ -89,6 +124,7 @@ func (o *serverOptions) flags(cmd *cobra.Command) {
 	f.StringVar(&o.raftAdvertise, "raft-advertise", "", "Raft address other servers dial (default: --raft-listen's)")
 	f.StringVar(&o.gossip, "gossip-listen", "", "gossip address, so that other servers and agents (skiff agent --join) find this server; empty runs without gossip")
 	f.StringSliceVar(&o.join, "join", nil, "gossip addresses of members to join (with --gossip-listen); tried every second until one answers")
+	f.StringVar(&o.clientConfig, "client-config", "", "where to write the admin's client config (server, bootstrap admin token, cluster CA) when it holds none for another server (default $SKIFF_CONFIG, else ~/.skiff/config); DATA-DIR/server/admin.config always has it")
 }
 
 func (o *agentOptions) flags(cmd *cobra.Command) {
@@ -104,7 +140,7 @@ func (o *runOptions) flags(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 }
 
-func (o *serverOptions) server(log *slog.Logger) (*server.Server, error) {
+func (o *serverOptions) server(log *slog.Logger, dev bool) (*server.Server, error) {
 	if o.eventTTL <= 0 {
 		return nil, fmt.Errorf("--event-ttl: invalid value %s: must be positive", o.eventTTL)
 	}
@@ -117,9 +153,17 @@ func (o *serverOptions) server(log *slog.Logger) (*server.Server, error) {
 	if (o.expect >= 2 || len(o.join) > 0) && o.gossip == "" {
 		return nil, errors.New("--gossip-listen: required with --bootstrap-expect 2 or more and with --join: the servers of a cluster find each other by gossip")
 	}
+	token, err := o.token.value()
+	if err != nil {
+		return nil, err
+	}
+	if token == "" && (o.expect >= 2 || len(o.join) > 0) {
+		return nil, errors.New("--token: required with --bootstrap-expect 2 or more and with --join: the servers of a cluster share a join token (skiff server prints where the first server keeps its own)")
+	}
 	s, err := server.New(server.Config{
 		DataDir: o.dataDir, Listen: o.listen, RaftListen: o.raftListen, RaftAdvertise: o.raftAdvertise,
 		Gossip: o.gossip, Join: o.join, BootstrapExpect: o.expect, DeadServerAfter: o.deadAfter, EventTTL: o.eventTTL, Logger: log,
+		Token: token, AgentToken: o.agentToken, SANs: o.sans, PlainHTTP: dev,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("skiff server: %w", err)
@@ -131,9 +175,19 @@ func (o *agentOptions) node(log *slog.Logger) (*node.Node, error) {
 	if os.Geteuid() != 0 {
 		return nil, errors.New("a skiff node needs root: every pod gets its own network namespace")
 	}
+	token := o.joinToken
+	if token == "" {
+		var err error
+		if token, err = o.token.value(); err != nil {
+			return nil, err
+		}
+	}
+	if token == "" {
+		return nil, errors.New("--token: required value: the cluster's join token (a server keeps it in DATA-DIR/server/token)")
+	}
 	n, err := node.New(node.Config{
 		Name: o.nodeName, Server: o.serverAddr, Gossip: o.gossip, Join: o.join, DataDir: o.dataDir, StateDir: o.stateDir,
-		CRISocket: o.criSocket, AgentListen: o.agentListen, Version: version, Logger: log,
+		CRISocket: o.criSocket, AgentListen: o.agentListen, Token: token, Version: version, Logger: log,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("skiff agent: %w", err)
@@ -177,7 +231,7 @@ func runDev(ctx context.Context, log *slog.Logger, o *devOptions) error {
 	if os.Geteuid() != 0 {
 		return errors.New("skiff dev needs root: every pod gets its own network namespace")
 	}
-	srv, err := o.server(log)
+	srv, err := o.server(log, true)
 	if err != nil {
 		return err
 	}
@@ -191,7 +245,9 @@ func runDev(ctx context.Context, log *slog.Logger, o *devOptions) error {
 		return g.Wait()
 	}
 	o.agentOptions.dataDir = o.serverOptions.dataDir
-	o.agentOptions.serverAddr = srv.Addr()
+	o.agentOptions.serverAddr = srv.InternalAddr()
+	o.agentOptions.joinToken = srv.JoinToken()
+	writeAdminConfig(log, srv, o.serverOptions.dataDir, o.serverOptions.clientConfig)
 	n, err := o.node(log)
 	if err != nil {
 		cancel()
@@ -243,17 +299,20 @@ ADDR" or, through the gossip pool, "skiff agent --join GOSSIP-ADDR".`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return r.run(cmd, func(ctx context.Context, log *slog.Logger) error {
-				s, err := o.server(log)
+				s, err := o.server(log, false)
 				if err != nil {
 					return err
 				}
-				return s.Run(ctx)
+				return runServer(ctx, log, s, o.dataDir, o.clientConfig)
 			})
 		},
 	}
 	cmd.Flags().StringVar(&o.dataDir, "data-dir", defaultDataDir, "directory for the server's state (under DIR/server)")
 	cmd.Flags().DurationVar(&o.deadAfter, "dead-server-after", server.DefaultDeadServerAfter, "how long a voter may be gone from the gossip pool before the leader removes it (only while the servers alive stay a majority)")
 	cmd.Flags().IntVar(&o.expect, "bootstrap-expect", 0, "start a new cluster once this many new servers meet in the gossip pool (3 or 5; needs --gossip-listen); 0 with --join joins an existing cluster")
+	o.token.flags(cmd, "the cluster's join token, shared by its servers (and its agents, unless --agent-token is set); a server alone makes one at its first start and keeps it in DATA-DIR/server/token")
+	cmd.Flags().StringVar(&o.agentToken, "agent-token", "", "a join token for agents alone: agents may then not use --token, and only servers may join with it")
+	cmd.Flags().StringSliceVar(&o.sans, "tls-san", nil, "extra host names or addresses for the server's certificate (clients check the name they dial)")
 	o.flags(cmd)
 	r.flags(cmd)
 	return cmd
@@ -277,7 +336,11 @@ runs until interrupted. It needs root.`,
 			case len(o.join) > 0 && cmd.Flag("server").Changed:
 				return errors.New("--server and --join: give one, the server to use or the gossip pool to find servers in")
 			case len(o.join) == 0:
-				o.serverAddr = g.server
+				cfg, err := g.clientConfig()
+				if err != nil {
+					return err
+				}
+				o.serverAddr = cfg.Server
 			}
 			return r.run(cmd, func(ctx context.Context, log *slog.Logger) error {
 				n, err := o.node(log)
@@ -291,6 +354,7 @@ runs until interrupted. It needs root.`,
 	cmd.Flags().StringVar(&o.dataDir, "data-dir", defaultDataDir, "directory for the node's state (under DIR/node)")
 	cmd.Flags().StringSliceVar(&o.join, "join", nil, "gossip addresses of servers or agents to join; the node then finds its servers in the pool and moves to a live one when its server dies (instead of --server)")
 	cmd.Flags().StringVar(&o.gossip, "gossip-listen", "127.0.0.1:0", "gossip address of this node, with --join")
+	o.token.flags(cmd, "the cluster's join token (a server keeps it in DATA-DIR/server/token): the agent trades it for its certificate")
 	o.flags(cmd)
 	r.flags(cmd)
 	return cmd

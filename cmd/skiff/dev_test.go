@@ -24,6 +24,7 @@ import (
 type cluster struct {
 	t       *testing.T
 	server  string
+	config  string // the client config the CLI reads: the admin's
 	dataDir string
 	socket  string
 	stop    func()
@@ -48,12 +49,13 @@ func startDevIn(t *testing.T, dir string) *cluster {
 		t.Skip("needs root: skiff dev creates a network namespace per pod")
 	}
 	c := &cluster{t: t, dataDir: filepath.Join(dir, "data"), socket: filepath.Join(dir, "cri.sock")}
+	c.config = adminConfigPath(c.dataDir)
 	ready := make(chan string, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	logs := &syncWriter{w: &bytes.Buffer{}}
 	o := &devOptions{
-		serverOptions: serverOptions{dataDir: c.dataDir, listen: "127.0.0.1:0", eventTTL: time.Hour},
+		serverOptions: serverOptions{dataDir: c.dataDir, listen: "127.0.0.1:0", eventTTL: time.Hour, clientConfig: filepath.Join(dir, "client.config")},
 		agentOptions:  agentOptions{stateDir: filepath.Join(dir, "state"), criSocket: c.socket, nodeName: "node-1", agentListen: "127.0.0.1:0"},
 		runOptions:    runOptions{logLevel: "info", logOut: logs, ready: func(addr string) { ready <- addr }},
 	}
@@ -101,7 +103,7 @@ func (c *cluster) skiff(args ...string) (string, error) {
 	var out bytes.Buffer
 	root.SetOut(&out)
 	root.SetErr(&out)
-	root.SetArgs(append([]string{"--server", c.server}, args...))
+	root.SetArgs(append([]string{"--server", c.server, "--config", c.config}, args...))
 	err := root.ExecuteContext(context.Background())
 	return out.String(), err
 }

@@ -67,7 +67,10 @@ KIND is one of ` + strings.Join(kindHelp(), ", ") + `.
 				}
 			}
 			ns := namespaceFor(k, g.namespace, o.all)
-			c := newClients(g.server)
+			c, err := g.clients()
+			if err != nil {
+				return err
+			}
 			return runGet(cmd.Context(), cmd.OutOrStdout(), c, k, ns, name, o)
 		},
 	}
@@ -294,7 +297,11 @@ func completeKindAndName(g *globals) func(*cobra.Command, []string, string) ([]s
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), 2*time.Second)
 			defer cancel()
-			objs, _, err := newClients(g.server).of(k).List(ctx, &skiffv1.ListRequest{Namespace: namespaceFor(k, g.namespace, false)})
+			c, err := g.clients()
+			if err != nil {
+				return nil, cobra.ShellCompDirectiveNoFileComp
+			}
+			objs, _, err := c.of(k).List(ctx, &skiffv1.ListRequest{Namespace: namespaceFor(k, g.namespace, false)})
 			if err != nil {
 				return nil, cobra.ShellCompDirectiveNoFileComp
 			}

@@ -16,7 +16,11 @@ func newLogsCmd(g *globals) *cobra.Command {
   skiff logs web -c server -n shop`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			res, err := newClients(g.server).pods.Logs(cmd.Context(), connect.NewRequest(&skiffv1.PodLogsRequest{
+			c, err := g.clients()
+			if err != nil {
+				return err
+			}
+			res, err := c.pods.Logs(cmd.Context(), connect.NewRequest(&skiffv1.PodLogsRequest{
 				Namespace: g.namespace, Name: args[0], Container: container,
 			}))
 			if err != nil {

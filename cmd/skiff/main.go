@@ -23,7 +23,8 @@ func main() {
 
 // globals are the flags every client command shares.
 type globals struct {
-	server    string
+	server    string // "" unless --server is given
+	config    string
 	namespace string
 }
 
@@ -38,17 +39,18 @@ and node agents that run pods of WebAssembly modules through a CRI server.
 Start a one-node cluster with "skiff dev", then use the client commands
 (apply, get, describe, delete, logs) as you would kubectl. The kinds are
 pods, nodes, namespaces and events. The client finds the server from
---server, then $SKIFF_SERVER, then ` + defaultServer + `; it exits 0 on
-success and 1 on any error.`,
+--server, then $SKIFF_SERVER, then the client config, then ` + defaultServer + `.
+It authenticates with the bearer token of $SKIFF_TOKEN or of the client
+config (--config, $SKIFF_CONFIG, else ~/.skiff/config), which skiff server
+and skiff dev write with an admin token at their first start, along with
+the cluster CA that the client verifies the server's certificate with.
+It exits 0 on success and 1 on any error.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Version:       version,
 	}
-	server := os.Getenv("SKIFF_SERVER")
-	if server == "" {
-		server = defaultServer
-	}
-	root.PersistentFlags().StringVar(&g.server, "server", server, "address of the skiff API server (host:port or URL); env SKIFF_SERVER")
+	root.PersistentFlags().StringVar(&g.server, "server", "", "address of the skiff API server (host:port or URL); default $SKIFF_SERVER, else the client config's, else "+defaultServer)
+	root.PersistentFlags().StringVar(&g.config, "config", defaultConfigPath(), "client config file (server, token, cluster CA) that skiff server and skiff dev write at first start; env "+configEnv)
 	root.AddCommand(
 		newDevCmd(),
 		newServerCmd(),

@@ -21,7 +21,10 @@ gossip pool (servers and agents) with its state (alive, failed, left). A
 server run without --gossip-listen knows only its Raft servers.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c := newClients(g.server)
+			c, err := g.clients()
+			if err != nil {
+				return err
+			}
 			res, err := skiffv1connect.NewClusterServiceClient(c.hc, c.base).Members(cmd.Context(), connect.NewRequest(&skiffv1.MembersRequest{}))
 			if err != nil {
 				return plain(err)

@@ -41,7 +41,11 @@ writes it to FILE, replacing FILE only once the copy is complete and checked.`,
 			// Interrupted, it removes its temporary file and leaves FILE be.
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			info, err := saveSnapshot(ctx, newClients(g.server), args[0])
+			c, err := g.clients()
+			if err != nil {
+				return err
+			}
+			info, err := saveSnapshot(ctx, c, args[0])
 			if err != nil {
 				return fmt.Errorf("save snapshot: %w", err)
 			}

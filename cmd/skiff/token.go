@@ -30,9 +30,12 @@ creates, lists and revokes the tokens of its namespace.`,
 	return cmd
 }
 
-func authClient(g *globals) skiffv1connect.AuthServiceClient {
-	c := newClients(g.server)
-	return skiffv1connect.NewAuthServiceClient(c.hc, c.base)
+func authClient(g *globals) (skiffv1connect.AuthServiceClient, error) {
+	c, err := g.clients()
+	if err != nil {
+		return nil, err
+	}
+	return skiffv1connect.NewAuthServiceClient(c.hc, c.base), nil
 }
 
 func newTokenCreateCmd(g *globals) *cobra.Command {
@@ -57,7 +60,11 @@ token is cluster-wide, which only a cluster-wide admin may create; without
 			if ttl%time.Second != 0 {
 				return fmt.Errorf("--ttl: invalid value %s: whole seconds only", ttl)
 			}
-			res, err := authClient(g).CreateToken(cmd.Context(), connect.NewRequest(&skiffv1.CreateTokenRequest{
+			ac, err := authClient(g)
+			if err != nil {
+				return err
+			}
+			res, err := ac.CreateToken(cmd.Context(), connect.NewRequest(&skiffv1.CreateTokenRequest{
 				Namespace: ns, Role: role, TtlSeconds: int64(ttl / time.Second), Description: description,
 			}))
 			if err != nil {
@@ -92,7 +99,11 @@ keeps those of one namespace.`,
   skiff token list -n team`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			res, err := authClient(g).ListTokens(cmd.Context(), connect.NewRequest(&skiffv1.ListTokensRequest{Namespace: ns}))
+			ac, err := authClient(g)
+			if err != nil {
+				return err
+			}
+			res, err := ac.ListTokens(cmd.Context(), connect.NewRequest(&skiffv1.ListTokensRequest{Namespace: ns}))
 			if err != nil {
 				return plain(err)
 			}
@@ -116,7 +127,11 @@ func newTokenRevokeCmd(g *globals) *cobra.Command {
   skiff token revoke 5pvergiofhtc`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			res, err := authClient(g).RevokeToken(cmd.Context(), connect.NewRequest(&skiffv1.RevokeTokenRequest{Id: args[0]}))
+			ac, err := authClient(g)
+			if err != nil {
+				return err
+			}
+			res, err := ac.RevokeToken(cmd.Context(), connect.NewRequest(&skiffv1.RevokeTokenRequest{Id: args[0]}))
 			if err != nil {
 				return plain(err)
 			}

@@ -270,7 +270,7 @@ func (s *podService) Logs(ctx context.Context, req *connect.Request[skiffv1.PodL
 	if endpoint == "" {
 		return nil, connect.NewError(connect.CodeUnavailable, fmt.Errorf("node %q has not reported an agent endpoint", node))
 	}
-	res, err := s.agents(endpoint).ContainerLogs(ctx, connect.NewRequest(&skiffv1.ContainerLogsRequest{
+	res, err := s.agents(node, endpoint).ContainerLogs(ctx, connect.NewRequest(&skiffv1.ContainerLogsRequest{
 		Namespace: p.Metadata.Namespace, Pod: p.Metadata.Name, PodUid: p.Metadata.Uid, Container: container,
 	}))
 	if err != nil {

@@ -23,8 +23,13 @@ type Config struct {
 	// Members lists the cluster's servers and agents (ClusterService.Members);
 	// the call is Unimplemented when nil.
 	Members func(ctx context.Context) ([]*skiffv1.Member, error)
-	// HTTPClient reaches the agents for container logs; a plain client when nil.
+	// HTTPClient reaches the agents for container logs; a plain client when
+	// nil. Agents, when set, is used instead.
 	HTTPClient *http.Client
+	// Agents returns a client of the agent of node at endpoint (the
+	// node's status.agentEndpoint, which only its agent sets, from its
+	// certificate); the client must refuse any peer but that agent.
+	Agents func(node, endpoint string) skiffv1connect.AgentServiceClient
 	// Health says whether this server can serve: /healthz answers 503 with
 	// its error (a failed store, say) and 200 when it returns nil. Nil:
 	// always healthy.
@@ -48,8 +53,8 @@ type Server struct {
 	authz   *authorizer // nil without auth
 }
 
-// agentDialer returns a client for the agent at a host:port.
-type agentDialer func(endpoint string) skiffv1connect.AgentServiceClient
+// agentDialer returns a client for the agent of a node at a host:port.
+type agentDialer func(node, endpoint string) skiffv1connect.AgentServiceClient
 
 // New returns a Server over cfg.Store.
 func New(cfg Config) *Server {
@@ -77,6 +82,12 @@ func New(cfg Config) *Server {
 		kinds.Namespace: namespaceStrategy(),
 		kinds.Event:     eventStrategy(),
 	}
+	agents := cfg.Agents
+	if agents == nil {
+		agents = func(_, endpoint string) skiffv1connect.AgentServiceClient {
+			return skiffv1connect.NewAgentServiceClient(hc, "http://"+endpoint)
+		}
+	}
 	return &Server{
 		log:     log,
 		health:  cfg.Health,
@@ -87,9 +98,7 @@ func New(cfg Config) *Server {
 		pods: &podService{
 			generic: kinds.Pod.GenericHandler(b).(generic),
 			b:       b,
-			agents: func(endpoint string) skiffv1connect.AgentServiceClient {
-				return skiffv1connect.NewAgentServiceClient(hc, "http://"+endpoint)
-			},
+			agents:  agents,
 		},
 	}
 }

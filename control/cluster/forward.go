@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -34,6 +35,16 @@ type ForwardConfig struct {
 	Logger *slog.Logger
 	// Dial dials the leader's API; for tests (a cut-off server). nil: TCP.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// TLS is the client config this server reaches the leader with (its
+	// own certificate, servers only); nil: plain HTTP, for tests.
+	TLS *tls.Config
+	// PeerHeader and Peer carry to the leader who a caller that
+	// authenticated with its certificate is: the forwarded request gets
+	// the header PeerHeader with Peer(request) as its value, or none when
+	// Peer returns "" (a bearer token travels in the request as it is).
+	// The header a caller sent itself is always dropped.
+	PeerHeader string
+	Peer       func(r *http.Request) string
 }
 
 // leaderWait bounds how long a request waits for a leader to be elected
@@ -63,13 +74,20 @@ func Forward(next http.Handler, cfg ForwardConfig) *Forwarder {
 		dial = (&net.Dialer{Timeout: 2 * time.Second}).DialContext
 	}
 	p := new(http.Protocols)
-	p.SetUnencryptedHTTP2(true)
+	scheme := "http"
+	if cfg.TLS != nil {
+		p.SetHTTP2(true)
+		scheme = "https"
+	} else {
+		p.SetUnencryptedHTTP2(true)
+	}
 	tr := &http.Transport{
-		DialContext: dial, Protocols: p,
+		DialContext: dial, Protocols: p, TLSClientConfig: cfg.TLS,
 		MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second,
 		ResponseHeaderTimeout: 60 * time.Second,
 	}
-	return &Forwarder{next: next, st: cfg.Store, pool: cfg.Pool, log: log, tr: tr, errw: connect.NewErrorWriter()}
+	return &Forwarder{next: next, st: cfg.Store, pool: cfg.Pool, log: log, tr: tr, errw: connect.NewErrorWriter(),
+		scheme: scheme, peerHeader: cfg.PeerHeader, peer: cfg.Peer}
 }
 
 // Forwarder is the handler Forward returns; Close it when done.
@@ -80,6 +98,10 @@ type Forwarder struct {
 	log  *slog.Logger
 	tr   *http.Transport
 	errw *connect.ErrorWriter
+
+	scheme     string
+	peerHeader string
+	peer       func(r *http.Request) string
 }
 
 // callKind says where a call is answered.
@@ -148,9 +170,15 @@ func (f *Forwarder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	self := f.st.ServerID()
 	rp := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
-			pr.Out.URL.Scheme, pr.Out.URL.Host = "http", api
+			pr.Out.URL.Scheme, pr.Out.URL.Host = f.scheme, api
 			pr.Out.Host = api
 			pr.Out.Header.Set(forwardedHeader, self)
+			if f.peerHeader != "" {
+				pr.Out.Header.Del(f.peerHeader)
+				if v := f.peer(pr.In); v != "" {
+					pr.Out.Header.Set(f.peerHeader, v)
+				}
+			}
 		},
 		Transport:     f.tr,
 		FlushInterval: -1,

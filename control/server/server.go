@@ -14,6 +14,8 @@ package server
 
 import (
 	"context"
+	"crypto"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -31,6 +33,7 @@ import (
 	"skiff.dev/skiff/control/api/serve"
 	"skiff.dev/skiff/control/apiserver"
 	"skiff.dev/skiff/control/cluster"
+	"skiff.dev/skiff/control/cluster/pki"
 	"skiff.dev/skiff/control/controllers"
 	"skiff.dev/skiff/control/scheduler"
 	"skiff.dev/skiff/control/store"
@@ -69,6 +72,21 @@ type Config struct {
 	// Limits are the API listener's; serve.DefaultLimits when zero.
 	Limits serve.Limits
 
+	// Token is the join token that servers and agents join with; empty:
+	// the one kept in the data directory, else (a cluster of its own) a
+	// new one, kept there. AgentToken, when set, is the one agents join
+	// with instead (servers never can).
+	Token, AgentToken string
+	// PlainHTTP serves the API over plain HTTP on Listen, which must be a
+	// loopback address (skiff dev); the server's own components and agents
+	// then use a TLS listener of their own on 127.0.0.1 (InternalAddr).
+	PlainHTTP bool
+	// SANs are extra host names and addresses for the server's certificate.
+	SANs []string
+	// CertLifetime is how long issued certificates last (pki.DefaultLifetime
+	// when zero); they are renewed after two thirds of it.
+	CertLifetime time.Duration
+
 	// For tests: the grace between a store failure and Run's return
 	// (failStopGrace when zero), and store.Config.ApplyHookForTesting.
 	failStopGrace time.Duration
@@ -94,11 +112,33 @@ const failStopGrace = 2 * time.Second
 
 // Server is one skiff server. Run it once.
 type Server struct {
-	cfg   Config
-	log   *slog.Logger
-	ready chan struct{}
-	addr  string
+	cfg      Config
+	log      *slog.Logger
+	ready    chan struct{}
+	addr     string
+	internal string      // the TLS API address of the server's own components and agents
+	admin    AdminConfig // set before ready closes
+	token    string
 }
+
+// AdminConfig is how the cluster's first admin reaches the API: what the
+// CLI's client config holds.
+type AdminConfig struct {
+	Server string // URL
+	Token  string // the bootstrap admin's bearer token
+	CA     []byte // the cluster CA (PEM); nil with PlainHTTP
+}
+
+// Admin is the bootstrap admin's client config, once Ready is closed.
+func (s *Server) Admin() AdminConfig { <-s.ready; return s.admin }
+
+// InternalAddr is the TLS API address for agents, once Ready is closed:
+// Addr's, except with PlainHTTP.
+func (s *Server) InternalAddr() string { <-s.ready; return s.internal }
+
+// JoinToken is the token servers and agents join with, once Ready is
+// closed.
+func (s *Server) JoinToken() string { <-s.ready; return s.token }
 
 // New checks cfg and returns a Server.
 func New(cfg Config) (*Server, error) {
@@ -127,6 +167,12 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.several() && cfg.Gossip == "" {
 		return nil, errors.New("gossip address: required value: the servers of a cluster of several find each other by gossip")
+	}
+	if cfg.PlainHTTP {
+		host, _, _ := net.SplitHostPort(cfg.Listen)
+		if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+			return nil, fmt.Errorf("listen address %q: plain HTTP is served on a loopback address only", cfg.Listen)
+		}
 	}
 	if cfg.EventTTL < 0 {
 		return nil, fmt.Errorf("event TTL %s: must be positive", cfg.EventTTL)
@@ -169,15 +215,39 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	defer ln.Close() // serve.Run closes it first when it runs
 	s.addr = ln.Addr().String()
+	s.internal = s.addr
+	var iln net.Listener // PlainHTTP: the TLS listener of the server's own components
+	if s.cfg.PlainHTTP {
+		if iln, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+			return fmt.Errorf("listen for the API on 127.0.0.1: %w", err)
+		}
+		defer iln.Close()
+		s.internal = iln.Addr().String()
+	}
 	rln, err := net.Listen("tcp", s.cfg.RaftListen)
 	if err != nil {
 		return fmt.Errorf("listen for Raft on %s: %w", s.cfg.RaftListen, err)
 	}
 	defer rln.Close() // the store closes it first once it has it
 	dir := filepath.Join(s.cfg.DataDir, "server")
-	scfg := store.Config{
-		Dir: dir, Listener: rln, AdvertiseAddr: s.cfg.RaftAdvertise, Cluster: s.cfg.several(),
-		Logger: s.log.With("room", "store"), ApplyHookForTesting: s.cfg.applyHook, NetworkHookForTesting: s.cfg.networkHook,
+	token, freshToken, err := resolveToken(s.cfg)
+	if err != nil {
+		return err
+	}
+	gossipToken := token // agents gossip too: they hold the agents' token
+	if s.cfg.AgentToken != "" {
+		gossipToken = s.cfg.AgentToken
+	}
+	id, clusterID, found, err := store.ReadIdentity(dir)
+	if err != nil {
+		return err
+	}
+	if !found {
+		id = store.NewServerID()
+	}
+	raftAddr, err := store.AdvertiseAddr(rln, s.cfg.RaftAdvertise)
+	if err != nil {
+		return fmt.Errorf("raft transport: %w", err)
 	}
 	var pool *cluster.Pool
 	leave := func() {
@@ -189,25 +259,79 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 	}
 	defer func() { leave() }()
-	var st *store.Store
-	if scfg.Cluster {
+	several := s.cfg.several()
+	if several {
 		// One of several: meet the others before Raft starts, so that a
 		// directory of another cluster is refused with nothing changed.
-		id, clusterID, found, err := store.ReadIdentity(dir)
-		if err != nil {
+		if pool, err = s.joinPool(ctx, id, raftAddr.String(), clusterID, pki.GossipKey(gossipToken)); err != nil {
 			return err
 		}
-		if !found {
-			id = store.NewServerID()
-		}
-		raftAddr, err := store.AdvertiseAddr(rln, s.cfg.RaftAdvertise)
-		if err != nil {
-			return fmt.Errorf("raft transport: %w", err)
-		}
-		if pool, err = s.joinPool(ctx, id, raftAddr.String(), clusterID); err != nil {
+	}
+	ident, found, err := s.loadIdentity(id)
+	if err != nil {
+		return err
+	}
+	switch {
+	case found:
+	case several && clusterID == "":
+		if ident, err = s.joinIdentity(ctx, pool, id, token); err != nil {
 			return err
 		}
-		scfg.ServerID = id
+	case several:
+		return fmt.Errorf("server credentials: %s has none, but its store belongs to cluster %s: restore them, or start this server from an empty directory to join again", tlsDir(s.cfg.DataDir), clusterID)
+	default:
+		if ident, err = s.newCA(id); err != nil {
+			return err
+		}
+	}
+	if freshToken {
+		if err := saveToken(s.cfg.DataDir, token); err != nil {
+			return err
+		}
+	}
+	if !found {
+		if err := s.save(ident); err != nil {
+			return err
+		}
+	}
+	s.admin = AdminConfig{Token: bootstrapToken(token), CA: ident.ca.CertPEM(), Server: "https://" + s.addr}
+	if s.cfg.PlainHTTP {
+		s.admin = AdminConfig{Token: bootstrapToken(token), Server: "http://" + s.addr}
+	}
+	s.token = token
+
+	// From here the server answers: joins at once, the API once its store
+	// is open (Unavailable until then).
+	front := &front{join: pki.NewJoinHandler(pki.HandlerConfig{
+		CA: func() *pki.CA { return ident.ca }, ServerToken: token, AgentToken: s.cfg.AgentToken,
+		Lifetime: s.cfg.CertLifetime, Logger: s.log.With("room", "pki"),
+	})}
+	serveCtx, stopServing := context.WithCancel(ctx)
+	var serving sync.WaitGroup
+	defer func() { stopServing(); serving.Wait() }()
+	served := make(chan error, 2)
+	serveOn := func(l net.Listener) {
+		serving.Go(func() {
+			if err := serve.Run(serveCtx, l, front, s.cfg.Limits); err != nil {
+				served <- err
+			}
+		})
+	}
+	tlsLn := ln
+	if s.cfg.PlainHTTP {
+		serveOn(ln) // loopback alone (New checks)
+		tlsLn = iln
+	}
+	serveOn(tls.NewListener(tlsLn, ident.cred.ServerConfig(tls.VerifyClientCertIfGiven, nil)))
+
+	raftTLS := mutualTLS(ident.cred)
+	scfg := store.Config{
+		Dir: dir, Listener: rln, AdvertiseAddr: s.cfg.RaftAdvertise, Cluster: several, ServerID: id,
+		TLS: raftTLS, Peer: raftPeer(ident.cred),
+		Logger: s.log.With("room", "store"), ApplyHookForTesting: s.cfg.applyHook, NetworkHookForTesting: s.cfg.networkHook,
+	}
+	var st *store.Store
+	if several {
 		if st, err = store.Open(ctx, scfg); err != nil {
 			return err
 		}
@@ -220,7 +344,7 @@ func (s *Server) Run(ctx context.Context) error {
 			return err
 		}
 		if s.cfg.Gossip != "" {
-			if pool, err = s.joinPool(ctx, st.ServerID(), st.RaftAddr(), st.ClusterID()); err == nil {
+			if pool, err = s.joinPool(ctx, st.ServerID(), st.RaftAddr(), st.ClusterID(), pki.GossipKey(gossipToken)); err == nil {
 				err = st.WaitReady(ctx)
 			}
 			if err != nil {
@@ -235,11 +359,12 @@ func (s *Server) Run(ctx context.Context) error {
 	api := apiserver.New(apiserver.Config{
 		Store: st, Logger: s.log.With("room", "apiserver"), Health: health,
 		Members: func(context.Context) ([]*skiffv1.Member, error) { return members(st, pool, s.addr) },
+		Auth:    &apiserver.AuthConfig{Peer: peerPrincipal, BootstrapToken: bootstrapToken(token)},
+		Agents:  agentClients(ident.cred),
 	})
 	// A cluster of one creates its default namespace before serving; one
 	// of several has its leader do it (a directory of several restarted
 	// without --join included).
-	several := scfg.Cluster
 	if !several {
 		servers, err := st.RaftServers()
 		if err != nil {
@@ -270,13 +395,24 @@ func (s *Server) Run(ctx context.Context) error {
 				return d.DialContext(ctx, network, addr)
 			}
 		}
-		fwd := cluster.Forward(handler, cluster.ForwardConfig{Store: st, Pool: pool, Logger: s.log.With("room", "cluster"), Dial: dial})
+		fwd := cluster.Forward(handler, cluster.ForwardConfig{
+			Store: st, Pool: pool, Logger: s.log.With("room", "cluster"), Dial: dial,
+			TLS: ident.cred.ClientConfig(serversOnly), PeerHeader: apiserver.PeerHeader, Peer: forwardedPeer,
+		})
 		defer fwd.Close()
 		handler = fwd
 	}
+	front.api.Store(&handler)
 
 	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return serve.Run(ctx, ln, handler, s.cfg.Limits) })
+	g.Go(func() error {
+		select {
+		case err := <-served:
+			return err
+		case <-ctx.Done():
+			return nil
+		}
+	})
 	if pool != nil {
 		g.Go(func() error {
 			return cluster.NewManager(cluster.ManagerConfig{
@@ -285,9 +421,27 @@ func (s *Server) Run(ctx context.Context) error {
 		})
 	}
 	g.Go(func() error {
-		// The leader-only loops reach the API as any client does (rule 1).
-		hc := &http.Client{}
-		base := "http://" + s.addr
+		pki.Renew(ctx, ident.cred, func(context.Context) ([]byte, crypto.Signer, error) {
+			certPEM, key, err := s.issue(ident.ca, id)
+			if err != nil {
+				return nil, nil, err
+			}
+			c, err := pki.NewCredential(certPEM, key, ident.ca.CertPEM())
+			if err == nil {
+				err = c.Save(tlsDir(s.cfg.DataDir), credName)
+			}
+			return certPEM, key, err
+		}, s.log.With("room", "pki"))
+		return nil
+	})
+	g.Go(func() error {
+		// The leader-only loops reach the API as any client does (rule 1),
+		// with the server's own certificate.
+		p := new(http.Protocols)
+		p.SetHTTP1(true)
+		p.SetHTTP2(true)
+		hc := &http.Client{Transport: &http.Transport{TLSClientConfig: ident.cred.ClientConfig(serversOnly), Protocols: p}}
+		base := "https://" + s.internal
 		l := loops{
 			init:   several,
 			api:    api,
@@ -314,10 +468,10 @@ func (s *Server) Run(ctx context.Context) error {
 // until one of the peers to join answers, it tries again every second (as
 // Consul's and Nomad's retry_join), for as long as ctx lasts. Peers of
 // another cluster are an error at once.
-func (s *Server) joinPool(ctx context.Context, id, raftAddr, clusterID string) (*cluster.Pool, error) {
+func (s *Server) joinPool(ctx context.Context, id, raftAddr, clusterID string, key []byte) (*cluster.Pool, error) {
 	pool, err := cluster.Join(cluster.Config{
-		Name: id, Role: cluster.RoleServer, Bind: s.cfg.Gossip, Raft: raftAddr, API: s.addr,
-		Cluster: clusterID, Logger: s.log.With("room", "cluster"),
+		Name: id, Role: cluster.RoleServer, Bind: s.cfg.Gossip, Raft: raftAddr, API: s.internal,
+		Cluster: clusterID, SecretKey: key, Logger: s.log.With("room", "cluster"),
 	})
 	if err != nil {
 		return nil, err

@@ -1,0 +1,89 @@
+package server
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"connectrpc.com/connect"
+
+	"skiff.dev/skiff/control/api/gen/skiff/v1/skiffv1connect"
+	"skiff.dev/skiff/control/apiserver"
+	"skiff.dev/skiff/control/cluster/pki"
+)
+
+// front is what the API's listener serves: joins from the start, the API
+// once the store is open, and Unavailable before that.
+type front struct {
+	join http.Handler
+	api  atomic.Pointer[http.Handler]
+}
+
+var errStarting = errors.New("this server is starting: its store is not open yet; try again")
+
+func (f *front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == pki.JoinPath {
+		f.join.ServeHTTP(w, r)
+		return
+	}
+	if h := f.api.Load(); h != nil {
+		(*h).ServeHTTP(w, r)
+		return
+	}
+	_ = connect.NewErrorWriter().Write(w, r, connect.NewError(connect.CodeUnavailable, errStarting))
+}
+
+// mutualTLS is the Raft transport's TLS config, used both ways: a server
+// presents its certificate and accepts only servers of its cluster.
+func mutualTLS(cred *pki.Credential) *tls.Config {
+	c := cred.ServerConfig(tls.RequireAndVerifyClientCert, serversOnly) // its VerifyConnection checks the peer both ways
+	c.GetClientCertificate = cred.ClientConfig(nil).GetClientCertificate
+	c.RootCAs = cred.Pool()
+	c.NextProtos = nil
+	return c
+}
+
+// raftPeer returns the Raft server ID of a connection's peer.
+func raftPeer(cred *pki.Credential) func(cs tls.ConnectionState) (string, error) {
+	return func(cs tls.ConnectionState) (string, error) {
+		id, err := cred.Peer(&cs)
+		if err != nil {
+			return "", err
+		}
+		if err := serversOnly(id); err != nil {
+			return "", err
+		}
+		return id.Name, nil
+	}
+}
+
+// forwardedPeer is the Skiff-Peer header value a forwarded call carries
+// for a caller that authenticated with its certificate; "" for others.
+func forwardedPeer(r *http.Request) string {
+	p, ok := peerPrincipal(r.TLS)
+	if !ok {
+		return ""
+	}
+	return apiserver.PeerHeaderValue(p)
+}
+
+// agentClients reaches agents for container logs: over mutual TLS, at the
+// endpoint of the node's certificate, and only to the agent that owns it.
+func agentClients(cred *pki.Credential) func(node, endpoint string) skiffv1connect.AgentServiceClient {
+	return func(node, endpoint string) skiffv1connect.AgentServiceClient {
+		c := cred.ClientConfig(func(id pki.Identity) error {
+			if id.Role != pki.RoleAgent || id.Name != node || id.Endpoint != endpoint {
+				return fmt.Errorf("the agent at %s is not node %s's (its certificate names %s)", endpoint, node, id)
+			}
+			return nil
+		})
+		p := new(http.Protocols)
+		p.SetHTTP1(true)
+		p.SetHTTP2(true)
+		hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: c, Protocols: p, DisableKeepAlives: true}}
+		return skiffv1connect.NewAgentServiceClient(hc, "https://"+endpoint)
+	}
+}
