@@ -209,13 +209,19 @@ func (p *Pool) Join(peers []string) error {
 		if refused != nil {
 			return &RefusedError{Err: refused}
 		}
+		if msg := err.Error(); strings.Contains(msg, "no installed keys could decrypt") || strings.Contains(msg, "encryption is not configured") {
+			// memberlist's words for gossip under another key: a token that
+			// is not this pool's.
+			return &RefusedError{Err: fmt.Errorf("the members at %s gossip with another key: the join token is not their cluster's (check --token)", strings.Join(peers, ", "))}
+		}
 		return fmt.Errorf("cluster: join %s: %w", strings.Join(peers, ", "), err)
 	}
 	return nil
 }
 
 // RefusedError is a join refused because the pool's servers belong to
-// another cluster: trying again will not help.
+// another cluster, or gossip with another key (another join token): trying
+// again will not help.
 type RefusedError struct{ Err error }
 
 func (e *RefusedError) Error() string { return "cluster: join refused: " + e.Err.Error() }

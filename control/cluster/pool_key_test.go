@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"bytes"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -58,8 +59,10 @@ func TestPoolSecretKey(t *testing.T) {
 					p.Shutdown()
 					t.Error("a member without the cluster's key joined it")
 				}
-				if err := o.Join([]string{k1.Addr()}); err == nil {
-					t.Error("Join of the keyed pool by a member without its key: no error")
+				err := o.Join([]string{k1.Addr()})
+				var refused *RefusedError
+				if !errors.As(err, &refused) || !strings.Contains(err.Error(), "the join token is not their cluster's") {
+					t.Errorf("Join of the keyed pool by a member without its key: %v, want a refusal naming the token", err)
 				}
 				if err := k1.Join([]string{o.Addr()}); err == nil {
 					t.Error("Join of a member without the key by the keyed pool: no error")

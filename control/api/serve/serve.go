@@ -1,5 +1,6 @@
 // Package serve runs skiff's Connect services over HTTP: one server that
-// speaks HTTP/1.1 and cleartext HTTP/2 (for gRPC clients), with the
+// speaks HTTP/1.1 and HTTP/2 (over TLS when the listener is a TLS one,
+// cleartext with prior knowledge otherwise, for gRPC clients), with the
 // timeouts and header limit every skiff listener has, so that a slow or
 // stalled client costs a connection for a bounded time and nothing more.
 // What a request may cost beyond that (body size, requests in flight) is
@@ -10,6 +11,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log"
 	"net"
 	"net/http"
 	"time"
@@ -52,6 +55,7 @@ const shutdownGrace = 2 * time.Second
 func Run(ctx context.Context, ln net.Listener, h http.Handler, l Limits) error {
 	p := new(http.Protocols)
 	p.SetHTTP1(true)
+	p.SetHTTP2(true) // on a TLS listener (ALPN h2)
 	p.SetUnencryptedHTTP2(true)
 	srv := &http.Server{
 		Handler:           h,
@@ -61,6 +65,10 @@ func Run(ctx context.Context, ln net.Listener, h http.Handler, l Limits) error {
 		WriteTimeout:      l.Write,
 		IdleTimeout:       l.Idle,
 		MaxHeaderBytes:    l.MaxHeaderBytes,
+		// A TLS handshake a stranger fails (no certificate, another CA)
+		// is its own business: written to stderr, a flood of them would
+		// bury the server's log. The client sees why it was refused.
+		ErrorLog: log.New(io.Discard, "", 0),
 	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
