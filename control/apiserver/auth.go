@@ -296,9 +296,13 @@ func readToken(ctx context.Context, st Store, id string) (*tokenRecord, error) {
 	return rec, nil
 }
 
-// storeBootstrapToken stores the bootstrap token's hash, once in the life
-// of the cluster: the marker key's guard makes a second call, or a call
-// after the token was revoked, change nothing.
+// storeBootstrapToken stores the bootstrap token's hash, once for each
+// bootstrap token: the marker key names the last one stored, so a second
+// call, or a call after the token was revoked, changes nothing. A store
+// whose marker names another token (a snapshot restored into a cluster with
+// a new join token, from which the bootstrap token derives) gets the new
+// one, so its admin is not locked out; the old cluster's tokens stay as
+// they were.
 func storeBootstrapToken(ctx context.Context, st Store, bearer string, now time.Time) error {
 	id, secret, ok := splitBearer(bearer)
 	if !ok {
@@ -318,7 +322,20 @@ func storeBootstrapToken(ctx context.Context, st Store, bearer string, now time.
 	})
 	var ge *store.GuardError
 	if errors.As(err, &ge) {
-		return nil // stored before
+		marker, gerr := st.Get(ctx, bootstrapKey)
+		if gerr != nil {
+			return fmt.Errorf("store bootstrap token: %w", gerr)
+		}
+		if string(marker.Value) == id {
+			return nil // stored before
+		}
+		_, err = st.Txn(ctx, store.Txn{
+			Guards: []store.Guard{store.IfModRevision(bootstrapKey, marker.ModRevision), store.IfAbsent(tokenKey(id))},
+			Ops:    []store.Op{store.UpdateOp(bootstrapKey, []byte(id), marker.ModRevision), store.CreateOp(tokenKey(id), val)},
+		})
+		if errors.As(err, &ge) {
+			return nil // another server did it meanwhile
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("store bootstrap token: %w", err)

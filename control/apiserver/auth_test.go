@@ -889,6 +889,20 @@ func TestBootstrapTokenOnce(t *testing.T) {
 	if err := New(Config{Store: e.st, Auth: &AuthConfig{BootstrapToken: "bad"}}).Init(ctx); err == nil {
 		t.Error("Init with a malformed bootstrap token: no error")
 	}
+	// Another bootstrap token (the store restored into a cluster with a new
+	// join token) is stored, once; the revoked one stays revoked.
+	next := NewBearerToken()
+	for range 2 {
+		if err := New(Config{Store: e.st, Auth: &AuthConfig{BootstrapToken: next}}).Init(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res, err := e.clients(t, cred{token: next}).auth.WhoAmI(ctx, connect.NewRequest(&skiffv1.WhoAmIRequest{}))
+	if err != nil || res.Msg.GetRole() != RoleAdmin {
+		t.Errorf("a new bootstrap token after a restore: %v, %v", res, err)
+	}
+	_, err = admin.auth.WhoAmI(ctx, connect.NewRequest(&skiffv1.WhoAmIRequest{}))
+	wantRefusal(t, "the revoked bootstrap token after a new one", err, connect.CodeUnauthenticated, "invalid bearer token")
 }
 
 // TestAuditLog: every refused call is logged at Warn with who, what and why.
