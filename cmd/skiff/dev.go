@@ -210,7 +210,13 @@ func newDevCmd() *cobra.Command {
 		Long: `Dev runs a single-server control plane (Raft store, API server, scheduler) and one
 node (agent and CRI server), all in this process, with all state under
 --data-dir: what "skiff server" and "skiff agent" run apart. It runs until
-interrupted. It needs root: each pod gets its own network namespace.`,
+interrupted. It needs root: each pod gets its own network namespace.
+
+It serves the API over plain HTTP, on a loopback address only, and still
+asks every call for a token: at start it writes the admin's client config
+(address and token) to ~/.skiff/config (or $SKIFF_CONFIG, or
+--client-config) unless that file is another live server's, and always to
+DATA-DIR/server/admin.config.`,
 		Example: `  skiff dev --data-dir /var/lib/skiff
   skiff image import hello examples/hello/hello.wasm
   skiff apply -f examples/hello/pod.yaml`,
@@ -286,14 +292,25 @@ a voter. A data directory that belongs to another cluster is refused.
 Any server answers any call: writes and reads are forwarded to the leader
 (a read with the header "Skiff-Consistency: stale" is answered locally),
 and watches resume on any server. Nodes join with "skiff agent --server
-ADDR" or, through the gossip pool, "skiff agent --join GOSSIP-ADDR".`,
+ADDR" or, through the gossip pool, "skiff agent --join GOSSIP-ADDR".
+
+Everything is authenticated. The first server creates the cluster CA (its
+key stays on the servers' disks, under DIR/server/tls) and serves the API
+over HTTPS; Raft runs over mutual TLS between the cluster's servers, and
+gossip is encrypted with a key derived from the join token. Servers and
+agents join with that token (--token or --token-file; a server alone makes
+one at its first start, in DIR/server/token), which they trade for a
+certificate. At start the server writes the bootstrap admin's client config
+(address, token, CA) to DIR/server/admin.config, and to --client-config
+when that holds none for another live server; the CLI reads it.`,
 		Example: `  skiff server --data-dir /var/lib/skiff --listen 127.0.0.1:7650
 
   # three servers on one machine, one per loopback address; a restarted
   # server needs --join too, so give every server the same list
+  TOKEN=$(head -c 24 /dev/urandom | base32)
   for i in 1 2 3; do
     skiff server --data-dir /tmp/s$i --listen 127.0.0.$i:7650 --raft-listen 127.0.0.$i:7651 \
-      --gossip-listen 127.0.0.$i:7652 --bootstrap-expect 3 \
+      --gossip-listen 127.0.0.$i:7652 --bootstrap-expect 3 --token "$TOKEN" \
       --join 127.0.0.1:7652,127.0.0.2:7652,127.0.0.3:7652 &
   done`,
 		Args: cobra.NoArgs,
@@ -327,9 +344,13 @@ func newAgentCmd(g *globals) *cobra.Command {
 		Long: `Agent runs one node: the CRI server (Wasm runtime, image store, one network
 namespace per pod) on --cri-socket, and the agent that registers the node
 with the server at --server (or $SKIFF_SERVER) and runs the pods bound to it. Its state is
-under --data-dir/node. It waits for the server when it is not up yet, and
-runs until interrupted. It needs root.`,
-		Example: `  skiff agent --server 127.0.0.1:7650 --data-dir /var/lib/skiff --node-name edge-1`,
+under --data-dir/node. It joins with the cluster's join token (--token or
+--token-file; a server keeps its own in DATA-DIR/server/token), trading it
+for a certificate that names the node and its agent address: the node then
+acts for itself alone, and its agent answers the cluster's servers alone.
+It waits for the server when it is not up yet, and runs until interrupted.
+It needs root.`,
+		Example: `  skiff agent --server 127.0.0.1:7650 --token-file /var/lib/skiff/server/token --data-dir /var/lib/skiff-node --node-name edge-1`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			switch {
