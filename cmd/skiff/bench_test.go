@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -13,7 +14,6 @@ import (
 	"connectrpc.com/connect"
 
 	skiffv1 "skiff.dev/skiff/control/api/gen/skiff/v1"
-	"skiff.dev/skiff/control/api/gen/skiff/v1/skiffv1connect"
 	"skiff.dev/skiff/control/server"
 )
 
@@ -130,7 +130,8 @@ func TestBenchStore(t *testing.T) {
 // TestBenchStoreAgainstAServer: with --server the bench measures that
 // server, and leaves none of its pods behind.
 func TestBenchStoreAgainstAServer(t *testing.T) {
-	srv, err := server.New(server.Config{DataDir: t.TempDir(), Listen: "127.0.0.1:0"})
+	dataDir := t.TempDir()
+	srv, err := server.New(server.Config{DataDir: dataDir, Listen: "127.0.0.1:0"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,8 +149,15 @@ func TestBenchStoreAgainstAServer(t *testing.T) {
 	case err := <-done:
 		t.Fatalf("server: %v", err)
 	}
+	// The admin's client config, as skiff server writes it.
+	a := srv.Admin()
+	admin := clientConfig{Server: a.Server, Token: a.Token, CA: string(a.CA)}
+	config := adminConfigPath(dataDir)
+	if err := admin.save(config); err != nil {
+		t.Fatal(err)
+	}
 
-	out, err := benchSkiff(t, "--server", srv.Addr(), "bench", "store", "--kind", "pods", "--writes", "20", "--clients", "2",
+	out, err := benchSkiff(t, "--config", config, "--server", srv.Addr(), "bench", "store", "--kind", "pods", "--writes", "20", "--clients", "2",
 		"--list-pods", "10", "--watchers", "2", "--watch-pods", "5")
 	if err != nil {
 		t.Fatal(err)
@@ -160,15 +168,17 @@ func TestBenchStoreAgainstAServer(t *testing.T) {
 	if r := benchTable(t, out, "WRITES"); len(r) != 1 || r[0][0] != "pods" {
 		t.Errorf("writes table %q, want one row of pods", r)
 	}
-	hc := newClients(srv.Addr()).hc
-	pods, err := skiffv1connect.NewPodServiceClient(hc, "http://"+srv.Addr()).List(ctx, connect.NewRequest(&skiffv1.ListRequest{LabelSelector: benchLabel}))
+	cl, err := newClients(admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pods, err := cl.pods.List(ctx, connect.NewRequest(&skiffv1.ListRequest{LabelSelector: benchLabel}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if n := len(pods.Msg.GetItems()); n != 0 {
 		t.Errorf("the bench left %d pods behind", n)
 	}
-	hc.CloseIdleConnections()
 }
 
 // TestBenchStoreFlags: a bad flag is refused before anything runs, with
@@ -197,7 +207,7 @@ func TestBenchStoreFlags(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			// An address nothing listens on: a bad flag must fail before
 			// the bench reaches for a server.
-			args := append([]string{"--server", "127.0.0.1:1", "bench", "store"}, tt.args...)
+			args := append([]string{"--config", filepath.Join(t.TempDir(), "none.config"), "--server", "127.0.0.1:1", "bench", "store"}, tt.args...)
 			_, err := benchSkiff(t, args...)
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("skiff %s: %v, want an error with %q", strings.Join(args, " "), err, tt.want)

@@ -33,13 +33,13 @@ func TestClusterAgentMoves(t *testing.T) {
 	c := startServers(t)
 	dir := t.TempDir()
 	t.Cleanup(func() { unmountAll(t, filepath.Join(dir, "state")) })
-	node := &cluster{t: t, server: c.all[0].api, dataDir: filepath.Join(dir, "node-data"), socket: filepath.Join(dir, "cri.sock")}
+	node := &cluster{t: t, server: c.all[0].api, config: c.config, dataDir: filepath.Join(dir, "node-data"), socket: filepath.Join(dir, "cri.sock")}
 	var gossip []string
 	for _, s := range c.all {
 		gossip = append(gossip, s.gossip)
 	}
 	out := &syncWriter{w: new(bytes.Buffer)}
-	agent := startProc(t, "agent", out, "agent", "--join", strings.Join(gossip, ","), "--data-dir", node.dataDir,
+	agent := startProc(t, "agent", out, "agent", "--join", strings.Join(gossip, ","), "--token", c.token, "--data-dir", node.dataDir,
 		"--state-dir", filepath.Join(dir, "state"), "--cri-socket", node.socket, "--node-name", "edge-move", "--log-level", "warn")
 	t.Cleanup(func() {
 		if t.Failed() {

@@ -34,7 +34,7 @@ func TestClusterRestartAndSnapshot(t *testing.T) {
 	var why string
 	// The unbound pod waits for a node: the scheduler records once why.
 	eventually(t, 20*time.Second, func() bool {
-		before, why = readObjects(c.http, "http://"+c.all[0].api, false)
+		before, why = readObjects(c.http, c.baseURL(c.all[0].api), false)
 		return why == "" && strings.Contains(prototext.Format(before["pod/shop/waiting"]), "Unschedulable")
 	}, func() string { return "the unbound pod was not marked Unschedulable: " + why })
 	t.Logf("%d objects before the restart: %s", len(before), strings.Join(before.keys(), " "))
@@ -53,7 +53,7 @@ func TestClusterRestartAndSnapshot(t *testing.T) {
 	}
 	c.waitFormed(60 * time.Second)
 	for _, s := range c.all {
-		got, why := readObjects(c.http, "http://"+s.api, false)
+		got, why := readObjects(c.http, c.baseURL(s.api), false)
 		if why != "" {
 			t.Fatalf("after the restart, through %s: %s", s.name, why)
 		}
@@ -62,7 +62,7 @@ func TestClusterRestartAndSnapshot(t *testing.T) {
 		}
 		var d string
 		eventually(t, 10*time.Second, func() bool {
-			got, why := readObjects(c.http, "http://"+s.api, true)
+			got, why := readObjects(c.http, c.baseURL(s.api), true)
 			d = why + got.diff(before)
 			return d == ""
 		}, func() string { return fmt.Sprintf("after the restart, %s's own objects: %s", s.name, d) })
@@ -77,7 +77,7 @@ func TestClusterRestartAndSnapshot(t *testing.T) {
 	}
 	dir := t.TempDir()
 	snap := filepath.Join(dir, "cluster.snap")
-	cli := &cluster{t: t, server: follower.api}
+	cli := c.cli(follower)
 	out := cli.mustSkiff("snapshot", "save", snap)
 	m := regexp.MustCompile(`^saved snapshot at revision (\d+) `).FindStringSubmatch(out)
 	if m == nil {
@@ -93,17 +93,26 @@ func TestClusterRestartAndSnapshot(t *testing.T) {
 	if out := cli.mustSkiff("snapshot", "restore", snap, "--data-dir", restored); !strings.HasPrefix(out, "restored snapshot at revision "+m[1]+" ") {
 		t.Errorf("snapshot restore printed %q", out)
 	}
+	// It joins with the cluster's token, so that the admin's token, which
+	// the snapshot holds, stays valid (TestSnapshotRestoredServerAdmin: not
+	// so without it).
 	api := freeHostAddr(t, "127.0.0.1", false)
 	logs := &syncWriter{w: new(bytes.Buffer)}
-	single := startProc(t, "restored", logs, "server", "--data-dir", restored, "--listen", api, "--log-level", "warn")
+	single := startProc(t, "restored", logs, "server", "--data-dir", restored, "--listen", api, "--token", c.token,
+		"--client-config", filepath.Join(dir, "client.config"), "--log-level", "warn")
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("restored server output:\n%s", logs.String())
 		}
 	})
+	// Its admin is the one of the client config it writes.
+	admin := waitAdminConfig(t, restored, 20*time.Second)
+	tr, closeIdle := adminTransport(t, admin)
+	defer closeIdle()
+	hc := &http.Client{Transport: tr, Timeout: 15 * time.Second}
 	var got objects
 	eventually(t, 20*time.Second, func() bool {
-		got, why = readObjects(c.http, "http://"+api, false)
+		got, why = readObjects(hc, admin.baseURL(), false)
 		return why == "" || single.exited()
 	}, func() string { return "the restored server does not answer: " + why })
 	if single.exited() {

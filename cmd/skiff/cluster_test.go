@@ -20,6 +20,7 @@ import (
 
 	skiffv1 "skiff.dev/skiff/control/api/gen/skiff/v1"
 	"skiff.dev/skiff/control/api/gen/skiff/v1/skiffv1connect"
+	"skiff.dev/skiff/control/cluster/pki"
 )
 
 // The tests of a cluster of several run each server as its own OS process
@@ -145,6 +146,8 @@ type serverProc struct {
 	name              string // s1, s2, s3
 	api, raft, gossip string
 	dataDir           string
+	clientConfig      string   // where it writes the admin's client config, in the test's directory
+	token             string   // the cluster's join token, the same for every server
 	join              []string // the other servers' gossip addresses
 	out               *syncWriter
 	p                 *proc
@@ -160,7 +163,8 @@ type serverProc struct {
 func (s *serverProc) start(t *testing.T) {
 	t.Helper()
 	s.p = startProc(t, s.name, s.out, "server", "--data-dir", s.dataDir, "--listen", s.api, "--raft-listen", s.raft,
-		"--gossip-listen", s.gossip, "--bootstrap-expect", "3", "--join", strings.Join(s.join, ","), "--log-level", "warn")
+		"--gossip-listen", s.gossip, "--bootstrap-expect", "3", "--join", strings.Join(s.join, ","), "--token", s.token,
+		"--client-config", s.clientConfig, "--log-level", "warn")
 }
 
 // kill ends the server with SIGKILL.
@@ -172,9 +176,14 @@ func (s *serverProc) kill() {
 // servers is a cluster of three servers, on 127.0.0.1, 127.0.0.2 and
 // 127.0.0.3, each a process with a data directory of its own.
 type servers struct {
-	t    *testing.T
-	all  []*serverProc
-	http *http.Client // unary calls, with a bound
+	t     *testing.T
+	all   []*serverProc
+	token string // the join token they share
+	// config is the admin's client config that the first server wrote in
+	// its data directory: the CLI's --config. admin is what it holds.
+	config string
+	admin  clientConfig
+	http   *http.Client // unary calls, with a bound, as the admin
 	// watches, with none; their connections closed when the test ends.
 	stream *http.Client
 }
@@ -182,25 +191,20 @@ type servers struct {
 // startServers starts three servers that form a cluster together
 // (--bootstrap-expect 3, each joining the other two) and waits until one
 // leads, the other two vote and every server answers a linearizable read.
+//
+// The servers share a join token; the API calls of the test are the
+// admin's, with the token and the cluster CA of the client config the
+// first server writes once it is ready.
 func startServers(t *testing.T) *servers {
 	t.Helper()
-	tr, str := &http.Transport{}, &http.Transport{}
-	c := &servers{t: t, http: &http.Client{Transport: tr, Timeout: 15 * time.Second}, stream: &http.Client{Transport: str}}
-	t.Cleanup(func() {
-		tr.CloseIdleConnections()
-		str.CloseIdleConnections()
-	})
+	c := &servers{t: t, token: pki.NewToken()}
 	for i := 1; i <= 3; i++ {
 		host := fmt.Sprintf("127.0.0.%d", i)
 		s := &serverProc{
 			name: fmt.Sprintf("s%d", i), api: freeHostAddr(t, host, false), raft: freeHostAddr(t, host, false),
 			gossip: freeHostAddr(t, host, true), dataDir: t.TempDir(), out: &syncWriter{w: new(bytes.Buffer)},
+			clientConfig: filepath.Join(t.TempDir(), "client.config"), token: c.token,
 		}
-		base := "http://" + s.api
-		s.namespaces = skiffv1connect.NewNamespaceServiceClient(c.http, base)
-		s.watchNamespaces = skiffv1connect.NewNamespaceServiceClient(c.stream, base)
-		s.pods = skiffv1connect.NewPodServiceClient(c.http, base)
-		s.nodes = skiffv1connect.NewNodeServiceClient(c.http, base)
 		c.all = append(c.all, s)
 	}
 	t.Cleanup(func() {
@@ -218,8 +222,36 @@ func startServers(t *testing.T) *servers {
 		}
 		s.start(t)
 	}
+	c.config = adminConfigPath(c.all[0].dataDir)
+	c.admin = waitAdminConfig(t, c.all[0].dataDir, 60*time.Second)
+	tr, closeTr := adminTransport(t, c.admin)
+	str, closeStr := adminTransport(t, c.admin)
+	t.Cleanup(func() {
+		closeTr()
+		closeStr()
+	})
+	c.http = &http.Client{Transport: tr, Timeout: 15 * time.Second}
+	c.stream = &http.Client{Transport: str}
+	for _, s := range c.all {
+		base := c.baseURL(s.api)
+		s.namespaces = skiffv1connect.NewNamespaceServiceClient(c.http, base)
+		s.watchNamespaces = skiffv1connect.NewNamespaceServiceClient(c.stream, base)
+		s.pods = skiffv1connect.NewPodServiceClient(c.http, base)
+		s.nodes = skiffv1connect.NewNodeServiceClient(c.http, base)
+	}
 	c.waitFormed(60 * time.Second)
 	return c
+}
+
+// baseURL is the URL of the API at addr, as the admin's client config
+// reaches it (https).
+func (c *servers) baseURL(addr string) string {
+	return clientConfig{Server: addr, CA: c.admin.CA}.baseURL()
+}
+
+// cli is the CLI as the admin runs it against s.
+func (c *servers) cli(s *serverProc) *cluster {
+	return &cluster{t: c.t, server: s.api, config: c.config}
 }
 
 // waitFormed waits until members, asked of every running server, shows the
@@ -271,7 +303,7 @@ type member struct{ name, role, raft, state, api, raftAddr, gossip string }
 // members runs `skiff members` against s, as a user would, and parses the
 // table it prints.
 func (c *servers) members(s *serverProc) ([]member, error) {
-	out, err := (&cluster{t: c.t, server: s.api}).skiff("members")
+	out, err := c.cli(s).skiff("members")
 	if err != nil {
 		return nil, err
 	}

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"skiff.dev/skiff/control/cluster/pki"
 )
 
 // runSkiff runs a long-running command (server, agent) until ctx ends; the
@@ -27,11 +29,13 @@ func runSkiff(ctx context.Context, logs *syncWriter, args ...string) <-chan erro
 func freeAddr(t *testing.T) string { return freeHostAddr(t, "127.0.0.1", false) }
 
 // TestServerAndAgentApart runs `skiff agent` and `skiff server` as the two
-// components they are, the agent first: it waits for its server, registers
-// and runs the pods bound to it.
+// components they are, the agent first: it waits for its server (to trade
+// the join token they share for its certificate), registers and runs the
+// pods bound to it.
 func TestServerAndAgentApart(t *testing.T) {
 	dir := t.TempDir()
-	c := &cluster{t: t, server: freeAddr(t), dataDir: filepath.Join(dir, "node-data"), socket: filepath.Join(dir, "cri.sock")}
+	serverData := filepath.Join(dir, "server-data")
+	c := &cluster{t: t, server: freeAddr(t), config: adminConfigPath(serverData), dataDir: filepath.Join(dir, "node-data"), socket: filepath.Join(dir, "cri.sock")}
 	if !isRoot() {
 		t.Skip("needs root: a node creates a network namespace per pod")
 	}
@@ -39,11 +43,14 @@ func TestServerAndAgentApart(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	logs := &syncWriter{w: &bytes.Buffer{}}
-	agentDone := runSkiff(ctx, logs, "--server", c.server, "agent", "--data-dir", c.dataDir, "--state-dir", filepath.Join(dir, "state"),
-		"--cri-socket", c.socket, "--node-name", "edge-1", "--log-level", "warn")
-	eventually(t, 10*time.Second, func() bool { return strings.Contains(logs.String(), "register with the server; will retry") },
+	token := pki.NewToken()
+	agentDone := runSkiff(ctx, logs, "--server", c.server, "--config", c.config, "agent", "--token", token, "--data-dir", c.dataDir,
+		"--state-dir", filepath.Join(dir, "state"), "--cri-socket", c.socket, "--node-name", "edge-1", "--log-level", "warn")
+	eventually(t, 10*time.Second, func() bool { return strings.Contains(logs.String(), "get the node's certificate; will retry") },
 		func() string { return "the agent did not wait for its server:\n" + logs.String() })
-	serverDone := runSkiff(ctx, logs, "server", "--data-dir", filepath.Join(dir, "server-data"), "--listen", c.server, "--log-level", "warn")
+	serverDone := runSkiff(ctx, logs, "server", "--data-dir", serverData, "--listen", c.server, "--token", token,
+		"--client-config", filepath.Join(dir, "client.config"), "--log-level", "warn")
+	waitAdminConfig(t, serverData, 20*time.Second)
 
 	var nodes string
 	eventually(t, 20*time.Second, func() bool { nodes, _ = c.skiff("get", "nodes"); return strings.Contains(nodes, "edge-1") },
@@ -94,11 +101,16 @@ func TestComponentErrors(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			err := <-runSkiff(ctx, &syncWriter{w: &bytes.Buffer{}}, tt.args...)
+			clientConfig := filepath.Join(t.TempDir(), "client.config")
+			err := <-runSkiff(ctx, &syncWriter{w: &bytes.Buffer{}}, append(tt.args, "--client-config", clientConfig)...)
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("skiff %s: %v, want an error with %q", strings.Join(tt.args, " "), err, tt.want)
 			}
-			// Nothing half-done: a server that cannot run leaves no store.
+			// Nothing half-done: a server that cannot run leaves no store,
+			// and writes no client config.
+			if _, err := os.Stat(clientConfig); !os.IsNotExist(err) {
+				t.Errorf("skiff %s wrote a client config (stat: %v)", strings.Join(tt.args, " "), err)
+			}
 			for i, a := range tt.args {
 				if a == "--data-dir" {
 					if entries, _ := os.ReadDir(tt.args[i+1]); len(entries) > 0 {
@@ -122,20 +134,23 @@ func TestAgentFindsItsServerByGossip(t *testing.T) {
 	}
 	dir := t.TempDir()
 	t.Cleanup(func() { unmountAll(t, filepath.Join(dir, "state")) })
-	c := &cluster{t: t, server: freeAddr(t), dataDir: filepath.Join(dir, "node-data"), socket: filepath.Join(dir, "cri.sock")}
+	serverData := filepath.Join(dir, "server-data")
+	c := &cluster{t: t, server: freeAddr(t), config: adminConfigPath(serverData), dataDir: filepath.Join(dir, "node-data"), socket: filepath.Join(dir, "cri.sock")}
 	gossip := freeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	logs := &syncWriter{w: &bytes.Buffer{}}
-	serverDone := runSkiff(ctx, logs, "server", "--data-dir", filepath.Join(dir, "server-data"), "--listen", c.server,
-		"--gossip-listen", gossip, "--log-level", "warn")
+	token := pki.NewToken()
+	serverDone := runSkiff(ctx, logs, "server", "--data-dir", serverData, "--listen", c.server, "--token", token,
+		"--gossip-listen", gossip, "--client-config", filepath.Join(dir, "client.config"), "--log-level", "warn")
+	waitAdminConfig(t, serverData, 20*time.Second)
 	eventually(t, 20*time.Second, func() bool { _, err := c.skiff("get", "nodes"); return err == nil },
 		func() string { return "the server did not come up:\n" + logs.String() })
 
 	agentCtx, stopAgent := context.WithCancel(ctx)
 	defer stopAgent()
-	agentDone := runSkiff(agentCtx, logs, "agent", "--join", gossip, "--data-dir", c.dataDir, "--state-dir", filepath.Join(dir, "state"),
-		"--cri-socket", c.socket, "--node-name", "edge-2", "--log-level", "warn")
+	agentDone := runSkiff(agentCtx, logs, "--config", c.config, "agent", "--join", gossip, "--token", token, "--data-dir", c.dataDir,
+		"--state-dir", filepath.Join(dir, "state"), "--cri-socket", c.socket, "--node-name", "edge-2", "--log-level", "warn")
 	var members string
 	eventually(t, 20*time.Second, func() bool {
 		members, _ = c.skiff("members")
@@ -168,7 +183,7 @@ func TestAgentFindsItsServerByGossip(t *testing.T) {
 	}
 
 	// --server and --join together are refused.
-	err := <-runSkiff(context.Background(), logs, "--server", c.server, "agent", "--join", gossip)
+	err := <-runSkiff(context.Background(), logs, "--server", c.server, "--config", c.config, "agent", "--join", gossip, "--token", token)
 	if err == nil || !strings.Contains(err.Error(), "--server and --join: give one") {
 		t.Errorf("agent --server --join: %v", err)
 	}

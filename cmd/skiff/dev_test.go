@@ -108,6 +108,22 @@ func (c *cluster) skiff(args ...string) (string, error) {
 	return out.String(), err
 }
 
+// clients are the API clients the CLI makes from c's client config, for
+// the server at c.server: as skiff --server c.server --config c.config.
+func (c *cluster) clients() *clients {
+	c.t.Helper()
+	cfg, found, err := loadClientConfig(c.config)
+	if err != nil || !found {
+		c.t.Fatalf("client config %s: found %v, %v", c.config, found, err)
+	}
+	cfg.Server = c.server
+	cl, err := newClients(cfg)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return cl
+}
+
 func (c *cluster) mustSkiff(args ...string) string {
 	c.t.Helper()
 	out, err := c.skiff(args...)

@@ -32,7 +32,7 @@ func (c *cluster) skiffBackground(ctx context.Context, args ...string) (*syncWri
 	out := &syncWriter{w: &bytes.Buffer{}}
 	root.SetOut(out)
 	root.SetErr(out)
-	root.SetArgs(append([]string{"--server", c.server}, args...))
+	root.SetArgs(append([]string{"--server", c.server, "--config", c.config}, args...))
 	done := make(chan error, 1)
 	go func() { done <- root.ExecuteContext(ctx) }()
 	return out, done
@@ -202,7 +202,7 @@ func TestDevGracefulDelete(t *testing.T) {
 			// Watch the pod through the API, to see its last state.
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
-			cl := newClients(c.server)
+			cl := c.clients()
 			cur, err := cl.of(kinds.Pod).Get(ctx, "default", tt.name)
 			if err != nil {
 				t.Fatal(err)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -119,14 +120,20 @@ func TestSlowBodiesDoNotStarveTheAPI(t *testing.T) {
 	})
 	t.Logf("%d slow requests held after %v", conns, time.Since(opened).Round(time.Millisecond))
 
-	// `skiff get pods`, as a user types it, with a one-second budget.
+	// `skiff get pods`, as a user types it, with a one-second budget. The
+	// API here has no authentication: the client config names the server
+	// alone.
+	config := filepath.Join(t.TempDir(), "client.config")
+	if err := (clientConfig{Server: "http://" + addr}).save(config); err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	root := newRoot()
 	var out bytes.Buffer
 	root.SetOut(&out)
 	root.SetErr(&out)
-	root.SetArgs([]string{"--server", addr, "get", "pods"})
+	root.SetArgs([]string{"--config", config, "get", "pods"})
 	t0 := time.Now()
 	err := root.ExecuteContext(ctx)
 	took := time.Since(t0)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -117,8 +118,11 @@ func TestSnapshotSaveRestore(t *testing.T) {
 	if want := "restored snapshot at revision " + m[1] + " into " + filepath.Join(newDir, "server"); !strings.HasPrefix(out, want) {
 		t.Errorf("snapshot restore printed %q, want %q...", out, want)
 	}
+	// The restored server keeps the old one's join token, so that the
+	// admin's token, which the snapshot holds, stays valid
+	// (TestSnapshotRestoredServerAdmin: not so without it).
 	c.server = freeAddr(t)
-	startServer(t, c, logs, newDir)
+	startServer(t, c, logs, newDir, "--token-file", filepath.Join(dir, "old", "server", "token"))
 	if got := c.mustSkiff("get", "pods", "-A", "-o", "json"); got != pods {
 		t.Errorf("pods after the restore:\n%s\nwant\n%s", got, pods)
 	}
@@ -143,6 +147,37 @@ func TestSnapshotSaveRestore(t *testing.T) {
 	}
 	if got := c.mustSkiff("get", "pod", "web-2", "-o", "name"); got != "pod/web-2\n" {
 		t.Errorf("after a refused restore: %q", got)
+	}
+}
+
+// TestSnapshotRestoredServerAdmin: a server started on a restored data
+// directory as `skiff snapshot restore` says (skiff server --data-dir DIR,
+// no token: it makes a new one, and a new CA) writes an admin's client
+// config that reaches it: the CLI lists the restored objects with it.
+func TestSnapshotRestoredServerAdmin(t *testing.T) {
+	dir := t.TempDir()
+	logs := &syncWriter{w: &bytes.Buffer{}}
+	defer func() {
+		if t.Failed() {
+			t.Logf("server logs:\n%s", logs.String())
+		}
+	}()
+	c := &cluster{t: t, server: freeAddr(t)}
+	stop := startServer(t, c, logs, filepath.Join(dir, "old"))
+	c.mustSkiff("apply", "-f", writeFile(t, "namespaces.yaml", snapshotNamespaces))
+	snap := filepath.Join(dir, "backup.snap")
+	c.mustSkiff("snapshot", "save", snap)
+	stop()
+
+	newDir := filepath.Join(dir, "new")
+	out := c.mustSkiff("snapshot", "restore", snap, "--data-dir", newDir)
+	if want := "start it with: skiff server --data-dir " + newDir + "\n"; !strings.HasSuffix(out, want) {
+		t.Fatalf("snapshot restore printed %q, want it to end %q", out, want)
+	}
+	c.server = freeAddr(t)
+	startServer(t, c, logs, newDir)
+	if got := c.mustSkiff("get", "namespaces", "-o", "name"); got != "namespace/default\nnamespace/gone\nnamespace/shop\n" {
+		t.Errorf("namespaces of the restored server: %q", got)
 	}
 }
 
@@ -187,11 +222,14 @@ func TestSnapshotRestoreRefusesDamage(t *testing.T) {
 }
 
 // startServer runs `skiff server` on dataDir at c.server until the test
-// ends or stop is called, and waits until it answers.
-func startServer(t *testing.T, c *cluster, logs *syncWriter, dataDir string) (stop func()) {
+// ends or stop is called, and waits until it answers c's CLI, which from
+// then on uses the admin's client config the server wrote in dataDir.
+func startServer(t *testing.T, c *cluster, logs *syncWriter, dataDir string, args ...string) (stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	done := runSkiff(ctx, logs, "server", "--data-dir", dataDir, "--listen", c.server, "--log-level", "warn")
+	c.config = adminConfigPath(dataDir)
+	done := runSkiff(ctx, logs, append([]string{"server", "--data-dir", dataDir, "--listen", c.server, "--log-level", "warn",
+		"--client-config", filepath.Join(t.TempDir(), "client.config")}, args...)...)
 	stopped := false
 	stop = func() {
 		if stopped {
@@ -205,6 +243,7 @@ func startServer(t *testing.T, c *cluster, logs *syncWriter, dataDir string) (st
 	}
 	t.Cleanup(stop)
 	var out string
+	var err error
 	eventually(t, 20*time.Second, func() bool {
 		select {
 		case err := <-done:
@@ -212,10 +251,15 @@ func startServer(t *testing.T, c *cluster, logs *syncWriter, dataDir string) (st
 			t.Fatalf("skiff server stopped: %v\n%s", err, logs.String())
 		default:
 		}
-		var err error
+		// The admin's client config first: the server writes it once
+		// it is ready.
+		if _, found, _ := loadClientConfig(c.config); !found {
+			err = fmt.Errorf("no admin's client config in %s yet", c.config)
+			return false
+		}
 		out, err = c.skiff("get", "namespaces")
 		return err == nil
-	}, func() string { return "the server did not answer: " + out + "\n" + logs.String() })
+	}, func() string { return fmt.Sprintf("the server did not answer: %v\n%s\n%s", err, out, logs.String()) })
 	return stop
 }
 
