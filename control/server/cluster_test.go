@@ -3,11 +3,14 @@ package server
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"maps"
 	"net"
 	"net/http"
@@ -25,6 +28,7 @@ import (
 	skiffv1 "skiff.dev/skiff/control/api/gen/skiff/v1"
 	"skiff.dev/skiff/control/api/gen/skiff/v1/skiffv1connect"
 	"skiff.dev/skiff/control/cluster"
+	"skiff.dev/skiff/control/cluster/pki"
 	"skiff.dev/skiff/control/store"
 )
 
@@ -261,7 +265,9 @@ func TestClusterFailStopOnOne(t *testing.T) {
 // TestClusterJoinRefusesOtherCluster: a data directory that belongs to a
 // cluster of its own cannot join another cluster; Run says so at once and
 // the directory is left byte for byte as it was. A new server joins the
-// cluster, is made a voter, and answers calls.
+// cluster, is made a voter, and answers calls. The cluster of its own was
+// started with the cluster's join token: without it, the two never meet
+// (TestClusterJoinRefusesOtherToken).
 func TestClusterJoinRefusesOtherCluster(t *testing.T) {
 	c := startCluster(t, 3)
 	leader, _ := c.waitLeader(t)
@@ -271,7 +277,7 @@ func TestClusterJoinRefusesOtherCluster(t *testing.T) {
 	}
 
 	dir := t.TempDir()
-	alone := startServer(t, Config{DataDir: dir, Listen: "127.0.0.1:0", Gossip: freeAddr(t)})
+	alone := startServer(t, Config{DataDir: dir, Listen: "127.0.0.1:0", Gossip: freeAddr(t), Token: c.token()})
 	alone.waitReady(t)
 	if _, err := alone.namespaces().Create(ctx, connect.NewRequest(namespace("mine"))); err != nil {
 		t.Fatalf("create on a server of its own: %v", err)
@@ -289,7 +295,7 @@ func TestClusterJoinRefusesOtherCluster(t *testing.T) {
 	}
 	before := hashTree(t, dir)
 
-	refused := startServer(t, Config{DataDir: dir, Listen: "127.0.0.1:0", Gossip: freeAddr(t), Join: []string{c[0].gossip}})
+	refused := startServer(t, Config{DataDir: dir, Listen: "127.0.0.1:0", Gossip: freeAddr(t), Join: []string{c[0].gossip}, Token: c.token()})
 	refusedAt := time.Now()
 	err = refused.waitRun(t, 10*time.Second)
 	t.Logf("Run with a directory of another cluster returned after %s: %v", time.Since(refusedAt).Round(time.Millisecond), err)
@@ -301,7 +307,7 @@ func TestClusterJoinRefusesOtherCluster(t *testing.T) {
 	}
 
 	// A new server, with an empty directory, joins.
-	joiner := startServer(t, Config{DataDir: t.TempDir(), Listen: "127.0.0.1:0", Gossip: freeAddr(t), Join: []string{c[0].gossip}})
+	joiner := startServer(t, Config{DataDir: t.TempDir(), Listen: "127.0.0.1:0", Gossip: freeAddr(t), Join: []string{c[0].gossip}, Token: c.token()})
 	joiner.waitReady(t)
 	all := append(slices.Clone(c), joiner)
 	var last string
@@ -337,6 +343,197 @@ func TestClusterJoinRefusesOtherCluster(t *testing.T) {
 		_, err := joiner.namespaces().Get(ctx, stale(&skiffv1.GetRequest{Name: "joined"}))
 		return err == nil
 	}, func() string { return "a stale get on the new server does not see what it wrote" })
+}
+
+// TestClusterJoinRefusesOtherToken: a server whose join token is not the
+// cluster's cannot join it. Its gossip, keyed by its token, never meets the
+// cluster's: Run keeps trying, as with peers not up yet, and writes nothing
+// to its data directory; the cluster's members stay as they were; stopped,
+// Run says it could not join the gossip pool. A directory given a token
+// other than the one it kept is refused at once, unchanged.
+func TestClusterJoinRefusesOtherToken(t *testing.T) {
+	c := startCluster(t, 3)
+	c.waitLeader(t)
+	ctx := testCtx(t)
+	want := c.memberNames(t, ctx)
+
+	// ownDir is a directory of a cluster of its own, which made and kept
+	// its own token.
+	ownDir := t.TempDir()
+	alone := startServer(t, Config{DataDir: ownDir, Listen: "127.0.0.1:0", Gossip: freeAddr(t)})
+	alone.waitReady(t)
+	ownToken := alone.JoinToken()
+	if ownToken == c.token() {
+		t.Fatal("a server of its own has the cluster's join token")
+	}
+	if err := alone.stopAndWait(t); err != nil {
+		t.Fatalf("Run of the server of its own: %v", err)
+	}
+
+	for _, tt := range []struct {
+		name  string
+		dir   string
+		token string // "": the one kept in dir
+	}{
+		{"an empty directory with another token", t.TempDir(), pki.NewToken()},
+		{"a directory of a cluster of its own, with its own token", ownDir, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			before := files(t, tt.dir)
+			logs := &warnings{}
+			s := startServer(t, Config{
+				DataDir: tt.dir, Listen: "127.0.0.1:0", Gossip: freeAddr(t), Join: []string{c[0].gossip},
+				Token: tt.token, Logger: slog.New(logs),
+			})
+			// It tries, fails, and tries again: the gossip never met.
+			eventually(t, 15*time.Second, func() bool {
+				return logs.count("join the gossip pool; trying again") >= 2
+			}, func() string { return "the server does not keep trying to join: its warnings: " + logs.String() })
+			select {
+			case <-s.done:
+				t.Fatalf("Run with another join token returned: %v, want it to keep trying", s.err)
+			case <-s.Ready():
+				t.Fatal("a server with another join token is ready")
+			default:
+			}
+			if after := files(t, tt.dir); !maps.Equal(before, after) {
+				t.Errorf("the data directory of a server with another join token changed:\nbefore %v\nafter  %v", before, after)
+			}
+			if got := c.memberNames(t, ctx); !slices.Equal(got, want) {
+				t.Errorf("the cluster's members: %v, want %v as before", got, want)
+			}
+			if err := s.stopAndWait(t); err == nil || !strings.Contains(err.Error(), "join the gossip pool") {
+				t.Errorf("Run with another join token, stopped = %v, want an error saying it could not join the gossip pool", err)
+			}
+			if after := files(t, tt.dir); !maps.Equal(before, after) {
+				t.Errorf("the data directory of a server with another join token changed once stopped:\nbefore %v\nafter  %v", before, after)
+			}
+		})
+	}
+
+	t.Run("a directory given a token other than the one it kept", func(t *testing.T) {
+		before := files(t, ownDir)
+		s := startServer(t, Config{DataDir: ownDir, Listen: "127.0.0.1:0", Gossip: freeAddr(t), Join: []string{c[0].gossip}, Token: c.token()})
+		err := s.waitRun(t, 10*time.Second)
+		if err == nil || !strings.Contains(err.Error(), "join token: differs") || !strings.Contains(err.Error(), tokenPath(ownDir)) {
+			t.Errorf("Run with a token other than the kept one = %v, want an error saying it differs from the one kept in %s", err, tokenPath(ownDir))
+		}
+		if after := files(t, ownDir); !maps.Equal(before, after) {
+			t.Errorf("the data directory changed:\nbefore %v\nafter  %v", before, after)
+		}
+		if got := c.memberNames(t, ctx); !slices.Equal(got, want) {
+			t.Errorf("the cluster's members: %v, want %v as before", got, want)
+		}
+	})
+}
+
+// memberNames returns the names of the members every server of c lists,
+// sorted; servers that disagree fail the test.
+func (c testCluster) memberNames(t *testing.T, ctx context.Context) []string {
+	t.Helper()
+	var first []string
+	for i, s := range c {
+		res, err := s.clusterAPI().Members(ctx, connect.NewRequest(&skiffv1.MembersRequest{}))
+		if err != nil {
+			t.Fatalf("members through %s: %v", s.Addr(), err)
+		}
+		var names []string
+		for _, m := range res.Msg.GetMembers() {
+			names = append(names, m.GetName())
+		}
+		slices.Sort(names)
+		if i == 0 {
+			first = names
+		} else if !slices.Equal(names, first) {
+			t.Fatalf("members through %s: %v; through %s: %v", s.Addr(), names, c[0].Addr(), first)
+		}
+	}
+	return first
+}
+
+// warnings is a slog handler that keeps the messages of warnings and
+// errors, with their err attribute.
+type warnings struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (w *warnings) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelWarn }
+
+func (w *warnings) Handle(_ context.Context, r slog.Record) error {
+	msg := r.Message
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == "err" {
+			msg += ": " + a.Value.String()
+		}
+		return true
+	})
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.msgs = append(w.msgs, msg)
+	return nil
+}
+
+func (w *warnings) WithAttrs([]slog.Attr) slog.Handler { return w }
+func (w *warnings) WithGroup(string) slog.Handler      { return w }
+
+// count says how many warnings began with msg.
+func (w *warnings) count(msg string) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := 0
+	for _, m := range w.msgs {
+		if strings.HasPrefix(m, msg) {
+			n++
+		}
+	}
+	return n
+}
+
+func (w *warnings) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return fmt.Sprintf("%q", w.msgs)
+}
+
+// TestClusterForwardedRefusal: a call that a follower forwards and the
+// leader refuses before reading its body (here an unknown bearer token) is
+// answered in full, Unauthenticated, even though the client stops sending
+// its body once it sees the refusal, as Go's HTTP/2 client does on any
+// status above 299. The client's body is a pipe that is never written:
+// the answer must not wait for it.
+func TestClusterForwardedRefusal(t *testing.T) {
+	c := startCluster(t, 3)
+	_, fs := c.waitLeader(t)
+	f := fs[0]
+	// Bounded well below the server's read timeout (serve.DefaultLimits):
+	// a follower that waits for the body answers only when that passes.
+	ctx, cancel := context.WithTimeout(testCtx(t), 10*time.Second)
+	defer cancel()
+	body, never := io.Pipe()
+	defer never.Close()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, f.base()+skiffv1connect.NamespaceServiceCreateProcedure, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Connect-Protocol-Version", "1")
+	req.Header.Set("Authorization", "Bearer aaaaaaaaaaaa.notthesecret")
+	res, err := (&http.Client{Transport: apiTransport(t, f.Server)}).Do(req)
+	if err != nil {
+		t.Fatalf("create through a follower with an unknown token: %v", err)
+	}
+	defer res.Body.Close()
+	if res.ProtoMajor != 2 {
+		t.Fatalf("create through a follower: %s, want HTTP/2", res.Proto)
+	}
+	got, err := io.ReadAll(res.Body)
+	if err != nil {
+		t.Fatalf("create through a follower with an unknown token: status %d, reading its answer: %v (the follower waits for the body the client no longer sends)", res.StatusCode, err)
+	}
+	if res.StatusCode != http.StatusUnauthorized || !strings.Contains(string(got), "unauthenticated") {
+		t.Errorf("create through a follower with an unknown token: %d %s, want 401 unauthenticated", res.StatusCode, got)
+	}
 }
 
 // TestClusterPodNamespaceRace races, round after round, the creation of a
@@ -437,6 +634,8 @@ type testServer struct {
 	heldMu  sync.Mutex
 	held    chan struct{} // while not nil, the state machine waits for it to close
 
+	hc *http.Client // the admin's API client, once ready (waitReady)
+
 	cancel context.CancelFunc
 	done   chan struct{} // closed when Run returns, with its result in err
 	err    error
@@ -494,12 +693,15 @@ func startServer(t *testing.T, cfg Config) *testServer {
 	return ts
 }
 
-// waitReady waits until the server's API answers; Run failing first fails
-// the test.
+// waitReady waits until the server's API answers and makes its client;
+// Run failing first fails the test.
 func (ts *testServer) waitReady(t *testing.T) {
 	t.Helper()
 	select {
 	case <-ts.Ready():
+		if ts.hc == nil {
+			ts.hc = apiClient(t, ts.Server)
+		}
 	case <-ts.done:
 		ts.waited = true
 		t.Fatalf("server in %s: Run: %v", ts.dir, ts.err)
@@ -547,18 +749,71 @@ func (ts *testServer) release() {
 	}
 }
 
-func (ts *testServer) base() string { return "http://" + ts.Addr() }
+// base is the API's HTTPS URL.
+func (ts *testServer) base() string { return ts.Admin().Server }
+
+// client is the bootstrap admin's client of the server's API; waitReady
+// makes it.
+func (ts *testServer) client() *http.Client {
+	if ts.hc == nil {
+		panic("server in " + ts.dir + ": no API client before waitReady")
+	}
+	return ts.hc
+}
 
 func (ts *testServer) namespaces() skiffv1connect.NamespaceServiceClient {
-	return skiffv1connect.NewNamespaceServiceClient(http.DefaultClient, ts.base())
+	return skiffv1connect.NewNamespaceServiceClient(ts.client(), ts.base())
 }
 
 func (ts *testServer) pods() skiffv1connect.PodServiceClient {
-	return skiffv1connect.NewPodServiceClient(http.DefaultClient, ts.base())
+	return skiffv1connect.NewPodServiceClient(ts.client(), ts.base())
 }
 
 func (ts *testServer) clusterAPI() skiffv1connect.ClusterServiceClient {
-	return skiffv1connect.NewClusterServiceClient(http.DefaultClient, ts.base())
+	return skiffv1connect.NewClusterServiceClient(ts.client(), ts.base())
+}
+
+// apiClient is an HTTPS client of s's API (HTTP/1.1 or HTTP/2) that
+// trusts the cluster CA and calls as the bootstrap admin, as the CLI does
+// with the client config Admin returns. Its idle connections are closed
+// when the test ends.
+func apiClient(t testing.TB, s *Server) *http.Client {
+	t.Helper()
+	admin := s.Admin()
+	if admin.Token == "" {
+		t.Fatalf("server at %s: no bootstrap token in its admin config", admin.Server)
+	}
+	return &http.Client{Transport: bearer{token: admin.Token, next: apiTransport(t, s)}}
+}
+
+// apiTransport is an HTTPS transport (HTTP/1.1 or HTTP/2) to s's API that
+// trusts the cluster CA and sends no credentials. Its idle connections are
+// closed when the test ends.
+func apiTransport(t testing.TB, s *Server) *http.Transport {
+	t.Helper()
+	admin := s.Admin()
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(admin.CA) {
+		t.Fatalf("server at %s: no CA certificate in its admin config: %q", admin.Server, admin.CA)
+	}
+	p := new(http.Protocols)
+	p.SetHTTP1(true)
+	p.SetHTTP2(true)
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}, Protocols: p}
+	t.Cleanup(tr.CloseIdleConnections)
+	return tr
+}
+
+// bearer sends its token with every request.
+type bearer struct {
+	token string
+	next  http.RoundTripper
+}
+
+func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context()) // a RoundTripper must not change its request
+	r.Header.Set("Authorization", "Bearer "+b.token)
+	return b.next.RoundTrip(r)
 }
 
 // membersView asks ts for the cluster's members and says whether it sees
@@ -598,11 +853,15 @@ func (ts *testServer) membersView(ctx context.Context, want []*testServer) (lead
 // testCluster is the servers of a test cluster.
 type testCluster []*testServer
 
+// token is the join token the servers of c share.
+func (c testCluster) token() string { return c[0].JoinToken() }
+
 // startCluster starts n servers that bootstrap a cluster together
-// (BootstrapExpect n, each joining the others by gossip), and waits until
-// each answers.
+// (BootstrapExpect n, each joining the others by gossip, all with one
+// join token), and waits until each answers.
 func startCluster(t *testing.T, n int) testCluster {
 	t.Helper()
+	token := pki.NewToken()
 	gossip := make([]string, n)
 	for i := range gossip {
 		gossip[i] = freeAddr(t)
@@ -617,7 +876,7 @@ func startCluster(t *testing.T, n int) testCluster {
 		}
 		c[i] = startServer(t, Config{
 			DataDir: t.TempDir(), Listen: "127.0.0.1:0", Gossip: gossip[i], Join: join,
-			BootstrapExpect: n, RaftListen: "127.0.0.1:0",
+			BootstrapExpect: n, RaftListen: "127.0.0.1:0", Token: token,
 		})
 	}
 	for _, s := range c {
@@ -667,13 +926,30 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-// hashTree returns, for every file under dir, its size and SHA-256.
+// hashTree returns, for every file under dir, its size and SHA-256; dir
+// without files fails the test.
 func hashTree(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	out := files(t, dir)
+	if len(out) == 0 {
+		t.Fatalf("hash %s: no files", dir)
+	}
+	return out
+}
+
+// files returns, for every file under dir, its size and SHA-256, and for
+// every directory under it, "dir".
+func files(t *testing.T, dir string) map[string]string {
 	t.Helper()
 	out := map[string]string{}
 	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
+		if err != nil || path == dir {
 			return err
+		}
+		rel, _ := filepath.Rel(dir, path)
+		if d.IsDir() {
+			out[rel] = "dir"
+			return nil
 		}
 		f, err := os.Open(path)
 		if err != nil {
@@ -685,15 +961,11 @@ func hashTree(t *testing.T, dir string) map[string]string {
 		if err != nil {
 			return err
 		}
-		rel, _ := filepath.Rel(dir, path)
 		out[rel] = fmt.Sprintf("%d %s", n, hex.EncodeToString(h.Sum(nil)))
 		return nil
 	})
 	if err != nil {
 		t.Fatalf("hash %s: %v", dir, err)
-	}
-	if len(out) == 0 {
-		t.Fatalf("hash %s: no files", dir)
 	}
 	return out
 }

@@ -61,8 +61,9 @@ func TestFailStop(t *testing.T) {
 			case <-time.After(20 * time.Second):
 				t.Fatal("server not ready")
 			}
-			base := "http://" + s.Addr()
-			pods := skiffv1connect.NewPodServiceClient(http.DefaultClient, base)
+			base := s.Admin().Server
+			hc := apiClient(t, s)
+			pods := skiffv1connect.NewPodServiceClient(hc, base)
 			cctx, ccancel := context.WithTimeout(ctx, 20*time.Second)
 			defer ccancel()
 
@@ -77,7 +78,7 @@ func TestFailStop(t *testing.T) {
 			if tt.cancel {
 				// The create's answer comes after the store recorded the
 				// failure, so /healthz says so at once.
-				code, body := healthz(t, base)
+				code, body := healthz(t, hc, base)
 				if code != http.StatusServiceUnavailable || !strings.Contains(body, wantErr) || !strings.Contains(body, wantTail) {
 					t.Errorf("/healthz after the failure: %d %q, want 503 with the reason", code, body)
 				}
@@ -105,9 +106,10 @@ func TestFailStop(t *testing.T) {
 	}
 }
 
-func healthz(t *testing.T, base string) (int, string) {
+// healthz gets base's /healthz through hc.
+func healthz(t *testing.T, hc *http.Client, base string) (int, string) {
 	t.Helper()
-	res, err := http.Get(base + "/healthz")
+	res, err := hc.Get(base + "/healthz")
 	if err != nil {
 		t.Fatalf("/healthz: %v", err)
 	}
