@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"connectrpc.com/connect"
@@ -120,14 +122,17 @@ func startBenchServers(ctx context.Context, logOut io.Writer, n int) (*localServ
 }
 
 // freePort returns host:port with a port no one listens on now, on TCP
-// and, for a gossip address (memberlist uses both), on UDP too.
+// and, for a gossip address (memberlist uses both), on UDP too. The port is
+// picked below Linux's ephemeral range (32768 and up), where every
+// listener on port 0 gets its own: a port from there could be handed to one
+// of them before the caller listens on it.
 func freePort(host string, udp bool) (string, error) {
 	for range 100 {
-		ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+		addr := net.JoinHostPort(host, strconv.Itoa(20000+rand.IntN(12000)))
+		ln, err := net.Listen("tcp", addr)
 		if err != nil {
-			return "", fmt.Errorf("find a free port on %s: %w", host, err)
+			continue
 		}
-		addr := ln.Addr().String()
 		ln.Close()
 		if !udp {
 			return addr, nil
@@ -137,7 +142,7 @@ func freePort(host string, udp bool) (string, error) {
 			return addr, nil
 		}
 	}
-	return "", fmt.Errorf("find a free port on %s: none free on both TCP and UDP after 100 tries", host)
+	return "", fmt.Errorf("find a free port on %s: none free after 100 tries", host)
 }
 
 // waitBenchLeader waits until the cluster has a leader that has created

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -180,7 +181,7 @@ func (f *Forwarder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				}
 			}
 		},
-		Transport:     f.tr,
+		Transport:     cancelOnClose{f.tr},
 		FlushInterval: -1,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			var op *net.OpError
@@ -223,3 +224,33 @@ func (f *Forwarder) fail(w http.ResponseWriter, r *http.Request, err error) {
 
 // Close releases the forwarder's idle connections to the leader.
 func (f *Forwarder) Close() { f.tr.CloseIdleConnections() }
+
+// cancelOnClose gives each forwarded request a context of its own, which
+// closing the response body cancels. Over HTTP/2, a leader that answers
+// before reading the request body (a refusal, "not the leader") leaves the
+// transport's body writer waiting for client bytes that may never come, and
+// the proxy's Close of the response body waits for that writer
+// (golang/go#48908): the call would hang until the read timeout. Cancelling
+// resets the stream instead.
+type cancelOnClose struct{ next http.RoundTripper }
+
+func (c cancelOnClose) RoundTrip(r *http.Request) (*http.Response, error) {
+	ctx, cancel := context.WithCancel(r.Context())
+	res, err := c.next.RoundTrip(r.WithContext(ctx))
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	res.Body = &cancelBody{ReadCloser: res.Body, cancel: cancel}
+	return res, nil
+}
+
+type cancelBody struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (b *cancelBody) Close() error {
+	b.cancel()
+	return b.ReadCloser.Close()
+}
