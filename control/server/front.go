@@ -87,3 +87,27 @@ func agentClients(cred *pki.Credential) func(node, endpoint string) skiffv1conne
 		return skiffv1connect.NewAgentServiceClient(hc, "https://"+endpoint)
 	}
 }
+
+// provisionalTLS is what a new server presents until it has its
+// certificate: one of a throwaway CA, which no peer trusts. It is enough to
+// answer a joiner "no CA yet" (the joiner checks the server's certificate
+// only against the CA a successful answer brings).
+func provisionalTLS() (*tls.Config, error) {
+	ca, err := pki.NewCA(time.Now())
+	if err != nil {
+		return nil, err
+	}
+	key, err := pki.NewKey()
+	if err != nil {
+		return nil, err
+	}
+	certPEM, err := ca.Issue(pki.Identity{Role: pki.RoleServer, Name: "provisional"}, nil, key.Public(), time.Now(), time.Hour)
+	if err != nil {
+		return nil, err
+	}
+	cred, err := pki.NewCredential(certPEM, key, ca.CertPEM())
+	if err != nil {
+		return nil, err
+	}
+	return cred.ServerConfig(tls.NoClientCert, nil), nil
+}

@@ -23,6 +23,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -267,6 +268,41 @@ func (s *Server) Run(ctx context.Context) error {
 			return err
 		}
 	}
+	// From here the server answers: joins (Unavailable until it has the
+	// CA, with a provisional certificate, so that new servers meeting each
+	// other are told at once), and the API once its store is open
+	// (Unavailable until then).
+	var caNow atomic.Pointer[pki.CA]
+	front := &front{join: pki.NewJoinHandler(pki.HandlerConfig{
+		CA: caNow.Load, ServerToken: token, AgentToken: s.cfg.AgentToken,
+		Lifetime: s.cfg.CertLifetime, Logger: s.log.With("room", "pki"),
+	})}
+	provisional, err := provisionalTLS()
+	if err != nil {
+		return err
+	}
+	var tlsNow atomic.Pointer[tls.Config]
+	tlsNow.Store(provisional)
+	serveCtx, stopServing := context.WithCancel(ctx)
+	var serving sync.WaitGroup
+	defer func() { stopServing(); serving.Wait() }()
+	served := make(chan error, 2)
+	serveOn := func(l net.Listener) {
+		serving.Go(func() {
+			if err := serve.Run(serveCtx, l, front, s.cfg.Limits); err != nil {
+				served <- err
+			}
+		})
+	}
+	tlsLn := ln
+	if s.cfg.PlainHTTP {
+		serveOn(ln) // loopback alone (New checks)
+		tlsLn = iln
+	}
+	serveOn(tls.NewListener(tlsLn, &tls.Config{
+		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) { return tlsNow.Load(), nil },
+	}))
+
 	ident, found, err := s.loadIdentity(id)
 	if err != nil {
 		return err
@@ -300,29 +336,10 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.token = token
 
-	// From here the server answers: joins at once, the API once its store
-	// is open (Unavailable until then).
-	front := &front{join: pki.NewJoinHandler(pki.HandlerConfig{
-		CA: func() *pki.CA { return ident.ca }, ServerToken: token, AgentToken: s.cfg.AgentToken,
-		Lifetime: s.cfg.CertLifetime, Logger: s.log.With("room", "pki"),
-	})}
-	serveCtx, stopServing := context.WithCancel(ctx)
-	var serving sync.WaitGroup
-	defer func() { stopServing(); serving.Wait() }()
-	served := make(chan error, 2)
-	serveOn := func(l net.Listener) {
-		serving.Go(func() {
-			if err := serve.Run(serveCtx, l, front, s.cfg.Limits); err != nil {
-				served <- err
-			}
-		})
-	}
-	tlsLn := ln
-	if s.cfg.PlainHTTP {
-		serveOn(ln) // loopback alone (New checks)
-		tlsLn = iln
-	}
-	serveOn(tls.NewListener(tlsLn, ident.cred.ServerConfig(tls.VerifyClientCertIfGiven, nil)))
+	// The server has its certificate: joins are answered with it, the
+	// API (once its store is open) too.
+	caNow.Store(ident.ca)
+	tlsNow.Store(ident.cred.ServerConfig(tls.VerifyClientCertIfGiven, nil))
 
 	raftTLS := mutualTLS(ident.cred)
 	scfg := store.Config{
