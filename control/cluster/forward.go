@@ -230,7 +230,8 @@ func (f *Forwarder) Close() { f.tr.CloseIdleConnections() }
 // before reading the request body (a refusal, "not the leader") leaves the
 // transport's body writer waiting for client bytes that may never come, and
 // the proxy's Close of the response body waits for that writer
-// (golang/go#48908): the call would hang until the read timeout. Cancelling
+// (as golang/go#80085 describes): the call would hang until the read
+// timeout. Cancelling
 // resets the stream instead.
 type cancelOnClose struct{ next http.RoundTripper }
 
