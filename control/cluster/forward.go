@@ -231,8 +231,7 @@ func (f *Forwarder) Close() { f.tr.CloseIdleConnections() }
 // transport's body writer waiting for client bytes that may never come, and
 // the proxy's Close of the response body waits for that writer
 // (as golang/go#80085 describes): the call would hang until the read
-// timeout. Cancelling
-// resets the stream instead.
+// timeout. Cancelling resets the stream instead.
 type cancelOnClose struct{ next http.RoundTripper }
 
 func (c cancelOnClose) RoundTrip(r *http.Request) (*http.Response, error) {
