@@ -58,7 +58,7 @@ func (a attrs) scope() string {
 var verbs = map[string]string{
 	"Create": "create", "Get": "get", "List": "list", "Update": "update",
 	"Delete": "delete", "Watch": "watch", "UpdateStatus": "updatestatus",
-	"Bind": "bind", "Logs": "logs",
+	"Bind": "bind", "Logs": "logs", "StreamLogs": "logs",
 }
 
 // serviceKinds maps each kind's service ("skiff.v1.PodService") to its kind.

@@ -151,9 +151,9 @@ func TestUnknownFieldsRefused(t *testing.T) {
 		}(), "unknown field number 42 in skiff.v1.ObjectMeta"},
 		{"grpc, in a container", s.grpcPods(), func() *skiffv1.Pod {
 			p := pod("ok")
-			withUnknown(p.Spec.Containers[0], 7, 10)
+			withUnknown(p.Spec.Containers[0], 77, 10)
 			return p
-		}(), "unknown field number 7 in skiff.v1.Container"},
+		}(), "unknown field number 77 in skiff.v1.Container"},
 	}
 	for _, tt := range binaryTests {
 		t.Run("binary "+tt.name, func(t *testing.T) {

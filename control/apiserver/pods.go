@@ -84,6 +84,7 @@ func validatePod(p *skiffv1.Pod) fieldErrors {
 			}
 		}
 	}
+	refuseUnsupported(&fe, s)
 	if !restartPolicies[s.RestartPolicy] {
 		fe.add("spec.restartPolicy", "unsupported value %q: supported values are \"Always\", \"OnFailure\", \"Never\"", s.RestartPolicy)
 	}
@@ -294,4 +295,9 @@ func connectMessage(err error) string {
 		return ce.Message()
 	}
 	return err.Error()
+}
+
+// StreamLogs streams a container's output from its node.
+func (s *podService) StreamLogs(context.Context, *connect.Request[skiffv1.PodLogsRequest], *connect.ServerStream[skiffv1.LogChunk]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("streaming logs: not implemented yet"))
 }

@@ -122,7 +122,7 @@ func kindOf(r *http.Request) callKind {
 		return local
 	}
 	switch method {
-	case "Watch", "Logs", "ContainerLogs", "Members":
+	case "Watch", "Logs", "StreamLogs", "ContainerLogs", "StreamContainerLogs", "Members":
 		return local
 	case "Get", "List", "Snapshot":
 		if strings.EqualFold(r.Header.Get(ConsistencyHeader), "stale") {

@@ -96,3 +96,8 @@ func parseCRILog(raw []byte) ([]byte, error) {
 	}
 	return out.Bytes(), sc.Err()
 }
+
+// StreamContainerLogs streams a container's log.
+func (s *logService) StreamContainerLogs(context.Context, *connect.Request[skiffv1.ContainerLogsRequest], *connect.ServerStream[skiffv1.LogChunk]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("streaming logs: not implemented yet"))
+}

@@ -13,7 +13,7 @@ func TestDecodeErrors(t *testing.T) {
 		name, in, want string
 	}{
 		{"unknown top-level field", pod + "extra: 1\n", "extra: unknown field"},
-		{"unknown nested field", pod + "    ports: []\n", "spec.containers[0].ports: unknown field"},
+		{"unknown nested field", pod + "    stdinOnce: true\n", "spec.containers[0].stdinOnce: unknown field"},
 		{"unknown metadata field", strings.Replace(pod, "  name: p\n", "  name: p\n  generateName: x\n", 1), "metadata.generateName: unknown field"},
 		{"unparsable YAML names the file line", pod + "---\n" + "apiVersion: v1\nkind: Pod\nmetadata:\n  name: [p\n", "line 13"},
 		{"tab indentation", "apiVersion: v1\nkind: Pod\nmetadata:\n\tname: p\n", "line 4"},

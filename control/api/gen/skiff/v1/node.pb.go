@@ -137,7 +137,10 @@ type NodeStatus struct {
 	// host:port of the agent's API (container logs).
 	AgentEndpoint string `protobuf:"bytes,4,opt,name=agent_endpoint,json=agentEndpoint,proto3" json:"agent_endpoint,omitempty"`
 	// The skiff version the agent runs.
-	AgentVersion  string `protobuf:"bytes,5,opt,name=agent_version,json=agentVersion,proto3" json:"agent_version,omitempty"`
+	AgentVersion string `protobuf:"bytes,5,opt,name=agent_version,json=agentVersion,proto3" json:"agent_version,omitempty"`
+	// Allocatable is what pods may request: capacity less what the node
+	// keeps for itself.
+	Allocatable   map[string]string `protobuf:"bytes,6,rep,name=allocatable,proto3" json:"allocatable,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -205,6 +208,13 @@ func (x *NodeStatus) GetAgentVersion() string {
 		return x.AgentVersion
 	}
 	return ""
+}
+
+func (x *NodeStatus) GetAllocatable() map[string]string {
+	if x != nil {
+		return x.Allocatable
+	}
+	return nil
 }
 
 type NodeList struct {
@@ -429,13 +439,13 @@ var File_skiff_v1_node_proto protoreflect.FileDescriptor
 
 const file_skiff_v1_node_proto_rawDesc = "" +
 	"\n" +
-	"\x13skiff/v1/node.proto\x12\bskiff.v1\x1a\x13skiff/v1/meta.proto\"\x8e\x01\n" +
+	"\x13skiff/v1/node.proto\x12\bskiff.v1\x1a\x13skiff/v1/meta.proto\x1a\x12skiff/v1/pod.proto\"\x8e\x01\n" +
 	"\x04Node\x120\n" +
 	"\bmetadata\x18\x01 \x01(\v2\x14.skiff.v1.ObjectMetaR\bmetadata\x12&\n" +
 	"\x04spec\x18\x02 \x01(\v2\x12.skiff.v1.NodeSpecR\x04spec\x12,\n" +
 	"\x06status\x18\x03 \x01(\v2\x14.skiff.v1.NodeStatusR\x06status\"0\n" +
 	"\bNodeSpec\x12$\n" +
-	"\runschedulable\x18\x01 \x01(\bR\runschedulable\"\xa6\x02\n" +
+	"\runschedulable\x18\x01 \x01(\bR\runschedulable\"\xaf\x03\n" +
 	"\n" +
 	"NodeStatus\x12>\n" +
 	"\bcapacity\x18\x01 \x03(\v2\".skiff.v1.NodeStatus.CapacityEntryR\bcapacity\x12\x1a\n" +
@@ -444,8 +454,12 @@ const file_skiff_v1_node_proto_rawDesc = "" +
 	"conditions\x18\x03 \x03(\v2\x13.skiff.v1.ConditionR\n" +
 	"conditions\x12%\n" +
 	"\x0eagent_endpoint\x18\x04 \x01(\tR\ragentEndpoint\x12#\n" +
-	"\ragent_version\x18\x05 \x01(\tR\fagentVersion\x1a;\n" +
+	"\ragent_version\x18\x05 \x01(\tR\fagentVersion\x12G\n" +
+	"\vallocatable\x18\x06 \x03(\v2%.skiff.v1.NodeStatus.AllocatableEntryR\vallocatable\x1a;\n" +
 	"\rCapacityEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a>\n" +
+	"\x10AllocatableEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"[\n" +
 	"\bNodeList\x12$\n" +
@@ -468,9 +482,10 @@ const file_skiff_v1_node_proto_rawDesc = "" +
 	"\x06Update\x12\x0e.skiff.v1.Node\x1a\x0e.skiff.v1.Node\x121\n" +
 	"\x06Delete\x12\x17.skiff.v1.DeleteRequest\x1a\x0e.skiff.v1.Node\x12;\n" +
 	"\x05Watch\x12\x16.skiff.v1.WatchRequest\x1a\x18.skiff.v1.NodeWatchEvent0\x01\x12.\n" +
-	"\fUpdateStatus\x12\x0e.skiff.v1.Node\x1a\x0e.skiff.v1.Node2`\n" +
+	"\fUpdateStatus\x12\x0e.skiff.v1.Node\x1a\x0e.skiff.v1.Node2\xad\x01\n" +
 	"\fAgentService\x12P\n" +
-	"\rContainerLogs\x12\x1e.skiff.v1.ContainerLogsRequest\x1a\x1f.skiff.v1.ContainerLogsResponseB2Z0skiff.dev/skiff/control/api/gen/skiff/v1;skiffv1b\x06proto3"
+	"\rContainerLogs\x12\x1e.skiff.v1.ContainerLogsRequest\x1a\x1f.skiff.v1.ContainerLogsResponse\x12K\n" +
+	"\x13StreamContainerLogs\x12\x1e.skiff.v1.ContainerLogsRequest\x1a\x12.skiff.v1.LogChunk0\x01B2Z0skiff.dev/skiff/control/api/gen/skiff/v1;skiffv1b\x06proto3"
 
 var (
 	file_skiff_v1_node_proto_rawDescOnce sync.Once
@@ -484,7 +499,7 @@ func file_skiff_v1_node_proto_rawDescGZIP() []byte {
 	return file_skiff_v1_node_proto_rawDescData
 }
 
-var file_skiff_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_skiff_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_skiff_v1_node_proto_goTypes = []any{
 	(*Node)(nil),                  // 0: skiff.v1.Node
 	(*NodeSpec)(nil),              // 1: skiff.v1.NodeSpec
@@ -494,44 +509,49 @@ var file_skiff_v1_node_proto_goTypes = []any{
 	(*ContainerLogsRequest)(nil),  // 5: skiff.v1.ContainerLogsRequest
 	(*ContainerLogsResponse)(nil), // 6: skiff.v1.ContainerLogsResponse
 	nil,                           // 7: skiff.v1.NodeStatus.CapacityEntry
-	(*ObjectMeta)(nil),            // 8: skiff.v1.ObjectMeta
-	(*Condition)(nil),             // 9: skiff.v1.Condition
-	(EventType)(0),                // 10: skiff.v1.EventType
-	(*GetRequest)(nil),            // 11: skiff.v1.GetRequest
-	(*ListRequest)(nil),           // 12: skiff.v1.ListRequest
-	(*DeleteRequest)(nil),         // 13: skiff.v1.DeleteRequest
-	(*WatchRequest)(nil),          // 14: skiff.v1.WatchRequest
+	nil,                           // 8: skiff.v1.NodeStatus.AllocatableEntry
+	(*ObjectMeta)(nil),            // 9: skiff.v1.ObjectMeta
+	(*Condition)(nil),             // 10: skiff.v1.Condition
+	(EventType)(0),                // 11: skiff.v1.EventType
+	(*GetRequest)(nil),            // 12: skiff.v1.GetRequest
+	(*ListRequest)(nil),           // 13: skiff.v1.ListRequest
+	(*DeleteRequest)(nil),         // 14: skiff.v1.DeleteRequest
+	(*WatchRequest)(nil),          // 15: skiff.v1.WatchRequest
+	(*LogChunk)(nil),              // 16: skiff.v1.LogChunk
 }
 var file_skiff_v1_node_proto_depIdxs = []int32{
-	8,  // 0: skiff.v1.Node.metadata:type_name -> skiff.v1.ObjectMeta
+	9,  // 0: skiff.v1.Node.metadata:type_name -> skiff.v1.ObjectMeta
 	1,  // 1: skiff.v1.Node.spec:type_name -> skiff.v1.NodeSpec
 	2,  // 2: skiff.v1.Node.status:type_name -> skiff.v1.NodeStatus
 	7,  // 3: skiff.v1.NodeStatus.capacity:type_name -> skiff.v1.NodeStatus.CapacityEntry
-	9,  // 4: skiff.v1.NodeStatus.conditions:type_name -> skiff.v1.Condition
-	0,  // 5: skiff.v1.NodeList.items:type_name -> skiff.v1.Node
-	10, // 6: skiff.v1.NodeWatchEvent.type:type_name -> skiff.v1.EventType
-	0,  // 7: skiff.v1.NodeWatchEvent.object:type_name -> skiff.v1.Node
-	0,  // 8: skiff.v1.NodeService.Create:input_type -> skiff.v1.Node
-	11, // 9: skiff.v1.NodeService.Get:input_type -> skiff.v1.GetRequest
-	12, // 10: skiff.v1.NodeService.List:input_type -> skiff.v1.ListRequest
-	0,  // 11: skiff.v1.NodeService.Update:input_type -> skiff.v1.Node
-	13, // 12: skiff.v1.NodeService.Delete:input_type -> skiff.v1.DeleteRequest
-	14, // 13: skiff.v1.NodeService.Watch:input_type -> skiff.v1.WatchRequest
-	0,  // 14: skiff.v1.NodeService.UpdateStatus:input_type -> skiff.v1.Node
-	5,  // 15: skiff.v1.AgentService.ContainerLogs:input_type -> skiff.v1.ContainerLogsRequest
-	0,  // 16: skiff.v1.NodeService.Create:output_type -> skiff.v1.Node
-	0,  // 17: skiff.v1.NodeService.Get:output_type -> skiff.v1.Node
-	3,  // 18: skiff.v1.NodeService.List:output_type -> skiff.v1.NodeList
-	0,  // 19: skiff.v1.NodeService.Update:output_type -> skiff.v1.Node
-	0,  // 20: skiff.v1.NodeService.Delete:output_type -> skiff.v1.Node
-	4,  // 21: skiff.v1.NodeService.Watch:output_type -> skiff.v1.NodeWatchEvent
-	0,  // 22: skiff.v1.NodeService.UpdateStatus:output_type -> skiff.v1.Node
-	6,  // 23: skiff.v1.AgentService.ContainerLogs:output_type -> skiff.v1.ContainerLogsResponse
-	16, // [16:24] is the sub-list for method output_type
-	8,  // [8:16] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	10, // 4: skiff.v1.NodeStatus.conditions:type_name -> skiff.v1.Condition
+	8,  // 5: skiff.v1.NodeStatus.allocatable:type_name -> skiff.v1.NodeStatus.AllocatableEntry
+	0,  // 6: skiff.v1.NodeList.items:type_name -> skiff.v1.Node
+	11, // 7: skiff.v1.NodeWatchEvent.type:type_name -> skiff.v1.EventType
+	0,  // 8: skiff.v1.NodeWatchEvent.object:type_name -> skiff.v1.Node
+	0,  // 9: skiff.v1.NodeService.Create:input_type -> skiff.v1.Node
+	12, // 10: skiff.v1.NodeService.Get:input_type -> skiff.v1.GetRequest
+	13, // 11: skiff.v1.NodeService.List:input_type -> skiff.v1.ListRequest
+	0,  // 12: skiff.v1.NodeService.Update:input_type -> skiff.v1.Node
+	14, // 13: skiff.v1.NodeService.Delete:input_type -> skiff.v1.DeleteRequest
+	15, // 14: skiff.v1.NodeService.Watch:input_type -> skiff.v1.WatchRequest
+	0,  // 15: skiff.v1.NodeService.UpdateStatus:input_type -> skiff.v1.Node
+	5,  // 16: skiff.v1.AgentService.ContainerLogs:input_type -> skiff.v1.ContainerLogsRequest
+	5,  // 17: skiff.v1.AgentService.StreamContainerLogs:input_type -> skiff.v1.ContainerLogsRequest
+	0,  // 18: skiff.v1.NodeService.Create:output_type -> skiff.v1.Node
+	0,  // 19: skiff.v1.NodeService.Get:output_type -> skiff.v1.Node
+	3,  // 20: skiff.v1.NodeService.List:output_type -> skiff.v1.NodeList
+	0,  // 21: skiff.v1.NodeService.Update:output_type -> skiff.v1.Node
+	0,  // 22: skiff.v1.NodeService.Delete:output_type -> skiff.v1.Node
+	4,  // 23: skiff.v1.NodeService.Watch:output_type -> skiff.v1.NodeWatchEvent
+	0,  // 24: skiff.v1.NodeService.UpdateStatus:output_type -> skiff.v1.Node
+	6,  // 25: skiff.v1.AgentService.ContainerLogs:output_type -> skiff.v1.ContainerLogsResponse
+	16, // 26: skiff.v1.AgentService.StreamContainerLogs:output_type -> skiff.v1.LogChunk
+	18, // [18:27] is the sub-list for method output_type
+	9,  // [9:18] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_skiff_v1_node_proto_init() }
@@ -540,13 +560,14 @@ func file_skiff_v1_node_proto_init() {
 		return
 	}
 	file_skiff_v1_meta_proto_init()
+	file_skiff_v1_pod_proto_init()
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_skiff_v1_node_proto_rawDesc), len(file_skiff_v1_node_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   8,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

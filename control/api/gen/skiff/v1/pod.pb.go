@@ -94,8 +94,13 @@ type PodSpec struct {
 	// How long the pod's containers get to stop by themselves when it is
 	// deleted, before they are killed; 30 when unset, as in Kubernetes.
 	TerminationGracePeriodSeconds *int64 `protobuf:"varint,5,opt,name=termination_grace_period_seconds,json=terminationGracePeriodSeconds,proto3,oneof" json:"termination_grace_period_seconds,omitempty"`
-	unknownFields                 protoimpl.UnknownFields
-	sizeCache                     protoimpl.SizeCache
+	// Init containers run one after the other, each to success, before the
+	// containers start.
+	InitContainers []*Container `protobuf:"bytes,6,rep,name=init_containers,json=initContainers,proto3" json:"init_containers,omitempty"`
+	// Volumes the containers may mount: for Wasm, WASI preopens.
+	Volumes       []*Volume `protobuf:"bytes,7,rep,name=volumes,proto3" json:"volumes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PodSpec) Reset() {
@@ -163,20 +168,680 @@ func (x *PodSpec) GetTerminationGracePeriodSeconds() int64 {
 	return 0
 }
 
-type Container struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Image         string                 `protobuf:"bytes,2,opt,name=image,proto3" json:"image,omitempty"`
-	Command       []string               `protobuf:"bytes,3,rep,name=command,proto3" json:"command,omitempty"`
-	Args          []string               `protobuf:"bytes,4,rep,name=args,proto3" json:"args,omitempty"`
-	Env           []*EnvVar              `protobuf:"bytes,5,rep,name=env,proto3" json:"env,omitempty"`
+func (x *PodSpec) GetInitContainers() []*Container {
+	if x != nil {
+		return x.InitContainers
+	}
+	return nil
+}
+
+func (x *PodSpec) GetVolumes() []*Volume {
+	if x != nil {
+		return x.Volumes
+	}
+	return nil
+}
+
+// Volume is one volume of a pod: exactly one source is set.
+type Volume struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Name     string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	EmptyDir *EmptyDirVolumeSource  `protobuf:"bytes,2,opt,name=empty_dir,json=emptyDir,proto3" json:"empty_dir,omitempty"`
+	HostPath *HostPathVolumeSource  `protobuf:"bytes,3,opt,name=host_path,json=hostPath,proto3" json:"host_path,omitempty"`
+	// Inline holds files given in the manifest itself (skiff's own source,
+	// in place of a ConfigMap object): each key a file name, each value its
+	// content. It is always read-only.
+	Inline        *InlineVolumeSource `protobuf:"bytes,4,opt,name=inline,proto3" json:"inline,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
+func (x *Volume) Reset() {
+	*x = Volume{}
+	mi := &file_skiff_v1_pod_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Volume) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Volume) ProtoMessage() {}
+
+func (x *Volume) ProtoReflect() protoreflect.Message {
+	mi := &file_skiff_v1_pod_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Volume.ProtoReflect.Descriptor instead.
+func (*Volume) Descriptor() ([]byte, []int) {
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Volume) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Volume) GetEmptyDir() *EmptyDirVolumeSource {
+	if x != nil {
+		return x.EmptyDir
+	}
+	return nil
+}
+
+func (x *Volume) GetHostPath() *HostPathVolumeSource {
+	if x != nil {
+		return x.HostPath
+	}
+	return nil
+}
+
+func (x *Volume) GetInline() *InlineVolumeSource {
+	if x != nil {
+		return x.Inline
+	}
+	return nil
+}
+
+type EmptyDirVolumeSource struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Optional cap on the directory's size, a quantity ("64Mi").
+	SizeLimit     string `protobuf:"bytes,1,opt,name=size_limit,json=sizeLimit,proto3" json:"size_limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EmptyDirVolumeSource) Reset() {
+	*x = EmptyDirVolumeSource{}
+	mi := &file_skiff_v1_pod_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EmptyDirVolumeSource) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EmptyDirVolumeSource) ProtoMessage() {}
+
+func (x *EmptyDirVolumeSource) ProtoReflect() protoreflect.Message {
+	mi := &file_skiff_v1_pod_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EmptyDirVolumeSource.ProtoReflect.Descriptor instead.
+func (*EmptyDirVolumeSource) Descriptor() ([]byte, []int) {
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *EmptyDirVolumeSource) GetSizeLimit() string {
+	if x != nil {
+		return x.SizeLimit
+	}
+	return ""
+}
+
+type HostPathVolumeSource struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// An absolute path on the node, under one the agent allows.
+	Path          string `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HostPathVolumeSource) Reset() {
+	*x = HostPathVolumeSource{}
+	mi := &file_skiff_v1_pod_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HostPathVolumeSource) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HostPathVolumeSource) ProtoMessage() {}
+
+func (x *HostPathVolumeSource) ProtoReflect() protoreflect.Message {
+	mi := &file_skiff_v1_pod_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HostPathVolumeSource.ProtoReflect.Descriptor instead.
+func (*HostPathVolumeSource) Descriptor() ([]byte, []int) {
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *HostPathVolumeSource) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+type InlineVolumeSource struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Files         map[string]string      `protobuf:"bytes,1,rep,name=files,proto3" json:"files,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InlineVolumeSource) Reset() {
+	*x = InlineVolumeSource{}
+	mi := &file_skiff_v1_pod_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InlineVolumeSource) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InlineVolumeSource) ProtoMessage() {}
+
+func (x *InlineVolumeSource) ProtoReflect() protoreflect.Message {
+	mi := &file_skiff_v1_pod_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InlineVolumeSource.ProtoReflect.Descriptor instead.
+func (*InlineVolumeSource) Descriptor() ([]byte, []int) {
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *InlineVolumeSource) GetFiles() map[string]string {
+	if x != nil {
+		return x.Files
+	}
+	return nil
+}
+
+type VolumeMount struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	MountPath     string                 `protobuf:"bytes,2,opt,name=mount_path,json=mountPath,proto3" json:"mount_path,omitempty"`
+	ReadOnly      bool                   `protobuf:"varint,3,opt,name=read_only,json=readOnly,proto3" json:"read_only,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VolumeMount) Reset() {
+	*x = VolumeMount{}
+	mi := &file_skiff_v1_pod_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VolumeMount) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VolumeMount) ProtoMessage() {}
+
+func (x *VolumeMount) ProtoReflect() protoreflect.Message {
+	mi := &file_skiff_v1_pod_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VolumeMount.ProtoReflect.Descriptor instead.
+func (*VolumeMount) Descriptor() ([]byte, []int) {
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *VolumeMount) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *VolumeMount) GetMountPath() string {
+	if x != nil {
+		return x.MountPath
+	}
+	return ""
+}
+
+func (x *VolumeMount) GetReadOnly() bool {
+	if x != nil {
+		return x.ReadOnly
+	}
+	return false
+}
+
+// ResourceRequirements are a container's requests (what the scheduler
+// reserves) and limits (what the runtime enforces): "cpu" and "memory"
+// quantities.
+type ResourceRequirements struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Limits        map[string]string      `protobuf:"bytes,1,rep,name=limits,proto3" json:"limits,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Requests      map[string]string      `protobuf:"bytes,2,rep,name=requests,proto3" json:"requests,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResourceRequirements) Reset() {
+	*x = ResourceRequirements{}
+	mi := &file_skiff_v1_pod_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResourceRequirements) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResourceRequirements) ProtoMessage() {}
+
+func (x *ResourceRequirements) ProtoReflect() protoreflect.Message {
+	mi := &file_skiff_v1_pod_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResourceRequirements.ProtoReflect.Descriptor instead.
+func (*ResourceRequirements) Descriptor() ([]byte, []int) {
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ResourceRequirements) GetLimits() map[string]string {
+	if x != nil {
+		return x.Limits
+	}
+	return nil
+}
+
+func (x *ResourceRequirements) GetRequests() map[string]string {
+	if x != nil {
+		return x.Requests
+	}
+	return nil
+}
+
+type ContainerPort struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	ContainerPort int32                  `protobuf:"varint,2,opt,name=container_port,json=containerPort,proto3" json:"container_port,omitempty"`
+	Protocol      string                 `protobuf:"bytes,3,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ContainerPort) Reset() {
+	*x = ContainerPort{}
+	mi := &file_skiff_v1_pod_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ContainerPort) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ContainerPort) ProtoMessage() {}
+
+func (x *ContainerPort) ProtoReflect() protoreflect.Message {
+	mi := &file_skiff_v1_pod_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ContainerPort.ProtoReflect.Descriptor instead.
+func (*ContainerPort) Descriptor() ([]byte, []int) {
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ContainerPort) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ContainerPort) GetContainerPort() int32 {
+	if x != nil {
+		return x.ContainerPort
+	}
+	return 0
+}
+
+func (x *ContainerPort) GetProtocol() string {
+	if x != nil {
+		return x.Protocol
+	}
+	return ""
+}
+
+// Probe is one health check of a container: exactly one action is set.
+type Probe struct {
+	state               protoimpl.MessageState `protogen:"open.v1"`
+	HttpGet             *HTTPGetAction         `protobuf:"bytes,1,opt,name=http_get,json=httpGet,proto3" json:"http_get,omitempty"`
+	TcpSocket           *TCPSocketAction       `protobuf:"bytes,2,opt,name=tcp_socket,json=tcpSocket,proto3" json:"tcp_socket,omitempty"`
+	Exec                *ExecAction            `protobuf:"bytes,3,opt,name=exec,proto3" json:"exec,omitempty"`
+	InitialDelaySeconds int32                  `protobuf:"varint,4,opt,name=initial_delay_seconds,json=initialDelaySeconds,proto3" json:"initial_delay_seconds,omitempty"`
+	TimeoutSeconds      int32                  `protobuf:"varint,5,opt,name=timeout_seconds,json=timeoutSeconds,proto3" json:"timeout_seconds,omitempty"`
+	PeriodSeconds       int32                  `protobuf:"varint,6,opt,name=period_seconds,json=periodSeconds,proto3" json:"period_seconds,omitempty"`
+	SuccessThreshold    int32                  `protobuf:"varint,7,opt,name=success_threshold,json=successThreshold,proto3" json:"success_threshold,omitempty"`
+	FailureThreshold    int32                  `protobuf:"varint,8,opt,name=failure_threshold,json=failureThreshold,proto3" json:"failure_threshold,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *Probe) Reset() {
+	*x = Probe{}
+	mi := &file_skiff_v1_pod_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Probe) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Probe) ProtoMessage() {}
+
+func (x *Probe) ProtoReflect() protoreflect.Message {
+	mi := &file_skiff_v1_pod_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Probe.ProtoReflect.Descriptor instead.
+func (*Probe) Descriptor() ([]byte, []int) {
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *Probe) GetHttpGet() *HTTPGetAction {
+	if x != nil {
+		return x.HttpGet
+	}
+	return nil
+}
+
+func (x *Probe) GetTcpSocket() *TCPSocketAction {
+	if x != nil {
+		return x.TcpSocket
+	}
+	return nil
+}
+
+func (x *Probe) GetExec() *ExecAction {
+	if x != nil {
+		return x.Exec
+	}
+	return nil
+}
+
+func (x *Probe) GetInitialDelaySeconds() int32 {
+	if x != nil {
+		return x.InitialDelaySeconds
+	}
+	return 0
+}
+
+func (x *Probe) GetTimeoutSeconds() int32 {
+	if x != nil {
+		return x.TimeoutSeconds
+	}
+	return 0
+}
+
+func (x *Probe) GetPeriodSeconds() int32 {
+	if x != nil {
+		return x.PeriodSeconds
+	}
+	return 0
+}
+
+func (x *Probe) GetSuccessThreshold() int32 {
+	if x != nil {
+		return x.SuccessThreshold
+	}
+	return 0
+}
+
+func (x *Probe) GetFailureThreshold() int32 {
+	if x != nil {
+		return x.FailureThreshold
+	}
+	return 0
+}
+
+type HTTPGetAction struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Path  string                 `protobuf:"bytes,1,opt,name=path,proto3" json:"path,omitempty"`
+	// A port number, or the name of one of the container's ports.
+	Port          string `protobuf:"bytes,2,opt,name=port,proto3" json:"port,omitempty"`
+	Host          string `protobuf:"bytes,3,opt,name=host,proto3" json:"host,omitempty"`
+	Scheme        string `protobuf:"bytes,4,opt,name=scheme,proto3" json:"scheme,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HTTPGetAction) Reset() {
+	*x = HTTPGetAction{}
+	mi := &file_skiff_v1_pod_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HTTPGetAction) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HTTPGetAction) ProtoMessage() {}
+
+func (x *HTTPGetAction) ProtoReflect() protoreflect.Message {
+	mi := &file_skiff_v1_pod_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HTTPGetAction.ProtoReflect.Descriptor instead.
+func (*HTTPGetAction) Descriptor() ([]byte, []int) {
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *HTTPGetAction) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *HTTPGetAction) GetPort() string {
+	if x != nil {
+		return x.Port
+	}
+	return ""
+}
+
+func (x *HTTPGetAction) GetHost() string {
+	if x != nil {
+		return x.Host
+	}
+	return ""
+}
+
+func (x *HTTPGetAction) GetScheme() string {
+	if x != nil {
+		return x.Scheme
+	}
+	return ""
+}
+
+type TCPSocketAction struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A port number, or the name of one of the container's ports.
+	Port          string `protobuf:"bytes,1,opt,name=port,proto3" json:"port,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TCPSocketAction) Reset() {
+	*x = TCPSocketAction{}
+	mi := &file_skiff_v1_pod_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TCPSocketAction) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TCPSocketAction) ProtoMessage() {}
+
+func (x *TCPSocketAction) ProtoReflect() protoreflect.Message {
+	mi := &file_skiff_v1_pod_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TCPSocketAction.ProtoReflect.Descriptor instead.
+func (*TCPSocketAction) Descriptor() ([]byte, []int) {
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *TCPSocketAction) GetPort() string {
+	if x != nil {
+		return x.Port
+	}
+	return ""
+}
+
+type ExecAction struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Command       []string               `protobuf:"bytes,1,rep,name=command,proto3" json:"command,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExecAction) Reset() {
+	*x = ExecAction{}
+	mi := &file_skiff_v1_pod_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExecAction) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExecAction) ProtoMessage() {}
+
+func (x *ExecAction) ProtoReflect() protoreflect.Message {
+	mi := &file_skiff_v1_pod_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExecAction.ProtoReflect.Descriptor instead.
+func (*ExecAction) Descriptor() ([]byte, []int) {
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ExecAction) GetCommand() []string {
+	if x != nil {
+		return x.Command
+	}
+	return nil
+}
+
+type Container struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Name           string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Image          string                 `protobuf:"bytes,2,opt,name=image,proto3" json:"image,omitempty"`
+	Command        []string               `protobuf:"bytes,3,rep,name=command,proto3" json:"command,omitempty"`
+	Args           []string               `protobuf:"bytes,4,rep,name=args,proto3" json:"args,omitempty"`
+	Env            []*EnvVar              `protobuf:"bytes,5,rep,name=env,proto3" json:"env,omitempty"`
+	Resources      *ResourceRequirements  `protobuf:"bytes,6,opt,name=resources,proto3" json:"resources,omitempty"`
+	VolumeMounts   []*VolumeMount         `protobuf:"bytes,7,rep,name=volume_mounts,json=volumeMounts,proto3" json:"volume_mounts,omitempty"`
+	Ports          []*ContainerPort       `protobuf:"bytes,8,rep,name=ports,proto3" json:"ports,omitempty"`
+	LivenessProbe  *Probe                 `protobuf:"bytes,9,opt,name=liveness_probe,json=livenessProbe,proto3" json:"liveness_probe,omitempty"`
+	ReadinessProbe *Probe                 `protobuf:"bytes,10,opt,name=readiness_probe,json=readinessProbe,proto3" json:"readiness_probe,omitempty"`
+	StartupProbe   *Probe                 `protobuf:"bytes,11,opt,name=startup_probe,json=startupProbe,proto3" json:"startup_probe,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
 func (x *Container) Reset() {
 	*x = Container{}
-	mi := &file_skiff_v1_pod_proto_msgTypes[2]
+	mi := &file_skiff_v1_pod_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -188,7 +853,7 @@ func (x *Container) String() string {
 func (*Container) ProtoMessage() {}
 
 func (x *Container) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_pod_proto_msgTypes[2]
+	mi := &file_skiff_v1_pod_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -201,7 +866,7 @@ func (x *Container) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Container.ProtoReflect.Descriptor instead.
 func (*Container) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{2}
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Container) GetName() string {
@@ -239,6 +904,48 @@ func (x *Container) GetEnv() []*EnvVar {
 	return nil
 }
 
+func (x *Container) GetResources() *ResourceRequirements {
+	if x != nil {
+		return x.Resources
+	}
+	return nil
+}
+
+func (x *Container) GetVolumeMounts() []*VolumeMount {
+	if x != nil {
+		return x.VolumeMounts
+	}
+	return nil
+}
+
+func (x *Container) GetPorts() []*ContainerPort {
+	if x != nil {
+		return x.Ports
+	}
+	return nil
+}
+
+func (x *Container) GetLivenessProbe() *Probe {
+	if x != nil {
+		return x.LivenessProbe
+	}
+	return nil
+}
+
+func (x *Container) GetReadinessProbe() *Probe {
+	if x != nil {
+		return x.ReadinessProbe
+	}
+	return nil
+}
+
+func (x *Container) GetStartupProbe() *Probe {
+	if x != nil {
+		return x.StartupProbe
+	}
+	return nil
+}
+
 type EnvVar struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -249,7 +956,7 @@ type EnvVar struct {
 
 func (x *EnvVar) Reset() {
 	*x = EnvVar{}
-	mi := &file_skiff_v1_pod_proto_msgTypes[3]
+	mi := &file_skiff_v1_pod_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -261,7 +968,7 @@ func (x *EnvVar) String() string {
 func (*EnvVar) ProtoMessage() {}
 
 func (x *EnvVar) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_pod_proto_msgTypes[3]
+	mi := &file_skiff_v1_pod_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -274,7 +981,7 @@ func (x *EnvVar) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnvVar.ProtoReflect.Descriptor instead.
 func (*EnvVar) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{3}
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *EnvVar) GetName() string {
@@ -298,16 +1005,17 @@ type PodStatus struct {
 	Conditions        []*Condition       `protobuf:"bytes,2,rep,name=conditions,proto3" json:"conditions,omitempty"`
 	ContainerStatuses []*ContainerStatus `protobuf:"bytes,3,rep,name=container_statuses,json=containerStatuses,proto3" json:"container_statuses,omitempty"`
 	// Why the pod is in its phase, when it is not obvious (e.g. "InvalidModule").
-	Reason        string                 `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
-	Message       string                 `protobuf:"bytes,5,opt,name=message,proto3" json:"message,omitempty"`
-	StartTime     *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Reason                string                 `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	Message               string                 `protobuf:"bytes,5,opt,name=message,proto3" json:"message,omitempty"`
+	StartTime             *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
+	InitContainerStatuses []*ContainerStatus     `protobuf:"bytes,7,rep,name=init_container_statuses,json=initContainerStatuses,proto3" json:"init_container_statuses,omitempty"`
+	unknownFields         protoimpl.UnknownFields
+	sizeCache             protoimpl.SizeCache
 }
 
 func (x *PodStatus) Reset() {
 	*x = PodStatus{}
-	mi := &file_skiff_v1_pod_proto_msgTypes[4]
+	mi := &file_skiff_v1_pod_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -319,7 +1027,7 @@ func (x *PodStatus) String() string {
 func (*PodStatus) ProtoMessage() {}
 
 func (x *PodStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_pod_proto_msgTypes[4]
+	mi := &file_skiff_v1_pod_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -332,7 +1040,7 @@ func (x *PodStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PodStatus.ProtoReflect.Descriptor instead.
 func (*PodStatus) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{4}
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *PodStatus) GetPhase() string {
@@ -377,6 +1085,13 @@ func (x *PodStatus) GetStartTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *PodStatus) GetInitContainerStatuses() []*ContainerStatus {
+	if x != nil {
+		return x.InitContainerStatuses
+	}
+	return nil
+}
+
 type ContainerStatus struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Name      string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -388,13 +1103,14 @@ type ContainerStatus struct {
 	Image         string  `protobuf:"bytes,6,opt,name=image,proto3" json:"image,omitempty"`
 	ImageId       string  `protobuf:"bytes,7,opt,name=image_id,json=imageId,proto3" json:"image_id,omitempty"`
 	ContainerId   string  `protobuf:"bytes,8,opt,name=container_id,json=containerId,proto3" json:"container_id,omitempty"`
+	Started       *bool   `protobuf:"varint,9,opt,name=started,proto3,oneof" json:"started,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ContainerStatus) Reset() {
 	*x = ContainerStatus{}
-	mi := &file_skiff_v1_pod_proto_msgTypes[5]
+	mi := &file_skiff_v1_pod_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -406,7 +1122,7 @@ func (x *ContainerStatus) String() string {
 func (*ContainerStatus) ProtoMessage() {}
 
 func (x *ContainerStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_pod_proto_msgTypes[5]
+	mi := &file_skiff_v1_pod_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -419,7 +1135,7 @@ func (x *ContainerStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerStatus.ProtoReflect.Descriptor instead.
 func (*ContainerStatus) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{5}
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ContainerStatus) GetName() string {
@@ -478,6 +1194,13 @@ func (x *ContainerStatus) GetContainerId() string {
 	return ""
 }
 
+func (x *ContainerStatus) GetStarted() bool {
+	if x != nil && x.Started != nil {
+		return *x.Started
+	}
+	return false
+}
+
 // ContainerState has exactly one of its fields set.
 type ContainerState struct {
 	state         protoimpl.MessageState    `protogen:"open.v1"`
@@ -490,7 +1213,7 @@ type ContainerState struct {
 
 func (x *ContainerState) Reset() {
 	*x = ContainerState{}
-	mi := &file_skiff_v1_pod_proto_msgTypes[6]
+	mi := &file_skiff_v1_pod_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -502,7 +1225,7 @@ func (x *ContainerState) String() string {
 func (*ContainerState) ProtoMessage() {}
 
 func (x *ContainerState) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_pod_proto_msgTypes[6]
+	mi := &file_skiff_v1_pod_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -515,7 +1238,7 @@ func (x *ContainerState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerState.ProtoReflect.Descriptor instead.
 func (*ContainerState) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{6}
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ContainerState) GetWaiting() *ContainerStateWaiting {
@@ -549,7 +1272,7 @@ type ContainerStateWaiting struct {
 
 func (x *ContainerStateWaiting) Reset() {
 	*x = ContainerStateWaiting{}
-	mi := &file_skiff_v1_pod_proto_msgTypes[7]
+	mi := &file_skiff_v1_pod_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -561,7 +1284,7 @@ func (x *ContainerStateWaiting) String() string {
 func (*ContainerStateWaiting) ProtoMessage() {}
 
 func (x *ContainerStateWaiting) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_pod_proto_msgTypes[7]
+	mi := &file_skiff_v1_pod_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -574,7 +1297,7 @@ func (x *ContainerStateWaiting) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerStateWaiting.ProtoReflect.Descriptor instead.
 func (*ContainerStateWaiting) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{7}
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ContainerStateWaiting) GetReason() string {
@@ -600,7 +1323,7 @@ type ContainerStateRunning struct {
 
 func (x *ContainerStateRunning) Reset() {
 	*x = ContainerStateRunning{}
-	mi := &file_skiff_v1_pod_proto_msgTypes[8]
+	mi := &file_skiff_v1_pod_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -612,7 +1335,7 @@ func (x *ContainerStateRunning) String() string {
 func (*ContainerStateRunning) ProtoMessage() {}
 
 func (x *ContainerStateRunning) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_pod_proto_msgTypes[8]
+	mi := &file_skiff_v1_pod_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -625,7 +1348,7 @@ func (x *ContainerStateRunning) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerStateRunning.ProtoReflect.Descriptor instead.
 func (*ContainerStateRunning) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{8}
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ContainerStateRunning) GetStartedAt() *timestamppb.Timestamp {
@@ -649,7 +1372,7 @@ type ContainerStateTerminated struct {
 
 func (x *ContainerStateTerminated) Reset() {
 	*x = ContainerStateTerminated{}
-	mi := &file_skiff_v1_pod_proto_msgTypes[9]
+	mi := &file_skiff_v1_pod_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -661,7 +1384,7 @@ func (x *ContainerStateTerminated) String() string {
 func (*ContainerStateTerminated) ProtoMessage() {}
 
 func (x *ContainerStateTerminated) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_pod_proto_msgTypes[9]
+	mi := &file_skiff_v1_pod_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -674,7 +1397,7 @@ func (x *ContainerStateTerminated) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerStateTerminated.ProtoReflect.Descriptor instead.
 func (*ContainerStateTerminated) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{9}
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ContainerStateTerminated) GetExitCode() int32 {
@@ -722,7 +1445,7 @@ type PodList struct {
 
 func (x *PodList) Reset() {
 	*x = PodList{}
-	mi := &file_skiff_v1_pod_proto_msgTypes[10]
+	mi := &file_skiff_v1_pod_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -734,7 +1457,7 @@ func (x *PodList) String() string {
 func (*PodList) ProtoMessage() {}
 
 func (x *PodList) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_pod_proto_msgTypes[10]
+	mi := &file_skiff_v1_pod_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -747,7 +1470,7 @@ func (x *PodList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PodList.ProtoReflect.Descriptor instead.
 func (*PodList) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{10}
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *PodList) GetItems() []*Pod {
@@ -774,7 +1497,7 @@ type PodWatchEvent struct {
 
 func (x *PodWatchEvent) Reset() {
 	*x = PodWatchEvent{}
-	mi := &file_skiff_v1_pod_proto_msgTypes[11]
+	mi := &file_skiff_v1_pod_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -786,7 +1509,7 @@ func (x *PodWatchEvent) String() string {
 func (*PodWatchEvent) ProtoMessage() {}
 
 func (x *PodWatchEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_pod_proto_msgTypes[11]
+	mi := &file_skiff_v1_pod_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -799,7 +1522,7 @@ func (x *PodWatchEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PodWatchEvent.ProtoReflect.Descriptor instead.
 func (*PodWatchEvent) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{11}
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *PodWatchEvent) GetType() EventType {
@@ -833,7 +1556,7 @@ type BindRequest struct {
 
 func (x *BindRequest) Reset() {
 	*x = BindRequest{}
-	mi := &file_skiff_v1_pod_proto_msgTypes[12]
+	mi := &file_skiff_v1_pod_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -845,7 +1568,7 @@ func (x *BindRequest) String() string {
 func (*BindRequest) ProtoMessage() {}
 
 func (x *BindRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_pod_proto_msgTypes[12]
+	mi := &file_skiff_v1_pod_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -858,7 +1581,7 @@ func (x *BindRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BindRequest.ProtoReflect.Descriptor instead.
 func (*BindRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{12}
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *BindRequest) GetNamespace() string {
@@ -901,14 +1624,27 @@ type PodLogsRequest struct {
 	Namespace string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
 	Name      string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
 	// Empty picks the pod's only container.
-	Container     string `protobuf:"bytes,3,opt,name=container,proto3" json:"container,omitempty"`
+	Container string `protobuf:"bytes,3,opt,name=container,proto3" json:"container,omitempty"`
+	// Follow keeps the stream open and sends what the container writes next
+	// (StreamLogs only).
+	Follow bool `protobuf:"varint,4,opt,name=follow,proto3" json:"follow,omitempty"`
+	// Previous reads the container's run before its latest.
+	Previous bool `protobuf:"varint,5,opt,name=previous,proto3" json:"previous,omitempty"`
+	// TailLines, when set, starts that many lines before the end.
+	TailLines *int64 `protobuf:"varint,6,opt,name=tail_lines,json=tailLines,proto3,oneof" json:"tail_lines,omitempty"`
+	// SinceSeconds, when set, starts at lines written that recently.
+	SinceSeconds *int64 `protobuf:"varint,7,opt,name=since_seconds,json=sinceSeconds,proto3,oneof" json:"since_seconds,omitempty"`
+	// Timestamps prefixes each line with the time it was written (RFC 3339).
+	Timestamps bool `protobuf:"varint,8,opt,name=timestamps,proto3" json:"timestamps,omitempty"`
+	// LimitBytes, when set, ends the stream after that many bytes.
+	LimitBytes    *int64 `protobuf:"varint,9,opt,name=limit_bytes,json=limitBytes,proto3,oneof" json:"limit_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PodLogsRequest) Reset() {
 	*x = PodLogsRequest{}
-	mi := &file_skiff_v1_pod_proto_msgTypes[13]
+	mi := &file_skiff_v1_pod_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -920,7 +1656,7 @@ func (x *PodLogsRequest) String() string {
 func (*PodLogsRequest) ProtoMessage() {}
 
 func (x *PodLogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_pod_proto_msgTypes[13]
+	mi := &file_skiff_v1_pod_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -933,7 +1669,7 @@ func (x *PodLogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PodLogsRequest.ProtoReflect.Descriptor instead.
 func (*PodLogsRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{13}
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *PodLogsRequest) GetNamespace() string {
@@ -957,6 +1693,93 @@ func (x *PodLogsRequest) GetContainer() string {
 	return ""
 }
 
+func (x *PodLogsRequest) GetFollow() bool {
+	if x != nil {
+		return x.Follow
+	}
+	return false
+}
+
+func (x *PodLogsRequest) GetPrevious() bool {
+	if x != nil {
+		return x.Previous
+	}
+	return false
+}
+
+func (x *PodLogsRequest) GetTailLines() int64 {
+	if x != nil && x.TailLines != nil {
+		return *x.TailLines
+	}
+	return 0
+}
+
+func (x *PodLogsRequest) GetSinceSeconds() int64 {
+	if x != nil && x.SinceSeconds != nil {
+		return *x.SinceSeconds
+	}
+	return 0
+}
+
+func (x *PodLogsRequest) GetTimestamps() bool {
+	if x != nil {
+		return x.Timestamps
+	}
+	return false
+}
+
+func (x *PodLogsRequest) GetLimitBytes() int64 {
+	if x != nil && x.LimitBytes != nil {
+		return *x.LimitBytes
+	}
+	return 0
+}
+
+// LogChunk is a piece of a container's output, in order.
+type LogChunk struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Data          []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LogChunk) Reset() {
+	*x = LogChunk{}
+	mi := &file_skiff_v1_pod_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LogChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LogChunk) ProtoMessage() {}
+
+func (x *LogChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_skiff_v1_pod_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LogChunk.ProtoReflect.Descriptor instead.
+func (*LogChunk) Descriptor() ([]byte, []int) {
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *LogChunk) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
 type PodLogsResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Data          []byte                 `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
@@ -966,7 +1789,7 @@ type PodLogsResponse struct {
 
 func (x *PodLogsResponse) Reset() {
 	*x = PodLogsResponse{}
-	mi := &file_skiff_v1_pod_proto_msgTypes[14]
+	mi := &file_skiff_v1_pod_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -978,7 +1801,7 @@ func (x *PodLogsResponse) String() string {
 func (*PodLogsResponse) ProtoMessage() {}
 
 func (x *PodLogsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_pod_proto_msgTypes[14]
+	mi := &file_skiff_v1_pod_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -991,7 +1814,7 @@ func (x *PodLogsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PodLogsResponse.ProtoReflect.Descriptor instead.
 func (*PodLogsResponse) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{14}
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *PodLogsResponse) GetData() []byte {
@@ -1009,7 +1832,7 @@ const file_skiff_v1_pod_proto_rawDesc = "" +
 	"\x03Pod\x120\n" +
 	"\bmetadata\x18\x01 \x01(\v2\x14.skiff.v1.ObjectMetaR\bmetadata\x12%\n" +
 	"\x04spec\x18\x02 \x01(\v2\x11.skiff.v1.PodSpecR\x04spec\x12+\n" +
-	"\x06status\x18\x03 \x01(\v2\x13.skiff.v1.PodStatusR\x06status\"\xa3\x02\n" +
+	"\x06status\x18\x03 \x01(\v2\x13.skiff.v1.PodStatusR\x06status\"\x8d\x03\n" +
 	"\aPodSpec\x123\n" +
 	"\n" +
 	"containers\x18\x01 \x03(\v2\x13.skiff.v1.ContainerR\n" +
@@ -1017,17 +1840,80 @@ const file_skiff_v1_pod_proto_rawDesc = "" +
 	"\x12runtime_class_name\x18\x02 \x01(\tR\x10runtimeClassName\x12\x1b\n" +
 	"\tnode_name\x18\x03 \x01(\tR\bnodeName\x12%\n" +
 	"\x0erestart_policy\x18\x04 \x01(\tR\rrestartPolicy\x12L\n" +
-	" termination_grace_period_seconds\x18\x05 \x01(\x03H\x00R\x1dterminationGracePeriodSeconds\x88\x01\x01B#\n" +
-	"!_termination_grace_period_seconds\"\x87\x01\n" +
+	" termination_grace_period_seconds\x18\x05 \x01(\x03H\x00R\x1dterminationGracePeriodSeconds\x88\x01\x01\x12<\n" +
+	"\x0finit_containers\x18\x06 \x03(\v2\x13.skiff.v1.ContainerR\x0einitContainers\x12*\n" +
+	"\avolumes\x18\a \x03(\v2\x10.skiff.v1.VolumeR\avolumesB#\n" +
+	"!_termination_grace_period_seconds\"\xcc\x01\n" +
+	"\x06Volume\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12;\n" +
+	"\tempty_dir\x18\x02 \x01(\v2\x1e.skiff.v1.EmptyDirVolumeSourceR\bemptyDir\x12;\n" +
+	"\thost_path\x18\x03 \x01(\v2\x1e.skiff.v1.HostPathVolumeSourceR\bhostPath\x124\n" +
+	"\x06inline\x18\x04 \x01(\v2\x1c.skiff.v1.InlineVolumeSourceR\x06inline\"5\n" +
+	"\x14EmptyDirVolumeSource\x12\x1d\n" +
+	"\n" +
+	"size_limit\x18\x01 \x01(\tR\tsizeLimit\"*\n" +
+	"\x14HostPathVolumeSource\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\"\x8d\x01\n" +
+	"\x12InlineVolumeSource\x12=\n" +
+	"\x05files\x18\x01 \x03(\v2'.skiff.v1.InlineVolumeSource.FilesEntryR\x05files\x1a8\n" +
+	"\n" +
+	"FilesEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"]\n" +
+	"\vVolumeMount\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
+	"\n" +
+	"mount_path\x18\x02 \x01(\tR\tmountPath\x12\x1b\n" +
+	"\tread_only\x18\x03 \x01(\bR\breadOnly\"\x9c\x02\n" +
+	"\x14ResourceRequirements\x12B\n" +
+	"\x06limits\x18\x01 \x03(\v2*.skiff.v1.ResourceRequirements.LimitsEntryR\x06limits\x12H\n" +
+	"\brequests\x18\x02 \x03(\v2,.skiff.v1.ResourceRequirements.RequestsEntryR\brequests\x1a9\n" +
+	"\vLimitsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a;\n" +
+	"\rRequestsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"f\n" +
+	"\rContainerPort\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12%\n" +
+	"\x0econtainer_port\x18\x02 \x01(\x05R\rcontainerPort\x12\x1a\n" +
+	"\bprotocol\x18\x03 \x01(\tR\bprotocol\"\xfd\x02\n" +
+	"\x05Probe\x122\n" +
+	"\bhttp_get\x18\x01 \x01(\v2\x17.skiff.v1.HTTPGetActionR\ahttpGet\x128\n" +
+	"\n" +
+	"tcp_socket\x18\x02 \x01(\v2\x19.skiff.v1.TCPSocketActionR\ttcpSocket\x12(\n" +
+	"\x04exec\x18\x03 \x01(\v2\x14.skiff.v1.ExecActionR\x04exec\x122\n" +
+	"\x15initial_delay_seconds\x18\x04 \x01(\x05R\x13initialDelaySeconds\x12'\n" +
+	"\x0ftimeout_seconds\x18\x05 \x01(\x05R\x0etimeoutSeconds\x12%\n" +
+	"\x0eperiod_seconds\x18\x06 \x01(\x05R\rperiodSeconds\x12+\n" +
+	"\x11success_threshold\x18\a \x01(\x05R\x10successThreshold\x12+\n" +
+	"\x11failure_threshold\x18\b \x01(\x05R\x10failureThreshold\"c\n" +
+	"\rHTTPGetAction\x12\x12\n" +
+	"\x04path\x18\x01 \x01(\tR\x04path\x12\x12\n" +
+	"\x04port\x18\x02 \x01(\tR\x04port\x12\x12\n" +
+	"\x04host\x18\x03 \x01(\tR\x04host\x12\x16\n" +
+	"\x06scheme\x18\x04 \x01(\tR\x06scheme\"%\n" +
+	"\x0fTCPSocketAction\x12\x12\n" +
+	"\x04port\x18\x01 \x01(\tR\x04port\"&\n" +
+	"\n" +
+	"ExecAction\x12\x18\n" +
+	"\acommand\x18\x01 \x03(\tR\acommand\"\xd8\x03\n" +
 	"\tContainer\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05image\x18\x02 \x01(\tR\x05image\x12\x18\n" +
 	"\acommand\x18\x03 \x03(\tR\acommand\x12\x12\n" +
 	"\x04args\x18\x04 \x03(\tR\x04args\x12\"\n" +
-	"\x03env\x18\x05 \x03(\v2\x10.skiff.v1.EnvVarR\x03env\"2\n" +
+	"\x03env\x18\x05 \x03(\v2\x10.skiff.v1.EnvVarR\x03env\x12<\n" +
+	"\tresources\x18\x06 \x01(\v2\x1e.skiff.v1.ResourceRequirementsR\tresources\x12:\n" +
+	"\rvolume_mounts\x18\a \x03(\v2\x15.skiff.v1.VolumeMountR\fvolumeMounts\x12-\n" +
+	"\x05ports\x18\b \x03(\v2\x17.skiff.v1.ContainerPortR\x05ports\x126\n" +
+	"\x0eliveness_probe\x18\t \x01(\v2\x0f.skiff.v1.ProbeR\rlivenessProbe\x128\n" +
+	"\x0freadiness_probe\x18\n" +
+	" \x01(\v2\x0f.skiff.v1.ProbeR\x0ereadinessProbe\x124\n" +
+	"\rstartup_probe\x18\v \x01(\v2\x0f.skiff.v1.ProbeR\fstartupProbe\"2\n" +
 	"\x06EnvVar\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value\"\x8d\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\"\xe0\x02\n" +
 	"\tPodStatus\x12\x14\n" +
 	"\x05phase\x18\x01 \x01(\tR\x05phase\x123\n" +
 	"\n" +
@@ -1037,7 +1923,8 @@ const file_skiff_v1_pod_proto_rawDesc = "" +
 	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x18\n" +
 	"\amessage\x18\x05 \x01(\tR\amessage\x129\n" +
 	"\n" +
-	"start_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\"\xc3\x02\n" +
+	"start_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x12Q\n" +
+	"\x17init_container_statuses\x18\a \x03(\v2\x19.skiff.v1.ContainerStatusR\x15initContainerStatuses\"\xee\x02\n" +
 	"\x0fContainerStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12.\n" +
 	"\x05state\x18\x02 \x01(\v2\x18.skiff.v1.ContainerStateR\x05state\x127\n" +
@@ -1047,9 +1934,12 @@ const file_skiff_v1_pod_proto_rawDesc = "" +
 	"\rrestart_count\x18\x05 \x01(\rH\x01R\frestartCount\x88\x01\x01\x12\x14\n" +
 	"\x05image\x18\x06 \x01(\tR\x05image\x12\x19\n" +
 	"\bimage_id\x18\a \x01(\tR\aimageId\x12!\n" +
-	"\fcontainer_id\x18\b \x01(\tR\vcontainerIdB\b\n" +
+	"\fcontainer_id\x18\b \x01(\tR\vcontainerId\x12\x1d\n" +
+	"\astarted\x18\t \x01(\bH\x02R\astarted\x88\x01\x01B\b\n" +
 	"\x06_readyB\x10\n" +
-	"\x0e_restart_count\"\xca\x01\n" +
+	"\x0e_restart_countB\n" +
+	"\n" +
+	"\b_started\"\xca\x01\n" +
 	"\x0eContainerState\x129\n" +
 	"\awaiting\x18\x01 \x01(\v2\x1f.skiff.v1.ContainerStateWaitingR\awaiting\x129\n" +
 	"\arunning\x18\x02 \x01(\v2\x1f.skiff.v1.ContainerStateRunningR\arunning\x12B\n" +
@@ -1083,13 +1973,28 @@ const file_skiff_v1_pod_proto_rawDesc = "" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1b\n" +
 	"\tnode_name\x18\x03 \x01(\tR\bnodeName\x12\x10\n" +
 	"\x03uid\x18\x04 \x01(\tR\x03uid\x12)\n" +
-	"\x10resource_version\x18\x05 \x01(\x04R\x0fresourceVersion\"`\n" +
+	"\x10resource_version\x18\x05 \x01(\x04R\x0fresourceVersion\"\xd9\x02\n" +
 	"\x0ePodLogsRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1c\n" +
-	"\tcontainer\x18\x03 \x01(\tR\tcontainer\"%\n" +
+	"\tcontainer\x18\x03 \x01(\tR\tcontainer\x12\x16\n" +
+	"\x06follow\x18\x04 \x01(\bR\x06follow\x12\x1a\n" +
+	"\bprevious\x18\x05 \x01(\bR\bprevious\x12\"\n" +
+	"\n" +
+	"tail_lines\x18\x06 \x01(\x03H\x00R\ttailLines\x88\x01\x01\x12(\n" +
+	"\rsince_seconds\x18\a \x01(\x03H\x01R\fsinceSeconds\x88\x01\x01\x12\x1e\n" +
+	"\n" +
+	"timestamps\x18\b \x01(\bR\n" +
+	"timestamps\x12$\n" +
+	"\vlimit_bytes\x18\t \x01(\x03H\x02R\n" +
+	"limitBytes\x88\x01\x01B\r\n" +
+	"\v_tail_linesB\x10\n" +
+	"\x0e_since_secondsB\x0e\n" +
+	"\f_limit_bytes\"\x1e\n" +
+	"\bLogChunk\x12\x12\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\"%\n" +
 	"\x0fPodLogsResponse\x12\x12\n" +
-	"\x04data\x18\x01 \x01(\fR\x04data2\xc1\x03\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data2\xff\x03\n" +
 	"\n" +
 	"PodService\x12&\n" +
 	"\x06Create\x12\r.skiff.v1.Pod\x1a\r.skiff.v1.Pod\x12*\n" +
@@ -1100,7 +2005,9 @@ const file_skiff_v1_pod_proto_rawDesc = "" +
 	"\x05Watch\x12\x16.skiff.v1.WatchRequest\x1a\x17.skiff.v1.PodWatchEvent0\x01\x12,\n" +
 	"\fUpdateStatus\x12\r.skiff.v1.Pod\x1a\r.skiff.v1.Pod\x12,\n" +
 	"\x04Bind\x12\x15.skiff.v1.BindRequest\x1a\r.skiff.v1.Pod\x12;\n" +
-	"\x04Logs\x12\x18.skiff.v1.PodLogsRequest\x1a\x19.skiff.v1.PodLogsResponseB2Z0skiff.dev/skiff/control/api/gen/skiff/v1;skiffv1b\x06proto3"
+	"\x04Logs\x12\x18.skiff.v1.PodLogsRequest\x1a\x19.skiff.v1.PodLogsResponse\x12<\n" +
+	"\n" +
+	"StreamLogs\x12\x18.skiff.v1.PodLogsRequest\x1a\x12.skiff.v1.LogChunk0\x01B2Z0skiff.dev/skiff/control/api/gen/skiff/v1;skiffv1b\x06proto3"
 
 var (
 	file_skiff_v1_pod_proto_rawDescOnce sync.Once
@@ -1114,75 +2021,110 @@ func file_skiff_v1_pod_proto_rawDescGZIP() []byte {
 	return file_skiff_v1_pod_proto_rawDescData
 }
 
-var file_skiff_v1_pod_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_skiff_v1_pod_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_skiff_v1_pod_proto_goTypes = []any{
 	(*Pod)(nil),                      // 0: skiff.v1.Pod
 	(*PodSpec)(nil),                  // 1: skiff.v1.PodSpec
-	(*Container)(nil),                // 2: skiff.v1.Container
-	(*EnvVar)(nil),                   // 3: skiff.v1.EnvVar
-	(*PodStatus)(nil),                // 4: skiff.v1.PodStatus
-	(*ContainerStatus)(nil),          // 5: skiff.v1.ContainerStatus
-	(*ContainerState)(nil),           // 6: skiff.v1.ContainerState
-	(*ContainerStateWaiting)(nil),    // 7: skiff.v1.ContainerStateWaiting
-	(*ContainerStateRunning)(nil),    // 8: skiff.v1.ContainerStateRunning
-	(*ContainerStateTerminated)(nil), // 9: skiff.v1.ContainerStateTerminated
-	(*PodList)(nil),                  // 10: skiff.v1.PodList
-	(*PodWatchEvent)(nil),            // 11: skiff.v1.PodWatchEvent
-	(*BindRequest)(nil),              // 12: skiff.v1.BindRequest
-	(*PodLogsRequest)(nil),           // 13: skiff.v1.PodLogsRequest
-	(*PodLogsResponse)(nil),          // 14: skiff.v1.PodLogsResponse
-	(*ObjectMeta)(nil),               // 15: skiff.v1.ObjectMeta
-	(*Condition)(nil),                // 16: skiff.v1.Condition
-	(*timestamppb.Timestamp)(nil),    // 17: google.protobuf.Timestamp
-	(EventType)(0),                   // 18: skiff.v1.EventType
-	(*GetRequest)(nil),               // 19: skiff.v1.GetRequest
-	(*ListRequest)(nil),              // 20: skiff.v1.ListRequest
-	(*DeleteRequest)(nil),            // 21: skiff.v1.DeleteRequest
-	(*WatchRequest)(nil),             // 22: skiff.v1.WatchRequest
+	(*Volume)(nil),                   // 2: skiff.v1.Volume
+	(*EmptyDirVolumeSource)(nil),     // 3: skiff.v1.EmptyDirVolumeSource
+	(*HostPathVolumeSource)(nil),     // 4: skiff.v1.HostPathVolumeSource
+	(*InlineVolumeSource)(nil),       // 5: skiff.v1.InlineVolumeSource
+	(*VolumeMount)(nil),              // 6: skiff.v1.VolumeMount
+	(*ResourceRequirements)(nil),     // 7: skiff.v1.ResourceRequirements
+	(*ContainerPort)(nil),            // 8: skiff.v1.ContainerPort
+	(*Probe)(nil),                    // 9: skiff.v1.Probe
+	(*HTTPGetAction)(nil),            // 10: skiff.v1.HTTPGetAction
+	(*TCPSocketAction)(nil),          // 11: skiff.v1.TCPSocketAction
+	(*ExecAction)(nil),               // 12: skiff.v1.ExecAction
+	(*Container)(nil),                // 13: skiff.v1.Container
+	(*EnvVar)(nil),                   // 14: skiff.v1.EnvVar
+	(*PodStatus)(nil),                // 15: skiff.v1.PodStatus
+	(*ContainerStatus)(nil),          // 16: skiff.v1.ContainerStatus
+	(*ContainerState)(nil),           // 17: skiff.v1.ContainerState
+	(*ContainerStateWaiting)(nil),    // 18: skiff.v1.ContainerStateWaiting
+	(*ContainerStateRunning)(nil),    // 19: skiff.v1.ContainerStateRunning
+	(*ContainerStateTerminated)(nil), // 20: skiff.v1.ContainerStateTerminated
+	(*PodList)(nil),                  // 21: skiff.v1.PodList
+	(*PodWatchEvent)(nil),            // 22: skiff.v1.PodWatchEvent
+	(*BindRequest)(nil),              // 23: skiff.v1.BindRequest
+	(*PodLogsRequest)(nil),           // 24: skiff.v1.PodLogsRequest
+	(*LogChunk)(nil),                 // 25: skiff.v1.LogChunk
+	(*PodLogsResponse)(nil),          // 26: skiff.v1.PodLogsResponse
+	nil,                              // 27: skiff.v1.InlineVolumeSource.FilesEntry
+	nil,                              // 28: skiff.v1.ResourceRequirements.LimitsEntry
+	nil,                              // 29: skiff.v1.ResourceRequirements.RequestsEntry
+	(*ObjectMeta)(nil),               // 30: skiff.v1.ObjectMeta
+	(*Condition)(nil),                // 31: skiff.v1.Condition
+	(*timestamppb.Timestamp)(nil),    // 32: google.protobuf.Timestamp
+	(EventType)(0),                   // 33: skiff.v1.EventType
+	(*GetRequest)(nil),               // 34: skiff.v1.GetRequest
+	(*ListRequest)(nil),              // 35: skiff.v1.ListRequest
+	(*DeleteRequest)(nil),            // 36: skiff.v1.DeleteRequest
+	(*WatchRequest)(nil),             // 37: skiff.v1.WatchRequest
 }
 var file_skiff_v1_pod_proto_depIdxs = []int32{
-	15, // 0: skiff.v1.Pod.metadata:type_name -> skiff.v1.ObjectMeta
+	30, // 0: skiff.v1.Pod.metadata:type_name -> skiff.v1.ObjectMeta
 	1,  // 1: skiff.v1.Pod.spec:type_name -> skiff.v1.PodSpec
-	4,  // 2: skiff.v1.Pod.status:type_name -> skiff.v1.PodStatus
-	2,  // 3: skiff.v1.PodSpec.containers:type_name -> skiff.v1.Container
-	3,  // 4: skiff.v1.Container.env:type_name -> skiff.v1.EnvVar
-	16, // 5: skiff.v1.PodStatus.conditions:type_name -> skiff.v1.Condition
-	5,  // 6: skiff.v1.PodStatus.container_statuses:type_name -> skiff.v1.ContainerStatus
-	17, // 7: skiff.v1.PodStatus.start_time:type_name -> google.protobuf.Timestamp
-	6,  // 8: skiff.v1.ContainerStatus.state:type_name -> skiff.v1.ContainerState
-	6,  // 9: skiff.v1.ContainerStatus.last_state:type_name -> skiff.v1.ContainerState
-	7,  // 10: skiff.v1.ContainerState.waiting:type_name -> skiff.v1.ContainerStateWaiting
-	8,  // 11: skiff.v1.ContainerState.running:type_name -> skiff.v1.ContainerStateRunning
-	9,  // 12: skiff.v1.ContainerState.terminated:type_name -> skiff.v1.ContainerStateTerminated
-	17, // 13: skiff.v1.ContainerStateRunning.started_at:type_name -> google.protobuf.Timestamp
-	17, // 14: skiff.v1.ContainerStateTerminated.started_at:type_name -> google.protobuf.Timestamp
-	17, // 15: skiff.v1.ContainerStateTerminated.finished_at:type_name -> google.protobuf.Timestamp
-	0,  // 16: skiff.v1.PodList.items:type_name -> skiff.v1.Pod
-	18, // 17: skiff.v1.PodWatchEvent.type:type_name -> skiff.v1.EventType
-	0,  // 18: skiff.v1.PodWatchEvent.object:type_name -> skiff.v1.Pod
-	0,  // 19: skiff.v1.PodService.Create:input_type -> skiff.v1.Pod
-	19, // 20: skiff.v1.PodService.Get:input_type -> skiff.v1.GetRequest
-	20, // 21: skiff.v1.PodService.List:input_type -> skiff.v1.ListRequest
-	0,  // 22: skiff.v1.PodService.Update:input_type -> skiff.v1.Pod
-	21, // 23: skiff.v1.PodService.Delete:input_type -> skiff.v1.DeleteRequest
-	22, // 24: skiff.v1.PodService.Watch:input_type -> skiff.v1.WatchRequest
-	0,  // 25: skiff.v1.PodService.UpdateStatus:input_type -> skiff.v1.Pod
-	12, // 26: skiff.v1.PodService.Bind:input_type -> skiff.v1.BindRequest
-	13, // 27: skiff.v1.PodService.Logs:input_type -> skiff.v1.PodLogsRequest
-	0,  // 28: skiff.v1.PodService.Create:output_type -> skiff.v1.Pod
-	0,  // 29: skiff.v1.PodService.Get:output_type -> skiff.v1.Pod
-	10, // 30: skiff.v1.PodService.List:output_type -> skiff.v1.PodList
-	0,  // 31: skiff.v1.PodService.Update:output_type -> skiff.v1.Pod
-	0,  // 32: skiff.v1.PodService.Delete:output_type -> skiff.v1.Pod
-	11, // 33: skiff.v1.PodService.Watch:output_type -> skiff.v1.PodWatchEvent
-	0,  // 34: skiff.v1.PodService.UpdateStatus:output_type -> skiff.v1.Pod
-	0,  // 35: skiff.v1.PodService.Bind:output_type -> skiff.v1.Pod
-	14, // 36: skiff.v1.PodService.Logs:output_type -> skiff.v1.PodLogsResponse
-	28, // [28:37] is the sub-list for method output_type
-	19, // [19:28] is the sub-list for method input_type
-	19, // [19:19] is the sub-list for extension type_name
-	19, // [19:19] is the sub-list for extension extendee
-	0,  // [0:19] is the sub-list for field type_name
+	15, // 2: skiff.v1.Pod.status:type_name -> skiff.v1.PodStatus
+	13, // 3: skiff.v1.PodSpec.containers:type_name -> skiff.v1.Container
+	13, // 4: skiff.v1.PodSpec.init_containers:type_name -> skiff.v1.Container
+	2,  // 5: skiff.v1.PodSpec.volumes:type_name -> skiff.v1.Volume
+	3,  // 6: skiff.v1.Volume.empty_dir:type_name -> skiff.v1.EmptyDirVolumeSource
+	4,  // 7: skiff.v1.Volume.host_path:type_name -> skiff.v1.HostPathVolumeSource
+	5,  // 8: skiff.v1.Volume.inline:type_name -> skiff.v1.InlineVolumeSource
+	27, // 9: skiff.v1.InlineVolumeSource.files:type_name -> skiff.v1.InlineVolumeSource.FilesEntry
+	28, // 10: skiff.v1.ResourceRequirements.limits:type_name -> skiff.v1.ResourceRequirements.LimitsEntry
+	29, // 11: skiff.v1.ResourceRequirements.requests:type_name -> skiff.v1.ResourceRequirements.RequestsEntry
+	10, // 12: skiff.v1.Probe.http_get:type_name -> skiff.v1.HTTPGetAction
+	11, // 13: skiff.v1.Probe.tcp_socket:type_name -> skiff.v1.TCPSocketAction
+	12, // 14: skiff.v1.Probe.exec:type_name -> skiff.v1.ExecAction
+	14, // 15: skiff.v1.Container.env:type_name -> skiff.v1.EnvVar
+	7,  // 16: skiff.v1.Container.resources:type_name -> skiff.v1.ResourceRequirements
+	6,  // 17: skiff.v1.Container.volume_mounts:type_name -> skiff.v1.VolumeMount
+	8,  // 18: skiff.v1.Container.ports:type_name -> skiff.v1.ContainerPort
+	9,  // 19: skiff.v1.Container.liveness_probe:type_name -> skiff.v1.Probe
+	9,  // 20: skiff.v1.Container.readiness_probe:type_name -> skiff.v1.Probe
+	9,  // 21: skiff.v1.Container.startup_probe:type_name -> skiff.v1.Probe
+	31, // 22: skiff.v1.PodStatus.conditions:type_name -> skiff.v1.Condition
+	16, // 23: skiff.v1.PodStatus.container_statuses:type_name -> skiff.v1.ContainerStatus
+	32, // 24: skiff.v1.PodStatus.start_time:type_name -> google.protobuf.Timestamp
+	16, // 25: skiff.v1.PodStatus.init_container_statuses:type_name -> skiff.v1.ContainerStatus
+	17, // 26: skiff.v1.ContainerStatus.state:type_name -> skiff.v1.ContainerState
+	17, // 27: skiff.v1.ContainerStatus.last_state:type_name -> skiff.v1.ContainerState
+	18, // 28: skiff.v1.ContainerState.waiting:type_name -> skiff.v1.ContainerStateWaiting
+	19, // 29: skiff.v1.ContainerState.running:type_name -> skiff.v1.ContainerStateRunning
+	20, // 30: skiff.v1.ContainerState.terminated:type_name -> skiff.v1.ContainerStateTerminated
+	32, // 31: skiff.v1.ContainerStateRunning.started_at:type_name -> google.protobuf.Timestamp
+	32, // 32: skiff.v1.ContainerStateTerminated.started_at:type_name -> google.protobuf.Timestamp
+	32, // 33: skiff.v1.ContainerStateTerminated.finished_at:type_name -> google.protobuf.Timestamp
+	0,  // 34: skiff.v1.PodList.items:type_name -> skiff.v1.Pod
+	33, // 35: skiff.v1.PodWatchEvent.type:type_name -> skiff.v1.EventType
+	0,  // 36: skiff.v1.PodWatchEvent.object:type_name -> skiff.v1.Pod
+	0,  // 37: skiff.v1.PodService.Create:input_type -> skiff.v1.Pod
+	34, // 38: skiff.v1.PodService.Get:input_type -> skiff.v1.GetRequest
+	35, // 39: skiff.v1.PodService.List:input_type -> skiff.v1.ListRequest
+	0,  // 40: skiff.v1.PodService.Update:input_type -> skiff.v1.Pod
+	36, // 41: skiff.v1.PodService.Delete:input_type -> skiff.v1.DeleteRequest
+	37, // 42: skiff.v1.PodService.Watch:input_type -> skiff.v1.WatchRequest
+	0,  // 43: skiff.v1.PodService.UpdateStatus:input_type -> skiff.v1.Pod
+	23, // 44: skiff.v1.PodService.Bind:input_type -> skiff.v1.BindRequest
+	24, // 45: skiff.v1.PodService.Logs:input_type -> skiff.v1.PodLogsRequest
+	24, // 46: skiff.v1.PodService.StreamLogs:input_type -> skiff.v1.PodLogsRequest
+	0,  // 47: skiff.v1.PodService.Create:output_type -> skiff.v1.Pod
+	0,  // 48: skiff.v1.PodService.Get:output_type -> skiff.v1.Pod
+	21, // 49: skiff.v1.PodService.List:output_type -> skiff.v1.PodList
+	0,  // 50: skiff.v1.PodService.Update:output_type -> skiff.v1.Pod
+	0,  // 51: skiff.v1.PodService.Delete:output_type -> skiff.v1.Pod
+	22, // 52: skiff.v1.PodService.Watch:output_type -> skiff.v1.PodWatchEvent
+	0,  // 53: skiff.v1.PodService.UpdateStatus:output_type -> skiff.v1.Pod
+	0,  // 54: skiff.v1.PodService.Bind:output_type -> skiff.v1.Pod
+	26, // 55: skiff.v1.PodService.Logs:output_type -> skiff.v1.PodLogsResponse
+	25, // 56: skiff.v1.PodService.StreamLogs:output_type -> skiff.v1.LogChunk
+	47, // [47:57] is the sub-list for method output_type
+	37, // [37:47] is the sub-list for method input_type
+	37, // [37:37] is the sub-list for extension type_name
+	37, // [37:37] is the sub-list for extension extendee
+	0,  // [0:37] is the sub-list for field type_name
 }
 
 func init() { file_skiff_v1_pod_proto_init() }
@@ -1192,15 +2134,16 @@ func file_skiff_v1_pod_proto_init() {
 	}
 	file_skiff_v1_meta_proto_init()
 	file_skiff_v1_pod_proto_msgTypes[1].OneofWrappers = []any{}
-	file_skiff_v1_pod_proto_msgTypes[5].OneofWrappers = []any{}
-	file_skiff_v1_pod_proto_msgTypes[9].OneofWrappers = []any{}
+	file_skiff_v1_pod_proto_msgTypes[16].OneofWrappers = []any{}
+	file_skiff_v1_pod_proto_msgTypes[20].OneofWrappers = []any{}
+	file_skiff_v1_pod_proto_msgTypes[24].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_skiff_v1_pod_proto_rawDesc), len(file_skiff_v1_pod_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   15,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

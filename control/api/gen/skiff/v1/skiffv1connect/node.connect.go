@@ -53,6 +53,9 @@ const (
 	// AgentServiceContainerLogsProcedure is the fully-qualified name of the AgentService's
 	// ContainerLogs RPC.
 	AgentServiceContainerLogsProcedure = "/skiff.v1.AgentService/ContainerLogs"
+	// AgentServiceStreamContainerLogsProcedure is the fully-qualified name of the AgentService's
+	// StreamContainerLogs RPC.
+	AgentServiceStreamContainerLogsProcedure = "/skiff.v1.AgentService/StreamContainerLogs"
 )
 
 // NodeServiceClient is a client for the skiff.v1.NodeService service.
@@ -288,6 +291,9 @@ func (UnimplementedNodeServiceHandler) UpdateStatus(context.Context, *connect.Re
 // AgentServiceClient is a client for the skiff.v1.AgentService service.
 type AgentServiceClient interface {
 	ContainerLogs(context.Context, *connect.Request[v1.ContainerLogsRequest]) (*connect.Response[v1.ContainerLogsResponse], error)
+	// StreamContainerLogs streams a container's log from the node's files,
+	// never reading them whole, until the caller goes away.
+	StreamContainerLogs(context.Context, *connect.Request[v1.ContainerLogsRequest]) (*connect.ServerStreamForClient[v1.LogChunk], error)
 }
 
 // NewAgentServiceClient constructs a client for the skiff.v1.AgentService service. By default, it
@@ -307,12 +313,19 @@ func NewAgentServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithSchema(agentServiceMethods.ByName("ContainerLogs")),
 			connect.WithClientOptions(opts...),
 		),
+		streamContainerLogs: connect.NewClient[v1.ContainerLogsRequest, v1.LogChunk](
+			httpClient,
+			baseURL+AgentServiceStreamContainerLogsProcedure,
+			connect.WithSchema(agentServiceMethods.ByName("StreamContainerLogs")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // agentServiceClient implements AgentServiceClient.
 type agentServiceClient struct {
-	containerLogs *connect.Client[v1.ContainerLogsRequest, v1.ContainerLogsResponse]
+	containerLogs       *connect.Client[v1.ContainerLogsRequest, v1.ContainerLogsResponse]
+	streamContainerLogs *connect.Client[v1.ContainerLogsRequest, v1.LogChunk]
 }
 
 // ContainerLogs calls skiff.v1.AgentService.ContainerLogs.
@@ -320,9 +333,17 @@ func (c *agentServiceClient) ContainerLogs(ctx context.Context, req *connect.Req
 	return c.containerLogs.CallUnary(ctx, req)
 }
 
+// StreamContainerLogs calls skiff.v1.AgentService.StreamContainerLogs.
+func (c *agentServiceClient) StreamContainerLogs(ctx context.Context, req *connect.Request[v1.ContainerLogsRequest]) (*connect.ServerStreamForClient[v1.LogChunk], error) {
+	return c.streamContainerLogs.CallServerStream(ctx, req)
+}
+
 // AgentServiceHandler is an implementation of the skiff.v1.AgentService service.
 type AgentServiceHandler interface {
 	ContainerLogs(context.Context, *connect.Request[v1.ContainerLogsRequest]) (*connect.Response[v1.ContainerLogsResponse], error)
+	// StreamContainerLogs streams a container's log from the node's files,
+	// never reading them whole, until the caller goes away.
+	StreamContainerLogs(context.Context, *connect.Request[v1.ContainerLogsRequest], *connect.ServerStream[v1.LogChunk]) error
 }
 
 // NewAgentServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -338,10 +359,18 @@ func NewAgentServiceHandler(svc AgentServiceHandler, opts ...connect.HandlerOpti
 		connect.WithSchema(agentServiceMethods.ByName("ContainerLogs")),
 		connect.WithHandlerOptions(opts...),
 	)
+	agentServiceStreamContainerLogsHandler := connect.NewServerStreamHandler(
+		AgentServiceStreamContainerLogsProcedure,
+		svc.StreamContainerLogs,
+		connect.WithSchema(agentServiceMethods.ByName("StreamContainerLogs")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/skiff.v1.AgentService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case AgentServiceContainerLogsProcedure:
 			agentServiceContainerLogsHandler.ServeHTTP(w, r)
+		case AgentServiceStreamContainerLogsProcedure:
+			agentServiceStreamContainerLogsHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -353,4 +382,8 @@ type UnimplementedAgentServiceHandler struct{}
 
 func (UnimplementedAgentServiceHandler) ContainerLogs(context.Context, *connect.Request[v1.ContainerLogsRequest]) (*connect.Response[v1.ContainerLogsResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("skiff.v1.AgentService.ContainerLogs is not implemented"))
+}
+
+func (UnimplementedAgentServiceHandler) StreamContainerLogs(context.Context, *connect.Request[v1.ContainerLogsRequest], *connect.ServerStream[v1.LogChunk]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("skiff.v1.AgentService.StreamContainerLogs is not implemented"))
 }

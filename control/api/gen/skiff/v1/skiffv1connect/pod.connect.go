@@ -51,6 +51,8 @@ const (
 	PodServiceBindProcedure = "/skiff.v1.PodService/Bind"
 	// PodServiceLogsProcedure is the fully-qualified name of the PodService's Logs RPC.
 	PodServiceLogsProcedure = "/skiff.v1.PodService/Logs"
+	// PodServiceStreamLogsProcedure is the fully-qualified name of the PodService's StreamLogs RPC.
+	PodServiceStreamLogsProcedure = "/skiff.v1.PodService/StreamLogs"
 )
 
 // PodServiceClient is a client for the skiff.v1.PodService service.
@@ -69,6 +71,9 @@ type PodServiceClient interface {
 	Bind(context.Context, *connect.Request[v1.BindRequest]) (*connect.Response[v1.Pod], error)
 	// Logs reads a container's output from the node the pod runs on.
 	Logs(context.Context, *connect.Request[v1.PodLogsRequest]) (*connect.Response[v1.PodLogsResponse], error)
+	// StreamLogs streams a container's output from the node the pod runs on,
+	// and with follow what it writes next, until the client goes away.
+	StreamLogs(context.Context, *connect.Request[v1.PodLogsRequest]) (*connect.ServerStreamForClient[v1.LogChunk], error)
 }
 
 // NewPodServiceClient constructs a client for the skiff.v1.PodService service. By default, it uses
@@ -136,6 +141,12 @@ func NewPodServiceClient(httpClient connect.HTTPClient, baseURL string, opts ...
 			connect.WithSchema(podServiceMethods.ByName("Logs")),
 			connect.WithClientOptions(opts...),
 		),
+		streamLogs: connect.NewClient[v1.PodLogsRequest, v1.LogChunk](
+			httpClient,
+			baseURL+PodServiceStreamLogsProcedure,
+			connect.WithSchema(podServiceMethods.ByName("StreamLogs")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -150,6 +161,7 @@ type podServiceClient struct {
 	updateStatus *connect.Client[v1.Pod, v1.Pod]
 	bind         *connect.Client[v1.BindRequest, v1.Pod]
 	logs         *connect.Client[v1.PodLogsRequest, v1.PodLogsResponse]
+	streamLogs   *connect.Client[v1.PodLogsRequest, v1.LogChunk]
 }
 
 // Create calls skiff.v1.PodService.Create.
@@ -197,6 +209,11 @@ func (c *podServiceClient) Logs(ctx context.Context, req *connect.Request[v1.Pod
 	return c.logs.CallUnary(ctx, req)
 }
 
+// StreamLogs calls skiff.v1.PodService.StreamLogs.
+func (c *podServiceClient) StreamLogs(ctx context.Context, req *connect.Request[v1.PodLogsRequest]) (*connect.ServerStreamForClient[v1.LogChunk], error) {
+	return c.streamLogs.CallServerStream(ctx, req)
+}
+
 // PodServiceHandler is an implementation of the skiff.v1.PodService service.
 type PodServiceHandler interface {
 	Create(context.Context, *connect.Request[v1.Pod]) (*connect.Response[v1.Pod], error)
@@ -213,6 +230,9 @@ type PodServiceHandler interface {
 	Bind(context.Context, *connect.Request[v1.BindRequest]) (*connect.Response[v1.Pod], error)
 	// Logs reads a container's output from the node the pod runs on.
 	Logs(context.Context, *connect.Request[v1.PodLogsRequest]) (*connect.Response[v1.PodLogsResponse], error)
+	// StreamLogs streams a container's output from the node the pod runs on,
+	// and with follow what it writes next, until the client goes away.
+	StreamLogs(context.Context, *connect.Request[v1.PodLogsRequest], *connect.ServerStream[v1.LogChunk]) error
 }
 
 // NewPodServiceHandler builds an HTTP handler from the service implementation. It returns the path
@@ -276,6 +296,12 @@ func NewPodServiceHandler(svc PodServiceHandler, opts ...connect.HandlerOption) 
 		connect.WithSchema(podServiceMethods.ByName("Logs")),
 		connect.WithHandlerOptions(opts...),
 	)
+	podServiceStreamLogsHandler := connect.NewServerStreamHandler(
+		PodServiceStreamLogsProcedure,
+		svc.StreamLogs,
+		connect.WithSchema(podServiceMethods.ByName("StreamLogs")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/skiff.v1.PodService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case PodServiceCreateProcedure:
@@ -296,6 +322,8 @@ func NewPodServiceHandler(svc PodServiceHandler, opts ...connect.HandlerOption) 
 			podServiceBindHandler.ServeHTTP(w, r)
 		case PodServiceLogsProcedure:
 			podServiceLogsHandler.ServeHTTP(w, r)
+		case PodServiceStreamLogsProcedure:
+			podServiceStreamLogsHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -339,4 +367,8 @@ func (UnimplementedPodServiceHandler) Bind(context.Context, *connect.Request[v1.
 
 func (UnimplementedPodServiceHandler) Logs(context.Context, *connect.Request[v1.PodLogsRequest]) (*connect.Response[v1.PodLogsResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("skiff.v1.PodService.Logs is not implemented"))
+}
+
+func (UnimplementedPodServiceHandler) StreamLogs(context.Context, *connect.Request[v1.PodLogsRequest], *connect.ServerStream[v1.LogChunk]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("skiff.v1.PodService.StreamLogs is not implemented"))
 }

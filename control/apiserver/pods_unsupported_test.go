@@ -1,0 +1,41 @@
+package apiserver
+
+import (
+	"strings"
+	"testing"
+
+	skiffv1 "skiff.dev/skiff/control/api/gen/skiff/v1"
+)
+
+// TestUnsupportedPodFieldsRefused: a field the API describes but the nodes
+// do not honour yet is refused by name.
+func TestUnsupportedPodFieldsRefused(t *testing.T) {
+	pod := func(edit func(*skiffv1.PodSpec)) *skiffv1.Pod {
+		p := &skiffv1.Pod{Metadata: &skiffv1.ObjectMeta{Name: "p", Namespace: "default"}, Spec: &skiffv1.PodSpec{
+			RestartPolicy: "Always", Containers: []*skiffv1.Container{{Name: "c", Image: "hello"}},
+		}}
+		edit(p.Spec)
+		return p
+	}
+	for _, tt := range []struct {
+		name, field string
+		edit        func(*skiffv1.PodSpec)
+	}{
+		{"init containers", "spec.initContainers", func(s *skiffv1.PodSpec) { s.InitContainers = []*skiffv1.Container{{Name: "i", Image: "x"}} }},
+		{"volumes", "spec.volumes", func(s *skiffv1.PodSpec) { s.Volumes = []*skiffv1.Volume{{Name: "v"}} }},
+		{"resources", "spec.containers[0].resources", func(s *skiffv1.PodSpec) { s.Containers[0].Resources = &skiffv1.ResourceRequirements{} }},
+		{"volume mounts", "spec.containers[0].volumeMounts", func(s *skiffv1.PodSpec) { s.Containers[0].VolumeMounts = []*skiffv1.VolumeMount{{Name: "v"}} }},
+		{"ports", "spec.containers[0].ports", func(s *skiffv1.PodSpec) { s.Containers[0].Ports = []*skiffv1.ContainerPort{{ContainerPort: 80}} }},
+		{"a probe", "spec.containers[0].livenessProbe", func(s *skiffv1.PodSpec) { s.Containers[0].LivenessProbe = &skiffv1.Probe{} }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			fe := validatePod(pod(tt.edit))
+			if got := fe.err("pod", "p"); got == nil || !strings.Contains(got.Error(), tt.field+": not supported yet") {
+				t.Errorf("validate: %v, want %s refused", got, tt.field)
+			}
+		})
+	}
+	if fe := validatePod(pod(func(*skiffv1.PodSpec) {})); len(fe) != 0 {
+		t.Errorf("a plain pod: %v", fe)
+	}
+}
