@@ -52,6 +52,8 @@ type Server struct {
 	svc    *service
 	grpc   *grpc.Server
 
+	lock      *stateLock
+
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -78,8 +80,15 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err := os.MkdirAll(cfg.RootDir, 0o700); err != nil {
 		return nil, fmt.Errorf("new cri server: %w", err)
 	}
+	// Before anything is cleaned up: a second node on this state dir
+	// would take the running one's namespace pins for leftovers.
+	lock, err := lockStateDir(cfg.StateDir)
+	if err != nil {
+		return nil, fmt.Errorf("new cri server: %w", err)
+	}
 	rt, err := wasm.New(ctx, wasm.Config{CacheDir: filepath.Join(cfg.RootDir, "wasm-cache"), Logger: log})
 	if err != nil {
+		lock.release()
 		return nil, fmt.Errorf("new cri server: %w", err)
 	}
 	svc, err := newService(deps{
@@ -92,9 +101,10 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	})
 	if err != nil {
 		rt.Close(ctx)
+		lock.release()
 		return nil, fmt.Errorf("new cri server: %w", err)
 	}
-	return &Server{socket: cfg.Socket, svc: svc, grpc: newGRPCServer(svc, log)}, nil
+	return &Server{socket: cfg.Socket, svc: svc, grpc: newGRPCServer(svc, log), lock: lock}, nil
 }
 
 func newGRPCServer(svc *service, log *slog.Logger) *grpc.Server {
@@ -187,6 +197,7 @@ func (s *Server) Close(ctx context.Context) error {
 	s.closeOnce.Do(func() {
 		s.grpc.Stop()
 		s.closeErr = s.svc.close(ctx)
+		s.lock.release()
 	})
 	return s.closeErr
 }

@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -129,5 +130,34 @@ func TestNewRejects(t *testing.T) {
 	defer a.Close(context.Background())
 	if _, err := New(context.Background(), Config{RootDir: root, Images: images, StateDir: t.TempDir()}); err == nil || !strings.Contains(err.Error(), "another skiff agent") {
 		t.Errorf("second New on one RootDir = %v", err)
+	}
+	// The state dir is locked too, before anything in it is cleaned up:
+	// what a running node keeps there stays.
+	state := t.TempDir()
+	b, err := New(context.Background(), Config{RootDir: t.TempDir(), Images: images, StateDir: state})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close(context.Background())
+	kept := filepath.Join(state, "netns", "running-pod")
+	if err := os.MkdirAll(filepath.Dir(kept), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(kept, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = New(context.Background(), Config{RootDir: t.TempDir(), Images: images, StateDir: state})
+	if err == nil || !strings.Contains(err.Error(), "is in use by process "+strconv.Itoa(os.Getpid())) {
+		t.Errorf("second New on one StateDir = %v, want it refused naming the holder", err)
+	}
+	if _, err := os.Stat(kept); err != nil {
+		t.Errorf("the running node's pin after a second New: %v", err)
+	}
+	b.Close(context.Background())
+	c, err := New(context.Background(), Config{RootDir: t.TempDir(), Images: images, StateDir: state})
+	if err != nil {
+		t.Errorf("New once the first closed: %v", err)
+	} else {
+		c.Close(context.Background())
 	}
 }
