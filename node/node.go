@@ -53,6 +53,9 @@ type Config struct {
 	StateDir string
 	// CRISocket is the CRI server's unix socket.
 	CRISocket string
+	// ExternalCRI: a CRI server already serves CRISocket (skiff cri), and
+	// the node runs its agent alone, as a kubelet beside containerd.
+	ExternalCRI bool
 	// AgentListen is where the agent's API listens, host:port; port 0
 	// picks one. The node's certificate names it, and the servers reach
 	// the agent there and nowhere else.
@@ -143,17 +146,12 @@ func (n *Node) Run(ctx context.Context) error {
 		return err
 	}
 	j := joined{ln: ln, endpoint: endpoint, pool: pool, cred: cred}
-	images, err := image.Open(ImageDir(n.cfg.DataDir))
-	if err != nil {
-		return err
+	if n.cfg.ExternalCRI {
+		// The runtime host is its own process (skiff cri): the agent
+		// comes and goes, the containers stay.
+		return n.runAgent(ctx, nil, j)
 	}
-	criSrv, err := cri.New(ctx, cri.Config{
-		Socket:   n.cfg.CRISocket,
-		RootDir:  filepath.Join(n.cfg.DataDir, "node", "cri"),
-		StateDir: n.cfg.StateDir,
-		Images:   images,
-		Logger:   n.log.With("room", "cri"),
-	})
+	criSrv, err := NewCRI(ctx, CRIConfig{DataDir: n.cfg.DataDir, StateDir: n.cfg.StateDir, Socket: n.cfg.CRISocket, Logger: n.log.With("room", "cri")})
 	if err != nil {
 		return err
 	}
@@ -167,6 +165,33 @@ func (n *Node) Run(ctx context.Context) error {
 	})
 	g.Go(func() error { return n.runAgent(ctx, criDone, j) })
 	return g.Wait()
+}
+
+// CRIConfig is what a node's CRI server needs.
+type CRIConfig struct {
+	// DataDir holds the images (ImageDir) and the CRI server's records
+	// under DataDir/node/cri; StateDir the namespace pins.
+	DataDir, StateDir string
+	Socket            string
+	Logger            *slog.Logger
+}
+
+// NewCRI opens a node's runtime host: its image store and the CRI server
+// over it, ready to Serve on cfg.Socket. skiff agent and skiff dev run it in
+// their process; skiff cri runs it alone, so that the agent can restart
+// without touching a container.
+func NewCRI(ctx context.Context, cfg CRIConfig) (*cri.Server, error) {
+	images, err := image.Open(ImageDir(cfg.DataDir))
+	if err != nil {
+		return nil, err
+	}
+	return cri.New(ctx, cri.Config{
+		Socket:   cfg.Socket,
+		RootDir:  filepath.Join(cfg.DataDir, "node", "cri"),
+		StateDir: cfg.StateDir,
+		Images:   images,
+		Logger:   cfg.Logger,
+	})
 }
 
 // joined is what the node has once it has joined the cluster: the agent

@@ -78,6 +78,7 @@ type agentOptions struct {
 	serverAddr  string
 	token       tokenFlags
 	joinToken   string // resolved from token
+	externalCRI bool
 }
 
 // runOptions are what every long-running command shares.
@@ -187,7 +188,7 @@ func (o *agentOptions) node(log *slog.Logger) (*node.Node, error) {
 	}
 	n, err := node.New(node.Config{
 		Name: o.nodeName, Server: o.serverAddr, Gossip: o.gossip, Join: o.join, DataDir: o.dataDir, StateDir: o.stateDir,
-		CRISocket: o.criSocket, AgentListen: o.agentListen, Token: token, Version: version, Logger: log,
+		CRISocket: o.criSocket, ExternalCRI: o.externalCRI, AgentListen: o.agentListen, Token: token, Version: version, Logger: log,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("skiff agent: %w", err)
@@ -376,6 +377,7 @@ It needs root.`,
 	cmd.Flags().StringSliceVar(&o.join, "join", nil, "gossip addresses of servers or agents to join; the node then finds its servers in the pool and moves to a live one when its server dies (instead of --server)")
 	cmd.Flags().StringVar(&o.gossip, "gossip-listen", "127.0.0.1:0", "gossip address of this node, with --join")
 	o.token.flags(cmd, "the cluster's join token (a server keeps it in DATA-DIR/server/token): the agent trades it for its certificate")
+	cmd.Flags().BoolVar(&o.externalCRI, "external-cri", false, "drive the CRI server that \"skiff cri\" already runs on --cri-socket, instead of running one: the agent can then restart without touching a container")
 	o.flags(cmd)
 	r.flags(cmd)
 	return cmd
