@@ -59,9 +59,12 @@ type Config struct {
 	AgentListen string
 	// Token is the cluster's join token: the node trades it for its
 	// certificate, and the gossip pool's key derives from it.
-	Token   string
-	Version string
-	Logger  *slog.Logger
+	Token string
+	// RegistryConfig is the path of the image store's registry config
+	// (image.LoadConfig); empty: defaults.
+	RegistryConfig string
+	Version        string
+	Logger         *slog.Logger
 }
 
 // ImageDir is where a node keeps its images under its data directory.
@@ -143,7 +146,13 @@ func (n *Node) Run(ctx context.Context) error {
 		return err
 	}
 	j := joined{ln: ln, endpoint: endpoint, pool: pool, cred: cred}
-	images, err := image.Open(ImageDir(n.cfg.DataDir))
+	var regCfg image.Config
+	if n.cfg.RegistryConfig != "" {
+		if regCfg, err = image.LoadConfig(n.cfg.RegistryConfig); err != nil {
+			return err
+		}
+	}
+	images, err := image.OpenConfig(ImageDir(n.cfg.DataDir), regCfg)
 	if err != nil {
 		return err
 	}
