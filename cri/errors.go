@@ -33,6 +33,10 @@ func codeOf(err error) codes.Code {
 		return codes.NotFound
 	case errors.Is(err, errAlreadyExists), errors.Is(err, netns.ErrExist):
 		return codes.AlreadyExists
+	case errors.Is(err, image.ErrUnauthorized):
+		return codes.PermissionDenied
+	case errors.Is(err, image.ErrNotWasm), errors.Is(err, image.ErrDigestMismatch), errors.Is(err, image.ErrTooLarge):
+		return codes.FailedPrecondition
 	case errors.Is(err, errInvalidArgument), errors.Is(err, image.ErrInvalidName),
 		errors.Is(err, wasm.ErrInvalidModule), errors.Is(err, wasm.ErrInvalidSpec):
 		return codes.InvalidArgument

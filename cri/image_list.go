@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -33,11 +34,20 @@ func (s *service) ListImages(ctx context.Context, req *runtime.ListImagesRequest
 	return &runtime.ListImagesResponse{Images: out}, nil
 }
 
+// criImage describes img: its names with a digest are its RepoDigests, the
+// others its RepoTags.
 func criImage(img image.Image) *runtime.Image {
-	return &runtime.Image{
-		Id:       img.ID,
-		RepoTags: img.Names,
-		Size:     uint64(img.Size),
-		Spec:     &runtime.ImageSpec{Image: img.ID},
+	out := &runtime.Image{
+		Id:   img.ID,
+		Size: uint64(img.Size),
+		Spec: &runtime.ImageSpec{Image: img.ID},
 	}
+	for _, n := range img.Names {
+		if strings.Contains(n, "@") {
+			out.RepoDigests = append(out.RepoDigests, n)
+		} else {
+			out.RepoTags = append(out.RepoTags, n)
+		}
+	}
+	return out
 }

@@ -10,15 +10,23 @@ import (
 	"skiff.dev/skiff/runtime/image"
 )
 
-// RemoveImage removes an image name (or, given an ID, the image and all its
-// names) from the store. It is idempotent: an unknown image succeeds.
-// Containers already created keep their compiled module.
+// RemoveImage removes the image that the request names (by a name or an
+// ID) with all its names, tags and repository digests alike, as
+// containerd does. It is idempotent: an unknown image succeeds. Containers
+// already created keep their compiled module.
 func (s *service) RemoveImage(ctx context.Context, req *runtime.RemoveImageRequest) (*runtime.RemoveImageResponse, error) {
 	ref := req.GetImage().GetImage()
 	if ref == "" {
 		return nil, fmt.Errorf("remove image: %w: image is required", errInvalidArgument)
 	}
-	if err := s.images.Remove(ref); err != nil && !errors.Is(err, image.ErrNotFound) {
+	img, err := s.images.Get(ref)
+	if errors.Is(err, image.ErrNotFound) {
+		return &runtime.RemoveImageResponse{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("remove image: %w", err)
+	}
+	if err := s.images.Remove(img.ID); err != nil && !errors.Is(err, image.ErrNotFound) {
 		return nil, fmt.Errorf("remove image: %w", err)
 	}
 	return &runtime.RemoveImageResponse{}, nil

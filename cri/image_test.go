@@ -2,19 +2,25 @@ package cri
 
 import (
 	"context"
+	"slices"
+	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"skiff.dev/skiff/runtime/image"
+	"skiff.dev/skiff/runtime/image/imagetest"
 	"skiff.dev/skiff/runtime/wasm/wasmtest"
 )
+
+func spec(ref string) *runtime.ImageSpec { return &runtime.ImageSpec{Image: ref} }
 
 func TestImageService(t *testing.T) {
 	e := newEnv(t, false)
 	ctx := context.Background()
 	img := e.importImage("hello", wasmtest.Build())
-	spec := func(ref string) *runtime.ImageSpec { return &runtime.ImageSpec{Image: ref} }
 
 	list, err := e.is.ListImages(ctx, &runtime.ListImagesRequest{})
 	if err != nil || len(list.Images) != 1 {
@@ -40,12 +46,11 @@ func TestImageService(t *testing.T) {
 		t.Errorf("ImageStatus(missing) = %v, %v; want no image, no error", st, err)
 	}
 
+	// An imported name without a registry host never reaches a registry.
 	pull, err := e.is.PullImage(ctx, &runtime.PullImageRequest{Image: spec("hello")})
 	if err != nil || pull.ImageRef != img.ID {
 		t.Errorf("PullImage(hello) = %v, %v", pull, err)
 	}
-	_, err = e.is.PullImage(ctx, &runtime.PullImageRequest{Image: spec("x")})
-	wantCode(t, err, codes.NotFound, "image \"x\" is not in the node's image store; import it with `skiff image import`")
 
 	fs, err := e.is.ImageFsInfo(ctx, &runtime.ImageFsInfoRequest{})
 	if err != nil || len(fs.ImageFilesystems) != 1 || fs.ImageFilesystems[0].UsedBytes.GetValue() < uint64(img.Size) ||
@@ -62,5 +67,85 @@ func TestImageService(t *testing.T) {
 	list, _ = e.is.ListImages(ctx, &runtime.ListImagesRequest{})
 	if len(list.Images) != 0 {
 		t.Errorf("images after remove: %v", list.Images)
+	}
+}
+
+// TestPullFromRegistry pulls a Wasm artifact and a plain OCI image with a
+// .wasm entrypoint from a registry, and runs the OCI one.
+func TestPullFromRegistry(t *testing.T) {
+	e := newEnv(t, false)
+	ctx := context.Background()
+	reg := imagetest.NewRegistry(t)
+	module := wasmtest.Build(wasmtest.Write(1, "hello from the registry\n"))
+	artifact := reg.Push("wasm/hello:v1", imagetest.WasmArtifact(t, module))
+	oci := reg.Push("oci/hello:v1", imagetest.OCIImage(t, map[string][]byte{"hello.wasm": module}, "/hello.wasm"))
+	reg.Push("linux/app:v1", imagetest.OCIImage(t, map[string][]byte{"bin/app": []byte("ELF")}, "/bin/app"))
+
+	var ids []string
+	for _, ref := range []string{artifact, oci} {
+		pull, err := e.is.PullImage(ctx, &runtime.PullImageRequest{Image: spec(ref)})
+		if err != nil {
+			t.Fatalf("PullImage(%s): %v", ref, err)
+		}
+		ids = append(ids, pull.ImageRef)
+		st, err := e.is.ImageStatus(ctx, &runtime.ImageStatusRequest{Image: spec(ref)})
+		if err != nil || st.Image.GetId() != pull.ImageRef || !slices.Contains(st.Image.RepoTags, ref) ||
+			!slices.ContainsFunc(st.Image.RepoDigests, func(d string) bool { return strings.HasPrefix(d, strings.TrimSuffix(ref, ":v1")+"@sha256:") }) {
+			t.Errorf("ImageStatus(%s) = %v, %v", ref, st, err)
+		}
+	}
+	if ids[0] != ids[1] { // one module, one image with the names of both
+		t.Errorf("the same module has two IDs: %v", ids)
+	}
+
+	pod := e.runPod("p")
+	ctr := e.mustCreate(pod, containerConfig("c", oci))
+	e.start(ctr)
+	e.waitLog(ctr, "hello from the registry")
+	if st := e.waitState(ctr, runtime.ContainerState_CONTAINER_EXITED); st.ExitCode != 0 || st.ImageRef != ids[1] {
+		t.Errorf("container status = %v", st)
+	}
+
+	_, err := e.is.PullImage(ctx, &runtime.PullImageRequest{Image: spec(reg.Host + "/wasm/hello:nope")})
+	wantCode(t, err, codes.NotFound, reg.Host+"/wasm/hello:nope", "image not found")
+	_, err = e.is.PullImage(ctx, &runtime.PullImageRequest{Image: spec(reg.Host + "/linux/app:v1")})
+	wantCode(t, err, codes.FailedPrecondition, reg.Host+"/linux/app:v1", "not a WebAssembly module", "is not a .wasm file")
+	tctx, cancel := context.WithTimeout(ctx, time.Millisecond)
+	defer cancel()
+	<-tctx.Done()
+	_, err = e.is.PullImage(tctx, &runtime.PullImageRequest{Image: spec(reg.Host + "/wasm/hello:v2")})
+	wantCode(t, err, codes.DeadlineExceeded)
+}
+
+// recordingStore wraps the image store and records what GC is told.
+type recordingStore struct {
+	*image.Store
+	inUse chan map[string]bool
+}
+
+func (r recordingStore) GC(ctx context.Context, inUse map[string]bool) (image.GCResult, error) {
+	r.inUse <- inUse
+	return image.GCResult{}, nil
+}
+
+// TestPullRunsGC: after a pull, GC is told every container's image is in use.
+func TestPullRunsGC(t *testing.T) {
+	e := newEnv(t, false)
+	rec := recordingStore{Store: e.images, inUse: make(chan map[string]bool, 1)}
+	e.svc.images = rec
+	ctx := context.Background()
+	used := e.importImage("used", wasmtest.Build(wasmtest.Sleep(time.Hour)))
+	e.importImage("unused", wasmtest.Build(wasmtest.Write(1, "x")))
+	pod := e.runPod("p")
+	e.mustCreate(pod, containerConfig("c", "used"))
+
+	reg := imagetest.NewRegistry(t)
+	ref := reg.Push("app:v1", imagetest.WasmArtifact(t, wasmtest.Build()))
+	if _, err := e.is.PullImage(ctx, &runtime.PullImageRequest{Image: spec(ref)}); err != nil {
+		t.Fatal(err)
+	}
+	inUse := <-rec.inUse
+	if len(inUse) != 1 || !inUse[used.ID] {
+		t.Errorf("GC was told %v are in use, want only %s", inUse, used.ID)
 	}
 }

@@ -57,6 +57,8 @@ type imageStore interface {
 	Remove(ref string) error
 	BlobPath(img image.Image) string
 	Usage() (image.Usage, error)
+	Pull(ctx context.Context, ref string, creds image.Credentials) (image.Image, error)
+	GC(ctx context.Context, inUse map[string]bool) (image.GCResult, error)
 }
 
 // namespaces makes and removes pod network namespaces.

@@ -62,9 +62,12 @@ type Config struct {
 	AgentListen string
 	// Token is the cluster's join token: the node trades it for its
 	// certificate, and the gossip pool's key derives from it.
-	Token   string
-	Version string
-	Logger  *slog.Logger
+	Token string
+	// RegistryConfig is the path of the image store's registry config
+	// (image.LoadConfig); empty: defaults.
+	RegistryConfig string
+	Version        string
+	Logger         *slog.Logger
 }
 
 // ImageDir is where a node keeps its images under its data directory.
@@ -151,7 +154,10 @@ func (n *Node) Run(ctx context.Context) error {
 		// comes and goes, the containers stay.
 		return n.runAgent(ctx, nil, j)
 	}
-	criSrv, err := NewCRI(ctx, CRIConfig{DataDir: n.cfg.DataDir, StateDir: n.cfg.StateDir, Socket: n.cfg.CRISocket, Logger: n.log.With("room", "cri")})
+	criSrv, err := NewCRI(ctx, CRIConfig{
+		DataDir: n.cfg.DataDir, StateDir: n.cfg.StateDir, Socket: n.cfg.CRISocket, RegistryConfig: n.cfg.RegistryConfig,
+		Logger: n.log.With("room", "cri"),
+	})
 	if err != nil {
 		return err
 	}
@@ -173,7 +179,10 @@ type CRIConfig struct {
 	// under DataDir/node/cri; StateDir the namespace pins.
 	DataDir, StateDir string
 	Socket            string
-	Logger            *slog.Logger
+	// RegistryConfig is the path of the image store's registry config
+	// (mirrors, plain-HTTP registries, auth); "" for none.
+	RegistryConfig string
+	Logger         *slog.Logger
 }
 
 // NewCRI opens a node's runtime host: its image store and the CRI server
@@ -181,7 +190,14 @@ type CRIConfig struct {
 // their process; skiff cri runs it alone, so that the agent can restart
 // without touching a container.
 func NewCRI(ctx context.Context, cfg CRIConfig) (*cri.Server, error) {
-	images, err := image.Open(ImageDir(cfg.DataDir))
+	var regCfg image.Config
+	if cfg.RegistryConfig != "" {
+		var err error
+		if regCfg, err = image.LoadConfig(cfg.RegistryConfig); err != nil {
+			return nil, err
+		}
+	}
+	images, err := image.OpenConfig(ImageDir(cfg.DataDir), regCfg)
 	if err != nil {
 		return nil, err
 	}

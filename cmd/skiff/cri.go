@@ -13,8 +13,8 @@ import (
 
 func newCRICmd() *cobra.Command {
 	var (
-		dataDir, stateDir, socket string
-		r                         runOptions
+		dataDir, stateDir, socket, registryCfg string
+		r                                      runOptions
 	)
 	cmd := &cobra.Command{
 		Use:   "cri",
@@ -34,7 +34,7 @@ running; crictl drives the socket by hand. Its state is under
 				return errors.New("skiff cri needs root: every pod gets its own network namespace")
 			}
 			return r.run(cmd, func(ctx context.Context, log *slog.Logger) error {
-				srv, err := node.NewCRI(ctx, node.CRIConfig{DataDir: dataDir, StateDir: stateDir, Socket: socket, Logger: log.With("room", "cri")})
+				srv, err := node.NewCRI(ctx, node.CRIConfig{DataDir: dataDir, StateDir: stateDir, Socket: socket, RegistryConfig: registryCfg, Logger: log.With("room", "cri")})
 				if err != nil {
 					return err
 				}
@@ -48,6 +48,7 @@ running; crictl drives the socket by hand. Its state is under
 	f.StringVar(&dataDir, "data-dir", defaultDataDir, "directory for the node's state (under DIR/node): images, records, container logs")
 	f.StringVar(&stateDir, "state-dir", "/run/skiff", "directory for runtime state that ends with the machine (pod network namespaces)")
 	f.StringVar(&socket, "cri-socket", "/run/skiff/cri.sock", "unix socket to serve CRI on")
+	f.StringVar(&registryCfg, "registry-config", "", "YAML file of registry settings: mirrors, plain-HTTP registries, a docker config.json for auth, pull limits, image GC thresholds")
 	r.flags(cmd)
 	return cmd
 }

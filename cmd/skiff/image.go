@@ -22,14 +22,19 @@ func newImageCmd() *cobra.Command {
 		Use:   "image",
 		Short: "Manage the images of this node",
 		Long: `Images are WebAssembly modules kept in the node's image store under
---data-dir. A pod's "image:" names one. Registries come later.`,
+--data-dir. A pod's "image:" names one. The node pulls images from OCI
+registries itself; import is for air-gapped nodes.`,
 	}
 	cmd.PersistentFlags().StringVar(&dataDir, "data-dir", defaultDataDir, "the node's data directory (as given to skiff dev)")
 	imp := &cobra.Command{
-		Use:     "import NAME FILE.wasm",
-		Short:   "Put a WebAssembly module into the node's image store under NAME",
-		Example: "  skiff image import hello examples/hello/hello.wasm",
-		Args:    cobra.ExactArgs(2),
+		Use:   "import NAME FILE",
+		Short: "Put a WebAssembly module or an OCI image archive into the node's image store under NAME",
+		Long: `Import stores FILE under NAME. FILE is a WebAssembly module (.wasm) or a tar
+of an OCI image layout (as "crane pull --format=oci" or "docker save" write
+them) holding a Wasm artifact or an OCI image whose entrypoint is a .wasm file.`,
+		Example: `  skiff image import hello examples/hello/hello.wasm
+  skiff image import registry.local/app:v1 app.tar`,
+		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			st, err := image.Open(imageDir(dataDir))
 			if err != nil {
@@ -40,7 +45,13 @@ func newImageCmd() *cobra.Command {
 				return err
 			}
 			defer f.Close()
-			img, err := st.Import(cmd.Context(), args[0], f)
+			var magic [4]byte
+			n, _ := f.ReadAt(magic[:], 0)
+			importFn := st.ImportArchive
+			if string(magic[:n]) == "\x00asm" {
+				importFn = st.Import
+			}
+			img, err := importFn(cmd.Context(), args[0], f)
 			if err != nil {
 				return err
 			}

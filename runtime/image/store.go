@@ -13,10 +13,16 @@
 // List, and every change to it is made under the file lock and written
 // atomically (temp file, fsync, rename). Blobs are written the same way.
 //
-// The store owns bytes and names only. It does not pull from registries (there
-// are none yet), does not validate modules beyond their header (compiling is
-// the runtime's job, so a corrupt module imports and its pod fails with a
-// reason), and does not know which containers use an image.
+// Modules come in three ways: Import (a .wasm file), ImportArchive (an OCI
+// image-layout tar or a docker-save tar) and Pull (an OCI registry, see
+// pull.go). Images from registries are stored as the module they carry, so
+// the ID of an image is the digest of its module. A pulled image's names
+// are the reference as given ("127.0.0.1:5000/app:v1") and its repository
+// digest ("127.0.0.1:5000/app@sha256:<manifest>").
+//
+// The store does not validate modules beyond their header (compiling is the
+// runtime's job, so a corrupt module imports and its pod fails with a
+// reason), and does not know which containers use an image: GC is told.
 package image
 
 import (
@@ -49,8 +55,17 @@ var (
 	ErrNotFound = errors.New("image not found")
 	// ErrInvalidName: the name does not follow the reference grammar (see NormalizeRef).
 	ErrInvalidName = errors.New("invalid image name")
-	// ErrNotWasm: the content does not start with the WebAssembly core module header.
+	// ErrNotWasm: the content does not start with the WebAssembly core module
+	// header, or a registry's image holds no WebAssembly module.
 	ErrNotWasm = errors.New("not a WebAssembly module")
+	// ErrDigestMismatch: content does not have the digest its manifest names.
+	ErrDigestMismatch = errors.New("digest mismatch")
+	// ErrUnauthorized: the registry refused the credentials (or their absence).
+	ErrUnauthorized = errors.New("unauthorized")
+	// ErrTooLarge: a module, layer or archive is past the store's limit.
+	ErrTooLarge = errors.New("too large")
+	// ErrInvalidArchive: an image archive is malformed or unsafe.
+	ErrInvalidArchive = errors.New("invalid image archive")
 )
 
 // minPrefixLen is the shortest ID prefix Get and Remove accept (crictl and
@@ -79,7 +94,10 @@ type Usage struct {
 // use by several goroutines and several processes.
 type Store struct {
 	root string
-	mu   sync.Mutex // serializes this process's writers; refs.lock serializes processes
+	cfg  Config
+	// statfs measures the filesystem under root, for GC; a test replaces it.
+	statfs func(path string) (DiskStats, error)
+	mu     sync.Mutex // serializes this process's writers; refs.lock serializes processes
 }
 
 // index is the on-disk form of refs.json.
@@ -89,8 +107,14 @@ type index struct {
 
 // Open opens (creating if needed) the store rooted at root, for example
 // <data-dir>/node/images.
-func Open(root string) (*Store, error) {
-	s := &Store{root: root}
+func Open(root string) (*Store, error) { return OpenConfig(root, Config{}) }
+
+// OpenConfig is Open with registry, limit and GC settings (see Config).
+func OpenConfig(root string, cfg Config) (*Store, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("open image store %s: %w", root, err)
+	}
+	s := &Store{root: root, cfg: cfg, statfs: statfs}
 	for _, dir := range []string{s.blobDir(), s.ingestDir()} {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return nil, fmt.Errorf("open image store %s: %w", root, err)
@@ -122,18 +146,30 @@ func (s *Store) Import(ctx context.Context, name string, r io.Reader) (Image, er
 	if err != nil {
 		return Image{}, fmt.Errorf("import image: %w", err)
 	}
+	img, err := s.put(ctx, []string{ref}, r, "")
+	if err != nil {
+		return Image{}, fmt.Errorf("import image %q: %w", ref, err)
+	}
+	return img, nil
+}
+
+// put reads a module from r (at most s.cfg.MaxModuleBytes), stores it and
+// points every one of names (normalized) at it. With wantID set, the
+// module's digest must be wantID (an error wrapping ErrDigestMismatch
+// otherwise). It is atomic: on error nothing changes.
+func (s *Store) put(ctx context.Context, names []string, r io.Reader, wantID string) (Image, error) {
 	var header [8]byte
 	n, err := io.ReadFull(r, header[:])
 	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
-		return Image{}, fmt.Errorf("import image %q: read: %w", ref, err)
+		return Image{}, fmt.Errorf("read: %w", err)
 	}
 	if err := checkHeader(header[:n]); err != nil {
-		return Image{}, fmt.Errorf("import image %q: %w", ref, err)
+		return Image{}, err
 	}
 
 	tmp, err := os.CreateTemp(s.ingestDir(), "import-*")
 	if err != nil {
-		return Image{}, fmt.Errorf("import image %q: %w", ref, err)
+		return Image{}, err
 	}
 	committed := false
 	defer func() {
@@ -145,23 +181,30 @@ func (s *Store) Import(ctx context.Context, name string, r io.Reader) (Image, er
 	h := sha256.New()
 	w := io.MultiWriter(tmp, h)
 	if _, err := w.Write(header[:]); err != nil {
-		return Image{}, fmt.Errorf("import image %q: write: %w", ref, err)
+		return Image{}, fmt.Errorf("write: %w", err)
 	}
-	size, err := io.Copy(w, ctxReader{ctx, r})
+	limit := s.cfg.maxModuleBytes()
+	size, err := io.Copy(w, io.LimitReader(ctxReader{ctx, r}, limit-int64(len(header))+1))
 	if err != nil {
-		return Image{}, fmt.Errorf("import image %q: copy: %w", ref, err)
+		return Image{}, fmt.Errorf("copy: %w", err)
 	}
 	size += int64(len(header))
-	if err := tmp.Chmod(0o444); err != nil {
-		return Image{}, fmt.Errorf("import image %q: %w", ref, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		return Image{}, fmt.Errorf("import image %q: sync: %w", ref, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return Image{}, fmt.Errorf("import image %q: %w", ref, err)
+	if size > limit {
+		return Image{}, fmt.Errorf("%w: the module is larger than the limit of %d bytes", ErrTooLarge, limit)
 	}
 	id := "sha256:" + hex.EncodeToString(h.Sum(nil))
+	if wantID != "" && id != wantID {
+		return Image{}, fmt.Errorf("%w: content is %s, the manifest says %s", ErrDigestMismatch, id, wantID)
+	}
+	if err := tmp.Chmod(0o444); err != nil {
+		return Image{}, err
+	}
+	if err := tmp.Sync(); err != nil {
+		return Image{}, fmt.Errorf("sync: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return Image{}, err
+	}
 
 	var img Image
 	err = s.update(func(idx *index) error {
@@ -171,18 +214,20 @@ func (s *Store) Import(ctx context.Context, name string, r io.Reader) (Image, er
 			return err
 		}
 		committed = true
-		old, had := idx.Refs[ref]
-		idx.Refs[ref] = id
-		if had && old != id && len(namesOf(idx, old)) == 0 {
-			if err := os.Remove(s.blobPath(old)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				return err
+		for _, ref := range names {
+			old, had := idx.Refs[ref]
+			idx.Refs[ref] = id
+			if had && old != id && len(namesOf(idx, old)) == 0 {
+				if err := os.Remove(s.blobPath(old)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+					return err
+				}
 			}
 		}
 		img = Image{ID: id, Names: namesOf(idx, id), Size: size, MediaType: MediaTypeWasm}
 		return nil
 	})
 	if err != nil {
-		return Image{}, fmt.Errorf("import image %q: %w", ref, err)
+		return Image{}, err
 	}
 	return img, nil
 }

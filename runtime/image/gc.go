@@ -1,0 +1,130 @@
+package image
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"slices"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// DiskStats is the size of the filesystem that holds the store.
+type DiskStats struct {
+	Capacity  uint64 // bytes
+	Available uint64 // bytes free to unprivileged users
+}
+
+func statfs(path string) (DiskStats, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(path, &st); err != nil {
+		return DiskStats{}, err
+	}
+	return DiskStats{Capacity: st.Blocks * uint64(st.Bsize), Available: st.Bavail * uint64(st.Bsize)}, nil
+}
+
+// GCResult is what GC did.
+type GCResult struct {
+	UsagePercent int      // of the filesystem, before
+	Removed      []string // image IDs
+	Freed        uint64   // bytes
+}
+
+// GC removes images as the kubelet's image GC does: once the store's
+// filesystem is Config.GC.HighThresholdPercent full, it removes images
+// that no container uses (inUse holds the IDs of those that do) and that
+// were pulled or imported more than MinAge ago, oldest first, until it
+// would be LowThresholdPercent full. An image in inUse is never removed.
+// It returns what it removed; an error stops it part way, with every
+// image either whole or gone.
+func (s *Store) GC(ctx context.Context, inUse map[string]bool) (GCResult, error) {
+	high, low, minAge := s.cfg.GC.HighThresholdPercent, s.cfg.GC.LowThresholdPercent, s.cfg.GC.MinAge.Duration
+	if high == 0 {
+		high = DefaultGCHigh
+	}
+	if low == 0 {
+		low = min(DefaultGCLow, high)
+	}
+	if minAge == 0 {
+		minAge = DefaultGCMinAge
+	}
+	st, err := s.statfs(s.root)
+	if err != nil {
+		return GCResult{}, fmt.Errorf("image gc: %w", err)
+	}
+	if st.Capacity == 0 {
+		return GCResult{}, nil
+	}
+	used := st.Capacity - min(st.Available, st.Capacity)
+	res := GCResult{UsagePercent: int(used * 100 / st.Capacity)}
+	if high >= 100 || res.UsagePercent < high {
+		return res, nil
+	}
+	target := st.Capacity * uint64(100-low) / 100 // bytes that should be available
+	if target <= st.Available {
+		return res, nil
+	}
+	toFree := target - st.Available
+
+	imgs, err := s.List()
+	if err != nil {
+		return res, fmt.Errorf("image gc: %w", err)
+	}
+	type cand struct {
+		img  Image
+		used time.Time
+	}
+	var cands []cand
+	now := time.Now()
+	for _, img := range imgs {
+		if inUse[img.ID] {
+			continue
+		}
+		info, err := os.Stat(s.blobPath(img.ID))
+		if err != nil {
+			continue
+		}
+		if now.Sub(info.ModTime()) < minAge {
+			continue
+		}
+		cands = append(cands, cand{img, info.ModTime()})
+	}
+	slices.SortFunc(cands, func(a, b cand) int { return a.used.Compare(b.used) })
+	for _, c := range cands {
+		if res.Freed >= toFree {
+			break
+		}
+		if err := ctx.Err(); err != nil {
+			return res, fmt.Errorf("image gc: %w", err)
+		}
+		if err := s.removeID(c.img.ID); err != nil {
+			if errors.Is(err, ErrNotFound) {
+				continue
+			}
+			return res, fmt.Errorf("image gc: %w", err)
+		}
+		res.Removed = append(res.Removed, c.img.ID)
+		res.Freed += uint64(c.img.Size)
+	}
+	return res, nil
+}
+
+// removeID removes an image and all its names.
+func (s *Store) removeID(id string) error {
+	return s.update(func(idx *index) error {
+		names := namesOf(idx, id)
+		if len(names) == 0 {
+			return ErrNotFound
+		}
+		for _, n := range names {
+			delete(idx.Refs, n)
+		}
+		if err := os.Remove(s.blobPath(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		return nil
+	})
+}
