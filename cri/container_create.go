@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -19,8 +20,15 @@ import (
 // else [container name]+args) and the environment, opens the log file and
 // has the runtime compile the module. A module that does not compile is
 // InvalidArgument with the runtime's reason. On error nothing is left
-// behind. Mounts, devices, working dir, resources and security settings
-// are ignored: Wasm containers have no filesystem and no cgroup of their own.
+// behind.
+//
+// Resources: linux.resources.memory_limit_in_bytes caps the module's linear
+// memory (0: the node's default); the annotation skiff.dev/cpu-time-budget
+// (a Go duration, e.g. "10s") kills the container once it has used that
+// much CPU time, reason CPUBudgetExceeded. CPU shares, quota and period are
+// accepted and not enforced (see README "Resources"). Mounts, devices,
+// working dir and security settings are ignored: Wasm containers have no
+// filesystem and no cgroup of their own.
 func (s *service) CreateContainer(ctx context.Context, req *runtime.CreateContainerRequest) (*runtime.CreateContainerResponse, error) {
 	cfg := req.GetConfig()
 	name := cfg.GetMetadata().GetName()
@@ -60,6 +68,12 @@ func (s *service) CreateContainer(ctx context.Context, req *runtime.CreateContai
 		Args:               argv(name, cfg.GetCommand(), cfg.GetArgs()),
 		State:              containerCreated,
 		CreatedAt:          s.now().UnixNano(),
+	}
+	if rec.MemoryLimit, err = memoryLimit(cfg.GetLinux().GetResources()); err != nil {
+		return nil, fmt.Errorf("create container %q: %w", name, err)
+	}
+	if _, err := cpuBudget(rec.Annotations); err != nil {
+		return nil, fmt.Errorf("create container %q: %w", name, err)
 	}
 	if rec.UserSpecifiedImage == "" {
 		rec.UserSpecifiedImage = ref
@@ -159,9 +173,44 @@ func (s *service) taskSpec(rec *containerRecord, img image.Image, l *containerLo
 		Args:       rec.Args,
 		Env:        rec.Env,
 	}
+	if rec.MemoryLimit > 0 {
+		spec.MemoryLimit = uint64(rec.MemoryLimit)
+	}
+	spec.CPUBudget, _ = cpuBudget(rec.Annotations) // checked at create
 	if l != nil {
 		spec.Stdout = l.stream("stdout")
 		spec.Stderr = l.stream("stderr")
 	}
 	return spec
+}
+
+// AnnotationCPUTimeBudget names the container annotation that sets a CPU
+// time budget: a Go duration ("10s", "1m30s"), at least 1ms. The node agent
+// copies it from the pod's annotations.
+const AnnotationCPUTimeBudget = "skiff.dev/cpu-time-budget"
+
+// memoryLimit returns the memory limit of a container's resources, in
+// bytes (0: none set).
+func memoryLimit(res *runtime.LinuxContainerResources) (int64, error) {
+	n := res.GetMemoryLimitInBytes()
+	switch {
+	case n < 0:
+		return 0, fmt.Errorf("%w: linux.resources.memory_limit_in_bytes %d is negative", errInvalidArgument, n)
+	case n > 0 && n < 64<<10:
+		return 0, fmt.Errorf("%w: linux.resources.memory_limit_in_bytes %d is less than one WebAssembly page (64Ki)", errInvalidArgument, n)
+	}
+	return n, nil
+}
+
+// cpuBudget returns the CPU time budget the annotations set (0: none).
+func cpuBudget(annotations map[string]string) (time.Duration, error) {
+	v, ok := annotations[AnnotationCPUTimeBudget]
+	if !ok {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < time.Millisecond {
+		return 0, fmt.Errorf("%w: annotation %s: %q is not a duration of at least 1ms (e.g. \"10s\")", errInvalidArgument, AnnotationCPUTimeBudget, v)
+	}
+	return d, nil
 }

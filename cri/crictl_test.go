@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -204,6 +205,17 @@ func TestCrictl(t *testing.T) {
 	}
 	if logs != "Hello from hello!\n" {
 		t.Errorf("crictl logs = %q, want the greeting", logs)
+	}
+
+	// A running module's stats: its linear memory and the CPU time it took to start.
+	stats := row(c.ok("stats", "--seconds", "1"), short(ctr))
+	if f := strings.Fields(stats); len(f) < 4 || !strings.HasSuffix(f[3], "MB") && !strings.HasSuffix(f[3], "kB") {
+		t.Errorf("crictl stats row = %q, want the container's memory in kB or MB", stats)
+	}
+	statsJSON := c.ok("stats", "-o", "json", "--id", ctr)
+	wantContains(t, "crictl stats -o json", statsJSON, `"usageCoreNanoSeconds"`, `"workingSetBytes"`)
+	if regexp.MustCompile(`"usageCoreNanoSeconds": \{\s*"value": "0"`).MatchString(statsJSON) {
+		t.Errorf("crictl stats -o json reports no CPU time:\n%s", statsJSON)
 	}
 
 	if got := strings.TrimSpace(c.ok("stop", ctr)); got != ctr {

@@ -36,6 +36,9 @@ type task interface {
 	Stop(ctx context.Context, grace time.Duration) error
 	Done() <-chan struct{}
 	Status() wasm.Status
+	// Stats returns the task's memory and CPU use now; cheap, never blocks
+	// on guest code.
+	Stats() wasm.Stats
 }
 
 // wasmRuntime adapts *wasm.Runtime, whose Create returns the concrete

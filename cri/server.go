@@ -42,6 +42,12 @@ type Config struct {
 	StateDir string
 	// Images is the node's image store. Required.
 	Images *image.Store
+	// DefaultMemoryLimit caps the linear memory of a Wasm container whose
+	// resources set no memory limit, in bytes. Zero: wasm.DefaultMemoryLimit (512 MiB).
+	DefaultMemoryLimit uint64
+	// ModuleCacheBytes bounds the compiled Wasm modules kept in memory.
+	// Zero: wasm.DefaultModuleCacheBytes (256 MiB).
+	ModuleCacheBytes int64
 	// Logger receives the server's logs (keys: pod, sandbox, container). Nil: discard.
 	Logger *slog.Logger
 }
@@ -86,7 +92,12 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("new cri server: %w", err)
 	}
-	rt, err := wasm.New(ctx, wasm.Config{CacheDir: filepath.Join(cfg.RootDir, "wasm-cache"), Logger: log})
+	rt, err := wasm.New(ctx, wasm.Config{
+		CacheDir:           filepath.Join(cfg.RootDir, "wasm-cache"),
+		DefaultMemoryLimit: cfg.DefaultMemoryLimit,
+		ModuleCacheBytes:   cfg.ModuleCacheBytes,
+		Logger:             log,
+	})
 	if err != nil {
 		lock.release()
 		return nil, fmt.Errorf("new cri server: %w", err)

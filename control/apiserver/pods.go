@@ -85,6 +85,7 @@ func validatePod(p *skiffv1.Pod) fieldErrors {
 		}
 	}
 	refuseUnsupported(&fe, s)
+	validateResources(&fe, p)
 	if !restartPolicies[s.RestartPolicy] {
 		fe.add("spec.restartPolicy", "unsupported value %q: supported values are \"Always\", \"OnFailure\", \"Never\"", s.RestartPolicy)
 	}

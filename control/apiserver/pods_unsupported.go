@@ -20,9 +20,6 @@ func refuseUnsupported(fe *fieldErrors, s *skiffv1.PodSpec) {
 	}
 	for i, c := range s.GetContainers() {
 		path := fmt.Sprintf("spec.containers[%d]", i)
-		if c.GetResources() != nil {
-			fe.add(path+".resources", notYet)
-		}
 		if len(c.GetVolumeMounts()) > 0 {
 			fe.add(path+".volumeMounts", notYet)
 		}

@@ -99,12 +99,14 @@ func (a *Agent) nodeStatus(ctx context.Context, old *skiffv1.NodeStatus) *skiffv
 			ready.LastTransitionTime = c.GetLastTransitionTime()
 		}
 	}
+	memKi := memTotalKi()
 	return &skiffv1.NodeStatus{
 		Capacity: map[string]string{
 			"cpu":    strconv.Itoa(runtime.NumCPU()),
-			"memory": memTotal(),
-			"pods":   "110",
+			"memory": strconv.FormatInt(memKi, 10) + "Ki",
+			"pods":   maxPods,
 		},
+		Allocatable:   allocatable(runtime.NumCPU(), memKi),
 		Runtimes:      runtimes,
 		Conditions:    []*skiffv1.Condition{ready},
 		AgentEndpoint: a.cfg.Endpoint,
@@ -112,20 +114,41 @@ func (a *Agent) nodeStatus(ctx context.Context, old *skiffv1.NodeStatus) *skiffv
 	}
 }
 
-// memTotal reads the machine's memory as a Kubernetes quantity ("24Gi"), or
-// "0" when /proc/meminfo cannot be read.
-func memTotal() string {
+// maxPods is the pods a node takes, as the kubelet's default.
+const maxPods = "110"
+
+// What a node keeps for itself (the skiff agent, its CRI server and the
+// system) out of its capacity: 100m of CPU and 256Mi of memory, the order
+// of the kubelet's kube-reserved plus eviction threshold on a small node.
+const (
+	reservedMilliCPU = 100
+	reservedMemoryKi = 256 << 10
+)
+
+// allocatable is capacity less the node's reserve, never below zero.
+func allocatable(cpus int, memKi int64) map[string]string {
+	return map[string]string{
+		"cpu":    strconv.FormatInt(max(int64(cpus)*1000-reservedMilliCPU, 0), 10) + "m",
+		"memory": strconv.FormatInt(max(memKi-reservedMemoryKi, 0), 10) + "Ki",
+		"pods":   maxPods,
+	}
+}
+
+// memTotalKi reads the machine's memory in KiB, or 0 when /proc/meminfo
+// cannot be read.
+func memTotalKi() int64 {
 	f, err := os.Open("/proc/meminfo")
 	if err != nil {
-		return "0"
+		return 0
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		fields := strings.Fields(sc.Text())
 		if len(fields) >= 2 && fields[0] == "MemTotal:" {
-			return fields[1] + "Ki"
+			n, _ := strconv.ParseInt(fields[1], 10, 64)
+			return n
 		}
 	}
-	return "0"
+	return 0
 }

@@ -292,7 +292,7 @@ func (w *podWorker) syncContainer(ctx context.Context, spec *skiffv1.Container, 
 	c.imageID = imageRef
 	created, err := w.a.cfg.Runtime.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{
 		PodSandboxId: w.sandboxID,
-		Config: &runtimeapi.ContainerConfig{
+		Config: withResources(&runtimeapi.ContainerConfig{
 			Metadata: &runtimeapi.ContainerMetadata{Name: spec.Name, Attempt: c.attempt},
 			Image:    &runtimeapi.ImageSpec{Image: spec.Image},
 			Command:  spec.Command,
@@ -300,7 +300,7 @@ func (w *podWorker) syncContainer(ctx context.Context, spec *skiffv1.Container, 
 			Envs:     envs(spec.Env),
 			LogPath:  filepath.Join(spec.Name, fmt.Sprintf("%d.log", c.attempt)),
 			Labels:   w.containerLabels(spec.Name),
-		},
+		}, w.pod, spec),
 		SandboxConfig: &runtimeapi.PodSandboxConfig{
 			Metadata:     &runtimeapi.PodSandboxMetadata{Name: w.pod.Metadata.Name, Namespace: w.pod.Metadata.Namespace, Uid: w.uid},
 			LogDirectory: w.logDir(),

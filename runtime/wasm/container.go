@@ -13,6 +13,7 @@ import (
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/experimental"
 	"github.com/tetratelabs/wazero/sys"
 )
 
@@ -28,6 +29,13 @@ const (
 	ReasonCompleted  = "Completed"
 	ReasonError      = "Error"
 	ReasonStartError = "StartError"
+	// ReasonOOMKilled: the module met its memory limit (a memory.grow
+	// was refused) and then ended other than with exit code 0; exit code
+	// 137, as the kernel's OOM killer gives.
+	ReasonOOMKilled = "OOMKilled"
+	// ReasonCPUBudgetExceeded: the container used up its CPU budget and
+	// was killed; exit code 137.
+	ReasonCPUBudgetExceeded = "CPUBudgetExceeded"
 )
 
 // State is a container's lifecycle state.
@@ -63,32 +71,52 @@ type Status struct {
 	FinishedAt time.Time
 }
 
+// Stats is a snapshot of a container's resource use.
+type Stats struct {
+	Timestamp time.Time
+	// MemoryBytes is the size of the container's linear memory (the
+	// pages it has grown to); 0 once it has exited.
+	MemoryBytes uint64
+	// CPUTime is the CPU time the OS thread running the guest has used
+	// for it: guest code and the host functions it called.
+	CPUTime time.Duration
+}
+
 // Container is one module instance and its lifecycle. Its methods are safe
 // for concurrent use.
 type Container struct {
-	r    *Runtime
-	spec ContainerSpec
-	mod  wazero.CompiledModule
-	log  *slog.Logger
-	done chan struct{}
+	r     *Runtime
+	spec  ContainerSpec
+	entry *moduleEntry // the compiled module, pinned until the container exits
+	mod   wazero.CompiledModule
+	mem   *memoryLimiter
+	log   *slog.Logger
+	done  chan struct{}
 
-	mu        sync.Mutex
-	status    Status
-	cancel    context.CancelFunc // set by Start; cancels the run context: the kill
-	stdin     *stopPipe          // set by Start; its end of file asks the module to stop
-	inst      api.Module         // the instance while _start runs
-	stopMsg   string             // why the container was killed, once killed
-	killAt    time.Time          // when a graceful stop turns into a kill, once one is asked
-	killTimer *time.Timer        // fires at killAt
+	mu          sync.Mutex
+	status      Status
+	cancel      context.CancelFunc // set by Start; cancels the run context: the kill
+	stdin       *stopPipe          // set by Start; its end of file asks the module to stop
+	inst        api.Module         // the instance while _start runs
+	stopReason  string             // the reason of a kill, once killed
+	stopMsg     string             // why the container was killed, once killed
+	killAt      time.Time          // when a graceful stop turns into a kill, once one is asked
+	killTimer   *time.Timer        // fires at killAt
+	budgetTimer *time.Timer        // checks the CPU budget
+	clock       threadClock        // of the thread running the guest, while it runs (0 otherwise)
+	cpuBase     time.Duration      // clock's reading when the thread was locked to the guest
+	cpuUsed     time.Duration      // once the guest thread is released
 }
 
-func newContainer(r *Runtime, spec ContainerSpec, mod wazero.CompiledModule) *Container {
+func newContainer(r *Runtime, spec ContainerSpec, e *moduleEntry) *Container {
 	return &Container{
-		r:    r,
-		spec: spec,
-		mod:  mod,
-		log:  r.log.With("container", spec.ID),
-		done: make(chan struct{}),
+		r:     r,
+		spec:  spec,
+		entry: e,
+		mod:   e.mod,
+		mem:   newMemoryLimiter(spec.MemoryLimit),
+		log:   r.log.With("container", spec.ID),
+		done:  make(chan struct{}),
 	}
 }
 
@@ -120,6 +148,9 @@ func (c *Container) Start(ctx context.Context) error {
 	c.stdin = stdin
 	c.status.State = StateRunning
 	c.status.StartedAt = time.Now()
+	if c.spec.CPUBudget > 0 {
+		c.budgetTimer = time.AfterFunc(c.spec.CPUBudget, c.checkBudget)
+	}
 	c.mu.Unlock()
 
 	started := make(chan error, 1)
@@ -131,15 +162,47 @@ func (c *Container) Start(ctx context.Context) error {
 		}
 		return nil
 	case <-ctx.Done():
-		c.kill("start canceled")
+		c.kill(ReasonError, "start canceled")
 		return fmt.Errorf("start container %s: %w", c.spec.ID, ctx.Err())
 	}
 }
 
-// run instantiates and runs the module. It owns the instance and stdin; it
-// reports instantiation on started and the end through finish.
+// run runs the guest on an OS thread of its own, so that the thread's CPU
+// time is the container's, then releases the thread and the container's
+// memory and reports the end through finish.
 func (c *Container) run(ctx context.Context, stdin *stopPipe, started chan<- error) {
+	goruntime.LockOSThread()
+	clock := currentThreadClock()
+	c.mu.Lock()
+	c.clock = clock
+	c.cpuBase = clock.read()
+	c.mu.Unlock()
+
 	signaled := false
+	signal := func(err error) {
+		signaled = true
+		started <- err
+	}
+	code, reason, msg, startErr := c.runGuest(ctx, stdin, signal)
+
+	c.mem.release()
+	c.mu.Lock()
+	c.cpuUsed = clock.read() - c.cpuBase
+	c.clock = 0
+	c.mu.Unlock()
+	goruntime.UnlockOSThread()
+
+	c.finish(code, reason, msg)
+	if !signaled {
+		started <- startErr
+	}
+}
+
+// runGuest instantiates and runs the module. It owns the instance and
+// stdin; it calls started once the instance exists and _start is called,
+// and returns how the container ended (and, if it ended before started
+// was called, the error for Start).
+func (c *Container) runGuest(ctx context.Context, stdin *stopPipe, started func(error)) (code int32, reason, msg string, startErr error) {
 	defer func() {
 		if p := recover(); p != nil {
 			c.log.Error("container goroutine panicked", "panic", p)
@@ -147,10 +210,11 @@ func (c *Container) run(ctx context.Context, stdin *stopPipe, started chan<- err
 			c.inst = nil
 			c.mu.Unlock()
 			stdin.close()
-			c.finish(ExitCodeTrap, ReasonError, fmt.Sprintf("runtime panic: %v", p))
-			if !signaled {
-				started <- fmt.Errorf("runtime panic: %v", p)
+			code, reason, msg = ExitCodeTrap, ReasonError, fmt.Sprintf("runtime panic: %v", p)
+			if oom := c.mem.oomMessage(); oom != "" { // a memory the limit cannot hold, at instantiation
+				code, reason, msg = ExitCodeStopped, ReasonOOMKilled, oom
 			}
+			startErr = errors.New(msg)
 		}
 	}()
 	cfg := wazero.NewModuleConfig().
@@ -174,26 +238,23 @@ func (c *Container) run(ctx context.Context, stdin *stopPipe, started chan<- err
 		cfg = cfg.WithStderr(c.spec.Stderr)
 	}
 
-	inst, err := c.r.rt.InstantiateModule(ctx, c.mod, cfg)
+	inst, err := c.r.rt.InstantiateModule(experimental.WithMemoryAllocator(ctx, c.mem), c.mod, cfg)
 	if err != nil {
 		stdin.close()
 		var exit *sys.ExitError
 		if errors.As(err, &exit) || ctx.Err() != nil { // the Wasm start section exited, or Stop came first
-			c.finish(c.classify(err))
-			signaled = true
-			started <- nil
-			return
+			code, reason, msg = c.classify(err)
+			return code, reason, msg, nil
 		}
-		c.finish(ExitCodeStartError, ReasonStartError, firstLine(err.Error()))
-		signaled = true
-		started <- err
-		return
+		if oom := c.mem.oomMessage(); oom != "" {
+			return ExitCodeStopped, ReasonOOMKilled, oom, errors.New(oom)
+		}
+		return ExitCodeStartError, ReasonStartError, firstLine(err.Error()), err
 	}
 	c.mu.Lock()
 	c.inst = inst
 	c.mu.Unlock()
-	signaled = true
-	started <- nil
+	started(nil)
 	c.log.Debug("container started", "args", c.spec.Args)
 	_, err = inst.ExportedFunction("_start").Call(ctx)
 	c.mu.Lock()
@@ -204,7 +265,8 @@ func (c *Container) run(ctx context.Context, stdin *stopPipe, started chan<- err
 	if err != nil {
 		c.log.Debug("container _start returned an error", "err", err)
 	}
-	c.finish(c.classify(err))
+	code, reason, msg = c.classify(err)
+	return code, reason, msg, nil
 }
 
 // classify turns the end of _start into an exit code, reason and message.
@@ -213,26 +275,29 @@ func (c *Container) run(ctx context.Context, stdin *stopPipe, started chan<- err
 // returning before wazero closed it.
 func (c *Container) classify(err error) (int32, string, string) {
 	c.mu.Lock()
-	stopMsg := c.stopMsg
+	stopReason, stopMsg := c.stopReason, c.stopMsg
 	c.mu.Unlock()
 	var exit *sys.ExitError
+	code, reason, msg := int32(0), ReasonCompleted, ""
 	switch {
 	case stopMsg != "":
-		return ExitCodeStopped, ReasonError, stopMsg
+		return ExitCodeStopped, stopReason, stopMsg
 	case err == nil:
-		return 0, ReasonCompleted, ""
 	case errors.As(err, &exit):
-		switch code := exit.ExitCode(); code {
+		switch ec := exit.ExitCode(); ec {
 		case 0:
-			return 0, ReasonCompleted, ""
 		case sys.ExitCodeContextCanceled, sys.ExitCodeDeadlineExceeded:
-			return ExitCodeStopped, ReasonError, "stopped"
+			code, reason, msg = ExitCodeStopped, ReasonError, "stopped"
 		default:
-			return int32(code), ReasonError, ""
+			code, reason = int32(ec), ReasonError
 		}
 	default:
-		return ExitCodeTrap, ReasonError, firstLine(err.Error())
+		code, reason, msg = ExitCodeTrap, ReasonError, firstLine(err.Error())
 	}
+	if oom := c.mem.oomMessage(); oom != "" && code != 0 {
+		return ExitCodeStopped, ReasonOOMKilled, oom
+	}
+	return code, reason, msg
 }
 
 func (c *Container) finish(code int32, reason, msg string) {
@@ -250,11 +315,19 @@ func (c *Container) finish(code int32, reason, msg string) {
 	if c.killTimer != nil {
 		c.killTimer.Stop()
 	}
+	if c.budgetTimer != nil {
+		c.budgetTimer.Stop()
+	}
+	e := c.entry
+	c.entry, c.mod = nil, nil
 	c.mu.Unlock()
 	if cancel != nil {
 		cancel()
 	}
 	c.r.untrack(c)
+	if e != nil {
+		c.r.unpin(e)
+	}
 	close(c.done)
 	c.log.Debug("container exited", "exit_code", code, "reason", reason, "message", msg)
 }
@@ -289,7 +362,12 @@ func (c *Container) stop(ctx context.Context, grace time.Duration, msg string) e
 		return nil
 	case c.cancel == nil: // never started
 		c.status = Status{State: StateExited, ExitCode: ExitCodeStopped, Reason: ReasonError, Message: msg, FinishedAt: time.Now()}
+		e := c.entry
+		c.entry, c.mod = nil, nil
 		c.mu.Unlock()
+		if e != nil {
+			c.r.unpin(e)
+		}
 		close(c.done)
 		return nil
 	}
@@ -302,7 +380,7 @@ func (c *Container) stop(ctx context.Context, grace time.Duration, msg string) e
 	if graceful {
 		stdin.signal()
 	} else {
-		c.kill(msg)
+		c.kill(ReasonError, msg)
 	}
 	select {
 	case <-c.done:
@@ -324,19 +402,20 @@ func (c *Container) armKill(grace time.Duration) {
 	}
 	msg := fmt.Sprintf("stopped: did not exit within the %v grace period", grace)
 	c.killAt = at
-	c.killTimer = time.AfterFunc(grace, func() { c.kill(msg) })
+	c.killTimer = time.AfterFunc(grace, func() { c.kill(ReasonError, msg) })
 }
 
 // kill cancels the run context, which closes the instance, then wakes a
-// guest blocked on stdin so that it meets the closed instance.
-func (c *Container) kill(msg string) {
+// guest blocked on stdin so that it meets the closed instance. The first
+// kill's reason and message stand.
+func (c *Container) kill(reason, msg string) {
 	c.mu.Lock()
 	if c.status.State == StateExited || c.cancel == nil {
 		c.mu.Unlock()
 		return
 	}
 	if c.stopMsg == "" {
-		c.stopMsg = msg
+		c.stopReason, c.stopMsg = reason, msg
 	}
 	cancel, stdin := c.cancel, c.stdin
 	c.mu.Unlock()
@@ -365,6 +444,37 @@ func (c *Container) awaitClosed() {
 			return
 		}
 	}
+}
+
+// minBudgetCheck is the shortest wait between two checks of a CPU budget.
+const minBudgetCheck = 10 * time.Millisecond
+
+// checkBudget kills the container if it has used up its CPU budget, or
+// checks again when it could have at the earliest: the guest runs on one
+// thread, so it cannot use more CPU time than the wall time that passes.
+func (c *Container) checkBudget() {
+	used := c.Stats().CPUTime
+	if used >= c.spec.CPUBudget {
+		c.kill(ReasonCPUBudgetExceeded, fmt.Sprintf("CPU budget of %v used up (%v of CPU time)", c.spec.CPUBudget, used.Round(time.Millisecond)))
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.status.State == StateRunning {
+		c.budgetTimer.Reset(max(c.spec.CPUBudget-used, minBudgetCheck))
+	}
+}
+
+// Stats returns the container's resource use now.
+func (c *Container) Stats() Stats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st := Stats{Timestamp: time.Now(), CPUTime: c.cpuUsed}
+	if c.clock != 0 { // the guest thread is locked until clock is cleared, under mu
+		st.CPUTime = c.clock.read() - c.cpuBase
+		st.MemoryBytes = c.mem.used.Load()
+	}
+	return st
 }
 
 // Done is closed when the container has exited.

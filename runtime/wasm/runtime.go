@@ -47,6 +47,31 @@
 //   - A failure to instantiate at Start (a missing import's signature, a
 //     failing Wasm start section): exit code 128, reason "StartError".
 //
+//   - A memory limit met (ContainerSpec.MemoryLimit): memory.grow past it
+//     fails in the guest; a module that then ends other than with exit
+//     code 0 (a Go guest dies "out of memory", C code traps) gets exit code
+//     137, reason "OOMKilled", a message naming the limit.
+//   - A CPU budget used up (ContainerSpec.CPUBudget): killed, exit code
+//     137, reason "CPUBudgetExceeded".
+//
+// # Resources
+//
+// Each container's linear memory is an anonymous mapping of its limit
+// (default 512 MiB, Config.DefaultMemoryLimit), committed only as the guest
+// touches pages and unmapped as soon as the container ends. Guest code runs
+// on an OS thread locked to it while the container runs, so the thread's
+// CPU time (CLOCK_THREAD_CPUTIME_ID) is the container's CPU time: guest
+// code and the host functions it calls. Container.Stats reads both. A CPU
+// limit (throttling to a fraction of a core) is not enforced: the guest
+// runs until it returns to the host, and Go gives no way to pause one
+// goroutine's thread from outside it.
+//
+// Compiled modules are cached in memory by ModuleKey up to
+// Config.ModuleCacheBytes (default 256 MiB, sized by an estimate of
+// compiled code: 13 times the binary), least recently used first out;
+// modules of Created or Running containers are pinned, and an evicted
+// module is closed so that its code is released.
+//
 // Guest code runs on its own goroutine; a trap or a panic inside wazero or a
 // host function ends that container only, never the process.
 package wasm
@@ -60,6 +85,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
@@ -86,28 +112,29 @@ type Config struct {
 	// CacheDir holds wazero's compilation cache, so a module compiled once is
 	// not compiled again after a restart. Empty: in-memory only.
 	CacheDir string
+	// DefaultMemoryLimit caps the linear memory of a container whose spec
+	// sets no MemoryLimit. Zero: DefaultMemoryLimit (512 MiB).
+	DefaultMemoryLimit uint64
+	// ModuleCacheBytes bounds the compiled modules kept in memory (an
+	// estimate of their size). Modules of Created or Running containers
+	// are kept whatever the bound. Zero: DefaultModuleCacheBytes (256 MiB).
+	ModuleCacheBytes int64
 	// Logger receives container lifecycle logs. Nil: discard.
 	Logger *slog.Logger
 }
 
 // Runtime compiles and runs WebAssembly containers. It is safe for concurrent use.
 type Runtime struct {
-	rt    wazero.Runtime
-	cache wazero.CompilationCache
-	log   *slog.Logger
-	wasi  map[string]bool // names of the functions wasi_snapshot_preview1 exports
+	rt       wazero.Runtime
+	cache    wazero.CompilationCache
+	log      *slog.Logger
+	wasi     map[string]bool // names of the functions wasi_snapshot_preview1 exports
+	memLimit uint64
 
 	mu      sync.Mutex
 	closed  bool
-	modules map[string]*moduleEntry // by ModuleKey
+	modules *moduleCache // by ModuleKey
 	running map[*Container]struct{}
-}
-
-// moduleEntry is a compiled module, or one being compiled (ready not yet closed).
-type moduleEntry struct {
-	ready chan struct{}
-	mod   wazero.CompiledModule
-	err   error
 }
 
 // New returns a runtime with WASI preview1 instantiated.
@@ -135,13 +162,20 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 	for name := range rt.Module(wasiModule).ExportedFunctionDefinitions() {
 		exports[name] = true
 	}
+	if cfg.DefaultMemoryLimit == 0 {
+		cfg.DefaultMemoryLimit = DefaultMemoryLimit
+	}
+	if cfg.ModuleCacheBytes == 0 {
+		cfg.ModuleCacheBytes = DefaultModuleCacheBytes
+	}
 	return &Runtime{
-		rt:      rt,
-		cache:   cache,
-		log:     log,
-		wasi:    exports,
-		modules: map[string]*moduleEntry{},
-		running: map[*Container]struct{}{},
+		rt:       rt,
+		cache:    cache,
+		log:      log,
+		wasi:     exports,
+		memLimit: cfg.DefaultMemoryLimit,
+		modules:  newModuleCache(cfg.ModuleCacheBytes),
+		running:  map[*Container]struct{}{},
 	}, nil
 }
 
@@ -187,11 +221,21 @@ type ContainerSpec struct {
 	Env        []string  // "K=V"
 	Stdout     io.Writer // nil: discarded
 	Stderr     io.Writer // nil: discarded
+	// MemoryLimit caps the container's linear memory, in bytes: a
+	// memory.grow past it fails in the guest, and a module that then ends
+	// other than with exit code 0 is reported OOMKilled. Zero: the
+	// runtime's default (Config.DefaultMemoryLimit).
+	MemoryLimit uint64
+	// CPUBudget, when positive, is the CPU time the container may use in
+	// all: past it, it is killed, reason CPUBudgetExceeded.
+	CPUBudget time.Duration
 }
 
 // Create compiles the module (or reuses the compiled module for
 // spec.ModuleKey) and returns a container in state Created. An invalid
 // module gives an error wrapping ErrInvalidModule with wazero's reason.
+// The compiled module stays in memory at least until the container has
+// exited.
 func (r *Runtime) Create(ctx context.Context, spec ContainerSpec) (*Container, error) {
 	if err := checkSpec(spec); err != nil {
 		return nil, fmt.Errorf("create container %s: %w", spec.ID, err)
@@ -202,11 +246,14 @@ func (r *Runtime) Create(ctx context.Context, spec ContainerSpec) (*Container, e
 	if closed {
 		return nil, fmt.Errorf("create container %s: %w", spec.ID, ErrClosed)
 	}
-	mod, err := r.compile(ctx, spec.ModuleKey, spec.ModulePath)
+	e, err := r.compile(ctx, spec.ModuleKey, spec.ModulePath)
 	if err != nil {
 		return nil, fmt.Errorf("create container %s: %w", spec.ID, err)
 	}
-	return newContainer(r, spec, mod), nil
+	if spec.MemoryLimit == 0 {
+		spec.MemoryLimit = r.memLimit
+	}
+	return newContainer(r, spec, e), nil
 }
 
 func checkSpec(spec ContainerSpec) error {
@@ -227,56 +274,87 @@ func checkSpec(spec ContainerSpec) error {
 	return nil
 }
 
-// compile returns the compiled module for key, compiling it at most once at
-// a time per key. Failures are not cached.
-func (r *Runtime) compile(ctx context.Context, key, path string) (wazero.CompiledModule, error) {
+// compile returns the compiled module for key, pinned (the caller unpins
+// it with unpin), compiling it at most once at a time per key. Failures
+// are not cached.
+func (r *Runtime) compile(ctx context.Context, key, path string) (*moduleEntry, error) {
 	if key == "" {
-		return r.compileFile(ctx, path)
+		mod, _, err := r.compileFile(ctx, path)
+		if err != nil {
+			return nil, err
+		}
+		e := &moduleEntry{ready: make(chan struct{}), mod: mod, refs: 1}
+		close(e.ready)
+		return e, nil
 	}
 	r.mu.Lock()
-	if e, ok := r.modules[key]; ok {
+	if e, ok := r.modules.entries[key]; ok {
+		r.modules.acquire(e)
 		r.mu.Unlock()
 		select {
 		case <-e.ready:
 		case <-ctx.Done():
+			r.unpin(e)
 			return nil, ctx.Err()
 		}
 		if e.err == nil {
-			return e.mod, nil
+			return e, nil
 		}
+		r.unpin(e)
 		return r.compile(ctx, key, path) // the other attempt failed: try ourselves
 	}
-	e := &moduleEntry{ready: make(chan struct{})}
-	r.modules[key] = e
+	e := &moduleEntry{key: key, ready: make(chan struct{}), refs: 1}
+	r.modules.entries[key] = e
 	r.mu.Unlock()
 
-	e.mod, e.err = r.compileFile(ctx, path)
+	mod, n, err := r.compileFile(ctx, path)
 	r.mu.Lock()
-	if e.err != nil || r.closed {
-		delete(r.modules, key)
+	e.mod, e.err = mod, err
+	var evicted []*moduleEntry
+	if err != nil || r.closed {
+		r.modules.drop(e)
+	} else {
+		e.size = int64(n) * compiledSizeFactor
+		evicted = r.modules.added(e)
 	}
 	r.mu.Unlock()
 	close(e.ready)
-	return e.mod, e.err
+	closeEntries(evicted)
+	if err != nil {
+		r.unpin(e)
+		return nil, err
+	}
+	return e, nil
 }
 
-func (r *Runtime) compileFile(ctx context.Context, path string) (wazero.CompiledModule, error) {
+// unpin releases a container's hold on a compiled module; a module no
+// longer cached is closed once unpinned.
+func (r *Runtime) unpin(e *moduleEntry) {
+	r.mu.Lock()
+	closing := r.modules.release(e)
+	r.mu.Unlock()
+	closeEntries(closing)
+}
+
+// compileFile compiles the module at path and returns it with the size of
+// its binary.
+func (r *Runtime) compileFile(ctx context.Context, path string) (wazero.CompiledModule, int, error) {
 	bin, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("read module: %w", err)
+		return nil, 0, fmt.Errorf("read module: %w", err)
 	}
 	mod, err := r.rt.CompileModule(ctx, bin)
 	if err != nil {
 		if ctx.Err() != nil {
-			return nil, ctx.Err()
+			return nil, 0, ctx.Err()
 		}
-		return nil, fmt.Errorf("%w: %w", ErrInvalidModule, err)
+		return nil, 0, fmt.Errorf("%w: %w", ErrInvalidModule, err)
 	}
 	if err := r.checkCommand(mod); err != nil {
 		mod.Close(ctx)
-		return nil, fmt.Errorf("%w: %w", ErrInvalidModule, err)
+		return nil, 0, fmt.Errorf("%w: %w", ErrInvalidModule, err)
 	}
-	return mod, nil
+	return mod, len(bin), nil
 }
 
 // checkCommand checks that mod is a WASI command module this runtime can

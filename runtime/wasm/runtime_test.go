@@ -5,13 +5,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"go.uber.org/goleak"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 
 	"skiff.dev/skiff/runtime/wasm/wasmtest"
 )
@@ -252,8 +253,8 @@ func TestCreateRejects(t *testing.T) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if len(r.modules) != 0 {
-		t.Errorf("failed compilations were cached: %d entries", len(r.modules))
+	if len(r.modules.entries) != 0 {
+		t.Errorf("failed compilations were cached: %d entries", len(r.modules.entries))
 	}
 }
 
@@ -333,7 +334,7 @@ func TestInstancesAreIsolated(t *testing.T) {
 		t.Errorf("sleeper after Stop = %+v after %v", st, time.Since(start))
 	}
 	r.mu.Lock()
-	entries := len(r.modules)
+	entries := len(r.modules.entries)
 	r.mu.Unlock()
 	if entries != 1 {
 		t.Errorf("compiled-module cache has %d entries, want 1", entries)

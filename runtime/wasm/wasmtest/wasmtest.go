@@ -27,6 +27,8 @@ const (
 	stepTrap
 	stepSpin
 	stepSleep
+	stepGrow
+	stepGrowBomb
 )
 
 // Write writes msg to the file descriptor fd (1 stdout, 2 stderr).
@@ -43,6 +45,14 @@ func Spin() Step { return Step{kind: stepSpin} }
 
 // Sleep sleeps for d with poll_oneoff on a relative monotonic clock.
 func Sleep(d time.Duration) Step { return Step{kind: stepSleep, dur: d} }
+
+// Grow grows the linear memory by pages (64 KiB each) and writes to every
+// byte of them, so that they are resident; a refused growth traps.
+func Grow(pages uint32) Step { return Step{kind: stepGrow, code: pages} }
+
+// GrowBomb grows the linear memory 1 MiB at a time, writing to every byte,
+// until memory.grow fails; then it traps.
+func GrowBomb() Step { return Step{kind: stepGrowBomb} }
 
 // Build returns a command module that runs steps.
 func Build(steps ...Step) []byte { return build(true, nil, steps) }
@@ -99,6 +109,12 @@ func build(withStart bool, extra *[2]string, steps []Step) []byte {
 			body = append(body, 0x10, fnProcExit)
 		case stepTrap:
 			body = append(body, 0x00) // unreachable
+		case stepGrow:
+			body = growAndFill(body, int32(s.code))
+		case stepGrowBomb:
+			body = append(body, 0x03, 0x40) // loop
+			body = growAndFill(body, 16)
+			body = append(body, 0x0c, 0x00, 0x0b) // br 0; end
 		case stepSpin:
 			body = append(body, 0x03, 0x40, 0x0c, 0x00, 0x0b) // loop; br 0; end
 		case stepSleep:
@@ -143,7 +159,7 @@ func build(withStart bool, extra *[2]string, steps []Step) []byte {
 		exports = append(exports, append(name("_start"), 0x00, startIdx))
 	}
 	m = section(m, 7, vec(exports...))
-	code := append([]byte{0}, body...) // no locals
+	code := append([]byte{1, 1, 0x7f}, body...) // one i32 local
 	m = section(m, 10, vec(append(uleb(nil, uint32(len(code))), code...)))
 	if len(data) > 0 {
 		seg := []byte{0x00} // active, memory 0
@@ -154,6 +170,21 @@ func build(withStart bool, extra *[2]string, steps []Step) []byte {
 		m = section(m, 11, vec(seg))
 	}
 	return m
+}
+
+// growAndFill grows memory by pages, traps if that fails, and fills the
+// new pages with ones.
+func growAndFill(body []byte, pages int32) []byte {
+	body = i32const(body, pages)
+	body = append(body, 0x40, 0x00, 0x22, 0x00) // memory.grow 0; local.tee 0
+	body = i32const(body, -1)
+	body = append(body, 0x46, 0x04, 0x40, 0x00, 0x0b) // i32.eq; if; unreachable; end
+	body = append(body, 0x20, 0x00)                   // local.get 0
+	body = i32const(body, 16)
+	body = append(body, 0x74) // i32.shl: the byte address of the old end
+	body = i32const(body, 1)
+	body = i32const(body, pages<<16)
+	return append(body, 0xfc, 0x0b, 0x00) // memory.fill 0
 }
 
 func importFunc(module, field string, typeIdx byte) []byte {
