@@ -9,8 +9,10 @@
 //
 // What a container can reach: its args, env, stdout and stderr, the wall and
 // monotonic clocks, sleep, random bytes, and a stdin that carries no data
-// (below). It has no filesystem (path_open fails with ENOSYS) and no
-// sockets; network access for modules is future work.
+// (below). It has no filesystem (path_open fails with ENOSYS) but the host
+// directories its spec mounts (ContainerSpec.Mounts: WASI preopens, confined
+// to their trees, read-only where asked; see Mount), and no sockets;
+// network access for modules is future work.
 //
 // # Graceful stop
 //
@@ -187,6 +189,7 @@ type ContainerSpec struct {
 	Env        []string  // "K=V"
 	Stdout     io.Writer // nil: discarded
 	Stderr     io.Writer // nil: discarded
+	Mounts     []Mount   // host directories as WASI preopens (volumes.go); none: no filesystem
 }
 
 // Create compiles the module (or reuses the compiled module for
@@ -224,7 +227,7 @@ func checkSpec(spec ContainerSpec) error {
 			return fmt.Errorf("%w: environment entry %q is not KEY=VALUE", ErrInvalidSpec, e)
 		}
 	}
-	return nil
+	return checkMounts(spec.Mounts)
 }
 
 // compile returns the compiled module for key, compiling it at most once at
