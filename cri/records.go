@@ -75,6 +75,7 @@ type containerRecord struct {
 	LogPath            string            `json:"logPath,omitempty"` // absolute; empty: no log
 	Args               []string          `json:"args"`
 	Env                []string          `json:"env,omitempty"`
+	Mounts             []mountRecord     `json:"mounts,omitempty"`
 	State              containerState    `json:"state"`
 	CreatedAt          int64             `json:"createdAt"`
 	StartedAt          int64             `json:"startedAt,omitempty"`
