@@ -36,6 +36,9 @@ func validateVolumes(fe *fieldErrors, s *skiffv1.PodSpec) {
 		sources := 0
 		if v.GetEmptyDir() != nil {
 			sources++
+			if v.GetEmptyDir().GetSizeLimit() != "" {
+				fe.add(p+".emptyDir.sizeLimit", "not supported yet by skiff's nodes")
+			}
 		}
 		if h := v.GetHostPath(); h != nil {
 			sources++

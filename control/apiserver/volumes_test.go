@@ -30,6 +30,7 @@ func TestVolumesValidated(t *testing.T) {
 	}{
 		{"no source", "spec.volumes[0]: exactly one of", func(s *skiffv1.PodSpec) { s.Volumes[0].EmptyDir = nil }},
 		{"two sources", "spec.volumes[0]: exactly one of", func(s *skiffv1.PodSpec) { s.Volumes[0].Inline = &skiffv1.InlineVolumeSource{} }},
+		{"size limit", "spec.volumes[0].emptyDir.sizeLimit: not supported yet", func(s *skiffv1.PodSpec) { s.Volumes[0].EmptyDir.SizeLimit = "64Mi" }},
 		{"bad name", "spec.volumes[0].name: invalid value \"../x\"", func(s *skiffv1.PodSpec) { s.Volumes[0].Name = "../x" }},
 		{"duplicate", "spec.volumes[1].name: duplicate volume", func(s *skiffv1.PodSpec) { s.Volumes[1].Name = "scratch" }},
 		{"relative host path", "spec.volumes[2].hostPath.path: invalid value \"srv\"", func(s *skiffv1.PodSpec) { s.Volumes[2].HostPath.Path = "srv" }},
