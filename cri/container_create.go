@@ -20,15 +20,17 @@ import (
 // else [container name]+args) and the environment, opens the log file and
 // has the runtime compile the module. A module that does not compile is
 // InvalidArgument with the runtime's reason. On error nothing is left
-// behind.
+// behind. Mounts of host directories become WASI preopens (mounts.go);
+// settings the Wasm runtime cannot honour (devices, privileged, added
+// capabilities, host PID or IPC namespaces, SELinux labels, Localhost
+// profiles, mount propagation, ...) are InvalidArgument naming the field
+// (validate.go). The working dir is not honoured yet.
 //
 // Resources: linux.resources.memory_limit_in_bytes caps the module's linear
 // memory (0: the node's default); the annotation skiff.dev/cpu-time-budget
 // (a Go duration, e.g. "10s") kills the container once it has used that
 // much CPU time, reason CPUBudgetExceeded. CPU shares, quota and period are
-// accepted and not enforced (see README "Resources"). Mounts, devices,
-// working dir and security settings are ignored: Wasm containers have no
-// filesystem and no cgroup of their own.
+// accepted and not enforced (see README "Resources").
 func (s *service) CreateContainer(ctx context.Context, req *runtime.CreateContainerRequest) (*runtime.CreateContainerResponse, error) {
 	cfg := req.GetConfig()
 	name := cfg.GetMetadata().GetName()
@@ -46,6 +48,13 @@ func (s *service) CreateContainer(ctx context.Context, req *runtime.CreateContai
 	sbRec := sb.snapshot()
 	if sbRec.State != sandboxReady {
 		return nil, fmt.Errorf("create container %q: %w: sandbox %s is not ready", name, errFailedPrecondition, sbRec.ID)
+	}
+	if err := validateContainerConfig(cfg, &sbRec); err != nil {
+		return nil, fmt.Errorf("create container %q: %w", name, err)
+	}
+	mounts, err := mountsOf(cfg.GetMounts())
+	if err != nil {
+		return nil, fmt.Errorf("create container %q: %w", name, err)
 	}
 	img, err := s.images.Get(ref)
 	if errors.Is(err, image.ErrNotFound) {
@@ -66,6 +75,7 @@ func (s *service) CreateContainer(ctx context.Context, req *runtime.CreateContai
 		Labels:             copyMap(cfg.GetLabels()),
 		Annotations:        copyMap(cfg.GetAnnotations()),
 		Args:               argv(name, cfg.GetCommand(), cfg.GetArgs()),
+		Mounts:             mounts,
 		State:              containerCreated,
 		CreatedAt:          s.now().UnixNano(),
 	}
@@ -172,6 +182,7 @@ func (s *service) taskSpec(rec *containerRecord, img image.Image, l *containerLo
 		ModulePath: s.images.BlobPath(img),
 		Args:       rec.Args,
 		Env:        rec.Env,
+		Mounts:     wasmMounts(rec.Mounts),
 	}
 	if rec.MemoryLimit > 0 {
 		spec.MemoryLimit = uint64(rec.MemoryLimit)

@@ -9,7 +9,7 @@ import (
 )
 
 // ContainerStatus returns a container's status: state, exit code, reason,
-// message, timestamps, log path, image and labels. With verbose,
+// message, timestamps, log path, image, labels and the mounts it honours. With verbose,
 // Info["info"] holds a JSON object with its argv and environment.
 func (s *service) ContainerStatus(ctx context.Context, req *runtime.ContainerStatusRequest) (*runtime.ContainerStatusResponse, error) {
 	c, err := s.getContainer(req.GetContainerId())
@@ -33,6 +33,7 @@ func (s *service) ContainerStatus(ctx context.Context, req *runtime.ContainerSta
 		Labels:      copyMap(rec.Labels),
 		Annotations: copyMap(rec.Annotations),
 		LogPath:     rec.LogPath,
+		Mounts:      criMounts(rec.Mounts),
 	}}
 	if req.GetVerbose() {
 		info, _ := json.Marshal(map[string]any{

@@ -2,6 +2,7 @@ package cri
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -29,10 +30,14 @@ const maxGrace = 100 * 365 * 24 * time.Hour
 // "stopped: did not exit within the <timeout> grace period". The call
 // returns once the container has exited. A created container becomes
 // exited at once the same way (message "stopped"). It is idempotent (a
-// second call with a shorter timeout brings the kill forward); an unknown
-// ID is NotFound.
+// second call with a shorter timeout brings the kill forward), and an
+// unknown ID succeeds: the CRI spec says that stopping a container that is
+// already stopped or gone must not be an error.
 func (s *service) StopContainer(ctx context.Context, req *runtime.StopContainerRequest) (*runtime.StopContainerResponse, error) {
 	c, err := s.getContainer(req.GetContainerId())
+	if errors.Is(err, errNotFound) {
+		return &runtime.StopContainerResponse{}, nil
+	}
 	if err != nil {
 		return nil, fmt.Errorf("stop container: %w", err)
 	}

@@ -111,8 +111,10 @@ func TestContainerLifecycle(t *testing.T) {
 	}
 	_, err = e.rs.ContainerStatus(ctx, &runtime.ContainerStatusRequest{ContainerId: id})
 	wantCode(t, err, codes.NotFound, id)
-	_, err = e.rs.StopContainer(ctx, &runtime.StopContainerRequest{ContainerId: id})
-	wantCode(t, err, codes.NotFound)
+	// The CRI spec: stopping a container that is gone is not an error.
+	if _, err := e.rs.StopContainer(ctx, &runtime.StopContainerRequest{ContainerId: id}); err != nil {
+		t.Errorf("StopContainer of a removed container = %v, want success", err)
+	}
 	if _, err := os.Stat(wantLog); err != nil {
 		t.Errorf("log removed with the container: %v", err)
 	}

@@ -17,9 +17,10 @@
 //     (<StateDir>/netns/<id>); it needs root. A pod that asks for the node's
 //     network namespace (NamespaceOption network NODE) gets none.
 //     StopPodSandbox stops the pod's containers and deletes its namespace.
-//   - Stop* of an unknown ID is NotFound; Remove* of an unknown ID succeeds
-//     (both as containerd does). Stop and Remove are idempotent, and Remove
-//     stops what is still running first.
+//   - Stop* and Remove* of an unknown ID succeed, as the CRI spec requires
+//     (containerd answered NotFound to a Stop once and has since been fixed
+//     to follow the spec). Stop and Remove are idempotent, and Remove stops
+//     what is still running first.
 //   - StopContainer honours its timeout as SIGTERM then SIGKILL would: a
 //     Wasm module's stdin reaches end of file (its "SIGTERM"), and the
 //     module is killed if it still runs when the timeout ends (exit code

@@ -76,6 +76,7 @@ type containerRecord struct {
 	Args               []string          `json:"args"`
 	Env                []string          `json:"env,omitempty"`
 	MemoryLimit        int64             `json:"memoryLimit,omitempty"` // bytes; 0: the node's default
+	Mounts             []mountRecord     `json:"mounts,omitempty"`
 	State              containerState    `json:"state"`
 	CreatedAt          int64             `json:"createdAt"`
 	StartedAt          int64             `json:"startedAt,omitempty"`

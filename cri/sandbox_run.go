@@ -9,8 +9,11 @@ import (
 
 // RunPodSandbox creates a pod sandbox: a pinned network namespace with
 // loopback up (none for a pod on the node's network), attached to the pod
-// network, and its record. The runtime handler must be "" or "wasm". On
-// error nothing is left behind.
+// network, and its record. The runtime handler must be "" or "wasm".
+// Settings the Wasm runtime cannot honour (privileged, host PID or IPC
+// namespaces, user namespaces, sysctls, SELinux labels, Localhost seccomp
+// or AppArmor profiles) are InvalidArgument naming the field (validate.go).
+// On error nothing is left behind.
 func (s *service) RunPodSandbox(ctx context.Context, req *runtime.RunPodSandboxRequest) (*runtime.RunPodSandboxResponse, error) {
 	cfg := req.GetConfig()
 	md := cfg.GetMetadata()
@@ -21,6 +24,9 @@ func (s *service) RunPodSandbox(ctx context.Context, req *runtime.RunPodSandboxR
 	handler := req.GetRuntimeHandler()
 	if handler != handlerDefault && handler != handlerWasm {
 		return nil, fmt.Errorf("run pod sandbox %s: %w: runtime handler %q is not available on this node (available: %q)", pod, errInvalidArgument, handler, handlerWasm)
+	}
+	if err := validateSandboxConfig(cfg); err != nil {
+		return nil, fmt.Errorf("run pod sandbox %s: %w", pod, err)
 	}
 	rec := sandboxRecord{
 		ID:             newID(),

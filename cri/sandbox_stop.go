@@ -11,10 +11,14 @@ import (
 // StopPodSandbox kills every container of the sandbox at once (the kubelet
 // stops containers with their grace period through StopContainer before it
 // stops the sandbox), tears down its network and deletes its network
-// namespace; the sandbox is then NotReady. It is idempotent; an unknown ID
-// is NotFound.
+// namespace; the sandbox is then NotReady. It is idempotent, and an unknown
+// ID succeeds: the CRI spec says that stopping a sandbox that is already
+// gone must not be an error (the kubelet retries a stop after a remove).
 func (s *service) StopPodSandbox(ctx context.Context, req *runtime.StopPodSandboxRequest) (*runtime.StopPodSandboxResponse, error) {
 	sb, err := s.getSandbox(req.GetPodSandboxId())
+	if errors.Is(err, errNotFound) {
+		return &runtime.StopPodSandboxResponse{}, nil
+	}
 	if err != nil {
 		return nil, fmt.Errorf("stop pod sandbox: %w", err)
 	}

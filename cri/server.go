@@ -58,7 +58,7 @@ type Server struct {
 	svc    *service
 	grpc   *grpc.Server
 
-	lock      *stateLock
+	lock *stateLock
 
 	closeOnce sync.Once
 	closeErr  error

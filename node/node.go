@@ -48,6 +48,8 @@ type Config struct {
 	// DataDir holds the node's state under DataDir/node: images, the CRI
 	// server's records, container logs.
 	DataDir string
+	// AllowedHostPaths are the directories hostPath volumes may be under.
+	AllowedHostPaths []string
 	// StateDir holds what must not outlive a reboot: pinned network
 	// namespaces.
 	StateDir string
@@ -244,16 +246,18 @@ func (n *Node) runAgent(ctx context.Context, criDone <-chan struct{}, j joined) 
 		hc, base = &serverClient{pool: pool, hc: hc.(*http.Client)}, "https://"+poolHost
 	}
 	ag := agent.New(agent.Config{
-		NodeName: n.cfg.Name,
-		Pods:     skiffv1connect.NewPodServiceClient(hc, base),
-		Nodes:    skiffv1connect.NewNodeServiceClient(hc, base),
-		Events:   skiffv1connect.NewEventServiceClient(hc, base),
-		Runtime:  runtimeapi.NewRuntimeServiceClient(conn),
-		Images:   runtimeapi.NewImageServiceClient(conn),
-		LogDir:   filepath.Join(n.cfg.DataDir, "node", "logs"),
-		Endpoint: endpoint,
-		Logger:   n.log.With("room", "agent"),
-		Version:  n.cfg.Version,
+		NodeName:         n.cfg.Name,
+		Pods:             skiffv1connect.NewPodServiceClient(hc, base),
+		Nodes:            skiffv1connect.NewNodeServiceClient(hc, base),
+		Events:           skiffv1connect.NewEventServiceClient(hc, base),
+		Runtime:          runtimeapi.NewRuntimeServiceClient(conn),
+		Images:           runtimeapi.NewImageServiceClient(conn),
+		LogDir:           filepath.Join(n.cfg.DataDir, "node", "logs"),
+		VolumeDir:        filepath.Join(n.cfg.DataDir, "node", "volumes"),
+		AllowedHostPaths: n.cfg.AllowedHostPaths,
+		Endpoint:         endpoint,
+		Logger:           n.log.With("room", "agent"),
+		Version:          n.cfg.Version,
 	})
 	g, ctx := errgroup.WithContext(ctx)
 	// Only the cluster's servers may call the agent.

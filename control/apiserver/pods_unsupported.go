@@ -15,14 +15,9 @@ func refuseUnsupported(fe *fieldErrors, s *skiffv1.PodSpec) {
 	if len(s.GetInitContainers()) > 0 {
 		fe.add("spec.initContainers", notYet)
 	}
-	if len(s.GetVolumes()) > 0 {
-		fe.add("spec.volumes", notYet)
-	}
+	validateVolumes(fe, s) // honoured now: checked in volumes.go
 	for i, c := range s.GetContainers() {
 		path := fmt.Sprintf("spec.containers[%d]", i)
-		if len(c.GetVolumeMounts()) > 0 {
-			fe.add(path+".volumeMounts", notYet)
-		}
 		if len(c.GetPorts()) > 0 {
 			fe.add(path+".ports", notYet)
 		}

@@ -22,8 +22,6 @@ func TestUnsupportedPodFieldsRefused(t *testing.T) {
 		edit        func(*skiffv1.PodSpec)
 	}{
 		{"init containers", "spec.initContainers", func(s *skiffv1.PodSpec) { s.InitContainers = []*skiffv1.Container{{Name: "i", Image: "x"}} }},
-		{"volumes", "spec.volumes", func(s *skiffv1.PodSpec) { s.Volumes = []*skiffv1.Volume{{Name: "v"}} }},
-		{"volume mounts", "spec.containers[0].volumeMounts", func(s *skiffv1.PodSpec) { s.Containers[0].VolumeMounts = []*skiffv1.VolumeMount{{Name: "v"}} }},
 		{"ports", "spec.containers[0].ports", func(s *skiffv1.PodSpec) { s.Containers[0].Ports = []*skiffv1.ContainerPort{{ContainerPort: 80}} }},
 		{"a probe", "spec.containers[0].livenessProbe", func(s *skiffv1.PodSpec) { s.Containers[0].LivenessProbe = &skiffv1.Probe{} }},
 	} {

@@ -46,6 +46,11 @@ type Config struct {
 	Images  runtimeapi.ImageServiceClient
 	// LogDir holds pod logs as <ns>_<name>_<uid>/<container>/<attempt>.log.
 	LogDir string
+	// VolumeDir holds pods' emptyDir and inline volumes as <uid>/<name>.
+	VolumeDir string
+	// AllowedHostPaths are the directories under which hostPath volumes
+	// may be; none by default.
+	AllowedHostPaths []string
 	// Endpoint is the host:port the apiserver reaches this agent's API on.
 	Endpoint string
 	Logger   *slog.Logger

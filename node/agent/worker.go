@@ -290,6 +290,11 @@ func (w *podWorker) syncContainer(ctx context.Context, spec *skiffv1.Container, 
 		return
 	}
 	c.imageID = imageRef
+	mounts, err := w.volumeMounts(spec)
+	if err != nil {
+		c.state = waiting("CreateContainerConfigError", err.Error())
+		return
+	}
 	created, err := w.a.cfg.Runtime.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{
 		PodSandboxId: w.sandboxID,
 		Config: withResources(&runtimeapi.ContainerConfig{
@@ -300,6 +305,7 @@ func (w *podWorker) syncContainer(ctx context.Context, spec *skiffv1.Container, 
 			Envs:     envs(spec.Env),
 			LogPath:  filepath.Join(spec.Name, fmt.Sprintf("%d.log", c.attempt)),
 			Labels:   w.containerLabels(spec.Name),
+			Mounts:   mounts,
 		}, w.pod, spec),
 		SandboxConfig: &runtimeapi.PodSandboxConfig{
 			Metadata:     &runtimeapi.PodSandboxMetadata{Name: w.pod.Metadata.Name, Namespace: w.pod.Metadata.Namespace, Uid: w.uid},
@@ -563,6 +569,7 @@ func (w *podWorker) removeSandbox(ctx context.Context) {
 		return
 	}
 	w.sandboxID = ""
+	w.removeVolumes()
 	for _, c := range w.containers {
 		c.id = ""
 	}

@@ -227,6 +227,7 @@ func (c *Container) runGuest(ctx context.Context, stdin *stopPipe, started func(
 		WithOsyield(goruntime.Gosched).
 		WithRandSource(rand.Reader).
 		WithStdin(stdin.r)
+	cfg = withMounts(cfg, c.spec.Mounts)
 	for _, kv := range c.spec.Env {
 		k, v, _ := strings.Cut(kv, "=")
 		cfg = cfg.WithEnv(k, v)

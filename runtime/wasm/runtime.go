@@ -9,8 +9,10 @@
 //
 // What a container can reach: its args, env, stdout and stderr, the wall and
 // monotonic clocks, sleep, random bytes, and a stdin that carries no data
-// (below). It has no filesystem (path_open fails with ENOSYS) and no
-// sockets; network access for modules is future work.
+// (below). It has no filesystem (path_open fails with ENOSYS) but the host
+// directories its spec mounts (ContainerSpec.Mounts: WASI preopens, confined
+// to their trees, read-only where asked; see Mount), and no sockets;
+// network access for modules is future work.
 //
 // # Graceful stop
 //
@@ -37,13 +39,16 @@
 //
 //   - proc_exit(n), or returning from _start (n = 0): exit code n; reason
 //     "Completed" when n is 0, "Error" otherwise.
+//
 //   - A trap (unreachable, out-of-bounds access, stack overflow, ...): exit
 //     code 134 (as SIGABRT would give), reason "Error", message the trap text.
+//
 //   - A kill (Stop with no grace period, or at the end of it): exit code
 //     137 (as SIGKILL would give), reason "Error", message "stopped" ("stopped:
 //     did not exit within the 30s grace period" at the end of one, "runtime
 //     closed" when Runtime.Close ended it). A module that returns within the
 //     grace period of a Stop keeps its own exit code and reason.
+//
 //   - A failure to instantiate at Start (a missing import's signature, a
 //     failing Wasm start section): exit code 128, reason "StartError".
 //
@@ -51,6 +56,7 @@
 //     fails in the guest; a module that then ends other than with exit
 //     code 0 (a Go guest dies "out of memory", C code traps) gets exit code
 //     137, reason "OOMKilled", a message naming the limit.
+//
 //   - A CPU budget used up (ContainerSpec.CPUBudget): killed, exit code
 //     137, reason "CPUBudgetExceeded".
 //
@@ -221,6 +227,7 @@ type ContainerSpec struct {
 	Env        []string  // "K=V"
 	Stdout     io.Writer // nil: discarded
 	Stderr     io.Writer // nil: discarded
+	Mounts     []Mount   // host directories as WASI preopens (volumes.go); none: no filesystem
 	// MemoryLimit caps the container's linear memory, in bytes: a
 	// memory.grow past it fails in the guest, and a module that then ends
 	// other than with exit code 0 is reported OOMKilled. Zero: the
@@ -271,7 +278,7 @@ func checkSpec(spec ContainerSpec) error {
 			return fmt.Errorf("%w: environment entry %q is not KEY=VALUE", ErrInvalidSpec, e)
 		}
 	}
-	return nil
+	return checkMounts(spec.Mounts)
 }
 
 // compile returns the compiled module for key, pinned (the caller unpins

@@ -1,0 +1,93 @@
+package cri
+
+import (
+	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"skiff.dev/skiff/runtime/wasm"
+)
+
+// mountRecord is a mount a container was created with.
+type mountRecord struct {
+	ContainerPath string `json:"containerPath"`
+	HostPath      string `json:"hostPath"`
+	ReadOnly      bool   `json:"readOnly,omitempty"`
+}
+
+// mountsOf checks a container's mounts and returns the ones to give it.
+// The Wasm runtime honours a host directory at an absolute container path
+// (a WASI preopen), read-only or not; it refuses, naming the field, what it
+// cannot do: mount propagation, SELinux relabelling, ID mappings, mount
+// options, image volumes, and a host path that is not a directory.
+func mountsOf(ms []*runtime.Mount) ([]mountRecord, error) {
+	var out []mountRecord
+	seen := map[string]bool{}
+	for i, m := range ms {
+		field := fmt.Sprintf("config.mounts[%d]", i)
+		switch {
+		case m.GetImage().GetImage() != "" || m.GetImageSubPath() != "":
+			return nil, unsupported(field+".image", "image volumes are not supported by the Wasm runtime")
+		case m.GetPropagation() != runtime.MountPropagation_PROPAGATION_PRIVATE:
+			return nil, unsupported(field+".propagation", fmt.Sprintf("mount propagation %v is not supported by the Wasm runtime (only PROPAGATION_PRIVATE)", m.GetPropagation()))
+		case m.GetSelinuxRelabel():
+			return nil, unsupported(field+".selinux_relabel", "SELinux relabelling is not supported by the Wasm runtime")
+		case len(m.GetUidMappings()) > 0 || len(m.GetGidMappings()) > 0:
+			return nil, unsupported(field+".uidMappings", "ID-mapped mounts are not supported by the Wasm runtime")
+		case len(m.GetMountOptions()) > 0:
+			return nil, unsupported(field+".mount_options", "mount options are not supported by the Wasm runtime")
+		case m.GetRecursiveReadOnly() && !m.GetReadonly():
+			return nil, fmt.Errorf("%w: %s.recursive_read_only: needs readonly", errInvalidArgument, field)
+		}
+		cp := m.GetContainerPath()
+		if !path.IsAbs(cp) || path.Clean(cp) != cp {
+			return nil, fmt.Errorf("%w: %s.container_path: %q is not an absolute, clean path", errInvalidArgument, field, cp)
+		}
+		if seen[cp] {
+			return nil, fmt.Errorf("%w: %s.container_path: %q is mounted twice", errInvalidArgument, field, cp)
+		}
+		seen[cp] = true
+		hp := m.GetHostPath()
+		if !filepath.IsAbs(hp) {
+			return nil, fmt.Errorf("%w: %s.host_path: %q is not absolute", errInvalidArgument, field, hp)
+		}
+		fi, err := os.Stat(hp)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s.host_path: %w", errInvalidArgument, field, err)
+		}
+		if !fi.IsDir() {
+			return nil, unsupported(field+".host_path", fmt.Sprintf("%q is not a directory; the Wasm runtime mounts directories only", hp))
+		}
+		// A read-only mount has no mounts under it in WASI, so read-only is
+		// recursive read-only.
+		out = append(out, mountRecord{ContainerPath: cp, HostPath: hp, ReadOnly: m.GetReadonly()})
+	}
+	return out, nil
+}
+
+// wasmMounts is the runtime's view of the mounts.
+func wasmMounts(ms []mountRecord) []wasm.Mount {
+	var out []wasm.Mount
+	for _, m := range ms {
+		out = append(out, wasm.Mount{HostPath: m.HostPath, GuestPath: m.ContainerPath, ReadOnly: m.ReadOnly})
+	}
+	return out
+}
+
+// criMounts is what ContainerStatus reports.
+func criMounts(ms []mountRecord) []*runtime.Mount {
+	var out []*runtime.Mount
+	for _, m := range ms {
+		out = append(out, &runtime.Mount{
+			ContainerPath:     m.ContainerPath,
+			HostPath:          m.HostPath,
+			Readonly:          m.ReadOnly,
+			RecursiveReadOnly: m.ReadOnly,
+			Propagation:       runtime.MountPropagation_PROPAGATION_PRIVATE,
+		})
+	}
+	return out
+}
