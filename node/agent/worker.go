@@ -46,6 +46,9 @@ type podWorker struct {
 	// confirmed is set once the deletion of the pod was confirmed to the
 	// API; the worker then waits for the pod to go.
 	confirmed bool
+	// unreported is set while the API lacks the pod's current status (a
+	// write failed): the worker tries again after timing.retry.
+	unreported bool
 }
 
 // containerRun is what the worker knows of one container of the pod.
@@ -90,6 +93,15 @@ func (w *podWorker) update(p *skiffv1.Pod, deleted bool) {
 	}
 }
 
+// poke wakes the worker to look at its containers again: one of them
+// changed. It never blocks.
+func (w *podWorker) poke() {
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
 func (w *podWorker) take() (*skiffv1.Pod, bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -116,38 +128,54 @@ func (w *podWorker) run(ctx context.Context) {
 			w.report(ctx)
 			w.release(ctx)
 		}
-		t := time.NewTimer(w.interval())
+		var timeout <-chan time.Time
+		var t *time.Timer
+		if d := w.interval(); d != never {
+			t = time.NewTimer(d)
+			timeout = t.C
+		}
 		select {
 		case <-ctx.Done():
-			t.Stop()
-			return
 		case <-w.wake:
-		case <-t.C:
+		case <-timeout:
 		}
-		t.Stop()
+		if t != nil {
+			t.Stop()
+		}
+		if ctx.Err() != nil {
+			return
+		}
 	}
 }
 
-// interval is how long to wait before looking again: the shortest any
-// container needs (a poll while it runs, the rest of its back-off while it
-// waits to restart), else long once the pod has settled.
+// never is the interval of a worker with nothing to wait for: it looks
+// again only when woken, by a new version of its pod or by the PLEG when
+// one of its containers changes.
+const never time.Duration = -1
+
+// interval is how long to wait before looking again without being woken:
+// until the end of a restart back-off, a retry after a failed call, else
+// never. A running container is not polled: its exit wakes the worker.
 func (w *podWorker) interval() time.Duration {
 	if w.pod.GetMetadata().GetDeletionTimestamp() != nil {
 		if w.confirmed {
-			return w.a.timing.idle
+			return never
 		}
-		return time.Second // retry the confirmation
+		return w.a.timing.retry // retry the confirmation
 	}
 	if w.sandboxID == "" && !terminal(w.pod.GetStatus().GetPhase()) {
-		return time.Second // retry making the sandbox
+		return w.a.timing.retry // retry making the sandbox
 	}
-	d := w.a.timing.idle
+	d := never
+	if w.unreported {
+		d = w.a.timing.retry
+	}
 	for _, c := range w.containers {
-		switch {
-		case c.id != "" && c.state.GetTerminated() == nil:
-			d = min(d, w.a.timing.poll)
-		case !c.backoffUntil.IsZero():
-			d = min(d, max(c.backoffUntil.Sub(w.a.now()), w.a.timing.poll))
+		if c.id == "" && !c.backoffUntil.IsZero() {
+			wait := max(c.backoffUntil.Sub(w.a.now()), 0)
+			if d == never || wait < d {
+				d = wait
+			}
 		}
 	}
 	return d
@@ -432,8 +460,10 @@ func (w *podWorker) teardown(ctx context.Context) {
 func (w *podWorker) report(ctx context.Context) {
 	st := w.status()
 	if proto.Equal(st, w.reported) {
+		w.unreported = false
 		return
 	}
+	w.unreported = true
 	for try := 0; try < 4; try++ {
 		res, err := w.a.cfg.Pods.Get(ctx, connect.NewRequest(&skiffv1.GetRequest{Namespace: w.pod.Metadata.Namespace, Name: w.pod.Metadata.Name}))
 		if err != nil {
@@ -443,12 +473,14 @@ func (w *podWorker) report(ctx context.Context) {
 		p := res.Msg
 		if p.GetMetadata().GetUid() != w.uid || terminal(p.GetStatus().GetPhase()) {
 			w.reported = st // replaced by another pod of the name, or final: nothing to write
+			w.unreported = false
 			return
 		}
 		p.Status = mergeStatus(p.GetStatus(), st)
 		_, err = w.a.cfg.Pods.UpdateStatus(ctx, connect.NewRequest(p))
 		if err == nil {
 			w.reported = st
+			w.unreported = false
 			return
 		}
 		if connect.CodeOf(err) != connect.CodeAborted {
