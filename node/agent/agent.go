@@ -51,6 +51,9 @@ type Config struct {
 	Logger   *slog.Logger
 	// Version is reported in the Node status.
 	Version string
+	// Dialer reaches into pods' network namespaces for HTTP and TCP
+	// probes; without one every such probe fails, saying why.
+	Dialer PodDialer
 }
 
 // Agent runs the pods bound to one node.
@@ -77,6 +80,8 @@ type timing struct {
 	// stream again; it doubles up to resubscribeMax while it keeps failing.
 	resubscribe    time.Duration
 	resubscribeMax time.Duration
+	// probeUnit is what a probe's "seconds" mean: a second, shorter in tests.
+	probeUnit time.Duration
 }
 
 var defaultTiming = timing{
@@ -88,6 +93,7 @@ var defaultTiming = timing{
 	relist:         10 * time.Second,
 	resubscribe:    100 * time.Millisecond,
 	resubscribeMax: 10 * time.Second,
+	probeUnit:      time.Second,
 }
 
 // New returns an Agent.

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -23,10 +24,13 @@ func (w *podWorker) status() *skiffv1.PodStatus {
 	}
 	specs := w.pod.GetSpec().GetContainers()
 	var running, started, succeeded, failed int
+	var unready []string
 	for _, spec := range specs {
 		c := w.containers[spec.Name]
-		cs := &skiffv1.ContainerStatus{Name: spec.Name, Image: spec.Image, State: waiting("ContainerCreating", ""), Ready: proto.Bool(false), RestartCount: proto.Uint32(0)}
+		cs := &skiffv1.ContainerStatus{Name: spec.Name, Image: spec.Image, State: waiting("ContainerCreating", ""), Ready: proto.Bool(false), RestartCount: proto.Uint32(0), Started: proto.Bool(false)}
+		var probes *probes
 		if c != nil {
+			probes = c.probes
 			cs.State, cs.LastState, cs.RestartCount, cs.ImageId, cs.ContainerId = c.state, c.last, proto.Uint32(c.restarts), c.imageID, c.id
 			if c.failed {
 				st.Reason, st.Message = c.state.GetTerminated().GetReason(), fmt.Sprintf("container %s: %s", spec.Name, c.state.GetTerminated().GetMessage())
@@ -37,7 +41,9 @@ func (w *podWorker) status() *skiffv1.PodStatus {
 		case cs.State.GetRunning() != nil:
 			running++
 			started++
-			cs.Ready = proto.Bool(true)
+			up, ready, _ := probes.verdict()
+			cs.Started = proto.Bool(up)
+			cs.Ready = proto.Bool(up && ready)
 		case cs.State.GetTerminated() != nil:
 			started++
 			if cs.State.GetTerminated().GetExitCode() == 0 {
@@ -47,6 +53,9 @@ func (w *podWorker) status() *skiffv1.PodStatus {
 			}
 		case cs.LastState.GetTerminated() != nil:
 			started++ // waiting to restart
+		}
+		if !cs.GetReady() {
+			unready = append(unready, spec.Name)
 		}
 	}
 	n := len(specs)
@@ -58,18 +67,31 @@ func (w *podWorker) status() *skiffv1.PodStatus {
 	case started == n && n > 0:
 		st.Phase = "Running"
 	}
-	ready, why := "False", ""
-	switch {
-	case n > 0 && running == n:
-		ready = "True"
-	case st.Phase == "Succeeded" || st.Phase == "Failed":
-		why = "PodCompleted"
-	}
-	st.Conditions = []*skiffv1.Condition{
-		{Type: "ContainersReady", Status: ready, Reason: why},
-		{Type: "Ready", Status: ready, Reason: why},
-	}
+	st.Conditions = conditions(st.Phase, n > 0 && len(unready) == 0, unready)
 	return st
+}
+
+// conditions are the pod conditions the agent owns, as the kubelet sets
+// them: Initialized (no init containers run yet, so True), ContainersReady
+// when every container is ready, and Ready the same (no readiness gates).
+// A finished pod is not ready, with reason PodCompleted.
+func conditions(phase string, allReady bool, unready []string) []*skiffv1.Condition {
+	ready := &skiffv1.Condition{Status: "True"}
+	switch {
+	case phase == "Succeeded" || phase == "Failed":
+		ready = &skiffv1.Condition{Status: "False", Reason: "PodCompleted"}
+	case !allReady:
+		ready = &skiffv1.Condition{Status: "False", Reason: "ContainersNotReady", Message: fmt.Sprintf("containers with unready status: [%s]", strings.Join(unready, " "))}
+	}
+	initialized := &skiffv1.Condition{Type: "Initialized", Status: "True"}
+	if phase == "Succeeded" || phase == "Failed" {
+		initialized.Reason = "PodCompleted"
+	}
+	return []*skiffv1.Condition{
+		initialized,
+		{Type: "ContainersReady", Status: ready.Status, Reason: ready.Reason, Message: ready.Message},
+		{Type: "Ready", Status: ready.Status, Reason: ready.Reason, Message: ready.Message},
+	}
 }
 
 // mergeStatus puts the agent's view onto the stored status, keeping what

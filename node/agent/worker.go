@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
@@ -49,6 +50,9 @@ type podWorker struct {
 	// unreported is set while the API lacks the pod's current status (a
 	// write failed): the worker tries again after timing.retry.
 	unreported bool
+	// netnsPath is the sandbox's network namespace, for probes; read from
+	// the CRI when the first probe starts.
+	netnsPath string
 }
 
 // containerRun is what the worker knows of one container of the pod.
@@ -64,6 +68,15 @@ type containerRun struct {
 	failed       bool
 	backoff      time.Duration
 	backoffUntil time.Time
+	// probes runs the probes of the current run while it runs; nil when
+	// the container has none or does not run.
+	probes *probes
+}
+
+// stopProbes ends the probes of the container's current run.
+func (c *containerRun) stopProbes() {
+	c.probes.stop()
+	c.probes = nil
 }
 
 func newPodWorker(a *Agent, p *skiffv1.Pod) *podWorker {
@@ -112,6 +125,7 @@ func (w *podWorker) take() (*skiffv1.Pod, bool) {
 
 func (w *podWorker) run(ctx context.Context) {
 	defer close(w.done)
+	defer w.stopAllProbes()
 	for {
 		p, deleted := w.take()
 		if p != nil {
@@ -402,7 +416,17 @@ func (w *podWorker) observe(ctx context.Context, spec *skiffv1.Container, c *con
 		c.state = waiting("ContainerCreating", "")
 	case runtimeapi.ContainerState_CONTAINER_RUNNING:
 		c.state = &skiffv1.ContainerState{Running: &skiffv1.ContainerStateRunning{StartedAt: nanos(st.StartedAt)}}
+		if w.pod.GetMetadata().GetDeletionTimestamp() != nil {
+			return
+		}
+		if c.probes == nil && hasProbes(spec) {
+			c.probes = w.startProbes(spec, w.sandboxNetns(ctx))
+		}
+		if _, _, why := c.probes.verdict(); why != "" {
+			w.kill(ctx, spec, c, why)
+		}
 	default:
+		c.stopProbes()
 		c.state = &skiffv1.ContainerState{Terminated: &skiffv1.ContainerStateTerminated{
 			ExitCode: proto.Int32(st.ExitCode), Reason: st.Reason, Message: st.Message,
 			StartedAt: nanos(st.StartedAt), FinishedAt: nanos(st.FinishedAt),
@@ -414,6 +438,54 @@ func (w *podWorker) observe(ctx context.Context, spec *skiffv1.Container, c *con
 			_, _ = w.a.cfg.Runtime.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: c.id})
 			w.scheduleRestart(spec, c)
 		}
+	}
+}
+
+// kill stops a running container that failed its liveness or startup
+// probe, within the pod's grace period, then looks at it again: its exit
+// goes through restartPolicy as any other.
+func (w *podWorker) kill(ctx context.Context, spec *skiffv1.Container, c *containerRun, why string) {
+	c.stopProbes()
+	w.log.Info("killing unhealthy container", "container", spec.Name, "why", why)
+	w.record(events.Normal, "Killing", "%s, will be restarted", why)
+	grace := int64(30)
+	if g := w.pod.GetSpec().TerminationGracePeriodSeconds; g != nil {
+		grace = *g
+	}
+	if _, err := w.a.cfg.Runtime.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: c.id, Timeout: grace}); err != nil {
+		w.log.Warn("stop unhealthy container", "container", spec.Name, "err", err)
+		return
+	}
+	w.observe(ctx, spec, c)
+}
+
+// sandboxNetns returns the path of the sandbox's network namespace, from
+// the CRI's verbose sandbox status; "" when it cannot be had (probes then
+// fail, saying so).
+func (w *podWorker) sandboxNetns(ctx context.Context) string {
+	if w.netnsPath != "" || w.sandboxID == "" {
+		return w.netnsPath
+	}
+	res, err := w.a.cfg.Runtime.PodSandboxStatus(ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: w.sandboxID, Verbose: true})
+	if err != nil {
+		w.log.Warn("sandbox status for probes", "err", err)
+		return ""
+	}
+	var info struct {
+		NetNSPath string `json:"netnsPath"`
+	}
+	if err := json.Unmarshal([]byte(res.GetInfo()["info"]), &info); err != nil {
+		w.log.Warn("sandbox status for probes: no netnsPath in its info", "err", err)
+		return ""
+	}
+	w.netnsPath = info.NetNSPath
+	return w.netnsPath
+}
+
+// stopAllProbes ends the probes of every container.
+func (w *podWorker) stopAllProbes() {
+	for _, c := range w.containers {
+		c.stopProbes()
 	}
 }
 
@@ -433,6 +505,7 @@ func (w *podWorker) scheduleRestart(spec *skiffv1.Container, c *containerRun) {
 	if c.state.GetTerminated() != nil {
 		c.last = c.state
 	}
+	c.stopProbes()
 	c.id = ""
 	c.attempt++
 	c.restarts++
@@ -594,8 +667,9 @@ func (w *podWorker) removeSandbox(ctx context.Context) {
 		w.log.Warn("remove sandbox", "sandbox", w.sandboxID, "err", err)
 		return
 	}
-	w.sandboxID = ""
+	w.sandboxID, w.netnsPath = "", ""
 	for _, c := range w.containers {
+		c.stopProbes()
 		c.id = ""
 	}
 }
