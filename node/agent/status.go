@@ -97,7 +97,7 @@ func conditions(phase string, allReady bool, unready []string) []*skiffv1.Condit
 // mergeStatus puts the agent's view onto the stored status, keeping what
 // others own (the scheduler's PodScheduled condition) and the transition
 // times of conditions that did not change.
-func mergeStatus(old, mine *skiffv1.PodStatus) *skiffv1.PodStatus {
+func mergeStatus(old, mine *skiffv1.PodStatus, now time.Time) *skiffv1.PodStatus {
 	out := &skiffv1.PodStatus{
 		Phase: mine.Phase, Reason: mine.Reason, Message: mine.Message,
 		StartTime: mine.StartTime, ContainerStatuses: mine.ContainerStatuses,
@@ -113,7 +113,7 @@ func mergeStatus(old, mine *skiffv1.PodStatus) *skiffv1.PodStatus {
 		if p := prev[c.Type]; p != nil && p.Status == c.Status {
 			c.LastTransitionTime = p.LastTransitionTime
 		} else {
-			c.LastTransitionTime = timestamppb.Now()
+			c.LastTransitionTime = timestamppb.New(now)
 		}
 		out.Conditions = append(out.Conditions, c)
 	}

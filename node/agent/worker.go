@@ -549,7 +549,7 @@ func (w *podWorker) report(ctx context.Context) {
 			w.unreported = false
 			return
 		}
-		p.Status = mergeStatus(p.GetStatus(), st)
+		p.Status = mergeStatus(p.GetStatus(), st, w.a.now())
 		_, err = w.a.cfg.Pods.UpdateStatus(ctx, connect.NewRequest(p))
 		if err == nil {
 			w.reported = st

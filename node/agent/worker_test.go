@@ -205,6 +205,22 @@ func (f *fakeCRI) StopContainer(_ context.Context, r *runtimeapi.StopContainerRe
 	return &runtimeapi.StopContainerResponse{}, nil
 }
 
+// PodSandboxStatus answers with the sandbox's network namespace path in
+// its verbose info, as the CRI server does.
+func (f *fakeCRI) PodSandboxStatus(_ context.Context, r *runtimeapi.PodSandboxStatusRequest, _ ...grpc.CallOption) (*runtimeapi.PodSandboxStatusResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, sb := range f.sandboxes {
+		if sb.Id == r.PodSandboxId {
+			return &runtimeapi.PodSandboxStatusResponse{
+				Status: &runtimeapi.PodSandboxStatus{Id: sb.Id, Metadata: sb.Metadata, State: sb.State},
+				Info:   map[string]string{"info": `{"netnsPath":"/run/test/netns/` + sb.Id + `"}`},
+			}, nil
+		}
+	}
+	return nil, status.Error(codes.NotFound, "no such sandbox")
+}
+
 func (f *fakeCRI) ImageStatus(context.Context, *runtimeapi.ImageStatusRequest, ...grpc.CallOption) (*runtimeapi.ImageStatusResponse, error) {
 	if f.noImage {
 		return &runtimeapi.ImageStatusResponse{}, nil
