@@ -26,13 +26,6 @@ func refuseUnsupported(fe *fieldErrors, s *skiffv1.PodSpec) {
 		if len(c.GetVolumeMounts()) > 0 {
 			fe.add(path+".volumeMounts", notYet)
 		}
-		if len(c.GetPorts()) > 0 {
-			fe.add(path+".ports", notYet)
-		}
-		for name, p := range map[string]*skiffv1.Probe{"livenessProbe": c.GetLivenessProbe(), "readinessProbe": c.GetReadinessProbe(), "startupProbe": c.GetStartupProbe()} {
-			if p != nil {
-				fe.add(path+"."+name, notYet)
-			}
-		}
+		validatePortsAndProbes(fe, path, c) // honoured: checked, not refused
 	}
 }

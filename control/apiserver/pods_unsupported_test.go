@@ -25,8 +25,6 @@ func TestUnsupportedPodFieldsRefused(t *testing.T) {
 		{"volumes", "spec.volumes", func(s *skiffv1.PodSpec) { s.Volumes = []*skiffv1.Volume{{Name: "v"}} }},
 		{"resources", "spec.containers[0].resources", func(s *skiffv1.PodSpec) { s.Containers[0].Resources = &skiffv1.ResourceRequirements{} }},
 		{"volume mounts", "spec.containers[0].volumeMounts", func(s *skiffv1.PodSpec) { s.Containers[0].VolumeMounts = []*skiffv1.VolumeMount{{Name: "v"}} }},
-		{"ports", "spec.containers[0].ports", func(s *skiffv1.PodSpec) { s.Containers[0].Ports = []*skiffv1.ContainerPort{{ContainerPort: 80}} }},
-		{"a probe", "spec.containers[0].livenessProbe", func(s *skiffv1.PodSpec) { s.Containers[0].LivenessProbe = &skiffv1.Probe{} }},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			fe := validatePod(pod(tt.edit))
