@@ -154,3 +154,41 @@ func TestSlowSubscriberDropped(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkExitToEvent measures the time from a Wasm container's exit (its
+// FinishedAt) to the subscriber's receipt of CONTAINER_STOPPED_EVENT over
+// the CRI socket: the part of exit-to-pod-status that the runtime owns.
+func BenchmarkExitToEvent(b *testing.B) {
+	e := newEnv(b, false)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	e.importImage("quick", wasmtest.Build(wasmtest.Exit(0)))
+	pod := e.runPod("p")
+	st := e.subscribe(ctx)
+	var total time.Duration
+	for i := range b.N {
+		cfg := containerConfig("quick", "quick")
+		cfg.Metadata.Attempt = uint32(i)
+		id := e.mustCreate(pod, cfg)
+		e.start(id)
+		for {
+			ev, err := st.Recv()
+			if err != nil {
+				b.Fatal(err)
+			}
+			if ev.ContainerId != id || ev.ContainerEventType != runtime.ContainerEventType_CONTAINER_STOPPED_EVENT {
+				continue
+			}
+			for _, cs := range ev.ContainersStatuses {
+				if cs.Id == id {
+					total += time.Since(time.Unix(0, cs.FinishedAt))
+				}
+			}
+			break
+		}
+		if _, err := e.rs.RemoveContainer(ctx, &runtime.RemoveContainerRequest{ContainerId: id}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(total.Microseconds())/float64(b.N), "µs-exit-to-event")
+}
