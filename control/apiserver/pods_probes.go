@@ -120,3 +120,45 @@ func validateProbePort(fe *fieldErrors, path, port string, names map[string]bool
 		fe.add(path, "invalid value %q: must be a port number or the name of one of the container's ports", port)
 	}
 }
+
+// validateInitContainers checks spec.initContainers: names unique across
+// init and regular containers (they share the node's log and CRI names),
+// an image, valid environment names and ports, and no probes (an init
+// container runs to completion; Kubernetes refuses them too).
+func validateInitContainers(fe *fieldErrors, s *skiffv1.PodSpec) {
+	names := map[string]bool{}
+	for _, c := range s.GetContainers() {
+		names[c.GetName()] = true
+	}
+	for i, c := range s.GetInitContainers() {
+		path := fmt.Sprintf("spec.initContainers[%d]", i)
+		validateLabel(fe, path+".name", c.GetName())
+		if names[c.GetName()] {
+			fe.add(path+".name", "duplicate value %q: init containers and containers must have distinct names", c.GetName())
+		}
+		names[c.GetName()] = true
+		if c.GetImage() == "" {
+			fe.add(path+".image", "required value")
+		}
+		for j, e := range c.GetEnv() {
+			if !envVarName.MatchString(e.GetName()) {
+				fe.add(fmt.Sprintf("%s.env[%d].name", path, j), "invalid value %q: must consist of alphabetic characters, digits, '_', '-' or '.', and must not start with a digit", e.GetName())
+			}
+		}
+		for _, pr := range []struct {
+			name string
+			set  bool
+		}{{"livenessProbe", c.GetLivenessProbe() != nil}, {"readinessProbe", c.GetReadinessProbe() != nil}, {"startupProbe", c.GetStartupProbe() != nil}} {
+			if pr.set {
+				fe.add(path+"."+pr.name, "must not be set for init containers")
+			}
+		}
+		if c.GetResources() != nil {
+			fe.add(path+".resources", "not supported yet by skiff's nodes")
+		}
+		if len(c.GetVolumeMounts()) > 0 {
+			fe.add(path+".volumeMounts", "not supported yet by skiff's nodes")
+		}
+		validatePortsAndProbes(fe, path, &skiffv1.Container{Name: c.GetName(), Ports: c.GetPorts()})
+	}
+}

@@ -88,3 +88,33 @@ func TestPortsAndProbesValidated(t *testing.T) {
 		})
 	}
 }
+
+// TestInitContainersValidated: init containers are accepted; names shared
+// with a container, a missing image and probes are refused by field.
+func TestInitContainersValidated(t *testing.T) {
+	pod := func(inits ...*skiffv1.Container) *skiffv1.Pod {
+		return &skiffv1.Pod{Metadata: &skiffv1.ObjectMeta{Name: "p", Namespace: "default"}, Spec: &skiffv1.PodSpec{
+			RestartPolicy: "Never", InitContainers: inits, Containers: []*skiffv1.Container{{Name: "c", Image: "hello"}},
+		}}
+	}
+	if fe := validatePod(pod(&skiffv1.Container{Name: "setup", Image: "hello", Args: []string{"migrate"}})); len(fe) != 0 {
+		t.Fatalf("a pod with an init container: %v", fe)
+	}
+	for _, tt := range []struct {
+		name, want string
+		init       *skiffv1.Container
+	}{
+		{"name of a container", `spec.initContainers[0].name: duplicate value "c"`, &skiffv1.Container{Name: "c", Image: "hello"}},
+		{"no image", "spec.initContainers[0].image: required value", &skiffv1.Container{Name: "i"}},
+		{"bad name", "spec.initContainers[0].name", &skiffv1.Container{Name: "I_1", Image: "hello"}},
+		{"probe", "spec.initContainers[0].readinessProbe: must not be set for init containers", &skiffv1.Container{Name: "i", Image: "hello",
+			ReadinessProbe: &skiffv1.Probe{TcpSocket: &skiffv1.TCPSocketAction{Port: "80"}}}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			err := validatePod(pod(tt.init)).err("pod", "p")
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("validate: %v, want %q", err, tt.want)
+			}
+		})
+	}
+}

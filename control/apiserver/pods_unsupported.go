@@ -12,9 +12,7 @@ import (
 // lands.
 func refuseUnsupported(fe *fieldErrors, s *skiffv1.PodSpec) {
 	const notYet = "not supported yet by skiff's nodes"
-	if len(s.GetInitContainers()) > 0 {
-		fe.add("spec.initContainers", notYet)
-	}
+	validateInitContainers(fe, s) // honoured: checked, not refused
 	if len(s.GetVolumes()) > 0 {
 		fe.add("spec.volumes", notYet)
 	}

@@ -21,7 +21,6 @@ func TestUnsupportedPodFieldsRefused(t *testing.T) {
 		name, field string
 		edit        func(*skiffv1.PodSpec)
 	}{
-		{"init containers", "spec.initContainers", func(s *skiffv1.PodSpec) { s.InitContainers = []*skiffv1.Container{{Name: "i", Image: "x"}} }},
 		{"volumes", "spec.volumes", func(s *skiffv1.PodSpec) { s.Volumes = []*skiffv1.Volume{{Name: "v"}} }},
 		{"resources", "spec.containers[0].resources", func(s *skiffv1.PodSpec) { s.Containers[0].Resources = &skiffv1.ResourceRequirements{} }},
 		{"volume mounts", "spec.containers[0].volumeMounts", func(s *skiffv1.PodSpec) { s.Containers[0].VolumeMounts = []*skiffv1.VolumeMount{{Name: "v"}} }},

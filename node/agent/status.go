@@ -22,12 +22,40 @@ func (w *podWorker) status() *skiffv1.PodStatus {
 	if w.sandboxErr != "" {
 		st.Reason, st.Message = "SandboxError", w.sandboxErr
 	}
+	// Init containers: each is ready once it has succeeded; one that
+	// failed and will not run again fails the pod.
+	var incomplete []string
+	initFailed := false
+	for _, spec := range w.pod.GetSpec().GetInitContainers() {
+		c := w.containers[spec.Name]
+		cs := &skiffv1.ContainerStatus{Name: spec.Name, Image: spec.Image, State: waiting("PodInitializing", ""), Ready: proto.Bool(false), RestartCount: proto.Uint32(0), Started: proto.Bool(false)}
+		if c != nil {
+			cs.State, cs.LastState, cs.RestartCount, cs.ImageId, cs.ContainerId = c.state, c.last, proto.Uint32(c.restarts), c.imageID, c.id
+			cs.Started = proto.Bool(c.state.GetRunning() != nil)
+			if initDone(c) {
+				cs.Ready = proto.Bool(true)
+			}
+			if t := c.state.GetTerminated(); t != nil && (t.GetExitCode() != 0 || c.failed) && (c.failed || !w.shouldRestart(c, t.GetExitCode())) {
+				initFailed = true
+				st.Reason, st.Message = "InitContainerFailed", fmt.Sprintf("init container %s: %s exit code %d %s", spec.Name, t.GetReason(), t.GetExitCode(), t.GetMessage())
+			}
+		}
+		if !cs.GetReady() && !w.initialized {
+			incomplete = append(incomplete, spec.Name)
+		}
+		st.InitContainerStatuses = append(st.InitContainerStatuses, cs)
+	}
+	notStarted := waiting("ContainerCreating", "")
+	if len(incomplete) > 0 {
+		notStarted = waiting("PodInitializing", "")
+	}
+
 	specs := w.pod.GetSpec().GetContainers()
 	var running, started, succeeded, failed int
 	var unready []string
 	for _, spec := range specs {
 		c := w.containers[spec.Name]
-		cs := &skiffv1.ContainerStatus{Name: spec.Name, Image: spec.Image, State: waiting("ContainerCreating", ""), Ready: proto.Bool(false), RestartCount: proto.Uint32(0), Started: proto.Bool(false)}
+		cs := &skiffv1.ContainerStatus{Name: spec.Name, Image: spec.Image, State: notStarted, Ready: proto.Bool(false), RestartCount: proto.Uint32(0), Started: proto.Bool(false)}
 		var probes *probes
 		if c != nil {
 			probes = c.probes
@@ -67,15 +95,18 @@ func (w *podWorker) status() *skiffv1.PodStatus {
 	case started == n && n > 0:
 		st.Phase = "Running"
 	}
-	st.Conditions = conditions(st.Phase, n > 0 && len(unready) == 0, unready)
+	if initFailed {
+		st.Phase = "Failed"
+	}
+	st.Conditions = conditions(st.Phase, incomplete, n > 0 && len(unready) == 0, unready)
 	return st
 }
 
 // conditions are the pod conditions the agent owns, as the kubelet sets
-// them: Initialized (no init containers run yet, so True), ContainersReady
-// when every container is ready, and Ready the same (no readiness gates).
-// A finished pod is not ready, with reason PodCompleted.
-func conditions(phase string, allReady bool, unready []string) []*skiffv1.Condition {
+// them: Initialized once every init container has succeeded,
+// ContainersReady when every container is ready, and Ready the same (no
+// readiness gates). A finished pod is not ready, with reason PodCompleted.
+func conditions(phase string, incomplete []string, allReady bool, unready []string) []*skiffv1.Condition {
 	ready := &skiffv1.Condition{Status: "True"}
 	switch {
 	case phase == "Succeeded" || phase == "Failed":
@@ -84,7 +115,11 @@ func conditions(phase string, allReady bool, unready []string) []*skiffv1.Condit
 		ready = &skiffv1.Condition{Status: "False", Reason: "ContainersNotReady", Message: fmt.Sprintf("containers with unready status: [%s]", strings.Join(unready, " "))}
 	}
 	initialized := &skiffv1.Condition{Type: "Initialized", Status: "True"}
-	if phase == "Succeeded" || phase == "Failed" {
+	switch {
+	case len(incomplete) > 0:
+		initialized = &skiffv1.Condition{Type: "Initialized", Status: "False", Reason: "ContainersNotInitialized",
+			Message: fmt.Sprintf("containers with incomplete status: [%s]", strings.Join(incomplete, " "))}
+	case phase == "Succeeded" || phase == "Failed":
 		initialized.Reason = "PodCompleted"
 	}
 	return []*skiffv1.Condition{
@@ -100,7 +135,7 @@ func conditions(phase string, allReady bool, unready []string) []*skiffv1.Condit
 func mergeStatus(old, mine *skiffv1.PodStatus, now time.Time) *skiffv1.PodStatus {
 	out := &skiffv1.PodStatus{
 		Phase: mine.Phase, Reason: mine.Reason, Message: mine.Message,
-		StartTime: mine.StartTime, ContainerStatuses: mine.ContainerStatuses,
+		StartTime: mine.StartTime, ContainerStatuses: mine.ContainerStatuses, InitContainerStatuses: mine.InitContainerStatuses,
 	}
 	prev := map[string]*skiffv1.Condition{}
 	for _, c := range old.GetConditions() {

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -53,6 +54,10 @@ type podWorker struct {
 	// netnsPath is the sandbox's network namespace, for probes; read from
 	// the CRI when the first probe starts.
 	netnsPath string
+	// initialized is set once every init container has succeeded, or a
+	// container of the pod was found running: init containers do not run
+	// again for this sandbox.
+	initialized bool
 }
 
 // containerRun is what the worker knows of one container of the pod.
@@ -71,6 +76,9 @@ type containerRun struct {
 	// probes runs the probes of the current run while it runs; nil when
 	// the container has none or does not run.
 	probes *probes
+	// init is set for an init container: it runs to success before the
+	// pod's containers start, and restarts only on failure.
+	init bool
 }
 
 // stopProbes ends the probes of the container's current run.
@@ -219,14 +227,38 @@ func (w *podWorker) sync(ctx context.Context) {
 			return
 		}
 	}
-	for _, spec := range w.pod.GetSpec().GetContainers() {
-		c := w.containers[spec.Name]
-		if c == nil {
-			c = &containerRun{state: waiting("ContainerCreating", "")}
-			w.containers[spec.Name] = c
+	// Init containers run first, one at a time, each to success.
+	for _, spec := range w.pod.GetSpec().GetInitContainers() {
+		c := w.containerRun(spec.Name, true)
+		if !w.initialized && !initDone(c) {
+			w.syncContainer(ctx, spec, c)
 		}
-		w.syncContainer(ctx, spec, c)
+		if !w.initialized && !initDone(c) {
+			return
+		}
 	}
+	w.initialized = true
+	for _, spec := range w.pod.GetSpec().GetContainers() {
+		w.syncContainer(ctx, spec, w.containerRun(spec.Name, false))
+	}
+}
+
+// containerRun returns what the worker knows of the container name, made
+// on first use.
+func (w *podWorker) containerRun(name string, init bool) *containerRun {
+	c := w.containers[name]
+	if c == nil {
+		c = &containerRun{state: waiting("ContainerCreating", "")}
+		w.containers[name] = c
+	}
+	c.init = init
+	return c
+}
+
+// initDone reports whether an init container has run to success.
+func initDone(c *containerRun) bool {
+	t := c.state.GetTerminated()
+	return t != nil && t.GetExitCode() == 0 && !c.failed
 }
 
 // terminal reports whether a pod phase is final: the kubelet never runs a
@@ -307,6 +339,11 @@ func (w *podWorker) adopt(ctx context.Context, sb *runtimeapi.PodSandbox) {
 		if c.id == "" || ctr.GetMetadata().GetAttempt() >= c.attempt {
 			c.id, c.attempt, c.restarts = ctr.Id, ctr.GetMetadata().GetAttempt(), ctr.GetMetadata().GetAttempt()
 			c.state = waiting("ContainerCreating", "")
+		}
+		for _, spec := range w.pod.GetSpec().GetContainers() {
+			if spec.Name == name {
+				w.initialized = true // the pod got past its init containers
+			}
 		}
 	}
 }
@@ -434,7 +471,7 @@ func (w *podWorker) observe(ctx context.Context, spec *skiffv1.Container, c *con
 		if c.imageID == "" {
 			c.imageID = st.GetImageRef()
 		}
-		if w.pod.GetMetadata().GetDeletionTimestamp() == nil && w.shouldRestart(st.ExitCode) {
+		if w.pod.GetMetadata().GetDeletionTimestamp() == nil && w.shouldRestart(c, st.ExitCode) {
 			_, _ = w.a.cfg.Runtime.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: c.id})
 			w.scheduleRestart(spec, c)
 		}
@@ -489,7 +526,12 @@ func (w *podWorker) stopAllProbes() {
 	}
 }
 
-func (w *podWorker) shouldRestart(exitCode int32) bool {
+// shouldRestart applies the pod's restartPolicy to an exit; an init
+// container is restarted only when it failed, and never under Never.
+func (w *podWorker) shouldRestart(c *containerRun, exitCode int32) bool {
+	if c.init {
+		return exitCode != 0 && w.pod.GetSpec().GetRestartPolicy() != "Never"
+	}
 	switch w.pod.GetSpec().GetRestartPolicy() {
 	case "Never":
 		return false
@@ -632,7 +674,7 @@ func (w *podWorker) terminate(ctx context.Context) {
 	}
 	// Report how the containers ended, as the kubelet does before the pod
 	// goes, so that a watcher sees the exit codes.
-	for _, spec := range w.pod.GetSpec().GetContainers() {
+	for _, spec := range append(slices.Clone(w.pod.GetSpec().GetInitContainers()), w.pod.GetSpec().GetContainers()...) {
 		if c := w.containers[spec.Name]; c != nil && c.id != "" {
 			w.observe(ctx, spec, c)
 		}
@@ -667,7 +709,7 @@ func (w *podWorker) removeSandbox(ctx context.Context) {
 		w.log.Warn("remove sandbox", "sandbox", w.sandboxID, "err", err)
 		return
 	}
-	w.sandboxID, w.netnsPath = "", ""
+	w.sandboxID, w.netnsPath, w.initialized = "", "", false
 	for _, c := range w.containers {
 		c.stopProbes()
 		c.id = ""
