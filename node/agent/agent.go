@@ -69,6 +69,7 @@ type Agent struct {
 type timing struct {
 	heartbeat    time.Duration // node status refresh
 	retry        time.Duration // retry of a failed sandbox, status write or deletion
+	recreate     time.Duration // retry of a container that could not be made (image missing, CRI error)
 	backoffStart time.Duration // first restart delay; doubles per restart
 	backoffMax   time.Duration
 	rewatch      time.Duration // pause before opening a pod watch again
@@ -87,6 +88,7 @@ type timing struct {
 var defaultTiming = timing{
 	heartbeat:      10 * time.Second,
 	retry:          time.Second,
+	recreate:       5 * time.Second,
 	backoffStart:   10 * time.Second,
 	backoffMax:     5 * time.Minute,
 	rewatch:        time.Second,

@@ -193,11 +193,15 @@ func (w *podWorker) interval() time.Duration {
 		d = w.a.timing.retry
 	}
 	for _, c := range w.containers {
-		if c.id == "" && !c.backoffUntil.IsZero() {
-			wait := max(c.backoffUntil.Sub(w.a.now()), 0)
-			if d == never || wait < d {
-				d = wait
-			}
+		if c.id != "" || c.failed {
+			continue
+		}
+		wait := w.a.timing.recreate // could not be made (image, CRI error): try again
+		if !c.backoffUntil.IsZero() {
+			wait = max(c.backoffUntil.Sub(w.a.now()), 0)
+		}
+		if d == never || wait < d {
+			d = wait
 		}
 	}
 	return d

@@ -422,6 +422,10 @@ func TestMissingImageWaits(t *testing.T) {
 	if st.Phase != "Pending" || cs.State.GetWaiting().GetReason() != "ErrImagePull" || len(cri.creates) != 0 {
 		t.Errorf("status %s %v, want Pending with the container waiting on ErrImagePull", st.Phase, cs.State)
 	}
+	// No event will say the image arrived: the worker tries again.
+	if got := w.interval(); got != w.a.timing.recreate {
+		t.Errorf("next look at a missing image in %s, want %s", got, w.a.timing.recreate)
+	}
 }
 
 // TestFinishedPodIsNotRunAgain: a pod that finished before the agent
