@@ -77,6 +77,9 @@ type timing struct {
 	// one, the safety net under the CRI's container events (the
 	// kubelet's PLEG relists every second; events make a slow one enough).
 	relist time.Duration
+	// fallbackRelist replaces relist with a runtime that sends no
+	// container events (the kubelet's generic PLEG relists every second).
+	fallbackRelist time.Duration
 	// resubscribe is the first pause before opening the container event
 	// stream again; it doubles up to resubscribeMax while it keeps failing.
 	resubscribe    time.Duration
@@ -93,6 +96,7 @@ var defaultTiming = timing{
 	backoffMax:     5 * time.Minute,
 	rewatch:        time.Second,
 	relist:         10 * time.Second,
+	fallbackRelist: time.Second,
 	resubscribe:    100 * time.Millisecond,
 	resubscribeMax: 10 * time.Second,
 	probeUnit:      time.Second,

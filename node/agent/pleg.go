@@ -5,6 +5,8 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -107,6 +109,14 @@ func (p *pleg) run(ctx context.Context) {
 			default:
 				if ctx.Err() != nil {
 					return
+				}
+				if status.Code(se.err) == codes.Unimplemented {
+					// A runtime without events: relist often instead, as
+					// the kubelet's generic PLEG does, and ask no more.
+					log.Warn("the CRI runtime sends no container events; relisting every second", "err", se.err)
+					relist.Reset(p.a.timing.fallbackRelist)
+					p.relist(ctx)
+					continue
 				}
 				log.Warn("container event stream ended; relisting and subscribing again", "in", backoff, "err", se.err)
 				p.relist(ctx)

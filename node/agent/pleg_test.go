@@ -22,6 +22,17 @@ import (
 // events can move a worker.
 func startPLEG(t testing.TB, a *Agent, cri *fakeCRI, workers ...*podWorker) {
 	t.Helper()
+	startPLEGOnly(t, a, workers...)
+	eventually(t, 5*time.Second, func() bool {
+		cri.mu.Lock()
+		defer cri.mu.Unlock()
+		return len(cri.subs) > 0
+	}, func() string { return "the PLEG did not subscribe to container events" })
+}
+
+// startPLEGOnly is startPLEG without waiting for the subscription.
+func startPLEGOnly(t testing.TB, a *Agent, workers ...*podWorker) {
+	t.Helper()
 	a.timing.relist, a.timing.retry = time.Hour, time.Hour
 	ctx, cancel := context.WithCancel(context.Background())
 	pl := newPLEG(a)
@@ -43,11 +54,6 @@ func startPLEG(t testing.TB, a *Agent, cri *fakeCRI, workers ...*podWorker) {
 		cancel()
 		wg.Wait()
 	})
-	eventually(t, 5*time.Second, func() bool {
-		cri.mu.Lock()
-		defer cri.mu.Unlock()
-		return len(cri.subs) > 0
-	}, func() string { return "the PLEG did not subscribe to container events" })
 }
 
 // waitPhase returns the first status written with phase.
@@ -112,6 +118,20 @@ func TestRelistCatchesMissedExit(t *testing.T) {
 		close(ch)
 	}
 	cri.mu.Unlock()
+	waitPhase(t, pods.updated, "Succeeded")
+}
+
+// TestRelistWithoutEvents: with a runtime that has no GetContainerEvents,
+// the relist runs at the fallback period and still brings exits in.
+func TestRelistWithoutEvents(t *testing.T) {
+	w, cri, _ := newTestWorker(t, "Never")
+	cri.noEvents = true
+	pods := newFakePods(w, cri)
+	pods.updated = make(chan *skiffv1.PodStatus, 64)
+	w.a.timing.fallbackRelist = 10 * time.Millisecond
+	startPLEGOnly(t, w.a, w)
+	waitPhase(t, pods.updated, "Running")
+	cri.exit(0)
 	waitPhase(t, pods.updated, "Succeeded")
 }
 

@@ -47,14 +47,18 @@ type fakeCRI struct {
 	mu       sync.Mutex
 	stopExit int32 // the exit code of a stopped container: 137, killed, unless set
 	subs     []chan *runtimeapi.ContainerEventResponse
-	statusN  int // ContainerStatus calls
-	listN    int // ListContainers calls
+	noEvents bool // GetContainerEvents is Unimplemented, as in an older runtime
+	statusN  int  // ContainerStatus calls
+	listN    int  // ListContainers calls
 }
 
 // GetContainerEvents streams the fake's container events until ctx ends.
 func (f *fakeCRI) GetContainerEvents(ctx context.Context, _ *runtimeapi.GetEventsRequest, _ ...grpc.CallOption) (grpc.ServerStreamingClient[runtimeapi.ContainerEventResponse], error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.noEvents {
+		return nil, status.Error(codes.Unimplemented, "unknown method GetContainerEvents")
+	}
 	ch := make(chan *runtimeapi.ContainerEventResponse, 4096)
 	f.subs = append(f.subs, ch)
 	return &fakeEventStream{ctx: ctx, ch: ch}, nil
