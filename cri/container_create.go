@@ -152,6 +152,7 @@ func (s *service) CreateContainer(ctx context.Context, req *runtime.CreateContai
 	if !ready {
 		return fail(fmt.Errorf("%w: sandbox %s stopped while the container was being created", errFailedPrecondition, rec.SandboxID))
 	}
+	s.emit(runtime.ContainerEventType_CONTAINER_CREATED_EVENT, rec.ID, rec.SandboxID)
 	log.Info("container created", "image", ref, "args", rec.Args)
 	return &runtime.CreateContainerResponse{ContainerId: rec.ID}, nil
 }

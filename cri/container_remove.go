@@ -37,7 +37,15 @@ func (s *service) removeContainer(ctx context.Context, c *container) error {
 	}
 	t := c.task
 	rec := c.rec
+	seen := c.exitSeen
 	c.mu.Unlock()
+	if seen != nil {
+		// Let the exit watcher announce the stop before the delete.
+		select {
+		case <-seen:
+		case <-ctx.Done():
+		}
+	}
 	if t != nil {
 		// Stopped above, unless a start raced in between: stop again.
 		if err := t.Stop(ctx, 0); err != nil {
@@ -53,6 +61,7 @@ func (s *service) removeContainer(ctx context.Context, c *container) error {
 		delete(s.names, rec.nameKey())
 	}
 	s.mu.Unlock()
+	s.emit(runtime.ContainerEventType_CONTAINER_DELETED_EVENT, rec.ID, rec.SandboxID)
 	s.log.Info("container removed", "container", rec.ID, "sandbox", rec.SandboxID)
 	return nil
 }

@@ -74,9 +74,9 @@ func (s *service) StartContainer(ctx context.Context, req *runtime.StartContaine
 	}()
 
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	c.starting = false
 	if c.removed {
+		c.mu.Unlock()
 		return nil, fmt.Errorf("start container %s: %w: it was removed while starting", rec.ID, errFailedPrecondition)
 	}
 	if c.task != nil {
@@ -86,13 +86,27 @@ func (s *service) StartContainer(ctx context.Context, req *runtime.StartContaine
 		s.log.Error("save container state", "container", rec.ID, "err", err)
 	}
 	if startErr != nil {
-		if c.log != nil && c.rec.State == containerExited {
+		exited := c.rec.State == containerExited
+		if c.log != nil && exited {
 			c.log.Close()
 			c.log = nil
 		}
+		c.mu.Unlock()
+		if exited {
+			s.emit(runtime.ContainerEventType_CONTAINER_STOPPED_EVENT, rec.ID, rec.SandboxID)
+		}
 		return nil, fmt.Errorf("start container %s: %w", rec.ID, startErr)
 	}
-	s.watch(c, c.task)
+	t = c.task
+	c.mu.Unlock()
+	// Started is announced before the exit watcher runs, so that a
+	// subscriber sees started before stopped however soon the task ends.
+	s.emit(runtime.ContainerEventType_CONTAINER_STARTED_EVENT, rec.ID, rec.SandboxID)
+	c.mu.Lock()
+	if !c.removed && c.task == t {
+		s.watch(c, t)
+	}
+	c.mu.Unlock()
 	s.log.Info("container started", "container", rec.ID, "sandbox", rec.SandboxID)
 	return &runtime.StartContainerResponse{}, nil
 }

@@ -69,6 +69,7 @@ func (s *service) stopContainer(ctx context.Context, c *container, grace time.Du
 			c.rec.apply(wasm.Status{State: wasm.StateExited, ExitCode: wasm.ExitCodeStopped, Reason: wasm.ReasonError, Message: "stopped", FinishedAt: s.now()})
 			err := s.db.putContainer(&c.rec)
 			c.mu.Unlock()
+			s.emit(runtime.ContainerEventType_CONTAINER_STOPPED_EVENT, c.rec.ID, c.rec.SandboxID)
 			return err
 		}
 		c.mu.Unlock()

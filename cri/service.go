@@ -33,6 +33,8 @@ type service struct {
 	containers map[string]*container
 	names      map[string]string // reserved name key -> ID
 
+	events eventHub // container events for GetContainerEvents
+
 	closed  bool           // guarded by mu: no new watchers
 	closing chan struct{}  // closed by close: watchers stop
 	wg      sync.WaitGroup // watchers
@@ -53,6 +55,10 @@ type container struct {
 	log      *containerLog // nil when the container has no log path, or once closed
 	starting bool          // a StartContainer is under way
 	removed  bool          // RemoveContainer has begun: no start, no more saves
+	// exitSeen is closed once the watcher of the current task has
+	// recorded its exit and emitted CONTAINER_STOPPED_EVENT; nil when no
+	// task is watched.
+	exitSeen chan struct{}
 }
 
 func newID() string {
@@ -151,8 +157,9 @@ func (sb *sandbox) snapshot() sandboxRecord {
 	return sb.rec
 }
 
-// watch saves a container's exit once its task is done. It stops when the
-// service closes, so a shutdown does not record the exits it causes.
+// watch saves a container's exit once its task is done and emits
+// CONTAINER_STOPPED_EVENT. It stops when the service closes, so a shutdown
+// does not record the exits it causes. Call it with c.mu held.
 func (s *service) watch(c *container, t task) {
 	s.mu.RLock()
 	if s.closed {
@@ -161,27 +168,36 @@ func (s *service) watch(c *container, t task) {
 	}
 	s.wg.Add(1)
 	s.mu.RUnlock()
+	seen := make(chan struct{})
+	c.exitSeen = seen
 	go func() {
 		defer s.wg.Done()
+		defer close(seen)
 		select {
 		case <-t.Done():
 		case <-s.closing:
 			return
 		}
 		c.mu.Lock()
-		defer c.mu.Unlock()
-		if c.removed || c.task != t {
+		if c.task != t {
+			c.mu.Unlock()
 			return
 		}
-		c.rec.apply(t.Status())
-		if err := s.db.putContainer(&c.rec); err != nil {
-			s.log.Error("save container exit", "container", c.rec.ID, "err", err)
+		if !c.removed {
+			c.rec.apply(t.Status())
+			if err := s.db.putContainer(&c.rec); err != nil {
+				s.log.Error("save container exit", "container", c.rec.ID, "err", err)
+			}
 		}
 		if c.log != nil {
 			c.log.Close()
 			c.log = nil
 		}
-		s.log.Info("container exited", "container", c.rec.ID, "sandbox", c.rec.SandboxID,
-			"exit_code", c.rec.ExitCode, "reason", c.rec.Reason)
+		rec := c.rec
+		rec.apply(t.Status())
+		c.mu.Unlock()
+		s.emit(runtime.ContainerEventType_CONTAINER_STOPPED_EVENT, rec.ID, rec.SandboxID)
+		s.log.Info("container exited", "container", rec.ID, "sandbox", rec.SandboxID,
+			"exit_code", rec.ExitCode, "reason", rec.Reason)
 	}()
 }

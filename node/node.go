@@ -259,6 +259,7 @@ func (n *Node) runAgent(ctx context.Context, criDone <-chan struct{}, j joined) 
 		Endpoint:         endpoint,
 		Logger:           n.log.With("room", "agent"),
 		Version:          n.cfg.Version,
+		Dialer:           podDialer{},
 	})
 	g, ctx := errgroup.WithContext(ctx)
 	// Only the cluster's servers may call the agent.

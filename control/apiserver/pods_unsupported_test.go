@@ -21,9 +21,9 @@ func TestUnsupportedPodFieldsRefused(t *testing.T) {
 		name, field string
 		edit        func(*skiffv1.PodSpec)
 	}{
-		{"init containers", "spec.initContainers", func(s *skiffv1.PodSpec) { s.InitContainers = []*skiffv1.Container{{Name: "i", Image: "x"}} }},
-		{"ports", "spec.containers[0].ports", func(s *skiffv1.PodSpec) { s.Containers[0].Ports = []*skiffv1.ContainerPort{{ContainerPort: 80}} }},
-		{"a probe", "spec.containers[0].livenessProbe", func(s *skiffv1.PodSpec) { s.Containers[0].LivenessProbe = &skiffv1.Probe{} }},
+		{"resources of an init container", "spec.initContainers[0].resources", func(s *skiffv1.PodSpec) {
+			s.InitContainers = []*skiffv1.Container{{Name: "i", Image: "x", Resources: &skiffv1.ResourceRequirements{Limits: map[string]string{"memory": "64Mi"}}}}
+		}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			fe := validatePod(pod(tt.edit))

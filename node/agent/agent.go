@@ -56,6 +56,9 @@ type Config struct {
 	Logger   *slog.Logger
 	// Version is reported in the Node status.
 	Version string
+	// Dialer reaches into pods' network namespaces for HTTP and TCP
+	// probes; without one every such probe fails, saying why.
+	Dialer PodDialer
 }
 
 // Agent runs the pods bound to one node.
@@ -70,20 +73,38 @@ type Agent struct {
 // timing holds the agent's intervals, shortened in tests.
 type timing struct {
 	heartbeat    time.Duration // node status refresh
-	poll         time.Duration // container status poll while anything runs
-	idle         time.Duration // poll when nothing runs
+	retry        time.Duration // retry of a failed sandbox, status write or deletion
+	recreate     time.Duration // retry of a container that could not be made (image missing, CRI error)
 	backoffStart time.Duration // first restart delay; doubles per restart
 	backoffMax   time.Duration
 	rewatch      time.Duration // pause before opening a pod watch again
+	// relist is how often the container list is compared with the last
+	// one, the safety net under the CRI's container events (the
+	// kubelet's PLEG relists every second; events make a slow one enough).
+	relist time.Duration
+	// fallbackRelist replaces relist with a runtime that sends no
+	// container events (the kubelet's generic PLEG relists every second).
+	fallbackRelist time.Duration
+	// resubscribe is the first pause before opening the container event
+	// stream again; it doubles up to resubscribeMax while it keeps failing.
+	resubscribe    time.Duration
+	resubscribeMax time.Duration
+	// probeUnit is what a probe's "seconds" mean: a second, shorter in tests.
+	probeUnit time.Duration
 }
 
 var defaultTiming = timing{
-	heartbeat:    10 * time.Second,
-	poll:         250 * time.Millisecond,
-	idle:         5 * time.Second,
-	backoffStart: 10 * time.Second,
-	backoffMax:   5 * time.Minute,
-	rewatch:      time.Second,
+	heartbeat:      10 * time.Second,
+	retry:          time.Second,
+	recreate:       5 * time.Second,
+	backoffStart:   10 * time.Second,
+	backoffMax:     5 * time.Minute,
+	rewatch:        time.Second,
+	relist:         10 * time.Second,
+	fallbackRelist: time.Second,
+	resubscribe:    100 * time.Millisecond,
+	resubscribeMax: 10 * time.Second,
+	probeUnit:      time.Second,
 }
 
 // New returns an Agent.
@@ -132,6 +153,15 @@ func (a *Agent) Run(ctx context.Context) error {
 			<-w.done
 		}
 	}()
+	// The PLEG wakes the workers whose containers changed; it sees them
+	// through its registry, which this goroutine keeps equal to workers.
+	pl := newPLEG(a)
+	plDone := make(chan struct{})
+	go func() {
+		defer close(plDone)
+		pl.run(ctx)
+	}()
+	defer func() { <-plDone }()
 	dispatch := func(p *skiffv1.Pod, deleted bool) {
 		uid := p.GetMetadata().GetUid()
 		w, ok := workers[uid]
@@ -141,6 +171,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 			w = newPodWorker(a, p)
 			workers[uid] = w
+			pl.register(uid, w)
 			go func() {
 				w.run(ctx)
 				select {
@@ -168,7 +199,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			}
 		}
 		if err == nil {
-			rev, err = a.watch(ctx, rev, dispatch, workers, exited)
+			rev, err = a.watch(ctx, rev, dispatch, workers, exited, pl)
 		}
 		if ctx.Err() != nil {
 			break
@@ -215,7 +246,7 @@ func (a *Agent) relist(ctx context.Context, workers map[string]*podWorker, dispa
 // and returns the newest version it has been through: that of the last
 // event or bookmark. The API writes one object per revision, so no event
 // of that revision is still to come.
-func (a *Agent) watch(ctx context.Context, rev uint64, dispatch func(*skiffv1.Pod, bool), workers map[string]*podWorker, exited chan string) (uint64, error) {
+func (a *Agent) watch(ctx context.Context, rev uint64, dispatch func(*skiffv1.Pod, bool), workers map[string]*podWorker, exited chan string, pl *pleg) (uint64, error) {
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	st, err := a.cfg.Pods.Watch(wctx, connect.NewRequest(&skiffv1.WatchRequest{FieldSelector: a.onNode(), ResourceVersion: rev, AllowBookmarks: true}))
@@ -241,6 +272,7 @@ func (a *Agent) watch(ctx context.Context, rev uint64, dispatch func(*skiffv1.Po
 			return rev, nil
 		case uid := <-exited:
 			delete(workers, uid)
+			pl.unregister(uid)
 		case ev, ok := <-events:
 			if !ok {
 				select {

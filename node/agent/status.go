@@ -2,6 +2,7 @@ package agent
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -21,12 +22,43 @@ func (w *podWorker) status() *skiffv1.PodStatus {
 	if w.sandboxErr != "" {
 		st.Reason, st.Message = "SandboxError", w.sandboxErr
 	}
+	// Init containers: each is ready once it has succeeded; one that
+	// failed and will not run again fails the pod.
+	var incomplete []string
+	initFailed := false
+	for _, spec := range w.pod.GetSpec().GetInitContainers() {
+		c := w.containers[spec.Name]
+		cs := &skiffv1.ContainerStatus{Name: spec.Name, Image: spec.Image, State: waiting("PodInitializing", ""), Ready: proto.Bool(false), RestartCount: proto.Uint32(0), Started: proto.Bool(false)}
+		if c != nil {
+			cs.State, cs.LastState, cs.RestartCount, cs.ImageId, cs.ContainerId = c.state, c.last, proto.Uint32(c.restarts), c.imageID, c.id
+			cs.Started = proto.Bool(c.state.GetRunning() != nil)
+			if initDone(c) {
+				cs.Ready = proto.Bool(true)
+			}
+			if t := c.state.GetTerminated(); t != nil && (t.GetExitCode() != 0 || c.failed) && (c.failed || !w.shouldRestart(c, t.GetExitCode())) {
+				initFailed = true
+				st.Reason, st.Message = "InitContainerFailed", fmt.Sprintf("init container %s: %s exit code %d %s", spec.Name, t.GetReason(), t.GetExitCode(), t.GetMessage())
+			}
+		}
+		if !cs.GetReady() && !w.initialized {
+			incomplete = append(incomplete, spec.Name)
+		}
+		st.InitContainerStatuses = append(st.InitContainerStatuses, cs)
+	}
+	notStarted := waiting("ContainerCreating", "")
+	if len(incomplete) > 0 {
+		notStarted = waiting("PodInitializing", "")
+	}
+
 	specs := w.pod.GetSpec().GetContainers()
 	var running, started, succeeded, failed int
+	var unready []string
 	for _, spec := range specs {
 		c := w.containers[spec.Name]
-		cs := &skiffv1.ContainerStatus{Name: spec.Name, Image: spec.Image, State: waiting("ContainerCreating", ""), Ready: proto.Bool(false), RestartCount: proto.Uint32(0)}
+		cs := &skiffv1.ContainerStatus{Name: spec.Name, Image: spec.Image, State: notStarted, Ready: proto.Bool(false), RestartCount: proto.Uint32(0), Started: proto.Bool(false)}
+		var probes *probes
 		if c != nil {
+			probes = c.probes
 			cs.State, cs.LastState, cs.RestartCount, cs.ImageId, cs.ContainerId = c.state, c.last, proto.Uint32(c.restarts), c.imageID, c.id
 			if c.failed {
 				st.Reason, st.Message = c.state.GetTerminated().GetReason(), fmt.Sprintf("container %s: %s", spec.Name, c.state.GetTerminated().GetMessage())
@@ -37,7 +69,9 @@ func (w *podWorker) status() *skiffv1.PodStatus {
 		case cs.State.GetRunning() != nil:
 			running++
 			started++
-			cs.Ready = proto.Bool(true)
+			up, ready, _ := probes.verdict()
+			cs.Started = proto.Bool(up)
+			cs.Ready = proto.Bool(up && ready)
 		case cs.State.GetTerminated() != nil:
 			started++
 			if cs.State.GetTerminated().GetExitCode() == 0 {
@@ -47,6 +81,9 @@ func (w *podWorker) status() *skiffv1.PodStatus {
 			}
 		case cs.LastState.GetTerminated() != nil:
 			started++ // waiting to restart
+		}
+		if !cs.GetReady() {
+			unready = append(unready, spec.Name)
 		}
 	}
 	n := len(specs)
@@ -58,27 +95,47 @@ func (w *podWorker) status() *skiffv1.PodStatus {
 	case started == n && n > 0:
 		st.Phase = "Running"
 	}
-	ready, why := "False", ""
-	switch {
-	case n > 0 && running == n:
-		ready = "True"
-	case st.Phase == "Succeeded" || st.Phase == "Failed":
-		why = "PodCompleted"
+	if initFailed {
+		st.Phase = "Failed"
 	}
-	st.Conditions = []*skiffv1.Condition{
-		{Type: "ContainersReady", Status: ready, Reason: why},
-		{Type: "Ready", Status: ready, Reason: why},
-	}
+	st.Conditions = conditions(st.Phase, incomplete, n > 0 && len(unready) == 0, unready)
 	return st
+}
+
+// conditions are the pod conditions the agent owns, as the kubelet sets
+// them: Initialized once every init container has succeeded,
+// ContainersReady when every container is ready, and Ready the same (no
+// readiness gates). A finished pod is not ready, with reason PodCompleted.
+func conditions(phase string, incomplete []string, allReady bool, unready []string) []*skiffv1.Condition {
+	ready := &skiffv1.Condition{Status: "True"}
+	switch {
+	case phase == "Succeeded" || phase == "Failed":
+		ready = &skiffv1.Condition{Status: "False", Reason: "PodCompleted"}
+	case !allReady:
+		ready = &skiffv1.Condition{Status: "False", Reason: "ContainersNotReady", Message: fmt.Sprintf("containers with unready status: [%s]", strings.Join(unready, " "))}
+	}
+	initialized := &skiffv1.Condition{Type: "Initialized", Status: "True"}
+	switch {
+	case len(incomplete) > 0:
+		initialized = &skiffv1.Condition{Type: "Initialized", Status: "False", Reason: "ContainersNotInitialized",
+			Message: fmt.Sprintf("containers with incomplete status: [%s]", strings.Join(incomplete, " "))}
+	case phase == "Succeeded" || phase == "Failed":
+		initialized.Reason = "PodCompleted"
+	}
+	return []*skiffv1.Condition{
+		initialized,
+		{Type: "ContainersReady", Status: ready.Status, Reason: ready.Reason, Message: ready.Message},
+		{Type: "Ready", Status: ready.Status, Reason: ready.Reason, Message: ready.Message},
+	}
 }
 
 // mergeStatus puts the agent's view onto the stored status, keeping what
 // others own (the scheduler's PodScheduled condition) and the transition
 // times of conditions that did not change.
-func mergeStatus(old, mine *skiffv1.PodStatus) *skiffv1.PodStatus {
+func mergeStatus(old, mine *skiffv1.PodStatus, now time.Time) *skiffv1.PodStatus {
 	out := &skiffv1.PodStatus{
 		Phase: mine.Phase, Reason: mine.Reason, Message: mine.Message,
-		StartTime: mine.StartTime, ContainerStatuses: mine.ContainerStatuses,
+		StartTime: mine.StartTime, ContainerStatuses: mine.ContainerStatuses, InitContainerStatuses: mine.InitContainerStatuses,
 	}
 	prev := map[string]*skiffv1.Condition{}
 	for _, c := range old.GetConditions() {
@@ -91,7 +148,7 @@ func mergeStatus(old, mine *skiffv1.PodStatus) *skiffv1.PodStatus {
 		if p := prev[c.Type]; p != nil && p.Status == c.Status {
 			c.LastTransitionTime = p.LastTransitionTime
 		} else {
-			c.LastTransitionTime = timestamppb.Now()
+			c.LastTransitionTime = timestamppb.New(now)
 		}
 		out.Conditions = append(out.Conditions, c)
 	}

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"testing"
+	"time"
 
 	skiffv1 "skiff.dev/skiff/control/api/gen/skiff/v1"
 )
@@ -54,7 +55,7 @@ func TestPodPhase(t *testing.T) {
 func TestMergeStatusKeepsSchedulerCondition(t *testing.T) {
 	old := &skiffv1.PodStatus{Phase: "Pending", Conditions: []*skiffv1.Condition{{Type: "PodScheduled", Status: "True"}, {Type: "Ready", Status: "False", Reason: "x"}}}
 	mine := &skiffv1.PodStatus{Phase: "Running", Conditions: []*skiffv1.Condition{{Type: "Ready", Status: "True"}}}
-	got := mergeStatus(old, mine)
+	got := mergeStatus(old, mine, time.Now())
 	if got.Phase != "Running" || len(got.Conditions) != 2 {
 		t.Fatalf("merged %v", got)
 	}

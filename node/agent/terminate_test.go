@@ -157,8 +157,8 @@ func TestTerminate(t *testing.T) {
 			if got := written(); !slices.Equal(got, []string{"Killing: Stopping container c"}) {
 				t.Errorf("events %q, want one Killing for the running container", got)
 			}
-			if !w.confirmed || w.interval() != w.a.timing.idle {
-				t.Errorf("confirmed %v, next look in %s; want confirmed, %s", w.confirmed, w.interval(), w.a.timing.idle)
+			if !w.confirmed || w.interval() != never {
+				t.Errorf("confirmed %v, next look in %s; want confirmed, and no look until woken", w.confirmed, w.interval())
 			}
 			// Once confirmed, the worker waits for the pod to go.
 			cri.calls.reset()

@@ -2,10 +2,12 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -46,6 +48,16 @@ type podWorker struct {
 	// confirmed is set once the deletion of the pod was confirmed to the
 	// API; the worker then waits for the pod to go.
 	confirmed bool
+	// unreported is set while the API lacks the pod's current status (a
+	// write failed): the worker tries again after timing.retry.
+	unreported bool
+	// netnsPath is the sandbox's network namespace, for probes; read from
+	// the CRI when the first probe starts.
+	netnsPath string
+	// initialized is set once every init container has succeeded, or a
+	// container of the pod was found running: init containers do not run
+	// again for this sandbox.
+	initialized bool
 }
 
 // containerRun is what the worker knows of one container of the pod.
@@ -61,6 +73,18 @@ type containerRun struct {
 	failed       bool
 	backoff      time.Duration
 	backoffUntil time.Time
+	// probes runs the probes of the current run while it runs; nil when
+	// the container has none or does not run.
+	probes *probes
+	// init is set for an init container: it runs to success before the
+	// pod's containers start, and restarts only on failure.
+	init bool
+}
+
+// stopProbes ends the probes of the container's current run.
+func (c *containerRun) stopProbes() {
+	c.probes.stop()
+	c.probes = nil
 }
 
 func newPodWorker(a *Agent, p *skiffv1.Pod) *podWorker {
@@ -90,6 +114,15 @@ func (w *podWorker) update(p *skiffv1.Pod, deleted bool) {
 	}
 }
 
+// poke wakes the worker to look at its containers again: one of them
+// changed. It never blocks.
+func (w *podWorker) poke() {
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
+}
+
 func (w *podWorker) take() (*skiffv1.Pod, bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -100,6 +133,7 @@ func (w *podWorker) take() (*skiffv1.Pod, bool) {
 
 func (w *podWorker) run(ctx context.Context) {
 	defer close(w.done)
+	defer w.stopAllProbes()
 	for {
 		p, deleted := w.take()
 		if p != nil {
@@ -116,38 +150,58 @@ func (w *podWorker) run(ctx context.Context) {
 			w.report(ctx)
 			w.release(ctx)
 		}
-		t := time.NewTimer(w.interval())
+		var timeout <-chan time.Time
+		var t *time.Timer
+		if d := w.interval(); d != never {
+			t = time.NewTimer(d)
+			timeout = t.C
+		}
 		select {
 		case <-ctx.Done():
-			t.Stop()
-			return
 		case <-w.wake:
-		case <-t.C:
+		case <-timeout:
 		}
-		t.Stop()
+		if t != nil {
+			t.Stop()
+		}
+		if ctx.Err() != nil {
+			return
+		}
 	}
 }
 
-// interval is how long to wait before looking again: the shortest any
-// container needs (a poll while it runs, the rest of its back-off while it
-// waits to restart), else long once the pod has settled.
+// never is the interval of a worker with nothing to wait for: it looks
+// again only when woken, by a new version of its pod or by the PLEG when
+// one of its containers changes.
+const never time.Duration = -1
+
+// interval is how long to wait before looking again without being woken:
+// until the end of a restart back-off, a retry after a failed call, else
+// never. A running container is not polled: its exit wakes the worker.
 func (w *podWorker) interval() time.Duration {
 	if w.pod.GetMetadata().GetDeletionTimestamp() != nil {
 		if w.confirmed {
-			return w.a.timing.idle
+			return never
 		}
-		return time.Second // retry the confirmation
+		return w.a.timing.retry // retry the confirmation
 	}
 	if w.sandboxID == "" && !terminal(w.pod.GetStatus().GetPhase()) {
-		return time.Second // retry making the sandbox
+		return w.a.timing.retry // retry making the sandbox
 	}
-	d := w.a.timing.idle
+	d := never
+	if w.unreported {
+		d = w.a.timing.retry
+	}
 	for _, c := range w.containers {
-		switch {
-		case c.id != "" && c.state.GetTerminated() == nil:
-			d = min(d, w.a.timing.poll)
-		case !c.backoffUntil.IsZero():
-			d = min(d, max(c.backoffUntil.Sub(w.a.now()), w.a.timing.poll))
+		if c.id != "" || c.failed {
+			continue
+		}
+		wait := w.a.timing.recreate // could not be made (image, CRI error): try again
+		if !c.backoffUntil.IsZero() {
+			wait = max(c.backoffUntil.Sub(w.a.now()), 0)
+		}
+		if d == never || wait < d {
+			d = wait
 		}
 	}
 	return d
@@ -177,14 +231,38 @@ func (w *podWorker) sync(ctx context.Context) {
 			return
 		}
 	}
-	for _, spec := range w.pod.GetSpec().GetContainers() {
-		c := w.containers[spec.Name]
-		if c == nil {
-			c = &containerRun{state: waiting("ContainerCreating", "")}
-			w.containers[spec.Name] = c
+	// Init containers run first, one at a time, each to success.
+	for _, spec := range w.pod.GetSpec().GetInitContainers() {
+		c := w.containerRun(spec.Name, true)
+		if !w.initialized && !initDone(c) {
+			w.syncContainer(ctx, spec, c)
 		}
-		w.syncContainer(ctx, spec, c)
+		if !w.initialized && !initDone(c) {
+			return
+		}
 	}
+	w.initialized = true
+	for _, spec := range w.pod.GetSpec().GetContainers() {
+		w.syncContainer(ctx, spec, w.containerRun(spec.Name, false))
+	}
+}
+
+// containerRun returns what the worker knows of the container name, made
+// on first use.
+func (w *podWorker) containerRun(name string, init bool) *containerRun {
+	c := w.containers[name]
+	if c == nil {
+		c = &containerRun{state: waiting("ContainerCreating", "")}
+		w.containers[name] = c
+	}
+	c.init = init
+	return c
+}
+
+// initDone reports whether an init container has run to success.
+func initDone(c *containerRun) bool {
+	t := c.state.GetTerminated()
+	return t != nil && t.GetExitCode() == 0 && !c.failed
 }
 
 // terminal reports whether a pod phase is final: the kubelet never runs a
@@ -265,6 +343,11 @@ func (w *podWorker) adopt(ctx context.Context, sb *runtimeapi.PodSandbox) {
 		if c.id == "" || ctr.GetMetadata().GetAttempt() >= c.attempt {
 			c.id, c.attempt, c.restarts = ctr.Id, ctr.GetMetadata().GetAttempt(), ctr.GetMetadata().GetAttempt()
 			c.state = waiting("ContainerCreating", "")
+		}
+		for _, spec := range w.pod.GetSpec().GetContainers() {
+			if spec.Name == name {
+				w.initialized = true // the pod got past its init containers
+			}
 		}
 	}
 }
@@ -380,7 +463,17 @@ func (w *podWorker) observe(ctx context.Context, spec *skiffv1.Container, c *con
 		c.state = waiting("ContainerCreating", "")
 	case runtimeapi.ContainerState_CONTAINER_RUNNING:
 		c.state = &skiffv1.ContainerState{Running: &skiffv1.ContainerStateRunning{StartedAt: nanos(st.StartedAt)}}
+		if w.pod.GetMetadata().GetDeletionTimestamp() != nil {
+			return
+		}
+		if c.probes == nil && hasProbes(spec) {
+			c.probes = w.startProbes(spec, w.sandboxNetns(ctx))
+		}
+		if _, _, why := c.probes.verdict(); why != "" {
+			w.kill(ctx, spec, c, why)
+		}
 	default:
+		c.stopProbes()
 		c.state = &skiffv1.ContainerState{Terminated: &skiffv1.ContainerStateTerminated{
 			ExitCode: proto.Int32(st.ExitCode), Reason: st.Reason, Message: st.Message,
 			StartedAt: nanos(st.StartedAt), FinishedAt: nanos(st.FinishedAt),
@@ -388,14 +481,67 @@ func (w *podWorker) observe(ctx context.Context, spec *skiffv1.Container, c *con
 		if c.imageID == "" {
 			c.imageID = st.GetImageRef()
 		}
-		if w.pod.GetMetadata().GetDeletionTimestamp() == nil && w.shouldRestart(st.ExitCode) {
+		if w.pod.GetMetadata().GetDeletionTimestamp() == nil && w.shouldRestart(c, st.ExitCode) {
 			_, _ = w.a.cfg.Runtime.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: c.id})
 			w.scheduleRestart(spec, c)
 		}
 	}
 }
 
-func (w *podWorker) shouldRestart(exitCode int32) bool {
+// kill stops a running container that failed its liveness or startup
+// probe, within the pod's grace period, then looks at it again: its exit
+// goes through restartPolicy as any other.
+func (w *podWorker) kill(ctx context.Context, spec *skiffv1.Container, c *containerRun, why string) {
+	c.stopProbes()
+	w.log.Info("killing unhealthy container", "container", spec.Name, "why", why)
+	w.record(events.Normal, "Killing", "%s, will be restarted", why)
+	grace := int64(30)
+	if g := w.pod.GetSpec().TerminationGracePeriodSeconds; g != nil {
+		grace = *g
+	}
+	if _, err := w.a.cfg.Runtime.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: c.id, Timeout: grace}); err != nil {
+		w.log.Warn("stop unhealthy container", "container", spec.Name, "err", err)
+		return
+	}
+	w.observe(ctx, spec, c)
+}
+
+// sandboxNetns returns the path of the sandbox's network namespace, from
+// the CRI's verbose sandbox status; "" when it cannot be had (probes then
+// fail, saying so).
+func (w *podWorker) sandboxNetns(ctx context.Context) string {
+	if w.netnsPath != "" || w.sandboxID == "" {
+		return w.netnsPath
+	}
+	res, err := w.a.cfg.Runtime.PodSandboxStatus(ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: w.sandboxID, Verbose: true})
+	if err != nil {
+		w.log.Warn("sandbox status for probes", "err", err)
+		return ""
+	}
+	var info struct {
+		NetNSPath string `json:"netnsPath"`
+	}
+	if err := json.Unmarshal([]byte(res.GetInfo()["info"]), &info); err != nil {
+		w.log.Warn("sandbox status for probes: no netnsPath in its info", "err", err)
+		return ""
+	}
+	w.netnsPath = info.NetNSPath
+	return w.netnsPath
+}
+
+// stopAllProbes ends the probes of every container.
+func (w *podWorker) stopAllProbes() {
+	for _, c := range w.containers {
+		c.stopProbes()
+	}
+}
+
+// shouldRestart applies the pod's restartPolicy to an exit; an init
+// container is restarted only when it failed, and never under Never.
+func (w *podWorker) shouldRestart(c *containerRun, exitCode int32) bool {
+	if c.init {
+		return exitCode != 0 && w.pod.GetSpec().GetRestartPolicy() != "Never"
+	}
 	switch w.pod.GetSpec().GetRestartPolicy() {
 	case "Never":
 		return false
@@ -411,6 +557,7 @@ func (w *podWorker) scheduleRestart(spec *skiffv1.Container, c *containerRun) {
 	if c.state.GetTerminated() != nil {
 		c.last = c.state
 	}
+	c.stopProbes()
 	c.id = ""
 	c.attempt++
 	c.restarts++
@@ -438,8 +585,10 @@ func (w *podWorker) teardown(ctx context.Context) {
 func (w *podWorker) report(ctx context.Context) {
 	st := w.status()
 	if proto.Equal(st, w.reported) {
+		w.unreported = false
 		return
 	}
+	w.unreported = true
 	for try := 0; try < 4; try++ {
 		res, err := w.a.cfg.Pods.Get(ctx, connect.NewRequest(&skiffv1.GetRequest{Namespace: w.pod.Metadata.Namespace, Name: w.pod.Metadata.Name}))
 		if err != nil {
@@ -449,12 +598,14 @@ func (w *podWorker) report(ctx context.Context) {
 		p := res.Msg
 		if p.GetMetadata().GetUid() != w.uid || terminal(p.GetStatus().GetPhase()) {
 			w.reported = st // replaced by another pod of the name, or final: nothing to write
+			w.unreported = false
 			return
 		}
-		p.Status = mergeStatus(p.GetStatus(), st)
+		p.Status = mergeStatus(p.GetStatus(), st, w.a.now())
 		_, err = w.a.cfg.Pods.UpdateStatus(ctx, connect.NewRequest(p))
 		if err == nil {
 			w.reported = st
+			w.unreported = false
 			return
 		}
 		if connect.CodeOf(err) != connect.CodeAborted {
@@ -533,7 +684,7 @@ func (w *podWorker) terminate(ctx context.Context) {
 	}
 	// Report how the containers ended, as the kubelet does before the pod
 	// goes, so that a watcher sees the exit codes.
-	for _, spec := range w.pod.GetSpec().GetContainers() {
+	for _, spec := range append(slices.Clone(w.pod.GetSpec().GetInitContainers()), w.pod.GetSpec().GetContainers()...) {
 		if c := w.containers[spec.Name]; c != nil && c.id != "" {
 			w.observe(ctx, spec, c)
 		}
@@ -568,9 +719,10 @@ func (w *podWorker) removeSandbox(ctx context.Context) {
 		w.log.Warn("remove sandbox", "sandbox", w.sandboxID, "err", err)
 		return
 	}
-	w.sandboxID = ""
+	w.sandboxID, w.netnsPath, w.initialized = "", "", false
 	w.removeVolumes()
 	for _, c := range w.containers {
+		c.stopProbes()
 		c.id = ""
 	}
 }

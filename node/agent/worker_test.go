@@ -15,6 +15,7 @@ import (
 	"connectrpc.com/connect"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -27,9 +28,10 @@ import (
 // every create, and in calls the changes the worker asks of the node, in
 // order. Calls the worker must not make panic (nil embedded clients).
 //
-// The worker calls StopContainer from one goroutine per container, so
-// StopContainer holds mu; every other call comes from the worker's own
-// goroutine, and tests read the fields once the worker is done.
+// Every call holds mu: the worker calls StopContainer from one goroutine per
+// container, and the PLEG lists containers from its own. Tests read the
+// fields once the workers are done, or under mu. Container changes go to
+// GetContainerEvents streams as CRI events.
 type fakeCRI struct {
 	runtimeapi.RuntimeServiceClient
 	runtimeapi.ImageServiceClient
@@ -44,6 +46,62 @@ type fakeCRI struct {
 
 	mu       sync.Mutex
 	stopExit int32 // the exit code of a stopped container: 137, killed, unless set
+	subs     []chan *runtimeapi.ContainerEventResponse
+	noEvents bool // GetContainerEvents is Unimplemented, as in an older runtime
+	statusN  int  // ContainerStatus calls
+	listN    int  // ListContainers calls
+}
+
+// GetContainerEvents streams the fake's container events until ctx ends.
+func (f *fakeCRI) GetContainerEvents(ctx context.Context, _ *runtimeapi.GetEventsRequest, _ ...grpc.CallOption) (grpc.ServerStreamingClient[runtimeapi.ContainerEventResponse], error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.noEvents {
+		return nil, status.Error(codes.Unimplemented, "unknown method GetContainerEvents")
+	}
+	ch := make(chan *runtimeapi.ContainerEventResponse, 4096)
+	f.subs = append(f.subs, ch)
+	return &fakeEventStream{ctx: ctx, ch: ch}, nil
+}
+
+// emit sends an event about container id to the streams. Call with mu held.
+func (f *fakeCRI) emit(typ runtimeapi.ContainerEventType, id string) {
+	ev := &runtimeapi.ContainerEventResponse{ContainerId: id, ContainerEventType: typ}
+	for _, sb := range f.sandboxes {
+		if sb.Id == f.sandboxOf[id] {
+			ev.PodSandboxStatus = &runtimeapi.PodSandboxStatus{Id: sb.Id, Metadata: sb.Metadata, State: sb.State}
+		}
+	}
+	if c := f.containers[id]; c != nil {
+		ev.ContainersStatuses = []*runtimeapi.ContainerStatus{proto.Clone(c).(*runtimeapi.ContainerStatus)}
+	}
+	for _, ch := range f.subs {
+		select {
+		case ch <- ev:
+		default: // a stream that fell behind loses events, as the CRI server drops it
+		}
+	}
+}
+
+// fakeEventStream is the client side of a GetContainerEvents stream.
+type fakeEventStream struct {
+	grpc.ClientStream
+	ctx context.Context
+	ch  chan *runtimeapi.ContainerEventResponse
+}
+
+func (s *fakeEventStream) Header() (metadata.MD, error) { return metadata.MD{}, nil }
+
+func (s *fakeEventStream) Recv() (*runtimeapi.ContainerEventResponse, error) {
+	select {
+	case ev, ok := <-s.ch:
+		if !ok {
+			return nil, status.Error(codes.Unavailable, "the CRI server closed the stream")
+		}
+		return ev, nil
+	case <-s.ctx.Done():
+		return nil, status.FromContextError(s.ctx.Err()).Err()
+	}
 }
 
 func newFakeCRI() *fakeCRI {
@@ -90,10 +148,14 @@ func (t *transcript) count(prefix string) int {
 }
 
 func (f *fakeCRI) ListPodSandbox(context.Context, *runtimeapi.ListPodSandboxRequest, ...grpc.CallOption) (*runtimeapi.ListPodSandboxResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	return &runtimeapi.ListPodSandboxResponse{Items: slices.Clone(f.sandboxes)}, nil
 }
 
 func (f *fakeCRI) RunPodSandbox(_ context.Context, r *runtimeapi.RunPodSandboxRequest, _ ...grpc.CallOption) (*runtimeapi.RunPodSandboxResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	id := fmt.Sprintf("sb%d", len(f.sandboxes))
 	f.calls.add("RunPodSandbox %s", id)
 	f.sandboxes = append(f.sandboxes, &runtimeapi.PodSandbox{Id: id, Metadata: r.Config.Metadata, State: runtimeapi.PodSandboxState_SANDBOX_READY, Labels: r.Config.Labels})
@@ -102,6 +164,8 @@ func (f *fakeCRI) RunPodSandbox(_ context.Context, r *runtimeapi.RunPodSandboxRe
 
 // StopPodSandbox marks the sandbox not ready; it stays listed, as in CRI.
 func (f *fakeCRI) StopPodSandbox(_ context.Context, r *runtimeapi.StopPodSandboxRequest, _ ...grpc.CallOption) (*runtimeapi.StopPodSandboxResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	f.calls.add("StopPodSandbox %s", r.PodSandboxId)
 	for _, sb := range f.sandboxes {
 		if sb.Id == r.PodSandboxId {
@@ -113,6 +177,8 @@ func (f *fakeCRI) StopPodSandbox(_ context.Context, r *runtimeapi.StopPodSandbox
 
 // RemovePodSandbox removes the sandbox and its containers.
 func (f *fakeCRI) RemovePodSandbox(_ context.Context, r *runtimeapi.RemovePodSandboxRequest, _ ...grpc.CallOption) (*runtimeapi.RemovePodSandboxResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	f.calls.add("RemovePodSandbox %s", r.PodSandboxId)
 	f.sandboxes = slices.DeleteFunc(f.sandboxes, func(sb *runtimeapi.PodSandbox) bool { return sb.Id == r.PodSandboxId })
 	for id := range f.containers {
@@ -138,8 +204,25 @@ func (f *fakeCRI) StopContainer(_ context.Context, r *runtimeapi.StopContainerRe
 		if f.stopExit == 0 {
 			c.Reason = "Completed"
 		}
+		f.emit(runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT, r.ContainerId)
 	}
 	return &runtimeapi.StopContainerResponse{}, nil
+}
+
+// PodSandboxStatus answers with the sandbox's network namespace path in
+// its verbose info, as the CRI server does.
+func (f *fakeCRI) PodSandboxStatus(_ context.Context, r *runtimeapi.PodSandboxStatusRequest, _ ...grpc.CallOption) (*runtimeapi.PodSandboxStatusResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, sb := range f.sandboxes {
+		if sb.Id == r.PodSandboxId {
+			return &runtimeapi.PodSandboxStatusResponse{
+				Status: &runtimeapi.PodSandboxStatus{Id: sb.Id, Metadata: sb.Metadata, State: sb.State},
+				Info:   map[string]string{"info": `{"netnsPath":"/run/test/netns/` + sb.Id + `"}`},
+			}, nil
+		}
+	}
+	return nil, status.Error(codes.NotFound, "no such sandbox")
 }
 
 func (f *fakeCRI) ImageStatus(context.Context, *runtimeapi.ImageStatusRequest, ...grpc.CallOption) (*runtimeapi.ImageStatusResponse, error) {
@@ -154,55 +237,81 @@ func (f *fakeCRI) PullImage(_ context.Context, r *runtimeapi.PullImageRequest, _
 }
 
 func (f *fakeCRI) CreateContainer(_ context.Context, r *runtimeapi.CreateContainerRequest, _ ...grpc.CallOption) (*runtimeapi.CreateContainerResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	if f.createErr != nil {
 		return nil, f.createErr
 	}
 	f.creates = append(f.creates, r.Config)
 	id := fmt.Sprintf("c%d", len(f.creates))
 	f.calls.add("CreateContainer %s %s", id, r.Config.Metadata.Name)
-	f.containers[id] = &runtimeapi.ContainerStatus{Id: id, Metadata: r.Config.Metadata, State: runtimeapi.ContainerState_CONTAINER_CREATED}
+	f.containers[id] = &runtimeapi.ContainerStatus{Id: id, Metadata: r.Config.Metadata, State: runtimeapi.ContainerState_CONTAINER_CREATED, Labels: r.Config.Labels}
 	f.sandboxOf[id] = r.PodSandboxId
+	f.emit(runtimeapi.ContainerEventType_CONTAINER_CREATED_EVENT, id)
 	return &runtimeapi.CreateContainerResponse{ContainerId: id}, nil
 }
 
 func (f *fakeCRI) StartContainer(_ context.Context, r *runtimeapi.StartContainerRequest, _ ...grpc.CallOption) (*runtimeapi.StartContainerResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	c := f.containers[r.ContainerId]
 	c.State, c.StartedAt = runtimeapi.ContainerState_CONTAINER_RUNNING, 1
+	f.emit(runtimeapi.ContainerEventType_CONTAINER_STARTED_EVENT, r.ContainerId)
 	return &runtimeapi.StartContainerResponse{}, nil
 }
 
 func (f *fakeCRI) ContainerStatus(_ context.Context, r *runtimeapi.ContainerStatusRequest, _ ...grpc.CallOption) (*runtimeapi.ContainerStatusResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.statusN++
 	c, ok := f.containers[r.ContainerId]
 	if !ok {
 		return nil, status.Error(codes.NotFound, "no such container")
 	}
-	return &runtimeapi.ContainerStatusResponse{Status: c}, nil
+	return &runtimeapi.ContainerStatusResponse{Status: proto.Clone(c).(*runtimeapi.ContainerStatus)}, nil
 }
 
 func (f *fakeCRI) ListContainers(_ context.Context, r *runtimeapi.ListContainersRequest, _ ...grpc.CallOption) (*runtimeapi.ListContainersResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.listN++
 	var out []*runtimeapi.Container
 	for _, c := range f.containers {
 		sb := f.sandboxOf[c.Id]
 		if want := r.GetFilter().GetPodSandboxId(); want != "" && sb != want {
 			continue
 		}
-		out = append(out, &runtimeapi.Container{Id: c.Id, PodSandboxId: sb, Metadata: c.Metadata, State: c.State})
+		out = append(out, &runtimeapi.Container{Id: c.Id, PodSandboxId: sb, Metadata: c.Metadata, State: c.State, Labels: c.Labels})
 	}
 	return &runtimeapi.ListContainersResponse{Containers: out}, nil
 }
 
 func (f *fakeCRI) RemoveContainer(_ context.Context, r *runtimeapi.RemoveContainerRequest, _ ...grpc.CallOption) (*runtimeapi.RemoveContainerResponse, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	f.calls.add("RemoveContainer %s", r.ContainerId)
 	f.removed = append(f.removed, r.ContainerId)
+	if _, ok := f.containers[r.ContainerId]; ok {
+		f.emit(runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT, r.ContainerId)
+	}
 	delete(f.containers, r.ContainerId)
 	return &runtimeapi.RemoveContainerResponse{}, nil
 }
 
 // exit finishes the newest container with code.
-func (f *fakeCRI) exit(code int32) { f.exitContainer(fmt.Sprintf("c%d", len(f.creates)), code) }
+func (f *fakeCRI) exit(code int32) {
+	f.mu.Lock()
+	id := fmt.Sprintf("c%d", len(f.creates))
+	f.mu.Unlock()
+	f.exitContainer(id, code)
+}
 
-// exitContainer finishes the container id with code.
+// exitContainer finishes the container id with code, and says so on the
+// event streams.
 func (f *fakeCRI) exitContainer(id string, code int32) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	defer f.emit(runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT, id)
 	c := f.containers[id]
 	c.State, c.ExitCode, c.FinishedAt = runtimeapi.ContainerState_CONTAINER_EXITED, code, 2
 	c.Reason = "Completed"
@@ -213,7 +322,7 @@ func (f *fakeCRI) exitContainer(id string, code int32) {
 
 // newTestWorker returns a worker for a one-container pod over fake CRI,
 // with a clock the test moves.
-func newTestWorker(t *testing.T, policy string) (*podWorker, *fakeCRI, *time.Time) {
+func newTestWorker(t testing.TB, policy string) (*podWorker, *fakeCRI, *time.Time) {
 	cri := newFakeCRI()
 	now := time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
 	a := New(Config{NodeName: "n", Runtime: cri, Images: cri, LogDir: t.TempDir(), Logger: slog.New(slog.DiscardHandler)})
@@ -261,8 +370,8 @@ func TestRestartPolicy(t *testing.T) {
 				if cs.State.GetTerminated().GetExitCode() != tt.exitCode || len(cri.creates) != 1 {
 					t.Errorf("state %v after %d creates, want terminated %d and no restart", cs.State, len(cri.creates), tt.exitCode)
 				}
-				if got := w.interval(); got != w.a.timing.idle {
-					t.Errorf("a settled pod is looked at every %s, want %s", got, w.a.timing.idle)
+				if got := w.interval(); got != never {
+					t.Errorf("a settled pod is looked at every %s, want only when woken", got)
 				}
 				return
 			}
@@ -284,8 +393,8 @@ func TestRestartPolicy(t *testing.T) {
 			if w.status().ContainerStatuses[0].State.GetRunning() == nil {
 				t.Errorf("restarted container is not running")
 			}
-			if got := w.interval(); got != w.a.timing.poll {
-				t.Errorf("interval while running %s, want %s", got, w.a.timing.poll)
+			if got := w.interval(); got != never {
+				t.Errorf("a running container is polled every %s, want only when woken", got)
 			}
 			// A second failure doubles the back-off.
 			cri.exit(1)
@@ -317,6 +426,10 @@ func TestMissingImageWaits(t *testing.T) {
 	if st.Phase != "Pending" || cs.State.GetWaiting().GetReason() != "ErrImagePull" || len(cri.creates) != 0 {
 		t.Errorf("status %s %v, want Pending with the container waiting on ErrImagePull", st.Phase, cs.State)
 	}
+	// No event will say the image arrived: the worker tries again.
+	if got := w.interval(); got != w.a.timing.recreate {
+		t.Errorf("next look at a missing image in %s, want %s", got, w.a.timing.recreate)
+	}
 }
 
 // TestFinishedPodIsNotRunAgain: a pod that finished before the agent
@@ -328,13 +441,14 @@ func TestFinishedPodIsNotRunAgain(t *testing.T) {
 	if len(cri.sandboxes) != 0 || len(cri.creates) != 0 {
 		t.Errorf("finished pod got %d sandboxes and %d containers", len(cri.sandboxes), len(cri.creates))
 	}
-	if got := w.interval(); got != w.a.timing.idle {
-		t.Errorf("a finished pod is looked at every %s, want %s", got, w.a.timing.idle)
+	if got := w.interval(); got != never {
+		t.Errorf("a finished pod is looked at every %s, want only when woken", got)
 	}
 }
 
-// TestIntervalIsTheShortestNeed: a running container is polled even while
-// another waits out a long back-off.
+// TestIntervalIsTheShortestNeed: a running container is not polled (its
+// exit wakes the worker), a back-off is waited out, a failed status write
+// is retried.
 func TestIntervalIsTheShortestNeed(t *testing.T) {
 	w, _, now := newTestWorker(t, "Always")
 	w.sandboxID = "sb0"
@@ -343,13 +457,18 @@ func TestIntervalIsTheShortestNeed(t *testing.T) {
 		"b": {id: "c1", state: running()},
 	}
 	for i := 0; i < 20; i++ { // map order varies
-		if got := w.interval(); got != w.a.timing.poll {
-			t.Fatalf("interval %s, want %s", got, w.a.timing.poll)
+		if got := w.interval(); got != 4*time.Second {
+			t.Fatalf("interval %s, want 4s, the rest of the back-off", got)
 		}
 	}
-	delete(w.containers, "b")
-	if got := w.interval(); got != 4*time.Second {
-		t.Errorf("interval with only a back-off %s, want 4s", got)
+	w.unreported = true
+	if got := w.interval(); got != w.a.timing.retry {
+		t.Errorf("interval with a status to write %s, want %s", got, w.a.timing.retry)
+	}
+	w.unreported = false
+	delete(w.containers, "a")
+	if got := w.interval(); got != never {
+		t.Errorf("interval with a running container %s, want only when woken", got)
 	}
 }
 
@@ -364,8 +483,9 @@ type fakePods struct {
 	pod        *skiffv1.Pod // the stored pod; nil once deleted
 	statuses   []*skiffv1.PodStatus
 	deletes    []*skiffv1.DeleteRequest
-	getErr     error   // returned by Get while set
-	deleteErrs []error // returned by the next Deletes, in turn
+	getErr     error                   // returned by Get while set
+	deleteErrs []error                 // returned by the next Deletes, in turn
+	updated    chan *skiffv1.PodStatus // when set, gets each status written, if it has room
 }
 
 // newFakePods stores the worker's pod as the API's copy and makes it the
@@ -397,6 +517,12 @@ func (f *fakePods) UpdateStatus(_ context.Context, r *connect.Request[skiffv1.Po
 	f.calls.add("UpdateStatus %s", r.Msg.GetStatus().GetPhase())
 	f.pod.Status = proto.Clone(r.Msg.GetStatus()).(*skiffv1.PodStatus)
 	f.statuses = append(f.statuses, f.pod.Status)
+	if f.updated != nil {
+		select {
+		case f.updated <- f.pod.Status:
+		default:
+		}
+	}
 	return connect.NewResponse(proto.Clone(f.pod).(*skiffv1.Pod)), nil
 }
 
