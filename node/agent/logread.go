@@ -472,6 +472,9 @@ func readEntries(ctx context.Context, path string, opts logOptions, running func
 		// At the end of f.
 		if rotated { // and drained after its rotation: the next file
 			nf, ns, err := openFrom(path, seq+1)
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil // the log was removed with its pod: all is sent
+			}
 			if err != nil {
 				return fmt.Errorf("open log: %w", err)
 			}
