@@ -116,7 +116,7 @@ func (s *service) CreateContainer(ctx context.Context, req *runtime.CreateContai
 		return nil, fmt.Errorf("create container %q: %w", name, err)
 	}
 	if rec.LogPath != "" {
-		l, created, err := openContainerLog(rec.LogPath, s.now)
+		l, created, err := openContainerLog(rec.LogPath, s.now, s.logs)
 		if err != nil {
 			return fail(err)
 		}

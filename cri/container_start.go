@@ -55,7 +55,7 @@ func (s *service) StartContainer(ctx context.Context, req *runtime.StartContaine
 			}
 			l := (*containerLog)(nil)
 			if rec.LogPath != "" {
-				if l, _, err = openContainerLog(rec.LogPath, s.now); err != nil {
+				if l, _, err = openContainerLog(rec.LogPath, s.now, s.logs); err != nil {
 					return err
 				}
 			}

@@ -2,9 +2,11 @@ package cri
 
 import (
 	"bytes"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -48,7 +50,7 @@ func TestFormatLog(t *testing.T) {
 // entries (P as is, F plus a newline) gives back the bytes written.
 func TestLogRoundTrip(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "sub", "c.log")
-	l, created, err := openContainerLog(path, time.Now)
+	l, created, err := openContainerLog(path, time.Now, logRotation{maxSize: 1 << 30})
 	if err != nil || !created {
 		t.Fatalf("open = %v, created %v", err, created)
 	}
@@ -94,5 +96,121 @@ func TestLogRoundTrip(t *testing.T) {
 	}
 	if !bytes.Equal(got.Bytes(), want.Bytes()) {
 		t.Fatalf("round trip lost bytes: got %d, want %d", got.Len(), want.Len())
+	}
+}
+
+// logFiles returns the files of the log at path, oldest first: the rotated
+// ones by increasing sequence number, then the live one.
+func logFiles(t *testing.T, path string) []string {
+	t.Helper()
+	seqs, err := rotatedSeqs(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, s := range seqs {
+		out = append(out, rotatedName(path, s))
+	}
+	return append(out, path)
+}
+
+// TestLogRotation: the log is rotated by size into <n>.log.<seq>, at most
+// maxFiles files are kept, and the kept files, oldest first, hold the last
+// entries written, whole and in order.
+func TestLogRotation(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c", "0.log")
+	rot := logRotation{maxSize: 4096, maxFiles: 3}
+	l, _, err := openContainerLog(path, time.Now, rot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := l.stream("stdout")
+	for i := range 1000 {
+		fmt.Fprintf(w, "line %04d\n", i)
+	}
+	l.Close()
+	files := logFiles(t, path)
+	if len(files) != 3 || files[0] == path {
+		t.Fatalf("files = %v, want 2 rotated and the live one", files)
+	}
+	var got []string
+	for _, f := range files {
+		fi, err := os.Stat(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Size() > rot.maxSize {
+			t.Errorf("%s has %d bytes, more than %d", f, fi.Size(), rot.maxSize)
+		}
+		data, _ := os.ReadFile(f)
+		for _, line := range strings.Split(strings.TrimSuffix(string(data), "\n"), "\n") {
+			m := logLine.FindStringSubmatch(line)
+			if m == nil {
+				t.Fatalf("%s: bad line %q", f, line)
+			}
+			got = append(got, m[4])
+		}
+	}
+	if got[len(got)-1] != "line 0999" {
+		t.Errorf("last line %q, want line 0999", got[len(got)-1])
+	}
+	first := 0
+	fmt.Sscanf(got[0], "line %d", &first)
+	for i, g := range got {
+		if want := fmt.Sprintf("line %04d", first+i); g != want {
+			t.Fatalf("line %d is %q, want %q: a gap or a reordering", i, g, want)
+		}
+	}
+
+	// Opened again with a smaller bound, the log deletes what it no longer keeps.
+	l, _, err = openContainerLog(path, time.Now, logRotation{maxSize: 4096, maxFiles: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	if files := logFiles(t, path); len(files) != 2 {
+		t.Errorf("after reopening with maxFiles 2: %v", files)
+	}
+}
+
+// TestLogBoundedOnDisk: a container that prints 1 GiB at full speed leaves
+// at most maxFiles × maxSize on disk (the default bound), and the writer
+// allocates next to nothing while doing so, however large its writes.
+func TestLogBoundedOnDisk(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c", "0.log")
+	l, _, err := openContainerLog(path, time.Now, logRotation{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	w := l.stream("stdout")
+	chunk := bytes.Repeat([]byte(strings.Repeat("x", 4095)+"\n"), 256) // 1 MiB of 4 KiB lines
+	big := bytes.Repeat([]byte("y"), 64<<20)                           // one 64 MiB write, no newline
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	if _, err := w.Write(big); err != nil {
+		t.Fatal(err)
+	}
+	for range 1024 - 64 {
+		if _, err := w.Write(chunk); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runtime.ReadMemStats(&after)
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 4<<20 {
+		t.Errorf("writing 1 GiB allocated %d bytes, want at most 4 MiB", alloc)
+	}
+	var total int64
+	files := logFiles(t, path)
+	for _, f := range files {
+		fi, err := os.Stat(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		total += fi.Size()
+	}
+	if limit := int64(DefaultLogMaxFiles * DefaultLogMaxSize); total > limit || len(files) != DefaultLogMaxFiles {
+		t.Errorf("%d files of %d bytes in all on disk, want %d files and at most %d bytes", len(files), total, DefaultLogMaxFiles, limit)
 	}
 }

@@ -29,6 +29,7 @@ type deps struct {
 	images     imageStore
 	namespaces namespaces
 	network    netns.Network
+	logs       logRotation // zero: the defaults
 }
 
 // newService opens cri.db, loads the records and reconciles them with the
@@ -52,6 +53,7 @@ func newService(d deps) (*service, error) {
 		images:     d.images,
 		namespaces: d.namespaces,
 		network:    d.network,
+		logs:       d.logs.withDefaults(),
 		db:         db,
 		sandboxes:  map[string]*sandbox{},
 		containers: map[string]*container{},

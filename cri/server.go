@@ -50,6 +50,13 @@ type Config struct {
 	ModuleCacheBytes int64
 	// Logger receives the server's logs (keys: pod, sandbox, container). Nil: discard.
 	Logger *slog.Logger
+	// LogMaxSize is the size in bytes past which a container's log file is
+	// rotated (the kubelet's containerLogMaxSize). 0: DefaultLogMaxSize.
+	LogMaxSize int64
+	// LogMaxFiles is how many files of a container's log are kept, the
+	// live one included (containerLogMaxFiles); at least 2. 0:
+	// DefaultLogMaxFiles.
+	LogMaxFiles int
 }
 
 // Server serves CRI on a unix socket.
@@ -78,6 +85,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	if cfg.StateDir == "" {
 		cfg.StateDir = DefaultStateDir
+	}
+	if cfg.LogMaxSize < 0 || cfg.LogMaxFiles < 0 || cfg.LogMaxFiles == 1 {
+		return nil, fmt.Errorf("new cri server: Config.LogMaxSize (%d) must not be negative and Config.LogMaxFiles (%d) must be at least 2", cfg.LogMaxSize, cfg.LogMaxFiles)
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -109,6 +119,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		images:     cfg.Images,
 		namespaces: hostNamespaces{dir: filepath.Join(cfg.StateDir, "netns")},
 		network:    netns.Loopback{},
+		logs:       logRotation{maxSize: cfg.LogMaxSize, maxFiles: cfg.LogMaxFiles},
 	})
 	if err != nil {
 		rt.Close(ctx)

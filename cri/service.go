@@ -26,6 +26,7 @@ type service struct {
 	images     imageStore
 	namespaces namespaces
 	network    netns.Network
+	logs       logRotation
 	db         *stateDB
 
 	mu         sync.RWMutex

@@ -242,45 +242,6 @@ func respondObj[T any](o kinds.Object, err error) (*connect.Response[T], error) 
 	return connect.NewResponse(any(o).(*T)), nil
 }
 
-// Logs asks the agent of the pod's node for the container's output, as the
-// Kubernetes API server asks the kubelet.
-func (s *podService) Logs(ctx context.Context, req *connect.Request[skiffv1.PodLogsRequest]) (*connect.Response[skiffv1.PodLogsResponse], error) {
-	o, err := s.b.get(ctx, kinds.Pod, req.Msg.GetNamespace(), req.Msg.GetName())
-	if err != nil {
-		return nil, err
-	}
-	p := o.(*skiffv1.Pod)
-	container := req.Msg.GetContainer()
-	if container == "" {
-		if n := len(p.Spec.GetContainers()); n != 1 {
-			return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("pod %q has %d containers: name one with -c", p.Metadata.Name, n))
-		}
-		container = p.Spec.Containers[0].Name
-	} else if !hasContainer(p, container) {
-		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("pod %q has no container %q", p.Metadata.Name, container))
-	}
-	node := p.GetSpec().GetNodeName()
-	if node == "" {
-		return nil, connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("pod %q is not scheduled to a node yet", p.Metadata.Name))
-	}
-	no, err := s.b.get(ctx, kinds.Node, "", node)
-	if err != nil {
-		return nil, err
-	}
-	n := no.(*skiffv1.Node)
-	endpoint := n.GetStatus().GetAgentEndpoint()
-	if endpoint == "" {
-		return nil, connect.NewError(connect.CodeUnavailable, fmt.Errorf("node %q has not reported an agent endpoint", node))
-	}
-	res, err := s.agents(node, endpoint).ContainerLogs(ctx, connect.NewRequest(&skiffv1.ContainerLogsRequest{
-		Namespace: p.Metadata.Namespace, Pod: p.Metadata.Name, PodUid: p.Metadata.Uid, Container: container,
-	}))
-	if err != nil {
-		return nil, connect.NewError(connect.CodeOf(err), fmt.Errorf("read logs from node %q (agent at %s): %s", node, endpoint, connectMessage(err)))
-	}
-	return connect.NewResponse(&skiffv1.PodLogsResponse{Data: res.Msg.GetData()}), nil
-}
-
 func hasContainer(p *skiffv1.Pod, name string) bool {
 	for _, c := range p.GetSpec().GetContainers() {
 		if c.GetName() == name {
@@ -296,9 +257,4 @@ func connectMessage(err error) string {
 		return ce.Message()
 	}
 	return err.Error()
-}
-
-// StreamLogs streams a container's output from its node.
-func (s *podService) StreamLogs(context.Context, *connect.Request[skiffv1.PodLogsRequest], *connect.ServerStream[skiffv1.LogChunk]) error {
-	return connect.NewError(connect.CodeUnimplemented, errors.New("streaming logs: not implemented yet"))
 }

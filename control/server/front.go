@@ -83,7 +83,10 @@ func agentClients(cred *pki.Credential) func(node, endpoint string) skiffv1conne
 		p := new(http.Protocols)
 		p.SetHTTP1(true)
 		p.SetHTTP2(true)
-		hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: c, Protocols: p, DisableKeepAlives: true}}
+		// No overall timeout: a followed log lives as long as its caller.
+		// Unary calls carry their own deadline; the agent answers a
+		// stream's headers at once.
+		hc := &http.Client{Transport: &http.Transport{TLSClientConfig: c, Protocols: p, DisableKeepAlives: true, TLSHandshakeTimeout: 10 * time.Second, ResponseHeaderTimeout: 30 * time.Second}}
 		return skiffv1connect.NewAgentServiceClient(hc, "https://"+endpoint)
 	}
 }

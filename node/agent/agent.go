@@ -123,7 +123,7 @@ func New(cfg Config) *Agent {
 // Handler serves the agent's API (container logs) for the apiserver.
 func (a *Agent) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle(skiffv1connect.NewAgentServiceHandler(&logService{logDir: a.cfg.LogDir}))
+	mux.Handle(newLogService(a.cfg.LogDir, a.cfg.Runtime, a.log).handler())
 	return mux
 }
 

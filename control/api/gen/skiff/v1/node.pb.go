@@ -327,7 +327,14 @@ type ContainerLogsRequest struct {
 	Pod       string                 `protobuf:"bytes,2,opt,name=pod,proto3" json:"pod,omitempty"`
 	PodUid    string                 `protobuf:"bytes,3,opt,name=pod_uid,json=podUid,proto3" json:"pod_uid,omitempty"`
 	// Empty picks the pod's only container.
-	Container     string `protobuf:"bytes,4,opt,name=container,proto3" json:"container,omitempty"`
+	Container string `protobuf:"bytes,4,opt,name=container,proto3" json:"container,omitempty"`
+	// The options of PodLogsRequest, with the same meaning.
+	Follow        bool   `protobuf:"varint,5,opt,name=follow,proto3" json:"follow,omitempty"`
+	Previous      bool   `protobuf:"varint,6,opt,name=previous,proto3" json:"previous,omitempty"`
+	TailLines     *int64 `protobuf:"varint,7,opt,name=tail_lines,json=tailLines,proto3,oneof" json:"tail_lines,omitempty"`
+	SinceSeconds  *int64 `protobuf:"varint,8,opt,name=since_seconds,json=sinceSeconds,proto3,oneof" json:"since_seconds,omitempty"`
+	Timestamps    bool   `protobuf:"varint,9,opt,name=timestamps,proto3" json:"timestamps,omitempty"`
+	LimitBytes    *int64 `protobuf:"varint,10,opt,name=limit_bytes,json=limitBytes,proto3,oneof" json:"limit_bytes,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -388,6 +395,48 @@ func (x *ContainerLogsRequest) GetContainer() string {
 		return x.Container
 	}
 	return ""
+}
+
+func (x *ContainerLogsRequest) GetFollow() bool {
+	if x != nil {
+		return x.Follow
+	}
+	return false
+}
+
+func (x *ContainerLogsRequest) GetPrevious() bool {
+	if x != nil {
+		return x.Previous
+	}
+	return false
+}
+
+func (x *ContainerLogsRequest) GetTailLines() int64 {
+	if x != nil && x.TailLines != nil {
+		return *x.TailLines
+	}
+	return 0
+}
+
+func (x *ContainerLogsRequest) GetSinceSeconds() int64 {
+	if x != nil && x.SinceSeconds != nil {
+		return *x.SinceSeconds
+	}
+	return 0
+}
+
+func (x *ContainerLogsRequest) GetTimestamps() bool {
+	if x != nil {
+		return x.Timestamps
+	}
+	return false
+}
+
+func (x *ContainerLogsRequest) GetLimitBytes() int64 {
+	if x != nil && x.LimitBytes != nil {
+		return *x.LimitBytes
+	}
+	return 0
 }
 
 type ContainerLogsResponse struct {
@@ -467,12 +516,26 @@ const file_skiff_v1_node_proto_rawDesc = "" +
 	"\x10resource_version\x18\x02 \x01(\x04R\x0fresourceVersion\"a\n" +
 	"\x0eNodeWatchEvent\x12'\n" +
 	"\x04type\x18\x01 \x01(\x0e2\x13.skiff.v1.EventTypeR\x04type\x12&\n" +
-	"\x06object\x18\x02 \x01(\v2\x0e.skiff.v1.NodeR\x06object\"}\n" +
+	"\x06object\x18\x02 \x01(\v2\x0e.skiff.v1.NodeR\x06object\"\xf6\x02\n" +
 	"\x14ContainerLogsRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x10\n" +
 	"\x03pod\x18\x02 \x01(\tR\x03pod\x12\x17\n" +
 	"\apod_uid\x18\x03 \x01(\tR\x06podUid\x12\x1c\n" +
-	"\tcontainer\x18\x04 \x01(\tR\tcontainer\"+\n" +
+	"\tcontainer\x18\x04 \x01(\tR\tcontainer\x12\x16\n" +
+	"\x06follow\x18\x05 \x01(\bR\x06follow\x12\x1a\n" +
+	"\bprevious\x18\x06 \x01(\bR\bprevious\x12\"\n" +
+	"\n" +
+	"tail_lines\x18\a \x01(\x03H\x00R\ttailLines\x88\x01\x01\x12(\n" +
+	"\rsince_seconds\x18\b \x01(\x03H\x01R\fsinceSeconds\x88\x01\x01\x12\x1e\n" +
+	"\n" +
+	"timestamps\x18\t \x01(\bR\n" +
+	"timestamps\x12$\n" +
+	"\vlimit_bytes\x18\n" +
+	" \x01(\x03H\x02R\n" +
+	"limitBytes\x88\x01\x01B\r\n" +
+	"\v_tail_linesB\x10\n" +
+	"\x0e_since_secondsB\x0e\n" +
+	"\f_limit_bytes\"+\n" +
 	"\x15ContainerLogsResponse\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data2\xe1\x02\n" +
 	"\vNodeService\x12(\n" +
@@ -561,6 +624,7 @@ func file_skiff_v1_node_proto_init() {
 	}
 	file_skiff_v1_meta_proto_init()
 	file_skiff_v1_pod_proto_init()
+	file_skiff_v1_node_proto_msgTypes[5].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
