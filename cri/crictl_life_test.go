@@ -6,9 +6,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
-	"time"
 
 	"skiff.dev/skiff/netns"
 	"skiff.dev/skiff/runtime/image"
@@ -73,11 +73,10 @@ func TestCrictlPulledLife(t *testing.T) {
 			t.Error(err)
 		}
 	}()
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if _, err := os.Stat(sock); err == nil || time.Now().After(deadline) {
-			break
-		}
-	}
+	eventually(t, "the CRI server opens its socket", func() bool {
+		_, err := os.Stat(sock)
+		return err == nil
+	})
 
 	cfg := filepath.Join(tmp, "crictl.yaml")
 	os.WriteFile(cfg, fmt.Appendf(nil, "runtime-endpoint: unix://%s\nimage-endpoint: unix://%s\ntimeout: 20\n", sock, sock), 0o644)
@@ -108,21 +107,21 @@ func TestCrictlPulledLife(t *testing.T) {
 	c.ok("start", ctr)
 	wantContains(t, "crictl ps", row(c.ok("ps"), short(ctr)), "hello", "Running", short(pod))
 	wantContains(t, "crictl inspect", c.ok("inspect", ctr), `"state": "CONTAINER_RUNNING"`, img.ID)
-	// ListContainerStats is another change's; until it lands, crictl stats
-	// is Unimplemented here, and anything else must succeed.
-	if out, errOut, err := c.run("stats", "--id", ctr); err == nil {
-		wantContains(t, "crictl stats", row(out, short(ctr)), "hello")
-	} else if !strings.Contains(errOut, "Unimplemented") {
-		t.Errorf("crictl stats: %v\n%s", err, errOut)
+	// Stats: the module's linear memory and the CPU time it has used, both
+	// above zero.
+	wantContains(t, "crictl stats", row(c.ok("stats", "--id", ctr), short(ctr)), "hello")
+	statsJSON := c.ok("stats", "-o", "json", "--id", ctr)
+	for _, zero := range []string{`"workingSetBytes": \{\s*"value": "0"`, `"usageCoreNanoSeconds": \{\s*"value": "0"`} {
+		if regexp.MustCompile(zero).MatchString(statsJSON) || !regexp.MustCompile(strings.Split(zero, ":")[0]).MatchString(statsJSON) {
+			t.Errorf("crictl stats -o json: want %s above zero:\n%s", strings.Split(zero, ":")[0], statsJSON)
+		}
 	}
 
 	var logs string
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+	eventually(t, "crictl logs shows the container's output", func() bool {
 		logs = c.ok("logs", ctr)
-		if logs != "" || time.Now().After(deadline) {
-			break
-		}
-	}
+		return logs != ""
+	})
 	if logs != "Hello from hello!\n" {
 		t.Errorf("crictl logs = %q, want the greeting", logs)
 	}
