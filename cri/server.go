@@ -26,6 +26,29 @@ const (
 	DefaultStateDir = "/run/skiff"
 )
 
+// imageGCInterval is how often Serve collects unused images past the
+// disk threshold, besides after each pull (the kubelet checks every 5
+// minutes too).
+const imageGCInterval = 5 * time.Minute
+
+// collectImages runs image GC every interval until ctx ends.
+func (s *Server) collectImages(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			gctx, cancel := context.WithTimeout(ctx, time.Minute)
+			if _, err := s.svc.gcImages(gctx); err != nil {
+				s.svc.log.Warn("image gc", "err", err)
+			}
+			cancel()
+		}
+	}
+}
+
 // gracePeriod bounds how long Serve waits for calls in flight when its
 // context ends.
 const gracePeriod = 5 * time.Second
@@ -158,6 +181,13 @@ func (s *Server) Serve(ctx context.Context) error {
 	defer os.Remove(s.socket)
 	errc := make(chan error, 1)
 	go func() { errc <- s.grpc.Serve(l) }()
+	gcDone := make(chan struct{})
+	gcCtx, stopGC := context.WithCancel(ctx)
+	go func() {
+		defer close(gcDone)
+		s.collectImages(gcCtx, imageGCInterval)
+	}()
+	defer func() { stopGC(); <-gcDone }()
 	select {
 	case err := <-errc:
 		if err != nil {
