@@ -89,7 +89,7 @@ func (p *pleg) run(ctx context.Context) {
 	}
 	subscribe()
 	backoff := p.a.timing.resubscribe
-	var lastGC time.Time // of the last collection of stale pod directories
+	var lastGC time.Time       // of the last collection of stale pod directories
 	var again <-chan time.Time // when to subscribe again; nil while subscribed
 	for {
 		select {

@@ -54,7 +54,7 @@ type fakeCRI struct {
 	startErr      error
 	startBlocks   bool
 	startDeadline bool // the last StartContainer call had a deadline
-	listN    int  // ListContainers calls
+	listN         int  // ListContainers calls
 }
 
 // GetContainerEvents streams the fake's container events until ctx ends.
