@@ -73,10 +73,11 @@ func (w *podWorker) replaceSandbox(ctx context.Context, old *runtimeapi.PodSandb
 	}
 	// The pod's volumes stay: they are the pod's, not the sandbox's.
 	w.sandboxID, w.netnsPath, w.initialized = "", "", false
+	w.abandonStarts()
 	for name, p := range prev {
 		c := w.containerRun(name, isInit[name])
 		c.stopProbes()
-		c.id, c.starting = "", nil
+		c.id, c.starting, c.unstarted = "", nil, false
 		if st := p.exited; st != nil {
 			// Kept when it will not run again: an init container failed
 			// under Never, a container done by restartPolicy.

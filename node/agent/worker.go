@@ -86,6 +86,9 @@ type containerRun struct {
 	// starting is set while a StartContainer call of id, left behind for
 	// the pod's termination, is still in flight; it gets its result.
 	starting chan error
+	// unstarted is set for a container adopted in state CREATED: the
+	// agent was stopped between its create and its start.
+	unstarted bool
 }
 
 // stopProbes ends the probes of the container's current run.
@@ -366,6 +369,7 @@ func (w *podWorker) adopt(ctx context.Context, sb *runtimeapi.PodSandbox) {
 		if c.id == "" || ctr.GetMetadata().GetAttempt() >= c.attempt {
 			c.id, c.attempt, c.restarts = ctr.Id, ctr.GetMetadata().GetAttempt(), ctr.GetMetadata().GetAttempt()
 			c.state = waiting("ContainerCreating", "")
+			c.unstarted = ctr.GetState() == runtimeapi.ContainerState_CONTAINER_CREATED
 		}
 		for _, spec := range w.pod.GetSpec().GetContainers() {
 			if spec.Name == name {
@@ -570,7 +574,7 @@ func (w *podWorker) observe(ctx context.Context, spec *skiffv1.Container, c *con
 	switch st.GetState() {
 	case runtimeapi.ContainerState_CONTAINER_CREATED:
 		c.state = waiting("ContainerCreating", "")
-		if c.starting == nil && w.pod.GetMetadata().GetDeletionTimestamp() == nil {
+		if c.unstarted && c.starting == nil && w.pod.GetMetadata().GetDeletionTimestamp() == nil {
 			// Created but never started: the agent was stopped between
 			// the two calls. Make it again, from the current spec.
 			w.log.Info("removing a container created but never started", "container", spec.Name, "id", c.id)
@@ -578,7 +582,7 @@ func (w *podWorker) observe(ctx context.Context, spec *skiffv1.Container, c *con
 				w.log.Warn("remove a container never started", "container", spec.Name, "err", err)
 				return
 			}
-			c.id = ""
+			c.id, c.unstarted = "", false
 			w.syncContainer(ctx, spec, c)
 		}
 	case runtimeapi.ContainerState_CONTAINER_RUNNING:
