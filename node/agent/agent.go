@@ -68,6 +68,7 @@ type Agent struct {
 	events *events.Recorder
 	now    func() time.Time
 	timing timing
+	gc     dirGC
 }
 
 // timing holds the agent's intervals, shortened in tests.
@@ -113,6 +114,7 @@ func New(cfg Config) *Agent {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	cfg.Runtime, cfg.Images = withDeadlines(cfg.Runtime, callTimeout), withImageDeadlines(cfg.Images, callTimeout)
 	a := &Agent{cfg: cfg, log: log.With("node", cfg.NodeName), now: time.Now, timing: defaultTiming}
 	if cfg.Events != nil {
 		a.events = events.NewRecorder(events.Config{Events: cfg.Events, Component: "agent", Host: cfg.NodeName, Logger: a.log})
@@ -239,6 +241,7 @@ func (a *Agent) relist(ctx context.Context, workers map[string]*podWorker, dispa
 	if first {
 		a.removeOrphans(ctx, want)
 	}
+	a.removeStaleDirs(ctx, func(uid string) bool { return want[uid] || workers[uid] != nil })
 	return res.Msg.ResourceVersion, nil
 }
 

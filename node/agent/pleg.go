@@ -89,6 +89,7 @@ func (p *pleg) run(ctx context.Context) {
 	}
 	subscribe()
 	backoff := p.a.timing.resubscribe
+	var lastGC time.Time       // of the last collection of stale pod directories
 	var again <-chan time.Time // when to subscribe again; nil while subscribed
 	for {
 		select {
@@ -96,6 +97,10 @@ func (p *pleg) run(ctx context.Context) {
 			return
 		case <-relist.C:
 			p.relist(ctx)
+			if time.Since(lastGC) >= p.a.timing.relist {
+				lastGC = time.Now()
+				p.collectDirs(ctx)
+			}
 		case <-again:
 			again = nil
 			subscribe()

@@ -58,6 +58,10 @@ type podWorker struct {
 	// container of the pod was found running: init containers do not run
 	// again for this sandbox.
 	initialized bool
+	// startCtx is the context of the worker's StartContainer calls; its
+	// cancel ends one left in flight once the pod's sandbox is gone.
+	startCtx    context.Context
+	cancelStart context.CancelFunc
 }
 
 // containerRun is what the worker knows of one container of the pod.
@@ -79,6 +83,12 @@ type containerRun struct {
 	// init is set for an init container: it runs to success before the
 	// pod's containers start, and restarts only on failure.
 	init bool
+	// starting is set while a StartContainer call of id, left behind for
+	// the pod's termination, is still in flight; it gets its result.
+	starting chan error
+	// unstarted is set for a container adopted in state CREATED: the
+	// agent was stopped between its create and its start.
+	unstarted bool
 }
 
 // stopProbes ends the probes of the container's current run.
@@ -134,6 +144,7 @@ func (w *podWorker) take() (*skiffv1.Pod, bool) {
 func (w *podWorker) run(ctx context.Context) {
 	defer close(w.done)
 	defer w.stopAllProbes()
+	defer w.abandonStarts()
 	for {
 		p, deleted := w.take()
 		if p != nil {
@@ -193,7 +204,7 @@ func (w *podWorker) interval() time.Duration {
 		d = w.a.timing.retry
 	}
 	for _, c := range w.containers {
-		if c.id != "" || c.failed {
+		if c.id != "" || c.failed || w.doneForGood(c) {
 			continue
 		}
 		wait := w.a.timing.recreate // could not be made (image, CRI error): try again
@@ -223,7 +234,14 @@ func podLogDirName(ns, name, uid string) string { return ns + "_" + name + "_" +
 // sync moves the pod one step toward running as its spec says.
 func (w *podWorker) sync(ctx context.Context) {
 	if w.sandboxID == "" {
-		if sb, err := w.findSandbox(ctx); err == nil && sb != nil {
+		sb, err := w.findSandbox(ctx)
+		if err == nil && sb != nil && sb.State != runtimeapi.PodSandboxState_SANDBOX_READY && !terminal(w.pod.GetStatus().GetPhase()) {
+			// Its network namespace is gone (the node rebooted): the pod
+			// needs a new sandbox, as the kubelet makes one.
+			if !w.replaceSandbox(ctx, sb) {
+				return
+			}
+		} else if err == nil && sb != nil {
 			w.adopt(ctx, sb)
 		} else if terminal(w.pod.GetStatus().GetPhase()) {
 			return // finished before this agent started: never run it again
@@ -263,6 +281,14 @@ func (w *podWorker) containerRun(name string, init bool) *containerRun {
 func initDone(c *containerRun) bool {
 	t := c.state.GetTerminated()
 	return t != nil && t.GetExitCode() == 0 && !c.failed
+}
+
+// doneForGood reports whether a container with no CRI container has ended
+// and will not run again by restartPolicy: a start error under Never, or
+// an end kept across a new sandbox.
+func (w *podWorker) doneForGood(c *containerRun) bool {
+	t := c.state.GetTerminated()
+	return c.id == "" && t != nil && !w.shouldRestart(c, t.GetExitCode())
 }
 
 // terminal reports whether a pod phase is final: the kubelet never runs a
@@ -343,6 +369,7 @@ func (w *podWorker) adopt(ctx context.Context, sb *runtimeapi.PodSandbox) {
 		if c.id == "" || ctr.GetMetadata().GetAttempt() >= c.attempt {
 			c.id, c.attempt, c.restarts = ctr.Id, ctr.GetMetadata().GetAttempt(), ctr.GetMetadata().GetAttempt()
 			c.state = waiting("ContainerCreating", "")
+			c.unstarted = ctr.GetState() == runtimeapi.ContainerState_CONTAINER_CREATED
 		}
 		for _, spec := range w.pod.GetSpec().GetContainers() {
 			if spec.Name == name {
@@ -358,6 +385,9 @@ func (w *podWorker) syncContainer(ctx context.Context, spec *skiffv1.Container, 
 	}
 	if c.id != "" {
 		w.observe(ctx, spec, c)
+		return
+	}
+	if w.doneForGood(c) {
 		return
 	}
 	if !c.backoffUntil.IsZero() && w.a.now().Before(c.backoffUntil) {
@@ -410,17 +440,89 @@ func (w *podWorker) syncContainer(ctx context.Context, spec *skiffv1.Container, 
 		return
 	}
 	w.record(events.Normal, "Created", "Created container %s", spec.Name)
-	if _, err := w.a.cfg.Runtime.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: created.ContainerId}); err != nil {
-		c.state = waiting("RunContainerError", status.Convert(err).Message())
-		_, _ = w.a.cfg.Runtime.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: created.ContainerId})
-		w.scheduleRestart(spec, c)
+	c.id = created.ContainerId // known from now on, so that a deletion can stop it
+	c.state = waiting("ContainerCreating", "")
+	w.startContainer(ctx, spec, c)
+}
+
+// startContainer starts the created container c.id. A start that does not
+// return is left in flight when the pod is deleted meanwhile (its
+// termination stops the container and the sandbox, and cancels the call
+// once they are gone). A start that fails ends the container with reason
+// StartError and exit code 128, keeping the error's message, as the
+// kubelet shows it; it restarts after a back-off unless restartPolicy
+// says otherwise.
+func (w *podWorker) startContainer(ctx context.Context, spec *skiffv1.Container, c *containerRun) {
+	if w.startCtx == nil {
+		w.startCtx, w.cancelStart = context.WithCancel(ctx)
+	}
+	done := make(chan error, 1)
+	id := c.id
+	go func() {
+		_, err := w.a.cfg.Runtime.StartContainer(w.startCtx, &runtimeapi.StartContainerRequest{ContainerId: id})
+		done <- err
+	}()
+	var err error
+	woken := false
+wait:
+	for {
+		select {
+		case err = <-done:
+			break wait
+		case <-ctx.Done():
+			c.starting = done
+			return
+		case <-w.wake:
+			woken = true
+			if w.deletionPending() {
+				c.starting = done
+				w.poke()
+				w.log.Warn("pod deleted while its container is starting: stopping it", "container", spec.Name)
+				return
+			}
+		}
+	}
+	if woken {
+		w.poke() // what woke the worker is still to be looked at
+	}
+	if err != nil {
+		w.startFailed(ctx, spec, c, err)
 		return
 	}
-	c.id = created.ContainerId
 	c.backoffUntil = time.Time{}
 	w.log.Info("container started", "container", spec.Name, "attempt", c.attempt)
 	w.record(events.Normal, "Started", "Started container %s", spec.Name)
 	w.observe(ctx, spec, c)
+}
+
+// startFailed records a start error: the container ended with StartError.
+func (w *podWorker) startFailed(ctx context.Context, spec *skiffv1.Container, c *containerRun, err error) {
+	msg := status.Convert(err).Message()
+	w.log.Warn("start container", "container", spec.Name, "err", msg)
+	w.record(events.Warning, "Failed", "Error: StartError: container %s: %s", spec.Name, msg)
+	_, _ = w.a.cfg.Runtime.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: c.id})
+	c.stopProbes()
+	c.id = ""
+	c.state = terminated(128, "StartError", msg)
+	if w.shouldRestart(c, 128) {
+		w.scheduleRestart(spec, c)
+	}
+}
+
+// deletionPending reports whether the pod was deleted, or marked for
+// deletion, since the worker last took its mailbox.
+func (w *podWorker) deletionPending() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.deleted || w.next.GetMetadata().GetDeletionTimestamp() != nil
+}
+
+// abandonStarts cancels the StartContainer calls left in flight.
+func (w *podWorker) abandonStarts() {
+	if w.cancelStart != nil {
+		w.cancelStart()
+		w.startCtx, w.cancelStart = nil, nil
+	}
 }
 
 func (w *podWorker) containerLabels(name string) map[string]string {
@@ -458,9 +560,31 @@ func (w *podWorker) observe(ctx context.Context, spec *skiffv1.Container, c *con
 		return
 	}
 	st := res.GetStatus()
+	if c.starting != nil {
+		select {
+		case err := <-c.starting:
+			c.starting = nil
+			if err != nil && st.GetState() == runtimeapi.ContainerState_CONTAINER_CREATED && w.pod.GetMetadata().GetDeletionTimestamp() == nil {
+				w.startFailed(ctx, spec, c, err)
+				return
+			}
+		default:
+		}
+	}
 	switch st.GetState() {
 	case runtimeapi.ContainerState_CONTAINER_CREATED:
 		c.state = waiting("ContainerCreating", "")
+		if c.unstarted && c.starting == nil && w.pod.GetMetadata().GetDeletionTimestamp() == nil {
+			// Created but never started: the agent was stopped between
+			// the two calls. Make it again, from the current spec.
+			w.log.Info("removing a container created but never started", "container", spec.Name, "id", c.id)
+			if _, err := w.a.cfg.Runtime.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: c.id}); err != nil && status.Code(err) != codes.NotFound {
+				w.log.Warn("remove a container never started", "container", spec.Name, "err", err)
+				return
+			}
+			c.id, c.unstarted = "", false
+			w.syncContainer(ctx, spec, c)
+		}
 	case runtimeapi.ContainerState_CONTAINER_RUNNING:
 		c.state = &skiffv1.ContainerState{Running: &skiffv1.ContainerStateRunning{StartedAt: nanos(st.StartedAt)}}
 		if w.pod.GetMetadata().GetDeletionTimestamp() != nil {
@@ -720,6 +844,7 @@ func (w *podWorker) removeSandbox(ctx context.Context) {
 		return
 	}
 	w.sandboxID, w.netnsPath, w.initialized = "", "", false
+	w.abandonStarts() // a start left in flight has nothing left to start
 	w.removeVolumes()
 	for _, c := range w.containers {
 		c.stopProbes()

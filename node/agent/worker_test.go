@@ -49,7 +49,12 @@ type fakeCRI struct {
 	subs     []chan *runtimeapi.ContainerEventResponse
 	noEvents bool // GetContainerEvents is Unimplemented, as in an older runtime
 	statusN  int  // ContainerStatus calls
-	listN    int  // ListContainers calls
+	// startErr is StartContainer's answer while set; with startBlocks,
+	// StartContainer returns only when its context ends.
+	startErr      error
+	startBlocks   bool
+	startDeadline bool // the last StartContainer call had a deadline
+	listN         int  // ListContainers calls
 }
 
 // GetContainerEvents streams the fake's container events until ctx ends.
@@ -242,6 +247,11 @@ func (f *fakeCRI) CreateContainer(_ context.Context, r *runtimeapi.CreateContain
 	if f.createErr != nil {
 		return nil, f.createErr
 	}
+	for _, sb := range f.sandboxes {
+		if sb.Id == r.PodSandboxId && sb.State != runtimeapi.PodSandboxState_SANDBOX_READY {
+			return nil, status.Errorf(codes.FailedPrecondition, "sandbox %s is not ready", sb.Id)
+		}
+	}
 	f.creates = append(f.creates, r.Config)
 	id := fmt.Sprintf("c%d", len(f.creates))
 	f.calls.add("CreateContainer %s %s", id, r.Config.Metadata.Name)
@@ -251,9 +261,23 @@ func (f *fakeCRI) CreateContainer(_ context.Context, r *runtimeapi.CreateContain
 	return &runtimeapi.CreateContainerResponse{ContainerId: id}, nil
 }
 
-func (f *fakeCRI) StartContainer(_ context.Context, r *runtimeapi.StartContainerRequest, _ ...grpc.CallOption) (*runtimeapi.StartContainerResponse, error) {
+func (f *fakeCRI) StartContainer(ctx context.Context, r *runtimeapi.StartContainerRequest, _ ...grpc.CallOption) (*runtimeapi.StartContainerResponse, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	_, f.startDeadline = ctx.Deadline()
+	if f.startErr != nil {
+		return nil, f.startErr
+	}
+	if f.startBlocks {
+		// A module whose start never returns: the call ends only with
+		// its context.
+		f.calls.add("StartContainer %s blocks", r.ContainerId)
+		f.mu.Unlock()
+		<-ctx.Done()
+		f.mu.Lock()
+		f.calls.add("StartContainer %s returned", r.ContainerId)
+		return nil, status.FromContextError(ctx.Err()).Err()
+	}
 	c := f.containers[r.ContainerId]
 	c.State, c.StartedAt = runtimeapi.ContainerState_CONTAINER_RUNNING, 1
 	f.emit(runtimeapi.ContainerEventType_CONTAINER_STARTED_EVENT, r.ContainerId)
