@@ -232,8 +232,7 @@ func (n *Node) runAgent(ctx context.Context, criDone <-chan struct{}, j joined) 
 		}
 		return err
 	}
-	conn, err := grpc.NewClient("unix://"+n.cfg.CRISocket, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithUnaryInterceptor(withDeadline(runtimeRequestTimeout)))
+	conn, err := grpc.NewClient("unix://"+n.cfg.CRISocket, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return fmt.Errorf("dial CRI socket %s: %w", n.cfg.CRISocket, err)
 	}
