@@ -112,15 +112,15 @@ func TestPullRefusals(t *testing.T) {
 	}
 
 	t.Run("digest mismatch", func(t *testing.T) {
-		reg.Tamper = func(digest string, body []byte) []byte {
+		reg.SetTamper(func(digest string, body []byte) []byte {
 			if digest == layerDigest.String() {
 				b := bytes.Clone(body)
 				b[len(b)-1] ^= 0xff
 				return b
 			}
 			return nil
-		}
-		defer func() { reg.Tamper = nil }()
+		})
+		defer reg.SetTamper(nil)
 		s := open(t)
 		ref := reg.Host + "/wasm/hello:v1"
 		_, err := s.Pull(context.Background(), ref, image.Credentials{})
@@ -134,13 +134,13 @@ func TestPullRefusals(t *testing.T) {
 
 	t.Run("deadline", func(t *testing.T) {
 		release := make(chan struct{})
-		reg.Wait = func(r *http.Request) {
+		reg.SetWait(func(r *http.Request) {
 			select {
 			case <-release:
 			case <-r.Context().Done():
 			}
-		}
-		defer func() { close(release); reg.Wait = nil }()
+		})
+		defer func() { close(release); reg.SetWait(nil) }()
 		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 		defer cancel()
 		_, err := open(t).Pull(ctx, reg.Host+"/wasm/hello:v1", image.Credentials{})

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -26,11 +27,35 @@ import (
 type Registry struct {
 	t    testing.TB
 	Host string // "127.0.0.1:port"
-	// Tamper, when set, rewrites the body of the blob whose digest it is
-	// given; return nil to leave it alone.
-	Tamper func(digest string, body []byte) []byte
-	// Wait, when set, is called before each request is served (a slow registry).
-	Wait func(r *http.Request)
+
+	mu sync.Mutex // guards tamper and wait, read by the serving goroutines
+	// tamper, when set, rewrites the body of the blob whose digest it is
+	// given; it returns nil to leave it alone.
+	tamper func(digest string, body []byte) []byte
+	// wait, when set, is called before each request is served.
+	wait func(r *http.Request)
+}
+
+// SetTamper makes the registry rewrite blobs with f (nil: serve them as
+// they are).
+func (r *Registry) SetTamper(f func(digest string, body []byte) []byte) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.tamper = f
+}
+
+// SetWait makes the registry call f before serving each request (a slow
+// registry; nil: none).
+func (r *Registry) SetWait(f func(r *http.Request)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.wait = f
+}
+
+func (r *Registry) hooks() (func(string, []byte) []byte, func(*http.Request)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.tamper, r.wait
 }
 
 // NewRegistry starts a registry, stopped when the test ends.
@@ -38,14 +63,15 @@ func NewRegistry(t testing.TB) *Registry {
 	r := &Registry{t: t}
 	reg := registry.New(registry.Logger(nopLogger()))
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		if r.Wait != nil {
-			r.Wait(req)
+		tamper, wait := r.hooks()
+		if wait != nil {
+			wait(req)
 		}
-		if r.Tamper != nil && req.Method == http.MethodGet && strings.Contains(req.URL.Path, "/blobs/sha256:") {
+		if tamper != nil && req.Method == http.MethodGet && strings.Contains(req.URL.Path, "/blobs/sha256:") {
 			rec := httptest.NewRecorder()
 			reg.ServeHTTP(rec, req)
 			body := rec.Body.Bytes()
-			if b := r.Tamper(req.URL.Path[strings.LastIndex(req.URL.Path, "/")+1:], body); b != nil {
+			if b := tamper(req.URL.Path[strings.LastIndex(req.URL.Path, "/")+1:], body); b != nil {
 				body = b
 			}
 			for k, v := range rec.Header() {
