@@ -73,7 +73,9 @@ func startNodeProc(t *testing.T, dir string) *nodeProc {
 	eventually(t, 60*time.Second, func() bool {
 		_, found, err = loadClientConfig(adminConfigPath(n.dataDir))
 		return found && err == nil
-	}, func() string { return fmt.Sprintf("skiff dev wrote no admin's client config: found %v, %v", found, err) })
+	}, func() string {
+		return fmt.Sprintf("skiff dev wrote no admin's client config: found %v, %v", found, err)
+	})
 	n.c = &cluster{t: t, server: n.listen, config: adminConfigPath(n.dataDir), dataDir: n.dataDir, socket: n.socket}
 	n.api = n.c.clients()
 	n.waitAPI()
