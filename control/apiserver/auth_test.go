@@ -663,6 +663,11 @@ func TestNodeRestriction(t *testing.T) {
 	p.Spec.NodeName = "n1"
 	_, err = n1.pods.UpdateStatus(ctx, connect.NewRequest(p))
 	wantRefusal(t, "status of another node's pod, claimed", err, connect.CodePermissionDenied, "it is bound to node n2")
+	// A stale resourceVersion changes nothing: the refusal comes before the
+	// conflict, which would tell the caller the pod had changed.
+	p.Metadata.ResourceVersion = 1
+	_, err = n1.pods.UpdateStatus(ctx, connect.NewRequest(p))
+	wantRefusal(t, "status of another node's pod, stale version", err, connect.CodePermissionDenied, "it is bound to node n2")
 	_, err = n1.pods.Delete(ctx, connect.NewRequest(&skiffv1.DeleteRequest{Namespace: "team", Name: "p-n2"}))
 	wantRefusal(t, "delete another node's pod", err, connect.CodePermissionDenied, "it is bound to node n2")
 	_, err = n1.pods.Get(ctx, connect.NewRequest(&skiffv1.GetRequest{Namespace: "team", Name: "p-free"}))

@@ -490,15 +490,19 @@ func (b *backend) modify(ctx context.Context, k *kinds.Kind, ns, name, uid strin
 		if err != nil {
 			return nil, err
 		}
-		cm := cur.GetMetadata()
+		// What the stored object was, before change edits it: the caller's
+		// preconditions are checked against it, but only once change has
+		// admitted the caller, so that a caller who may not write the object
+		// learns nothing of it (a refusal comes before a conflict).
+		cm := proto.Clone(cur.GetMetadata()).(*skiffv1.ObjectMeta)
+		stored := cm.ResourceVersion
+		if err := change(cur); err != nil {
+			return nil, err
+		}
 		if uid != "" && uid != cm.Uid {
 			return nil, connect.NewError(connect.CodeAborted, fmt.Errorf("%s %q: the object was replaced (uid %s, yours %s)", k.Singular, k.ID(ns, name), cm.Uid, uid))
 		}
 		if err := checkVersion("update", k, cm, rev); err != nil {
-			return nil, err
-		}
-		stored := cm.ResourceVersion
-		if err := change(cur); err != nil {
 			return nil, err
 		}
 		if err := b.validate(k, cur); err != nil {
