@@ -374,11 +374,17 @@ func (b *bench) cleanUp(ctx context.Context, section string, n int, del func(con
 // (the scheduler's status updates and events after pods are created or
 // deleted): until the store's revision stays still for settleQuiet.
 func (b *bench) settle(ctx context.Context) error {
+	return settleStore(ctx, b.nodes, b.say)
+}
+
+// settleStore waits until the store's revision, as a list of nodes reads
+// it, stays still for settleQuiet, or says it gives up after settleMax.
+func settleStore(ctx context.Context, nodes skiffv1connect.NodeServiceClient, say func(string, ...any)) error {
 	start := time.Now()
 	var last uint64
 	still := start
 	for {
-		res, err := b.nodes.List(ctx, connect.NewRequest(&skiffv1.ListRequest{}))
+		res, err := nodes.List(ctx, connect.NewRequest(&skiffv1.ListRequest{}))
 		if err != nil {
 			return fmt.Errorf("read the store's revision: %w", err)
 		}
@@ -389,7 +395,7 @@ func (b *bench) settle(ctx context.Context) error {
 			return nil
 		}
 		if now.Sub(start) > settleMax {
-			b.say("the server is still writing after %s; measuring anyway", settleMax)
+			say("the server is still writing after %s; measuring anyway", settleMax)
 			return nil
 		}
 		select {

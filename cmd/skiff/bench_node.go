@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -26,6 +27,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	skiffv1 "skiff.dev/skiff/control/api/gen/skiff/v1"
+	"skiff.dev/skiff/control/api/gen/skiff/v1/skiffv1connect"
 	"skiff.dev/skiff/control/api/kinds"
 	"skiff.dev/skiff/control/server"
 	"skiff.dev/skiff/node"
@@ -39,6 +41,8 @@ type benchNodeOptions struct {
 	starts int
 	exits  int
 	idle   time.Duration
+	// cpuprofile, when set, receives a CPU profile of the idle window.
+	cpuprofile string
 }
 
 func newBenchNodeCmd() *cobra.Command {
@@ -57,8 +61,10 @@ temporary directory (removed afterwards), and measures:
   density   --pods long-running pods created through the API: the time until
             all are Running, the process's resident memory and its growth per
             pod, the modules' own linear memory per pod (as CRI stats report
-            it: the size, of which the guest may have touched less), its CPU
-            use while they idle (--idle), and the time until all are deleted.
+            it: the size, of which the guest may have touched less), how long
+            the store takes to settle after the last start (the starts'
+            events are written at the recorder's 50/s), its CPU use while
+            the pods then idle (--idle), and the time until all are deleted.
 
 FILE is a WASI module that takes the arguments "sleep DURATION" and "exit N"
 (the test guest: go tool task bench-node builds it). It needs root: each pod
@@ -84,6 +90,8 @@ gets its own network namespace.`,
 	f.IntVar(&o.starts, "starts", 200, "pod starts of each start measurement")
 	f.IntVar(&o.exits, "exits", 100, "pods of the exit measurement")
 	f.DurationVar(&o.idle, "idle", 10*time.Second, "how long CPU use is measured while the pods idle")
+	f.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of the idle window to FILE")
+	_ = f.MarkHidden("cpuprofile")
 	return cmd
 }
 
@@ -346,16 +354,37 @@ func (b *benchNode) measureDensity(ctx context.Context, out io.Writer, o *benchN
 	for _, st := range stats.GetStats() {
 		linear += st.GetMemory().GetWorkingSetBytes().GetValue()
 	}
+	// Idle means idle: the events of the starts (rate-limited, as the
+	// kubelet's) and the last status writes are written first.
+	b.say("waiting for the store to settle")
+	settleStart := time.Now()
+	if err := settleStore(ctx, skiffv1connect.NewNodeServiceClient(b.api.hc, b.api.base), b.say); err != nil {
+		return err
+	}
+	settled := time.Since(settleStart)
 	b.say("measuring CPU at idle for %s", o.idle)
 	cpu0, err := selfCPU()
 	if err != nil {
 		return err
 	}
 	w0 := time.Now()
+	if o.cpuprofile != "" {
+		f, err := os.Create(o.cpuprofile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+	}
 	select {
 	case <-time.After(o.idle):
 	case <-ctx.Done():
 		return ctx.Err()
+	}
+	if o.cpuprofile != "" {
+		pprof.StopCPUProfile()
 	}
 	cpu1, err := selfCPU()
 	if err != nil {
@@ -380,9 +409,9 @@ func (b *benchNode) measureDensity(ctx context.Context, out io.Writer, o *benchN
 	}
 	deleted := time.Since(t1)
 	tw := tabwriter.NewWriter(out, 0, 8, 2, ' ', 0)
-	fmt.Fprintln(tw, "DENSITY\tPODS\tALL RUNNING\tRSS\tRSS PER POD\tLINEAR MEMORY PER POD\tIDLE CPU\tALL DELETED")
-	fmt.Fprintf(tw, "sleep 1h\t%d\t%s\t%d MiB\t%d KiB\t%d KiB\t%.1f%% of a core\t%s\n", o.pods, running.Round(time.Millisecond),
-		rss1>>20, (rss1-rss0)/int64(o.pods)>>10, linear/uint64(o.pods)>>10, idle, deleted.Round(time.Millisecond))
+	fmt.Fprintln(tw, "DENSITY\tPODS\tALL RUNNING\tRSS\tRSS PER POD\tLINEAR MEMORY PER POD\tSETTLED AFTER\tIDLE CPU\tALL DELETED")
+	fmt.Fprintf(tw, "sleep 1h\t%d\t%s\t%d MiB\t%d KiB\t%d KiB\t%s\t%.1f%% of a core\t%s\n", o.pods, running.Round(time.Millisecond),
+		rss1>>20, (rss1-rss0)/int64(o.pods)>>10, linear/uint64(o.pods)>>10, settled.Round(time.Millisecond), idle, deleted.Round(time.Millisecond))
 	return tw.Flush()
 }
 
