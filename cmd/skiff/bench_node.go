@@ -54,8 +54,9 @@ func newBenchNodeCmd() *cobra.Command {
 temporary directory (removed afterwards), and measures:
 
   start     RunPodSandbox + CreateContainer + StartContainer over the node's
-            CRI socket, p50 and p99: "cold" with a module never seen (it is
-            compiled), "cached" with one already compiled.
+            CRI socket, p50 and p99, and CreateContainer + StartContainer
+            alone (no network namespace): "cold" with a module never seen
+            (it is compiled), "cached" with one already compiled.
   exit      the time from a container's exit (its finishedAt) to the watch
             event that shows its pod Succeeded, p50 and p99.
   density   --pods long-running pods created through the API: the time until
@@ -187,14 +188,15 @@ func runBenchNode(ctx context.Context, out, progress io.Writer, o *benchNodeOpti
 	fmt.Fprintf(out, "target: in-process server and node, data in %s (removed afterwards)\nmodule: %s (%d bytes)\n\n", dir, o.module, len(module))
 
 	tw := tabwriter.NewWriter(out, 0, 8, 2, ' ', 0)
-	fmt.Fprintln(tw, "START\tRUNS\tP50\tP99")
+	fmt.Fprintln(tw, "START\tRUNS\tP50\tP99\tCONTAINER ALONE P50\tP99")
 	for _, cold := range []bool{true, false} {
-		d, err := b.measureStarts(ctx, o.starts, cold)
+		d, c, err := b.measureStarts(ctx, o.starts, cold)
 		if err != nil {
 			return err
 		}
 		name := map[bool]string{true: "cold", false: "cached"}[cold]
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\n", name, len(d), ms(latencies(d).percentile(0.5)), ms(latencies(d).percentile(0.99)))
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\n", name, len(d), ms(latencies(d).percentile(0.5)), ms(latencies(d).percentile(0.99)),
+			ms(latencies(c).percentile(0.5)), ms(latencies(c).percentile(0.99)))
 	}
 	_ = tw.Flush()
 	fmt.Fprintln(out)
@@ -214,15 +216,15 @@ func runBenchNode(ctx context.Context, out, progress io.Writer, o *benchNodeOpti
 
 // measureStarts starts and removes n pods through CRI, each with one
 // container that sleeps, and returns how long each start took.
-func (b *benchNode) measureStarts(ctx context.Context, n int, cold bool) ([]time.Duration, error) {
+func (b *benchNode) measureStarts(ctx context.Context, n int, cold bool) (pods, containers []time.Duration, err error) {
 	b.say("starting %d pods through CRI (cold: %v)", n, cold)
-	var out []time.Duration
+	var out, ctrs []time.Duration
 	for i := range n {
 		img := "bench"
 		if cold {
 			img = fmt.Sprintf("bench-cold-%d", i)
 			if _, err := b.images.Import(ctx, img, bytes.NewReader(withCustomSection(b.module, img))); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 		}
 		name := fmt.Sprintf("start-%v-%d", cold, i)
@@ -232,8 +234,9 @@ func (b *benchNode) measureStarts(ctx context.Context, n int, cold bool) ([]time
 			LogDirectory: filepath.Join(b.dir, "cri-logs", name),
 		}})
 		if err != nil {
-			return nil, fmt.Errorf("run pod sandbox: %w", err)
+			return nil, nil, fmt.Errorf("run pod sandbox: %w", err)
 		}
+		t1 := time.Now()
 		ctr, err := b.cri.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: pod.PodSandboxId, Config: &runtimeapi.ContainerConfig{
 			Metadata: &runtimeapi.ContainerMetadata{Name: "c"}, Image: &runtimeapi.ImageSpec{Image: img},
 			Args: []string{"sleep", "1h"}, LogPath: "c.log",
@@ -242,22 +245,22 @@ func (b *benchNode) measureStarts(ctx context.Context, n int, cold bool) ([]time
 			_, err = b.cri.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: ctr.ContainerId})
 		}
 		if err != nil {
-			return nil, fmt.Errorf("start a container: %w", err)
+			return nil, nil, fmt.Errorf("start a container: %w", err)
 		}
-		out = append(out, time.Since(t0))
+		out, ctrs = append(out, time.Since(t0)), append(ctrs, time.Since(t1))
 		if _, err := b.cri.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: pod.PodSandboxId}); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if _, err := b.cri.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: pod.PodSandboxId}); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if cold {
 			if err := b.images.Remove(img); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
 		}
 	}
-	return out, nil
+	return out, ctrs, nil
 }
 
 // measureExits creates n pods whose container exits at once, one after
