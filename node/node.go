@@ -65,6 +65,8 @@ type Config struct {
 	// Token is the cluster's join token: the node trades it for its
 	// certificate, and the gossip pool's key derives from it.
 	Token string
+	// Limits are the runtime host's (zero values: cri's defaults).
+	Limits RuntimeLimits
 	// RegistryConfig is the path of the image store's registry config
 	// (image.LoadConfig); empty: defaults.
 	RegistryConfig string
@@ -157,7 +159,7 @@ func (n *Node) Run(ctx context.Context) error {
 		return n.runAgent(ctx, nil, j)
 	}
 	criSrv, err := NewCRI(ctx, CRIConfig{
-		DataDir: n.cfg.DataDir, StateDir: n.cfg.StateDir, Socket: n.cfg.CRISocket, RegistryConfig: n.cfg.RegistryConfig,
+		DataDir: n.cfg.DataDir, StateDir: n.cfg.StateDir, Socket: n.cfg.CRISocket, RegistryConfig: n.cfg.RegistryConfig, Limits: n.cfg.Limits,
 		Logger: n.log.With("room", "cri"),
 	})
 	if err != nil {
@@ -175,6 +177,19 @@ func (n *Node) Run(ctx context.Context) error {
 	return g.Wait()
 }
 
+// RuntimeLimits bound what the runtime host keeps for its containers; a
+// zero field takes cri's default.
+type RuntimeLimits struct {
+	// DefaultMemoryLimit caps a Wasm container's linear memory when its
+	// resources set none, in bytes.
+	DefaultMemoryLimit int64
+	// ModuleCacheBytes bounds the compiled modules kept in memory.
+	ModuleCacheBytes int64
+	// LogMaxSize and LogMaxFiles rotate each container's log.
+	LogMaxSize  int64
+	LogMaxFiles int
+}
+
 // CRIConfig is what a node's CRI server needs.
 type CRIConfig struct {
 	// DataDir holds the images (ImageDir) and the CRI server's records
@@ -184,6 +199,7 @@ type CRIConfig struct {
 	// RegistryConfig is the path of the image store's registry config
 	// (mirrors, plain-HTTP registries, auth); "" for none.
 	RegistryConfig string
+	Limits         RuntimeLimits
 	Logger         *slog.Logger
 }
 
@@ -204,11 +220,15 @@ func NewCRI(ctx context.Context, cfg CRIConfig) (*cri.Server, error) {
 		return nil, err
 	}
 	return cri.New(ctx, cri.Config{
-		Socket:   cfg.Socket,
-		RootDir:  filepath.Join(cfg.DataDir, "node", "cri"),
-		StateDir: cfg.StateDir,
-		Images:   images,
-		Logger:   cfg.Logger,
+		DefaultMemoryLimit: uint64(cfg.Limits.DefaultMemoryLimit),
+		ModuleCacheBytes:   cfg.Limits.ModuleCacheBytes,
+		LogMaxSize:         cfg.Limits.LogMaxSize,
+		LogMaxFiles:        cfg.Limits.LogMaxFiles,
+		Socket:             cfg.Socket,
+		RootDir:            filepath.Join(cfg.DataDir, "node", "cri"),
+		StateDir:           cfg.StateDir,
+		Images:             images,
+		Logger:             cfg.Logger,
 	})
 }
 

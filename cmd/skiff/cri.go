@@ -15,6 +15,7 @@ func newCRICmd() *cobra.Command {
 	var (
 		dataDir, stateDir, socket, registryCfg string
 		r                                      runOptions
+		rt                                     runtimeFlags
 	)
 	cmd := &cobra.Command{
 		Use:   "cri",
@@ -33,8 +34,14 @@ running; crictl drives the socket by hand. Its state is under
 			if os.Geteuid() != 0 {
 				return errors.New("skiff cri needs root: every pod gets its own network namespace")
 			}
+			limits, err := rt.limits()
+			if err != nil {
+				return err
+			}
 			return r.run(cmd, func(ctx context.Context, log *slog.Logger) error {
-				srv, err := node.NewCRI(ctx, node.CRIConfig{DataDir: dataDir, StateDir: stateDir, Socket: socket, RegistryConfig: registryCfg, Logger: log.With("room", "cri")})
+				srv, err := node.NewCRI(ctx, node.CRIConfig{
+					DataDir: dataDir, StateDir: stateDir, Socket: socket, RegistryConfig: registryCfg, Limits: limits, Logger: log.With("room", "cri"),
+				})
 				if err != nil {
 					return err
 				}
@@ -49,6 +56,7 @@ running; crictl drives the socket by hand. Its state is under
 	f.StringVar(&stateDir, "state-dir", "/run/skiff", "directory for runtime state that ends with the machine (pod network namespaces)")
 	f.StringVar(&socket, "cri-socket", "/run/skiff/cri.sock", "unix socket to serve CRI on")
 	f.StringVar(&registryCfg, "registry-config", "", "YAML file of registry settings: mirrors, plain-HTTP registries, a docker config.json for auth, pull limits, image GC thresholds")
+	rt.flags(cmd)
 	r.flags(cmd)
 	return cmd
 }

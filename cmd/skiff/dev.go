@@ -74,6 +74,7 @@ type agentOptions struct {
 	stateDir    string
 	criSocket   string
 	registryCfg string
+	runtime     runtimeFlags
 	nodeName    string
 	agentListen string
 	hostPaths   []string
@@ -136,6 +137,7 @@ func (o *agentOptions) flags(cmd *cobra.Command) {
 	f.StringVar(&o.stateDir, "state-dir", "/run/skiff", "directory for runtime state that ends with the machine (pod network namespaces)")
 	f.StringVar(&o.criSocket, "cri-socket", "/run/skiff/cri.sock", "unix socket of the node's CRI server")
 	f.StringVar(&o.registryCfg, "registry-config", "", "YAML file of registry mirrors, plain-HTTP registries, auth (a docker config.json) and image GC thresholds (see README, Images)")
+	o.runtime.flags(cmd)
 	f.StringVar(&o.nodeName, "node-name", strings.ToLower(host), "name of this node")
 	f.StringSliceVar(&o.hostPaths, "allowed-host-path", nil, "a directory under which pods' hostPath volumes may be (repeat for several); none by default")
 	f.StringVar(&o.agentListen, "agent-listen", "127.0.0.1:0", "address the agent's API (container logs, for the server) listens on; port 0 picks one")
@@ -190,10 +192,14 @@ func (o *agentOptions) node(log *slog.Logger) (*node.Node, error) {
 	if token == "" {
 		return nil, errors.New("--token: required value: the cluster's join token (a server keeps it in DATA-DIR/server/token)")
 	}
+	limits, err := o.runtime.limits()
+	if err != nil {
+		return nil, err
+	}
 	n, err := node.New(node.Config{
 		Name: o.nodeName, Server: o.serverAddr, Gossip: o.gossip, Join: o.join, DataDir: o.dataDir, StateDir: o.stateDir,
 		CRISocket: o.criSocket, ExternalCRI: o.externalCRI, AgentListen: o.agentListen, Token: token, Version: version, Logger: log,
-		RegistryConfig: o.registryCfg, AllowedHostPaths: o.hostPaths,
+		RegistryConfig: o.registryCfg, AllowedHostPaths: o.hostPaths, Limits: limits,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("skiff agent: %w", err)

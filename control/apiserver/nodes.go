@@ -11,6 +11,7 @@ import (
 	skiffv1 "skiff.dev/skiff/control/api/gen/skiff/v1"
 	"skiff.dev/skiff/control/api/gen/skiff/v1/skiffv1connect"
 	"skiff.dev/skiff/control/api/kinds"
+	"skiff.dev/skiff/control/api/quantity"
 )
 
 func nodeStrategy() *strategy {
@@ -35,7 +36,7 @@ func validateNode(n *skiffv1.Node) fieldErrors {
 		default:
 			fe.add(path, "unsupported resource: supported are cpu, memory, pods, ephemeral-storage")
 		}
-		if !quantity.MatchString(q) {
+		if _, err := quantity.Parse(q); err != nil {
 			fe.add(path, "invalid value %q: must be a quantity such as 2, 500m, 24Gi", q)
 		}
 	}

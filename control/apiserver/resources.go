@@ -3,11 +3,11 @@ package apiserver
 import (
 	"fmt"
 	"math/big"
-	"regexp"
 	"sort"
 	"time"
 
 	skiffv1 "skiff.dev/skiff/control/api/gen/skiff/v1"
+	"skiff.dev/skiff/control/api/quantity"
 )
 
 // AnnotationCPUTimeBudget is the pod annotation that gives each of the
@@ -64,7 +64,7 @@ func checkQuantities(fe *fieldErrors, path string, m map[string]string) map[stri
 			fe.add(path, "unsupported resource name %q: supported names are \"cpu\", \"memory\"", name)
 			continue
 		}
-		q, err := parseQuantity(v)
+		q, err := quantity.Parse(v)
 		if err != nil {
 			fe.add(path+"["+name+"]", "invalid value %q: %v", v, err)
 			continue
@@ -76,42 +76,4 @@ func checkQuantities(fe *fieldErrors, path string, m map[string]string) map[stri
 		out[name] = q
 	}
 	return out
-}
-
-var quantityPattern = regexp.MustCompile(`^([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$`)
-
-var quantitySuffixes = map[string]*big.Rat{
-	"":   big.NewRat(1, 1),
-	"m":  big.NewRat(1, 1000),
-	"k":  big.NewRat(1e3, 1),
-	"M":  big.NewRat(1e6, 1),
-	"G":  big.NewRat(1e9, 1),
-	"T":  big.NewRat(1e12, 1),
-	"P":  big.NewRat(1e15, 1),
-	"E":  big.NewRat(1e18, 1),
-	"Ki": big.NewRat(1<<10, 1),
-	"Mi": big.NewRat(1<<20, 1),
-	"Gi": big.NewRat(1<<30, 1),
-	"Ti": big.NewRat(1<<40, 1),
-	"Pi": big.NewRat(1<<50, 1),
-	"Ei": big.NewRat(1<<60, 1),
-}
-
-// parseQuantity parses a Kubernetes quantity in the common forms: a
-// decimal number with an optional SI (m, k, M, G, ...) or binary (Ki, Mi,
-// Gi, ...) suffix. Exponents ("1e3") are not accepted.
-func parseQuantity(s string) (*big.Rat, error) {
-	m := quantityPattern.FindStringSubmatch(s)
-	if m == nil {
-		return nil, fmt.Errorf("must be a quantity such as \"500m\", \"2\", \"64Mi\" or \"1G\"")
-	}
-	n, ok := new(big.Rat).SetString(m[1])
-	if !ok {
-		return nil, fmt.Errorf("must be a quantity such as \"500m\", \"2\", \"64Mi\" or \"1G\"")
-	}
-	n.Mul(n, quantitySuffixes[m[2]])
-	if n.Cmp(new(big.Rat).SetInt64(1<<62)) > 0 {
-		return nil, fmt.Errorf("too large")
-	}
-	return n, nil
 }
