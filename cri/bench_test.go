@@ -16,6 +16,7 @@ import (
 
 	"skiff.dev/skiff/netns"
 	"skiff.dev/skiff/runtime/image"
+	"skiff.dev/skiff/runtime/wasm/wasmtest"
 )
 
 // BenchmarkWasmPodStart measures what a pod start costs a CRI client over
@@ -68,13 +69,9 @@ func BenchmarkWasmPodStart(b *testing.B) {
 	}
 	b.Cleanup(func() { conn.Close() })
 	rs := runtime.NewRuntimeServiceClient(conn)
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if _, err := rs.Version(ctx, &runtime.VersionRequest{}); err == nil {
-			break
-		} else if time.Now().After(deadline) {
-			b.Fatal(err)
-		}
-	}
+	var verr error
+	wasmtest.Eventually(b, 5*time.Second, func() bool { _, verr = rs.Version(ctx, &runtime.VersionRequest{}); return verr == nil },
+		func() string { return fmt.Sprintf("the CRI server does not answer: %v", verr) })
 
 	pods := 0
 	podStart := func(b *testing.B, img string) string {
@@ -105,7 +102,7 @@ func BenchmarkWasmPodStart(b *testing.B) {
 		for i := 0; b.Loop(); i++ {
 			b.StopTimer()
 			name := fmt.Sprintf("hello-first-%d", pods)
-			if _, err := images.Import(ctx, name, bytes.NewReader(withCustomSection(hello, name))); err != nil {
+			if _, err := images.Import(ctx, name, bytes.NewReader(wasmtest.WithCustomSection(hello, name))); err != nil {
 				b.Fatal(err)
 			}
 			b.StartTimer()
@@ -133,31 +130,6 @@ func BenchmarkWasmPodStart(b *testing.B) {
 		slices.Sort(took)
 		b.ReportMetric(float64(took[len(took)/2].Microseconds())/1000, "p50-ms")
 	})
-}
-
-// withCustomSection returns module with a custom section holding payload
-// appended: a different module (new image ID, new compilation) that runs the same.
-func withCustomSection(module []byte, payload string) []byte {
-	const name = "skiff-bench"
-	var content []byte
-	content = appendULEB(content, uint32(len(name)))
-	content = append(content, name...)
-	content = append(content, payload...)
-	out := append([]byte{}, module...)
-	out = append(out, 0) // custom section
-	out = appendULEB(out, uint32(len(content)))
-	return append(out, content...)
-}
-
-func appendULEB(b []byte, v uint32) []byte {
-	for {
-		c := byte(v & 0x7f)
-		v >>= 7
-		if v == 0 {
-			return append(b, c)
-		}
-		b = append(b, c|0x80)
-	}
 }
 
 // BenchmarkStopContainer measures StopContainer with a timeout, from the

@@ -79,18 +79,10 @@ func TestContainerLifecycle(t *testing.T) {
 	_, err := e.rs.StartContainer(ctx, &runtime.StartContainerRequest{ContainerId: id})
 	wantCode(t, err, codes.FailedPrecondition, "running")
 
-	deadline := time.Now().Add(5 * time.Second)
 	want := []string{"stdout F hello out", "stderr F hello err", "stdout P no newline"}
-	for {
-		got := readLog(t, wantLog)
-		if strings.Join(got, "|") == strings.Join(want, "|") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("log = %q, want %q", got, want)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	var got []string
+	wasmtest.Eventually(t, 5*time.Second, func() bool { got = readLog(t, wantLog); return strings.Join(got, "|") == strings.Join(want, "|") },
+		func() string { return fmt.Sprintf("log = %q, want %q", got, want) })
 
 	if _, err := e.rs.StopContainer(ctx, &runtime.StopContainerRequest{ContainerId: id, Timeout: 0}); err != nil {
 		t.Fatal(err)

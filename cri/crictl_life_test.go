@@ -9,10 +9,12 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"skiff.dev/skiff/netns"
 	"skiff.dev/skiff/runtime/image"
 	"skiff.dev/skiff/runtime/image/imagetest"
+	"skiff.dev/skiff/runtime/wasm/wasmtest"
 )
 
 // TestCrictlPulledLife drives the whole life of a Wasm container whose
@@ -73,10 +75,10 @@ func TestCrictlPulledLife(t *testing.T) {
 			t.Error(err)
 		}
 	}()
-	eventually(t, "the CRI server opens its socket", func() bool {
+	wasmtest.Eventually(t, 10*time.Second, func() bool {
 		_, err := os.Stat(sock)
 		return err == nil
-	})
+	}, func() string { return "timed out waiting until the CRI server opens its socket" })
 
 	cfg := filepath.Join(tmp, "crictl.yaml")
 	os.WriteFile(cfg, fmt.Appendf(nil, "runtime-endpoint: unix://%s\nimage-endpoint: unix://%s\ntimeout: 20\n", sock, sock), 0o644)
@@ -118,10 +120,10 @@ func TestCrictlPulledLife(t *testing.T) {
 	}
 
 	var logs string
-	eventually(t, "crictl logs shows the container's output", func() bool {
+	wasmtest.Eventually(t, 10*time.Second, func() bool {
 		logs = c.ok("logs", ctr)
 		return logs != ""
-	})
+	}, func() string { return "timed out waiting until crictl logs shows the container's output" })
 	if logs != "Hello from hello!\n" {
 		t.Errorf("crictl logs = %q, want the greeting", logs)
 	}

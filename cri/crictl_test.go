@@ -14,6 +14,7 @@ import (
 
 	"skiff.dev/skiff/netns"
 	"skiff.dev/skiff/runtime/image"
+	"skiff.dev/skiff/runtime/wasm/wasmtest"
 )
 
 // crictl runs crictl against one server, as a person at a shell would.
@@ -142,11 +143,8 @@ func TestCrictl(t *testing.T) {
 			t.Error(err)
 		}
 	}()
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		if _, err := os.Stat(sock); err == nil || time.Now().After(deadline) {
-			break
-		}
-	}
+	wasmtest.Eventually(t, 5*time.Second, func() bool { _, err := os.Stat(sock); return err == nil },
+		func() string { return "the CRI server did not open its socket " + sock })
 
 	cfg := filepath.Join(tmp, "crictl.yaml")
 	os.WriteFile(cfg, fmt.Appendf(nil, "runtime-endpoint: unix://%s\nimage-endpoint: unix://%s\ntimeout: 20\n", sock, sock), 0o644)
@@ -197,12 +195,8 @@ func TestCrictl(t *testing.T) {
 	wantContains(t, "crictl ps", row(c.ok("ps"), short(ctr)), "hello", "Running", short(pod))
 
 	var logs string
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		logs = c.ok("logs", ctr)
-		if logs != "" || time.Now().After(deadline) {
-			break
-		}
-	}
+	wasmtest.Eventually(t, 10*time.Second, func() bool { logs = c.ok("logs", ctr); return logs != "" },
+		func() string { return "crictl logs printed nothing" })
 	if logs != "Hello from hello!\n" {
 		t.Errorf("crictl logs = %q, want the greeting", logs)
 	}

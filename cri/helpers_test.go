@@ -305,17 +305,10 @@ func (e *env) status(id string) *runtime.ContainerStatus {
 // waitState polls a container until it reaches state.
 func (e *env) waitState(id string, state runtime.ContainerState) *runtime.ContainerStatus {
 	e.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		st := e.status(id)
-		if st.State == state {
-			return st
-		}
-		if time.Now().After(deadline) {
-			e.t.Fatalf("container %s is %v, want %v", id, st.State, state)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	var st *runtime.ContainerStatus
+	wasmtest.Eventually(e.t, 10*time.Second, func() bool { st = e.status(id); return st.State == state },
+		func() string { return fmt.Sprintf("container %s is %v, want %v", id, st.State, state) })
+	return st
 }
 
 // waitLog waits until the log of container id holds line, and returns the
@@ -323,20 +316,20 @@ func (e *env) waitState(id string, state runtime.ContainerState) *runtime.Contai
 func (e *env) waitLog(id, line string) string {
 	e.t.Helper()
 	path := e.status(id).LogPath
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		b, err := os.ReadFile(path)
-		if err != nil {
+	var b []byte
+	wasmtest.Eventually(e.t, 10*time.Second, func() bool {
+		var err error
+		if b, err = os.ReadFile(path); err != nil {
 			e.t.Fatal(err)
 		}
 		for _, l := range strings.Split(string(b), "\n") {
 			if strings.HasSuffix(l, " "+line) {
-				return path
+				return true
 			}
 		}
-		if time.Now().After(deadline) {
-			e.t.Fatalf("log of %s is %q, want a line %q", id, b, line)
-		}
-	}
+		return false
+	}, func() string { return fmt.Sprintf("log of %s is %q, want a line %q", id, b, line) })
+	return path
 }
 
 // wantCode checks that err is a gRPC error with code and a message

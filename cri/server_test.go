@@ -2,6 +2,7 @@ package cri
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"skiff.dev/skiff/runtime/image"
+	"skiff.dev/skiff/runtime/wasm/wasmtest"
 )
 
 func newTestServer(t *testing.T, sock string) *Server {
@@ -60,13 +62,10 @@ func TestServe(t *testing.T) {
 	}
 	defer conn.Close()
 	var v *runtime.VersionResponse
-	for deadline := time.Now().Add(5 * time.Second); ; {
+	wasmtest.Eventually(t, 5*time.Second, func() bool {
 		v, err = runtime.NewRuntimeServiceClient(conn).Version(ctx, &runtime.VersionRequest{})
-		if err == nil || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return err == nil
+	}, func() string { return fmt.Sprintf("Version over the socket: %v", err) })
 	if err != nil || v.RuntimeName != "skiff" {
 		t.Fatalf("Version over the socket = %v, %v", v, err)
 	}

@@ -12,16 +12,6 @@ import (
 	"skiff.dev/skiff/runtime/wasm/wasmtest"
 )
 
-// eventually waits until cond holds, for 10 s at most.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting until %s", what)
-		}
-	}
-}
-
 // TestStats runs a spinning and a sleeping container in one pod: their
 // stats are non-zero, the spinner's CPU time grows, and the pod's stats
 // are the sums.
@@ -47,10 +37,10 @@ func TestStats(t *testing.T) {
 	if first.GetAttributes().GetId() != spin || first.GetMemory().GetWorkingSetBytes().GetValue() != 64<<10 || first.GetCpu().GetTimestamp() == 0 {
 		t.Errorf("spinner stats = %v; want its ID, one page of memory, a timestamp", first)
 	}
-	eventually(t, "the spinner's CPU time grows", func() bool {
+	wasmtest.Eventually(t, 10*time.Second, func() bool {
 		return get(spin).GetCpu().GetUsageCoreNanoSeconds().GetValue() > first.GetCpu().GetUsageCoreNanoSeconds().GetValue()+uint64(20*time.Millisecond)
-	})
-	eventually(t, "the sleeper has grown its memory", func() bool { return get(sleep).GetMemory().GetWorkingSetBytes().GetValue() == 16<<16 })
+	}, func() string { return "timed out waiting until the spinner's CPU time grows" })
+	wasmtest.Eventually(t, 10*time.Second, func() bool { return get(sleep).GetMemory().GetWorkingSetBytes().GetValue() == 16<<16 }, func() string { return "timed out waiting until the sleeper has grown its memory" })
 
 	list, err := e.rs.ListContainerStats(ctx, &runtime.ListContainerStatsRequest{Filter: &runtime.ContainerStatsFilter{PodSandboxId: pod}})
 	if err != nil {

@@ -12,7 +12,6 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/pprof"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -32,6 +31,7 @@ import (
 	"skiff.dev/skiff/control/server"
 	"skiff.dev/skiff/node"
 	"skiff.dev/skiff/runtime/image"
+	"skiff.dev/skiff/runtime/wasm/wasmtest"
 )
 
 // benchNodeOptions are skiff bench node's flags.
@@ -223,7 +223,7 @@ func (b *benchNode) measureStarts(ctx context.Context, n int, cold bool) (pods, 
 		img := "bench"
 		if cold {
 			img = fmt.Sprintf("bench-cold-%d", i)
-			if _, err := b.images.Import(ctx, img, bytes.NewReader(withCustomSection(b.module, img))); err != nil {
+			if _, err := b.images.Import(ctx, img, bytes.NewReader(wasmtest.WithCustomSection(b.module, img))); err != nil {
 				return nil, nil, err
 			}
 		}
@@ -478,29 +478,4 @@ func selfCPU() (time.Duration, error) {
 		return 0, err
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), nil
-}
-
-// withCustomSection returns module with a custom section holding payload
-// appended: a different module (a new image ID, a new compilation) that
-// runs the same.
-func withCustomSection(module []byte, payload string) []byte {
-	const name = "skiff-bench"
-	uleb := func(b []byte, v uint32) []byte {
-		for {
-			c := byte(v & 0x7f)
-			v >>= 7
-			if v == 0 {
-				return append(b, c)
-			}
-			b = append(b, c|0x80)
-		}
-	}
-	var content []byte
-	content = uleb(content, uint32(len(name)))
-	content = append(content, name...)
-	content = append(content, payload...)
-	out := slices.Clone(module)
-	out = append(out, 0) // a custom section
-	out = uleb(out, uint32(len(content)))
-	return append(out, content...)
 }

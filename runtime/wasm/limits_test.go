@@ -37,16 +37,6 @@ func vmRSS(t *testing.T) uint64 {
 	return 0
 }
 
-// eventually waits until cond holds, for 10 s at most.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting until %s", what)
-		}
-	}
-}
-
 // startNeighbour starts a Go guest that prints "tick" every 5ms until stopped.
 func startNeighbour(t *testing.T, r *Runtime) (*Container, *syncBuffer) {
 	t.Helper()
@@ -100,7 +90,7 @@ func TestMemoryLimit(t *testing.T) {
 	if s := c.Stats(); s.MemoryBytes != 0 {
 		t.Errorf("memory after exit = %d bytes, want 0 (released)", s.MemoryBytes)
 	}
-	eventually(t, "the neighbour ticks after the bomb", func() bool { return strings.Count(ticks.String(), "tick") > ticksBefore+2 })
+	wasmtest.Eventually(t, 10*time.Second, func() bool { return strings.Count(ticks.String(), "tick") > ticksBefore+2 }, func() string { return "timed out waiting until the neighbour ticks after the bomb" })
 	if st := neighbour.Status(); st.State != StateRunning {
 		t.Errorf("neighbour = %+v", st)
 	}
@@ -191,7 +181,7 @@ func TestStats(t *testing.T) {
 	if first.MemoryBytes != 64<<10 || first.Timestamp.IsZero() {
 		t.Errorf("stats = %+v; want one page of memory and a timestamp", first)
 	}
-	eventually(t, "CPU time grows", func() bool { return c.Stats().CPUTime > first.CPUTime+10*time.Millisecond })
+	wasmtest.Eventually(t, 10*time.Second, func() bool { return c.Stats().CPUTime > first.CPUTime+10*time.Millisecond }, func() string { return "timed out waiting until CPU time grows" })
 	if err := c.Stop(context.Background(), 0); err != nil {
 		t.Fatal(err)
 	}

@@ -430,11 +430,8 @@ func TestStartStopRace(t *testing.T) {
 // waitOutput waits until the guest's stdout holds want.
 func waitOutput(t *testing.T, out *syncBuffer, want string) {
 	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(out.String(), want); time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("stdout %q never held %q", out.String(), want)
-		}
-	}
+	wasmtest.Eventually(t, 10*time.Second, func() bool { return strings.Contains(out.String(), want) },
+		func() string { return fmt.Sprintf("stdout %q never held %q", out.String(), want) })
 }
 
 // TestGracefulStop stops running guests with a grace period: the guest's

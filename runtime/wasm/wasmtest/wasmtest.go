@@ -1,6 +1,7 @@
-// Package wasmtest builds tiny WASI preview1 command modules for tests, so
-// that tests can make a module write, exit, trap, spin or sleep without a
-// toolchain. Each module imports fd_write, proc_exit and poll_oneoff from
+// Package wasmtest holds what the tests of the runtime and of the CRI
+// server share: tiny WASI preview1 command modules, built so that tests can
+// make a module write, exit, trap, spin or sleep without a toolchain, and
+// Eventually, the one way they wait for a condition. Each module imports fd_write, proc_exit and poll_oneoff from
 // wasi_snapshot_preview1, exports "memory" and "_start", and runs its steps
 // in order; a module whose steps all complete returns from _start.
 package wasmtest
