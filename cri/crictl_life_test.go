@@ -1,7 +1,6 @@
 package cri
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -59,29 +58,7 @@ func TestCrictlPulledLife(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := New(context.Background(), Config{Socket: sock, RootDir: root, StateDir: stateDir, Images: images})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-served; err != nil {
-			t.Error(err)
-		}
-		if err := srv.Close(context.Background()); err != nil {
-			t.Error(err)
-		}
-	}()
-	wasmtest.Eventually(t, 10*time.Second, func() bool {
-		_, err := os.Stat(sock)
-		return err == nil
-	}, func() string { return "timed out waiting until the CRI server opens its socket" })
-
-	cfg := filepath.Join(tmp, "crictl.yaml")
-	os.WriteFile(cfg, fmt.Appendf(nil, "runtime-endpoint: unix://%s\nimage-endpoint: unix://%s\ntimeout: 20\n", sock, sock), 0o644)
+	cfg := serveCrictl(t, Config{Socket: sock, RootDir: root, StateDir: stateDir, Images: images}, tmp)
 	logDir := filepath.Join(tmp, "pod-logs")
 	podJSON := filepath.Join(tmp, "pod.json")
 	os.WriteFile(podJSON, fmt.Appendf(nil, `{"metadata": {"name": "pulled-pod", "namespace": "default", "uid": "pulled-uid"}, "log_directory": %q, "linux": {}}`, logDir), 0o644)

@@ -127,27 +127,7 @@ func TestCrictl(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	srv, err := New(context.Background(), Config{Socket: sock, RootDir: root, StateDir: stateDir, Images: images})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-served; err != nil {
-			t.Error(err)
-		}
-		if err := srv.Close(context.Background()); err != nil {
-			t.Error(err)
-		}
-	}()
-	wasmtest.Eventually(t, 5*time.Second, func() bool { _, err := os.Stat(sock); return err == nil },
-		func() string { return "the CRI server did not open its socket " + sock })
-
-	cfg := filepath.Join(tmp, "crictl.yaml")
-	os.WriteFile(cfg, fmt.Appendf(nil, "runtime-endpoint: unix://%s\nimage-endpoint: unix://%s\ntimeout: 20\n", sock, sock), 0o644)
+	cfg := serveCrictl(t, Config{Socket: sock, RootDir: root, StateDir: stateDir, Images: images}, tmp)
 	logDir := filepath.Join(tmp, "pod-logs")
 	podJSON := filepath.Join(tmp, "pod.json")
 	os.WriteFile(podJSON, fmt.Appendf(nil, `{
@@ -237,4 +217,33 @@ func TestCrictl(t *testing.T) {
 	if pins, _ := netns.List(filepath.Join(stateDir, "netns")); len(pins) != 0 {
 		t.Errorf("namespaces left after rmp: %v", pins)
 	}
+}
+
+// serveCrictl serves CRI on sock until the test ends, waits until the
+// socket answers, and returns the path of a crictl config for it (in dir).
+func serveCrictl(t *testing.T, cfg Config, dir string) string {
+	t.Helper()
+	srv, err := New(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-served; err != nil {
+			t.Error(err)
+		}
+		if err := srv.Close(context.Background()); err != nil {
+			t.Error(err)
+		}
+	})
+	wasmtest.Eventually(t, 10*time.Second, func() bool { _, err := os.Stat(cfg.Socket); return err == nil },
+		func() string { return "the CRI server did not open its socket " + cfg.Socket })
+	path := filepath.Join(dir, "crictl.yaml")
+	if err := os.WriteFile(path, fmt.Appendf(nil, "runtime-endpoint: unix://%s\nimage-endpoint: unix://%s\ntimeout: 20\n", cfg.Socket, cfg.Socket), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
