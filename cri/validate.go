@@ -31,16 +31,31 @@ func validateSandboxConfig(cfg *runtime.PodSandboxConfig) error {
 	if err := validateNamespaces("config.linux.security_context.namespace_options", sc.GetNamespaceOptions()); err != nil {
 		return err
 	}
-	if err := validateSELinux("config.linux.security_context.selinux_options", sc.GetSelinuxOptions()); err != nil {
+	return validateProfiles("config.linux.security_context", sc)
+}
+
+// securityProfiles are the labels and profiles of a sandbox's or a
+// container's security context.
+type securityProfiles interface {
+	GetSelinuxOptions() *runtime.SELinuxOption
+	GetSeccomp() *runtime.SecurityProfile
+	GetApparmor() *runtime.SecurityProfile
+	GetSeccompProfilePath() string
+}
+
+// validateProfiles refuses SELinux labels and profiles other than the
+// runtime's default or none, under field.
+func validateProfiles(field string, sc securityProfiles) error {
+	if err := validateSELinux(field+".selinux_options", sc.GetSelinuxOptions()); err != nil {
 		return err
 	}
-	if err := validateProfile("config.linux.security_context.seccomp", sc.GetSeccomp()); err != nil {
+	if err := validateProfile(field+".seccomp", sc.GetSeccomp()); err != nil {
 		return err
 	}
-	if err := validateProfile("config.linux.security_context.apparmor", sc.GetApparmor()); err != nil {
+	if err := validateProfile(field+".apparmor", sc.GetApparmor()); err != nil {
 		return err
 	}
-	return validateProfilePath("config.linux.security_context.seccomp_profile_path", sc.GetSeccompProfilePath())
+	return validateProfilePath(field+".seccomp_profile_path", sc.GetSeccompProfilePath())
 }
 
 // validateContainerConfig checks a CreateContainer config (but its mounts:
@@ -70,16 +85,7 @@ func validateContainerConfig(cfg *runtime.ContainerConfig, sb *sandboxRecord) er
 	if err := validateNamespaces("config.linux.security_context.namespace_options", ns); err != nil {
 		return err
 	}
-	if err := validateSELinux("config.linux.security_context.selinux_options", sc.GetSelinuxOptions()); err != nil {
-		return err
-	}
-	if err := validateProfile("config.linux.security_context.seccomp", sc.GetSeccomp()); err != nil {
-		return err
-	}
-	if err := validateProfile("config.linux.security_context.apparmor", sc.GetApparmor()); err != nil {
-		return err
-	}
-	if err := validateProfilePath("config.linux.security_context.seccomp_profile_path", sc.GetSeccompProfilePath()); err != nil {
+	if err := validateProfiles("config.linux.security_context", sc); err != nil {
 		return err
 	}
 	return validateProfilePath("config.linux.security_context.apparmor_profile", sc.GetApparmorProfile())
