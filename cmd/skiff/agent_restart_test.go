@@ -96,6 +96,16 @@ func TestAgentKilledPodsKeepRunning(t *testing.T) {
 		beat = nodeHeartbeat(api, "edge-r")
 		return beat.After(restarted)
 	}, func() string { return fmt.Sprintf("the agent started again did not register: last heartbeat %v", beat) })
+	// Registration comes before the agent lists its pods; its next
+	// heartbeat comes after it has reconciled them with CRI.
+	first := beat
+	eventually(t, 30*time.Second, func() bool {
+		beat = nodeHeartbeat(api, "edge-r")
+		return beat.After(first)
+	}, func() string { return fmt.Sprintf("the agent started again beat once only: last heartbeat %v", beat) })
+	if got := running(); !strings.HasSuffix(got, "CONTAINER_RUNNING") {
+		t.Errorf("after the agent's restart the container is %q, want it running still", got)
+	}
 	after := pod().GetStatus()
 	cs := after.GetContainerStatuses()[0]
 	if after.GetPhase() != "Running" || cs.GetContainerId() != before.GetContainerId() || cs.GetRestartCount() != 0 {
