@@ -96,10 +96,7 @@ func (n *Node) join(ctx context.Context, pool *cluster.Pool, endpoint string, ca
 			return nil, fmt.Errorf("get the node's certificate: %w", errNoServer)
 		}
 	}
-	host, _, _ := strings.Cut(endpoint, ":")
-	if h, _, err := net.SplitHostPort(endpoint); err == nil {
-		host = h
-	}
+	host, _, _ := net.SplitHostPort(endpoint) // the listener's own address: always host:port
 	var errs []error
 	for _, srv := range servers {
 		key, err := pki.NewKey()

@@ -331,8 +331,8 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 	}
 	s.admin = AdminConfig{Token: bootstrapToken(token), CA: ident.ca.CertPEM(), Server: "https://" + s.addr}
-	if s.cfg.PlainHTTP {
-		s.admin = AdminConfig{Token: bootstrapToken(token), Server: "http://" + s.addr}
+	if s.cfg.PlainHTTP { // the CLI's listener: plain, and no CA to trust
+		s.admin.Server, s.admin.CA = "http://"+s.addr, nil
 	}
 	s.token = token
 
