@@ -57,6 +57,20 @@ func defaultPod(p *skiffv1.Pod) {
 	}
 }
 
+// validateContainer checks what every container, init or not, needs: a
+// name that is a DNS label, an image, and valid environment names.
+func validateContainer(fe *fieldErrors, path string, c *skiffv1.Container) {
+	validateLabel(fe, path+".name", c.GetName())
+	if c.GetImage() == "" {
+		fe.add(path+".image", "required value")
+	}
+	for j, e := range c.GetEnv() {
+		if !envVarName.MatchString(e.GetName()) {
+			fe.add(fmt.Sprintf("%s.env[%d].name", path, j), "invalid value %q: must consist of alphabetic characters, digits, '_', '-' or '.', and must not start with a digit", e.GetName())
+		}
+	}
+}
+
 func validatePod(p *skiffv1.Pod) fieldErrors {
 	fe := fieldErrors{}
 	s := p.GetSpec()
@@ -70,19 +84,11 @@ func validatePod(p *skiffv1.Pod) fieldErrors {
 	names := map[string]bool{}
 	for i, c := range s.Containers {
 		path := fmt.Sprintf("spec.containers[%d]", i)
-		validateLabel(&fe, path+".name", c.GetName())
 		if names[c.GetName()] {
 			fe.add(path+".name", "duplicate value %q", c.GetName())
 		}
 		names[c.GetName()] = true
-		if c.GetImage() == "" {
-			fe.add(path+".image", "required value")
-		}
-		for j, e := range c.GetEnv() {
-			if !envVarName.MatchString(e.GetName()) {
-				fe.add(fmt.Sprintf("%s.env[%d].name", path, j), "invalid value %q: must consist of alphabetic characters, digits, '_', '-' or '.', and must not start with a digit", e.GetName())
-			}
-		}
+		validateContainer(&fe, path, c)
 	}
 	refuseUnsupported(&fe, s)
 	validateResources(&fe, p)

@@ -132,19 +132,11 @@ func validateInitContainers(fe *fieldErrors, s *skiffv1.PodSpec) {
 	}
 	for i, c := range s.GetInitContainers() {
 		path := fmt.Sprintf("spec.initContainers[%d]", i)
-		validateLabel(fe, path+".name", c.GetName())
 		if names[c.GetName()] {
 			fe.add(path+".name", "duplicate value %q: init containers and containers must have distinct names", c.GetName())
 		}
 		names[c.GetName()] = true
-		if c.GetImage() == "" {
-			fe.add(path+".image", "required value")
-		}
-		for j, e := range c.GetEnv() {
-			if !envVarName.MatchString(e.GetName()) {
-				fe.add(fmt.Sprintf("%s.env[%d].name", path, j), "invalid value %q: must consist of alphabetic characters, digits, '_', '-' or '.', and must not start with a digit", e.GetName())
-			}
-		}
+		validateContainer(fe, path, c)
 		for _, pr := range []struct {
 			name string
 			set  bool
