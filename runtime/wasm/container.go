@@ -103,6 +103,7 @@ type Container struct {
 	killAt      time.Time          // when a graceful stop turns into a kill, once one is asked
 	killTimer   *time.Timer        // fires at killAt
 	budgetTimer *time.Timer        // checks the CPU budget
+	socks       *sockTable         // the guest's sockets, while it runs with any
 	clock       threadClock        // of the thread running the guest, while it runs (0 otherwise)
 	cpuBase     time.Duration      // clock's reading when the thread was locked to the guest
 	cpuUsed     time.Duration      // once the guest thread is released
@@ -217,18 +218,33 @@ func (c *Container) runGuest(ctx context.Context, stdin *stopPipe, started func(
 			startErr = errors.New(msg)
 		}
 	}()
+	env := c.spec.Env
+	if len(c.spec.Ports) > 0 {
+		first := int32(3 + len(c.spec.Mounts)) // after stdio and the pre-opened directories
+		socks, err := openSockets(&c.spec, first, stdin.r)
+		if err != nil {
+			stdin.close()
+			return ExitCodeStartError, ReasonStartError, err.Error(), err
+		}
+		defer socks.closeAll()
+		c.mu.Lock()
+		c.socks = socks
+		c.mu.Unlock()
+		ctx = context.WithValue(ctx, sockTableKey{}, socks)
+		env = append(env[:len(env):len(env)], "SKIFF_LISTEN_FDS="+listenEnv(c.spec.Ports, first))
+	}
 	cfg := wazero.NewModuleConfig().
 		WithName(""). // anonymous: one compiled module, many instances
 		WithStartFunctions().
 		WithArgs(c.spec.Args...).
 		WithSysWalltime().
-		WithSysNanotime().
+		WithNanotime(guestNanotime, 1).
 		WithNanosleep(func(ns int64) { sleep(ctx, time.Duration(ns)) }).
 		WithOsyield(goruntime.Gosched).
 		WithRandSource(rand.Reader).
 		WithStdin(stdin.r)
-	cfg = withMounts(cfg, c.spec.Mounts)
-	for _, kv := range c.spec.Env {
+	cfg = withMounts(cfg, c.spec.Mounts, len(c.spec.Ports))
+	for _, kv := range env {
 		k, v, _ := strings.Cut(kv, "=")
 		cfg = cfg.WithEnv(k, v)
 	}
@@ -418,11 +434,14 @@ func (c *Container) kill(reason, msg string) {
 	if c.stopMsg == "" {
 		c.stopReason, c.stopMsg = reason, msg
 	}
-	cancel, stdin := c.cancel, c.stdin
+	cancel, stdin, socks := c.cancel, c.stdin, c.socks
 	c.mu.Unlock()
 	cancel()
 	c.awaitClosed()
 	stdin.signal()
+	if socks != nil {
+		socks.wake() // a guest waiting on its sockets
+	}
 }
 
 // Bounds of awaitClosed.

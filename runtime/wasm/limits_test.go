@@ -53,6 +53,53 @@ func startNeighbour(t *testing.T, r *Runtime) (*Container, *syncBuffer) {
 	return c, &out
 }
 
+// keepProbing probes the server at addr every 10ms, as a kubelet's probe
+// would (one second to answer), until the returned function is called;
+// that function reports how many probes passed and the first failure.
+func keepProbing(addr string) func() (int, error) {
+	stop := make(chan struct{})
+	type result struct {
+		passed int
+		err    error
+	}
+	done := make(chan result, 1)
+	go func() {
+		var r result
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				done <- r
+				return
+			case <-tick.C:
+			}
+			if got, err := probe(addr, "/"); err != nil || got != "ok 8080\n" {
+				if r.err == nil {
+					r.err = fmt.Errorf("probe = %q, %v", got, err)
+				}
+				continue
+			}
+			r.passed++
+		}
+	}()
+	return func() (int, error) {
+		close(stop)
+		r := <-done
+		return r.passed, r.err
+	}
+}
+
+// checkProbes stops the prober and requires every probe to have passed.
+func checkProbes(t *testing.T, stop func() (int, error)) {
+	t.Helper()
+	passed, err := stop()
+	t.Logf("the serving neighbour answered %d probes meanwhile", passed)
+	if err != nil || passed == 0 {
+		t.Errorf("the serving neighbour stopped answering its probe: %d passed, first failure: %v", passed, err)
+	}
+}
+
 // TestMemoryLimit runs a memory.grow bomb under a 64 MiB limit next to a
 // neighbour: the bomb ends OOMKilled with a message naming the limit, the
 // process's resident memory never grows past the limit plus 100 MiB, and
@@ -60,6 +107,7 @@ func startNeighbour(t *testing.T, r *Runtime) (*Container, *syncBuffer) {
 func TestMemoryLimit(t *testing.T) {
 	r := newRuntime(t, Config{})
 	neighbour, ticks := startNeighbour(t, r)
+	_, addr, _ := startServer(t, r, "server")
 	const limit = 64 << 20
 	before := vmRSS(t)
 	c, err := r.Create(context.Background(), ContainerSpec{ID: "bomb", ModulePath: writeModule(t, wasmtest.Build(wasmtest.GrowBomb())), Args: []string{"m"}, MemoryLimit: limit})
@@ -67,6 +115,7 @@ func TestMemoryLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	ticksBefore := strings.Count(ticks.String(), "tick")
+	stopProbing := keepProbing(addr)
 	if err := c.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -79,6 +128,7 @@ func TestMemoryLimit(t *testing.T) {
 		}
 		peak = max(peak, vmRSS(t))
 	}
+	checkProbes(t, stopProbing)
 	st := c.Status()
 	t.Logf("RSS before %d MiB, peak %d MiB; status %+v", before>>20, peak>>20, st)
 	if st.ExitCode != 137 || st.Reason != ReasonOOMKilled || !strings.Contains(st.Message, "memory limit of 64Mi") {
@@ -136,6 +186,7 @@ func TestCPUBudget(t *testing.T) {
 	t.Cleanup(func() { goleak.VerifyNone(t, goleak.IgnoreCurrent()) })
 	r := newRuntime(t, Config{})
 	neighbour, ticks := startNeighbour(t, r)
+	_, addr, _ := startServer(t, r, "server")
 	c, err := r.Create(context.Background(), ContainerSpec{ID: "loop", ModulePath: writeModule(t, wasmtest.Build(wasmtest.Spin())), Args: []string{"m"}, CPUBudget: time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -144,7 +195,9 @@ func TestCPUBudget(t *testing.T) {
 		t.Fatal(err)
 	}
 	ticksBefore := strings.Count(ticks.String(), "tick")
+	stopProbing := keepProbing(addr)
 	st := waitDone(t, c)
+	checkProbes(t, stopProbing)
 	ticksDuring := strings.Count(ticks.String(), "tick") - ticksBefore
 	cpu := c.Stats().CPUTime
 	t.Logf("status %+v after %v, %v of CPU; the neighbour ticked %d times meanwhile", st, st.FinishedAt.Sub(st.StartedAt), cpu, ticksDuring)

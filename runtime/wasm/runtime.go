@@ -11,8 +11,9 @@
 // monotonic clocks, sleep, random bytes, and a stdin that carries no data
 // (below). It has no filesystem (path_open fails with ENOSYS) but the host
 // directories its spec mounts (ContainerSpec.Mounts: WASI preopens, confined
-// to their trees, read-only where asked; see Mount), and no sockets;
-// network access for modules is future work.
+// to their trees, read-only where asked; see Mount), and the listening
+// sockets of its declared ports (ContainerSpec.Ports, sockets.go), on
+// which it accepts connections; it cannot open sockets of its own.
 //
 // # Graceful stop
 //
@@ -160,7 +161,7 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 		rc = rc.WithCompilationCache(cache)
 	}
 	rt := wazero.NewRuntimeWithConfig(ctx, rc)
-	if _, err := wasi_snapshot_preview1.Instantiate(ctx, rt); err != nil {
+	if err := instantiateWASI(ctx, rt); err != nil {
 		rt.Close(ctx)
 		return nil, fmt.Errorf("instantiate %s: %w", wasiModule, err)
 	}
@@ -236,6 +237,12 @@ type ContainerSpec struct {
 	// CPUBudget, when positive, is the CPU time the container may use in
 	// all: past it, it is killed, reason CPUBudgetExceeded.
 	CPUBudget time.Duration
+	// Ports are the TCP ports the module accepts connections on. At Start,
+	// Listen opens a listening socket for each (ListenTCP, run in the pod's
+	// network namespace); the module finds them after its pre-opened
+	// directories (sockets.go). They are closed when the container ends.
+	Ports  []int
+	Listen func(port int) (*os.File, error)
 }
 
 // Create compiles the module (or reuses the compiled module for
@@ -266,6 +273,19 @@ func (r *Runtime) Create(ctx context.Context, spec ContainerSpec) (*Container, e
 func checkSpec(spec ContainerSpec) error {
 	if len(spec.Args) == 0 {
 		return fmt.Errorf("%w: argv is empty (argv[0] is the program name)", ErrInvalidSpec)
+	}
+	if len(spec.Ports) > 0 && spec.Listen == nil {
+		return fmt.Errorf("%w: ports without a Listen function", ErrInvalidSpec)
+	}
+	seen := map[int]bool{}
+	for _, p := range spec.Ports {
+		if p < 1 || p > 65535 {
+			return fmt.Errorf("%w: port %d is not a port number", ErrInvalidSpec, p)
+		}
+		if seen[p] {
+			return fmt.Errorf("%w: port %d appears twice", ErrInvalidSpec, p)
+		}
+		seen[p] = true
 	}
 	for i, a := range spec.Args {
 		if a == "" || strings.IndexByte(a, 0) >= 0 {

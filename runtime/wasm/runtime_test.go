@@ -20,6 +20,8 @@ import (
 var (
 	// guestPath is the Go test program (testdata/guest) built for wasip1.
 	guestPath string
+	// serverPath is testdata/server, an HTTP server on pre-opened sockets.
+	serverPath string
 	// cacheDir is the compilation cache every test runtime shares, so the
 	// guest (2.6 MB, seconds to compile under -race) is compiled once.
 	cacheDir string
@@ -33,10 +35,13 @@ func TestMain(m *testing.M) {
 	}
 	guestPath = filepath.Join(dir, "guest.wasm")
 	cacheDir = filepath.Join(dir, "cache")
-	if err := wasmtest.BuildGo("testdata/guest", guestPath); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.RemoveAll(dir)
-		os.Exit(1)
+	serverPath = filepath.Join(dir, "server.wasm")
+	for _, b := range []struct{ src, out string }{{"testdata/guest", guestPath}, {"testdata/server", serverPath}} {
+		if err := wasmtest.BuildGo(b.src, b.out); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.RemoveAll(dir)
+			os.Exit(1)
+		}
 	}
 	code := m.Run()
 	os.RemoveAll(dir)

@@ -56,10 +56,11 @@ func checkMounts(mounts []Mount) error {
 	return nil
 }
 
-// withMounts adds the mounts to cfg as preopens; with none, the container
-// has no filesystem at all.
-func withMounts(cfg wazero.ModuleConfig, mounts []Mount) wazero.ModuleConfig {
-	if len(mounts) == 0 {
+// withMounts adds the mounts to cfg as preopens, then reserved empty ones
+// that hold the descriptors of the container's listeners (sockets.go);
+// with none, the container has no filesystem at all.
+func withMounts(cfg wazero.ModuleConfig, mounts []Mount, reserved int) wazero.ModuleConfig {
+	if len(mounts)+reserved == 0 {
 		return cfg
 	}
 	fsc := wazero.NewFSConfig()
@@ -69,6 +70,9 @@ func withMounts(cfg wazero.ModuleConfig, mounts []Mount) wazero.ModuleConfig {
 			root = &sysfs.ReadFS{FS: root}
 		}
 		fsc = fsc.(sysfs.FSConfig).WithSysFSMount(root, m.GuestPath)
+	}
+	for i := range reserved {
+		fsc = fsc.(sysfs.FSConfig).WithSysFSMount(reservedFS{}, fmt.Sprintf("/.skiff/socket/%d", i))
 	}
 	return cfg.WithFSConfig(fsc)
 }
