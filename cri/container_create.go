@@ -85,6 +85,9 @@ func (s *service) CreateContainer(ctx context.Context, req *runtime.CreateContai
 	if _, err := cpuBudget(rec.Annotations); err != nil {
 		return nil, fmt.Errorf("create container %q: %w", name, err)
 	}
+	if rec.Ports, err = containerPorts(rec.Annotations); err != nil {
+		return nil, fmt.Errorf("create container %q: %w", name, err)
+	}
 	if rec.UserSpecifiedImage == "" {
 		rec.UserSpecifiedImage = ref
 	}
@@ -128,7 +131,7 @@ func (s *service) CreateContainer(ctx context.Context, req *runtime.CreateContai
 			}
 		})
 	}
-	t, err := s.runtime.Create(ctx, s.taskSpec(&rec, img, c.log))
+	t, err := s.runtime.Create(ctx, s.taskSpec(&rec, &sbRec, img, c.log))
 	if err != nil {
 		return fail(err)
 	}
@@ -176,7 +179,7 @@ func logPath(dir, rel string) (string, error) {
 }
 
 // taskSpec is the runtime's view of a container.
-func (s *service) taskSpec(rec *containerRecord, img image.Image, l *containerLog) wasm.ContainerSpec {
+func (s *service) taskSpec(rec *containerRecord, sb *sandboxRecord, img image.Image, l *containerLog) wasm.ContainerSpec {
 	spec := wasm.ContainerSpec{
 		ID:         rec.ID,
 		ModuleKey:  img.ID,
@@ -189,6 +192,11 @@ func (s *service) taskSpec(rec *containerRecord, img image.Image, l *containerLo
 		spec.MemoryLimit = uint64(rec.MemoryLimit)
 	}
 	spec.CPUBudget, _ = cpuBudget(rec.Annotations) // checked at create
+	if len(rec.Ports) > 0 {
+		nsPath := sb.NetNSPath // empty for a pod on the node's network
+		spec.Ports = rec.Ports
+		spec.Listen = func(port int) (*os.File, error) { return s.namespaces.Listen(nsPath, port) }
+	}
 	if l != nil {
 		spec.Stdout = l.stream("stdout")
 		spec.Stderr = l.stream("stderr")

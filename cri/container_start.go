@@ -20,7 +20,8 @@ func (s *service) StartContainer(ctx context.Context, req *runtime.StartContaine
 	if err != nil {
 		return nil, fmt.Errorf("start container %s: %w", c.rec.ID, err)
 	}
-	if sbRec := sb.snapshot(); sbRec.State != sandboxReady {
+	sbRec := sb.snapshot()
+	if sbRec.State != sandboxReady {
 		return nil, fmt.Errorf("start container %s: %w: sandbox %s is not ready", c.rec.ID, errFailedPrecondition, sbRec.ID)
 	}
 
@@ -59,7 +60,7 @@ func (s *service) StartContainer(ctx context.Context, req *runtime.StartContaine
 					return err
 				}
 			}
-			t, err = s.runtime.Create(ctx, s.taskSpec(&rec, img, l))
+			t, err = s.runtime.Create(ctx, s.taskSpec(&rec, &sbRec, img, l))
 			if err != nil {
 				if l != nil {
 					l.Close()

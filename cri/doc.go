@@ -28,8 +28,12 @@
 //     "stopped"). StopPodSandbox and RemoveContainer kill at once.
 //   - Logs go to <sandbox log_directory>/<container log_path> in the CRI log
 //     format; with either unset the output is discarded.
-//   - PullImage pulls nothing (there are no registries yet): an image in the
-//     store succeeds, any other is NotFound.
+//   - PullImage pulls from OCI registries into the node's image store
+//     (runtime/image); a name without a registry host that the store
+//     already holds is answered from the store.
+//   - A container that declares TCP ports (the kubelet's annotation
+//     io.kubernetes.container.ports, ports.go) gets a listening socket for
+//     each in its sandbox's network namespace while it runs.
 //   - After a restart, containers that were running are reported exited
 //     with exit code 255, reason "Unknown", message "runtime restarted";
 //     created containers can still be started; sandboxes whose namespace is

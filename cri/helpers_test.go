@@ -32,6 +32,10 @@ var (
 	// helloPath is testdata/hello built for wasip1; empty if the build failed.
 	helloPath string
 	helloErr  error
+	// serverPath is runtime/wasm's testdata/server (an HTTP server on its
+	// declared ports) built for wasip1; empty if the build failed.
+	serverPath string
+	serverErr  error
 	// cacheDir is the compilation cache the test runtimes share, so the
 	// hello program (seconds to compile under -race) compiles once.
 	cacheDir string
@@ -46,6 +50,8 @@ func TestMain(m *testing.M) {
 	cacheDir = filepath.Join(dir, "wasm-cache")
 	helloPath = filepath.Join(dir, "hello.wasm")
 	helloErr = wasmtest.BuildGo("testdata/hello", helloPath)
+	serverPath = filepath.Join(dir, "server.wasm")
+	serverErr = wasmtest.BuildGo("../runtime/wasm/testdata/server", serverPath)
 	code := m.Run()
 	os.RemoveAll(dir)
 	if code == 0 {
@@ -65,18 +71,50 @@ func needHello(tb testing.TB) string {
 	return helloPath
 }
 
+func needServer(tb testing.TB) string {
+	tb.Helper()
+	if serverErr != nil {
+		tb.Fatalf("build runtime/wasm/testdata/server: %v", serverErr)
+	}
+	return serverPath
+}
+
 // fakeNamespaces stands in for netns in tests that need no root. It
-// records pins; failCreate makes Create fail.
+// records pins; failCreate makes Create fail. Listen listens on an
+// ephemeral port of 127.0.0.1 and records it under the port asked for.
 type fakeNamespaces struct {
 	dir string
 
 	mu         sync.Mutex
 	pins       map[string]bool
 	failCreate error
+	listening  map[int]string // port asked for -> address
 }
 
 func newFakeNamespaces(dir string) *fakeNamespaces {
-	return &fakeNamespaces{dir: dir, pins: map[string]bool{}}
+	return &fakeNamespaces{dir: dir, pins: map[string]bool{}, listening: map[int]string{}}
+}
+
+func (f *fakeNamespaces) Listen(_ string, port int) (*os.File, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	defer ln.Close()
+	file, err := ln.(*net.TCPListener).File()
+	if err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	f.listening[port] = ln.Addr().String()
+	f.mu.Unlock()
+	return file, nil
+}
+
+func (f *fakeNamespaces) addr(port int) string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.listening[port]
 }
 
 func (f *fakeNamespaces) Create(id string) (string, error) {

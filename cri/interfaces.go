@@ -74,6 +74,9 @@ type namespaces interface {
 	IsPinned(path string) bool
 	// List returns the pins that exist, for garbage collection.
 	List() ([]string, error)
+	// Listen opens a TCP socket listening on port in the namespace at
+	// path (the node's when path is empty).
+	Listen(path string, port int) (*os.File, error)
 }
 
 // hostNamespaces pins namespaces under dir with the netns package.
@@ -94,3 +97,7 @@ func (h hostNamespaces) IsPinned(path string) bool {
 }
 
 func (h hostNamespaces) List() ([]string, error) { return netns.List(h.dir) }
+
+func (h hostNamespaces) Listen(path string, port int) (*os.File, error) {
+	return netns.ListenTCP(path, port)
+}

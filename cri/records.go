@@ -77,6 +77,7 @@ type containerRecord struct {
 	Env                []string          `json:"env,omitempty"`
 	MemoryLimit        int64             `json:"memoryLimit,omitempty"` // bytes; 0: the node's default
 	Mounts             []mountRecord     `json:"mounts,omitempty"`
+	Ports              []int             `json:"ports,omitempty"` // TCP ports the container listens on (ports.go)
 	State              containerState    `json:"state"`
 	CreatedAt          int64             `json:"createdAt"`
 	StartedAt          int64             `json:"startedAt,omitempty"`

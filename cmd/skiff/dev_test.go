@@ -148,6 +148,10 @@ type podView struct {
 		NodeName string `json:"nodeName"`
 	} `json:"spec"`
 	Status struct {
+		Conditions []struct {
+			Type   string `json:"type"`
+			Status string `json:"status"`
+		} `json:"conditions"`
 		Phase             string `json:"phase"`
 		Reason            string `json:"reason"`
 		Message           string `json:"message"`

@@ -45,7 +45,7 @@ func (w *podWorker) syncContainer(ctx context.Context, spec *skiffv1.Container, 
 	}
 	created, err := w.a.cfg.Runtime.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{
 		PodSandboxId: w.sandboxID,
-		Config: withResources(&runtimeapi.ContainerConfig{
+		Config: withPorts(withResources(&runtimeapi.ContainerConfig{
 			Metadata: &runtimeapi.ContainerMetadata{Name: spec.Name, Attempt: c.attempt},
 			Image:    &runtimeapi.ImageSpec{Image: spec.Image},
 			Command:  spec.Command,
@@ -54,7 +54,7 @@ func (w *podWorker) syncContainer(ctx context.Context, spec *skiffv1.Container, 
 			LogPath:  filepath.Join(spec.Name, fmt.Sprintf("%d.log", c.attempt)),
 			Labels:   w.containerLabels(spec.Name),
 			Mounts:   mounts,
-		}, w.pod, spec),
+		}, w.pod, spec), spec),
 		SandboxConfig: &runtimeapi.PodSandboxConfig{
 			Metadata:     &runtimeapi.PodSandboxMetadata{Name: w.pod.Metadata.Name, Namespace: w.pod.Metadata.Namespace, Uid: w.uid},
 			LogDirectory: w.logDir(),

@@ -46,3 +46,16 @@ func TestAllocatable(t *testing.T) {
 		t.Errorf("allocatable(100Mi) memory = %v, want 0Ki", got["memory"])
 	}
 }
+
+// TestWithPorts writes the container's ports in the kubelet's annotation,
+// protocol TCP when unset.
+func TestWithPorts(t *testing.T) {
+	got := withPorts(&runtimeapi.ContainerConfig{}, &skiffv1.Container{Name: "c", Ports: []*skiffv1.ContainerPort{{Name: "http", ContainerPort: 8080}, {ContainerPort: 53, Protocol: "UDP"}}})
+	want := `[{"name":"http","containerPort":8080,"protocol":"TCP"},{"containerPort":53,"protocol":"UDP"}]`
+	if got.Annotations[annotationContainerPorts] != want {
+		t.Errorf("annotation = %s, want %s", got.Annotations[annotationContainerPorts], want)
+	}
+	if got := withPorts(&runtimeapi.ContainerConfig{}, &skiffv1.Container{Name: "c"}); got.Annotations != nil {
+		t.Errorf("no ports: annotations = %v, want none", got.Annotations)
+	}
+}

@@ -1,11 +1,8 @@
 package wasm
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"os"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -18,23 +15,11 @@ import (
 // vmRSS returns the test process's resident set size, in bytes.
 func vmRSS(t *testing.T) uint64 {
 	t.Helper()
-	f, err := os.Open("/proc/self/status")
+	n, err := wasmtest.RSS()
 	if err != nil {
 		t.Skipf("cannot read the resident set size: %v", err)
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
-			kb, err := strconv.ParseUint(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return kb << 10
-		}
-	}
-	t.Skip("no VmRSS in /proc/self/status")
-	return 0
+	return n
 }
 
 // startNeighbour starts a Go guest that prints "tick" every 5ms until stopped.

@@ -238,8 +238,9 @@ type ContainerSpec struct {
 	// all: past it, it is killed, reason CPUBudgetExceeded.
 	CPUBudget time.Duration
 	// Ports are the TCP ports the module accepts connections on. At Start,
-	// Listen opens a listening socket for each (ListenTCP, run in the pod's
-	// network namespace); the module finds them after its pre-opened
+	// Listen opens a listening socket for each (netns.ListenTCP in the
+	// pod's network namespace: non-blocking, as the runtime waits for
+	// them in ppoll); the module finds them after its pre-opened
 	// directories (sockets.go). They are closed when the container ends.
 	Ports  []int
 	Listen func(port int) (*os.File, error)

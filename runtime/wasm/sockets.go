@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"net/netip"
 	"os"
 	"strings"
 	"sync"
@@ -14,7 +13,7 @@ import (
 
 // Sockets: a container that declares TCP ports (ContainerSpec.Ports) gets
 // one listening socket per port, opened at Start by ContainerSpec.Listen
-// (in the pod's network namespace: the caller's business). The module
+// (netns.ListenTCP, in the pod's network namespace). The module
 // finds them as pre-opened sockets at the file descriptors that follow its
 // pre-opened directories, in the order of the ports, where wazero's and
 // wasmtime's --tcplisten put them, and in the environment variable
@@ -51,9 +50,6 @@ const maxSockets = 1024
 // connFDBase is the first guest file descriptor of an accepted connection.
 const connFDBase = 1 << 30
 
-// listenBacklog is the backlog of a container's listening sockets.
-const listenBacklog = 128
-
 // WASI preview1 values used here (the wasi_snapshot_preview1 witx).
 const (
 	errnoSuccess     = 0
@@ -79,32 +75,6 @@ const (
 	clockMonotonic   = 1
 	allRights        = 1<<29 - 1
 )
-
-// ListenTCP opens a listening TCP socket on addr (IPv4), non-blocking
-// and close-on-exec, in the calling thread's network namespace: the socket
-// ContainerSpec.Listen hands over. A pod's containers listen on
-// 0.0.0.0:port of the pod's namespace.
-func ListenTCP(addr netip.AddrPort) (*os.File, error) {
-	if !addr.Addr().Is4() {
-		return nil, fmt.Errorf("listen on %s: not an IPv4 address", addr)
-	}
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return nil, fmt.Errorf("listen on %s: socket: %w", addr, err)
-	}
-	err = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
-	if err == nil {
-		err = unix.Bind(fd, &unix.SockaddrInet4{Addr: addr.Addr().As4(), Port: int(addr.Port())})
-	}
-	if err == nil {
-		err = unix.Listen(fd, listenBacklog)
-	}
-	if err != nil {
-		unix.Close(fd)
-		return nil, fmt.Errorf("listen on %s: %w", addr, err)
-	}
-	return os.NewFile(uintptr(fd), "tcp:"+addr.String()), nil
-}
 
 // sock is one socket of a container: a listener or a connection.
 type sock struct {

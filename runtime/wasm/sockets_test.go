@@ -49,7 +49,12 @@ func startServer(t *testing.T, r *Runtime, id string) (*Container, string, *sync
 
 // listenLoopback listens on an ephemeral port of 127.0.0.1, whatever port.
 func listenLoopback(int) (*os.File, error) {
-	return ListenTCP(netip.MustParseAddrPort("127.0.0.1:0"))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	defer ln.Close()
+	return ln.(*net.TCPListener).File() // a duplicate, non-blocking like the original
 }
 
 // boundAddr is the address the socket fd is bound to.

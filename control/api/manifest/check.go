@@ -22,11 +22,23 @@ func check(md protoreflect.MessageDescriptor, doc map[string]any, path string) e
 		if v == nil {
 			continue
 		}
+		if f, ok := v.(float64); ok && intOrString[fd.FullName()] && f == math.Trunc(f) && math.Abs(f) < 1<<53 {
+			v = strconv.FormatInt(int64(f), 10)
+			doc[name] = v
+		}
 		if err := checkField(fd, v, p); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// intOrString are the string fields that, as Kubernetes' IntOrString
+// fields, also take an integer (a port number where a port name would do):
+// check writes the integer as its decimal string.
+var intOrString = map[protoreflect.FullName]bool{
+	"skiff.v1.HTTPGetAction.port":   true,
+	"skiff.v1.TCPSocketAction.port": true,
 }
 
 func checkField(fd protoreflect.FieldDescriptor, v any, p string) error {

@@ -19,6 +19,7 @@ func TestDecodeErrors(t *testing.T) {
 		{"tab indentation", "apiVersion: v1\nkind: Pod\nmetadata:\n\tname: p\n", "line 4"},
 		{"string for a list", strings.Replace(pod, "image: hello\n", "image: hello\n    command: run\n", 1), "spec.containers[0].command: invalid type: want a list, got string \"run\""},
 		{"list for a string", strings.Replace(pod, "image: hello", "image: [a]", 1), "spec.containers[0].image: invalid type: want a string"},
+		{"fraction for a port", pod + "    readinessProbe:\n      tcpSocket: {port: 80.5}\n", "spec.containers[0].readinessProbe.tcpSocket.port: invalid type: want a string, got number 80.5"},
 		{"no kind", "apiVersion: v1\nmetadata:\n  name: p\n", "kind: required value"},
 		{"no apiVersion", "kind: Pod\nmetadata:\n  name: p\n", "apiVersion: required value"},
 		{"wrong apiVersion", strings.Replace(pod, "apiVersion: v1", "apiVersion: apps/v1", 1), `apiVersion: unsupported value "apps/v1" for kind Pod`},
@@ -40,6 +41,24 @@ func TestDecodeErrors(t *testing.T) {
 				t.Errorf("error %q does not name the file", err)
 			}
 		})
+	}
+}
+
+// TestDecodeIntOrString: a probe's port is a number or a port name, as in
+// Kubernetes.
+func TestDecodeIntOrString(t *testing.T) {
+	in := "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  containers:\n  - name: c\n    image: hello\n" +
+		"    readinessProbe:\n      httpGet: {path: /, port: http}\n    livenessProbe:\n      tcpSocket: {port: 8080}\n"
+	objs, err := Decode("f.yaml", []byte(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := objs[0].Msg.(*skiffv1.Pod).Spec.Containers[0]
+	if got := c.ReadinessProbe.HttpGet.Port; got != "http" {
+		t.Errorf("httpGet.port = %q, want %q", got, "http")
+	}
+	if got := c.LivenessProbe.TcpSocket.Port; got != "8080" {
+		t.Errorf("tcpSocket.port = %q, want %q", got, "8080")
 	}
 }
 
