@@ -42,7 +42,7 @@ func newService(d deps) (*service, error) {
 	if d.now == nil {
 		d.now = time.Now
 	}
-	db, err := openStateDB(filepath.Join(d.rootDir, "cri.db"))
+	db, err := openStateDB(filepath.Join(d.rootDir, "cri.db"), d.log)
 	if err != nil {
 		return nil, err
 	}

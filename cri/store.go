@@ -1,8 +1,14 @@
 package cri
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -10,15 +16,48 @@ import (
 
 // stateDB persists sandbox and container records in bbolt (<RootDir>/cri.db).
 // It is safe for concurrent use; callers serialize writes of one record.
-type stateDB struct{ db *bolt.DB }
+//
+// Commits are not fsynced (bbolt NoSync): a write is in the page cache when
+// the call returns, which is all a crash of the process needs, and saves a
+// disk flush per CRI call (three per pod start). Only a crash of the whole
+// machine can lose or tear them, and after one the records describe nothing
+// that still exists: the containers ran in the node process and the
+// namespace pins were mounts. So the file <RootDir>/cri.db.boot holds the
+// kernel's boot ID while the database is open, and is removed by a clean
+// Close after a sync. Found at open with another boot's ID, it means the
+// machine stopped without that Close: the database is discarded and
+// started afresh. Where the boot ID cannot be read, every commit is synced.
+type stateDB struct {
+	db       *bolt.DB
+	bootPath string // "" when commits are synced
+}
 
 var (
 	bucketSandboxes  = []byte("sandboxes")
 	bucketContainers = []byte("containers")
 )
 
-func openStateDB(path string) (*stateDB, error) {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+// bootIDPath is where the kernel gives the ID of the current boot.
+var bootIDPath = "/proc/sys/kernel/random/boot_id"
+
+func openStateDB(path string, log *slog.Logger) (*stateDB, error) {
+	bootPath := path + ".boot"
+	boot, err := os.ReadFile(bootIDPath)
+	if err != nil || len(bytes.TrimSpace(boot)) == 0 {
+		log.Warn("cannot read the boot ID: every change of the CRI state is synced to disk", "err", err)
+		bootPath = ""
+	} else if last, err := os.ReadFile(bootPath); err == nil && !bytes.Equal(last, boot) {
+		log.Warn("the machine restarted while the CRI state was open: discarding it (its containers and namespaces are gone with that boot)", "path", path)
+		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("discard %s: %w", path, err)
+		}
+	}
+	if bootPath != "" {
+		if err := writeSynced(bootPath, boot); err != nil {
+			return nil, fmt.Errorf("open %s: %w", path, err)
+		}
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second, NoSync: bootPath != ""})
 	if err != nil {
 		return nil, fmt.Errorf("open %s (is another skiff agent using it?): %w", path, err)
 	}
@@ -30,14 +69,56 @@ func openStateDB(path string) (*stateDB, error) {
 		}
 		return nil
 	})
+	if err == nil && bootPath != "" {
+		err = db.Sync() // the buckets, and a database a later boot need not discard
+	}
 	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("open %s: %w", path, err)
 	}
-	return &stateDB{db: db}, nil
+	return &stateDB{db: db, bootPath: bootPath}, nil
 }
 
-func (s *stateDB) Close() error { return s.db.Close() }
+// writeSynced writes b to path and syncs it and its directory.
+func writeSynced(path string, b []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	d, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// Close syncs and closes the database, then marks it cleanly closed.
+func (s *stateDB) Close() error {
+	var err error
+	if s.bootPath != "" {
+		err = s.db.Sync()
+	}
+	if cerr := s.db.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil && s.bootPath != "" {
+		if rerr := os.Remove(s.bootPath); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
+			err = rerr
+		}
+	}
+	return err
+}
 
 func (s *stateDB) put(bucket []byte, id string, v any) error {
 	b, err := json.Marshal(v)

@@ -64,15 +64,12 @@ func Create(dir, name string) (string, error) {
 		os.Remove(path)
 		return "", fmt.Errorf("create network namespace %s: %w", path, err)
 	}
-	if err := Do(path, loopbackUp); err != nil {
-		Delete(path)
-		return "", fmt.Errorf("create network namespace %s: %w", path, err)
-	}
 	return path, nil
 }
 
 // pin creates a network namespace on a locked thread of its own,
-// bind-mounts it onto path and moves the thread back. A thread that cannot
+// bind-mounts it onto path, brings its loopback up while there, and moves
+// the thread back. A thread that cannot
 // be moved back stays locked, so Go ends it with the goroutine instead of
 // reusing it. (Restoring matters even so: when the goroutine happens to run
 // on the main thread, Go cannot end that thread, only park it forever, and
@@ -97,6 +94,8 @@ func pin(path string) error {
 		mountErr := unix.Mount(src, path, "", unix.MS_BIND, "")
 		if mountErr != nil {
 			mountErr = fmt.Errorf("bind-mount %s: %w", src, mountErr)
+		} else if mountErr = loopbackUp(); mountErr != nil {
+			unix.Unmount(path, unix.MNT_DETACH)
 		}
 		if err := vnetns.Set(orig); err != nil {
 			if mountErr == nil {
