@@ -13,7 +13,8 @@ import (
 // RemoveImage removes the image that the request names (by a name or an
 // ID) with all its names, tags and repository digests alike, as
 // containerd does. It is idempotent: an unknown image succeeds. Containers
-// already created keep their compiled module.
+// already created keep their compiled module; the module's compiled code
+// leaves the node's caches with the last of them.
 func (s *service) RemoveImage(ctx context.Context, req *runtime.RemoveImageRequest) (*runtime.RemoveImageResponse, error) {
 	ref := req.GetImage().GetImage()
 	if ref == "" {
@@ -29,5 +30,6 @@ func (s *service) RemoveImage(ctx context.Context, req *runtime.RemoveImageReque
 	if err := s.images.Remove(img.ID); err != nil && !errors.Is(err, image.ErrNotFound) {
 		return nil, fmt.Errorf("remove image: %w", err)
 	}
+	s.runtime.Forget(img.ID)
 	return &runtime.RemoveImageResponse{}, nil
 }

@@ -20,6 +20,9 @@ type containerRuntime interface {
 	// Create prepares a container (for Wasm: compiles the module); errors
 	// wrap wasm.ErrInvalidModule or wasm.ErrInvalidSpec for bad input.
 	Create(ctx context.Context, spec wasm.ContainerSpec) (task, error)
+	// Forget drops what the runtime keeps of an image's module (its
+	// compiled code, on disk and in memory), the image having been removed.
+	Forget(imageID string)
 	// Close ends every container and releases the runtime.
 	Close(ctx context.Context) error
 }

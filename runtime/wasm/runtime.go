@@ -73,6 +73,10 @@
 // runs until it returns to the host, and Go gives no way to pause one
 // goroutine's thread from outside it.
 //
+// On disk, wazero's compilation cache is bounded too (Config.DiskCacheBytes,
+// default 1 GiB, oldest out first), and a module's compiled code leaves it
+// when its image leaves the node (Runtime.Forget; diskcache.go).
+//
 // Compiled modules are cached in memory by ModuleKey up to
 // Config.ModuleCacheBytes (default 256 MiB, sized by an estimate of
 // compiled code: 13 times the binary), least recently used first out;
@@ -126,6 +130,9 @@ type Config struct {
 	// estimate of their size). Modules of Created or Running containers
 	// are kept whatever the bound. Zero: DefaultModuleCacheBytes (256 MiB).
 	ModuleCacheBytes int64
+	// DiskCacheBytes bounds CacheDir: past it, the oldest compiled
+	// modules are removed from disk. Zero: DefaultDiskCacheBytes (1 GiB).
+	DiskCacheBytes int64
 	// Logger receives container lifecycle logs. Nil: discard.
 	Logger *slog.Logger
 }
@@ -137,6 +144,8 @@ type Runtime struct {
 	log      *slog.Logger
 	wasi     map[string]bool // names of the functions wasi_snapshot_preview1 exports
 	memLimit uint64
+
+	disk *diskCache // nil without a CacheDir
 
 	mu      sync.Mutex
 	closed  bool
@@ -175,6 +184,13 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 	if cfg.ModuleCacheBytes == 0 {
 		cfg.ModuleCacheBytes = DefaultModuleCacheBytes
 	}
+	if cfg.DiskCacheBytes == 0 {
+		cfg.DiskCacheBytes = DefaultDiskCacheBytes
+	}
+	var disk *diskCache
+	if cfg.CacheDir != "" {
+		disk = newDiskCache(cfg.CacheDir, cfg.DiskCacheBytes)
+	}
 	return &Runtime{
 		rt:       rt,
 		cache:    cache,
@@ -182,6 +198,7 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 		wasi:     exports,
 		memLimit: cfg.DefaultMemoryLimit,
 		modules:  newModuleCache(cfg.ModuleCacheBytes),
+		disk:     disk,
 		running:  map[*Container]struct{}{},
 	}, nil
 }
@@ -335,7 +352,14 @@ func (r *Runtime) compile(ctx context.Context, key, path string) (*moduleEntry, 
 	r.modules.entries[key] = e
 	r.mu.Unlock()
 
-	mod, n, err := r.compileFile(ctx, path)
+	var mod wazero.CompiledModule
+	var n int
+	var err error
+	if r.disk != nil {
+		err = r.disk.record(key, func() (err error) { mod, n, err = r.compileFile(ctx, path); return err })
+	} else {
+		mod, n, err = r.compileFile(ctx, path)
+	}
 	r.mu.Lock()
 	e.mod, e.err = mod, err
 	var evicted []*moduleEntry
@@ -353,6 +377,36 @@ func (r *Runtime) compile(ctx context.Context, key, path string) (*moduleEntry, 
 		return nil, err
 	}
 	return e, nil
+}
+
+// Forget removes what the runtime keeps of the module of key, its image
+// having left the node: its compiled code on disk, and in memory unless a
+// container still uses it (then it goes when the last one exits).
+func (r *Runtime) Forget(key string) {
+	if key == "" {
+		return
+	}
+	r.mu.Lock()
+	var closed []*moduleEntry
+	if e, ok := r.modules.entries[key]; ok {
+		select {
+		case <-e.ready:
+			r.modules.drop(e)
+			if e.refs == 0 {
+				if e.elem != nil {
+					r.modules.idle.Remove(e.elem)
+					e.elem = nil
+				}
+				closed = append(closed, e)
+			}
+		default: // being compiled: the next Forget, or the LRU, takes it
+		}
+	}
+	r.mu.Unlock()
+	closeEntries(closed)
+	if r.disk != nil {
+		r.disk.forget(key)
+	}
 }
 
 // unpin releases a container's hold on a compiled module; a module no
