@@ -29,8 +29,9 @@ import (
 // Resources: linux.resources.memory_limit_in_bytes caps the module's linear
 // memory (0: the node's default); the annotation skiff.dev/cpu-time-budget
 // (a Go duration, e.g. "10s") kills the container once it has used that
-// much CPU time, reason CPUBudgetExceeded. CPU shares, quota and period are
-// accepted and not enforced (see README "Resources").
+// much CPU time, reason CPUBudgetExceeded. CPU quota and period throttle
+// the module's thread where the node can (wasm.Runtime.CPULimits); CPU
+// shares are accepted and not enforced (see README "Resources").
 func (s *service) CreateContainer(ctx context.Context, req *runtime.CreateContainerRequest) (*runtime.CreateContainerResponse, error) {
 	cfg := req.GetConfig()
 	name := cfg.GetMetadata().GetName()
@@ -80,6 +81,9 @@ func (s *service) CreateContainer(ctx context.Context, req *runtime.CreateContai
 		CreatedAt:          s.now().UnixNano(),
 	}
 	if rec.MemoryLimit, err = memoryLimit(cfg.GetLinux().GetResources()); err != nil {
+		return nil, fmt.Errorf("create container %q: %w", name, err)
+	}
+	if rec.CPUQuota, rec.CPUPeriod, err = cpuLimit(cfg.GetLinux().GetResources()); err != nil {
 		return nil, fmt.Errorf("create container %q: %w", name, err)
 	}
 	if _, err := cpuBudget(rec.Annotations); err != nil {
@@ -192,6 +196,8 @@ func (s *service) taskSpec(rec *containerRecord, sb *sandboxRecord, img image.Im
 		spec.MemoryLimit = uint64(rec.MemoryLimit)
 	}
 	spec.CPUBudget, _ = cpuBudget(rec.Annotations) // checked at create
+	spec.CPUQuota = time.Duration(rec.CPUQuota) * time.Microsecond
+	spec.CPUPeriod = time.Duration(rec.CPUPeriod) * time.Microsecond
 	if len(rec.Ports) > 0 {
 		nsPath := sb.NetNSPath // empty for a pod on the node's network
 		spec.Ports = rec.Ports
@@ -220,6 +226,23 @@ func memoryLimit(res *runtime.LinuxContainerResources) (int64, error) {
 		return 0, fmt.Errorf("%w: linux.resources.memory_limit_in_bytes %d is less than one WebAssembly page (64Ki)", errInvalidArgument, n)
 	}
 	return n, nil
+}
+
+// cpuLimit returns the CFS quota and period of a container's resources,
+// in microseconds (0: none, and the default period): the guest's thread
+// is throttled to quota per period.
+func cpuLimit(res *runtime.LinuxContainerResources) (quota, period int64, err error) {
+	quota, period = res.GetCpuQuota(), res.GetCpuPeriod()
+	if quota < 0 {
+		quota = 0 // -1: no limit, as for the kernel
+	}
+	if quota > 0 && quota < 1000 {
+		return 0, 0, fmt.Errorf("%w: linux.resources.cpu_quota %d is under the kernel's floor of 1000 (1ms)", errInvalidArgument, quota)
+	}
+	if period != 0 && (period < 1000 || period > 1_000_000) {
+		return 0, 0, fmt.Errorf("%w: linux.resources.cpu_period %d is not between 1000 and 1000000 (1ms and 1s)", errInvalidArgument, period)
+	}
+	return quota, period, nil
 }
 
 // cpuBudget returns the CPU time budget the annotations set (0: none).

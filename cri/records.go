@@ -76,6 +76,8 @@ type containerRecord struct {
 	Args               []string          `json:"args"`
 	Env                []string          `json:"env,omitempty"`
 	MemoryLimit        int64             `json:"memoryLimit,omitempty"` // bytes; 0: the node's default
+	CPUQuota           int64             `json:"cpuQuota,omitempty"`    // µs per CPUPeriod; 0: none
+	CPUPeriod          int64             `json:"cpuPeriod,omitempty"`   // µs; 0: the default 100ms
 	Mounts             []mountRecord     `json:"mounts,omitempty"`
 	Ports              []int             `json:"ports,omitempty"` // TCP ports the container listens on (ports.go)
 	State              containerState    `json:"state"`

@@ -135,6 +135,9 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		lock.release()
 		return nil, fmt.Errorf("new cri server: %w", err)
 	}
+	if err := rt.CPULimits(); err != nil {
+		log.Warn(err.Error())
+	}
 	svc, err := newService(deps{
 		log:        log,
 		rootDir:    cfg.RootDir,

@@ -112,4 +112,41 @@ func TestResourceLimits(t *testing.T) {
 	bad.Linux = &runtime.LinuxContainerConfig{Resources: &runtime.LinuxContainerResources{MemoryLimitInBytes: 100}}
 	_, err = e.create(pod, bad)
 	wantCode(t, err, codes.InvalidArgument, "memory_limit_in_bytes 100")
+	bad.Linux.Resources = &runtime.LinuxContainerResources{CpuQuota: 500}
+	_, err = e.create(pod, bad)
+	wantCode(t, err, codes.InvalidArgument, "cpu_quota 500")
+	bad.Linux.Resources = &runtime.LinuxContainerResources{CpuQuota: 50000, CpuPeriod: 10}
+	_, err = e.create(pod, bad)
+	wantCode(t, err, codes.InvalidArgument, "cpu_period 10")
+}
+
+// TestCPUQuota: a spinning container with a CFS quota of 20ms per 100ms,
+// as the kubelet writes limits.cpu: 200m, uses about a fifth of a core by
+// its CRI stats.
+func TestCPUQuota(t *testing.T) {
+	e := newEnv(t, false)
+	if err := e.svc.runtime.(wasmRuntime).CPULimits(); err != nil {
+		t.Skip(err)
+	}
+	e.importImage("spin", wasmtest.Build(wasmtest.Spin()))
+	pod := e.runPod("quota")
+	spin := containerConfig("spin", "spin")
+	spin.Linux = &runtime.LinuxContainerConfig{Resources: &runtime.LinuxContainerResources{CpuQuota: 20000, CpuPeriod: 100000}}
+	id := e.mustCreate(pod, spin)
+	e.start(id)
+	cpu := func() (uint64, time.Time) {
+		st, err := e.rs.ContainerStats(context.Background(), &runtime.ContainerStatsRequest{ContainerId: id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.Stats.Cpu.UsageCoreNanoSeconds.GetValue(), time.Now()
+	}
+	c0, t0 := cpu()
+	time.Sleep(time.Second) // a window to measure, not a wait for a condition
+	c1, t1 := cpu()
+	share := float64(c1-c0) / float64(t1.Sub(t0))
+	t.Logf("%.2f of a core", share)
+	if share < 0.1 || share > 0.35 {
+		t.Errorf("the container used %.2f of a core under a quota of 0.2", share)
+	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/tetratelabs/wazero/api"
 	"github.com/tetratelabs/wazero/experimental"
 	"github.com/tetratelabs/wazero/sys"
+	"golang.org/x/sys/unix"
 )
 
 // Exit codes the runtime reports for ends that are not the module's own choice.
@@ -173,6 +174,7 @@ func (c *Container) Start(ctx context.Context) error {
 // memory and reports the end through finish.
 func (c *Container) run(ctx context.Context, stdin *stopPipe, started chan<- error) {
 	goruntime.LockOSThread()
+	detach := c.limitCPU()
 	clock := currentThreadClock()
 	c.mu.Lock()
 	c.clock = clock
@@ -191,13 +193,42 @@ func (c *Container) run(ctx context.Context, stdin *stopPipe, started chan<- err
 	c.cpuUsed = clock.read() - c.cpuBase
 	c.clock = 0
 	c.mu.Unlock()
-	goruntime.UnlockOSThread()
+	if err := detach(); err != nil {
+		// The thread stays locked: it ends with this goroutine instead
+		// of serving Go throttled.
+		c.log.Error("release the guest thread from its CPU limit", "err", err)
+	} else {
+		goruntime.UnlockOSThread()
+	}
 
 	c.finish(code, reason, msg)
 	if !signaled {
 		started <- startErr
 	}
 }
+
+// limitCPU puts the calling (locked) thread under the container's CPU
+// quota, if it has one and the node can, and returns what undoes it.
+func (c *Container) limitCPU() func() error {
+	none := func() error { return nil }
+	if c.spec.CPUQuota <= 0 || c.r.cpu == nil {
+		return none
+	}
+	period := c.spec.CPUPeriod
+	if period == 0 {
+		period = DefaultCPUPeriod
+	}
+	detach, err := c.r.cpu.attach(c.spec.ID, unix.Gettid(), c.spec.CPUQuota.Microseconds(), period.Microseconds())
+	if err != nil {
+		c.log.Warn("CPU limit not enforced", "err", err)
+		return none
+	}
+	return detach
+}
+
+// DefaultCPUPeriod is the CFS period of a CPU quota without one, as the
+// kubelet's.
+const DefaultCPUPeriod = 100 * time.Millisecond
 
 // runGuest instantiates and runs the module. It owns the instance and
 // stdin; it calls started once the instance exists and _start is called,

@@ -3,6 +3,8 @@ package wasm
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -284,5 +286,39 @@ func TestModuleCacheBound(t *testing.T) {
 	r.mu.Unlock()
 	if m0 || total > 2*size {
 		t.Errorf("cache holds m0 %v, %d bytes (bound %d)", m0, total, 2*size)
+	}
+}
+
+// TestCPULimit: a spinning module limited to 20ms of CPU per 100ms uses
+// about a fifth of a core, and its cgroup goes with it.
+func TestCPULimit(t *testing.T) {
+	r := newRuntime(t, Config{})
+	if err := r.CPULimits(); err != nil {
+		t.Skip(err)
+	}
+	c, err := r.Create(context.Background(), ContainerSpec{ID: "limited", ModulePath: writeModule(t, wasmtest.Build(wasmtest.Spin())), Args: []string{"m"}, CPUQuota: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	cgroup := filepath.Join(r.cpu.root, "limited")
+	if _, err := os.Stat(cgroup); err != nil {
+		t.Errorf("the container's cgroup: %v", err)
+	}
+	start, before := time.Now(), c.Stats().CPUTime
+	time.Sleep(time.Second) // a window to measure, not a wait for a condition
+	used, wall := c.Stats().CPUTime-before, time.Since(start)
+	if err := c.Stop(context.Background(), 0); err != nil {
+		t.Fatal(err)
+	}
+	share := float64(used) / float64(wall)
+	t.Logf("used %v of CPU in %v: %.2f of a core", used, wall, share)
+	if share < 0.1 || share > 0.35 {
+		t.Errorf("the limited module used %.2f of a core, want about 0.2", share)
+	}
+	if _, err := os.Stat(cgroup); !os.IsNotExist(err) {
+		t.Errorf("the container's cgroup is still there after it exited: %v", err)
 	}
 }

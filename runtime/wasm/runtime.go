@@ -145,7 +145,9 @@ type Runtime struct {
 	wasi     map[string]bool // names of the functions wasi_snapshot_preview1 exports
 	memLimit uint64
 
-	disk *diskCache // nil without a CacheDir
+	disk   *diskCache  // nil without a CacheDir
+	cpu    *cpuCgroups // nil where threads cannot be limited
+	cpuErr error       // why not
 
 	mu      sync.Mutex
 	closed  bool
@@ -187,6 +189,7 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 	if cfg.DiskCacheBytes == 0 {
 		cfg.DiskCacheBytes = DefaultDiskCacheBytes
 	}
+	cpu, cpuErr := findCPUCgroups()
 	var disk *diskCache
 	if cfg.CacheDir != "" {
 		disk = newDiskCache(cfg.CacheDir, cfg.DiskCacheBytes)
@@ -199,6 +202,8 @@ func New(ctx context.Context, cfg Config) (*Runtime, error) {
 		memLimit: cfg.DefaultMemoryLimit,
 		modules:  newModuleCache(cfg.ModuleCacheBytes),
 		disk:     disk,
+		cpu:      cpu,
+		cpuErr:   cpuErr,
 		running:  map[*Container]struct{}{},
 	}, nil
 }
@@ -254,6 +259,13 @@ type ContainerSpec struct {
 	// CPUBudget, when positive, is the CPU time the container may use in
 	// all: past it, it is killed, reason CPUBudgetExceeded.
 	CPUBudget time.Duration
+	// CPUQuota, when positive, is the CPU time the container may use in
+	// each CPUPeriod (default 100ms): its guest thread is throttled past
+	// it, as the kernel throttles a cgroup (cpulimit.go). Where the node
+	// cannot limit threads (Runtime.CPULimits says why), it is not
+	// enforced.
+	CPUQuota  time.Duration
+	CPUPeriod time.Duration
 	// Ports are the TCP ports the module accepts connections on. At Start,
 	// Listen opens a listening socket for each (netns.ListenTCP in the
 	// pod's network namespace: non-blocking, as the runtime waits for
@@ -291,6 +303,12 @@ func (r *Runtime) Create(ctx context.Context, spec ContainerSpec) (*Container, e
 func checkSpec(spec ContainerSpec) error {
 	if len(spec.Args) == 0 {
 		return fmt.Errorf("%w: argv is empty (argv[0] is the program name)", ErrInvalidSpec)
+	}
+	if spec.CPUQuota < 0 || (spec.CPUQuota > 0 && spec.CPUQuota < time.Millisecond) {
+		return fmt.Errorf("%w: CPU quota %v is under the kernel's 1ms", ErrInvalidSpec, spec.CPUQuota)
+	}
+	if spec.CPUPeriod != 0 && (spec.CPUPeriod < time.Millisecond || spec.CPUPeriod > time.Second) {
+		return fmt.Errorf("%w: CPU period %v is not between 1ms and 1s", ErrInvalidSpec, spec.CPUPeriod)
 	}
 	if len(spec.Ports) > 0 && spec.Listen == nil {
 		return fmt.Errorf("%w: ports without a Listen function", ErrInvalidSpec)
@@ -377,6 +395,15 @@ func (r *Runtime) compile(ctx context.Context, key, path string) (*moduleEntry, 
 		return nil, err
 	}
 	return e, nil
+}
+
+// CPULimits says why containers' CPU quotas are not enforced on this
+// node, or nil when they are.
+func (r *Runtime) CPULimits() error {
+	if r.cpuErr != nil {
+		return fmt.Errorf("CPU limits of Wasm containers are not enforced: %w", r.cpuErr)
+	}
+	return nil
 }
 
 // Forget removes what the runtime keeps of the module of key, its image
