@@ -238,6 +238,9 @@ func (r *Runtime) Close(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("close compilation cache: %w", err))
 		}
 	}
+	if r.cpu != nil {
+		os.Remove(r.cpu.root) // the parent of the containers' cgroups, unless another runtime uses it
+	}
 	return errors.Join(errs...)
 }
 
