@@ -2,8 +2,12 @@ package cri
 
 import (
 	"context"
+	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -147,5 +151,51 @@ func TestPullRunsGC(t *testing.T) {
 	inUse := <-rec.inUse
 	if len(inUse) != 1 || !inUse[used.ID] {
 		t.Errorf("GC was told %v are in use, want only %s", inUse, used.ID)
+	}
+}
+
+// gcCounter is the node's image store with a GC that counts its runs and
+// reports removed the images named in removed.
+type gcCounter struct {
+	imageStore
+	runs    atomic.Int32
+	removed []string
+}
+
+func (g *gcCounter) GC(ctx context.Context, inUse map[string]bool) (image.GCResult, error) {
+	g.runs.Add(1)
+	return image.GCResult{Removed: g.removed}, nil
+}
+
+// TestPeriodicImageGC: the server runs the image GC on its interval, and
+// the compiled code of every image the GC removes leaves the node.
+func TestPeriodicImageGC(t *testing.T) {
+	e := newEnv(t, false)
+	img := e.importImage("gone", wasmtest.Build(wasmtest.Write(1, "periodic gc\n")))
+	pod := e.runPod("gc")
+	id := e.mustCreate(pod, containerConfig("gone", "gone")) // compiles: a file in the cache
+	if _, err := e.rs.RemoveContainer(context.Background(), &runtime.RemoveContainerRequest{ContainerId: id}); err != nil {
+		t.Fatal(err)
+	}
+	index := func() string {
+		b, _ := os.ReadFile(filepath.Join(cacheDir, "skiff-modules.json"))
+		return string(b)
+	}
+	if !strings.Contains(index(), img.ID) {
+		t.Fatalf("the compiled module of %s is not in the disk cache's index: %s", img.ID, index())
+	}
+	counter := &gcCounter{imageStore: e.svc.images, removed: []string{img.ID}}
+	e.svc.images = counter
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		(&Server{svc: e.svc}).collectImages(ctx, 10*time.Millisecond)
+	}()
+	defer func() { cancel(); <-done }()
+	wasmtest.Eventually(t, 10*time.Second, func() bool { return counter.runs.Load() >= 2 },
+		func() string { return fmt.Sprintf("the image GC ran %d times, want 2", counter.runs.Load()) })
+	if strings.Contains(index(), img.ID) {
+		t.Errorf("the compiled module of the collected image %s is still in the disk cache: %s", img.ID, index())
 	}
 }
