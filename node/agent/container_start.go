@@ -43,6 +43,9 @@ func (w *podWorker) syncContainer(ctx context.Context, spec *skiffv1.Container, 
 		c.state = waiting("CreateContainerConfigError", err.Error())
 		return
 	}
+	if c.attempt >= 2 {
+		pruneRuns(filepath.Join(w.logDir(), spec.Name), c.attempt-1)
+	}
 	created, err := w.a.cfg.Runtime.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{
 		PodSandboxId: w.sandboxID,
 		Config: withPorts(withResources(&runtimeapi.ContainerConfig{

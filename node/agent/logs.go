@@ -162,6 +162,26 @@ func logRuns(dir string) ([]uint32, error) {
 	return runs, nil
 }
 
+// pruneRuns removes from dir the logs of the runs before keep (their
+// <attempt>.log and its rotated files), so that a container that restarts
+// keeps the logs of its current and previous runs only, as the kubelet
+// keeps one dead container: a crash loop does not fill the disk.
+func pruneRuns(dir string, keep uint32) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		attempt, rest, ok := strings.Cut(e.Name(), ".log")
+		if !ok || (rest != "" && !strings.HasPrefix(rest, ".")) {
+			continue
+		}
+		if n, err := strconv.ParseUint(attempt, 10, 32); err == nil && uint32(n) < keep {
+			os.Remove(filepath.Join(dir, e.Name()))
+		}
+	}
+}
+
 // take takes a seat for a read, or says why not.
 func (s *logService) take() (func(), error) {
 	select {

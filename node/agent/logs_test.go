@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -462,4 +463,24 @@ func BenchmarkStreamContainerLogs(b *testing.B) {
 	close(stop)
 	<-sampled
 	b.ReportMetric(float64(peak.Load())/(1<<20), "peak-heap-MiB")
+}
+
+// TestPruneRuns: a container starting its third run keeps the logs of its
+// second (for --previous) and nothing older, rotated files included.
+func TestPruneRuns(t *testing.T) {
+	dir := t.TempDir()
+	for _, f := range []string{"0.log", "0.log.1", "0.log.2", "1.log", "1.log.1", "2.log", "10.log", "notes.txt", "1.logger"} {
+		if err := os.WriteFile(filepath.Join(dir, f), []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pruneRuns(dir, 2)
+	var left []string
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		left = append(left, e.Name())
+	}
+	if want := []string{"1.logger", "10.log", "2.log", "notes.txt"}; !slices.Equal(left, want) {
+		t.Errorf("left %v, want %v", left, want)
+	}
 }
