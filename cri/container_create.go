@@ -95,6 +95,9 @@ func (s *service) CreateContainer(ctx context.Context, req *runtime.CreateContai
 	if rec.UserSpecifiedImage == "" {
 		rec.UserSpecifiedImage = ref
 	}
+	if err := s.images.Touch(img.ID); err != nil {
+		s.log.Warn("mark image used", "image", img.ID, "err", err)
+	}
 	for _, kv := range cfg.GetEnvs() {
 		if kv.GetKey() == "" {
 			return nil, fmt.Errorf("create container %q: %w: environment variable with an empty key", name, errInvalidArgument)

@@ -65,6 +65,8 @@ type imageStore interface {
 	Usage() (image.Usage, error)
 	Pull(ctx context.Context, ref string, creds image.Credentials) (image.Image, error)
 	GC(ctx context.Context, inUse map[string]bool) (image.GCResult, error)
+	// Touch marks an image used now (the GC removes the least recently used first).
+	Touch(id string) error
 }
 
 // namespaces makes and removes pod network namespaces.

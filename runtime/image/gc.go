@@ -36,8 +36,8 @@ type GCResult struct {
 // GC removes images as the kubelet's image GC does: once the store's
 // filesystem is Config.GC.HighThresholdPercent full, it removes images
 // that no container uses (inUse holds the IDs of those that do) and that
-// were pulled or imported more than MinAge ago, oldest first, until it
-// would be LowThresholdPercent full. An image in inUse is never removed.
+// were pulled, imported or used (Touch) more than MinAge ago, least
+// recently first, until it would be LowThresholdPercent full. An image in inUse is never removed.
 // It returns what it removed; an error stops it part way, with every
 // image either whole or gone.
 func (s *Store) GC(ctx context.Context, inUse map[string]bool) (GCResult, error) {
@@ -110,6 +110,17 @@ func (s *Store) GC(ctx context.Context, inUse map[string]bool) (GCResult, error)
 		res.Freed += uint64(c.img.Size)
 	}
 	return res, nil
+}
+
+// Touch marks the image id as used now, for the GC's order: the CRI server
+// touches an image when it creates a container from it. The time is the
+// blob's modification time, so it is kept across restarts.
+func (s *Store) Touch(id string) error {
+	now := time.Now()
+	if err := os.Chtimes(s.blobPath(id), now, now); err != nil {
+		return fmt.Errorf("touch image %s: %w", id, err)
+	}
+	return nil
 }
 
 // removeID removes an image and all its names.

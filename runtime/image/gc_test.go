@@ -71,3 +71,29 @@ func TestGCOldestFirstAndMinAge(t *testing.T) {
 		t.Errorf("an image younger than minAge was removed: %v (%s)", err, fresh.ID)
 	}
 }
+
+// TestGCLeastRecentlyUsed: an image used after it was pulled goes after
+// one pulled later but never used since.
+func TestGCLeastRecentlyUsed(t *testing.T) {
+	s, err := OpenConfig(t.TempDir(), Config{GC: GCPolicy{HighThresholdPercent: 80, LowThresholdPercent: 79, MinAge: Duration{time.Nanosecond}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := mustImport(t, s, "first", wasmWith("first"))
+	second := mustImport(t, s, "second", wasmWith("second"))
+	for img, age := range map[string]time.Duration{first.ID: 3 * time.Hour, second.ID: 2 * time.Hour} {
+		when := time.Now().Add(-age)
+		os.Chtimes(s.blobPath(img), when, when)
+	}
+	if err := s.Touch(first.ID); err != nil {
+		t.Fatal(err)
+	}
+	s.statfs = func(string) (DiskStats, error) { return DiskStats{Capacity: 1000, Available: 200}, nil } // free 10 bytes
+	res, err := s.GC(context.Background(), nil)
+	if err != nil || !slices.Equal(res.Removed, []string{second.ID}) {
+		t.Errorf("GC = %+v, %v; want the image unused for longest (second) removed", res, err)
+	}
+	if err := s.Touch("sha256:missing"); err == nil {
+		t.Error("Touch of a missing image succeeded")
+	}
+}
