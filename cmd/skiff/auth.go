@@ -68,7 +68,7 @@ exits 1.
 VERB is get, list, watch, create, update, delete, updatestatus, bind or logs;
 members or snapshot with KIND cluster. KIND is one of ` + strings.Join(kindHelp(), ", ") + `,
 tokens or cluster. A namespaced kind is checked in -n (default "default"),
-or in every namespace with -A.`,
+or in every namespace with -A. skiff top pods needs list pods.`,
 		Example: `  skiff auth can-i create pods -n team
   skiff auth can-i delete node node-1
   skiff auth can-i list pods -A

@@ -37,7 +37,7 @@ func newRoot() *cobra.Command {
 and node agents that run pods of WebAssembly modules through a CRI server.
 
 Start a one-node cluster with "skiff dev", then use the client commands
-(apply, get, describe, delete, logs) as you would kubectl. The kinds are
+(apply, get, describe, delete, logs, top) as you would kubectl. The kinds are
 pods, nodes, namespaces and events. The client finds the server from
 --server, then $SKIFF_SERVER, then the client config, then ` + defaultServer + `.
 It authenticates with the bearer token of $SKIFF_TOKEN or of the client
@@ -62,6 +62,7 @@ It exits 0 on success and 1 on any error.`,
 		newDescribeCmd(g),
 		newMembersCmd(g),
 		newLogsCmd(g),
+		newTopCmd(g),
 		newImageCmd(),
 		newBenchCmd(g),
 		newSnapshotCmd(g),

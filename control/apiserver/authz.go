@@ -59,6 +59,9 @@ var verbs = map[string]string{
 	"Create": "create", "Get": "get", "List": "list", "Update": "update",
 	"Delete": "delete", "Watch": "watch", "UpdateStatus": "updatestatus",
 	"Bind": "bind", "Logs": "logs", "StreamLogs": "logs",
+	// Top reads pods' metrics: a list of the namespace's pods (every
+	// namespace's with allNamespaces), as `kubectl top` needs.
+	"Top": "list",
 }
 
 // serviceKinds maps each kind's service ("skiff.v1.PodService") to its kind.
@@ -115,6 +118,8 @@ func attrsOf(procedure string, msg any, p Principal) (a attrs, open bool, err er
 			a.ns, a.name = namespaceOf(k, m.GetNamespace()), m.GetName()
 		case *skiffv1.PodLogsRequest:
 			a.ns, a.name = namespaceOf(k, m.GetNamespace()), m.GetName()
+		case *skiffv1.TopPodsRequest:
+			a.ns = topNamespace(m)
 		case kinds.Object:
 			a.ns, a.name = namespaceOf(k, m.GetMetadata().GetNamespace()), m.GetMetadata().GetName()
 		default:

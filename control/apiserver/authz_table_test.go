@@ -118,6 +118,12 @@ func tableCalls(t *testing.T, server *testClients) []call {
 		{"pods/logs team", func(ctx context.Context, c *testClients) error {
 			return unary(c.pods.Logs(ctx, connect.NewRequest(&skiffv1.PodLogsRequest{Namespace: "team", Name: "p-free"})))
 		}},
+		{"pods/top team", func(ctx context.Context, c *testClients) error {
+			return unary(c.pods.Top(ctx, connect.NewRequest(&skiffv1.TopPodsRequest{Namespace: "team"})))
+		}},
+		{"pods/top all", func(ctx context.Context, c *testClients) error {
+			return unary(c.pods.Top(ctx, connect.NewRequest(&skiffv1.TopPodsRequest{AllNamespaces: true})))
+		}},
 		{"events/get team", func(ctx context.Context, c *testClients) error {
 			return unary(c.events.Get(ctx, req(&skiffv1.GetRequest{Namespace: "team", Name: "e1"})))
 		}},
@@ -253,14 +259,14 @@ func TestAuthorizationTable(t *testing.T) {
 
 	viewTeam := []string{
 		"pods/get team", "pods/get team bound to n1", "pods/get team bound to n2", "pods/list team",
-		"pods/watch team", "pods/logs team", "events/get team", "events/list team",
+		"pods/watch team", "pods/logs team", "pods/top team", "events/get team", "events/list team",
 	}
 	editTeam := append(slices.Clone(viewTeam),
 		"pods/create team", "pods/update team", "pods/delete team", "pods/delete team bound to n2",
 		"events/create team", "events/update team", "events/delete team")
 	adminTeam := append(slices.Clone(editTeam), "tokens/create team", "tokens/list team", "tokens/revoke team")
 	viewAll := append(slices.Clone(viewTeam),
-		"pods/get other", "pods/list all", "pods/list on n1", "pods/watch on n1",
+		"pods/get other", "pods/list all", "pods/top all", "pods/list on n1", "pods/watch on n1",
 		"nodes/get n1", "nodes/get n2", "nodes/list", "nodes/watch",
 		"namespaces/get team", "namespaces/list", "cluster/members")
 	editAll := append(slices.Clone(viewAll), editTeam...)

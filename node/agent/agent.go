@@ -122,10 +122,11 @@ func New(cfg Config) *Agent {
 	return a
 }
 
-// Handler serves the agent's API (container logs) for the apiserver.
+// Handler serves the agent's API (container logs, pod stats) for the
+// apiserver.
 func (a *Agent) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle(newLogService(a.cfg.LogDir, a.cfg.Runtime, a.log).handler())
+	mux.Handle(agentService{newLogService(a.cfg.LogDir, a.cfg.Runtime, a.log), newStatsService(a.cfg.Runtime, a.log)}.handler())
 	return mux
 }
 

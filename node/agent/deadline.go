@@ -111,6 +111,12 @@ func (r *deadlineRuntime) ContainerStatus(ctx context.Context, in *runtimeapi.Co
 	return r.RuntimeServiceClient.ContainerStatus(ctx, in, opts...)
 }
 
+func (r *deadlineRuntime) ListContainerStats(ctx context.Context, in *runtimeapi.ListContainerStatsRequest, opts ...grpc.CallOption) (*runtimeapi.ListContainerStatsResponse, error) {
+	ctx, cancel := r.bound(ctx, 0)
+	defer cancel()
+	return r.RuntimeServiceClient.ListContainerStats(ctx, in, opts...)
+}
+
 // deadlineImages does the same for the image service: a pull has the
 // same bound as node.go's interceptor gives it.
 type deadlineImages struct {

@@ -49,9 +49,15 @@ func newLogService(logDir string, rt runtimeapi.RuntimeServiceClient, log *slog.
 	return &logService{logDir: logDir, log: log, running: criRunning(rt, log), seats: make(chan struct{}, maxLogStreams)}
 }
 
+// agentService is the AgentService: container logs and pod stats.
+type agentService struct {
+	*logService
+	*statsService
+}
+
 // handler serves the AgentService. A stream may outlive the server's write
 // timeout, which bounds unary calls: it is lifted for streams.
-func (s *logService) handler() (string, http.Handler) {
+func (s agentService) handler() (string, http.Handler) {
 	path, h := skiffv1connect.NewAgentServiceHandler(s)
 	return path, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == skiffv1connect.AgentServiceStreamContainerLogsProcedure {

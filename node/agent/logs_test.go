@@ -202,7 +202,7 @@ func logServer(t *testing.T, dir string, running *atomic.Bool) skiffv1connect.Ag
 	s := newLogService(dir, nil, slog.New(slog.DiscardHandler))
 	s.running = func(context.Context, string, string, uint32) bool { return running.Load() }
 	mux := http.NewServeMux()
-	mux.Handle(s.handler())
+	mux.Handle(agentService{logService: s}.handler())
 	srv := httptest.NewUnstartedServer(mux)
 	srv.EnableHTTP2 = true
 	srv.StartTLS()
@@ -297,7 +297,7 @@ func TestStreamCallerGone(t *testing.T) {
 	s := newLogService(dir, nil, slog.New(slog.DiscardHandler))
 	s.running = func(context.Context, string, string, uint32) bool { return running.Load() }
 	mux := http.NewServeMux()
-	mux.Handle(s.handler())
+	mux.Handle(agentService{logService: s}.handler())
 	srv := httptest.NewUnstartedServer(mux)
 	srv.EnableHTTP2 = true
 	srv.StartTLS()
@@ -413,7 +413,7 @@ func BenchmarkStreamContainerLogs(b *testing.B) {
 	}
 	s := newLogService(dir, nil, slog.New(slog.DiscardHandler))
 	mux := http.NewServeMux()
-	mux.Handle(s.handler())
+	mux.Handle(agentService{logService: s}.handler())
 	srv := httptest.NewUnstartedServer(mux)
 	srv.EnableHTTP2 = true
 	srv.StartTLS()

@@ -484,6 +484,105 @@ func (x *ContainerLogsResponse) GetData() []byte {
 	return nil
 }
 
+type PodStatsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Empty: every namespace.
+	Namespace string `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	// When not empty, only the pods of these names.
+	Names         []string `protobuf:"bytes,2,rep,name=names,proto3" json:"names,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PodStatsRequest) Reset() {
+	*x = PodStatsRequest{}
+	mi := &file_skiff_v1_node_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PodStatsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PodStatsRequest) ProtoMessage() {}
+
+func (x *PodStatsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_skiff_v1_node_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PodStatsRequest.ProtoReflect.Descriptor instead.
+func (*PodStatsRequest) Descriptor() ([]byte, []int) {
+	return file_skiff_v1_node_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *PodStatsRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *PodStatsRequest) GetNames() []string {
+	if x != nil {
+		return x.Names
+	}
+	return nil
+}
+
+type PodStatsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The running pods of the node that match, with their running containers.
+	Pods          []*PodMetrics `protobuf:"bytes,1,rep,name=pods,proto3" json:"pods,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PodStatsResponse) Reset() {
+	*x = PodStatsResponse{}
+	mi := &file_skiff_v1_node_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PodStatsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PodStatsResponse) ProtoMessage() {}
+
+func (x *PodStatsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_skiff_v1_node_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PodStatsResponse.ProtoReflect.Descriptor instead.
+func (*PodStatsResponse) Descriptor() ([]byte, []int) {
+	return file_skiff_v1_node_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *PodStatsResponse) GetPods() []*PodMetrics {
+	if x != nil {
+		return x.Pods
+	}
+	return nil
+}
+
 var File_skiff_v1_node_proto protoreflect.FileDescriptor
 
 const file_skiff_v1_node_proto_rawDesc = "" +
@@ -537,7 +636,12 @@ const file_skiff_v1_node_proto_rawDesc = "" +
 	"\x0e_since_secondsB\x0e\n" +
 	"\f_limit_bytes\"+\n" +
 	"\x15ContainerLogsResponse\x12\x12\n" +
-	"\x04data\x18\x01 \x01(\fR\x04data2\xe1\x02\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\"E\n" +
+	"\x0fPodStatsRequest\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x14\n" +
+	"\x05names\x18\x02 \x03(\tR\x05names\"<\n" +
+	"\x10PodStatsResponse\x12(\n" +
+	"\x04pods\x18\x01 \x03(\v2\x14.skiff.v1.PodMetricsR\x04pods2\xe1\x02\n" +
 	"\vNodeService\x12(\n" +
 	"\x06Create\x12\x0e.skiff.v1.Node\x1a\x0e.skiff.v1.Node\x12+\n" +
 	"\x03Get\x12\x14.skiff.v1.GetRequest\x1a\x0e.skiff.v1.Node\x121\n" +
@@ -545,10 +649,11 @@ const file_skiff_v1_node_proto_rawDesc = "" +
 	"\x06Update\x12\x0e.skiff.v1.Node\x1a\x0e.skiff.v1.Node\x121\n" +
 	"\x06Delete\x12\x17.skiff.v1.DeleteRequest\x1a\x0e.skiff.v1.Node\x12;\n" +
 	"\x05Watch\x12\x16.skiff.v1.WatchRequest\x1a\x18.skiff.v1.NodeWatchEvent0\x01\x12.\n" +
-	"\fUpdateStatus\x12\x0e.skiff.v1.Node\x1a\x0e.skiff.v1.Node2\xad\x01\n" +
+	"\fUpdateStatus\x12\x0e.skiff.v1.Node\x1a\x0e.skiff.v1.Node2\xf0\x01\n" +
 	"\fAgentService\x12P\n" +
 	"\rContainerLogs\x12\x1e.skiff.v1.ContainerLogsRequest\x1a\x1f.skiff.v1.ContainerLogsResponse\x12K\n" +
-	"\x13StreamContainerLogs\x12\x1e.skiff.v1.ContainerLogsRequest\x1a\x12.skiff.v1.LogChunk0\x01B2Z0skiff.dev/skiff/control/api/gen/skiff/v1;skiffv1b\x06proto3"
+	"\x13StreamContainerLogs\x12\x1e.skiff.v1.ContainerLogsRequest\x1a\x12.skiff.v1.LogChunk0\x01\x12A\n" +
+	"\bPodStats\x12\x19.skiff.v1.PodStatsRequest\x1a\x1a.skiff.v1.PodStatsResponseB2Z0skiff.dev/skiff/control/api/gen/skiff/v1;skiffv1b\x06proto3"
 
 var (
 	file_skiff_v1_node_proto_rawDescOnce sync.Once
@@ -562,7 +667,7 @@ func file_skiff_v1_node_proto_rawDescGZIP() []byte {
 	return file_skiff_v1_node_proto_rawDescData
 }
 
-var file_skiff_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_skiff_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_skiff_v1_node_proto_goTypes = []any{
 	(*Node)(nil),                  // 0: skiff.v1.Node
 	(*NodeSpec)(nil),              // 1: skiff.v1.NodeSpec
@@ -571,50 +676,56 @@ var file_skiff_v1_node_proto_goTypes = []any{
 	(*NodeWatchEvent)(nil),        // 4: skiff.v1.NodeWatchEvent
 	(*ContainerLogsRequest)(nil),  // 5: skiff.v1.ContainerLogsRequest
 	(*ContainerLogsResponse)(nil), // 6: skiff.v1.ContainerLogsResponse
-	nil,                           // 7: skiff.v1.NodeStatus.CapacityEntry
-	nil,                           // 8: skiff.v1.NodeStatus.AllocatableEntry
-	(*ObjectMeta)(nil),            // 9: skiff.v1.ObjectMeta
-	(*Condition)(nil),             // 10: skiff.v1.Condition
-	(EventType)(0),                // 11: skiff.v1.EventType
-	(*GetRequest)(nil),            // 12: skiff.v1.GetRequest
-	(*ListRequest)(nil),           // 13: skiff.v1.ListRequest
-	(*DeleteRequest)(nil),         // 14: skiff.v1.DeleteRequest
-	(*WatchRequest)(nil),          // 15: skiff.v1.WatchRequest
-	(*LogChunk)(nil),              // 16: skiff.v1.LogChunk
+	(*PodStatsRequest)(nil),       // 7: skiff.v1.PodStatsRequest
+	(*PodStatsResponse)(nil),      // 8: skiff.v1.PodStatsResponse
+	nil,                           // 9: skiff.v1.NodeStatus.CapacityEntry
+	nil,                           // 10: skiff.v1.NodeStatus.AllocatableEntry
+	(*ObjectMeta)(nil),            // 11: skiff.v1.ObjectMeta
+	(*Condition)(nil),             // 12: skiff.v1.Condition
+	(EventType)(0),                // 13: skiff.v1.EventType
+	(*PodMetrics)(nil),            // 14: skiff.v1.PodMetrics
+	(*GetRequest)(nil),            // 15: skiff.v1.GetRequest
+	(*ListRequest)(nil),           // 16: skiff.v1.ListRequest
+	(*DeleteRequest)(nil),         // 17: skiff.v1.DeleteRequest
+	(*WatchRequest)(nil),          // 18: skiff.v1.WatchRequest
+	(*LogChunk)(nil),              // 19: skiff.v1.LogChunk
 }
 var file_skiff_v1_node_proto_depIdxs = []int32{
-	9,  // 0: skiff.v1.Node.metadata:type_name -> skiff.v1.ObjectMeta
+	11, // 0: skiff.v1.Node.metadata:type_name -> skiff.v1.ObjectMeta
 	1,  // 1: skiff.v1.Node.spec:type_name -> skiff.v1.NodeSpec
 	2,  // 2: skiff.v1.Node.status:type_name -> skiff.v1.NodeStatus
-	7,  // 3: skiff.v1.NodeStatus.capacity:type_name -> skiff.v1.NodeStatus.CapacityEntry
-	10, // 4: skiff.v1.NodeStatus.conditions:type_name -> skiff.v1.Condition
-	8,  // 5: skiff.v1.NodeStatus.allocatable:type_name -> skiff.v1.NodeStatus.AllocatableEntry
+	9,  // 3: skiff.v1.NodeStatus.capacity:type_name -> skiff.v1.NodeStatus.CapacityEntry
+	12, // 4: skiff.v1.NodeStatus.conditions:type_name -> skiff.v1.Condition
+	10, // 5: skiff.v1.NodeStatus.allocatable:type_name -> skiff.v1.NodeStatus.AllocatableEntry
 	0,  // 6: skiff.v1.NodeList.items:type_name -> skiff.v1.Node
-	11, // 7: skiff.v1.NodeWatchEvent.type:type_name -> skiff.v1.EventType
+	13, // 7: skiff.v1.NodeWatchEvent.type:type_name -> skiff.v1.EventType
 	0,  // 8: skiff.v1.NodeWatchEvent.object:type_name -> skiff.v1.Node
-	0,  // 9: skiff.v1.NodeService.Create:input_type -> skiff.v1.Node
-	12, // 10: skiff.v1.NodeService.Get:input_type -> skiff.v1.GetRequest
-	13, // 11: skiff.v1.NodeService.List:input_type -> skiff.v1.ListRequest
-	0,  // 12: skiff.v1.NodeService.Update:input_type -> skiff.v1.Node
-	14, // 13: skiff.v1.NodeService.Delete:input_type -> skiff.v1.DeleteRequest
-	15, // 14: skiff.v1.NodeService.Watch:input_type -> skiff.v1.WatchRequest
-	0,  // 15: skiff.v1.NodeService.UpdateStatus:input_type -> skiff.v1.Node
-	5,  // 16: skiff.v1.AgentService.ContainerLogs:input_type -> skiff.v1.ContainerLogsRequest
-	5,  // 17: skiff.v1.AgentService.StreamContainerLogs:input_type -> skiff.v1.ContainerLogsRequest
-	0,  // 18: skiff.v1.NodeService.Create:output_type -> skiff.v1.Node
-	0,  // 19: skiff.v1.NodeService.Get:output_type -> skiff.v1.Node
-	3,  // 20: skiff.v1.NodeService.List:output_type -> skiff.v1.NodeList
-	0,  // 21: skiff.v1.NodeService.Update:output_type -> skiff.v1.Node
-	0,  // 22: skiff.v1.NodeService.Delete:output_type -> skiff.v1.Node
-	4,  // 23: skiff.v1.NodeService.Watch:output_type -> skiff.v1.NodeWatchEvent
-	0,  // 24: skiff.v1.NodeService.UpdateStatus:output_type -> skiff.v1.Node
-	6,  // 25: skiff.v1.AgentService.ContainerLogs:output_type -> skiff.v1.ContainerLogsResponse
-	16, // 26: skiff.v1.AgentService.StreamContainerLogs:output_type -> skiff.v1.LogChunk
-	18, // [18:27] is the sub-list for method output_type
-	9,  // [9:18] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	14, // 9: skiff.v1.PodStatsResponse.pods:type_name -> skiff.v1.PodMetrics
+	0,  // 10: skiff.v1.NodeService.Create:input_type -> skiff.v1.Node
+	15, // 11: skiff.v1.NodeService.Get:input_type -> skiff.v1.GetRequest
+	16, // 12: skiff.v1.NodeService.List:input_type -> skiff.v1.ListRequest
+	0,  // 13: skiff.v1.NodeService.Update:input_type -> skiff.v1.Node
+	17, // 14: skiff.v1.NodeService.Delete:input_type -> skiff.v1.DeleteRequest
+	18, // 15: skiff.v1.NodeService.Watch:input_type -> skiff.v1.WatchRequest
+	0,  // 16: skiff.v1.NodeService.UpdateStatus:input_type -> skiff.v1.Node
+	5,  // 17: skiff.v1.AgentService.ContainerLogs:input_type -> skiff.v1.ContainerLogsRequest
+	5,  // 18: skiff.v1.AgentService.StreamContainerLogs:input_type -> skiff.v1.ContainerLogsRequest
+	7,  // 19: skiff.v1.AgentService.PodStats:input_type -> skiff.v1.PodStatsRequest
+	0,  // 20: skiff.v1.NodeService.Create:output_type -> skiff.v1.Node
+	0,  // 21: skiff.v1.NodeService.Get:output_type -> skiff.v1.Node
+	3,  // 22: skiff.v1.NodeService.List:output_type -> skiff.v1.NodeList
+	0,  // 23: skiff.v1.NodeService.Update:output_type -> skiff.v1.Node
+	0,  // 24: skiff.v1.NodeService.Delete:output_type -> skiff.v1.Node
+	4,  // 25: skiff.v1.NodeService.Watch:output_type -> skiff.v1.NodeWatchEvent
+	0,  // 26: skiff.v1.NodeService.UpdateStatus:output_type -> skiff.v1.Node
+	6,  // 27: skiff.v1.AgentService.ContainerLogs:output_type -> skiff.v1.ContainerLogsResponse
+	19, // 28: skiff.v1.AgentService.StreamContainerLogs:output_type -> skiff.v1.LogChunk
+	8,  // 29: skiff.v1.AgentService.PodStats:output_type -> skiff.v1.PodStatsResponse
+	20, // [20:30] is the sub-list for method output_type
+	10, // [10:20] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_skiff_v1_node_proto_init() }
@@ -631,7 +742,7 @@ func file_skiff_v1_node_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_skiff_v1_node_proto_rawDesc), len(file_skiff_v1_node_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   9,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

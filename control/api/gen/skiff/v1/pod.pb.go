@@ -1824,6 +1824,347 @@ func (x *PodLogsResponse) GetData() []byte {
 	return nil
 }
 
+// TopPodsRequest asks for the resource use of running pods, as
+// `kubectl top pods` reads metrics-server.
+type TopPodsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Empty is the default namespace, unless all_namespaces.
+	Namespace string `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	// AllNamespaces reads the pods of every namespace; namespace is ignored.
+	AllNamespaces bool `protobuf:"varint,2,opt,name=all_namespaces,json=allNamespaces,proto3" json:"all_namespaces,omitempty"`
+	// Kubernetes label selector syntax, as in ListRequest.
+	LabelSelector string `protobuf:"bytes,3,opt,name=label_selector,json=labelSelector,proto3" json:"label_selector,omitempty"`
+	// Name, when set, reads that one pod.
+	Name          string `protobuf:"bytes,4,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TopPodsRequest) Reset() {
+	*x = TopPodsRequest{}
+	mi := &file_skiff_v1_pod_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TopPodsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TopPodsRequest) ProtoMessage() {}
+
+func (x *TopPodsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_skiff_v1_pod_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TopPodsRequest.ProtoReflect.Descriptor instead.
+func (*TopPodsRequest) Descriptor() ([]byte, []int) {
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *TopPodsRequest) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *TopPodsRequest) GetAllNamespaces() bool {
+	if x != nil {
+		return x.AllNamespaces
+	}
+	return false
+}
+
+func (x *TopPodsRequest) GetLabelSelector() string {
+	if x != nil {
+		return x.LabelSelector
+	}
+	return ""
+}
+
+func (x *TopPodsRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// PodMetrics is a running pod's resource use, measured by its node.
+type PodMetrics struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Namespace string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Name      string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	Uid       string                 `protobuf:"bytes,3,opt,name=uid,proto3" json:"uid,omitempty"`
+	// When the newest sample was taken.
+	Timestamp *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=timestamp,proto3" json:"timestamp,omitempty"`
+	// The span over which the CPU rate was measured.
+	WindowMillis  int64               `protobuf:"varint,5,opt,name=window_millis,json=windowMillis,proto3" json:"window_millis,omitempty"`
+	Containers    []*ContainerMetrics `protobuf:"bytes,6,rep,name=containers,proto3" json:"containers,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PodMetrics) Reset() {
+	*x = PodMetrics{}
+	mi := &file_skiff_v1_pod_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PodMetrics) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PodMetrics) ProtoMessage() {}
+
+func (x *PodMetrics) ProtoReflect() protoreflect.Message {
+	mi := &file_skiff_v1_pod_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PodMetrics.ProtoReflect.Descriptor instead.
+func (*PodMetrics) Descriptor() ([]byte, []int) {
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *PodMetrics) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *PodMetrics) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *PodMetrics) GetUid() string {
+	if x != nil {
+		return x.Uid
+	}
+	return ""
+}
+
+func (x *PodMetrics) GetTimestamp() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Timestamp
+	}
+	return nil
+}
+
+func (x *PodMetrics) GetWindowMillis() int64 {
+	if x != nil {
+		return x.WindowMillis
+	}
+	return 0
+}
+
+func (x *PodMetrics) GetContainers() []*ContainerMetrics {
+	if x != nil {
+		return x.Containers
+	}
+	return nil
+}
+
+// ContainerMetrics is one running container's resource use.
+type ContainerMetrics struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// CPU used over the window, in billionths of a core (1000000 is 1m).
+	CpuNanoCores int64 `protobuf:"varint,2,opt,name=cpu_nano_cores,json=cpuNanoCores,proto3" json:"cpu_nano_cores,omitempty"`
+	// Working set: for a Wasm container, the size of its linear memory.
+	MemoryBytes int64 `protobuf:"varint,3,opt,name=memory_bytes,json=memoryBytes,proto3" json:"memory_bytes,omitempty"`
+	// CPU time used since the container started, in nanoseconds.
+	CpuTotalNanos int64 `protobuf:"varint,4,opt,name=cpu_total_nanos,json=cpuTotalNanos,proto3" json:"cpu_total_nanos,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ContainerMetrics) Reset() {
+	*x = ContainerMetrics{}
+	mi := &file_skiff_v1_pod_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ContainerMetrics) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ContainerMetrics) ProtoMessage() {}
+
+func (x *ContainerMetrics) ProtoReflect() protoreflect.Message {
+	mi := &file_skiff_v1_pod_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ContainerMetrics.ProtoReflect.Descriptor instead.
+func (*ContainerMetrics) Descriptor() ([]byte, []int) {
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *ContainerMetrics) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ContainerMetrics) GetCpuNanoCores() int64 {
+	if x != nil {
+		return x.CpuNanoCores
+	}
+	return 0
+}
+
+func (x *ContainerMetrics) GetMemoryBytes() int64 {
+	if x != nil {
+		return x.MemoryBytes
+	}
+	return 0
+}
+
+func (x *ContainerMetrics) GetCpuTotalNanos() int64 {
+	if x != nil {
+		return x.CpuTotalNanos
+	}
+	return 0
+}
+
+// UnreachableNode is a node whose pods have no metrics in a TopPodsResponse,
+// and why.
+type UnreachableNode struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Node          string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnreachableNode) Reset() {
+	*x = UnreachableNode{}
+	mi := &file_skiff_v1_pod_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnreachableNode) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnreachableNode) ProtoMessage() {}
+
+func (x *UnreachableNode) ProtoReflect() protoreflect.Message {
+	mi := &file_skiff_v1_pod_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnreachableNode.ProtoReflect.Descriptor instead.
+func (*UnreachableNode) Descriptor() ([]byte, []int) {
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *UnreachableNode) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *UnreachableNode) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type TopPodsResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Sorted by namespace, then name. A pod that is not running, not
+	// scheduled, or on an unreachable node is absent.
+	Pods             []*PodMetrics      `protobuf:"bytes,1,rep,name=pods,proto3" json:"pods,omitempty"`
+	UnreachableNodes []*UnreachableNode `protobuf:"bytes,2,rep,name=unreachable_nodes,json=unreachableNodes,proto3" json:"unreachable_nodes,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *TopPodsResponse) Reset() {
+	*x = TopPodsResponse{}
+	mi := &file_skiff_v1_pod_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TopPodsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TopPodsResponse) ProtoMessage() {}
+
+func (x *TopPodsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_skiff_v1_pod_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TopPodsResponse.ProtoReflect.Descriptor instead.
+func (*TopPodsResponse) Descriptor() ([]byte, []int) {
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *TopPodsResponse) GetPods() []*PodMetrics {
+	if x != nil {
+		return x.Pods
+	}
+	return nil
+}
+
+func (x *TopPodsResponse) GetUnreachableNodes() []*UnreachableNode {
+	if x != nil {
+		return x.UnreachableNodes
+	}
+	return nil
+}
+
 var File_skiff_v1_pod_proto protoreflect.FileDescriptor
 
 const file_skiff_v1_pod_proto_rawDesc = "" +
@@ -1994,7 +2335,33 @@ const file_skiff_v1_pod_proto_rawDesc = "" +
 	"\bLogChunk\x12\x12\n" +
 	"\x04data\x18\x01 \x01(\fR\x04data\"%\n" +
 	"\x0fPodLogsResponse\x12\x12\n" +
-	"\x04data\x18\x01 \x01(\fR\x04data2\xff\x03\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\"\x90\x01\n" +
+	"\x0eTopPodsRequest\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12%\n" +
+	"\x0eall_namespaces\x18\x02 \x01(\bR\rallNamespaces\x12%\n" +
+	"\x0elabel_selector\x18\x03 \x01(\tR\rlabelSelector\x12\x12\n" +
+	"\x04name\x18\x04 \x01(\tR\x04name\"\xeb\x01\n" +
+	"\n" +
+	"PodMetrics\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x12\x10\n" +
+	"\x03uid\x18\x03 \x01(\tR\x03uid\x128\n" +
+	"\ttimestamp\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\ttimestamp\x12#\n" +
+	"\rwindow_millis\x18\x05 \x01(\x03R\fwindowMillis\x12:\n" +
+	"\n" +
+	"containers\x18\x06 \x03(\v2\x1a.skiff.v1.ContainerMetricsR\n" +
+	"containers\"\x97\x01\n" +
+	"\x10ContainerMetrics\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12$\n" +
+	"\x0ecpu_nano_cores\x18\x02 \x01(\x03R\fcpuNanoCores\x12!\n" +
+	"\fmemory_bytes\x18\x03 \x01(\x03R\vmemoryBytes\x12&\n" +
+	"\x0fcpu_total_nanos\x18\x04 \x01(\x03R\rcpuTotalNanos\"=\n" +
+	"\x0fUnreachableNode\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x83\x01\n" +
+	"\x0fTopPodsResponse\x12(\n" +
+	"\x04pods\x18\x01 \x03(\v2\x14.skiff.v1.PodMetricsR\x04pods\x12F\n" +
+	"\x11unreachable_nodes\x18\x02 \x03(\v2\x19.skiff.v1.UnreachableNodeR\x10unreachableNodes2\xbb\x04\n" +
 	"\n" +
 	"PodService\x12&\n" +
 	"\x06Create\x12\r.skiff.v1.Pod\x1a\r.skiff.v1.Pod\x12*\n" +
@@ -2007,7 +2374,8 @@ const file_skiff_v1_pod_proto_rawDesc = "" +
 	"\x04Bind\x12\x15.skiff.v1.BindRequest\x1a\r.skiff.v1.Pod\x12;\n" +
 	"\x04Logs\x12\x18.skiff.v1.PodLogsRequest\x1a\x19.skiff.v1.PodLogsResponse\x12<\n" +
 	"\n" +
-	"StreamLogs\x12\x18.skiff.v1.PodLogsRequest\x1a\x12.skiff.v1.LogChunk0\x01B2Z0skiff.dev/skiff/control/api/gen/skiff/v1;skiffv1b\x06proto3"
+	"StreamLogs\x12\x18.skiff.v1.PodLogsRequest\x1a\x12.skiff.v1.LogChunk0\x01\x12:\n" +
+	"\x03Top\x12\x18.skiff.v1.TopPodsRequest\x1a\x19.skiff.v1.TopPodsResponseB2Z0skiff.dev/skiff/control/api/gen/skiff/v1;skiffv1b\x06proto3"
 
 var (
 	file_skiff_v1_pod_proto_rawDescOnce sync.Once
@@ -2021,7 +2389,7 @@ func file_skiff_v1_pod_proto_rawDescGZIP() []byte {
 	return file_skiff_v1_pod_proto_rawDescData
 }
 
-var file_skiff_v1_pod_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_skiff_v1_pod_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
 var file_skiff_v1_pod_proto_goTypes = []any{
 	(*Pod)(nil),                      // 0: skiff.v1.Pod
 	(*PodSpec)(nil),                  // 1: skiff.v1.PodSpec
@@ -2050,20 +2418,25 @@ var file_skiff_v1_pod_proto_goTypes = []any{
 	(*PodLogsRequest)(nil),           // 24: skiff.v1.PodLogsRequest
 	(*LogChunk)(nil),                 // 25: skiff.v1.LogChunk
 	(*PodLogsResponse)(nil),          // 26: skiff.v1.PodLogsResponse
-	nil,                              // 27: skiff.v1.InlineVolumeSource.FilesEntry
-	nil,                              // 28: skiff.v1.ResourceRequirements.LimitsEntry
-	nil,                              // 29: skiff.v1.ResourceRequirements.RequestsEntry
-	(*ObjectMeta)(nil),               // 30: skiff.v1.ObjectMeta
-	(*Condition)(nil),                // 31: skiff.v1.Condition
-	(*timestamppb.Timestamp)(nil),    // 32: google.protobuf.Timestamp
-	(EventType)(0),                   // 33: skiff.v1.EventType
-	(*GetRequest)(nil),               // 34: skiff.v1.GetRequest
-	(*ListRequest)(nil),              // 35: skiff.v1.ListRequest
-	(*DeleteRequest)(nil),            // 36: skiff.v1.DeleteRequest
-	(*WatchRequest)(nil),             // 37: skiff.v1.WatchRequest
+	(*TopPodsRequest)(nil),           // 27: skiff.v1.TopPodsRequest
+	(*PodMetrics)(nil),               // 28: skiff.v1.PodMetrics
+	(*ContainerMetrics)(nil),         // 29: skiff.v1.ContainerMetrics
+	(*UnreachableNode)(nil),          // 30: skiff.v1.UnreachableNode
+	(*TopPodsResponse)(nil),          // 31: skiff.v1.TopPodsResponse
+	nil,                              // 32: skiff.v1.InlineVolumeSource.FilesEntry
+	nil,                              // 33: skiff.v1.ResourceRequirements.LimitsEntry
+	nil,                              // 34: skiff.v1.ResourceRequirements.RequestsEntry
+	(*ObjectMeta)(nil),               // 35: skiff.v1.ObjectMeta
+	(*Condition)(nil),                // 36: skiff.v1.Condition
+	(*timestamppb.Timestamp)(nil),    // 37: google.protobuf.Timestamp
+	(EventType)(0),                   // 38: skiff.v1.EventType
+	(*GetRequest)(nil),               // 39: skiff.v1.GetRequest
+	(*ListRequest)(nil),              // 40: skiff.v1.ListRequest
+	(*DeleteRequest)(nil),            // 41: skiff.v1.DeleteRequest
+	(*WatchRequest)(nil),             // 42: skiff.v1.WatchRequest
 }
 var file_skiff_v1_pod_proto_depIdxs = []int32{
-	30, // 0: skiff.v1.Pod.metadata:type_name -> skiff.v1.ObjectMeta
+	35, // 0: skiff.v1.Pod.metadata:type_name -> skiff.v1.ObjectMeta
 	1,  // 1: skiff.v1.Pod.spec:type_name -> skiff.v1.PodSpec
 	15, // 2: skiff.v1.Pod.status:type_name -> skiff.v1.PodStatus
 	13, // 3: skiff.v1.PodSpec.containers:type_name -> skiff.v1.Container
@@ -2072,9 +2445,9 @@ var file_skiff_v1_pod_proto_depIdxs = []int32{
 	3,  // 6: skiff.v1.Volume.empty_dir:type_name -> skiff.v1.EmptyDirVolumeSource
 	4,  // 7: skiff.v1.Volume.host_path:type_name -> skiff.v1.HostPathVolumeSource
 	5,  // 8: skiff.v1.Volume.inline:type_name -> skiff.v1.InlineVolumeSource
-	27, // 9: skiff.v1.InlineVolumeSource.files:type_name -> skiff.v1.InlineVolumeSource.FilesEntry
-	28, // 10: skiff.v1.ResourceRequirements.limits:type_name -> skiff.v1.ResourceRequirements.LimitsEntry
-	29, // 11: skiff.v1.ResourceRequirements.requests:type_name -> skiff.v1.ResourceRequirements.RequestsEntry
+	32, // 9: skiff.v1.InlineVolumeSource.files:type_name -> skiff.v1.InlineVolumeSource.FilesEntry
+	33, // 10: skiff.v1.ResourceRequirements.limits:type_name -> skiff.v1.ResourceRequirements.LimitsEntry
+	34, // 11: skiff.v1.ResourceRequirements.requests:type_name -> skiff.v1.ResourceRequirements.RequestsEntry
 	10, // 12: skiff.v1.Probe.http_get:type_name -> skiff.v1.HTTPGetAction
 	11, // 13: skiff.v1.Probe.tcp_socket:type_name -> skiff.v1.TCPSocketAction
 	12, // 14: skiff.v1.Probe.exec:type_name -> skiff.v1.ExecAction
@@ -2085,46 +2458,52 @@ var file_skiff_v1_pod_proto_depIdxs = []int32{
 	9,  // 19: skiff.v1.Container.liveness_probe:type_name -> skiff.v1.Probe
 	9,  // 20: skiff.v1.Container.readiness_probe:type_name -> skiff.v1.Probe
 	9,  // 21: skiff.v1.Container.startup_probe:type_name -> skiff.v1.Probe
-	31, // 22: skiff.v1.PodStatus.conditions:type_name -> skiff.v1.Condition
+	36, // 22: skiff.v1.PodStatus.conditions:type_name -> skiff.v1.Condition
 	16, // 23: skiff.v1.PodStatus.container_statuses:type_name -> skiff.v1.ContainerStatus
-	32, // 24: skiff.v1.PodStatus.start_time:type_name -> google.protobuf.Timestamp
+	37, // 24: skiff.v1.PodStatus.start_time:type_name -> google.protobuf.Timestamp
 	16, // 25: skiff.v1.PodStatus.init_container_statuses:type_name -> skiff.v1.ContainerStatus
 	17, // 26: skiff.v1.ContainerStatus.state:type_name -> skiff.v1.ContainerState
 	17, // 27: skiff.v1.ContainerStatus.last_state:type_name -> skiff.v1.ContainerState
 	18, // 28: skiff.v1.ContainerState.waiting:type_name -> skiff.v1.ContainerStateWaiting
 	19, // 29: skiff.v1.ContainerState.running:type_name -> skiff.v1.ContainerStateRunning
 	20, // 30: skiff.v1.ContainerState.terminated:type_name -> skiff.v1.ContainerStateTerminated
-	32, // 31: skiff.v1.ContainerStateRunning.started_at:type_name -> google.protobuf.Timestamp
-	32, // 32: skiff.v1.ContainerStateTerminated.started_at:type_name -> google.protobuf.Timestamp
-	32, // 33: skiff.v1.ContainerStateTerminated.finished_at:type_name -> google.protobuf.Timestamp
+	37, // 31: skiff.v1.ContainerStateRunning.started_at:type_name -> google.protobuf.Timestamp
+	37, // 32: skiff.v1.ContainerStateTerminated.started_at:type_name -> google.protobuf.Timestamp
+	37, // 33: skiff.v1.ContainerStateTerminated.finished_at:type_name -> google.protobuf.Timestamp
 	0,  // 34: skiff.v1.PodList.items:type_name -> skiff.v1.Pod
-	33, // 35: skiff.v1.PodWatchEvent.type:type_name -> skiff.v1.EventType
+	38, // 35: skiff.v1.PodWatchEvent.type:type_name -> skiff.v1.EventType
 	0,  // 36: skiff.v1.PodWatchEvent.object:type_name -> skiff.v1.Pod
-	0,  // 37: skiff.v1.PodService.Create:input_type -> skiff.v1.Pod
-	34, // 38: skiff.v1.PodService.Get:input_type -> skiff.v1.GetRequest
-	35, // 39: skiff.v1.PodService.List:input_type -> skiff.v1.ListRequest
-	0,  // 40: skiff.v1.PodService.Update:input_type -> skiff.v1.Pod
-	36, // 41: skiff.v1.PodService.Delete:input_type -> skiff.v1.DeleteRequest
-	37, // 42: skiff.v1.PodService.Watch:input_type -> skiff.v1.WatchRequest
-	0,  // 43: skiff.v1.PodService.UpdateStatus:input_type -> skiff.v1.Pod
-	23, // 44: skiff.v1.PodService.Bind:input_type -> skiff.v1.BindRequest
-	24, // 45: skiff.v1.PodService.Logs:input_type -> skiff.v1.PodLogsRequest
-	24, // 46: skiff.v1.PodService.StreamLogs:input_type -> skiff.v1.PodLogsRequest
-	0,  // 47: skiff.v1.PodService.Create:output_type -> skiff.v1.Pod
-	0,  // 48: skiff.v1.PodService.Get:output_type -> skiff.v1.Pod
-	21, // 49: skiff.v1.PodService.List:output_type -> skiff.v1.PodList
-	0,  // 50: skiff.v1.PodService.Update:output_type -> skiff.v1.Pod
-	0,  // 51: skiff.v1.PodService.Delete:output_type -> skiff.v1.Pod
-	22, // 52: skiff.v1.PodService.Watch:output_type -> skiff.v1.PodWatchEvent
-	0,  // 53: skiff.v1.PodService.UpdateStatus:output_type -> skiff.v1.Pod
-	0,  // 54: skiff.v1.PodService.Bind:output_type -> skiff.v1.Pod
-	26, // 55: skiff.v1.PodService.Logs:output_type -> skiff.v1.PodLogsResponse
-	25, // 56: skiff.v1.PodService.StreamLogs:output_type -> skiff.v1.LogChunk
-	47, // [47:57] is the sub-list for method output_type
-	37, // [37:47] is the sub-list for method input_type
-	37, // [37:37] is the sub-list for extension type_name
-	37, // [37:37] is the sub-list for extension extendee
-	0,  // [0:37] is the sub-list for field type_name
+	37, // 37: skiff.v1.PodMetrics.timestamp:type_name -> google.protobuf.Timestamp
+	29, // 38: skiff.v1.PodMetrics.containers:type_name -> skiff.v1.ContainerMetrics
+	28, // 39: skiff.v1.TopPodsResponse.pods:type_name -> skiff.v1.PodMetrics
+	30, // 40: skiff.v1.TopPodsResponse.unreachable_nodes:type_name -> skiff.v1.UnreachableNode
+	0,  // 41: skiff.v1.PodService.Create:input_type -> skiff.v1.Pod
+	39, // 42: skiff.v1.PodService.Get:input_type -> skiff.v1.GetRequest
+	40, // 43: skiff.v1.PodService.List:input_type -> skiff.v1.ListRequest
+	0,  // 44: skiff.v1.PodService.Update:input_type -> skiff.v1.Pod
+	41, // 45: skiff.v1.PodService.Delete:input_type -> skiff.v1.DeleteRequest
+	42, // 46: skiff.v1.PodService.Watch:input_type -> skiff.v1.WatchRequest
+	0,  // 47: skiff.v1.PodService.UpdateStatus:input_type -> skiff.v1.Pod
+	23, // 48: skiff.v1.PodService.Bind:input_type -> skiff.v1.BindRequest
+	24, // 49: skiff.v1.PodService.Logs:input_type -> skiff.v1.PodLogsRequest
+	24, // 50: skiff.v1.PodService.StreamLogs:input_type -> skiff.v1.PodLogsRequest
+	27, // 51: skiff.v1.PodService.Top:input_type -> skiff.v1.TopPodsRequest
+	0,  // 52: skiff.v1.PodService.Create:output_type -> skiff.v1.Pod
+	0,  // 53: skiff.v1.PodService.Get:output_type -> skiff.v1.Pod
+	21, // 54: skiff.v1.PodService.List:output_type -> skiff.v1.PodList
+	0,  // 55: skiff.v1.PodService.Update:output_type -> skiff.v1.Pod
+	0,  // 56: skiff.v1.PodService.Delete:output_type -> skiff.v1.Pod
+	22, // 57: skiff.v1.PodService.Watch:output_type -> skiff.v1.PodWatchEvent
+	0,  // 58: skiff.v1.PodService.UpdateStatus:output_type -> skiff.v1.Pod
+	0,  // 59: skiff.v1.PodService.Bind:output_type -> skiff.v1.Pod
+	26, // 60: skiff.v1.PodService.Logs:output_type -> skiff.v1.PodLogsResponse
+	25, // 61: skiff.v1.PodService.StreamLogs:output_type -> skiff.v1.LogChunk
+	31, // 62: skiff.v1.PodService.Top:output_type -> skiff.v1.TopPodsResponse
+	52, // [52:63] is the sub-list for method output_type
+	41, // [41:52] is the sub-list for method input_type
+	41, // [41:41] is the sub-list for extension type_name
+	41, // [41:41] is the sub-list for extension extendee
+	0,  // [0:41] is the sub-list for field type_name
 }
 
 func init() { file_skiff_v1_pod_proto_init() }
@@ -2143,7 +2522,7 @@ func file_skiff_v1_pod_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_skiff_v1_pod_proto_rawDesc), len(file_skiff_v1_pod_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   30,
+			NumMessages:   35,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -56,6 +56,8 @@ const (
 	// AgentServiceStreamContainerLogsProcedure is the fully-qualified name of the AgentService's
 	// StreamContainerLogs RPC.
 	AgentServiceStreamContainerLogsProcedure = "/skiff.v1.AgentService/StreamContainerLogs"
+	// AgentServicePodStatsProcedure is the fully-qualified name of the AgentService's PodStats RPC.
+	AgentServicePodStatsProcedure = "/skiff.v1.AgentService/PodStats"
 )
 
 // NodeServiceClient is a client for the skiff.v1.NodeService service.
@@ -294,6 +296,10 @@ type AgentServiceClient interface {
 	// StreamContainerLogs streams a container's log from the node's files,
 	// never reading them whole, until the caller goes away.
 	StreamContainerLogs(context.Context, *connect.Request[v1.ContainerLogsRequest]) (*connect.ServerStreamForClient[v1.LogChunk], error)
+	// PodStats reads the CPU and memory use of the node's running pods from
+	// the CRI server; the first call of a container waits a second for a
+	// CPU rate.
+	PodStats(context.Context, *connect.Request[v1.PodStatsRequest]) (*connect.Response[v1.PodStatsResponse], error)
 }
 
 // NewAgentServiceClient constructs a client for the skiff.v1.AgentService service. By default, it
@@ -319,6 +325,12 @@ func NewAgentServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 			connect.WithSchema(agentServiceMethods.ByName("StreamContainerLogs")),
 			connect.WithClientOptions(opts...),
 		),
+		podStats: connect.NewClient[v1.PodStatsRequest, v1.PodStatsResponse](
+			httpClient,
+			baseURL+AgentServicePodStatsProcedure,
+			connect.WithSchema(agentServiceMethods.ByName("PodStats")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -326,6 +338,7 @@ func NewAgentServiceClient(httpClient connect.HTTPClient, baseURL string, opts .
 type agentServiceClient struct {
 	containerLogs       *connect.Client[v1.ContainerLogsRequest, v1.ContainerLogsResponse]
 	streamContainerLogs *connect.Client[v1.ContainerLogsRequest, v1.LogChunk]
+	podStats            *connect.Client[v1.PodStatsRequest, v1.PodStatsResponse]
 }
 
 // ContainerLogs calls skiff.v1.AgentService.ContainerLogs.
@@ -338,12 +351,21 @@ func (c *agentServiceClient) StreamContainerLogs(ctx context.Context, req *conne
 	return c.streamContainerLogs.CallServerStream(ctx, req)
 }
 
+// PodStats calls skiff.v1.AgentService.PodStats.
+func (c *agentServiceClient) PodStats(ctx context.Context, req *connect.Request[v1.PodStatsRequest]) (*connect.Response[v1.PodStatsResponse], error) {
+	return c.podStats.CallUnary(ctx, req)
+}
+
 // AgentServiceHandler is an implementation of the skiff.v1.AgentService service.
 type AgentServiceHandler interface {
 	ContainerLogs(context.Context, *connect.Request[v1.ContainerLogsRequest]) (*connect.Response[v1.ContainerLogsResponse], error)
 	// StreamContainerLogs streams a container's log from the node's files,
 	// never reading them whole, until the caller goes away.
 	StreamContainerLogs(context.Context, *connect.Request[v1.ContainerLogsRequest], *connect.ServerStream[v1.LogChunk]) error
+	// PodStats reads the CPU and memory use of the node's running pods from
+	// the CRI server; the first call of a container waits a second for a
+	// CPU rate.
+	PodStats(context.Context, *connect.Request[v1.PodStatsRequest]) (*connect.Response[v1.PodStatsResponse], error)
 }
 
 // NewAgentServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -365,12 +387,20 @@ func NewAgentServiceHandler(svc AgentServiceHandler, opts ...connect.HandlerOpti
 		connect.WithSchema(agentServiceMethods.ByName("StreamContainerLogs")),
 		connect.WithHandlerOptions(opts...),
 	)
+	agentServicePodStatsHandler := connect.NewUnaryHandler(
+		AgentServicePodStatsProcedure,
+		svc.PodStats,
+		connect.WithSchema(agentServiceMethods.ByName("PodStats")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/skiff.v1.AgentService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case AgentServiceContainerLogsProcedure:
 			agentServiceContainerLogsHandler.ServeHTTP(w, r)
 		case AgentServiceStreamContainerLogsProcedure:
 			agentServiceStreamContainerLogsHandler.ServeHTTP(w, r)
+		case AgentServicePodStatsProcedure:
+			agentServicePodStatsHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -386,4 +416,8 @@ func (UnimplementedAgentServiceHandler) ContainerLogs(context.Context, *connect.
 
 func (UnimplementedAgentServiceHandler) StreamContainerLogs(context.Context, *connect.Request[v1.ContainerLogsRequest], *connect.ServerStream[v1.LogChunk]) error {
 	return connect.NewError(connect.CodeUnimplemented, errors.New("skiff.v1.AgentService.StreamContainerLogs is not implemented"))
+}
+
+func (UnimplementedAgentServiceHandler) PodStats(context.Context, *connect.Request[v1.PodStatsRequest]) (*connect.Response[v1.PodStatsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("skiff.v1.AgentService.PodStats is not implemented"))
 }

@@ -53,6 +53,8 @@ const (
 	PodServiceLogsProcedure = "/skiff.v1.PodService/Logs"
 	// PodServiceStreamLogsProcedure is the fully-qualified name of the PodService's StreamLogs RPC.
 	PodServiceStreamLogsProcedure = "/skiff.v1.PodService/StreamLogs"
+	// PodServiceTopProcedure is the fully-qualified name of the PodService's Top RPC.
+	PodServiceTopProcedure = "/skiff.v1.PodService/Top"
 )
 
 // PodServiceClient is a client for the skiff.v1.PodService service.
@@ -74,6 +76,9 @@ type PodServiceClient interface {
 	// StreamLogs streams a container's output from the node the pod runs on,
 	// and with follow what it writes next, until the client goes away.
 	StreamLogs(context.Context, *connect.Request[v1.PodLogsRequest]) (*connect.ServerStreamForClient[v1.LogChunk], error)
+	// Top reads the CPU and memory use of running pods from their nodes'
+	// agents; a node that does not answer is reported, not an error.
+	Top(context.Context, *connect.Request[v1.TopPodsRequest]) (*connect.Response[v1.TopPodsResponse], error)
 }
 
 // NewPodServiceClient constructs a client for the skiff.v1.PodService service. By default, it uses
@@ -147,6 +152,12 @@ func NewPodServiceClient(httpClient connect.HTTPClient, baseURL string, opts ...
 			connect.WithSchema(podServiceMethods.ByName("StreamLogs")),
 			connect.WithClientOptions(opts...),
 		),
+		top: connect.NewClient[v1.TopPodsRequest, v1.TopPodsResponse](
+			httpClient,
+			baseURL+PodServiceTopProcedure,
+			connect.WithSchema(podServiceMethods.ByName("Top")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -162,6 +173,7 @@ type podServiceClient struct {
 	bind         *connect.Client[v1.BindRequest, v1.Pod]
 	logs         *connect.Client[v1.PodLogsRequest, v1.PodLogsResponse]
 	streamLogs   *connect.Client[v1.PodLogsRequest, v1.LogChunk]
+	top          *connect.Client[v1.TopPodsRequest, v1.TopPodsResponse]
 }
 
 // Create calls skiff.v1.PodService.Create.
@@ -214,6 +226,11 @@ func (c *podServiceClient) StreamLogs(ctx context.Context, req *connect.Request[
 	return c.streamLogs.CallServerStream(ctx, req)
 }
 
+// Top calls skiff.v1.PodService.Top.
+func (c *podServiceClient) Top(ctx context.Context, req *connect.Request[v1.TopPodsRequest]) (*connect.Response[v1.TopPodsResponse], error) {
+	return c.top.CallUnary(ctx, req)
+}
+
 // PodServiceHandler is an implementation of the skiff.v1.PodService service.
 type PodServiceHandler interface {
 	Create(context.Context, *connect.Request[v1.Pod]) (*connect.Response[v1.Pod], error)
@@ -233,6 +250,9 @@ type PodServiceHandler interface {
 	// StreamLogs streams a container's output from the node the pod runs on,
 	// and with follow what it writes next, until the client goes away.
 	StreamLogs(context.Context, *connect.Request[v1.PodLogsRequest], *connect.ServerStream[v1.LogChunk]) error
+	// Top reads the CPU and memory use of running pods from their nodes'
+	// agents; a node that does not answer is reported, not an error.
+	Top(context.Context, *connect.Request[v1.TopPodsRequest]) (*connect.Response[v1.TopPodsResponse], error)
 }
 
 // NewPodServiceHandler builds an HTTP handler from the service implementation. It returns the path
@@ -302,6 +322,12 @@ func NewPodServiceHandler(svc PodServiceHandler, opts ...connect.HandlerOption) 
 		connect.WithSchema(podServiceMethods.ByName("StreamLogs")),
 		connect.WithHandlerOptions(opts...),
 	)
+	podServiceTopHandler := connect.NewUnaryHandler(
+		PodServiceTopProcedure,
+		svc.Top,
+		connect.WithSchema(podServiceMethods.ByName("Top")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/skiff.v1.PodService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case PodServiceCreateProcedure:
@@ -324,6 +350,8 @@ func NewPodServiceHandler(svc PodServiceHandler, opts ...connect.HandlerOption) 
 			podServiceLogsHandler.ServeHTTP(w, r)
 		case PodServiceStreamLogsProcedure:
 			podServiceStreamLogsHandler.ServeHTTP(w, r)
+		case PodServiceTopProcedure:
+			podServiceTopHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -371,4 +399,8 @@ func (UnimplementedPodServiceHandler) Logs(context.Context, *connect.Request[v1.
 
 func (UnimplementedPodServiceHandler) StreamLogs(context.Context, *connect.Request[v1.PodLogsRequest], *connect.ServerStream[v1.LogChunk]) error {
 	return connect.NewError(connect.CodeUnimplemented, errors.New("skiff.v1.PodService.StreamLogs is not implemented"))
+}
+
+func (UnimplementedPodServiceHandler) Top(context.Context, *connect.Request[v1.TopPodsRequest]) (*connect.Response[v1.TopPodsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("skiff.v1.PodService.Top is not implemented"))
 }
