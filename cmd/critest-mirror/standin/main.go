@@ -14,8 +14,9 @@
 //	true, false         exit 0, exit 1
 //	pgrep               exit 1 (a Wasm instance sees no processes)
 //
-// Any other argv[0] (a container without a command gets its name) idles
-// until stdin ends, like a server.
+// Any other argv[0] (a container without a command gets its name) prints
+// one line and idles until stdin ends, like a server; any other command in
+// a script is "not found" (exit 127).
 package main
 
 import (
@@ -37,13 +38,26 @@ func main() {
 		io.Copy(io.Discard, os.Stdin)
 		close(stop)
 	}()
+	if len(os.Args) < 1 || !applet(os.Args[0]) {
+		// A container without a command: argv[0] is its name.
+		fmt.Printf("stand-in %s: running until stdin ends\n", strings.Join(os.Args, " "))
+		os.Exit(idle())
+	}
 	os.Exit(run(os.Args))
 }
 
-func run(argv []string) int {
-	if len(argv) == 0 {
-		return idle()
+var applets = []string{"echo", "sleep", "sh", "cat", "ls", "true", "false", "pgrep", "top", "pause"}
+
+func applet(argv0 string) bool {
+	for _, a := range applets {
+		if path.Base(argv0) == a {
+			return true
+		}
 	}
+	return false
+}
+
+func run(argv []string) int {
 	args := argv[1:]
 	switch path.Base(argv[0]) {
 	case "echo":
@@ -112,8 +126,11 @@ func run(argv []string) int {
 		return 0
 	case "false", "pgrep":
 		return 1
-	default: // top, pause, a server image run without a command
+	case "top", "pause":
 		return idle()
+	default:
+		fmt.Fprintf(os.Stderr, "sh: %s: not found (the Wasm stand-in has no such applet)\n", argv[0])
+		return 127
 	}
 }
 
