@@ -71,6 +71,9 @@ func validateContainerConfig(cfg *runtime.ContainerConfig, sb *sandboxRecord) er
 	if sc.GetPrivileged() {
 		return unsupported("config.linux.security_context.privileged", "privileged containers are not supported by the Wasm runtime")
 	}
+	if sc.GetRunAsGroup() != nil && sc.GetRunAsUser() == nil && sc.GetRunAsUsername() == "" {
+		return unsupported("config.linux.security_context.run_as_group", "a group is set without run_as_user or run_as_username")
+	}
 	caps := sc.GetCapabilities()
 	if len(caps.GetAddCapabilities()) > 0 {
 		return unsupported("config.linux.security_context.capabilities.add_capabilities", fmt.Sprintf("adding capabilities (%v) is not supported by the Wasm runtime", caps.GetAddCapabilities()))

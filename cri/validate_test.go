@@ -61,6 +61,9 @@ func TestUnsupportedSettingsRefused(t *testing.T) {
 		{"add capabilities", func(c *runtime.ContainerConfig) {
 			c.Linux.SecurityContext.Capabilities = &runtime.Capability{AddCapabilities: []string{"NET_ADMIN"}}
 		}, "config.linux.security_context.capabilities.add_capabilities"},
+		{"group without user", func(c *runtime.ContainerConfig) {
+			c.Linux.SecurityContext.RunAsGroup = &runtime.Int64Value{Value: 1000}
+		}, "config.linux.security_context.run_as_group"},
 		{"host network in a pod of its own", func(c *runtime.ContainerConfig) {
 			c.Linux.SecurityContext.NamespaceOptions = &runtime.NamespaceOption{Network: runtime.NamespaceMode_NODE}
 		}, "config.linux.security_context.namespace_options.network"},
