@@ -23,6 +23,11 @@ import (
 	"skiff.dev/skiff/runtime/wasm/wasmtest"
 )
 
+// probeTimeout is how long the neighbour has to answer a probe or a
+// request: twice the kubelet's default second, so that a loaded test
+// machine does not fail a probe the node itself would pass.
+const probeTimeout = 2 * time.Second
+
 const webPod = `apiVersion: v1
 kind: Pod
 metadata:
@@ -37,12 +42,12 @@ spec:
     readinessProbe:
       httpGet: {path: /, port: http}
       periodSeconds: 1
-      timeoutSeconds: 1
+      timeoutSeconds: 2
       failureThreshold: 1
     livenessProbe:
       tcpSocket: {port: 8080}
       periodSeconds: 1
-      timeoutSeconds: 1
+      timeoutSeconds: 2
       failureThreshold: 1
 `
 
@@ -165,7 +170,7 @@ type neighbourWatch struct {
 }
 
 // watchNeighbour makes an HTTP request to 127.0.0.1:8080 in the network
-// namespace at nsPath every 10ms, with a second to answer as a probe has,
+// namespace at nsPath every 10ms, with probeTimeout to answer,
 // and samples the process's resident memory every millisecond, until the
 // returned function is called.
 func watchNeighbour(nsPath string) func() neighbourWatch {
@@ -185,7 +190,7 @@ func watchNeighbour(nsPath string) func() neighbourWatch {
 			}
 			var body string
 			err := netns.Do(nsPath, func() error {
-				conn, err := net.DialTimeout("tcp", "127.0.0.1:8080", time.Second)
+				conn, err := net.DialTimeout("tcp", "127.0.0.1:8080", probeTimeout)
 				if err != nil {
 					return err
 				}
@@ -226,11 +231,11 @@ func watchNeighbour(nsPath string) func() neighbourWatch {
 	}
 }
 
-// httpGet makes one HTTP/1.1 GET / over conn, a second at most, and
+// httpGet makes one HTTP/1.1 GET / over conn, probeTimeout at most, and
 // returns the body.
 func httpGet(conn net.Conn) (string, error) {
 	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(time.Second))
+	conn.SetDeadline(time.Now().Add(probeTimeout))
 	if _, err := io.WriteString(conn, "GET / HTTP/1.1\r\nHost: pod\r\n\r\n"); err != nil {
 		return "", err
 	}

@@ -41,7 +41,7 @@ func startNeighbour(t *testing.T, r *Runtime) (*Container, *syncBuffer) {
 }
 
 // keepProbing probes the server at addr every 10ms, as a kubelet's probe
-// would (one second to answer), until the returned function is called;
+// would (see probe), until the returned function is called;
 // that function reports how many probes passed and the first failure.
 func keepProbing(addr string) func() (int, error) {
 	stop := make(chan struct{})

@@ -68,9 +68,10 @@ func boundAddr(t *testing.T, fd int) string {
 	return netip.AddrPortFrom(netip.AddrFrom4(in4.Addr), uint16(in4.Port)).String()
 }
 
-// probe is an HTTP GET as the agent's probes make it: one second at most.
+// probe is an HTTP GET as the agent's probes make it, with two seconds to
+// answer (twice the kubelet's default, for a loaded test machine).
 func probe(addr, path string) (string, error) {
-	client := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	resp, err := client.Get("http://" + addr + path)
 	if err != nil {
 		return "", err
