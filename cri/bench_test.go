@@ -51,7 +51,7 @@ func BenchmarkWasmPodStart(b *testing.B) {
 	}
 	b.Cleanup(func() { os.RemoveAll(sockDir) })
 	sock := filepath.Join(sockDir, "cri.sock")
-	srv, err := New(context.Background(), Config{Socket: sock, RootDir: filepath.Join(tmp, "node"), StateDir: stateDir, Images: images})
+	srv, err := New(context.Background(), Config{Socket: sock, RootDir: filepath.Join(tmp, "node"), StateDir: stateDir, Images: images, Runtimes: testRuntimes(b)})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -11,8 +11,8 @@ import (
 
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	skiffrt "skiff.dev/skiff/runtime"
 	"skiff.dev/skiff/runtime/image"
-	"skiff.dev/skiff/runtime/wasm"
 )
 
 // CreateContainer creates a container in a ready sandbox: it resolves the
@@ -30,7 +30,7 @@ import (
 // memory (0: the node's default); the annotation skiff.dev/cpu-time-budget
 // (a Go duration, e.g. "10s") kills the container once it has used that
 // much CPU time, reason CPUBudgetExceeded. CPU quota and period throttle
-// the module's thread where the node can (wasm.Runtime.CPULimits); CPU
+// the module's thread where the node can (runtime/wasm's CPULimits); CPU
 // shares are accepted and not enforced (see README "Resources").
 func (s *service) CreateContainer(ctx context.Context, req *runtime.CreateContainerRequest) (*runtime.CreateContainerResponse, error) {
 	cfg := req.GetConfig()
@@ -138,7 +138,11 @@ func (s *service) CreateContainer(ctx context.Context, req *runtime.CreateContai
 			}
 		})
 	}
-	t, err := s.runtime.Create(ctx, s.taskSpec(&rec, &sbRec, img, c.log))
+	rt, err := s.runtimeOf(&sbRec)
+	if err != nil {
+		return fail(err)
+	}
+	t, err := rt.Create(ctx, s.taskSpec(&rec, &sbRec, img, c.log))
 	if err != nil {
 		return fail(err)
 	}
@@ -186,14 +190,14 @@ func logPath(dir, rel string) (string, error) {
 }
 
 // taskSpec is the runtime's view of a container.
-func (s *service) taskSpec(rec *containerRecord, sb *sandboxRecord, img image.Image, l *containerLog) wasm.ContainerSpec {
-	spec := wasm.ContainerSpec{
-		ID:         rec.ID,
-		ModuleKey:  img.ID,
-		ModulePath: s.images.BlobPath(img),
-		Args:       rec.Args,
-		Env:        rec.Env,
-		Mounts:     wasmMounts(rec.Mounts),
+func (s *service) taskSpec(rec *containerRecord, sb *sandboxRecord, img image.Image, l *containerLog) skiffrt.ContainerSpec {
+	spec := skiffrt.ContainerSpec{
+		ID:        rec.ID,
+		ImageID:   img.ID,
+		ImagePath: s.images.BlobPath(img),
+		Args:      rec.Args,
+		Env:       rec.Env,
+		Mounts:    runtimeMounts(rec.Mounts),
 	}
 	if rec.MemoryLimit > 0 {
 		spec.MemoryLimit = uint64(rec.MemoryLimit)

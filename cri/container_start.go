@@ -60,7 +60,14 @@ func (s *service) StartContainer(ctx context.Context, req *runtime.StartContaine
 					return err
 				}
 			}
-			t, err = s.runtime.Create(ctx, s.taskSpec(&rec, &sbRec, img, l))
+			rt, err := s.runtimeOf(&sbRec)
+			if err != nil {
+				if l != nil {
+					l.Close()
+				}
+				return err
+			}
+			t, err = rt.Create(ctx, s.taskSpec(&rec, &sbRec, img, l))
 			if err != nil {
 				if l != nil {
 					l.Close()

@@ -36,9 +36,13 @@ func (s *service) ContainerStatus(ctx context.Context, req *runtime.ContainerSta
 		Mounts:      criMounts(rec.Mounts),
 	}}
 	if req.GetVerbose() {
+		handler := ""
+		if sb, err := s.getSandbox(rec.SandboxID); err == nil {
+			handler = sb.snapshot().RuntimeHandler
+		}
 		info, _ := json.Marshal(map[string]any{
 			"sandboxID": rec.SandboxID,
-			"runtime":   handlerWasm,
+			"runtime":   handler,
 			"args":      rec.Args,
 			"env":       rec.Env,
 		})

@@ -8,7 +8,7 @@ import (
 
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"skiff.dev/skiff/runtime/wasm"
+	skiffrt "skiff.dev/skiff/runtime"
 )
 
 // stopWait bounds how long a stop waits for an instance to die once it is
@@ -66,7 +66,7 @@ func (s *service) stopContainer(ctx context.Context, c *container, grace time.Du
 	if t == nil {
 		// No instance in this process: a container created before a restart.
 		if c.rec.State == containerCreated && !c.starting {
-			c.rec.apply(wasm.Status{State: wasm.StateExited, ExitCode: wasm.ExitCodeStopped, Reason: wasm.ReasonError, Message: "stopped", FinishedAt: s.now()})
+			c.rec.apply(skiffrt.Status{State: skiffrt.StateExited, ExitCode: skiffrt.ExitCodeStopped, Reason: skiffrt.ReasonError, Message: "stopped", FinishedAt: s.now()})
 			err := s.db.putContainer(&c.rec)
 			c.mu.Unlock()
 			s.emit(runtime.ContainerEventType_CONTAINER_STOPPED_EVENT, c.rec.ID, c.rec.SandboxID)

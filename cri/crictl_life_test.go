@@ -58,7 +58,7 @@ func TestCrictlPulledLife(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := serveCrictl(t, Config{Socket: sock, RootDir: root, StateDir: stateDir, Images: images}, tmp)
+	cfg := serveCrictl(t, Config{Socket: sock, RootDir: root, StateDir: stateDir, Images: images, Runtimes: testRuntimes(t)}, tmp)
 	logDir := filepath.Join(tmp, "pod-logs")
 	podJSON := filepath.Join(tmp, "pod.json")
 	os.WriteFile(podJSON, fmt.Appendf(nil, `{"metadata": {"name": "pulled-pod", "namespace": "default", "uid": "pulled-uid"}, "log_directory": %q, "linux": {}}`, logDir), 0o644)

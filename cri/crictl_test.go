@@ -127,7 +127,7 @@ func TestCrictl(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	cfg := serveCrictl(t, Config{Socket: sock, RootDir: root, StateDir: stateDir, Images: images}, tmp)
+	cfg := serveCrictl(t, Config{Socket: sock, RootDir: root, StateDir: stateDir, Images: images, Runtimes: testRuntimes(t)}, tmp)
 	logDir := filepath.Join(tmp, "pod-logs")
 	podJSON := filepath.Join(tmp, "pod.json")
 	os.WriteFile(podJSON, fmt.Appendf(nil, `{

@@ -5,9 +5,11 @@
 //
 // It owns the node-local state of pod sandboxes and containers: records in
 // bbolt (<RootDir>/cri.db) that survive a restart, and the live containers
-// in memory. It delegates the rest: running code to a runtime (runtime/wasm,
-// with runtime handler "wasm", the default), network namespaces to netns,
-// images to runtime/image. It knows nothing of a control plane.
+// in memory. It delegates the rest: running code to the runtime of each
+// sandbox's handler (Config.Runtimes, speaking the runtime-neutral types of
+// package runtime; the node assembly gives it runtime/wasm as "wasm", the
+// default), network namespaces to netns, images to runtime/image. It knows
+// nothing of a control plane, nor of how a runtime runs its containers.
 //
 // # Behaviour
 //

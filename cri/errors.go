@@ -8,8 +8,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	"skiff.dev/skiff/netns"
+	skiffrt "skiff.dev/skiff/runtime"
 	"skiff.dev/skiff/runtime/image"
-	"skiff.dev/skiff/runtime/wasm"
 )
 
 // Sentinel errors. Handlers wrap them ("verb object: %w"); toStatus maps them
@@ -38,11 +38,11 @@ func codeOf(err error) codes.Code {
 	case errors.Is(err, image.ErrNotWasm), errors.Is(err, image.ErrDigestMismatch), errors.Is(err, image.ErrTooLarge):
 		return codes.FailedPrecondition
 	case errors.Is(err, errInvalidArgument), errors.Is(err, image.ErrInvalidName),
-		errors.Is(err, wasm.ErrInvalidModule), errors.Is(err, wasm.ErrInvalidSpec):
+		errors.Is(err, skiffrt.ErrInvalidImage), errors.Is(err, skiffrt.ErrInvalidSpec):
 		return codes.InvalidArgument
-	case errors.Is(err, errFailedPrecondition), errors.Is(err, wasm.ErrState):
+	case errors.Is(err, errFailedPrecondition), errors.Is(err, skiffrt.ErrState):
 		return codes.FailedPrecondition
-	case errors.Is(err, errUnavailable), errors.Is(err, wasm.ErrClosed):
+	case errors.Is(err, errUnavailable), errors.Is(err, skiffrt.ErrClosed):
 		return codes.Unavailable
 	case errors.Is(err, context.DeadlineExceeded):
 		return codes.DeadlineExceeded

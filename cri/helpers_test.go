@@ -23,6 +23,7 @@ import (
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"skiff.dev/skiff/netns"
+	skiffrt "skiff.dev/skiff/runtime"
 	"skiff.dev/skiff/runtime/image"
 	"skiff.dev/skiff/runtime/wasm"
 	"skiff.dev/skiff/runtime/wasm/wasmtest"
@@ -69,6 +70,19 @@ func needHello(tb testing.TB) string {
 		tb.Fatalf("build testdata/hello: %v", helloErr)
 	}
 	return helloPath
+}
+
+// testRuntimes are the runtimes of a Server under test: a Wasm runtime on
+// the shared compilation cache, closed by the server or, if New fails, when
+// the test ends.
+func testRuntimes(tb testing.TB) map[string]skiffrt.Runtime {
+	tb.Helper()
+	rt, err := wasm.New(context.Background(), wasm.Config{CacheDir: cacheDir})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { rt.Close(context.Background()) })
+	return map[string]skiffrt.Runtime{"wasm": rt.Neutral()}
 }
 
 func needServer(tb testing.TB) string {
@@ -166,6 +180,7 @@ type env struct {
 	images *image.Store
 	ns     namespaces
 	svc    *service
+	wasm   *wasm.Runtime // the service's "wasm" runtime
 	rs     runtime.RuntimeServiceClient
 	is     runtime.ImageServiceClient
 	stop   func()
@@ -197,13 +212,15 @@ func (e *env) open() {
 		t.Fatal(err)
 	}
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	e.wasm = rt
 	svc, err := newService(deps{
-		log:        log,
-		rootDir:    e.root,
-		runtime:    wasmRuntime{rt},
-		images:     e.images,
-		namespaces: e.ns,
-		network:    netns.Loopback{},
+		log:            log,
+		rootDir:        e.root,
+		runtimes:       map[string]skiffrt.Runtime{"wasm": rt.Neutral()},
+		defaultHandler: "wasm",
+		images:         e.images,
+		namespaces:     e.ns,
+		network:        netns.Loopback{},
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -70,7 +70,7 @@ func (s *service) gcImages(ctx context.Context) (image.GCResult, error) {
 	s.mu.RUnlock()
 	res, err := s.images.GC(ctx, inUse)
 	for _, id := range res.Removed {
-		s.runtime.Forget(id)
+		s.forget(id)
 	}
 	if len(res.Removed) > 0 {
 		s.log.Info("image gc", "usage_percent", res.UsagePercent, "removed", res.Removed, "freed", res.Freed)

@@ -30,6 +30,6 @@ func (s *service) RemoveImage(ctx context.Context, req *runtime.RemoveImageReque
 	if err := s.images.Remove(img.ID); err != nil && !errors.Is(err, image.ErrNotFound) {
 		return nil, fmt.Errorf("remove image: %w", err)
 	}
-	s.runtime.Forget(img.ID)
+	s.forget(img.ID)
 	return &runtime.RemoveImageResponse{}, nil
 }

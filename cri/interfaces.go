@@ -4,57 +4,18 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"time"
 
 	"skiff.dev/skiff/netns"
+	skiffrt "skiff.dev/skiff/runtime"
 	"skiff.dev/skiff/runtime/image"
-	"skiff.dev/skiff/runtime/wasm"
 )
 
 // What cri needs of its collaborators, declared here where it is used. All
 // implementations must be safe for concurrent use.
 
-// containerRuntime creates containers for a runtime handler: runtime/wasm
-// today (through wasmRuntime), runtime/oci later. It knows nothing of pods.
-type containerRuntime interface {
-	// Create prepares a container (for Wasm: compiles the module); errors
-	// wrap wasm.ErrInvalidModule or wasm.ErrInvalidSpec for bad input.
-	Create(ctx context.Context, spec wasm.ContainerSpec) (task, error)
-	// Forget drops what the runtime keeps of an image's module (its
-	// compiled code, on disk and in memory), the image having been removed.
-	Forget(imageID string)
-	// Close ends every container and releases the runtime.
-	Close(ctx context.Context) error
-}
-
-// task is one created container. Status is cheap and never blocks on guest
-// code; Done is closed once the task has exited.
-type task interface {
-	Start(ctx context.Context) error
-	// Stop asks the task to stop (for Wasm: its stdin reaches end of file)
-	// and kills it if it has not exited after grace; grace <= 0 kills at
-	// once. It waits for the exit until ctx ends; the kill at the end of
-	// grace happens even if ctx ends first. It is idempotent, and a later
-	// call with a shorter grace brings the kill forward.
-	Stop(ctx context.Context, grace time.Duration) error
-	Done() <-chan struct{}
-	Status() wasm.Status
-	// Stats returns the task's memory and CPU use now; cheap, never blocks
-	// on guest code.
-	Stats() wasm.Stats
-}
-
-// wasmRuntime adapts *wasm.Runtime, whose Create returns the concrete
-// *wasm.Container, to containerRuntime.
-type wasmRuntime struct{ *wasm.Runtime }
-
-func (r wasmRuntime) Create(ctx context.Context, spec wasm.ContainerSpec) (task, error) {
-	c, err := r.Runtime.Create(ctx, spec)
-	if err != nil {
-		return nil, err
-	}
-	return c, nil
-}
+// A task is one created container, as the runtimes make it
+// (runtime.Container): containerd's word.
+type task = skiffrt.Container
 
 // imageStore is what cri needs of the node's image store (*image.Store).
 type imageStore interface {

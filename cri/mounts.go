@@ -8,7 +8,7 @@ import (
 
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"skiff.dev/skiff/runtime/wasm"
+	skiffrt "skiff.dev/skiff/runtime"
 )
 
 // mountRecord is a mount a container was created with.
@@ -69,10 +69,10 @@ func mountsOf(ms []*runtime.Mount) ([]mountRecord, error) {
 }
 
 // wasmMounts is the runtime's view of the mounts.
-func wasmMounts(ms []mountRecord) []wasm.Mount {
-	var out []wasm.Mount
+func runtimeMounts(ms []mountRecord) []skiffrt.Mount {
+	var out []skiffrt.Mount
 	for _, m := range ms {
-		out = append(out, wasm.Mount{HostPath: m.HostPath, GuestPath: m.ContainerPath, ReadOnly: m.ReadOnly})
+		out = append(out, skiffrt.Mount{HostPath: m.HostPath, ContainerPath: m.ContainerPath, ReadOnly: m.ReadOnly})
 	}
 	return out
 }

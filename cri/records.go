@@ -7,7 +7,7 @@ import (
 
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"skiff.dev/skiff/runtime/wasm"
+	skiffrt "skiff.dev/skiff/runtime"
 )
 
 // Records are the persistent form of sandboxes and containers, stored as
@@ -114,13 +114,13 @@ func (r *containerRecord) imageSpec() *runtime.ImageSpec {
 }
 
 // apply copies a task's status into the record.
-func (r *containerRecord) apply(st wasm.Status) {
+func (r *containerRecord) apply(st skiffrt.Status) {
 	switch st.State {
-	case wasm.StateCreated:
+	case skiffrt.StateCreated:
 		r.State = containerCreated
-	case wasm.StateRunning:
+	case skiffrt.StateRunning:
 		r.State = containerRunning
-	case wasm.StateExited:
+	case skiffrt.StateExited:
 		r.State = containerExited
 	}
 	r.StartedAt = nanos(st.StartedAt)

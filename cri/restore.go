@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"skiff.dev/skiff/netns"
+	skiffrt "skiff.dev/skiff/runtime"
 )
 
 // Exit status reported for containers that were running when the runtime
@@ -22,14 +23,15 @@ const (
 
 // deps are a service's collaborators; tests pass fakes.
 type deps struct {
-	log        *slog.Logger
-	now        func() time.Time
-	rootDir    string
-	runtime    containerRuntime
-	images     imageStore
-	namespaces namespaces
-	network    netns.Network
-	logs       logRotation // zero: the defaults
+	log            *slog.Logger
+	now            func() time.Time
+	rootDir        string
+	runtimes       map[string]skiffrt.Runtime // by runtime handler
+	defaultHandler string                     // of sandboxes that name none
+	images         imageStore
+	namespaces     namespaces
+	network        netns.Network
+	logs           logRotation // zero: the defaults
 }
 
 // newService opens cri.db, loads the records and reconciles them with the
@@ -47,18 +49,19 @@ func newService(d deps) (*service, error) {
 		return nil, err
 	}
 	s := &service{
-		log:        d.log,
-		now:        d.now,
-		runtime:    d.runtime,
-		images:     d.images,
-		namespaces: d.namespaces,
-		network:    d.network,
-		logs:       d.logs.withDefaults(),
-		db:         db,
-		sandboxes:  map[string]*sandbox{},
-		containers: map[string]*container{},
-		names:      map[string]string{},
-		closing:    make(chan struct{}),
+		log:            d.log,
+		now:            d.now,
+		runtimes:       d.runtimes,
+		defaultHandler: d.defaultHandler,
+		images:         d.images,
+		namespaces:     d.namespaces,
+		network:        d.network,
+		logs:           d.logs.withDefaults(),
+		db:             db,
+		sandboxes:      map[string]*sandbox{},
+		containers:     map[string]*container{},
+		names:          map[string]string{},
+		closing:        make(chan struct{}),
 	}
 	if err := s.restore(); err != nil {
 		db.Close()
@@ -142,8 +145,10 @@ func (s *service) close(ctx context.Context) error {
 	s.wg.Wait()
 
 	var errs []error
-	if err := s.runtime.Close(ctx); err != nil {
-		errs = append(errs, fmt.Errorf("close runtime: %w", err))
+	for _, h := range sortedKeys(s.runtimes) {
+		if err := s.runtimes[h].Close(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("close runtime %s: %w", h, err))
+		}
 	}
 	for _, c := range all {
 		c.mu.Lock()

@@ -9,7 +9,8 @@ import (
 
 // RunPodSandbox creates a pod sandbox: a pinned network namespace with
 // loopback up (none for a pod on the node's network), attached to the pod
-// network, and its record. The runtime handler must be "" or "wasm".
+// network, and its record. The runtime handler must be one the node has
+// (Config.Runtimes), or empty for its default (Config.DefaultHandler).
 // Settings the Wasm runtime cannot honour (privileged, host PID or IPC
 // namespaces, user namespaces, sysctls, SELinux labels, Localhost seccomp
 // or AppArmor profiles) are InvalidArgument naming the field (validate.go).
@@ -21,9 +22,9 @@ func (s *service) RunPodSandbox(ctx context.Context, req *runtime.RunPodSandboxR
 		return nil, fmt.Errorf("run pod sandbox: %w: config.metadata.name is required", errInvalidArgument)
 	}
 	pod := md.GetNamespace() + "/" + md.GetName()
-	handler := req.GetRuntimeHandler()
-	if handler != handlerDefault && handler != handlerWasm {
-		return nil, fmt.Errorf("run pod sandbox %s: %w: runtime handler %q is not available on this node (available: %q)", pod, errInvalidArgument, handler, handlerWasm)
+	handler, err := s.handler(req.GetRuntimeHandler())
+	if err != nil {
+		return nil, fmt.Errorf("run pod sandbox %s: %w", pod, err)
 	}
 	if err := validateSandboxConfig(cfg); err != nil {
 		return nil, fmt.Errorf("run pod sandbox %s: %w", pod, err)
@@ -38,7 +39,7 @@ func (s *service) RunPodSandbox(ctx context.Context, req *runtime.RunPodSandboxR
 		Annotations:    copyMap(cfg.GetAnnotations()),
 		LogDirectory:   cfg.GetLogDirectory(),
 		Hostname:       cfg.GetHostname(),
-		RuntimeHandler: handlerWasm,
+		RuntimeHandler: handler,
 		HostNetwork:    cfg.GetLinux().GetSecurityContext().GetNamespaceOptions().GetNetwork() == runtime.NamespaceMode_NODE,
 		State:          sandboxReady,
 		CreatedAt:      s.now().UnixNano(),

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -16,8 +17,8 @@ import (
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"skiff.dev/skiff/netns"
+	skiffrt "skiff.dev/skiff/runtime"
 	"skiff.dev/skiff/runtime/image"
-	"skiff.dev/skiff/runtime/wasm"
 )
 
 // Defaults for Config.
@@ -57,20 +58,21 @@ const gracePeriod = 5 * time.Second
 type Config struct {
 	// Socket is the unix socket to serve on. Default DefaultSocket.
 	Socket string
-	// RootDir holds persistent node state: cri.db (bbolt) and wasm-cache/
-	// (compiled modules). Required.
+	// RootDir holds persistent node state: cri.db (bbolt). Required.
 	RootDir string
 	// StateDir holds state that must not outlive a reboot: netns/<sandbox-id>
 	// pins. Default DefaultStateDir.
 	StateDir string
 	// Images is the node's image store. Required.
 	Images *image.Store
-	// DefaultMemoryLimit caps the linear memory of a Wasm container whose
-	// resources set no memory limit, in bytes. Zero: wasm.DefaultMemoryLimit (512 MiB).
-	DefaultMemoryLimit uint64
-	// ModuleCacheBytes bounds the compiled Wasm modules kept in memory.
-	// Zero: wasm.DefaultModuleCacheBytes (256 MiB).
-	ModuleCacheBytes int64
+	// Runtimes are the node's container runtimes by CRI runtime handler
+	// ("wasm": runtime/wasm), as containerd resolves a sandbox's handler.
+	// At least one is required. The server closes them when it closes
+	// (not when New fails: they are still the caller's then).
+	Runtimes map[string]skiffrt.Runtime
+	// DefaultHandler is the handler of a sandbox that names none. Empty:
+	// "wasm", or the only handler.
+	DefaultHandler string
 	// Logger receives the server's logs (keys: pod, sandbox, container). Nil: discard.
 	Logger *slog.Logger
 	// LogMaxSize is the size in bytes past which a container's log file is
@@ -103,6 +105,17 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.Images == nil {
 		return nil, errors.New("new cri server: Config.Images is required")
 	}
+	if cfg.DefaultHandler == "" {
+		cfg.DefaultHandler = "wasm"
+		if len(cfg.Runtimes) == 1 {
+			for h := range cfg.Runtimes {
+				cfg.DefaultHandler = h
+			}
+		}
+	}
+	if _, ok := cfg.Runtimes[cfg.DefaultHandler]; !ok {
+		return nil, fmt.Errorf("new cri server: Config.Runtimes has no runtime for the default handler %q", cfg.DefaultHandler)
+	}
 	if cfg.Socket == "" {
 		cfg.Socket = DefaultSocket
 	}
@@ -125,30 +138,17 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("new cri server: %w", err)
 	}
-	rt, err := wasm.New(ctx, wasm.Config{
-		CacheDir:           filepath.Join(cfg.RootDir, "wasm-cache"),
-		DefaultMemoryLimit: cfg.DefaultMemoryLimit,
-		ModuleCacheBytes:   cfg.ModuleCacheBytes,
-		Logger:             log,
-	})
-	if err != nil {
-		lock.release()
-		return nil, fmt.Errorf("new cri server: %w", err)
-	}
-	if err := rt.CPULimits(); err != nil {
-		log.Warn(err.Error())
-	}
 	svc, err := newService(deps{
-		log:        log,
-		rootDir:    cfg.RootDir,
-		runtime:    wasmRuntime{rt},
-		images:     cfg.Images,
-		namespaces: hostNamespaces{dir: filepath.Join(cfg.StateDir, "netns")},
-		network:    netns.Loopback{},
-		logs:       logRotation{maxSize: cfg.LogMaxSize, maxFiles: cfg.LogMaxFiles},
+		log:            log,
+		rootDir:        cfg.RootDir,
+		runtimes:       maps.Clone(cfg.Runtimes),
+		defaultHandler: cfg.DefaultHandler,
+		images:         cfg.Images,
+		namespaces:     hostNamespaces{dir: filepath.Join(cfg.StateDir, "netns")},
+		network:        netns.Loopback{},
+		logs:           logRotation{maxSize: cfg.LogMaxSize, maxFiles: cfg.LogMaxFiles},
 	})
 	if err != nil {
-		rt.Close(ctx)
 		lock.release()
 		return nil, fmt.Errorf("new cri server: %w", err)
 	}

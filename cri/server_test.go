@@ -26,7 +26,7 @@ func newTestServer(t *testing.T, sock string) *Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(context.Background(), Config{Socket: sock, RootDir: filepath.Join(root, "node"), StateDir: filepath.Join(root, "run"), Images: images})
+	s, err := New(context.Background(), Config{Socket: sock, RootDir: filepath.Join(root, "node"), StateDir: filepath.Join(root, "run"), Images: images, Runtimes: testRuntimes(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,27 +113,30 @@ func TestServeRefusesNonSocket(t *testing.T) {
 }
 
 func TestNewRejects(t *testing.T) {
-	if _, err := New(context.Background(), Config{RootDir: t.TempDir()}); err == nil || !strings.Contains(err.Error(), "Images is required") {
+	if _, err := New(context.Background(), Config{RootDir: t.TempDir(), Runtimes: testRuntimes(t)}); err == nil || !strings.Contains(err.Error(), "Images is required") {
 		t.Errorf("New without Images = %v", err)
 	}
 	images, _ := image.Open(t.TempDir())
-	if _, err := New(context.Background(), Config{Images: images}); err == nil || !strings.Contains(err.Error(), "RootDir is required") {
+	if _, err := New(context.Background(), Config{Images: images, Runtimes: testRuntimes(t)}); err == nil || !strings.Contains(err.Error(), "RootDir is required") {
 		t.Errorf("New without RootDir = %v", err)
+	}
+	if _, err := New(context.Background(), Config{RootDir: t.TempDir(), Images: images}); err == nil || !strings.Contains(err.Error(), `no runtime for the default handler "wasm"`) {
+		t.Errorf("New without runtimes = %v", err)
 	}
 	// The state database is locked by the first server.
 	root := t.TempDir()
-	a, err := New(context.Background(), Config{RootDir: root, Images: images, StateDir: t.TempDir()})
+	a, err := New(context.Background(), Config{RootDir: root, Images: images, StateDir: t.TempDir(), Runtimes: testRuntimes(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer a.Close(context.Background())
-	if _, err := New(context.Background(), Config{RootDir: root, Images: images, StateDir: t.TempDir()}); err == nil || !strings.Contains(err.Error(), "another skiff agent") {
+	if _, err := New(context.Background(), Config{RootDir: root, Images: images, StateDir: t.TempDir(), Runtimes: testRuntimes(t)}); err == nil || !strings.Contains(err.Error(), "another skiff agent") {
 		t.Errorf("second New on one RootDir = %v", err)
 	}
 	// The state dir is locked too, before anything in it is cleaned up:
 	// what a running node keeps there stays.
 	state := t.TempDir()
-	b, err := New(context.Background(), Config{RootDir: t.TempDir(), Images: images, StateDir: state})
+	b, err := New(context.Background(), Config{RootDir: t.TempDir(), Images: images, StateDir: state, Runtimes: testRuntimes(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,7 +148,7 @@ func TestNewRejects(t *testing.T) {
 	if err := os.WriteFile(kept, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	_, err = New(context.Background(), Config{RootDir: t.TempDir(), Images: images, StateDir: state})
+	_, err = New(context.Background(), Config{RootDir: t.TempDir(), Images: images, StateDir: state, Runtimes: testRuntimes(t)})
 	if err == nil || !strings.Contains(err.Error(), "is in use by process "+strconv.Itoa(os.Getpid())) {
 		t.Errorf("second New on one StateDir = %v, want it refused naming the holder", err)
 	}
@@ -153,7 +156,7 @@ func TestNewRejects(t *testing.T) {
 		t.Errorf("the running node's pin after a second New: %v", err)
 	}
 	b.Close(context.Background())
-	c, err := New(context.Background(), Config{RootDir: t.TempDir(), Images: images, StateDir: state})
+	c, err := New(context.Background(), Config{RootDir: t.TempDir(), Images: images, StateDir: state, Runtimes: testRuntimes(t)})
 	if err != nil {
 		t.Errorf("New once the first closed: %v", err)
 	} else {

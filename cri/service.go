@@ -12,6 +12,7 @@ import (
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"skiff.dev/skiff/netns"
+	skiffrt "skiff.dev/skiff/runtime"
 )
 
 // service implements the RuntimeService and ImageService servers. Calls not
@@ -20,14 +21,15 @@ type service struct {
 	runtime.UnimplementedRuntimeServiceServer
 	runtime.UnimplementedImageServiceServer
 
-	log        *slog.Logger
-	now        func() time.Time
-	runtime    containerRuntime
-	images     imageStore
-	namespaces namespaces
-	network    netns.Network
-	logs       logRotation
-	db         *stateDB
+	log            *slog.Logger
+	now            func() time.Time
+	runtimes       map[string]skiffrt.Runtime // by runtime handler
+	defaultHandler string
+	images         imageStore
+	namespaces     namespaces
+	network        netns.Network
+	logs           logRotation
+	db             *stateDB
 
 	mu         sync.RWMutex
 	sandboxes  map[string]*sandbox

@@ -125,7 +125,7 @@ func TestResourceLimits(t *testing.T) {
 // its CRI stats.
 func TestCPUQuota(t *testing.T) {
 	e := newEnv(t, false)
-	if err := e.svc.runtime.(wasmRuntime).CPULimits(); err != nil {
+	if err := e.wasm.CPULimits(); err != nil {
 		t.Skip(err)
 	}
 	e.importImage("spin", wasmtest.Build(wasmtest.Spin()))

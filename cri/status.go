@@ -2,15 +2,40 @@ package cri
 
 import (
 	"context"
+	"fmt"
 
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	skiffrt "skiff.dev/skiff/runtime"
 )
 
-// Runtime handlers. The empty handler means the default, wasm.
-const (
-	handlerWasm    = "wasm"
-	handlerDefault = ""
-)
+// handler resolves a sandbox's runtime handler: the one it names, or the
+// node's default when it names none.
+func (s *service) handler(name string) (string, error) {
+	if name == "" {
+		name = s.defaultHandler
+	}
+	if _, ok := s.runtimes[name]; !ok {
+		return "", fmt.Errorf("%w: runtime handler %q is not available on this node (available: %q)", errInvalidArgument, name, sortedKeys(s.runtimes))
+	}
+	return name, nil
+}
+
+// runtimeOf is the runtime of a sandbox's handler.
+func (s *service) runtimeOf(sb *sandboxRecord) (skiffrt.Runtime, error) {
+	rt, ok := s.runtimes[sb.RuntimeHandler]
+	if !ok {
+		return nil, fmt.Errorf("%w: sandbox %s runs in runtime handler %q, which this node no longer has", errFailedPrecondition, sb.ID, sb.RuntimeHandler)
+	}
+	return rt, nil
+}
+
+// forget tells every runtime that an image has left the node.
+func (s *service) forget(imageID string) {
+	for _, rt := range s.runtimes {
+		rt.Forget(imageID)
+	}
+}
 
 // Status reports the RuntimeReady and NetworkReady conditions and the
 // runtime handlers this node offers.
@@ -21,13 +46,15 @@ func (s *service) Status(ctx context.Context, req *runtime.StatusRequest) (*runt
 		network.Reason = "NetworkPluginNotReady"
 		network.Message = netReason
 	}
+	var handlers []*runtime.RuntimeHandler
+	for _, h := range sortedKeys(s.runtimes) {
+		handlers = append(handlers, &runtime.RuntimeHandler{Name: h, Features: &runtime.RuntimeHandlerFeatures{}})
+	}
 	return &runtime.StatusResponse{
 		Status: &runtime.RuntimeStatus{Conditions: []*runtime.RuntimeCondition{
 			{Type: runtime.RuntimeReady, Status: true},
 			network,
 		}},
-		RuntimeHandlers: []*runtime.RuntimeHandler{
-			{Name: handlerWasm, Features: &runtime.RuntimeHandlerFeatures{}},
-		},
+		RuntimeHandlers: handlers,
 	}, nil
 }

@@ -19,6 +19,9 @@ import (
 	"strings"
 	"time"
 
+	skiffrt "skiff.dev/skiff/runtime"
+	"skiff.dev/skiff/runtime/wasm"
+
 	"connectrpc.com/connect"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
@@ -219,17 +222,34 @@ func NewCRI(ctx context.Context, cfg CRIConfig) (*cri.Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	return cri.New(ctx, cri.Config{
+	root := filepath.Join(cfg.DataDir, "node", "cri")
+	wasmRT, err := wasm.New(ctx, wasm.Config{
+		CacheDir:           filepath.Join(root, "wasm-cache"),
 		DefaultMemoryLimit: uint64(cfg.Limits.DefaultMemoryLimit),
 		ModuleCacheBytes:   cfg.Limits.ModuleCacheBytes,
-		LogMaxSize:         cfg.Limits.LogMaxSize,
-		LogMaxFiles:        cfg.Limits.LogMaxFiles,
-		Socket:             cfg.Socket,
-		RootDir:            filepath.Join(cfg.DataDir, "node", "cri"),
-		StateDir:           cfg.StateDir,
-		Images:             images,
 		Logger:             cfg.Logger,
 	})
+	if err != nil {
+		return nil, fmt.Errorf("new cri server: %w", err)
+	}
+	if err := wasmRT.CPULimits(); err != nil && cfg.Logger != nil {
+		cfg.Logger.Warn(err.Error())
+	}
+	srv, err := cri.New(ctx, cri.Config{
+		Runtimes:    map[string]skiffrt.Runtime{"wasm": wasmRT.Neutral()},
+		LogMaxSize:  cfg.Limits.LogMaxSize,
+		LogMaxFiles: cfg.Limits.LogMaxFiles,
+		Socket:      cfg.Socket,
+		RootDir:     root,
+		StateDir:    cfg.StateDir,
+		Images:      images,
+		Logger:      cfg.Logger,
+	})
+	if err != nil {
+		wasmRT.Close(ctx)
+		return nil, err
+	}
+	return srv, nil
 }
 
 // joined is what the node has once it has joined the cluster: the agent

@@ -36,6 +36,14 @@ var rooms = map[string][]string{
 	"cmd":                 {""}, // wiring: everything
 }
 
+// implementations are rooms whose packages a room may reach from its tests
+// only: the CRI server speaks the runtime-neutral types (package runtime)
+// and is handed its runtimes by the node assembly, while its tests
+// assemble a real Wasm runtime to drive.
+var implementations = map[string][]string{
+	"cri": {"runtime/wasm", "runtime/oci"},
+}
+
 type pkg struct {
 	ImportPath   string
 	Imports      []string
@@ -78,6 +86,14 @@ func violations(pkgs []pkg) []string {
 			}
 			if !allowed {
 				out = append(out, fmt.Sprintf("%s (room %s) imports %s", p.ImportPath, room, imp))
+			}
+		}
+		for _, imp := range p.Imports {
+			irel := strings.TrimPrefix(imp, module+"/")
+			for _, impl := range implementations[room] {
+				if strings.HasPrefix(imp, module+"/") && (irel == impl || strings.HasPrefix(irel, impl+"/")) {
+					out = append(out, fmt.Sprintf("%s (room %s) imports the runtime implementation %s outside its tests", p.ImportPath, room, imp))
+				}
 			}
 		}
 	}
@@ -133,6 +149,8 @@ func TestViolationsCatchesCrossings(t *testing.T) {
 		{"the server assembly uses the apiserver", pkg{ImportPath: module + "/control/server", Imports: []string{module + "/control/apiserver"}}, 0},
 		{"the server assembly reaches the cri", pkg{ImportPath: module + "/control/server", Imports: []string{module + "/cri"}}, 1},
 		{"a package in no room", pkg{ImportPath: module + "/util"}, 1},
+		{"cri reaches a runtime implementation", pkg{ImportPath: module + "/cri", Imports: []string{module + "/runtime/wasm"}}, 1},
+		{"cri's tests assemble a runtime", pkg{ImportPath: module + "/cri", Imports: []string{module + "/runtime"}, TestImports: []string{module + "/runtime/wasm", module + "/runtime/wasm/wasmtest"}}, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

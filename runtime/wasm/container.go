@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 
+	skiffrt "skiff.dev/skiff/runtime"
+
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
 	"github.com/tetratelabs/wazero/experimental"
@@ -18,70 +20,30 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Exit codes the runtime reports for ends that are not the module's own choice.
-const (
-	ExitCodeTrap       int32 = 134 // 128 + SIGABRT
-	ExitCodeStopped    int32 = 137 // 128 + SIGKILL
-	ExitCodeStartError int32 = 128
+// The runtime-neutral types, under the names this package's callers and
+// tests have always used.
+type (
+	ContainerSpec = skiffrt.ContainerSpec
+	Mount         = skiffrt.Mount
+	State         = skiffrt.State
+	Status        = skiffrt.Status
+	Stats         = skiffrt.Stats
 )
 
-// Reasons, as Kubernetes reports them for container terminations.
+// Exit codes, reasons and states: runtime's.
 const (
-	ReasonCompleted  = "Completed"
-	ReasonError      = "Error"
-	ReasonStartError = "StartError"
-	// ReasonOOMKilled: the module met its memory limit (a memory.grow
-	// was refused) and then ended other than with exit code 0; exit code
-	// 137, as the kernel's OOM killer gives.
-	ReasonOOMKilled = "OOMKilled"
-	// ReasonCPUBudgetExceeded: the container used up its CPU budget and
-	// was killed; exit code 137.
-	ReasonCPUBudgetExceeded = "CPUBudgetExceeded"
+	ExitCodeTrap            = skiffrt.ExitCodeTrap
+	ExitCodeStopped         = skiffrt.ExitCodeStopped
+	ExitCodeStartError      = skiffrt.ExitCodeStartError
+	ReasonCompleted         = skiffrt.ReasonCompleted
+	ReasonError             = skiffrt.ReasonError
+	ReasonStartError        = skiffrt.ReasonStartError
+	ReasonOOMKilled         = skiffrt.ReasonOOMKilled
+	ReasonCPUBudgetExceeded = skiffrt.ReasonCPUBudgetExceeded
+	StateCreated            = skiffrt.StateCreated
+	StateRunning            = skiffrt.StateRunning
+	StateExited             = skiffrt.StateExited
 )
-
-// State is a container's lifecycle state.
-type State int
-
-// States, in lifecycle order. A container moves Created -> Running -> Exited,
-// or Created -> Exited when stopped before it was started.
-const (
-	StateCreated State = iota
-	StateRunning
-	StateExited
-)
-
-func (s State) String() string {
-	switch s {
-	case StateCreated:
-		return "created"
-	case StateRunning:
-		return "running"
-	case StateExited:
-		return "exited"
-	}
-	return fmt.Sprintf("State(%d)", int(s))
-}
-
-// Status is a snapshot of a container's state.
-type Status struct {
-	State      State
-	ExitCode   int32
-	Reason     string
-	Message    string
-	StartedAt  time.Time
-	FinishedAt time.Time
-}
-
-// Stats is a snapshot of a container's resource use.
-type Stats struct {
-	Timestamp time.Time
-	// MemoryBytes is the size of the container's linear memory (the
-	// pages it has grown to); 0 once it has exited.
-	MemoryBytes uint64
-	// CPUTime is the CPU time the OS thread running the guest has used
-	// for it: guest code and the host functions it called.
-	CPUTime time.Duration
-}
 
 // Container is one module instance and its lifecycle. Its methods are safe
 // for concurrent use.
@@ -216,7 +178,7 @@ func (c *Container) limitCPU() func() error {
 	}
 	period := c.spec.CPUPeriod
 	if period == 0 {
-		period = DefaultCPUPeriod
+		period = skiffrt.DefaultCPUPeriod
 	}
 	detach, err := c.r.cpu.attach(c.spec.ID, unix.Gettid(), c.spec.CPUQuota.Microseconds(), period.Microseconds())
 	if err != nil {
@@ -225,10 +187,6 @@ func (c *Container) limitCPU() func() error {
 	}
 	return detach
 }
-
-// DefaultCPUPeriod is the CFS period of a CPU quota without one, as the
-// kubelet's.
-const DefaultCPUPeriod = 100 * time.Millisecond
 
 // runGuest instantiates and runs the module. It owns the instance and
 // stdin; it calls started once the instance exists and _start is called,

@@ -39,7 +39,7 @@ func TestDiskCache(t *testing.T) {
 	}
 	compile := func(r *Runtime, key string) {
 		t.Helper()
-		c, err := r.Create(ctx, ContainerSpec{ID: key, ModuleKey: key, ModulePath: modules[key], Args: []string{key}})
+		c, err := r.Create(ctx, ContainerSpec{ID: key, ImageID: key, ImagePath: modules[key], Args: []string{key}})
 		if err != nil {
 			t.Fatal(err)
 		}

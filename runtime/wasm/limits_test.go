@@ -28,7 +28,7 @@ func vmRSS(t *testing.T) uint64 {
 func startNeighbour(t *testing.T, r *Runtime) (*Container, *syncBuffer) {
 	t.Helper()
 	var out syncBuffer
-	c, err := r.Create(context.Background(), ContainerSpec{ID: "neighbour", ModuleKey: "guest", ModulePath: guestPath, Args: []string{"g", "graceful", "5ms"}, Stdout: &out})
+	c, err := r.Create(context.Background(), ContainerSpec{ID: "neighbour", ImageID: "guest", ImagePath: guestPath, Args: []string{"g", "graceful", "5ms"}, Stdout: &out})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +97,7 @@ func TestMemoryLimit(t *testing.T) {
 	_, addr, _ := startServer(t, r, "server")
 	const limit = 64 << 20
 	before := vmRSS(t)
-	c, err := r.Create(context.Background(), ContainerSpec{ID: "bomb", ModulePath: writeModule(t, wasmtest.Build(wasmtest.GrowBomb())), Args: []string{"m"}, MemoryLimit: limit})
+	c, err := r.Create(context.Background(), ContainerSpec{ID: "bomb", ImagePath: writeModule(t, wasmtest.Build(wasmtest.GrowBomb())), Args: []string{"m"}, MemoryLimit: limit})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,7 +138,7 @@ func TestMemoryLimit(t *testing.T) {
 func TestMemoryReleased(t *testing.T) {
 	r := newRuntime(t, Config{})
 	const pages = 1600 // 100 MiB
-	c, err := r.Create(context.Background(), ContainerSpec{ID: "big", ModulePath: writeModule(t, wasmtest.Build(wasmtest.Grow(pages), wasmtest.Write(1, "grown\n"), wasmtest.Sleep(time.Hour))), Args: []string{"m"}})
+	c, err := r.Create(context.Background(), ContainerSpec{ID: "big", ImagePath: writeModule(t, wasmtest.Build(wasmtest.Grow(pages), wasmtest.Write(1, "grown\n"), wasmtest.Sleep(time.Hour))), Args: []string{"m"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,7 +174,7 @@ func TestCPUBudget(t *testing.T) {
 	r := newRuntime(t, Config{})
 	neighbour, ticks := startNeighbour(t, r)
 	_, addr, _ := startServer(t, r, "server")
-	c, err := r.Create(context.Background(), ContainerSpec{ID: "loop", ModulePath: writeModule(t, wasmtest.Build(wasmtest.Spin())), Args: []string{"m"}, CPUBudget: time.Second})
+	c, err := r.Create(context.Background(), ContainerSpec{ID: "loop", ImagePath: writeModule(t, wasmtest.Build(wasmtest.Spin())), Args: []string{"m"}, CPUBudget: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,7 +206,7 @@ func TestCPUBudget(t *testing.T) {
 // non-zero and its CPU time grows.
 func TestStats(t *testing.T) {
 	r := newRuntime(t, Config{})
-	c, err := r.Create(context.Background(), ContainerSpec{ID: "spin", ModulePath: writeModule(t, wasmtest.Build(wasmtest.Spin())), Args: []string{"m"}})
+	c, err := r.Create(context.Background(), ContainerSpec{ID: "spin", ImagePath: writeModule(t, wasmtest.Build(wasmtest.Spin())), Args: []string{"m"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -249,7 +249,7 @@ func TestModuleCacheBound(t *testing.T) {
 		return ks
 	}
 	run := func(key, path string) {
-		c, err := r.Create(context.Background(), ContainerSpec{ID: key, ModuleKey: key, ModulePath: path, Args: []string{"m"}})
+		c, err := r.Create(context.Background(), ContainerSpec{ID: key, ImageID: key, ImagePath: path, Args: []string{"m"}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -259,7 +259,7 @@ func TestModuleCacheBound(t *testing.T) {
 		waitDone(t, c)
 	}
 	// A running container pins its module past the bound.
-	pinned, err := r.Create(context.Background(), ContainerSpec{ID: "pinned", ModuleKey: "pinned", ModulePath: writeModule(t, wasmtest.Build(wasmtest.Spin())), Args: []string{"m"}})
+	pinned, err := r.Create(context.Background(), ContainerSpec{ID: "pinned", ImageID: "pinned", ImagePath: writeModule(t, wasmtest.Build(wasmtest.Spin())), Args: []string{"m"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -296,7 +296,7 @@ func TestCPULimit(t *testing.T) {
 	if err := r.CPULimits(); err != nil {
 		t.Skip(err)
 	}
-	c, err := r.Create(context.Background(), ContainerSpec{ID: "limited", ModulePath: writeModule(t, wasmtest.Build(wasmtest.Spin())), Args: []string{"m"}, CPUQuota: 20 * time.Millisecond})
+	c, err := r.Create(context.Background(), ContainerSpec{ID: "limited", ImagePath: writeModule(t, wasmtest.Build(wasmtest.Spin())), Args: []string{"m"}, CPUQuota: 20 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,7 +2,7 @@
 // preview1 command modules.
 //
 // A Runtime compiles each module once: compiled modules are kept in memory by
-// ContainerSpec.ModuleKey (the image ID) and, across process restarts, in
+// ContainerSpec.ImageID (the image ID) and, across process restarts, in
 // wazero's on-disk compilation cache (Config.CacheDir). Every container gets a
 // fresh module instance (microseconds to make) with its own argv, environment,
 // stdout and stderr; containers never share memory.
@@ -77,7 +77,7 @@
 // default 1 GiB, oldest out first), and a module's compiled code leaves it
 // when its image leaves the node (Runtime.Forget; diskcache.go).
 //
-// Compiled modules are cached in memory by ModuleKey up to
+// Compiled modules are cached in memory by ImageID up to
 // Config.ModuleCacheBytes (default 256 MiB, sized by an estimate of
 // compiled code: 13 times the binary), least recently used first out;
 // modules of Created or Running containers are pinned, and an evicted
@@ -91,29 +91,34 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"strings"
 	"sync"
 	"time"
 
+	skiffrt "skiff.dev/skiff/runtime"
+
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/imports/wasi_snapshot_preview1"
 )
 
-// Errors returned by the runtime, wrapped with the operation and the container.
+// Errors returned by the runtime, wrapped with the operation and the
+// container: runtime's.
 var (
 	// ErrInvalidModule: the module does not compile, or is not a WASI
-	// preview1 command (no _start, or imports the runtime does not provide).
-	ErrInvalidModule = errors.New("invalid WebAssembly module")
-	// ErrInvalidSpec: the container spec cannot be run (empty argument, bad env entry).
-	ErrInvalidSpec = errors.New("invalid container spec")
-	// ErrState: the container is not in a state that allows the call (Start twice).
-	ErrState = errors.New("invalid container state")
-	// ErrClosed: the runtime is closed.
-	ErrClosed = errors.New("wasm runtime closed")
+	// preview1 command (no _start, or imports the runtime does not
+	// provide). It is a runtime.ErrInvalidImage.
+	ErrInvalidModule error = invalidModule{}
+	ErrInvalidSpec         = skiffrt.ErrInvalidSpec
+	ErrState               = skiffrt.ErrState
+	ErrClosed              = skiffrt.ErrClosed
 )
+
+type invalidModule struct{}
+
+func (invalidModule) Error() string        { return "invalid WebAssembly module" }
+func (invalidModule) Is(target error) bool { return target == skiffrt.ErrInvalidImage }
 
 // wasiModule is the only import module the runtime provides.
 const wasiModule = wasi_snapshot_preview1.ModuleName
@@ -151,7 +156,7 @@ type Runtime struct {
 
 	mu      sync.Mutex
 	closed  bool
-	modules *moduleCache // by ModuleKey
+	modules *moduleCache // by ImageID
 	running map[*Container]struct{}
 }
 
@@ -245,41 +250,9 @@ func (r *Runtime) Close(ctx context.Context) error {
 }
 
 // ContainerSpec describes one container.
-type ContainerSpec struct {
-	ID         string    // for logs
-	ModuleKey  string    // key of the compiled-module cache: the image ID; empty disables the cache
-	ModulePath string    // the module file
-	Args       []string  // argv, argv[0] included; no empty strings
-	Env        []string  // "K=V"
-	Stdout     io.Writer // nil: discarded
-	Stderr     io.Writer // nil: discarded
-	Mounts     []Mount   // host directories as WASI preopens (volumes.go); none: no filesystem
-	// MemoryLimit caps the container's linear memory, in bytes: a
-	// memory.grow past it fails in the guest, and a module that then ends
-	// other than with exit code 0 is reported OOMKilled. Zero: the
-	// runtime's default (Config.DefaultMemoryLimit).
-	MemoryLimit uint64
-	// CPUBudget, when positive, is the CPU time the container may use in
-	// all: past it, it is killed, reason CPUBudgetExceeded.
-	CPUBudget time.Duration
-	// CPUQuota, when positive, is the CPU time the container may use in
-	// each CPUPeriod (default 100ms): its guest thread is throttled past
-	// it, as the kernel throttles a cgroup (cpulimit.go). Where the node
-	// cannot limit threads (Runtime.CPULimits says why), it is not
-	// enforced.
-	CPUQuota  time.Duration
-	CPUPeriod time.Duration
-	// Ports are the TCP ports the module accepts connections on. At Start,
-	// Listen opens a listening socket for each (netns.ListenTCP in the
-	// pod's network namespace: non-blocking, as the runtime waits for
-	// them in ppoll); the module finds them after its pre-opened
-	// directories (sockets.go). They are closed when the container ends.
-	Ports  []int
-	Listen func(port int) (*os.File, error)
-}
 
 // Create compiles the module (or reuses the compiled module for
-// spec.ModuleKey) and returns a container in state Created. An invalid
+// spec.ImageID) and returns a container in state Created. An invalid
 // module gives an error wrapping ErrInvalidModule with wazero's reason.
 // The compiled module stays in memory at least until the container has
 // exited.
@@ -293,7 +266,7 @@ func (r *Runtime) Create(ctx context.Context, spec ContainerSpec) (*Container, e
 	if closed {
 		return nil, fmt.Errorf("create container %s: %w", spec.ID, ErrClosed)
 	}
-	e, err := r.compile(ctx, spec.ModuleKey, spec.ModulePath)
+	e, err := r.compile(ctx, spec.ImageID, spec.ImagePath)
 	if err != nil {
 		return nil, fmt.Errorf("create container %s: %w", spec.ID, err)
 	}
@@ -502,4 +475,18 @@ func (r *Runtime) untrack(c *Container) {
 	r.mu.Lock()
 	delete(r.running, c)
 	r.mu.Unlock()
+}
+
+// Neutral returns r as a runtime.Runtime, for the CRI server, which holds
+// runtimes of every kind by their handler.
+func (r *Runtime) Neutral() skiffrt.Runtime { return neutral{r} }
+
+type neutral struct{ *Runtime }
+
+func (n neutral) Create(ctx context.Context, spec skiffrt.ContainerSpec) (skiffrt.Container, error) {
+	c, err := n.Runtime.Create(ctx, spec)
+	if err != nil {
+		return nil, err // not a nil *Container in an interface
+	}
+	return c, nil
 }

@@ -127,7 +127,7 @@ func TestExitSemantics(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var stdout, stderr syncBuffer
-			c, err := r.Create(context.Background(), ContainerSpec{ID: tt.name, ModulePath: writeModule(t, tt.module), Args: []string{"m"}, Stdout: &stdout, Stderr: &stderr})
+			c, err := r.Create(context.Background(), ContainerSpec{ID: tt.name, ImagePath: writeModule(t, tt.module), Args: []string{"m"}, Stdout: &stdout, Stderr: &stderr})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -162,7 +162,7 @@ func TestStop(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c, err := r.Create(context.Background(), ContainerSpec{ID: tt.name, ModulePath: writeModule(t, tt.module), Args: []string{"m"}})
+			c, err := r.Create(context.Background(), ContainerSpec{ID: tt.name, ImagePath: writeModule(t, tt.module), Args: []string{"m"}})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -193,7 +193,7 @@ func TestStop(t *testing.T) {
 
 func TestStopBeforeStart(t *testing.T) {
 	r := newRuntime(t, Config{})
-	c, err := r.Create(context.Background(), ContainerSpec{ID: "c", ModulePath: writeModule(t, wasmtest.Build()), Args: []string{"m"}})
+	c, err := r.Create(context.Background(), ContainerSpec{ID: "c", ImagePath: writeModule(t, wasmtest.Build()), Args: []string{"m"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -211,7 +211,7 @@ func TestStopBeforeStart(t *testing.T) {
 
 func TestStartTwice(t *testing.T) {
 	r := newRuntime(t, Config{})
-	c, err := r.Create(context.Background(), ContainerSpec{ID: "c", ModulePath: writeModule(t, wasmtest.Build(wasmtest.Spin())), Args: []string{"m"}})
+	c, err := r.Create(context.Background(), ContainerSpec{ID: "c", ImagePath: writeModule(t, wasmtest.Build(wasmtest.Spin())), Args: []string{"m"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -248,8 +248,8 @@ func TestCreateRejects(t *testing.T) {
 				spec.Args = []string{"m"}
 			}
 			spec.ID = "c1"
-			spec.ModuleKey = tt.name
-			spec.ModulePath = writeModule(t, tt.module)
+			spec.ImageID = tt.name
+			spec.ImagePath = writeModule(t, tt.module)
 			_, err := r.Create(context.Background(), spec)
 			if !errors.Is(err, tt.is) || !strings.Contains(err.Error(), tt.reason) || !strings.Contains(err.Error(), "create container c1") {
 				t.Fatalf("Create = %v; want %v with %q", err, tt.is, tt.reason)
@@ -267,7 +267,7 @@ func TestGoGuest(t *testing.T) {
 	r := newRuntime(t, Config{})
 	var stdout, stderr syncBuffer
 	c, err := r.Create(context.Background(), ContainerSpec{
-		ID: "go", ModuleKey: "guest", ModulePath: guestPath,
+		ID: "go", ImageID: "guest", ImagePath: guestPath,
 		Args:   []string{"prog", "argv0", "env", "GREETING", "echo", "hi there", "stderr", "oops", "exit", "7"},
 		Env:    []string{"GREETING=hello=world", "OTHER=x"},
 		Stdout: &stdout, Stderr: &stderr,
@@ -295,7 +295,7 @@ func TestGoGuest(t *testing.T) {
 // the others are untouched.
 func TestInstancesAreIsolated(t *testing.T) {
 	r := newRuntime(t, Config{})
-	sleeper, err := r.Create(context.Background(), ContainerSpec{ID: "sleeper", ModuleKey: "guest", ModulePath: guestPath, Args: []string{"g", "echo", "zzz", "sleep", "1h"}})
+	sleeper, err := r.Create(context.Background(), ContainerSpec{ID: "sleeper", ImageID: "guest", ImagePath: guestPath, Args: []string{"g", "echo", "zzz", "sleep", "1h"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -307,7 +307,7 @@ func TestInstancesAreIsolated(t *testing.T) {
 	outs := make([]syncBuffer, n)
 	for i := range n {
 		wg.Go(func() {
-			c, err := r.Create(context.Background(), ContainerSpec{ID: fmt.Sprint(i), ModuleKey: "guest", ModulePath: guestPath, Args: []string{"g", "echo", fmt.Sprint("n", i)}, Stdout: &outs[i]})
+			c, err := r.Create(context.Background(), ContainerSpec{ID: fmt.Sprint(i), ImageID: "guest", ImagePath: guestPath, Args: []string{"g", "echo", fmt.Sprint("n", i)}, Stdout: &outs[i]})
 			if err != nil {
 				t.Error(err)
 				return
@@ -351,7 +351,7 @@ func TestCloseStopsRunning(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := r.Create(context.Background(), ContainerSpec{ID: "c", ModulePath: writeModule(t, wasmtest.Build(wasmtest.Spin())), Args: []string{"m"}})
+	c, err := r.Create(context.Background(), ContainerSpec{ID: "c", ImagePath: writeModule(t, wasmtest.Build(wasmtest.Spin())), Args: []string{"m"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -364,7 +364,7 @@ func TestCloseStopsRunning(t *testing.T) {
 	if st := c.Status(); st.State != StateExited || st.ExitCode != 137 || st.Message != "runtime closed" {
 		t.Errorf("status after Close = %+v", st)
 	}
-	if _, err := r.Create(context.Background(), ContainerSpec{ID: "d", ModulePath: guestPath, Args: []string{"m"}}); !errors.Is(err, ErrClosed) {
+	if _, err := r.Create(context.Background(), ContainerSpec{ID: "d", ImagePath: guestPath, Args: []string{"m"}}); !errors.Is(err, ErrClosed) {
 		t.Errorf("Create after Close = %v", err)
 	}
 }
@@ -377,7 +377,7 @@ func TestCompilationCacheDir(t *testing.T) {
 	compile := func() time.Duration {
 		r := newRuntime(t, Config{CacheDir: dir})
 		start := time.Now()
-		if _, err := r.Create(context.Background(), ContainerSpec{ID: "c", ModuleKey: "k", ModulePath: module, Args: []string{"m"}}); err != nil {
+		if _, err := r.Create(context.Background(), ContainerSpec{ID: "c", ImageID: "k", ImagePath: module, Args: []string{"m"}}); err != nil {
 			t.Fatal(err)
 		}
 		d := time.Since(start)
@@ -407,7 +407,7 @@ func TestStartStopRace(t *testing.T) {
 	r := newRuntime(t, Config{})
 	path := writeModule(t, wasmtest.Build(wasmtest.Spin()))
 	for i := range 30 {
-		c, err := r.Create(context.Background(), ContainerSpec{ID: fmt.Sprint(i), ModuleKey: "spin", ModulePath: path, Args: []string{"m"}})
+		c, err := r.Create(context.Background(), ContainerSpec{ID: fmt.Sprint(i), ImageID: "spin", ImagePath: path, Args: []string{"m"}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -476,9 +476,9 @@ func TestGracefulStop(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			spec := ContainerSpec{ID: tt.name, ModuleKey: "guest", ModulePath: guestPath, Args: append([]string{"g", "echo", "ready"}, tt.args...)}
+			spec := ContainerSpec{ID: tt.name, ImageID: "guest", ImagePath: guestPath, Args: append([]string{"g", "echo", "ready"}, tt.args...)}
 			if tt.module != nil {
-				spec = ContainerSpec{ID: tt.name, ModulePath: writeModule(t, tt.module), Args: []string{"m"}}
+				spec = ContainerSpec{ID: tt.name, ImagePath: writeModule(t, tt.module), Args: []string{"m"}}
 				tt.args = []string{"-"}
 			}
 			var stdout syncBuffer
@@ -545,7 +545,7 @@ func TestGracefulStopDeadline(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c, err := r.Create(context.Background(), ContainerSpec{ID: tt.name, ModuleKey: "guest", ModulePath: guestPath, Args: []string{"g", "wait-stdin", "sleep", "1h"}})
+			c, err := r.Create(context.Background(), ContainerSpec{ID: tt.name, ImageID: "guest", ImagePath: guestPath, Args: []string{"g", "wait-stdin", "sleep", "1h"}})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -593,13 +593,13 @@ func TestStdinPipesClosed(t *testing.T) {
 	}
 	var cs []*Container
 	for _, e := range ends {
-		c, err := r.Create(context.Background(), ContainerSpec{ID: e.name, ModuleKey: "guest", ModulePath: guestPath, Args: append([]string{"g"}, e.args...)})
+		c, err := r.Create(context.Background(), ContainerSpec{ID: e.name, ImageID: "guest", ImagePath: guestPath, Args: append([]string{"g"}, e.args...)})
 		if err != nil {
 			t.Fatal(err)
 		}
 		cs = append(cs, c)
 	}
-	never, err := r.Create(context.Background(), ContainerSpec{ID: "never started", ModuleKey: "guest", ModulePath: guestPath, Args: []string{"g"}})
+	never, err := r.Create(context.Background(), ContainerSpec{ID: "never started", ImageID: "guest", ImagePath: guestPath, Args: []string{"g"}})
 	if err != nil {
 		t.Fatal(err)
 	}

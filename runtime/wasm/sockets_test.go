@@ -35,7 +35,7 @@ func startServer(t *testing.T, r *Runtime, id string) (*Container, string, *sync
 		return f, nil
 	}
 	var out syncBuffer
-	c, err := r.Create(context.Background(), ContainerSpec{ID: id, ModuleKey: "server", ModulePath: serverPath, Args: []string{"server"}, Stdout: &out, Stderr: &out, Ports: []int{8080}, Listen: listen})
+	c, err := r.Create(context.Background(), ContainerSpec{ID: id, ImageID: "server", ImagePath: serverPath, Args: []string{"server"}, Stdout: &out, Stderr: &out, Ports: []int{8080}, Listen: listen})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,13 +167,13 @@ func TestSocketsRefused(t *testing.T) {
 		{Ports: []int{0}, Listen: listenLoopback},
 		{Ports: []int{8080, 8080}, Listen: listenLoopback},
 	} {
-		spec.ID, spec.ModulePath, spec.Args = "bad", serverPath, []string{"server"}
+		spec.ID, spec.ImagePath, spec.Args = "bad", serverPath, []string{"server"}
 		if _, err := r.Create(context.Background(), spec); !errors.Is(err, ErrInvalidSpec) {
 			t.Errorf("Create(ports %v) = %v; want ErrInvalidSpec", spec.Ports, err)
 		}
 	}
 	busy := errors.New("port 8080 is taken")
-	c, err := r.Create(context.Background(), ContainerSpec{ID: "busy", ModuleKey: "server", ModulePath: serverPath, Args: []string{"server"}, Ports: []int{8080}, Listen: func(int) (*os.File, error) { return nil, busy }})
+	c, err := r.Create(context.Background(), ContainerSpec{ID: "busy", ImageID: "server", ImagePath: serverPath, Args: []string{"server"}, Ports: []int{8080}, Listen: func(int) (*os.File, error) { return nil, busy }})
 	if err != nil {
 		t.Fatal(err)
 	}

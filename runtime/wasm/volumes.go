@@ -13,9 +13,10 @@ import (
 	"github.com/tetratelabs/wazero/sys"
 )
 
-// Mount gives a container one host directory as a WASI preopen.
+// Mounts: each Mount of a spec gives the container one host directory as a
+// WASI preopen.
 //
-// The guest sees HostPath's tree at GuestPath and nothing else: wazero
+// The guest sees HostPath's tree at ContainerPath and nothing else: wazero
 // refuses paths that climb above a preopen ("..", absolute paths), and the
 // runtime refuses to follow a symbolic link whose target is absolute or
 // climbs above the mount (EPERM), wherever the link sits in the tree. A
@@ -28,11 +29,6 @@ import (
 // sharing the volume, or the host) that swaps a checked directory for an
 // escaping link made by the host in between could win that race. Mount
 // trees that the host fills with links it does not control read-only.
-type Mount struct {
-	HostPath  string // absolute: the directory on the node
-	GuestPath string // absolute, clean: where the guest sees it
-	ReadOnly  bool
-}
 
 // maxSymlinks bounds the links followed while resolving one path, as
 // Linux's MAXSYMLINKS does.
@@ -45,13 +41,13 @@ func checkMounts(mounts []Mount) error {
 		if !filepath.IsAbs(m.HostPath) || strings.IndexByte(m.HostPath, 0) >= 0 {
 			return fmt.Errorf("%w: mount %d: host path %q is not absolute", ErrInvalidSpec, i, m.HostPath)
 		}
-		if !path.IsAbs(m.GuestPath) || path.Clean(m.GuestPath) != m.GuestPath || strings.IndexByte(m.GuestPath, 0) >= 0 {
-			return fmt.Errorf("%w: mount %d: guest path %q is not an absolute, clean path", ErrInvalidSpec, i, m.GuestPath)
+		if !path.IsAbs(m.ContainerPath) || path.Clean(m.ContainerPath) != m.ContainerPath || strings.IndexByte(m.ContainerPath, 0) >= 0 {
+			return fmt.Errorf("%w: mount %d: guest path %q is not an absolute, clean path", ErrInvalidSpec, i, m.ContainerPath)
 		}
-		if seen[m.GuestPath] {
-			return fmt.Errorf("%w: mount %d: guest path %q is mounted twice", ErrInvalidSpec, i, m.GuestPath)
+		if seen[m.ContainerPath] {
+			return fmt.Errorf("%w: mount %d: guest path %q is mounted twice", ErrInvalidSpec, i, m.ContainerPath)
 		}
-		seen[m.GuestPath] = true
+		seen[m.ContainerPath] = true
 	}
 	return nil
 }
@@ -69,7 +65,7 @@ func withMounts(cfg wazero.ModuleConfig, mounts []Mount, reserved int) wazero.Mo
 		if m.ReadOnly {
 			root = &sysfs.ReadFS{FS: root}
 		}
-		fsc = fsc.(sysfs.FSConfig).WithSysFSMount(root, m.GuestPath)
+		fsc = fsc.(sysfs.FSConfig).WithSysFSMount(root, m.ContainerPath)
 	}
 	for i := range reserved {
 		fsc = fsc.(sysfs.FSConfig).WithSysFSMount(reservedFS{}, fmt.Sprintf("/.skiff/socket/%d", i))

@@ -37,7 +37,7 @@ func runFS(t *testing.T, mounts []Mount, steps ...string) map[string]string {
 	r := newRuntime(t, Config{})
 	var stdout, stderr syncBuffer
 	c, err := r.Create(context.Background(), ContainerSpec{
-		ID: "fs", ModuleKey: "fsguest", ModulePath: needFSGuest(t),
+		ID: "fs", ImageID: "fsguest", ImagePath: needFSGuest(t),
 		Args: append([]string{"fsguest"}, steps...), Mounts: mounts,
 		Stdout: &stdout, Stderr: &stderr,
 	})
@@ -94,7 +94,7 @@ func TestMountsConfine(t *testing.T) {
 	ro := filepath.Join(tmp, "ro")
 	writeFile(t, filepath.Join(ro, "r.txt"), "read-only")
 
-	got := runFS(t, []Mount{{HostPath: host, GuestPath: "/data"}, {HostPath: ro, GuestPath: "/ro", ReadOnly: true}},
+	got := runFS(t, []Mount{{HostPath: host, ContainerPath: "/data"}, {HostPath: ro, ContainerPath: "/ro", ReadOnly: true}},
 		"read", "/data/data.txt",
 		"read", "/data/link-in",
 		"read", "/data/sub/up",
@@ -166,12 +166,12 @@ func TestNoMountsNoFilesystem(t *testing.T) {
 func TestMountsRefused(t *testing.T) {
 	r := newRuntime(t, Config{})
 	for name, m := range map[string][]Mount{
-		"relative host path": {{HostPath: "rel", GuestPath: "/d"}},
-		"relative guest":     {{HostPath: "/tmp", GuestPath: "d"}},
-		"unclean guest":      {{HostPath: "/tmp", GuestPath: "/d/../e"}},
-		"twice":              {{HostPath: "/tmp", GuestPath: "/d"}, {HostPath: "/var", GuestPath: "/d"}},
+		"relative host path": {{HostPath: "rel", ContainerPath: "/d"}},
+		"relative guest":     {{HostPath: "/tmp", ContainerPath: "d"}},
+		"unclean guest":      {{HostPath: "/tmp", ContainerPath: "/d/../e"}},
+		"twice":              {{HostPath: "/tmp", ContainerPath: "/d"}, {HostPath: "/var", ContainerPath: "/d"}},
 	} {
-		_, err := r.Create(context.Background(), ContainerSpec{ID: name, ModulePath: guestPath, Args: []string{"g"}, Mounts: m})
+		_, err := r.Create(context.Background(), ContainerSpec{ID: name, ImagePath: guestPath, Args: []string{"g"}, Mounts: m})
 		if err == nil || !strings.Contains(err.Error(), "mount") {
 			t.Errorf("%s: err = %v", name, err)
 		}

@@ -1,0 +1,167 @@
+// Package runtime holds what every container runtime of a node shares, and
+// what the CRI server speaks to them in: the container spec, the
+// container's state, status and resource use, the exit codes and reasons
+// (as the kubelet reports them), and the errors a runtime returns.
+// runtime/wasm implements Runtime with wazero; runtime/oci will with runc.
+// A runtime knows nothing of pods' scheduling, only of containers (and
+// each container of the network namespace of its sandbox).
+package runtime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+)
+
+// Runtime creates and runs containers of one kind (one CRI runtime
+// handler). Implementations are safe for concurrent use.
+type Runtime interface {
+	// Create prepares a container (for Wasm: compiles the module); errors
+	// wrap ErrInvalidImage or ErrInvalidSpec for bad input.
+	Create(ctx context.Context, spec ContainerSpec) (Container, error)
+	// Forget drops what the runtime keeps of an image (compiled code,
+	// unpacked layers), the image having left the node.
+	Forget(imageID string)
+	// Close ends every container and releases the runtime.
+	Close(ctx context.Context) error
+}
+
+// Container is one created container. Status and Stats are cheap and
+// never block on the container's code; Done is closed once it has exited.
+type Container interface {
+	// Start runs the container; it returns once it runs, or with the
+	// error that kept it from starting (it is then Exited, StartError).
+	Start(ctx context.Context) error
+	// Stop asks the container to stop and kills it if it has not exited
+	// after grace; grace <= 0 kills at once. It waits for the exit until
+	// ctx ends; the kill at the end of grace happens even if ctx ends
+	// first. It is idempotent, and a later call with a shorter grace
+	// brings the kill forward.
+	Stop(ctx context.Context, grace time.Duration) error
+	Done() <-chan struct{}
+	Status() Status
+	Stats() Stats
+}
+
+// ContainerSpec is what a runtime needs to create a container.
+type ContainerSpec struct {
+	ID string // for logs and cgroup names
+	// ImageID identifies the image (its compiled or unpacked form may be
+	// cached under it); empty disables such caching.
+	ImageID string
+	// ImagePath is the image's content on the node: the module file for
+	// Wasm.
+	ImagePath string
+	Args      []string  // argv, argv[0] included; no empty strings
+	Env       []string  // "K=V"
+	Stdout    io.Writer // nil: discarded
+	Stderr    io.Writer // nil: discarded
+	Mounts    []Mount   // host directories the container sees
+	// MemoryLimit caps the container's memory, in bytes; past it the
+	// container ends OOMKilled. Zero: the runtime's default.
+	MemoryLimit uint64
+	// CPUBudget, when positive, is the CPU time the container may use in
+	// all: past it, it is killed, reason CPUBudgetExceeded.
+	CPUBudget time.Duration
+	// CPUQuota, when positive, is the CPU time the container may use in
+	// each CPUPeriod (zero: DefaultCPUPeriod); it is throttled past it.
+	CPUQuota  time.Duration
+	CPUPeriod time.Duration
+	// Ports are the TCP ports the container accepts connections on, and
+	// Listen opens a listening socket for one in the sandbox's network
+	// namespace. A runtime whose containers listen for themselves (OCI)
+	// ignores them.
+	Ports  []int
+	Listen func(port int) (*os.File, error)
+}
+
+// DefaultCPUPeriod is the CFS period of a CPU quota without one, as the
+// kubelet's.
+const DefaultCPUPeriod = 100 * time.Millisecond
+
+// Mount is a host directory a container sees at ContainerPath.
+type Mount struct {
+	HostPath      string // absolute: the directory on the node
+	ContainerPath string // absolute, clean: where the container sees it
+	ReadOnly      bool
+}
+
+// Errors returned by runtimes, wrapped with the operation and the container.
+var (
+	// ErrInvalidImage: the image cannot run in this runtime (a module
+	// that does not compile, or is not a WASI command).
+	ErrInvalidImage = errors.New("invalid image")
+	// ErrInvalidSpec: the container spec cannot be run (empty argument,
+	// bad env entry).
+	ErrInvalidSpec = errors.New("invalid container spec")
+	// ErrState: the container is not in a state that allows the call.
+	ErrState = errors.New("invalid container state")
+	// ErrClosed: the runtime is closed.
+	ErrClosed = errors.New("runtime closed")
+)
+
+// Exit codes a runtime reports for ends that are not the container's own
+// choice, as the signals would give them.
+const (
+	ExitCodeTrap       int32 = 134 // 128 + SIGABRT
+	ExitCodeStopped    int32 = 137 // 128 + SIGKILL
+	ExitCodeStartError int32 = 128
+)
+
+// Reasons, as Kubernetes reports them for container terminations.
+const (
+	ReasonCompleted  = "Completed"
+	ReasonError      = "Error"
+	ReasonStartError = "StartError"
+	// ReasonOOMKilled: the container met its memory limit; exit code 137.
+	ReasonOOMKilled = "OOMKilled"
+	// ReasonCPUBudgetExceeded: the container used up its CPU budget and
+	// was killed; exit code 137.
+	ReasonCPUBudgetExceeded = "CPUBudgetExceeded"
+)
+
+// State is a container's lifecycle state.
+type State int
+
+// States, in lifecycle order. A container moves Created -> Running -> Exited,
+// or Created -> Exited when stopped before it was started.
+const (
+	StateCreated State = iota
+	StateRunning
+	StateExited
+)
+
+func (s State) String() string {
+	switch s {
+	case StateCreated:
+		return "created"
+	case StateRunning:
+		return "running"
+	case StateExited:
+		return "exited"
+	}
+	return fmt.Sprintf("State(%d)", int(s))
+}
+
+// Status is a snapshot of a container's state.
+type Status struct {
+	State      State
+	ExitCode   int32
+	Reason     string
+	Message    string
+	StartedAt  time.Time
+	FinishedAt time.Time
+}
+
+// Stats is a snapshot of a container's resource use.
+type Stats struct {
+	Timestamp time.Time
+	// MemoryBytes is the container's memory in use (for Wasm: its linear
+	// memory); 0 once it has exited.
+	MemoryBytes uint64
+	// CPUTime is the CPU time the container has used.
+	CPUTime time.Duration
+}
