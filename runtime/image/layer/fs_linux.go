@@ -20,9 +20,10 @@ const resolve = unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_N
 // *at call on the entry's parent directory, opened with openat2 (resolve),
 // on its base name, never following a symlink at the last component.
 type writer struct {
-	root   int // O_PATH fd of the layer directory
-	isRoot bool
-	buf    []byte
+	root     int // O_PATH fd of the layer directory
+	isRoot   bool
+	uid, gid int // who creates files: chown is skipped when the entry says the same
+	buf      []byte
 
 	// cache holds the last parent directory opened (entries come grouped by
 	// directory). It is dropped whenever a directory is removed.
@@ -44,7 +45,7 @@ func openWriter(dir string, _ Options) (*writer, error) {
 	if err != nil {
 		return nil, &os.PathError{Op: "open", Path: dir, Err: err}
 	}
-	return &writer{root: fd, isRoot: os.Geteuid() == 0, buf: make([]byte, 256<<10), cacheFd: -1, dirIndex: map[string]int{}}, nil
+	return &writer{root: fd, isRoot: os.Geteuid() == 0, uid: os.Geteuid(), gid: os.Getegid(), buf: make([]byte, 256<<10), cacheFd: -1, dirIndex: map[string]int{}}, nil
 }
 
 func (w *writer) close() {
@@ -216,10 +217,14 @@ func (w *writer) file(name string, m meta, r io.Reader, size int64) error {
 	if err != nil {
 		return err
 	}
-	if _, err := w.clear(pfd, base, false); err != nil {
-		return err
+	const flags = unix.O_WRONLY | unix.O_CREAT | unix.O_EXCL | unix.O_NOFOLLOW | unix.O_CLOEXEC
+	fd, err := unix.Openat(pfd, base, flags, 0o600)
+	if errors.Is(err, unix.EEXIST) {
+		if _, err := w.clear(pfd, base, false); err != nil {
+			return err
+		}
+		fd, err = unix.Openat(pfd, base, flags, 0o600)
 	}
-	fd, err := unix.Openat(pfd, base, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 	if err != nil {
 		return fmt.Errorf("create file: %w", err)
 	}
@@ -230,8 +235,10 @@ func (w *writer) file(name string, m meta, r io.Reader, size int64) error {
 	}
 	// chown before chmod and xattrs: chown clears setuid bits and
 	// security.capability.
-	if err := w.owner(pfd, base, m); err != nil {
-		return err
+	if w.isRoot && (m.uid != w.uid || m.gid != w.gid) {
+		if err := unix.Fchown(fd, m.uid, m.gid); err != nil {
+			return fmt.Errorf("chown %d:%d: %w", m.uid, m.gid, err)
+		}
 	}
 	if err := unix.Fchmod(fd, m.mode); err != nil {
 		return fmt.Errorf("chmod: %w", err)
@@ -384,7 +391,7 @@ func (w *writer) whiteout(name string) error {
 	}
 	if err := unix.Mknodat(pfd, base, unix.S_IFCHR, 0); err != nil {
 		if errors.Is(err, unix.EPERM) {
-			return fmt.Errorf("whiteout %q needs root (mknod of a 0/0 character device): %w", base, errors.ErrUnsupported)
+			return fmt.Errorf("whiteout %q needs root or Linux 5.8+ (mknod of a 0/0 character device): %w", base, errors.ErrUnsupported)
 		}
 		return fmt.Errorf("whiteout %q: %w", base, err)
 	}

@@ -118,9 +118,10 @@ func refused(format string, args ...any) error {
 //   - ".wh.NAME" becomes a 0/0 character device NAME (an overlayfs
 //     whiteout; skipped if this layer already has NAME: a whiteout hides
 //     lower layers only), ".wh..wh..opq" sets trusted.overlay.opaque=y on
-//     its directory. Both need root (CAP_MKNOD, CAP_SYS_ADMIN); without it
-//     Unpack fails with an error wrapping errors.ErrUnsupported. Other
-//     ".wh..wh." names (AUFS metadata) are refused.
+//     its directory. Whiteouts need Linux 5.8+ or CAP_MKNOD; the opaque
+//     xattr needs CAP_SYS_ADMIN (root): without them Unpack fails with an
+//     error wrapping errors.ErrUnsupported. Other ".wh..wh." names (AUFS
+//     metadata) are refused.
 //   - Refused (ErrRefused): paths that would climb out; a path whose
 //     parent goes through a symlink (tar writers never emit one; even an
 //     in-layer symlink is refused, so no write can be redirected); a
