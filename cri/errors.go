@@ -20,6 +20,7 @@ var (
 	errInvalidArgument    = errors.New("invalid argument")
 	errFailedPrecondition = errors.New("failed precondition")
 	errUnavailable        = errors.New("unavailable")
+	errUnimplemented      = errors.New("not supported")
 )
 
 // codeOf classifies err. Errors of the runtime, image store and netns
@@ -42,6 +43,8 @@ func codeOf(err error) codes.Code {
 		return codes.InvalidArgument
 	case errors.Is(err, errFailedPrecondition), errors.Is(err, skiffrt.ErrState):
 		return codes.FailedPrecondition
+	case errors.Is(err, errUnimplemented):
+		return codes.Unimplemented
 	case errors.Is(err, errUnavailable), errors.Is(err, skiffrt.ErrClosed):
 		return codes.Unavailable
 	case errors.Is(err, context.DeadlineExceeded):

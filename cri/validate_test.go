@@ -141,3 +141,24 @@ func TestUnknownIDStopRemove(t *testing.T) {
 		t.Errorf("RemovePodSandbox: %v", err)
 	}
 }
+
+// TestExecRefused: exec, attach and port-forward are refused as
+// Unimplemented, naming the container or sandbox and the reason; an
+// unknown ID is NotFound.
+func TestExecRefused(t *testing.T) {
+	e := newEnv(t, false)
+	e.importFile("hello", needHello(t))
+	pod := e.runPod("exec")
+	id := e.mustCreate(pod, containerConfig("c", "hello", "sleep", "1h"))
+	ctx := context.Background()
+	_, err := e.rs.ExecSync(ctx, &runtime.ExecSyncRequest{ContainerId: id, Cmd: []string{"sh"}})
+	wantCode(t, err, codes.Unimplemented, id, "cannot run another command")
+	_, err = e.rs.Exec(ctx, &runtime.ExecRequest{ContainerId: id, Cmd: []string{"sh"}})
+	wantCode(t, err, codes.Unimplemented, id, "cannot run another command")
+	_, err = e.rs.Attach(ctx, &runtime.AttachRequest{ContainerId: id, Stdout: true})
+	wantCode(t, err, codes.Unimplemented, id, "no terminal")
+	_, err = e.rs.PortForward(ctx, &runtime.PortForwardRequest{PodSandboxId: pod, Port: []int32{80}})
+	wantCode(t, err, codes.Unimplemented, pod, "streaming server")
+	_, err = e.rs.ExecSync(ctx, &runtime.ExecSyncRequest{ContainerId: "f00d", Cmd: []string{"sh"}})
+	wantCode(t, err, codes.NotFound)
+}
