@@ -508,3 +508,36 @@ func TestConcurrentPods(t *testing.T) {
 		t.Errorf("left: %d containers, %d pods", len(list.Containers), len(pods.Items))
 	}
 }
+
+// TestReopenContainerLog: a running container's log file, moved away, is
+// made again by ReopenContainerLog; a container that is not running is
+// refused and gets no file.
+func TestReopenContainerLog(t *testing.T) {
+	e := newEnv(t, false)
+	e.importFile("hello", needHello(t))
+	pod := e.runPod("reopen")
+	id := e.mustCreate(pod, containerConfig("c", "hello", "sleep", "1h"))
+	ctx := context.Background()
+	_, err := e.rs.ReopenContainerLog(ctx, &runtime.ReopenContainerLogRequest{ContainerId: id})
+	wantCode(t, err, codes.FailedPrecondition, "not running")
+	e.start(id)
+	path := e.status(id).LogPath
+	if err := os.Rename(path, path+".moved"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.rs.ReopenContainerLog(ctx, &runtime.ReopenContainerLogRequest{ContainerId: id}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(path); err != nil {
+		t.Errorf("the log file was not made again: %v", err)
+	}
+	if _, err := e.rs.StopContainer(ctx, &runtime.StopContainerRequest{ContainerId: id}); err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(path)
+	_, err = e.rs.ReopenContainerLog(ctx, &runtime.ReopenContainerLogRequest{ContainerId: id})
+	wantCode(t, err, codes.FailedPrecondition, "not running")
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Errorf("a refused reopen made the log file: %v", err)
+	}
+}

@@ -44,3 +44,30 @@ func (s *service) refuseExec(op, id, why string) error {
 	}
 	return fmt.Errorf("%s container %s: %w: %s", op, c.snapshot().ID, errUnimplemented, why)
 }
+
+// ReopenContainerLog opens a running container's log file again, creating
+// it, after someone moved it away (the kubelet's log rotation). A container
+// that is not running, or has no log, is FailedPrecondition, and no file
+// is created.
+func (s *service) ReopenContainerLog(ctx context.Context, req *runtime.ReopenContainerLogRequest) (*runtime.ReopenContainerLogResponse, error) {
+	c, err := s.getContainer(req.GetContainerId())
+	if err != nil {
+		return nil, fmt.Errorf("reopen container log: %w", err)
+	}
+	c.mu.Lock()
+	rec, l := c.rec, c.log
+	if c.task != nil {
+		rec.apply(c.task.Status())
+	}
+	c.mu.Unlock()
+	switch {
+	case rec.State != containerRunning:
+		return nil, fmt.Errorf("reopen log of container %s: %w: it is %s, not running", rec.ID, errFailedPrecondition, rec.State)
+	case l == nil:
+		return nil, fmt.Errorf("reopen log of container %s: %w: it has no log (its sandbox or config set no log path)", rec.ID, errFailedPrecondition)
+	}
+	if err := l.reopen(); err != nil {
+		return nil, fmt.Errorf("reopen log of container %s: %w", rec.ID, err)
+	}
+	return &runtime.ReopenContainerLogResponse{}, nil
+}

@@ -216,6 +216,32 @@ func (l *containerLog) flush() error {
 	return nil
 }
 
+// reopen flushes, then opens the log's path again (creating it), for a log
+// file someone else moved away or removed (the kubelet's own rotation:
+// ReopenContainerLog). The numbering of rotated files goes on.
+func (l *containerLog) reopen() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return fs.ErrClosed
+	}
+	if err := l.flush(); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(l.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+	if err != nil {
+		return fmt.Errorf("reopen container log: %w", err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("reopen container log: %w", err)
+	}
+	l.f.Close()
+	l.f, l.size = f, fi.Size()
+	return nil
+}
+
 // rotate renames the live file to the next rotated name, opens a new live
 // file and deletes the rotated file that falls out of the bound. l.mu is
 // held.
