@@ -352,6 +352,10 @@ func (t *sockTable) fdFilestatGet(mod api.Module, stack []uint64) bool {
 	return true
 }
 
+// maxSubscriptions bounds one poll_oneoff of a container with sockets:
+// more than its sockets, stdin and a few timers could ever need.
+const maxSubscriptions = 4 * maxSockets
+
 // Layouts of poll_oneoff's records.
 const (
 	subscriptionSize = 48
@@ -367,6 +371,10 @@ func (t *sockTable) pollOneoff(mod api.Module, stack []uint64) bool {
 	in, out, n, resultN := uint32(stack[0]), uint32(stack[1]), uint32(stack[2]), uint32(stack[3])
 	if n == 0 || uint64(n)*subscriptionSize > math.MaxUint32 {
 		return false // wazero's answer (EINVAL, or EFAULT)
+	}
+	if n > maxSubscriptions {
+		stack[0] = errnoInval // bounds what a guest makes the host allocate
+		return true
 	}
 	mem := mod.Memory()
 	subs, ok := mem.Read(in, n*subscriptionSize)
