@@ -315,8 +315,10 @@ func TestCPULimit(t *testing.T) {
 	}
 	share := float64(used) / float64(wall)
 	t.Logf("used %v of CPU in %v: %.2f of a core", used, wall, share)
-	if share < 0.1 || share > 0.35 {
-		t.Errorf("the limited module used %.2f of a core, want about 0.2", share)
+	// Above the quota is the failure; below it only means a loaded
+	// machine gave the thread less than it was allowed.
+	if share == 0 || share > 0.35 {
+		t.Errorf("the limited module used %.2f of a core, want at most about 0.2", share)
 	}
 	if _, err := os.Stat(cgroup); !os.IsNotExist(err) {
 		t.Errorf("the container's cgroup is still there after it exited: %v", err)
