@@ -122,10 +122,32 @@ func manifestFiles(dir string) ([]string, error) {
 	return files, nil
 }
 
+// applyConflictRetries bounds how often apply reads an object again when
+// someone else (the scheduler, an agent reporting status) wrote it between
+// apply's read and its write, as client-go's RetryOnConflict does.
+const applyConflictRetries = 5
+
 // applyObject creates the object, or updates it when it exists. It returns
 // what it did: "created", "configured" or "unchanged". An update that would
-// change nothing writes nothing.
+// change nothing writes nothing. A write that meets a newer version of the
+// object (a conflict) is made again on a fresh read.
 func applyObject(ctx context.Context, c *clients, o manifest.Object, ns string, dryRun bool) (string, error) {
+	return retryOnConflict(applyConflictRetries, func() (string, error) { return applyOnce(ctx, c, o, ns, dryRun) })
+}
+
+// retryOnConflict calls f until it does not fail with a conflict
+// (Aborted), attempts times at most.
+func retryOnConflict(attempts int, f func() (string, error)) (string, error) {
+	for attempt := 1; ; attempt++ {
+		did, err := f()
+		if connect.CodeOf(err) != connect.CodeAborted || attempt >= attempts {
+			return did, err
+		}
+	}
+}
+
+// applyOnce is one read and write of applyObject.
+func applyOnce(ctx context.Context, c *clients, o manifest.Object, ns string, dryRun bool) (string, error) {
 	m := o.Msg.GetMetadata()
 	if m == nil {
 		return "", fmt.Errorf("metadata: required value")
