@@ -45,12 +45,19 @@ type namespaces interface {
 	Listen(path string, port int) (*os.File, error)
 }
 
-// hostNamespaces pins namespaces under dir with the netns package.
-type hostNamespaces struct{ dir string }
+// hostNamespaces pins namespaces under dir with the netns package, taking
+// them from pool when there is one.
+type hostNamespaces struct {
+	dir  string
+	pool *netns.Pool
+}
 
 func (h hostNamespaces) Create(id string) (string, error) {
 	if os.Geteuid() != 0 {
 		return "", fmt.Errorf("%w: running a pod sandbox needs root, because skiff gives every pod its own network namespace; run the node agent as root", errFailedPrecondition)
+	}
+	if h.pool != nil {
+		return h.pool.Take(id)
 	}
 	return netns.Create(h.dir, id)
 }

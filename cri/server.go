@@ -50,6 +50,10 @@ func (s *Server) collectImages(ctx context.Context, interval time.Duration) {
 	}
 }
 
+// namespacePoolSize is how many spare network namespaces a node keeps
+// made ahead (netns.Pool), so that a sandbox's costs two mounts.
+const namespacePoolSize = 4
+
 // gracePeriod bounds how long Serve waits for calls in flight when its
 // context ends.
 const gracePeriod = 5 * time.Second
@@ -91,6 +95,7 @@ type Server struct {
 	grpc   *grpc.Server
 
 	lock *stateLock
+	pool *netns.Pool // spare network namespaces; nil without root
 
 	closeOnce sync.Once
 	closeErr  error
@@ -138,21 +143,32 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("new cri server: %w", err)
 	}
+	nsDir := filepath.Join(cfg.StateDir, "netns")
+	var pool *netns.Pool
+	if os.Geteuid() == 0 {
+		if pool, err = netns.NewPool(nsDir, namespacePoolSize); err != nil {
+			lock.release()
+			return nil, fmt.Errorf("new cri server: %w", err)
+		}
+	}
 	svc, err := newService(deps{
 		log:            log,
 		rootDir:        cfg.RootDir,
 		runtimes:       maps.Clone(cfg.Runtimes),
 		defaultHandler: cfg.DefaultHandler,
 		images:         cfg.Images,
-		namespaces:     hostNamespaces{dir: filepath.Join(cfg.StateDir, "netns")},
+		namespaces:     hostNamespaces{dir: nsDir, pool: pool},
 		network:        netns.Loopback{},
 		logs:           logRotation{maxSize: cfg.LogMaxSize, maxFiles: cfg.LogMaxFiles},
 	})
 	if err != nil {
+		if pool != nil {
+			pool.Close()
+		}
 		lock.release()
 		return nil, fmt.Errorf("new cri server: %w", err)
 	}
-	return &Server{socket: cfg.Socket, svc: svc, grpc: newGRPCServer(svc, log), lock: lock}, nil
+	return &Server{socket: cfg.Socket, svc: svc, grpc: newGRPCServer(svc, log), lock: lock, pool: pool}, nil
 }
 
 func newGRPCServer(svc *service, log *slog.Logger) *grpc.Server {
@@ -252,6 +268,9 @@ func (s *Server) Close(ctx context.Context) error {
 	s.closeOnce.Do(func() {
 		s.grpc.Stop()
 		s.closeErr = s.svc.close(ctx)
+		if s.pool != nil {
+			s.closeErr = errors.Join(s.closeErr, s.pool.Close())
+		}
 		s.lock.release()
 	})
 	return s.closeErr
