@@ -16,7 +16,8 @@
 //   - Sandbox and container IDs are 64 hex digits. Every call that takes an
 //     ID also accepts a unique prefix of one.
 //   - RunPodSandbox makes a pinned network namespace with loopback up
-//     (<StateDir>/netns/<id>); it needs root. A pod that asks for the node's
+//     (<StateDir>/netns/<id>), taken from four made ahead under
+//     <StateDir>/netns/.spare (netns.Pool); it needs root. A pod that asks for the node's
 //     network namespace (NamespaceOption network NODE) gets none.
 //     StopPodSandbox stops the pod's containers and deletes its namespace.
 //   - Stop* and Remove* of an unknown ID succeed, as the CRI spec requires
