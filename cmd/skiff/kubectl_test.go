@@ -46,7 +46,9 @@ func (c *cluster) netnsPins(dir string) []string {
 	}
 	var out []string
 	for _, e := range entries {
-		out = append(out, e.Name())
+		if !e.IsDir() { // .spare holds the pool's namespaces made ahead, no pod's
+			out = append(out, e.Name())
+		}
 	}
 	return out
 }

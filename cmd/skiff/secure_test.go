@@ -350,8 +350,12 @@ func TestSecureCluster(t *testing.T) {
 		var phase string
 		eventually(t, 30*time.Second, func() bool {
 			p, err := c.admin.pods.Get(ctx, connect.NewRequest(&skiffv1.GetRequest{Namespace: "default", Name: "hello"}))
+			if err != nil {
+				phase = err.Error()
+				return false
+			}
 			phase = p.Msg.GetStatus().GetPhase()
-			return err == nil && (phase == "Succeeded" || phase == "Failed")
+			return phase == "Succeeded" || phase == "Failed"
 		}, func() string { return "the hello pod on edge-1 did not finish: " + phase })
 		logs := func() (string, error) {
 			res, err := c.admin.pods.Logs(ctx, connect.NewRequest(&skiffv1.PodLogsRequest{Namespace: "default", Name: "hello"}))
