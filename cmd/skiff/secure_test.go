@@ -126,11 +126,27 @@ func startSecureCluster(t *testing.T) *secureCluster {
 // nodeObj reads a Node as the admin.
 func (c *secureCluster) nodeObj(name string) *skiffv1.Node {
 	c.t.Helper()
-	res, err := skiffv1connect.NewNodeServiceClient(c.admin.hc, c.admin.base).Get(context.Background(), connect.NewRequest(&skiffv1.GetRequest{Name: name}))
+	var res *connect.Response[skiffv1.Node]
+	err := untilAvailable(c.t, func() (err error) {
+		res, err = skiffv1connect.NewNodeServiceClient(c.admin.hc, c.admin.base).Get(context.Background(), connect.NewRequest(&skiffv1.GetRequest{Name: name}))
+		return err
+	})
 	if err != nil {
 		c.t.Fatalf("get node %s: %v", name, err)
 	}
 	return res.Msg
+}
+
+// untilAvailable calls f again while it fails with Unavailable ("leadership
+// has moved; try again", as three servers in one loaded process may
+// elect anew), as a client would, for 20s at most, and returns its last
+// error.
+func untilAvailable(t testing.TB, f func() error) error {
+	t.Helper()
+	var err error
+	eventually(t, 20*time.Second, func() bool { err = f(); return connect.CodeOf(err) != connect.CodeUnavailable },
+		func() string { return fmt.Sprintf("still unavailable: %v", err) })
+	return err
 }
 
 // certClient is an API client that authenticates with cred's certificate
@@ -358,8 +374,15 @@ func TestSecureCluster(t *testing.T) {
 			return phase == "Succeeded" || phase == "Failed"
 		}, func() string { return "the hello pod on edge-1 did not finish: " + phase })
 		logs := func() (string, error) {
-			res, err := c.admin.pods.Logs(ctx, connect.NewRequest(&skiffv1.PodLogsRequest{Namespace: "default", Name: "hello"}))
-			return string(res.Msg.GetData()), err
+			var res *connect.Response[skiffv1.PodLogsResponse]
+			err := untilAvailable(t, func() (err error) {
+				res, err = c.admin.pods.Logs(ctx, connect.NewRequest(&skiffv1.PodLogsRequest{Namespace: "default", Name: "hello"}))
+				return err
+			})
+			if err != nil {
+				return "", err
+			}
+			return string(res.Msg.GetData()), nil
 		}
 		if out, err := logs(); err != nil || !strings.Contains(out, "This is a WebAssembly module running in a skiff pod") {
 			t.Fatalf("logs of hello before the edit: %q, %v", out, err)
@@ -367,7 +390,10 @@ func TestSecureCluster(t *testing.T) {
 		n := c.nodeObj("edge-1")
 		real := n.GetStatus().GetAgentEndpoint()
 		n.Status.AgentEndpoint = "127.0.0.1:1"
-		_, err := skiffv1connect.NewNodeServiceClient(c.admin.hc, c.admin.base).UpdateStatus(ctx, connect.NewRequest(n))
+		err := untilAvailable(t, func() error {
+			_, err := skiffv1connect.NewNodeServiceClient(c.admin.hc, c.admin.base).UpdateStatus(ctx, connect.NewRequest(n))
+			return err
+		})
 		if connect.CodeOf(err) != connect.CodePermissionDenied || !strings.Contains(err.Error(), "status.agentEndpoint") {
 			t.Errorf("an admin's edit of status.agentEndpoint: %v, want PermissionDenied naming the field", err)
 		}
