@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"skiff.dev/skiff/netns"
 	"skiff.dev/skiff/runtime/image"
 	"skiff.dev/skiff/runtime/image/imagetest"
 	"skiff.dev/skiff/runtime/wasm/wasmtest"
@@ -35,30 +34,11 @@ func TestCrictlPulledLife(t *testing.T) {
 	ref := reg.Push("demo/hello:v1", imagetest.WasmArtifact(t, module))
 
 	tmp := t.TempDir()
-	sockDir, err := os.MkdirTemp("", "crictl")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(sockDir)
-	sock := filepath.Join(sockDir, "cri.sock")
-	root := filepath.Join(tmp, "node")
-	stateDir := filepath.Join(tmp, "run")
-	t.Cleanup(func() {
-		pins, _ := netns.List(filepath.Join(stateDir, "netns"))
-		for _, p := range pins {
-			netns.Delete(p)
-		}
-	})
-	os.MkdirAll(root, 0o700)
-	os.MkdirAll(cacheDir, 0o755)
-	if err := os.Symlink(cacheDir, filepath.Join(root, "wasm-cache")); err != nil {
-		t.Fatal(err)
-	}
 	images, err := image.Open(filepath.Join(tmp, "images"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := serveCrictl(t, Config{Socket: sock, RootDir: root, StateDir: stateDir, Images: images, Runtimes: testRuntimes(t)}, tmp)
+	cfg, sock, _ := serveCrictl(t, images, tmp)
 	logDir := filepath.Join(tmp, "pod-logs")
 	podJSON := filepath.Join(tmp, "pod.json")
 	os.WriteFile(podJSON, fmt.Appendf(nil, `{"metadata": {"name": "pulled-pod", "namespace": "default", "uid": "pulled-uid"}, "log_directory": %q, "linux": {}}`, logDir), 0o644)

@@ -88,27 +88,6 @@ func TestCrictl(t *testing.T) {
 	}
 	hello := needHello(t)
 	tmp := t.TempDir()
-	sockDir, err := os.MkdirTemp("", "crictl")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(sockDir)
-	sock := filepath.Join(sockDir, "cri.sock")
-	root := filepath.Join(tmp, "node")
-	stateDir := filepath.Join(tmp, "run")
-	t.Cleanup(func() { // whatever happens, no namespace outlives the test
-		pins, _ := netns.List(filepath.Join(stateDir, "netns"))
-		for _, p := range pins {
-			netns.Delete(p)
-		}
-	})
-	// Share the tests' compilation cache: the node's cache is <root>/wasm-cache.
-	os.MkdirAll(root, 0o700)
-	os.MkdirAll(cacheDir, 0o755)
-	if err := os.Symlink(cacheDir, filepath.Join(root, "wasm-cache")); err != nil {
-		t.Fatal(err)
-	}
-
 	// What `skiff image import` does.
 	images, err := image.Open(filepath.Join(tmp, "images"))
 	if err != nil {
@@ -127,7 +106,7 @@ func TestCrictl(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	cfg := serveCrictl(t, Config{Socket: sock, RootDir: root, StateDir: stateDir, Images: images, Runtimes: testRuntimes(t)}, tmp)
+	cfg, sock, stateDir := serveCrictl(t, images, tmp)
 	logDir := filepath.Join(tmp, "pod-logs")
 	podJSON := filepath.Join(tmp, "pod.json")
 	os.WriteFile(podJSON, fmt.Appendf(nil, `{
@@ -219,11 +198,28 @@ func TestCrictl(t *testing.T) {
 	}
 }
 
-// serveCrictl serves CRI on sock until the test ends, waits until the
-// socket answers, and returns the path of a crictl config for it (in dir).
-func serveCrictl(t *testing.T, cfg Config, dir string) string {
+// serveCrictl serves CRI over images, its state under tmp, until the test
+// ends, waits until the socket answers, and returns the path of a crictl
+// config for it, the socket and the state dir. Whatever happens, no
+// namespace outlives the test.
+func serveCrictl(t *testing.T, images *image.Store, tmp string) (cfg, sock, stateDir string) {
 	t.Helper()
-	srv, err := New(context.Background(), cfg)
+	sockDir, err := os.MkdirTemp("", "crictl") // short: a unix socket's path is bounded
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock = filepath.Join(sockDir, "cri.sock")
+	stateDir = filepath.Join(tmp, "run")
+	t.Cleanup(func() { // whatever happens, no namespace outlives the test
+		for _, dir := range []string{"netns", "netns/.spare"} {
+			pins, _ := netns.List(filepath.Join(stateDir, dir))
+			for _, p := range pins {
+				netns.Delete(p)
+			}
+		}
+		os.RemoveAll(sockDir)
+	})
+	srv, err := New(context.Background(), Config{Socket: sock, RootDir: filepath.Join(tmp, "node"), StateDir: stateDir, Images: images, Runtimes: testRuntimes(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -239,11 +235,11 @@ func serveCrictl(t *testing.T, cfg Config, dir string) string {
 			t.Error(err)
 		}
 	})
-	wasmtest.Eventually(t, 10*time.Second, func() bool { _, err := os.Stat(cfg.Socket); return err == nil },
-		func() string { return "the CRI server did not open its socket " + cfg.Socket })
-	path := filepath.Join(dir, "crictl.yaml")
-	if err := os.WriteFile(path, fmt.Appendf(nil, "runtime-endpoint: unix://%s\nimage-endpoint: unix://%s\ntimeout: 20\n", cfg.Socket, cfg.Socket), 0o644); err != nil {
+	wasmtest.Eventually(t, 10*time.Second, func() bool { _, err := os.Stat(sock); return err == nil },
+		func() string { return "the CRI server did not open its socket " + sock })
+	cfg = filepath.Join(tmp, "crictl.yaml")
+	if err := os.WriteFile(cfg, fmt.Appendf(nil, "runtime-endpoint: unix://%s\nimage-endpoint: unix://%s\ntimeout: 20\n", sock, sock), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	return path
+	return cfg, sock, stateDir
 }
