@@ -45,6 +45,20 @@ const nsfsMagic = 0x6e736673
 // loopback interface up and returns the pin's path. On error nothing is
 // left behind.
 func Create(dir, name string) (string, error) {
+	path, err := newPinFile(dir, name)
+	if err != nil {
+		return "", err
+	}
+	if err := pin(path); err != nil {
+		os.Remove(path)
+		return "", fmt.Errorf("create network namespace %s: %w", path, err)
+	}
+	return path, nil
+}
+
+// newPinFile makes the empty file dir/name a namespace will be bind-mounted
+// on; a name in use is ErrExist.
+func newPinFile(dir, name string) (string, error) {
 	if name == "" || name == "." || name == ".." || strings.ContainsRune(name, '/') {
 		return "", fmt.Errorf("create network namespace %q: invalid name", name)
 	}
@@ -60,10 +74,6 @@ func Create(dir, name string) (string, error) {
 		return "", fmt.Errorf("create network namespace %s: %w", path, err)
 	}
 	f.Close()
-	if err := pin(path); err != nil {
-		os.Remove(path)
-		return "", fmt.Errorf("create network namespace %s: %w", path, err)
-	}
 	return path, nil
 }
 

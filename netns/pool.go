@@ -5,7 +5,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"sync"
@@ -116,18 +115,10 @@ func (p *Pool) Take(name string) (string, error) {
 
 // move pins the namespace of spare at dir/name and unpins spare.
 func (p *Pool) move(spare, name string) (string, error) {
-	if name == "" || name == "." || name == ".." || name == ".spare" || filepath.Base(name) != name {
-		return "", fmt.Errorf("create network namespace %q: invalid name", name)
-	}
-	path := filepath.Join(p.dir, name)
-	f, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE|os.O_EXCL, 0o444)
-	if errors.Is(err, fs.ErrExist) {
-		return "", fmt.Errorf("create network namespace %s: %w", path, ErrExist)
-	}
+	path, err := newPinFile(p.dir, name)
 	if err != nil {
-		return "", fmt.Errorf("create network namespace %s: %w", path, err)
+		return "", err
 	}
-	f.Close()
 	if err := unix.Mount(spare, path, "", unix.MS_BIND, ""); err != nil {
 		os.Remove(path)
 		return "", fmt.Errorf("create network namespace %s: bind-mount %s: %w", path, spare, err)
