@@ -2,7 +2,7 @@
 // what the CRI server speaks to them in: the container spec, the
 // container's state, status and resource use, the exit codes and reasons
 // (as the kubelet reports them), and the errors a runtime returns.
-// runtime/wasm implements Runtime with wazero; runtime/oci will with runc.
+// runtime/wasm implements Runtime with wazero; runtime/oci with runc.
 // A runtime knows nothing of pods' scheduling, only of containers (and
 // each container of the network namespace of its sandbox).
 package runtime
@@ -25,9 +25,50 @@ type Runtime interface {
 	// Forget drops what the runtime keeps of an image (compiled code,
 	// unpacked layers), the image having left the node.
 	Forget(imageID string)
-	// Close ends every container and releases the runtime.
+	// Close releases the runtime. The containers of a runtime that runs
+	// them in-process (Wasm) end with it; those of an Adopter keep running
+	// for the next process to adopt.
 	Close(ctx context.Context) error
 }
+
+// Adopter is a Runtime whose containers outlive the node process (runc's,
+// as containerd's shims make them): a new process takes over the
+// containers an earlier one created.
+type Adopter interface {
+	Runtime
+	// Adopt returns the container spec.ID that an earlier process created
+	// with this spec, in whatever state it is now (created, running or
+	// exited; an exit the runtime could not witness is reported with
+	// ExitCodeUnknown). Its output from now on goes to spec.Stdout and
+	// spec.Stderr. ErrNotFound: the runtime has no trace of it.
+	Adopt(ctx context.Context, spec ContainerSpec) (Container, error)
+}
+
+// Execer is a Container that can run further processes inside itself
+// (OCI: runc exec). A runtime whose containers cannot (Wasm) does not
+// implement it.
+type Execer interface {
+	// Exec runs p in the container and returns its exit code once it
+	// has exited and its output is copied. Ending ctx kills it.
+	Exec(ctx context.Context, p Process) (exitCode int32, err error)
+}
+
+// Process is a process Exec runs in a container.
+type Process struct {
+	Args []string // argv, argv[0] included, looked up in the container's PATH
+	Env  []string // "K=V", added to the container's own
+	// TTY gives the process a terminal; Stdout then carries both
+	// streams and Stderr is unused.
+	TTY    bool
+	Stdin  io.Reader // nil: no input (stdin at EOF)
+	Stdout io.Writer // nil: discarded
+	Stderr io.Writer // nil: discarded
+	// Resize carries the terminal's size changes (TTY only); may be nil.
+	Resize <-chan TerminalSize
+}
+
+// TerminalSize is a terminal's size in characters.
+type TerminalSize struct{ Width, Height uint16 }
 
 // Container is one created container. Status and Stats are cheap and
 // never block on the container's code; Done is closed once it has exited.
@@ -44,6 +85,10 @@ type Container interface {
 	Done() <-chan struct{}
 	Status() Status
 	Stats() Stats
+	// Remove releases what the container holds on the node (its rootfs,
+	// bundle and cgroup). The container must have exited (ErrState
+	// otherwise); idempotent.
+	Remove(ctx context.Context) error
 }
 
 // ContainerSpec is what a runtime needs to create a container.
@@ -53,8 +98,44 @@ type ContainerSpec struct {
 	// cached under it); empty disables such caching.
 	ImageID string
 	// ImagePath is the image's content on the node: the module file for
-	// Wasm.
+	// Wasm. OCI images give Layers instead.
 	ImagePath string
+	// Layers are the directories of an OCI image's unpacked layers,
+	// lowest first, in the form overlayfs reads (whiteouts as overlay
+	// whiteouts); the runtime stacks them under a writable layer of the
+	// container's own. They must not change while the container exists.
+	Layers []string
+	// NetNSPath is the sandbox's network namespace, which the container
+	// joins; empty: the node's.
+	NetNSPath string
+	// Hostname is the container's host name (the pod's).
+	Hostname string
+	// WorkingDir is the directory the process starts in; empty: "/" (OCI)
+	// or unset (Wasm).
+	WorkingDir string
+	// User is who the process runs as, in the image config's form:
+	// "uid", "uid:gid", "name" or "name:group", names looked up in the
+	// container's /etc/passwd and /etc/group; empty: root (OCI).
+	User string
+	// AdditionalGIDs are supplementary groups of the process.
+	AdditionalGIDs []uint32
+	// ReadOnlyRootfs mounts the container's root filesystem read-only.
+	ReadOnlyRootfs bool
+	// CapAdd and CapDrop change the runtime's default capability set
+	// (names as "CAP_NET_ADMIN" or "NET_ADMIN"; "ALL" in CapDrop drops
+	// every default).
+	CapAdd, CapDrop []string
+	// NoNewPrivileges keeps the process from gaining privileges on exec.
+	NoNewPrivileges bool
+	// Seccomp is "" or SeccompRuntimeDefault (the runtime's default
+	// profile) or SeccompUnconfined.
+	Seccomp string
+	// OOMScoreAdj is the process's oom_score_adj; the runtime clamps it
+	// to what the node may set.
+	OOMScoreAdj int
+	// CPUShares is the container's CPU weight (cgroup v1 shares); 0: the
+	// default.
+	CPUShares uint64
 	Args      []string  // argv, argv[0] included; no empty strings
 	Env       []string  // "K=V"
 	Stdout    io.Writer // nil: discarded
@@ -77,6 +158,12 @@ type ContainerSpec struct {
 	Ports  []int
 	Listen func(port int) (*os.File, error)
 }
+
+// Seccomp settings of ContainerSpec.
+const (
+	SeccompRuntimeDefault = "runtime/default"
+	SeccompUnconfined     = "unconfined"
+)
 
 // DefaultCPUPeriod is the CFS period of a CPU quota without one, as the
 // kubelet's.
@@ -101,6 +188,10 @@ var (
 	ErrState = errors.New("invalid container state")
 	// ErrClosed: the runtime is closed.
 	ErrClosed = errors.New("runtime closed")
+	// ErrNotFound: the runtime has no trace of the container (Adopt).
+	ErrNotFound = errors.New("container not found")
+	// ErrUnsupported: the runtime cannot do what was asked (exec in Wasm).
+	ErrUnsupported = errors.New("not supported by the runtime")
 )
 
 // Exit codes a runtime reports for ends that are not the container's own
@@ -109,6 +200,9 @@ const (
 	ExitCodeTrap       int32 = 134 // 128 + SIGABRT
 	ExitCodeStopped    int32 = 137 // 128 + SIGKILL
 	ExitCodeStartError int32 = 128
+	// ExitCodeUnknown: the container exited while no process of the
+	// node could witness its exit status.
+	ExitCodeUnknown int32 = 255
 )
 
 // Reasons, as Kubernetes reports them for container terminations.
@@ -121,6 +215,8 @@ const (
 	// ReasonCPUBudgetExceeded: the container used up its CPU budget and
 	// was killed; exit code 137.
 	ReasonCPUBudgetExceeded = "CPUBudgetExceeded"
+	// ReasonUnknown: the exit status was lost (ExitCodeUnknown).
+	ReasonUnknown = "Unknown"
 )
 
 // State is a container's lifecycle state.

@@ -516,3 +516,13 @@ func firstLine(s string) string {
 	line, _, _ := strings.Cut(s, "\n")
 	return line
 }
+
+// Remove releases nothing more than Stop did: a module's instance holds
+// nothing on the node once it has exited. It fails with ErrState while
+// the container runs.
+func (c *Container) Remove(ctx context.Context) error {
+	if c.Status().State == StateRunning {
+		return fmt.Errorf("remove container %s: %w: it is running", c.spec.ID, ErrState)
+	}
+	return nil
+}
