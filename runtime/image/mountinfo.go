@@ -34,10 +34,11 @@ func mountedLowerdirs() (map[string]bool, error) {
 //
 //	id parent maj:min root mountpoint options [optional...] - fstype source superoptions
 //
-// Paths in the super options are escaped by the kernel: octal \ooo for
-// space, tab, newline, backslash, comma and (since Linux 6.5) colon; older
-// kernels show lowerdir as given, where a colon in a path is written "\:".
-// Layers are separated by ":" (data-only layers by "::").
+// The kernel shows lowerdir as the mounter gave it (layers separated by
+// ":", data-only layers by "::", a literal ":", "," or "\" in a path
+// escaped by a backslash), itself escaped for mountinfo: space, tab,
+// newline, backslash and comma as octal \ooo. So a path "/a b,1" given as
+// "/a b\,1" shows as "/a\040b\134\0541".
 func overlayLowerdirs(line string) []string {
 	_, after, ok := strings.Cut(line, " - ")
 	if !ok {
@@ -56,12 +57,27 @@ func overlayLowerdirs(line string) []string {
 		if !ok {
 			continue
 		}
-		out = append(out, splitLowerdir(v)...)
+		out = append(out, splitLowerdir(unoctal(v))...)
 	}
 	return out
 }
 
-// splitLowerdir splits an escaped lowerdir value into its paths.
+// unoctal undoes mountinfo's \ooo escapes.
+func unoctal(v string) string {
+	var b strings.Builder
+	for i := 0; i < len(v); i++ {
+		if v[i] == '\\' && i+3 < len(v) && isOctal(v[i+1]) && isOctal(v[i+2]) && isOctal(v[i+3]) {
+			b.WriteByte((v[i+1]-'0')<<6 | (v[i+2]-'0')<<3 | (v[i+3] - '0'))
+			i += 3
+			continue
+		}
+		b.WriteByte(v[i])
+	}
+	return b.String()
+}
+
+// splitLowerdir splits a lowerdir value, as the mounter wrote it, into its
+// paths.
 func splitLowerdir(v string) []string {
 	var out []string
 	var cur strings.Builder
@@ -72,11 +88,7 @@ func splitLowerdir(v string) []string {
 		cur.Reset()
 	}
 	for i := 0; i < len(v); i++ {
-		c := v[i]
-		switch {
-		case c == '\\' && i+3 < len(v) && isOctal(v[i+1]) && isOctal(v[i+2]) && isOctal(v[i+3]):
-			cur.WriteByte((v[i+1]-'0')<<6 | (v[i+2]-'0')<<3 | (v[i+3] - '0'))
-			i += 3
+		switch c := v[i]; {
 		case c == '\\' && i+1 < len(v):
 			cur.WriteByte(v[i+1])
 			i++
