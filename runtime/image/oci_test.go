@@ -1,6 +1,7 @@
 package image_test
 
 import (
+	"archive/tar"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -12,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	goruntime "runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -20,6 +22,8 @@ import (
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"golang.org/x/sys/unix"
@@ -385,6 +389,40 @@ func TestImportLinuxArchive(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dirs[0], "bin/busybox")); err != nil {
 		t.Error(err)
+	}
+
+	// An OCI image layout holding an index of two platforms: the node's
+	// is picked, and its layers are the ones already in the store.
+	other := imagetest.LinuxImage(t, v1.Config{}, imagetest.LayerOf(t, imagetest.Tar(t, imagetest.File("other", 0o644, []byte("s390x")))))
+	cf, _ := other.ConfigFile()
+	cf = cf.DeepCopy()
+	cf.Architecture = "s390x"
+	other, _ = mutate.ConfigFile(other, cf)
+	idx := mutate.AppendManifests(empty.Index,
+		mutate.IndexAddendum{Add: other, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: "s390x"}}},
+		mutate.IndexAddendum{Add: src, Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: goruntime.GOARCH}}},
+	)
+	dir := t.TempDir()
+	p, err := layout.Write(dir, empty.Index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.AppendIndex(idx); err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	if err := tw.AddFS(os.DirFS(dir)); err != nil {
+		t.Fatal(err)
+	}
+	tw.Close()
+	img2, err := s.ImportArchive(context.Background(), "layout/busybox:v1", &buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dirs2, err := s.Layers(img2)
+	if img2.ID != img.ID || err != nil || !slices.Equal(dirs, dirs2) {
+		t.Errorf("ImportArchive of the layout = %+v, layers %v (%v); want the same image and snapshots", img2, dirs2, err)
 	}
 }
 
