@@ -69,6 +69,11 @@ func usedChains(idx *index) map[string]bool {
 // unpacking and recording). It returns the bytes freed. Errors are left
 // for the next collect: the index still says what is doomed.
 func (s *Store) collect(orphans bool) int64 {
+	if !orphans {
+		if idx, err := s.readIndex(); err == nil && len(idx.Doomed) == 0 {
+			return 0 // nothing to do: spare the lock and the index write
+		}
+	}
 	var trash []string
 	_ = s.update(func(idx *index) error {
 		mounted, err := s.mountedSnapshots()
