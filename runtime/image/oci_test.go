@@ -580,3 +580,22 @@ func TestPullHostileLayers(t *testing.T) {
 		t.Errorf("only %d corpus cases ran", ran.Load())
 	}
 }
+
+// BenchmarkPullBusybox pulls the busybox image (2 layers, ~2 MB) from the
+// in-process registry into an empty store.
+func BenchmarkPullBusybox(b *testing.B) {
+	if os.Geteuid() != 0 {
+		b.Skip("needs root: unpacking whiteouts")
+	}
+	reg := imagetest.NewRegistry(b)
+	ref := reg.Push("busybox:v1", imagetest.BusyboxImage(b))
+	for b.Loop() {
+		s, err := image.Open(b.TempDir())
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := s.Pull(context.Background(), ref, image.Credentials{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
