@@ -217,7 +217,6 @@ func (e *env) open() {
 		log:            log,
 		rootDir:        e.root,
 		runtimes:       map[string]skiffrt.Runtime{"wasm": rt.Neutral()},
-		defaultHandler: "wasm",
 		images:         e.images,
 		namespaces:     e.ns,
 		network:        netns.Loopback{},

@@ -70,13 +70,13 @@ type Config struct {
 	// Images is the node's image store. Required.
 	Images *image.Store
 	// Runtimes are the node's container runtimes by CRI runtime handler
-	// ("wasm": runtime/wasm), as containerd resolves a sandbox's handler.
-	// At least one is required. The server closes them when it closes
-	// (not when New fails: they are still the caller's then).
+	// ("wasm": runtime/wasm, "runc": runtime/oci), as containerd resolves
+	// a sandbox's handler. A sandbox that names no handler has each
+	// container run by its image's kind: a Wasm module in "wasm", an OCI
+	// container image in "runc". At least one is required. The server
+	// closes them when it closes (not when New fails: they are still the
+	// caller's then).
 	Runtimes map[string]skiffrt.Runtime
-	// DefaultHandler is the handler of a sandbox that names none. Empty:
-	// "wasm", or the only handler.
-	DefaultHandler string
 	// Logger receives the server's logs (keys: pod, sandbox, container). Nil: discard.
 	Logger *slog.Logger
 	// LogMaxSize is the size in bytes past which a container's log file is
@@ -110,16 +110,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.Images == nil {
 		return nil, errors.New("new cri server: Config.Images is required")
 	}
-	if cfg.DefaultHandler == "" {
-		cfg.DefaultHandler = "wasm"
-		if len(cfg.Runtimes) == 1 {
-			for h := range cfg.Runtimes {
-				cfg.DefaultHandler = h
-			}
-		}
-	}
-	if _, ok := cfg.Runtimes[cfg.DefaultHandler]; !ok {
-		return nil, fmt.Errorf("new cri server: Config.Runtimes has no runtime for the default handler %q", cfg.DefaultHandler)
+	if len(cfg.Runtimes) == 0 {
+		return nil, errors.New("new cri server: Config.Runtimes is empty")
 	}
 	if cfg.Socket == "" {
 		cfg.Socket = DefaultSocket
@@ -155,7 +147,6 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		log:            log,
 		rootDir:        cfg.RootDir,
 		runtimes:       maps.Clone(cfg.Runtimes),
-		defaultHandler: cfg.DefaultHandler,
 		images:         cfg.Images,
 		namespaces:     hostNamespaces{dir: nsDir, pool: pool},
 		network:        netns.Loopback{},

@@ -24,7 +24,6 @@ type service struct {
 	log            *slog.Logger
 	now            func() time.Time
 	runtimes       map[string]skiffrt.Runtime // by runtime handler
-	defaultHandler string
 	images         imageStore
 	namespaces     namespaces
 	network        netns.Network
