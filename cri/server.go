@@ -144,13 +144,13 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		}
 	}
 	svc, err := newService(deps{
-		log:            log,
-		rootDir:        cfg.RootDir,
-		runtimes:       maps.Clone(cfg.Runtimes),
-		images:         cfg.Images,
-		namespaces:     hostNamespaces{dir: nsDir, pool: pool},
-		network:        netns.Loopback{},
-		logs:           logRotation{maxSize: cfg.LogMaxSize, maxFiles: cfg.LogMaxFiles},
+		log:        log,
+		rootDir:    cfg.RootDir,
+		runtimes:   maps.Clone(cfg.Runtimes),
+		images:     cfg.Images,
+		namespaces: hostNamespaces{dir: nsDir, pool: pool},
+		network:    netns.Loopback{},
+		logs:       logRotation{maxSize: cfg.LogMaxSize, maxFiles: cfg.LogMaxFiles},
 	})
 	if err != nil {
 		if pool != nil {

@@ -21,14 +21,14 @@ type service struct {
 	runtime.UnimplementedRuntimeServiceServer
 	runtime.UnimplementedImageServiceServer
 
-	log            *slog.Logger
-	now            func() time.Time
-	runtimes       map[string]skiffrt.Runtime // by runtime handler
-	images         imageStore
-	namespaces     namespaces
-	network        netns.Network
-	logs           logRotation
-	db             *stateDB
+	log        *slog.Logger
+	now        func() time.Time
+	runtimes   map[string]skiffrt.Runtime // by runtime handler
+	images     imageStore
+	namespaces namespaces
+	network    netns.Network
+	logs       logRotation
+	db         *stateDB
 
 	mu         sync.RWMutex
 	sandboxes  map[string]*sandbox
