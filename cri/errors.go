@@ -45,7 +45,7 @@ func codeOf(err error) codes.Code {
 		return codes.InvalidArgument
 	case errors.Is(err, errFailedPrecondition), errors.Is(err, skiffrt.ErrState):
 		return codes.FailedPrecondition
-	case errors.Is(err, errUnimplemented):
+	case errors.Is(err, errUnimplemented), errors.Is(err, skiffrt.ErrUnsupported):
 		return codes.Unimplemented
 	case errors.Is(err, errUnavailable), errors.Is(err, skiffrt.ErrClosed):
 		return codes.Unavailable

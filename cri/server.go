@@ -86,6 +86,10 @@ type Config struct {
 	// live one included (containerLogMaxFiles); at least 2. 0:
 	// DefaultLogMaxFiles.
 	LogMaxFiles int
+	// StreamingAddress is where the streaming server that Exec and
+	// PortForward return URLs of listens: a loopback host:port. Default
+	// DefaultStreamingAddress (a port of the kernel's choosing).
+	StreamingAddress string
 }
 
 // Server serves CRI on a unix socket.
@@ -159,6 +163,14 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		lock.release()
 		return nil, fmt.Errorf("new cri server: %w", err)
 	}
+	if svc.streams, err = newStreamServer(svc, cfg.StreamingAddress, log.With("room", "streaming")); err != nil {
+		svc.close(ctx)
+		if pool != nil {
+			pool.Close()
+		}
+		lock.release()
+		return nil, fmt.Errorf("new cri server: %w", err)
+	}
 	return &Server{socket: cfg.Socket, svc: svc, grpc: newGRPCServer(svc, log), lock: lock, pool: pool}, nil
 }
 
@@ -191,6 +203,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	defer os.Remove(s.socket)
 	errc := make(chan error, 1)
 	go func() { errc <- s.grpc.Serve(l) }()
+	streamErr := make(chan error, 1)
+	go func() { streamErr <- s.svc.streams.serve() }()
+	defer func() { s.svc.streams.close(); <-streamErr }()
 	gcDone := make(chan struct{})
 	gcCtx, stopGC := context.WithCancel(ctx)
 	go func() {
@@ -258,6 +273,7 @@ func listen(path string) (net.Listener, error) {
 func (s *Server) Close(ctx context.Context) error {
 	s.closeOnce.Do(func() {
 		s.grpc.Stop()
+		s.svc.streams.close()
 		s.closeErr = s.svc.close(ctx)
 		if s.pool != nil {
 			s.closeErr = errors.Join(s.closeErr, s.pool.Close())

@@ -29,6 +29,7 @@ type service struct {
 	network    netns.Network
 	logs       logRotation
 	db         *stateDB
+	streams    *streamServer // nil: Exec and PortForward are Unavailable
 
 	mu         sync.RWMutex
 	sandboxes  map[string]*sandbox
