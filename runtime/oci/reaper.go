@@ -27,7 +27,8 @@ import (
 //   - a process of a nested PID namespace (NSpid has more than one
 //     entry) that is not its namespace's init: an exec'd or forked process
 //     of a container;
-//   - a runc init stage (comm "runc:[...]");
+//   - a runc init stage of the node's PID namespace (comm "runc:[...]";
+//     the last stage, in the container's namespace, is its init);
 //   - a container init (PID 1 of a nested namespace) no watcher claims,
 //     while no Create or Adopt is between learning an init's pid and
 //     claiming it (hold).
@@ -152,7 +153,7 @@ func (rp *reaperState) scan() {
 			continue
 		}
 		nested, init := nsPid(pid)
-		reap := strings.HasPrefix(comm, "runc:[") ||
+		reap := (strings.HasPrefix(comm, "runc:[") && !nested) ||
 			(nested && !init) ||
 			(nested && init && rp.claimed[pid] == 0 && rp.holds == 0)
 		if !reap {

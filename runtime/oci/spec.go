@@ -204,7 +204,6 @@ func ociSpec(spec *skiffrt.ContainerSpec, user specs.User, cgroupsPath string, m
 				Effective: caps,
 				Permitted: caps,
 			},
-			Rlimits:         []specs.POSIXRlimit{{Type: "RLIMIT_NOFILE", Hard: 1048576, Soft: 1048576}},
 			NoNewPrivileges: spec.NoNewPrivileges,
 			OOMScoreAdj:     &oom,
 		},
@@ -297,4 +296,3 @@ func validCgroupParent(p string) error {
 func cgroupsPath(parent, id string) string {
 	return "/" + strings.Trim(parent, "/") + "/" + id
 }
-
