@@ -62,7 +62,7 @@ func busyboxLayer(t testing.TB) string {
 		t.Fatal(err)
 	}
 	dst.Close()
-	for _, a := range []string{"sh", "echo", "sleep", "cat", "nc", "id", "pwd", "hostname", "true", "false", "ls", "env", "kill", "grep"} {
+	for _, a := range []string{"sh", "echo", "sleep", "cat", "nc", "id", "pwd", "hostname", "true", "false", "ls", "env", "kill", "grep", "mount", "touch", "wc"} {
 		if err := os.Symlink("busybox", filepath.Join(dir, "bin", a)); err != nil {
 			t.Fatal(err)
 		}
