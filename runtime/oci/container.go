@@ -39,6 +39,7 @@ type Container struct {
 	// copied; watcherDone once the watcher has returned (exit or Close).
 	done, watcherDone chan struct{}
 	copiers           sync.WaitGroup
+	saveMu            sync.Mutex // serializes saveStatus
 
 	mu          sync.Mutex
 	status      skiffrt.Status
@@ -167,9 +168,8 @@ func (c *Container) finishWith(end skiffrt.Status) {
 		c.pidfd.close()
 		c.pidfd = pidfd{}
 	}
-	st := c.status
 	c.mu.Unlock()
-	if err := c.saveStatus(st); err != nil {
+	if err := c.saveStatus(); err != nil {
 		c.log.Error("record the container's exit", "err", err)
 	}
 	close(c.done)
@@ -233,8 +233,15 @@ type savedStatus struct {
 	FinishedAt time.Time `json:"finishedAt"`
 }
 
-// saveStatus writes st to the bundle, atomically.
-func (c *Container) saveStatus(st skiffrt.Status) error {
+// saveStatus writes the container's status to the bundle, atomically.
+// Saves are serialized and each writes the status of its time, so the
+// last one written is the latest.
+func (c *Container) saveStatus() error {
+	c.saveMu.Lock()
+	defer c.saveMu.Unlock()
+	c.mu.Lock()
+	st := c.status
+	c.mu.Unlock()
 	b, err := json.Marshal(savedStatus{
 		State: st.State.String(), ExitCode: st.ExitCode, Reason: st.Reason, Message: st.Message,
 		StartedAt: st.StartedAt, FinishedAt: st.FinishedAt,

@@ -54,7 +54,7 @@ func (c *Container) Start(ctx context.Context) error {
 	}
 	c.mu.Unlock()
 	if st.State == skiffrt.StateRunning {
-		if err := c.saveStatus(st); err != nil {
+		if err := c.saveStatus(); err != nil {
 			c.log.Warn("record the container's start", "err", err)
 		}
 	}
