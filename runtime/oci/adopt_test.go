@@ -13,6 +13,8 @@ import (
 	"time"
 
 	skiffrt "skiff.dev/skiff/runtime"
+
+	"go.uber.org/goleak"
 )
 
 // The adoption tests run their own binary again as a "node" process
@@ -28,7 +30,7 @@ func TestMain(m *testing.M) {
 		}
 		select {} // until killed
 	}
-	os.Exit(m.Run())
+	goleak.VerifyTestMain(m)
 }
 
 // node is the node process: it creates (and, but for mode "created",

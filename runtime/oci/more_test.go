@@ -222,3 +222,53 @@ func TestSecurityDefaults(t *testing.T) {
 		})
 	}
 }
+
+func TestCPUBudget(t *testing.T) {
+	needRoot(t)
+	r := newRuntime(t, t.TempDir())
+	_, st := run(t, r, skiffrt.ContainerSpec{ID: newID(t), Layers: []string{busyboxLayer(t)}, CPUBudget: 300 * time.Millisecond,
+		Args: []string{"sh", "-c", "while :; do :; done"}})
+	if st.ExitCode != skiffrt.ExitCodeStopped || st.Reason != skiffrt.ReasonCPUBudgetExceeded {
+		t.Errorf("status = %+v, want 137 CPUBudgetExceeded", st)
+	}
+}
+
+func TestCloseLeavesContainersRunning(t *testing.T) {
+	needRoot(t)
+	root := t.TempDir()
+	layer := busyboxLayer(t)
+	ctx := context.Background()
+	r1, err := New(Config{Root: root, CgroupParent: testCgroupParent})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := newID(t)
+	c1, err := r1.create(ctx, skiffrt.ContainerSpec{ID: id, Layers: []string{layer}, Args: []string{"sleep", "1000"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c1.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := r1.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r1.Create(ctx, skiffrt.ContainerSpec{ID: newID(t), Layers: []string{layer}, Args: []string{"true"}}); !errors.Is(err, skiffrt.ErrClosed) {
+		t.Errorf("Create after Close: %v, want ErrClosed", err)
+	}
+	r2 := newRuntime(t, root)
+	c2, err := r2.adopt(ctx, skiffrt.ContainerSpec{ID: id, Layers: []string{layer}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { removeContainer(t, c2) })
+	if st := c2.Status(); st.State != skiffrt.StateRunning {
+		t.Fatalf("after Close, adopted: %+v, want running", st)
+	}
+	if err := c2.Stop(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	if st := c2.Status(); st.State != skiffrt.StateExited || st.ExitCode != 137 {
+		t.Errorf("stopped: %+v, want exited 137 (this process is its parent)", st)
+	}
+}
