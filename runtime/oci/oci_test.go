@@ -122,11 +122,13 @@ func TestStop(t *testing.T) {
 		}
 	})
 	t.Run("TERM handled", func(t *testing.T) {
-		c := create(t, r, skiffrt.ContainerSpec{ID: newID(t), Layers: []string{layer}, Args: []string{"sh", "-c", "trap 'exit 0' TERM; sleep 1000 & wait"}})
+		var out syncBuffer
+		c := create(t, r, skiffrt.ContainerSpec{ID: newID(t), Layers: []string{layer}, Stdout: &out,
+			Args: []string{"sh", "-c", "trap 'exit 0' TERM; echo trapped; sleep 1000 & wait"}})
 		if err := c.Start(ctx); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(200 * time.Millisecond) // not synchronisation: give sh the time to set its trap
+		eventually(t, 10*time.Second, "the TERM trap set", func() bool { return out.String() == "trapped\n" })
 		begin := time.Now()
 		if err := c.Stop(ctx, time.Minute); err != nil {
 			t.Fatal(err)
