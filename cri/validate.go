@@ -60,7 +60,10 @@ func validateProfiles(field string, sc securityProfiles) error {
 
 // validateContainerConfig checks a CreateContainer config (but its mounts:
 // see mountsOf) against the sandbox it goes into and the runtime handler
-// that will run it. An OCI container (runc) may have capabilities added
+// that will run it. An OCI container has a PID namespace of its own: one
+// that asks for its pod's (namespace_options.pid POD, set) is refused, as
+// skiff has no pause process to hold one; a config without namespace
+// options (crictl's default) gets its own. An OCI container (runc) may have capabilities added
 // and a user of its own; no container may be privileged or have devices:
 // on a node shared by tenants, either would hand over the node.
 func validateContainerConfig(cfg *runtime.ContainerConfig, sb *sandboxRecord, handler string) error {
@@ -80,7 +83,7 @@ func validateContainerConfig(cfg *runtime.ContainerConfig, sb *sandboxRecord, ha
 	ns := sc.GetNamespaceOptions()
 	caps := sc.GetCapabilities()
 	switch {
-	case handler == HandlerRunc && ns.GetPid() == runtime.NamespaceMode_POD:
+	case handler == HandlerRunc && ns != nil && ns.GetPid() == runtime.NamespaceMode_POD:
 		return unsupported("config.linux.security_context.namespace_options.pid", "sharing the pod's process namespace (shareProcessNamespace) is not supported by skiff's runc runtime")
 	case handler == HandlerRunc && len(caps.GetAddAmbientCapabilities()) > 0:
 		return unsupported("config.linux.security_context.capabilities.add_ambient_capabilities", "ambient capabilities are not supported by skiff's runc runtime")

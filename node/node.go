@@ -15,11 +15,13 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
 	skiffrt "skiff.dev/skiff/runtime"
+	"skiff.dev/skiff/runtime/oci"
 	"skiff.dev/skiff/runtime/wasm"
 
 	"connectrpc.com/connect"
@@ -235,8 +237,20 @@ func NewCRI(ctx context.Context, cfg CRIConfig) (*cri.Server, error) {
 	if err := wasmRT.CPULimits(); err != nil && cfg.Logger != nil {
 		cfg.Logger.Warn(err.Error())
 	}
+	runtimes := map[string]skiffrt.Runtime{cri.HandlerWasm: wasmRT.Neutral()}
+	// OCI images run in runc where the node can: runc installed, and root
+	// (overlay mounts, cgroups). Without it the node still runs Wasm, and
+	// a pod with an OCI image fails with a reason that says so.
+	var ociRT *oci.Runtime
+	if os.Geteuid() != 0 {
+		logWarn(cfg.Logger, "OCI containers are off: running them needs root")
+	} else if ociRT, err = oci.New(oci.Config{Root: filepath.Join(root, "oci"), Log: cfg.Logger}); err != nil {
+		logWarn(cfg.Logger, "OCI containers are off: "+err.Error())
+	} else {
+		runtimes[cri.HandlerRunc] = ociRT
+	}
 	srv, err := cri.New(ctx, cri.Config{
-		Runtimes:    map[string]skiffrt.Runtime{"wasm": wasmRT.Neutral()},
+		Runtimes:    runtimes,
 		LogMaxSize:  cfg.Limits.LogMaxSize,
 		LogMaxFiles: cfg.Limits.LogMaxFiles,
 		Socket:      cfg.Socket,
@@ -247,9 +261,18 @@ func NewCRI(ctx context.Context, cfg CRIConfig) (*cri.Server, error) {
 	})
 	if err != nil {
 		wasmRT.Close(ctx)
+		if ociRT != nil {
+			ociRT.Close(ctx)
+		}
 		return nil, err
 	}
 	return srv, nil
+}
+
+func logWarn(l *slog.Logger, msg string) {
+	if l != nil {
+		l.Warn(msg)
+	}
 }
 
 // joined is what the node has once it has joined the cluster: the agent

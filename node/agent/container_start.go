@@ -57,6 +57,11 @@ func (w *podWorker) syncContainer(ctx context.Context, spec *skiffv1.Container, 
 			LogPath:  filepath.Join(spec.Name, fmt.Sprintf("%d.log", c.attempt)),
 			Labels:   w.containerLabels(spec.Name),
 			Mounts:   mounts,
+			// A process namespace of its own, as the kubelet asks
+			// without shareProcessNamespace.
+			Linux: &runtimeapi.LinuxContainerConfig{SecurityContext: &runtimeapi.LinuxContainerSecurityContext{
+				NamespaceOptions: &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_CONTAINER},
+			}},
 		}, w.pod, spec), spec),
 		SandboxConfig: &runtimeapi.PodSandboxConfig{
 			Metadata:     &runtimeapi.PodSandboxMetadata{Name: w.pod.Metadata.Name, Namespace: w.pod.Metadata.Namespace, Uid: w.uid},
