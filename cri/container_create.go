@@ -50,17 +50,21 @@ func (s *service) CreateContainer(ctx context.Context, req *runtime.CreateContai
 	if sbRec.State != sandboxReady {
 		return nil, fmt.Errorf("create container %q: %w: sandbox %s is not ready", name, errFailedPrecondition, sbRec.ID)
 	}
-	if err := validateContainerConfig(cfg, &sbRec); err != nil {
-		return nil, fmt.Errorf("create container %q: %w", name, err)
-	}
-	mounts, err := mountsOf(cfg.GetMounts())
-	if err != nil {
-		return nil, fmt.Errorf("create container %q: %w", name, err)
-	}
 	img, err := s.images.Get(ref)
 	if errors.Is(err, image.ErrNotFound) {
 		return nil, fmt.Errorf("create container %q: %w: image %q is not in the node's image store; import it with `skiff image import`", name, errNotFound, ref)
 	}
+	if err != nil {
+		return nil, fmt.Errorf("create container %q: %w", name, err)
+	}
+	handler, err := s.containerHandler(&sbRec, ref, img)
+	if err != nil {
+		return nil, fmt.Errorf("create container %q: %w", name, err)
+	}
+	if err := validateContainerConfig(cfg, &sbRec, handler); err != nil {
+		return nil, fmt.Errorf("create container %q: %w", name, err)
+	}
+	mounts, err := mountsOf(cfg.GetMounts())
 	if err != nil {
 		return nil, fmt.Errorf("create container %q: %w", name, err)
 	}
@@ -73,6 +77,7 @@ func (s *service) CreateContainer(ctx context.Context, req *runtime.CreateContai
 		Image:              ref,
 		UserSpecifiedImage: cfg.GetImage().GetUserSpecifiedImage(),
 		ImageID:            img.ID,
+		RuntimeHandler:     handler,
 		Labels:             copyMap(cfg.GetLabels()),
 		Annotations:        copyMap(cfg.GetAnnotations()),
 		Args:               argv(name, cfg.GetCommand(), cfg.GetArgs()),
@@ -92,6 +97,14 @@ func (s *service) CreateContainer(ctx context.Context, req *runtime.CreateContai
 	if rec.Ports, err = containerPorts(rec.Annotations); err != nil {
 		return nil, fmt.Errorf("create container %q: %w", name, err)
 	}
+	if handler == HandlerRunc {
+		if rec.OCI, err = ociSettings(cfg); err != nil {
+			return nil, fmt.Errorf("create container %q: %w", name, err)
+		}
+		if rec.Args, err = ociImageDefaults(&rec, cfg, img); err != nil {
+			return nil, fmt.Errorf("create container %q: %w", name, err)
+		}
+	}
 	if rec.UserSpecifiedImage == "" {
 		rec.UserSpecifiedImage = ref
 	}
@@ -102,7 +115,7 @@ func (s *service) CreateContainer(ctx context.Context, req *runtime.CreateContai
 		if kv.GetKey() == "" {
 			return nil, fmt.Errorf("create container %q: %w: environment variable with an empty key", name, errInvalidArgument)
 		}
-		rec.Env = append(rec.Env, kv.GetKey()+"="+string(kv.GetValue()))
+		rec.Env = setEnv(rec.Env, kv.GetKey()+"="+string(kv.GetValue()))
 	}
 	if sbRec.LogDirectory != "" && cfg.GetLogPath() != "" {
 		p, err := logPath(sbRec.LogDirectory, cfg.GetLogPath())
@@ -138,16 +151,23 @@ func (s *service) CreateContainer(ctx context.Context, req *runtime.CreateContai
 			}
 		})
 	}
-	rt, err := s.runtimeOf(&sbRec)
+	rt, err := s.runtimeOf(&rec)
 	if err != nil {
 		return fail(err)
 	}
-	t, err := rt.Create(ctx, s.taskSpec(&rec, &sbRec, img, c.log))
+	spec, err := s.taskSpec(&rec, &sbRec, img, c.log)
+	if err != nil {
+		return fail(err)
+	}
+	t, err := rt.Create(ctx, spec)
 	if err != nil {
 		return fail(err)
 	}
 	c.task = t
-	undo = append(undo, func() { t.Stop(context.WithoutCancel(ctx), 0) })
+	undo = append(undo, func() {
+		t.Stop(context.WithoutCancel(ctx), 0)
+		t.Remove(context.WithoutCancel(ctx))
+	})
 	if err := s.db.putContainer(&rec); err != nil {
 		return fail(err)
 	}
@@ -190,14 +210,33 @@ func logPath(dir, rel string) (string, error) {
 }
 
 // taskSpec is the runtime's view of a container.
-func (s *service) taskSpec(rec *containerRecord, sb *sandboxRecord, img image.Image, l *containerLog) skiffrt.ContainerSpec {
+func (s *service) taskSpec(rec *containerRecord, sb *sandboxRecord, img image.Image, l *containerLog) (skiffrt.ContainerSpec, error) {
 	spec := skiffrt.ContainerSpec{
 		ID:        rec.ID,
 		ImageID:   img.ID,
-		ImagePath: s.images.BlobPath(img),
 		Args:      rec.Args,
 		Env:       rec.Env,
 		Mounts:    runtimeMounts(rec.Mounts),
+		NetNSPath: sb.NetNSPath,
+		Hostname:  sb.Hostname,
+	}
+	if o := rec.OCI; o != nil {
+		layers, err := s.images.Layers(img)
+		if err != nil {
+			return spec, err
+		}
+		spec.Layers = layers
+		spec.WorkingDir = o.WorkingDir
+		spec.User = o.User
+		spec.AdditionalGIDs = o.AdditionalGIDs
+		spec.ReadOnlyRootfs = o.ReadOnlyRootfs
+		spec.CapAdd, spec.CapDrop = o.CapAdd, o.CapDrop
+		spec.NoNewPrivileges = o.NoNewPrivileges
+		spec.Seccomp = o.Seccomp
+		spec.OOMScoreAdj = o.OOMScoreAdj
+		spec.CPUShares = o.CPUShares
+	} else {
+		spec.ImagePath = s.images.BlobPath(img)
 	}
 	if rec.MemoryLimit > 0 {
 		spec.MemoryLimit = uint64(rec.MemoryLimit)
@@ -214,7 +253,7 @@ func (s *service) taskSpec(rec *containerRecord, sb *sandboxRecord, img image.Im
 		spec.Stdout = l.stream("stdout")
 		spec.Stderr = l.stream("stderr")
 	}
-	return spec
+	return spec, nil
 }
 
 // AnnotationCPUTimeBudget names the container annotation that sets a CPU

@@ -51,6 +51,10 @@ func (s *service) removeContainer(ctx context.Context, c *container) error {
 		if err := t.Stop(ctx, 0); err != nil {
 			return fmt.Errorf("remove container %s: %w", rec.ID, err)
 		}
+		// Its rootfs, bundle and cgroup (OCI) go before its record.
+		if err := t.Remove(ctx); err != nil {
+			return fmt.Errorf("remove container %s: %w", rec.ID, err)
+		}
 	}
 	if err := s.db.deleteContainer(rec.ID); err != nil {
 		return fmt.Errorf("remove container %s: %w", rec.ID, err)

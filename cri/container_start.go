@@ -60,14 +60,17 @@ func (s *service) StartContainer(ctx context.Context, req *runtime.StartContaine
 					return err
 				}
 			}
-			rt, err := s.runtimeOf(&sbRec)
+			rt, err := s.runtimeOf(&rec)
 			if err != nil {
 				if l != nil {
 					l.Close()
 				}
 				return err
 			}
-			t, err = rt.Create(ctx, s.taskSpec(&rec, &sbRec, img, l))
+			spec, err := s.taskSpec(&rec, &sbRec, img, l)
+			if err == nil {
+				t, err = rt.Create(ctx, spec)
+			}
 			if err != nil {
 				if l != nil {
 					l.Close()

@@ -10,6 +10,7 @@ import (
 	"skiff.dev/skiff/netns"
 	skiffrt "skiff.dev/skiff/runtime"
 	"skiff.dev/skiff/runtime/image"
+	"skiff.dev/skiff/runtime/image/layer"
 )
 
 // Sentinel errors. Handlers wrap them ("verb object: %w"); toStatus maps them
@@ -36,14 +37,15 @@ func codeOf(err error) codes.Code {
 		return codes.AlreadyExists
 	case errors.Is(err, image.ErrUnauthorized):
 		return codes.PermissionDenied
-	case errors.Is(err, image.ErrNotWasm), errors.Is(err, image.ErrDigestMismatch), errors.Is(err, image.ErrTooLarge):
+	case errors.Is(err, image.ErrNotWasm), errors.Is(err, image.ErrDigestMismatch), errors.Is(err, image.ErrTooLarge),
+		errors.Is(err, image.ErrUnsupported), errors.Is(err, image.ErrInvalidArchive), errors.Is(err, layer.ErrRefused), errors.Is(err, layer.ErrTooLarge):
 		return codes.FailedPrecondition
 	case errors.Is(err, errInvalidArgument), errors.Is(err, image.ErrInvalidName),
 		errors.Is(err, skiffrt.ErrInvalidImage), errors.Is(err, skiffrt.ErrInvalidSpec):
 		return codes.InvalidArgument
 	case errors.Is(err, errFailedPrecondition), errors.Is(err, skiffrt.ErrState):
 		return codes.FailedPrecondition
-	case errors.Is(err, errUnimplemented):
+	case errors.Is(err, errUnimplemented), errors.Is(err, skiffrt.ErrUnsupported):
 		return codes.Unimplemented
 	case errors.Is(err, errUnavailable), errors.Is(err, skiffrt.ErrClosed):
 		return codes.Unavailable

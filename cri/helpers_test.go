@@ -214,13 +214,12 @@ func (e *env) open() {
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	e.wasm = rt
 	svc, err := newService(deps{
-		log:            log,
-		rootDir:        e.root,
-		runtimes:       map[string]skiffrt.Runtime{"wasm": rt.Neutral()},
-		defaultHandler: "wasm",
-		images:         e.images,
-		namespaces:     e.ns,
-		network:        netns.Loopback{},
+		log:        log,
+		rootDir:    e.root,
+		runtimes:   map[string]skiffrt.Runtime{"wasm": rt.Neutral()},
+		images:     e.images,
+		namespaces: e.ns,
+		network:    netns.Loopback{},
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -23,6 +23,9 @@ type imageStore interface {
 	List() ([]image.Image, error)
 	Remove(ref string) error
 	BlobPath(img image.Image) string
+	// Layers are the unpacked layer directories of an OCI image, lowest
+	// first.
+	Layers(img image.Image) ([]string, error)
 	Usage() (image.Usage, error)
 	Pull(ctx context.Context, ref string, creds image.Credentials) (image.Image, error)
 	GC(ctx context.Context, inUse map[string]bool) (image.GCResult, error)

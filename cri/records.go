@@ -63,30 +63,57 @@ const (
 )
 
 type containerRecord struct {
-	ID                 string            `json:"id"`
-	SandboxID          string            `json:"sandboxId"`
-	Name               string            `json:"name"`
-	Attempt            uint32            `json:"attempt"`
-	Image              string            `json:"image"`              // as the client gave it
-	UserSpecifiedImage string            `json:"userSpecifiedImage"` // as the user wrote it
-	ImageID            string            `json:"imageId"`            // resolved: sha256:<hex>
-	Labels             map[string]string `json:"labels,omitempty"`
-	Annotations        map[string]string `json:"annotations,omitempty"`
-	LogPath            string            `json:"logPath,omitempty"` // absolute; empty: no log
-	Args               []string          `json:"args"`
-	Env                []string          `json:"env,omitempty"`
-	MemoryLimit        int64             `json:"memoryLimit,omitempty"` // bytes; 0: the node's default
-	CPUQuota           int64             `json:"cpuQuota,omitempty"`    // µs per CPUPeriod; 0: none
-	CPUPeriod          int64             `json:"cpuPeriod,omitempty"`   // µs; 0: the default 100ms
-	Mounts             []mountRecord     `json:"mounts,omitempty"`
-	Ports              []int             `json:"ports,omitempty"` // TCP ports the container listens on (ports.go)
-	State              containerState    `json:"state"`
-	CreatedAt          int64             `json:"createdAt"`
-	StartedAt          int64             `json:"startedAt,omitempty"`
-	FinishedAt         int64             `json:"finishedAt,omitempty"`
-	ExitCode           int32             `json:"exitCode"`
-	Reason             string            `json:"reason,omitempty"`
-	Message            string            `json:"message,omitempty"`
+	ID                 string `json:"id"`
+	SandboxID          string `json:"sandboxId"`
+	Name               string `json:"name"`
+	Attempt            uint32 `json:"attempt"`
+	Image              string `json:"image"`              // as the client gave it
+	UserSpecifiedImage string `json:"userSpecifiedImage"` // as the user wrote it
+	ImageID            string `json:"imageId"`            // resolved: sha256:<hex>
+	// RuntimeHandler runs the container ("wasm", "runc"); empty in
+	// records older than OCI support, which were all Wasm.
+	RuntimeHandler string            `json:"runtimeHandler,omitempty"`
+	Labels         map[string]string `json:"labels,omitempty"`
+	Annotations    map[string]string `json:"annotations,omitempty"`
+	LogPath        string            `json:"logPath,omitempty"` // absolute; empty: no log
+	Args           []string          `json:"args"`
+	Env            []string          `json:"env,omitempty"`
+	MemoryLimit    int64             `json:"memoryLimit,omitempty"` // bytes; 0: the node's default
+	CPUQuota       int64             `json:"cpuQuota,omitempty"`    // µs per CPUPeriod; 0: none
+	CPUPeriod      int64             `json:"cpuPeriod,omitempty"`   // µs; 0: the default 100ms
+	Mounts         []mountRecord     `json:"mounts,omitempty"`
+	Ports          []int             `json:"ports,omitempty"` // TCP ports the container listens on (ports.go)
+	OCI            *ociRecord        `json:"oci,omitempty"`   // settings only an OCI container has
+	State          containerState    `json:"state"`
+	CreatedAt      int64             `json:"createdAt"`
+	StartedAt      int64             `json:"startedAt,omitempty"`
+	FinishedAt     int64             `json:"finishedAt,omitempty"`
+	ExitCode       int32             `json:"exitCode"`
+	Reason         string            `json:"reason,omitempty"`
+	Message        string            `json:"message,omitempty"`
+}
+
+// ociRecord holds the settings of a container that only an OCI runtime
+// honours (runtime.ContainerSpec has their meaning).
+type ociRecord struct {
+	WorkingDir      string   `json:"workingDir,omitempty"`
+	User            string   `json:"user,omitempty"`
+	AdditionalGIDs  []uint32 `json:"additionalGids,omitempty"`
+	ReadOnlyRootfs  bool     `json:"readOnlyRootfs,omitempty"`
+	CapAdd          []string `json:"capAdd,omitempty"`
+	CapDrop         []string `json:"capDrop,omitempty"`
+	NoNewPrivileges bool     `json:"noNewPrivileges,omitempty"`
+	Seccomp         string   `json:"seccomp,omitempty"`
+	OOMScoreAdj     int      `json:"oomScoreAdj,omitempty"`
+	CPUShares       uint64   `json:"cpuShares,omitempty"`
+}
+
+// handler is the container's runtime handler.
+func (r *containerRecord) handler() string {
+	if r.RuntimeHandler == "" {
+		return "wasm"
+	}
+	return r.RuntimeHandler
 }
 
 func (r *containerRecord) nameKey() string {

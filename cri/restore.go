@@ -23,21 +23,23 @@ const (
 
 // deps are a service's collaborators; tests pass fakes.
 type deps struct {
-	log            *slog.Logger
-	now            func() time.Time
-	rootDir        string
-	runtimes       map[string]skiffrt.Runtime // by runtime handler
-	defaultHandler string                     // of sandboxes that name none
-	images         imageStore
-	namespaces     namespaces
-	network        netns.Network
-	logs           logRotation // zero: the defaults
+	log        *slog.Logger
+	now        func() time.Time
+	rootDir    string
+	runtimes   map[string]skiffrt.Runtime // by runtime handler
+	images     imageStore
+	namespaces namespaces
+	network    netns.Network
+	logs       logRotation // zero: the defaults
 }
 
 // newService opens cri.db, loads the records and reconciles them with the
 // world after a restart:
-//   - running containers are exited (255, "Unknown", "runtime restarted");
-//   - created containers stay created (their task is made at start);
+//   - containers of a runtime whose containers outlive the process (runc:
+//     a runtime.Adopter) are adopted in the state they are in now;
+//   - other running containers are exited (255, "Unknown", "runtime
+//     restarted");
+//   - other created containers stay created (their task is made at start);
 //   - ready sandboxes whose namespace pin is gone are NotReady;
 //   - namespace pins that belong to no sandbox are deleted.
 func newService(d deps) (*service, error) {
@@ -49,19 +51,18 @@ func newService(d deps) (*service, error) {
 		return nil, err
 	}
 	s := &service{
-		log:            d.log,
-		now:            d.now,
-		runtimes:       d.runtimes,
-		defaultHandler: d.defaultHandler,
-		images:         d.images,
-		namespaces:     d.namespaces,
-		network:        d.network,
-		logs:           d.logs.withDefaults(),
-		db:             db,
-		sandboxes:      map[string]*sandbox{},
-		containers:     map[string]*container{},
-		names:          map[string]string{},
-		closing:        make(chan struct{}),
+		log:        d.log,
+		now:        d.now,
+		runtimes:   d.runtimes,
+		images:     d.images,
+		namespaces: d.namespaces,
+		network:    d.network,
+		logs:       d.logs.withDefaults(),
+		db:         db,
+		sandboxes:  map[string]*sandbox{},
+		containers: map[string]*container{},
+		names:      map[string]string{},
+		closing:    make(chan struct{}),
 	}
 	if err := s.restore(); err != nil {
 		db.Close()
@@ -98,6 +99,12 @@ func (s *service) restore() error {
 			}
 			continue
 		}
+		c := &container{rec: *r}
+		if r.State != containerExited && s.adopt(c) {
+			s.containers[r.ID] = c
+			s.names[r.nameKey()] = r.ID
+			continue
+		}
 		if r.State == containerRunning {
 			r.State = containerExited
 			r.ExitCode = exitCodeUnknown
@@ -125,6 +132,58 @@ func (s *service) restore() error {
 		}
 	}
 	return nil
+}
+
+// adoptTimeout bounds the adoption of one container at start.
+const adoptTimeout = 30 * time.Second
+
+// adopt takes over c's container from the runtime that still runs it, when
+// that runtime is an Adopter and has it, and watches it for its exit. It
+// reports whether c now has its task.
+func (s *service) adopt(c *container) bool {
+	rec := &c.rec
+	rt, ok := s.runtimes[rec.handler()].(skiffrt.Adopter)
+	if !ok {
+		return false
+	}
+	sb := s.sandboxes[rec.SandboxID].rec
+	var l *containerLog
+	if rec.LogPath != "" && rec.State == containerRunning {
+		var err error
+		if l, _, err = openContainerLog(rec.LogPath, s.now, s.logs); err != nil {
+			s.log.Warn("reopen the log of an adopted container", "container", rec.ID, "err", err)
+			l = nil
+		}
+	}
+	spec := skiffrt.ContainerSpec{ID: rec.ID, ImageID: rec.ImageID, NetNSPath: sb.NetNSPath}
+	if l != nil {
+		spec.Stdout, spec.Stderr = l.stream("stdout"), l.stream("stderr")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), adoptTimeout)
+	defer cancel()
+	t, err := rt.Adopt(ctx, spec)
+	if err != nil {
+		if l != nil {
+			l.Close()
+		}
+		if !errors.Is(err, skiffrt.ErrNotFound) {
+			s.log.Warn("adopt container", "container", rec.ID, "err", err)
+		}
+		return false
+	}
+	rec.apply(t.Status())
+	if err := s.db.putContainer(rec); err != nil {
+		s.log.Error("save adopted container", "container", rec.ID, "err", err)
+	}
+	c.task, c.log = t, l
+	if rec.State == containerRunning {
+		s.watch(c, t)
+	} else if l != nil {
+		l.Close()
+		c.log = nil
+	}
+	s.log.Info("container adopted", "container", rec.ID, "state", rec.State)
+	return true
 }
 
 // close stops the watchers, closes the runtime (ending the containers it

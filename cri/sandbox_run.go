@@ -10,7 +10,8 @@ import (
 // RunPodSandbox creates a pod sandbox: a pinned network namespace with
 // loopback up (none for a pod on the node's network), attached to the pod
 // network, and its record. The runtime handler must be one the node has
-// (Config.Runtimes), or empty for its default (Config.DefaultHandler).
+// (Config.Runtimes), or empty: then each container runs in the handler of
+// its image's kind (Wasm or OCI), so one pod may mix both.
 // Settings the Wasm runtime cannot honour (privileged, host PID or IPC
 // namespaces, user namespaces, sysctls, SELinux labels, Localhost seccomp
 // or AppArmor profiles) are InvalidArgument naming the field (validate.go).

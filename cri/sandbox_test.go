@@ -28,7 +28,7 @@ func TestSandboxLifecycle(t *testing.T) {
 	}
 	s := st.Status
 	if s.Id != id || s.State != runtime.PodSandboxState_SANDBOX_READY || s.Metadata.Name != "web" ||
-		s.Metadata.Namespace != "default" || s.Labels["app"] != "web" || s.RuntimeHandler != "wasm" || s.CreatedAt == 0 {
+		s.Metadata.Namespace != "default" || s.Labels["app"] != "web" || s.RuntimeHandler != "" || s.CreatedAt == 0 {
 		t.Errorf("status = %v", s)
 	}
 	if ns.count() != 1 {

@@ -70,13 +70,13 @@ type Config struct {
 	// Images is the node's image store. Required.
 	Images *image.Store
 	// Runtimes are the node's container runtimes by CRI runtime handler
-	// ("wasm": runtime/wasm), as containerd resolves a sandbox's handler.
-	// At least one is required. The server closes them when it closes
-	// (not when New fails: they are still the caller's then).
+	// ("wasm": runtime/wasm, "runc": runtime/oci), as containerd resolves
+	// a sandbox's handler. A sandbox that names no handler has each
+	// container run by its image's kind: a Wasm module in "wasm", an OCI
+	// container image in "runc". At least one is required. The server
+	// closes them when it closes (not when New fails: they are still the
+	// caller's then).
 	Runtimes map[string]skiffrt.Runtime
-	// DefaultHandler is the handler of a sandbox that names none. Empty:
-	// "wasm", or the only handler.
-	DefaultHandler string
 	// Logger receives the server's logs (keys: pod, sandbox, container). Nil: discard.
 	Logger *slog.Logger
 	// LogMaxSize is the size in bytes past which a container's log file is
@@ -86,6 +86,10 @@ type Config struct {
 	// live one included (containerLogMaxFiles); at least 2. 0:
 	// DefaultLogMaxFiles.
 	LogMaxFiles int
+	// StreamingAddress is where the streaming server that Exec and
+	// PortForward return URLs of listens: a loopback host:port. Default
+	// DefaultStreamingAddress (a port of the kernel's choosing).
+	StreamingAddress string
 }
 
 // Server serves CRI on a unix socket.
@@ -110,16 +114,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if cfg.Images == nil {
 		return nil, errors.New("new cri server: Config.Images is required")
 	}
-	if cfg.DefaultHandler == "" {
-		cfg.DefaultHandler = "wasm"
-		if len(cfg.Runtimes) == 1 {
-			for h := range cfg.Runtimes {
-				cfg.DefaultHandler = h
-			}
-		}
-	}
-	if _, ok := cfg.Runtimes[cfg.DefaultHandler]; !ok {
-		return nil, fmt.Errorf("new cri server: Config.Runtimes has no runtime for the default handler %q", cfg.DefaultHandler)
+	if len(cfg.Runtimes) == 0 {
+		return nil, errors.New("new cri server: Config.Runtimes is empty")
 	}
 	if cfg.Socket == "" {
 		cfg.Socket = DefaultSocket
@@ -152,16 +148,23 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		}
 	}
 	svc, err := newService(deps{
-		log:            log,
-		rootDir:        cfg.RootDir,
-		runtimes:       maps.Clone(cfg.Runtimes),
-		defaultHandler: cfg.DefaultHandler,
-		images:         cfg.Images,
-		namespaces:     hostNamespaces{dir: nsDir, pool: pool},
-		network:        netns.Loopback{},
-		logs:           logRotation{maxSize: cfg.LogMaxSize, maxFiles: cfg.LogMaxFiles},
+		log:        log,
+		rootDir:    cfg.RootDir,
+		runtimes:   maps.Clone(cfg.Runtimes),
+		images:     cfg.Images,
+		namespaces: hostNamespaces{dir: nsDir, pool: pool},
+		network:    netns.Loopback{},
+		logs:       logRotation{maxSize: cfg.LogMaxSize, maxFiles: cfg.LogMaxFiles},
 	})
 	if err != nil {
+		if pool != nil {
+			pool.Close()
+		}
+		lock.release()
+		return nil, fmt.Errorf("new cri server: %w", err)
+	}
+	if svc.streams, err = newStreamServer(svc, cfg.StreamingAddress, log.With("room", "streaming")); err != nil {
+		svc.close(ctx)
 		if pool != nil {
 			pool.Close()
 		}
@@ -200,6 +203,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	defer os.Remove(s.socket)
 	errc := make(chan error, 1)
 	go func() { errc <- s.grpc.Serve(l) }()
+	streamErr := make(chan error, 1)
+	go func() { streamErr <- s.svc.streams.serve() }()
+	defer func() { s.svc.streams.close(); <-streamErr }()
 	gcDone := make(chan struct{})
 	gcCtx, stopGC := context.WithCancel(ctx)
 	go func() {
@@ -267,6 +273,7 @@ func listen(path string) (net.Listener, error) {
 func (s *Server) Close(ctx context.Context) error {
 	s.closeOnce.Do(func() {
 		s.grpc.Stop()
+		s.svc.streams.close()
 		s.closeErr = s.svc.close(ctx)
 		if s.pool != nil {
 			s.closeErr = errors.Join(s.closeErr, s.pool.Close())

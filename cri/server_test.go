@@ -120,7 +120,7 @@ func TestNewRejects(t *testing.T) {
 	if _, err := New(context.Background(), Config{Images: images, Runtimes: testRuntimes(t)}); err == nil || !strings.Contains(err.Error(), "RootDir is required") {
 		t.Errorf("New without RootDir = %v", err)
 	}
-	if _, err := New(context.Background(), Config{RootDir: t.TempDir(), Images: images}); err == nil || !strings.Contains(err.Error(), `no runtime for the default handler "wasm"`) {
+	if _, err := New(context.Background(), Config{RootDir: t.TempDir(), Images: images}); err == nil || !strings.Contains(err.Error(), "Config.Runtimes is empty") {
 		t.Errorf("New without runtimes = %v", err)
 	}
 	// The state database is locked by the first server.

@@ -21,15 +21,15 @@ type service struct {
 	runtime.UnimplementedRuntimeServiceServer
 	runtime.UnimplementedImageServiceServer
 
-	log            *slog.Logger
-	now            func() time.Time
-	runtimes       map[string]skiffrt.Runtime // by runtime handler
-	defaultHandler string
-	images         imageStore
-	namespaces     namespaces
-	network        netns.Network
-	logs           logRotation
-	db             *stateDB
+	log        *slog.Logger
+	now        func() time.Time
+	runtimes   map[string]skiffrt.Runtime // by runtime handler
+	images     imageStore
+	namespaces namespaces
+	network    netns.Network
+	logs       logRotation
+	db         *stateDB
+	streams    *streamServer // nil: Exec and PortForward are Unavailable
 
 	mu         sync.RWMutex
 	sandboxes  map[string]*sandbox

@@ -7,13 +7,20 @@ import (
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	skiffrt "skiff.dev/skiff/runtime"
+	"skiff.dev/skiff/runtime/image"
 )
 
-// handler resolves a sandbox's runtime handler: the one it names, or the
-// node's default when it names none.
+// The runtime handlers skiff knows, by the kind of image they run.
+const (
+	HandlerWasm = "wasm" // WebAssembly modules, runtime/wasm
+	HandlerRunc = "runc" // OCI container images, runtime/oci
+)
+
+// handler checks a sandbox's runtime handler: one the node has, or empty,
+// in which case each container runs in the handler of its image's kind.
 func (s *service) handler(name string) (string, error) {
 	if name == "" {
-		name = s.defaultHandler
+		return "", nil
 	}
 	if _, ok := s.runtimes[name]; !ok {
 		return "", fmt.Errorf("%w: runtime handler %q is not available on this node (available: %q)", errInvalidArgument, name, sortedKeys(s.runtimes))
@@ -21,11 +28,41 @@ func (s *service) handler(name string) (string, error) {
 	return name, nil
 }
 
-// runtimeOf is the runtime of a sandbox's handler.
-func (s *service) runtimeOf(sb *sandboxRecord) (skiffrt.Runtime, error) {
-	rt, ok := s.runtimes[sb.RuntimeHandler]
+// imageHandler is the handler that runs an image of img's kind.
+func imageHandler(img image.Image) string {
+	if img.MediaType == image.MediaTypeWasm {
+		return HandlerWasm
+	}
+	return HandlerRunc
+}
+
+// containerHandler resolves the handler a container of image img runs in,
+// in sandbox sb: the sandbox's (its pod's runtimeClassName), which must be
+// able to run the image, or, when the sandbox names none, the image's.
+func (s *service) containerHandler(sb *sandboxRecord, ref string, img image.Image) (string, error) {
+	want := imageHandler(img)
+	kind := "an OCI container image"
+	if want == HandlerWasm {
+		kind = "a WebAssembly module"
+	}
+	if sb.RuntimeHandler != "" && sb.RuntimeHandler != want {
+		return "", fmt.Errorf("%w: image %q is %s, which the sandbox's runtime handler %q cannot run; run it in handler %q (runtimeClassName: %s) or name no handler", errInvalidArgument, ref, kind, sb.RuntimeHandler, want, want)
+	}
+	if _, ok := s.runtimes[want]; !ok {
+		hint := ""
+		if want == HandlerRunc {
+			hint = "; the node offers runc once the runc binary is installed (Debian package runc)"
+		}
+		return "", fmt.Errorf("%w: image %q is %s, and this node has no %q runtime (available: %q)%s", errFailedPrecondition, ref, kind, want, sortedKeys(s.runtimes), hint)
+	}
+	return want, nil
+}
+
+// runtimeOf is the runtime of a container's handler.
+func (s *service) runtimeOf(rec *containerRecord) (skiffrt.Runtime, error) {
+	rt, ok := s.runtimes[rec.handler()]
 	if !ok {
-		return nil, fmt.Errorf("%w: sandbox %s runs in runtime handler %q, which this node no longer has", errFailedPrecondition, sb.ID, sb.RuntimeHandler)
+		return nil, fmt.Errorf("%w: container %s runs in runtime handler %q, which this node no longer has", errFailedPrecondition, rec.ID, rec.handler())
 	}
 	return rt, nil
 }

@@ -22,11 +22,11 @@ import (
 func validateSandboxConfig(cfg *runtime.PodSandboxConfig) error {
 	linux := cfg.GetLinux()
 	if keys := slices.Sorted(maps.Keys(linux.GetSysctls())); len(keys) > 0 {
-		return unsupported("config.linux.sysctls["+keys[0]+"]", "sysctls are not supported by the Wasm runtime")
+		return unsupported("config.linux.sysctls["+keys[0]+"]", "sysctls are not supported by skiff")
 	}
 	sc := linux.GetSecurityContext()
 	if sc.GetPrivileged() {
-		return unsupported("config.linux.security_context.privileged", "privileged pods are not supported by the Wasm runtime")
+		return unsupported("config.linux.security_context.privileged", "privileged pods are not supported by skiff")
 	}
 	if err := validateNamespaces("config.linux.security_context.namespace_options", sc.GetNamespaceOptions()); err != nil {
 		return err
@@ -59,29 +59,36 @@ func validateProfiles(field string, sc securityProfiles) error {
 }
 
 // validateContainerConfig checks a CreateContainer config (but its mounts:
-// see mountsOf) against the sandbox it goes into.
-func validateContainerConfig(cfg *runtime.ContainerConfig, sb *sandboxRecord) error {
+// see mountsOf) against the sandbox it goes into and the runtime handler
+// that will run it. An OCI container (runc) may have capabilities added
+// and a user of its own; no container may be privileged or have devices:
+// on a node shared by tenants, either would hand over the node.
+func validateContainerConfig(cfg *runtime.ContainerConfig, sb *sandboxRecord, handler string) error {
 	if len(cfg.GetDevices()) > 0 {
-		return unsupported("config.devices", "devices are not supported by the Wasm runtime")
+		return unsupported("config.devices", "devices are not supported by skiff")
 	}
 	if len(cfg.GetCDIDevices()) > 0 {
-		return unsupported("config.CDI_devices", "devices are not supported by the Wasm runtime")
+		return unsupported("config.CDI_devices", "devices are not supported by skiff")
 	}
 	sc := cfg.GetLinux().GetSecurityContext()
 	if sc.GetPrivileged() {
-		return unsupported("config.linux.security_context.privileged", "privileged containers are not supported by the Wasm runtime")
+		return unsupported("config.linux.security_context.privileged", "privileged containers are not supported by skiff")
 	}
 	if sc.GetRunAsGroup() != nil && sc.GetRunAsUser() == nil && sc.GetRunAsUsername() == "" {
 		return unsupported("config.linux.security_context.run_as_group", "a group is set without run_as_user or run_as_username")
 	}
+	ns := sc.GetNamespaceOptions()
 	caps := sc.GetCapabilities()
-	if len(caps.GetAddCapabilities()) > 0 {
+	switch {
+	case handler == HandlerRunc && ns.GetPid() == runtime.NamespaceMode_POD:
+		return unsupported("config.linux.security_context.namespace_options.pid", "sharing the pod's process namespace (shareProcessNamespace) is not supported by skiff's runc runtime")
+	case handler == HandlerRunc && len(caps.GetAddAmbientCapabilities()) > 0:
+		return unsupported("config.linux.security_context.capabilities.add_ambient_capabilities", "ambient capabilities are not supported by skiff's runc runtime")
+	case handler != HandlerRunc && len(caps.GetAddCapabilities()) > 0:
 		return unsupported("config.linux.security_context.capabilities.add_capabilities", fmt.Sprintf("adding capabilities (%v) is not supported by the Wasm runtime", caps.GetAddCapabilities()))
-	}
-	if len(caps.GetAddAmbientCapabilities()) > 0 {
+	case handler != HandlerRunc && len(caps.GetAddAmbientCapabilities()) > 0:
 		return unsupported("config.linux.security_context.capabilities.add_ambient_capabilities", fmt.Sprintf("adding capabilities (%v) is not supported by the Wasm runtime", caps.GetAddAmbientCapabilities()))
 	}
-	ns := sc.GetNamespaceOptions()
 	if ns.GetNetwork() == runtime.NamespaceMode_NODE && !sb.HostNetwork {
 		return unsupported("config.linux.security_context.namespace_options.network", "a container shares its pod's network namespace; the node's is only for a pod on the node's network")
 	}
@@ -99,7 +106,7 @@ func validateContainerConfig(cfg *runtime.ContainerConfig, sb *sandboxRecord) er
 // is the one host namespace a pod may have (checked by the callers).
 func validateNamespaces(field string, ns *runtime.NamespaceOption) error {
 	if ns.GetNetwork() == runtime.NamespaceMode_TARGET {
-		return unsupported(field+".network", "sharing another container's namespace is not supported by the Wasm runtime")
+		return unsupported(field+".network", "sharing another container's namespace is not supported by skiff")
 	}
 	for _, m := range []struct {
 		name string
@@ -107,20 +114,20 @@ func validateNamespaces(field string, ns *runtime.NamespaceOption) error {
 	}{{"pid", ns.GetPid()}, {"ipc", ns.GetIpc()}} {
 		switch m.mode {
 		case runtime.NamespaceMode_NODE:
-			return unsupported(field+"."+m.name, "the node's "+m.name+" namespace is not supported by the Wasm runtime")
+			return unsupported(field+"."+m.name, "the node's "+m.name+" namespace is not supported by skiff")
 		case runtime.NamespaceMode_TARGET:
-			return unsupported(field+"."+m.name, "sharing another container's namespace is not supported by the Wasm runtime")
+			return unsupported(field+"."+m.name, "sharing another container's namespace is not supported by skiff")
 		}
 	}
 	if u := ns.GetUsernsOptions(); u != nil && u.GetMode() != runtime.NamespaceMode_NODE {
-		return unsupported(field+".userns_options.mode", fmt.Sprintf("user namespaces (mode %v) are not supported by the Wasm runtime", u.GetMode()))
+		return unsupported(field+".userns_options.mode", fmt.Sprintf("user namespaces (mode %v) are not supported by skiff", u.GetMode()))
 	}
 	return nil
 }
 
 func validateSELinux(field string, o *runtime.SELinuxOption) error {
 	if o.GetUser() != "" || o.GetRole() != "" || o.GetType() != "" || o.GetLevel() != "" {
-		return unsupported(field, "SELinux labels are not supported by the Wasm runtime")
+		return unsupported(field, "SELinux labels are not supported by skiff")
 	}
 	return nil
 }
@@ -130,7 +137,7 @@ func validateSELinux(field string, o *runtime.SELinuxOption) error {
 // the runtime would have to load, and it cannot.
 func validateProfile(field string, p *runtime.SecurityProfile) error {
 	if p.GetProfileType() == runtime.SecurityProfile_Localhost {
-		return unsupported(field+".profile_type", fmt.Sprintf("Localhost profile %q is not supported by the Wasm runtime (only RuntimeDefault and Unconfined)", p.GetLocalhostRef()))
+		return unsupported(field+".profile_type", fmt.Sprintf("Localhost profile %q is not supported by skiff (only RuntimeDefault and Unconfined)", p.GetLocalhostRef()))
 	}
 	return nil
 }
@@ -141,7 +148,7 @@ func validateProfilePath(field, p string) error {
 	case "", "runtime/default", "docker/default", "unconfined":
 		return nil
 	}
-	return unsupported(field, fmt.Sprintf("profile %q is not supported by the Wasm runtime (only runtime/default and unconfined)", p))
+	return unsupported(field, fmt.Sprintf("profile %q is not supported by skiff (only runtime/default and unconfined)", p))
 }
 
 func unsupported(field, why string) error {

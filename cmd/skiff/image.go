@@ -21,19 +21,22 @@ func newImageCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "image",
 		Short: "Manage the images of this node",
-		Long: `Images are WebAssembly modules kept in the node's image store under
---data-dir. A pod's "image:" names one. The node pulls images from OCI
-registries itself; import is for air-gapped nodes.`,
+		Long: `Images are WebAssembly modules and Linux container images kept in the
+node's image store under --data-dir. A pod's "image:" names one. The node
+pulls images from OCI registries itself; import is for air-gapped nodes.`,
 	}
 	cmd.PersistentFlags().StringVar(&dataDir, "data-dir", defaultDataDir, "the node's data directory (as given to skiff dev)")
 	imp := &cobra.Command{
 		Use:   "import NAME FILE",
 		Short: "Put a WebAssembly module or an OCI image archive into the node's image store under NAME",
 		Long: `Import stores FILE under NAME. FILE is a WebAssembly module (.wasm) or a tar
-of an OCI image layout (as "crane pull --format=oci" or "docker save" write
-them) holding a Wasm artifact or an OCI image whose entrypoint is a .wasm file.`,
+of an OCI image layout or a docker-save archive (as "crane pull --format=oci"
+or "docker save" write them). A Wasm artifact, or an image whose entrypoint
+is a .wasm file, is stored as its module; any other image must be for linux
+on this node's architecture, and its layers are unpacked.`,
 		Example: `  skiff image import hello examples/hello/hello.wasm
-  skiff image import registry.local/app:v1 app.tar`,
+  skiff image import registry.local/app:v1 app.tar
+  docker save busybox:1.36 -o busybox.tar && skiff image import busybox:1.36 busybox.tar`,
 		Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			st, err := image.Open(imageDir(dataDir))
@@ -56,7 +59,7 @@ them) holding a Wasm artifact or an OCI image whose entrypoint is a .wasm file.`
 				return err
 			}
 			ref, _ := image.NormalizeRef(args[0])
-			fmt.Fprintf(cmd.OutOrStdout(), "imported %s as %s (%s, %d bytes)\n", args[1], ref, img.ID, img.Size)
+			fmt.Fprintf(cmd.OutOrStdout(), "imported %s as %s (%s, %s, %d bytes)\n", args[1], ref, img.ID, imageType(img), img.Size)
 			return nil
 		},
 	}
@@ -74,10 +77,10 @@ them) holding a Wasm artifact or an OCI image whose entrypoint is a .wasm file.`
 				return err
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 8, 3, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tID\tSIZE")
+			fmt.Fprintln(tw, "NAME\tID\tTYPE\tSIZE")
 			for _, img := range imgs {
 				for _, n := range img.Names {
-					fmt.Fprintf(tw, "%s\t%s\t%d\n", n, img.ID[:19], img.Size)
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%d\n", n, img.ID[:19], imageType(img), img.Size)
 				}
 			}
 			return tw.Flush()
@@ -85,4 +88,12 @@ them) holding a Wasm artifact or an OCI image whose entrypoint is a .wasm file.`
 	}
 	cmd.AddCommand(imp, ls)
 	return cmd
+}
+
+// imageType is the TYPE column of "skiff image ls": wasm or linux.
+func imageType(img image.Image) string {
+	if img.MediaType == image.MediaTypeOCI {
+		return "linux"
+	}
+	return "wasm"
 }

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 
@@ -16,6 +17,10 @@ const defaultServer = "127.0.0.1:7650"
 
 func main() {
 	if err := newRoot().Execute(); err != nil {
+		var exit exitError
+		if errors.As(err, &exit) { // skiff exec: the command's exit code
+			os.Exit(exit.code)
+		}
 		fmt.Fprintln(os.Stderr, "error:", err)
 		os.Exit(1)
 	}
@@ -37,14 +42,15 @@ func newRoot() *cobra.Command {
 and node agents that run pods of WebAssembly modules through a CRI server.
 
 Start a one-node cluster with "skiff dev", then use the client commands
-(apply, get, describe, delete, logs, top) as you would kubectl. The kinds are
-pods, nodes, namespaces and events. The client finds the server from
+(apply, get, describe, delete, logs, exec, port-forward, top) as you would
+kubectl. The kinds are pods, nodes, namespaces and events. The client finds the server from
 --server, then $SKIFF_SERVER, then the client config, then ` + defaultServer + `.
 It authenticates with the bearer token of $SKIFF_TOKEN or of the client
 config (--config, $SKIFF_CONFIG, else ~/.skiff/config), which skiff server
 and skiff dev write with an admin token at their first start, along with
 the cluster CA that the client verifies the server's certificate with.
-It exits 0 on success and 1 on any error.`,
+It exits 0 on success and 1 on any error; skiff exec exits with the
+command's exit code.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		Version:       version,
@@ -62,6 +68,8 @@ It exits 0 on success and 1 on any error.`,
 		newDescribeCmd(g),
 		newMembersCmd(g),
 		newLogsCmd(g),
+		newExecCmd(g),
+		newPortForwardCmd(g),
 		newTopCmd(g),
 		newImageCmd(),
 		newBenchCmd(g),

@@ -208,7 +208,10 @@ func roleAllows(role string, a attrs, cluster bool) bool {
 	write := a.verb == "create" || a.verb == "update" || a.verb == "delete"
 	switch a.kind {
 	case kinds.Pod.Plural:
-		return read || a.verb == "logs" || role == RoleEdit && write
+		// exec and portforward reach into a pod: edit, as Kubernetes'
+		// edit role may create pods/exec and pods/portforward.
+		stream := a.verb == "exec" || a.verb == "portforward"
+		return read || a.verb == "logs" || role == RoleEdit && (write || stream)
 	case kinds.Event.Plural:
 		return read || role == RoleEdit && write
 	case kinds.Node.Plural, kinds.Namespace.Plural:

@@ -30,6 +30,9 @@ type Config struct {
 	// node's status.agentEndpoint, which only its agent sets, from its
 	// certificate); the client must refuse any peer but that agent.
 	Agents func(node, endpoint string) skiffv1connect.AgentServiceClient
+	// AgentStreams reaches the agents for exec and port-forward
+	// (WebSockets, stream.go); plain HTTP/1.1 to http://endpoint when nil.
+	AgentStreams AgentStreams
 	// Health says whether this server can serve: /healthz answers 503 with
 	// its error (a failed store, say) and 200 when it returns nil. Nil:
 	// always healthy.
@@ -51,6 +54,9 @@ type Server struct {
 	members func(ctx context.Context) ([]*skiffv1.Member, error)
 	auth    *AuthConfig
 	authz   *authorizer // nil without auth
+
+	agentStreams AgentStreams
+	streams      chan struct{} // a seat per exec or port-forward stream
 }
 
 // agentDialer returns a client for the agent of a node at a host:port.
@@ -88,13 +94,20 @@ func New(cfg Config) *Server {
 			return skiffv1connect.NewAgentServiceClient(hc, "http://"+endpoint)
 		}
 	}
+	agentStreams := cfg.AgentStreams
+	if agentStreams == nil {
+		plain := &http.Client{Transport: &http.Transport{TLSHandshakeTimeout: 10 * time.Second, ResponseHeaderTimeout: 30 * time.Second}}
+		agentStreams = func(_, endpoint string) (*http.Client, string) { return plain, "http://" + endpoint }
+	}
 	return &Server{
-		log:     log,
-		health:  cfg.Health,
-		members: cfg.Members,
-		auth:    cfg.Auth,
-		authz:   authz,
-		b:       b,
+		agentStreams: agentStreams,
+		streams:      make(chan struct{}, maxStreamsInFlightWS),
+		log:          log,
+		health:       cfg.Health,
+		members:      cfg.Members,
+		auth:         cfg.Auth,
+		authz:        authz,
+		b:            b,
 		pods: &podService{
 			generic: kinds.Pod.GenericHandler(b).(generic),
 			b:       b,
@@ -156,6 +169,7 @@ func (s *Server) Handler() http.Handler {
 	}
 	mux.Handle(skiffv1connect.NewAuthServiceHandler(&authService{b: s.b, z: s.authz, now: tokenClock}, opts...))
 	mux.HandleFunc("/healthz", s.healthz)
+	s.registerStreams(mux)
 	h := limitInFlight(mux, maxUnaryInFlight, maxStreamsInFlight)
 	if s.auth == nil {
 		return h

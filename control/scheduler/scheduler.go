@@ -182,10 +182,9 @@ func (s *Scheduler) Pass(ctx context.Context) error {
 // pick returns the feasible node with the fewest pods, or "" and a
 // Kubernetes-style account of why none fits.
 func (s *Scheduler) pick(p *skiffv1.Pod, nodes []*skiffv1.Node, load map[string]int) (string, string) {
+	// A pod that names no runtime class runs each container by its
+	// image's kind, which only the node learns: any node will do.
 	want := p.GetSpec().GetRuntimeClassName()
-	if want == "" {
-		want = "wasm"
-	}
 	reasons := map[string]int{}
 	var fit []string
 	for _, n := range nodes {
@@ -229,6 +228,9 @@ func (s *Scheduler) unfit(n *skiffv1.Node, runtime string) string {
 	}
 	if !ready {
 		return "node(s) were not ready"
+	}
+	if runtime == "" {
+		return ""
 	}
 	for _, r := range n.GetStatus().GetRuntimes() {
 		if r == runtime {

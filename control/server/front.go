@@ -91,6 +91,23 @@ func agentClients(cred *pki.Credential) func(node, endpoint string) skiffv1conne
 	}
 }
 
+// agentStreams reaches agents for exec and port-forward WebSockets: as
+// agentClients, over HTTP/1.1 (a WebSocket upgrades an HTTP/1.1 request).
+func agentStreams(cred *pki.Credential) apiserver.AgentStreams {
+	return func(node, endpoint string) (*http.Client, string) {
+		c := cred.ClientConfig(func(id pki.Identity) error {
+			if id.Role != pki.RoleAgent || id.Name != node || id.Endpoint != endpoint {
+				return fmt.Errorf("the agent at %s is not node %s's (its certificate names %s)", endpoint, node, id)
+			}
+			return nil
+		})
+		c.NextProtos = []string{"http/1.1"}
+		p := new(http.Protocols)
+		p.SetHTTP1(true)
+		return &http.Client{Transport: &http.Transport{TLSClientConfig: c, Protocols: p, DisableKeepAlives: true, TLSHandshakeTimeout: 10 * time.Second, ResponseHeaderTimeout: 30 * time.Second}}, "https://" + endpoint
+	}
+}
+
 // provisionalTLS is what a new server presents until it has its
 // certificate: one of a throwaway CA, which no peer trusts. It is enough to
 // answer a joiner "no CA yet" (the joiner checks the server's certificate

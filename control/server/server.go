@@ -377,7 +377,7 @@ func (s *Server) Run(ctx context.Context) error {
 		Store: st, Logger: s.log.With("room", "apiserver"), Health: health,
 		Members: func(context.Context) ([]*skiffv1.Member, error) { return members(st, pool, s.addr) },
 		Auth:    &apiserver.AuthConfig{Peer: peerPrincipal, BootstrapToken: bootstrapToken(token)},
-		Agents:  agentClients(ident.cred),
+		Agents:  agentClients(ident.cred), AgentStreams: agentStreams(ident.cred),
 	})
 	// A cluster of one creates its default namespace before serving; one
 	// of several has its leader do it (a directory of several restarted

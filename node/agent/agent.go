@@ -122,11 +122,12 @@ func New(cfg Config) *Agent {
 	return a
 }
 
-// Handler serves the agent's API (container logs, pod stats) for the
-// apiserver.
+// Handler serves the agent's API (container logs, pod stats, and the
+// exec and port-forward WebSocket routes of stream.go) for the apiserver.
 func (a *Agent) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle(agentService{newLogService(a.cfg.LogDir, a.cfg.Runtime, a.log), newStatsService(a.cfg.Runtime, a.log)}.handler())
+	newStreamService(a.cfg.Runtime, a.log).register(mux)
 	return mux
 }
 

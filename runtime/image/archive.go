@@ -10,7 +10,6 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"strings"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
@@ -23,9 +22,11 @@ const maxArchiveEntries = 10000
 // ImportArchive imports the image in an archive read from r: an OCI
 // image-layout tar (index.json, oci-layout, blobs/; as `crane pull
 // --format=oci` and `docker save` write them) or a docker-save tar
-// (manifest.json). The image must be Wasm, as for Pull; an index picks
-// its wasm platform. Every blob is checked against its digest. The image
-// is stored under name. On error nothing changes.
+// (manifest.json). The image is stored as Pull stores it: a Wasm module, or
+// a Linux image with its layers unpacked; an index picks its wasm
+// platform, else linux on the node's architecture. Every blob is checked
+// against its digest, every layer against its diff ID. The image is
+// stored under name. On error nothing changes.
 func (s *Store) ImportArchive(ctx context.Context, name string, r io.Reader) (Image, error) {
 	ref, err := NormalizeRef(name)
 	if err != nil {
@@ -61,14 +62,14 @@ func (s *Store) importArchive(ctx context.Context, ref string, r io.Reader) (Ima
 		if err != nil {
 			return Image{}, err
 		}
-		return s.putImage(ctx, img, names)
+		return s.putImage(ctx, img, names, nil)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "manifest.json")); err == nil {
 		img, err := tarball.Image(func() (io.ReadCloser, error) { return tarOf(dir) }, nil)
 		if err != nil {
 			return Image{}, fmt.Errorf("%w: %w", ErrInvalidArchive, err)
 		}
-		return s.putImage(ctx, img, names)
+		return s.putImage(ctx, img, names, nil)
 	}
 	return Image{}, fmt.Errorf("%w: neither index.json (OCI image layout) nor manifest.json (docker save) at the top of the tar", ErrInvalidArchive)
 }
@@ -83,14 +84,12 @@ func pickImage(idx v1.ImageIndex, depth int) (v1.Image, error) {
 		return nil, fmt.Errorf("%w: the index holds no image", ErrInvalidArchive)
 	}
 	d := im.Manifests[0]
-	for _, m := range im.Manifests {
-		if p := m.Platform; p != nil && (p.Architecture == "wasm" || strings.HasPrefix(p.OS, "wasi")) {
-			d = m
-			break
+	if len(im.Manifests) > 1 {
+		pick, err := pickPlatform(im.Manifests)
+		if err != nil {
+			return nil, err
 		}
-	}
-	if len(im.Manifests) > 1 && d.Digest == im.Manifests[0].Digest && (d.Platform == nil || d.Platform.Architecture != "wasm") {
-		return nil, fmt.Errorf("%w: the index holds %d images and none for a wasm platform", ErrNotWasm, len(im.Manifests))
+		d = *pick
 	}
 	if d.MediaType.IsIndex() {
 		child, err := idx.ImageIndex(d.Digest)
@@ -110,7 +109,7 @@ func pickImage(idx v1.ImageIndex, depth int) (v1.Image, error) {
 // links, devices and names that leave dir, within the store's size limit.
 func (s *Store) untar(ctx context.Context, dir string, r io.Reader) error {
 	tr := tar.NewReader(ctxReader{ctx, r})
-	budget := s.cfg.maxLayerBytes()
+	budget := max(s.cfg.maxLayerBytes(), s.cfg.maxImageBytes())
 	for n := 0; ; n++ {
 		h, err := tr.Next()
 		if errors.Is(err, io.EOF) {
@@ -137,7 +136,7 @@ func (s *Store) untar(ctx context.Context, dir string, r io.Reader) error {
 			}
 		case tar.TypeReg:
 			if h.Size > budget {
-				return fmt.Errorf("%w: the archive is past the limit of %d bytes", ErrTooLarge, s.cfg.maxLayerBytes())
+				return fmt.Errorf("%w: the archive is past the limit of %d bytes", ErrTooLarge, max(s.cfg.maxLayerBytes(), s.cfg.maxImageBytes()))
 			}
 			budget -= h.Size
 			if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {

@@ -13,7 +13,8 @@ import (
 // Defaults for Config.
 const (
 	DefaultMaxModuleBytes = 256 << 20 // a module
-	DefaultMaxLayerBytes  = 1 << 30   // a compressed layer or an archive
+	DefaultMaxLayerBytes  = 1 << 30   // a compressed layer
+	DefaultMaxImageBytes  = 8 << 30   // an image's layers unpacked, or an archive
 	DefaultPullTimeout    = 5 * time.Minute
 	DefaultGCHigh         = 85 // percent of the filesystem, as the kubelet's imageGCHighThresholdPercent
 	DefaultGCLow          = 80 // imageGCLowThresholdPercent
@@ -31,6 +32,8 @@ const (
 //	auth: /etc/skiff/registry-auth.json     # a docker config.json; default: ~/.docker/config.json
 //	pullTimeout: 5m
 //	maxModuleBytes: 268435456
+//	maxLayerBytes: 1073741824    # a compressed layer
+//	maxImageBytes: 8589934592    # an image's layers unpacked, or an image archive
 //	gc: {highThresholdPercent: 85, lowThresholdPercent: 80, minAge: 2m}
 //
 // A registry on localhost, 127.0.0.0/8 or ::1 is reached over plain HTTP
@@ -43,6 +46,7 @@ type Config struct {
 	PullTimeout    Duration            `json:"pullTimeout,omitempty"`
 	MaxModuleBytes int64               `json:"maxModuleBytes,omitempty"`
 	MaxLayerBytes  int64               `json:"maxLayerBytes,omitempty"`
+	MaxImageBytes  int64               `json:"maxImageBytes,omitempty"`
 	GC             GCPolicy            `json:"gc,omitempty"`
 }
 
@@ -111,6 +115,9 @@ func (c Config) validate() error {
 	if c.MaxLayerBytes < 0 {
 		return fmt.Errorf("maxLayerBytes: invalid value %d: must be positive", c.MaxLayerBytes)
 	}
+	if c.MaxImageBytes < 0 {
+		return fmt.Errorf("maxImageBytes: invalid value %d: must be positive", c.MaxImageBytes)
+	}
 	if c.PullTimeout.Duration < 0 {
 		return fmt.Errorf("pullTimeout: invalid value %s: must be positive", c.PullTimeout)
 	}
@@ -142,6 +149,13 @@ func (c Config) maxLayerBytes() int64 {
 		return c.MaxLayerBytes
 	}
 	return DefaultMaxLayerBytes
+}
+
+func (c Config) maxImageBytes() int64 {
+	if c.MaxImageBytes > 0 {
+		return c.MaxImageBytes
+	}
+	return DefaultMaxImageBytes
 }
 
 func (c Config) pullTimeout() time.Duration {

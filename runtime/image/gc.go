@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"slices"
 	"time"
@@ -37,7 +36,11 @@ type GCResult struct {
 // filesystem is Config.GC.HighThresholdPercent full, it removes images
 // that no container uses (inUse holds the IDs of those that do) and that
 // were pulled, imported or used (Touch) more than MinAge ago, least
-// recently first, until it would be LowThresholdPercent full. An image in inUse is never removed.
+// recently first, until it would be LowThresholdPercent full. An image in
+// inUse is never removed, nor a snapshot that a mounted overlay stacks.
+// Whatever the usage, it first deletes the snapshots that no image uses
+// any more (those Remove left because they were mounted, and after an hour
+// those of pulls that failed part way), counted in Freed.
 // It returns what it removed; an error stops it part way, with every
 // image either whole or gone.
 func (s *Store) GC(ctx context.Context, inUse map[string]bool) (GCResult, error) {
@@ -51,15 +54,16 @@ func (s *Store) GC(ctx context.Context, inUse map[string]bool) (GCResult, error)
 	if minAge == 0 {
 		minAge = DefaultGCMinAge
 	}
+	orphans := uint64(s.collect(true))
 	st, err := s.statfs(s.root)
 	if err != nil {
-		return GCResult{}, fmt.Errorf("image gc: %w", err)
+		return GCResult{Freed: orphans}, fmt.Errorf("image gc: %w", err)
 	}
 	if st.Capacity == 0 {
-		return GCResult{}, nil
+		return GCResult{Freed: orphans}, nil
 	}
 	used := st.Capacity - min(st.Available, st.Capacity)
-	res := GCResult{UsagePercent: int(used * 100 / st.Capacity)}
+	res := GCResult{UsagePercent: int(used * 100 / st.Capacity), Freed: orphans}
 	if high >= 100 || res.UsagePercent < high {
 		return res, nil
 	}
@@ -67,7 +71,7 @@ func (s *Store) GC(ctx context.Context, inUse map[string]bool) (GCResult, error)
 	if target <= st.Available {
 		return res, nil
 	}
-	toFree := target - st.Available
+	toFree := target - st.Available + orphans // the statfs was taken after the orphans went
 
 	imgs, err := s.List()
 	if err != nil {
@@ -100,14 +104,15 @@ func (s *Store) GC(ctx context.Context, inUse map[string]bool) (GCResult, error)
 		if err := ctx.Err(); err != nil {
 			return res, fmt.Errorf("image gc: %w", err)
 		}
-		if err := s.removeID(c.img.ID); err != nil {
+		freed, err := s.removeID(c.img.ID)
+		if err != nil {
 			if errors.Is(err, ErrNotFound) {
 				continue
 			}
 			return res, fmt.Errorf("image gc: %w", err)
 		}
 		res.Removed = append(res.Removed, c.img.ID)
-		res.Freed += uint64(c.img.Size)
+		res.Freed += uint64(freed)
 	}
 	return res, nil
 }
@@ -123,9 +128,11 @@ func (s *Store) Touch(id string) error {
 	return nil
 }
 
-// removeID removes an image and all its names.
-func (s *Store) removeID(id string) error {
-	return s.update(func(idx *index) error {
+// removeID removes an image and all its names, and the snapshots no other
+// image uses and no overlay stacks. It returns the bytes freed.
+func (s *Store) removeID(id string) (int64, error) {
+	var freed int64
+	err := s.update(func(idx *index) error {
 		names := namesOf(idx, id)
 		if len(names) == 0 {
 			return ErrNotFound
@@ -133,9 +140,13 @@ func (s *Store) removeID(id string) error {
 		for _, n := range names {
 			delete(idx.Refs, n)
 		}
-		if err := os.Remove(s.blobPath(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return err
+		if info, err := os.Stat(s.blobPath(id)); err == nil {
+			freed = info.Size()
 		}
-		return nil
+		return s.drop(idx, id)
 	})
+	if err != nil {
+		return 0, err
+	}
+	return freed + s.collect(false), nil
 }

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"path"
+	goruntime "runtime"
 	"strings"
 
 	"github.com/google/go-containerregistry/pkg/authn"
@@ -21,6 +22,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/klauspost/compress/zstd"
+
+	"skiff.dev/skiff/runtime/image/layer"
 )
 
 // Media types of the Wasm OCI artifact layout
@@ -41,14 +44,31 @@ type Credentials struct {
 func (c Credentials) empty() bool { return c == Credentials{} }
 
 // Pull fetches ref from its registry (through its mirrors first, see
-// Config), verifies every byte against its digest and stores the module
-// under ref and ref's repository digest. It accepts the Wasm OCI artifact
-// layout (an application/wasm layer) and plain OCI images whose entrypoint
-// is a .wasm file, taken from the layers. Errors name ref and wrap
-// ErrNotFound, ErrUnauthorized, ErrNotWasm, ErrDigestMismatch, ErrTooLarge
-// or the context's error; on error nothing changes. The pull ends at ctx's
-// deadline, or after Config.PullTimeout if ctx has none.
+// Config), verifies every byte against its digest and stores the image
+// under ref and ref's repository digest.
+//
+// A Wasm image is stored as its module: the Wasm OCI artifact layout (an
+// application/wasm layer), or an OCI image whose entrypoint is a .wasm
+// file, taken from the layers. Any other image must be for linux and the
+// node's architecture (an index picks a wasm platform first, then that
+// one) and is stored as a Linux container image (MediaTypeOCI): its
+// config blob, and its layers unpacked into snapshots shared with the
+// other images that have them; a layer already in the store is not
+// fetched again.
+//
+// Errors name ref and wrap ErrNotFound, ErrUnauthorized, ErrNotWasm (a
+// Wasm platform's image without a module), ErrUnsupported, ErrDigestMismatch,
+// ErrTooLarge, ErrInvalidArchive, layer.ErrRefused (a hostile layer: the
+// error names the layer's digest and the entry) or the context's error;
+// on error nothing changes. The pull ends at ctx's deadline, or after
+// Config.PullTimeout if ctx has none.
 func (s *Store) Pull(ctx context.Context, ref string, creds Credentials) (Image, error) {
+	return s.PullWithProgress(ctx, ref, creds, nil)
+}
+
+// PullWithProgress is Pull, calling progress (when not nil) from the
+// pulling goroutine as each layer of a Linux image is fetched.
+func (s *Store) PullWithProgress(ctx context.Context, ref string, creds Credentials, progress func(Progress)) (Image, error) {
 	stored, err := NormalizeRef(ref)
 	if err != nil {
 		return Image{}, fmt.Errorf("pull image: %w", err)
@@ -58,7 +78,7 @@ func (s *Store) Pull(ctx context.Context, ref string, creds Credentials) (Image,
 		ctx, cancel = context.WithTimeout(ctx, s.cfg.pullTimeout())
 		defer cancel()
 	}
-	img, err := s.pull(ctx, ref, stored, creds)
+	img, err := s.pull(ctx, ref, stored, creds, progress)
 	if err != nil {
 		if ctxErr := ctx.Err(); ctxErr != nil && !errors.Is(err, ctxErr) {
 			err = fmt.Errorf("%w (%v)", ctxErr, err)
@@ -68,7 +88,7 @@ func (s *Store) Pull(ctx context.Context, ref string, creds Credentials) (Image,
 	return img, nil
 }
 
-func (s *Store) pull(ctx context.Context, ref, stored string, creds Credentials) (Image, error) {
+func (s *Store) pull(ctx context.Context, ref, stored string, creds Credentials, progress func(Progress)) (Image, error) {
 	origin, err := name.ParseReference(ref)
 	if err != nil {
 		return Image{}, fmt.Errorf("%w: %w", ErrInvalidName, err)
@@ -98,7 +118,7 @@ func (s *Store) pull(ctx context.Context, ref, stored string, creds Credentials)
 			}
 			continue // the next mirror, or the registry itself
 		}
-		img, err := s.fetch(ctx, desc, stored, creds)
+		img, err := s.fetch(ctx, desc, stored, progress)
 		if err != nil {
 			return Image{}, classify(err)
 		}
@@ -136,8 +156,8 @@ func (s *Store) remoteOptions(ctx context.Context, creds Credentials) []remote.O
 	return append(opts, remote.WithAuthFromKeychain(keychain))
 }
 
-// fetch stores the module of the image (or index) desc describes.
-func (s *Store) fetch(ctx context.Context, desc *remote.Descriptor, stored string, creds Credentials) (Image, error) {
+// fetch stores the image (or index) desc describes.
+func (s *Store) fetch(ctx context.Context, desc *remote.Descriptor, stored string, progress func(Progress)) (Image, error) {
 	names := []string{stored}
 	repo, _, _ := strings.Cut(stored, "@")
 	if i := strings.LastIndexByte(repo, ':'); i > strings.LastIndexByte(repo, '/') {
@@ -157,15 +177,9 @@ func (s *Store) fetch(ctx context.Context, desc *remote.Descriptor, stored strin
 		if err != nil {
 			return Image{}, err
 		}
-		var pick *v1.Descriptor
-		for i, m := range im.Manifests {
-			if p := m.Platform; p != nil && (p.Architecture == "wasm" || strings.HasPrefix(p.OS, "wasi")) {
-				pick = &im.Manifests[i]
-				break
-			}
-		}
-		if pick == nil {
-			return Image{}, fmt.Errorf("%w: the index has no manifest for a wasm platform (architecture wasm or os wasi*)", ErrNotWasm)
+		pick, err := pickPlatform(im.Manifests)
+		if err != nil {
+			return Image{}, err
 		}
 		if img, err = idx.Image(pick.Digest); err != nil {
 			return Image{}, err
@@ -176,14 +190,34 @@ func (s *Store) fetch(ctx context.Context, desc *remote.Descriptor, stored strin
 			return Image{}, err
 		}
 	default:
-		return Image{}, fmt.Errorf("%w: manifest media type %q is neither an image nor an index", ErrNotWasm, desc.MediaType)
+		return Image{}, fmt.Errorf("%w: manifest media type %q is neither an image nor an index", ErrUnsupported, desc.MediaType)
 	}
-	return s.putImage(ctx, img, names)
+	return s.putImage(ctx, img, names, progress)
 }
 
-// putImage stores the module of img under names. It serves Pull and
-// ImportArchive alike.
-func (s *Store) putImage(ctx context.Context, img v1.Image, names []string) (Image, error) {
+// pickPlatform picks from an index's manifests the one for a wasm
+// platform, else the one for linux on the node's architecture.
+func pickPlatform(ms []v1.Descriptor) (*v1.Descriptor, error) {
+	for i, m := range ms {
+		if p := m.Platform; p != nil && isWasmPlatform(p.OS, p.Architecture) {
+			return &ms[i], nil
+		}
+	}
+	var have []string
+	for i, m := range ms {
+		if p := m.Platform; p != nil {
+			if isNodePlatform(p.OS, p.Architecture) {
+				return &ms[i], nil
+			}
+			have = append(have, p.OS+"/"+p.Architecture)
+		}
+	}
+	return nil, fmt.Errorf("%w: the index has no manifest for a wasm platform (architecture wasm or os wasi*) nor for linux/%s (it has %s)", ErrUnsupported, goruntime.GOARCH, strings.Join(have, ", "))
+}
+
+// putImage stores img under names: its module if it is a Wasm image, else
+// the Linux image. It serves Pull and ImportArchive alike.
+func (s *Store) putImage(ctx context.Context, img v1.Image, names []string, progress func(Progress)) (Image, error) {
 	m, err := img.Manifest()
 	if err != nil {
 		return Image{}, err
@@ -221,6 +255,9 @@ func (s *Store) putImage(ctx context.Context, img v1.Image, names []string) (Ima
 	}
 	entry := append(append([]string{}, cf.Config.Entrypoint...), cf.Config.Cmd...)
 	if len(entry) == 0 || !strings.HasSuffix(entry[0], ".wasm") {
+		if !isWasmPlatform(cf.OS, cf.Architecture) {
+			return s.putOCI(ctx, img, m, names, progress)
+		}
 		return Image{}, fmt.Errorf("%w: no %s layer, and the image's entrypoint %q is not a .wasm file", ErrNotWasm, MediaTypeWasm, entry)
 	}
 	file, err := cleanEntrypoint(entry[0])
@@ -339,7 +376,7 @@ func classify(err error) error {
 	if err == nil {
 		return nil
 	}
-	for _, e := range []error{ErrNotFound, ErrUnauthorized, ErrNotWasm, ErrDigestMismatch, ErrTooLarge, ErrInvalidName, context.DeadlineExceeded, context.Canceled} {
+	for _, e := range []error{ErrNotFound, ErrUnauthorized, ErrNotWasm, ErrDigestMismatch, ErrTooLarge, ErrInvalidName, ErrUnsupported, ErrInvalidArchive, layer.ErrRefused, context.DeadlineExceeded, context.Canceled} {
 		if errors.Is(err, e) {
 			return err
 		}

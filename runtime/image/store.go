@@ -1,10 +1,13 @@
 // Package image is the node's image store: a content-addressed, file-based
-// store of WebAssembly modules and the names that refer to them.
+// store of WebAssembly modules and OCI container images, and the names that
+// refer to them.
 //
 // Layout under the root directory:
 //
-//	blobs/sha256/<hex>   one file per module, named by the SHA-256 of its bytes
-//	refs.json            the index of names ("hello:latest") to image IDs ("sha256:<hex>")
+//	blobs/sha256/<hex>   one file per module, or per OCI image config, named by the SHA-256 of its bytes
+//	snapshots/<hex>/     one unpacked OCI layer, named by the hex of its chain ID, shared by every image that has it
+//	snapshots/.ingest/   layers being fetched and unpacked
+//	refs.json            the index of names ("hello:latest") to image IDs ("sha256:<hex>"), and the layers of OCI images
 //	refs.lock            flock(2) taken around every read-modify-write of refs.json
 //	ingest/              temporary files of imports in progress
 //
@@ -15,8 +18,11 @@
 //
 // Modules come in three ways: Import (a .wasm file), ImportArchive (an OCI
 // image-layout tar or a docker-save tar) and Pull (an OCI registry, see
-// pull.go). Images from registries are stored as the module they carry, so
-// the ID of an image is the digest of its module. A pulled image's names
+// pull.go). Wasm images from registries are stored as the module they
+// carry, so the ID of a Wasm image is the digest of its module. Other
+// (Linux container) images are stored as their config blob, whose digest is
+// their ID as for containerd and docker, and their layers, unpacked by
+// package layer into snapshot directories (see oci.go). A pulled image's names
 // are the reference as given ("127.0.0.1:5000/app:v1") and its repository
 // digest ("127.0.0.1:5000/app@sha256:<manifest>").
 //
@@ -46,8 +52,13 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// MediaTypeWasm is the media type of every image in the store.
-const MediaTypeWasm = "application/wasm"
+// Media types of the images in the store (Image.MediaType).
+const (
+	// MediaTypeWasm: a WebAssembly module, at BlobPath.
+	MediaTypeWasm = "application/wasm"
+	// MediaTypeOCI: a Linux container image, whose layers are at Layers.
+	MediaTypeOCI = "application/vnd.oci.image.config.v1+json"
+)
 
 // Errors returned by the store, wrapped with the operation and the reference.
 var (
@@ -66,6 +77,9 @@ var (
 	ErrTooLarge = errors.New("too large")
 	// ErrInvalidArchive: an image archive is malformed or unsafe.
 	ErrInvalidArchive = errors.New("invalid image archive")
+	// ErrUnsupported: the image is for another platform, or has a layer
+	// of a type the store does not take (foreign, non-distributable).
+	ErrUnsupported = errors.New("unsupported image")
 )
 
 // minPrefixLen is the shortest ID prefix Get and Remove accept (crictl and
@@ -75,18 +89,20 @@ const minPrefixLen = 12
 // staleIngest is the age after which Open removes a leftover temporary file.
 const staleIngest = 24 * time.Hour
 
-// Image describes one stored module.
+// Image describes one stored image.
 type Image struct {
-	ID        string   // "sha256:<hex>" of the module bytes
+	ID        string   // "sha256:<hex>" of the module bytes, or of an OCI image's config blob
 	Names     []string // normalized names ("hello:latest"), sorted
-	Size      int64    // bytes
-	MediaType string   // MediaTypeWasm
+	Size      int64    // bytes: of the module, or of an OCI image's unpacked layers
+	MediaType string   // MediaTypeWasm or MediaTypeOCI
+	// Config is an OCI image's run configuration; nil for Wasm.
+	Config *RunConfig
 }
 
 // Usage is the disk usage of the store.
 type Usage struct {
 	Dir       string // the store's root directory
-	UsedBytes uint64 // bytes of blob content
+	UsedBytes uint64 // bytes of blob and snapshot content (a hardlinked file counts once)
 	Inodes    uint64 // files and directories under the root
 }
 
@@ -97,12 +113,27 @@ type Store struct {
 	cfg  Config
 	// statfs measures the filesystem under root, for GC; a test replaces it.
 	statfs func(path string) (DiskStats, error)
-	mu     sync.Mutex // serializes this process's writers; refs.lock serializes processes
+	// mounted lists the lowerdirs of mounted overlays; a test replaces it.
+	mounted func() (map[string]bool, error)
+	mu      sync.Mutex // serializes this process's writers; refs.lock serializes processes
 }
 
 // index is the on-disk form of refs.json.
 type index struct {
 	Refs map[string]string `json:"refs"` // name -> ID
+	// Images holds the OCI images, by ID; a Wasm image has no entry.
+	Images map[string]ociRecord `json:"images,omitempty"`
+	// Doomed are snapshots (chain ID hex) that no image uses any more,
+	// waiting to be deleted: Remove deletes them right after it updates
+	// the index, except those a mounted overlay still stacks, which a
+	// later GC deletes once they are unmounted.
+	Doomed []string `json:"doomed,omitempty"`
+}
+
+// ociRecord is what the index keeps of an OCI image.
+type ociRecord struct {
+	Size   int64    `json:"size"`   // bytes of its unpacked layers when it was stored
+	Chains []string `json:"chains"` // the chain IDs (hex) of its layers, lowest first
 }
 
 // Open opens (creating if needed) the store rooted at root, for example
@@ -114,8 +145,12 @@ func OpenConfig(root string, cfg Config) (*Store, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, fmt.Errorf("open image store %s: %w", root, err)
 	}
-	s := &Store{root: root, cfg: cfg, statfs: statfs}
-	for _, dir := range []string{s.blobDir(), s.ingestDir()} {
+	abs, err := filepath.Abs(root)
+	if err != nil {
+		return nil, fmt.Errorf("open image store %s: %w", root, err)
+	}
+	s := &Store{root: abs, cfg: cfg, statfs: statfs, mounted: mountedLowerdirs}
+	for _, dir := range []string{s.blobDir(), s.ingestDir(), s.snapshotIngestDir()} {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return nil, fmt.Errorf("open image store %s: %w", root, err)
 		}
@@ -132,8 +167,9 @@ func (s *Store) blobPath(id string) string {
 	return filepath.Join(s.blobDir(), strings.TrimPrefix(id, "sha256:"))
 }
 
-// BlobPath returns the path of the image's module file. The file is read-only
-// by convention; it disappears when the image is removed.
+// BlobPath returns the path of the image's module file (for an OCI image:
+// its config blob). The file is read-only by convention; it disappears when
+// the image is removed.
 func (s *Store) BlobPath(img Image) string { return s.blobPath(img.ID) }
 
 // Import reads a module from r, stores it and points name at it. It checks
@@ -214,14 +250,9 @@ func (s *Store) put(ctx context.Context, names []string, r io.Reader, wantID str
 			return err
 		}
 		committed = true
-		for _, ref := range names {
-			old, had := idx.Refs[ref]
-			idx.Refs[ref] = id
-			if had && old != id && len(namesOf(idx, old)) == 0 {
-				if err := os.Remove(s.blobPath(old)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-					return err
-				}
-			}
+		delete(idx.Images, id) // the same bytes were never an OCI config: a module starts with \0asm
+		if err := s.point(idx, names, id); err != nil {
+			return err
 		}
 		img = Image{ID: id, Names: namesOf(idx, id), Size: size, MediaType: MediaTypeWasm}
 		return nil
@@ -229,7 +260,44 @@ func (s *Store) put(ctx context.Context, names []string, r io.Reader, wantID str
 	if err != nil {
 		return Image{}, err
 	}
+	s.collect(false)
 	return img, nil
+}
+
+// point points every one of names at id in idx; an image that loses its
+// last name is dropped.
+func (s *Store) point(idx *index, names []string, id string) error {
+	for _, ref := range names {
+		old, had := idx.Refs[ref]
+		idx.Refs[ref] = id
+		if had && old != id && len(namesOf(idx, old)) == 0 {
+			if err := s.drop(idx, old); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// drop removes the blob of the image id, which no name refers to any more,
+// and its record; its snapshots that no other image uses are marked doomed
+// (collect deletes them). It runs inside update.
+func (s *Store) drop(idx *index, id string) error {
+	if err := os.Remove(s.blobPath(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	rec, ok := idx.Images[id]
+	if !ok {
+		return nil
+	}
+	delete(idx.Images, id)
+	used := usedChains(idx)
+	for _, c := range rec.Chains {
+		if !used[c] && !slices.Contains(idx.Doomed, c) {
+			idx.Doomed = append(idx.Doomed, c)
+		}
+	}
+	return nil
 }
 
 // checkHeader checks the 8-byte header of a WebAssembly core module:
@@ -297,7 +365,9 @@ func (s *Store) List() ([]Image, error) {
 }
 
 // Remove removes ref. A name is removed alone; an ID (or ID prefix) removes
-// every name of the image. The blob is removed when no name refers to it.
+// every name of the image. The blob is removed when no name refers to it,
+// and with it the snapshots of its layers that no other image uses, except
+// those a mounted overlay stacks (GC removes them once unmounted).
 // An unknown ref gives an error wrapping ErrNotFound.
 func (s *Store) Remove(ref string) error {
 	err := s.update(func(idx *index) error {
@@ -313,39 +383,25 @@ func (s *Store) Remove(ref string) error {
 			}
 		}
 		if len(namesOf(idx, id)) == 0 {
-			if err := os.Remove(s.blobPath(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				return err
-			}
+			return s.drop(idx, id)
 		}
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("remove image %q: %w", ref, err)
 	}
+	s.collect(false)
 	return nil
 }
 
 // Usage returns the disk usage of the store.
 func (s *Store) Usage() (Usage, error) {
 	u := Usage{Dir: s.root}
-	err := filepath.WalkDir(s.root, func(_ string, d fs.DirEntry, err error) error {
-		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
-				return nil // removed while walking
-			}
-			return err
-		}
-		u.Inodes++
-		if d.Type().IsRegular() {
-			if info, err := d.Info(); err == nil {
-				u.UsedBytes += uint64(info.Size())
-			}
-		}
-		return nil
-	})
+	n, bytes, err := du(s.root)
 	if err != nil {
 		return Usage{}, fmt.Errorf("measure image store: %w", err)
 	}
+	u.Inodes, u.UsedBytes = n, uint64(bytes)
 	return u, nil
 }
 
@@ -387,6 +443,16 @@ func namesOf(idx *index, id string) []string {
 }
 
 func (s *Store) describe(idx *index, id string) (Image, error) {
+	if rec, ok := idx.Images[id]; ok {
+		rc, err := s.readRunConfig(id)
+		if errors.Is(err, fs.ErrNotExist) {
+			return Image{}, ErrNotFound
+		}
+		if err != nil {
+			return Image{}, err
+		}
+		return Image{ID: id, Names: namesOf(idx, id), Size: rec.Size, MediaType: MediaTypeOCI, Config: rc}, nil
+	}
 	info, err := os.Stat(s.blobPath(id))
 	if errors.Is(err, fs.ErrNotExist) {
 		return Image{}, ErrNotFound
@@ -400,7 +466,7 @@ func (s *Store) describe(idx *index, id string) (Image, error) {
 // readIndex reads refs.json. It needs no lock: writers replace the file with
 // a rename, so a reader sees the old or the new index, never a mix.
 func (s *Store) readIndex() (*index, error) {
-	idx := &index{Refs: map[string]string{}}
+	idx := &index{Refs: map[string]string{}, Images: map[string]ociRecord{}}
 	b, err := os.ReadFile(s.indexPath())
 	if errors.Is(err, fs.ErrNotExist) {
 		return idx, nil
@@ -413,6 +479,9 @@ func (s *Store) readIndex() (*index, error) {
 	}
 	if idx.Refs == nil {
 		idx.Refs = map[string]string{}
+	}
+	if idx.Images == nil {
+		idx.Images = map[string]ociRecord{}
 	}
 	return idx, nil
 }
@@ -485,14 +554,18 @@ func syncDir(dir string) error {
 	return d.Sync()
 }
 
+// removeStaleIngest removes temporary files and layer directories left by
+// imports and pulls that did not finish (a crash).
 func (s *Store) removeStaleIngest() {
-	entries, err := os.ReadDir(s.ingestDir())
-	if err != nil {
-		return
-	}
-	for _, e := range entries {
-		if info, err := e.Info(); err == nil && time.Since(info.ModTime()) > staleIngest {
-			os.Remove(filepath.Join(s.ingestDir(), e.Name()))
+	for _, dir := range []string{s.ingestDir(), s.snapshotIngestDir()} {
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			continue
+		}
+		for _, e := range entries {
+			if info, err := e.Info(); err == nil && time.Since(info.ModTime()) > staleIngest {
+				_ = removeTree(filepath.Join(dir, e.Name()))
+			}
 		}
 	}
 }

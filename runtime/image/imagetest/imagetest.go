@@ -1,4 +1,5 @@
-// Package imagetest builds Wasm images and serves them from an in-process
+// Package imagetest builds Wasm images and small Linux images (of the
+// host's busybox, or of hostile layers) and serves them from an in-process
 // OCI registry on 127.0.0.1, for tests.
 package imagetest
 

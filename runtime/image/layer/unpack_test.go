@@ -20,29 +20,27 @@ import (
 	"golang.org/x/sys/unix"
 
 	"skiff.dev/skiff/runtime/image/layer"
+	"skiff.dev/skiff/runtime/image/layer/layertest"
 )
 
-type ent struct {
-	h    tar.Header
-	body []byte
-}
+type ent = layertest.Entry
 
 var mtime = time.Date(2020, 1, 2, 3, 4, 5, 0, time.UTC)
 
 func reg(name, body string, mode int64) ent {
-	return ent{tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: mode, Size: int64(len(body)), ModTime: mtime}, []byte(body)}
+	return ent{H: tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: mode, Size: int64(len(body)), ModTime: mtime}, Body: []byte(body)}
 }
 func dir(name string, mode int64) ent {
-	return ent{h: tar.Header{Typeflag: tar.TypeDir, Name: name, Mode: mode, ModTime: mtime}}
+	return ent{H: tar.Header{Typeflag: tar.TypeDir, Name: name, Mode: mode, ModTime: mtime}}
 }
 func sym(name, target string) ent {
-	return ent{h: tar.Header{Typeflag: tar.TypeSymlink, Name: name, Linkname: target, ModTime: mtime}}
+	return ent{H: tar.Header{Typeflag: tar.TypeSymlink, Name: name, Linkname: target, ModTime: mtime}}
 }
 func hard(name, target string) ent {
-	return ent{h: tar.Header{Typeflag: tar.TypeLink, Name: name, Linkname: target, ModTime: mtime}}
+	return ent{H: tar.Header{Typeflag: tar.TypeLink, Name: name, Linkname: target, ModTime: mtime}}
 }
 func dev(name string, typ byte, major, minor int64) ent {
-	return ent{h: tar.Header{Typeflag: typ, Name: name, Mode: 0o666, Devmajor: major, Devminor: minor, ModTime: mtime}}
+	return ent{H: tar.Header{Typeflag: typ, Name: name, Mode: 0o666, Devmajor: major, Devminor: minor, ModTime: mtime}}
 }
 
 func mktar(tb testing.TB, es ...ent) []byte {
@@ -50,11 +48,11 @@ func mktar(tb testing.TB, es ...ent) []byte {
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	for _, e := range es {
-		h := e.h
+		h := e.H
 		if err := tw.WriteHeader(&h); err != nil {
 			tb.Fatalf("write header %q: %v", h.Name, err)
 		}
-		if _, err := tw.Write(e.body); err != nil {
+		if _, err := tw.Write(e.Body); err != nil {
 			tb.Fatalf("write %q: %v", h.Name, err)
 		}
 	}
@@ -100,10 +98,10 @@ func lstat(t *testing.T, p string) *syscall.Stat_t {
 
 func TestUnpackGoodLayer(t *testing.T) {
 	owned := reg("data/owned", "mine", 0o640)
-	owned.h.Uid, owned.h.Gid = 1000, 1001
+	owned.H.Uid, owned.H.Gid = 1000, 1001
 	xa := reg("etc/xattrs", "x", 0o644)
-	xa.h.PAXRecords = map[string]string{"SCHILY.xattr.user.note": "hello", "SCHILY.xattr.security.selinux": "system_u:object_r:etc_t:s0"}
-	fifo := ent{h: tar.Header{Typeflag: tar.TypeFifo, Name: "run/fifo", Mode: 0o644, ModTime: mtime}}
+	xa.H.PAXRecords = map[string]string{"SCHILY.xattr.user.note": "hello", "SCHILY.xattr.security.selinux": "system_u:object_r:etc_t:s0"}
+	fifo := ent{H: tar.Header{Typeflag: tar.TypeFifo, Name: "run/fifo", Mode: 0o644, ModTime: mtime}}
 	es := []ent{
 		dir("./", 0o755),
 		dir("etc/", 0o755),
@@ -290,66 +288,14 @@ func snapshot(t *testing.T, root string) map[string]string {
 }
 
 func TestUnpackRefusesMaliciousLayers(t *testing.T) {
-	big := reg("big", strings.Repeat("\x00", 2<<20), 0o644)
-	many := []ent{}
-	for i := range 11 {
-		many = append(many, reg(fmt.Sprintf("f%d", i), "x", 0o644))
-	}
-	overlayXattr := reg("redirect", "x", 0o644)
-	overlayXattr.h.PAXRecords = map[string]string{"SCHILY.xattr.trusted.overlay.redirect": "/etc"}
-	badUID := reg("nobody", "x", 0o644)
-	badUID.h.Uid = 1<<32 - 1
-	weird := reg("weird", "", 0o644)
-	weird.h.Typeflag = 'Z'
-
-	// Each case is built for a base directory holding sentinel/ and the
-	// layer directory "layer"; entries aim at the sentinel.
-	tests := []struct {
-		name    string
-		entries func(base string) []ent
-		opts    layer.Options
-		entry   string // the entry the error must name
-		is      error
-	}{
-		{"dotdot escape", func(string) []ent { return []ent{reg("../sentinel/evil", "x", 0o644)} }, layer.Options{}, "../sentinel/evil", layer.ErrRefused},
-		{"dotdot inside a path", func(string) []ent { return []ent{dir("a", 0o755), reg("a/../../sentinel/evil", "x", 0o644)} }, layer.Options{}, "a/../../sentinel/evil", layer.ErrRefused},
-		{"absolute path", func(base string) []ent { return []ent{reg(base+"/sentinel/evil", "x", 0o644)} }, layer.Options{}, "/sentinel/evil", layer.ErrRefused},
-		{"absolute root path", func(string) []ent { return []ent{reg("/evil", "x", 0o644)} }, layer.Options{}, "/evil", layer.ErrRefused},
-		{"write through an absolute symlink", func(base string) []ent {
-			return []ent{sym("link", base+"/sentinel"), reg("link/passwd", "pwned", 0o644)}
-		}, layer.Options{}, "link/passwd", layer.ErrRefused},
-		{"write through a symlink inside the layer", func(string) []ent {
-			return []ent{dir("etc", 0o755), sym("link", "etc"), reg("link/passwd", "pwned", 0o644)}
-		}, layer.Options{}, "link/passwd", layer.ErrRefused},
-		{"relative symlink climbing out", func(string) []ent {
-			return []ent{sym("link", "../../.."), reg("link/passwd", "pwned", 0o644)}
-		}, layer.Options{}, "link", layer.ErrRefused},
-		{"symlink chain", func(string) []ent {
-			// x/up -> .. is the root, esc -> x/up/.. is above it when followed.
-			return []ent{dir("x", 0o755), sym("x/up", ".."), sym("esc", "x/up/.."), reg("esc/sentinel/passwd", "pwned", 0o644)}
-		}, layer.Options{}, "esc/sentinel/passwd", layer.ErrRefused},
-		{"hardlink outside", func(string) []ent { return []ent{hard("h", "../sentinel/passwd")} }, layer.Options{}, "h", layer.ErrRefused},
-		{"hardlink to an absolute host path", func(base string) []ent { return []ent{hard("h", base+"/sentinel/passwd")} }, layer.Options{}, "h", layer.ErrRefused},
-		{"hardlink through a symlink", func(base string) []ent {
-			return []ent{sym("l", base+"/sentinel"), hard("h", "l/passwd")}
-		}, layer.Options{}, "h", layer.ErrRefused},
-		{"hardlink not yet extracted", func(string) []ent { return []ent{hard("h", "later"), reg("later", "x", 0o644)} }, layer.Options{}, "h", layer.ErrRefused},
-		{"char device", func(string) []ent { return []ent{dev("dev/mem", tar.TypeChar, 1, 1)} }, layer.Options{}, "dev/mem", layer.ErrRefused},
-		{"block device", func(string) []ent { return []ent{dev("dev/sda", tar.TypeBlock, 8, 0)} }, layer.Options{}, "dev/sda", layer.ErrRefused},
-		{"char device posing as a whiteout", func(string) []ent { return []ent{dev("x", tar.TypeChar, 0, 0)} }, layer.Options{}, "x", layer.ErrRefused},
-		{"whiteout climbing out", func(string) []ent { return []ent{reg("../.wh.sentinel", "", 0o644)} }, layer.Options{}, "../.wh.sentinel", layer.ErrRefused},
-		{"whiteout of ..", func(string) []ent { return []ent{reg(".wh...", "", 0o644)} }, layer.Options{}, ".wh...", layer.ErrRefused},
-		{"whiteout of .. in a directory", func(string) []ent { return []ent{reg("a/.wh...", "", 0o644)} }, layer.Options{}, "a/.wh...", layer.ErrRefused},
-		{"empty whiteout", func(string) []ent { return []ent{reg(".wh.", "", 0o644)} }, layer.Options{}, ".wh.", layer.ErrRefused},
-		{"aufs metadata", func(string) []ent { return []ent{dir(".wh..wh.plnk", 0o700)} }, layer.Options{}, ".wh..wh.plnk", layer.ErrRefused},
-		{"overlay xattr", func(string) []ent { return []ent{overlayXattr} }, layer.Options{}, "redirect", layer.ErrRefused},
-		{"uid -1", func(string) []ent { return []ent{badUID} }, layer.Options{}, "nobody", layer.ErrRefused},
-		{"unknown type", func(string) []ent { return []ent{weird} }, layer.Options{}, "weird", layer.ErrRefused},
-		{"non-directory root", func(string) []ent { return []ent{reg(".", "", 0o644)} }, layer.Options{}, ".", layer.ErrRefused},
-		{"size bomb", func(string) []ent { return []ent{reg("small", "x", 0o644), big} }, layer.Options{MaxBytes: 1 << 20}, "big", layer.ErrTooLarge},
-		{"too many entries", func(string) []ent { return many }, layer.Options{MaxEntries: 10}, "f10", layer.ErrTooLarge},
-	}
-	for _, tt := range tests {
+	for _, tc := range layertest.Malicious() {
+		tt := struct {
+			name    string
+			entries func(base string) []ent
+			opts    layer.Options
+			entry   string
+			is      error
+		}{tc.Name, tc.Entries, tc.Opts, tc.Entry, tc.Is}
 		t.Run(tt.name, func(t *testing.T) {
 			base := t.TempDir()
 			sentinel := filepath.Join(base, "sentinel")

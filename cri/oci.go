@@ -1,0 +1,150 @@
+package cri
+
+import (
+	"fmt"
+	"path"
+	"strconv"
+	"strings"
+
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	skiffrt "skiff.dev/skiff/runtime"
+	"skiff.dev/skiff/runtime/image"
+)
+
+// ociSettings reads the settings of a CreateContainer config that only an
+// OCI container has (validateContainerConfig has refused what no runtime
+// here honours). The image's own user and working directory are filled in
+// later, when the config names none (ociImageDefaults).
+func ociSettings(cfg *runtime.ContainerConfig) (*ociRecord, error) {
+	sc := cfg.GetLinux().GetSecurityContext()
+	res := cfg.GetLinux().GetResources()
+	o := &ociRecord{
+		WorkingDir:      cfg.GetWorkingDir(),
+		ReadOnlyRootfs:  sc.GetReadonlyRootfs(),
+		CapAdd:          sc.GetCapabilities().GetAddCapabilities(),
+		CapDrop:         sc.GetCapabilities().GetDropCapabilities(),
+		NoNewPrivileges: sc.GetNoNewPrivs(),
+	}
+	if o.WorkingDir != "" && !path.IsAbs(o.WorkingDir) {
+		return nil, fmt.Errorf("%w: config.working_dir %q is not an absolute path", errInvalidArgument, o.WorkingDir)
+	}
+	for _, c := range append(append([]string{}, o.CapAdd...), o.CapDrop...) {
+		if !validCapability(c) {
+			return nil, fmt.Errorf("%w: config.linux.security_context.capabilities: %q is not a capability name (e.g. NET_ADMIN, CAP_NET_ADMIN or ALL)", errInvalidArgument, c)
+		}
+	}
+	switch {
+	case sc.GetRunAsUser() != nil:
+		uid := sc.GetRunAsUser().GetValue()
+		if uid < 0 || uid > 1<<32-2 {
+			return nil, fmt.Errorf("%w: config.linux.security_context.run_as_user %d is not a user ID", errInvalidArgument, uid)
+		}
+		o.User = strconv.FormatInt(uid, 10)
+	case sc.GetRunAsUsername() != "":
+		name := sc.GetRunAsUsername()
+		if strings.ContainsAny(name, ":/\n") {
+			return nil, fmt.Errorf("%w: config.linux.security_context.run_as_username %q is not a user name", errInvalidArgument, name)
+		}
+		o.User = name
+	}
+	if g := sc.GetRunAsGroup(); g != nil {
+		if g.GetValue() < 0 || g.GetValue() > 1<<32-2 {
+			return nil, fmt.Errorf("%w: config.linux.security_context.run_as_group %d is not a group ID", errInvalidArgument, g.GetValue())
+		}
+		o.User += ":" + strconv.FormatInt(g.GetValue(), 10)
+	}
+	for _, g := range sc.GetSupplementalGroups() {
+		if g < 0 || g > 1<<32-2 {
+			return nil, fmt.Errorf("%w: config.linux.security_context.supplemental_groups: %d is not a group ID", errInvalidArgument, g)
+		}
+		o.AdditionalGIDs = append(o.AdditionalGIDs, uint32(g))
+	}
+	switch p := sc.GetSeccomp(); {
+	case p.GetProfileType() == runtime.SecurityProfile_RuntimeDefault:
+		o.Seccomp = skiffrt.SeccompRuntimeDefault
+	case p != nil && p.GetProfileType() == runtime.SecurityProfile_Unconfined:
+		o.Seccomp = skiffrt.SeccompUnconfined
+	case sc.GetSeccompProfilePath() == "unconfined":
+		o.Seccomp = skiffrt.SeccompUnconfined
+	case sc.GetSeccompProfilePath() != "":
+		o.Seccomp = skiffrt.SeccompRuntimeDefault
+	}
+	if adj := res.GetOomScoreAdj(); adj < -1000 || adj > 1000 {
+		return nil, fmt.Errorf("%w: linux.resources.oom_score_adj %d is not between -1000 and 1000", errInvalidArgument, adj)
+	} else {
+		o.OOMScoreAdj = int(adj)
+	}
+	if sh := res.GetCpuShares(); sh < 0 || sh > 262144 {
+		return nil, fmt.Errorf("%w: linux.resources.cpu_shares %d is not between 0 and 262144", errInvalidArgument, sh)
+	} else {
+		o.CPUShares = uint64(sh)
+	}
+	return o, nil
+}
+
+// ociImageDefaults fills in what an OCI image's config gives a container
+// that its CRI config leaves out, as the kubelet and containerd do: argv
+// is the config's command and args when it has a command, else the
+// image's entrypoint followed by the config's args or, when it has none,
+// the image's cmd; the image's environment comes first (the config's
+// entries override it, see setEnv); the image's working directory and
+// user apply unless the config names its own.
+func ociImageDefaults(rec *containerRecord, cfg *runtime.ContainerConfig, img image.Image) ([]string, error) {
+	ic := img.Config
+	if ic == nil {
+		ic = &image.RunConfig{}
+	}
+	args := cfg.GetArgs()
+	if len(args) == 0 && len(cfg.GetCommand()) == 0 {
+		args = ic.Cmd
+	}
+	argv := append(append([]string{}, ic.Entrypoint...), args...)
+	if len(cfg.GetCommand()) > 0 {
+		argv = append(append([]string{}, cfg.GetCommand()...), cfg.GetArgs()...)
+	}
+	if len(argv) == 0 {
+		return nil, fmt.Errorf("%w: config.command is empty and image %q has no entrypoint or cmd", errInvalidArgument, rec.Image)
+	}
+	for i, a := range argv {
+		if i == 0 && a == "" {
+			return nil, fmt.Errorf("%w: the command's first word is empty", errInvalidArgument)
+		}
+	}
+	rec.Env = append(rec.Env, ic.Env...)
+	if rec.OCI.WorkingDir == "" {
+		rec.OCI.WorkingDir = ic.WorkingDir
+	}
+	if rec.OCI.User == "" {
+		rec.OCI.User = ic.User
+	}
+	return argv, nil
+}
+
+// setEnv sets the variable of kv ("K=V") in env: it replaces an entry of
+// the same name, or is appended.
+func setEnv(env []string, kv string) []string {
+	k, _, _ := strings.Cut(kv, "=")
+	for i, e := range env {
+		if ek, _, _ := strings.Cut(e, "="); ek == k {
+			env[i] = kv
+			return env
+		}
+	}
+	return append(env, kv)
+}
+
+// validCapability reports whether c reads as a capability name: "ALL", or
+// upper-case letters and underscores, with or without "CAP_" (the runtime
+// checks that the kernel knows it).
+func validCapability(c string) bool {
+	if c == "" {
+		return false
+	}
+	for _, r := range c {
+		if (r < 'A' || r > 'Z') && r != '_' && (r < '0' || r > '9') {
+			return false
+		}
+	}
+	return true
+}

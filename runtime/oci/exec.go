@@ -1,0 +1,116 @@
+package oci
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	skiffrt "skiff.dev/skiff/runtime"
+
+	"golang.org/x/sys/unix"
+)
+
+// Exec runs p in the container with `runc exec`, as the container's user,
+// with its capabilities and security settings, and returns its exit code
+// (128+n for a process killed by signal n) once it has exited and its
+// output is copied. Ending ctx kills the process. A terminal (p.TTY) is
+// not supported yet.
+func (c *Container) Exec(ctx context.Context, p skiffrt.Process) (int32, error) {
+	if p.TTY {
+		return 0, fmt.Errorf("exec in container %s: %w: TTY", c.id, skiffrt.ErrUnsupported)
+	}
+	if len(p.Args) == 0 || p.Args[0] == "" {
+		return 0, fmt.Errorf("exec in container %s: %w: args: empty", c.id, skiffrt.ErrInvalidSpec)
+	}
+	for i, kv := range p.Env {
+		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
+			return 0, fmt.Errorf("exec in container %s: %w: env[%d] %q: want KEY=VALUE", c.id, skiffrt.ErrInvalidSpec, i, kv)
+		}
+	}
+	c.mu.Lock()
+	state, detached := c.status.State, c.detached
+	proc := c.proc
+	c.mu.Unlock()
+	if detached {
+		return 0, fmt.Errorf("exec in container %s: %w", c.id, skiffrt.ErrClosed)
+	}
+	if state != skiffrt.StateRunning {
+		return 0, fmt.Errorf("exec in container %s: %w: it is %s", c.id, skiffrt.ErrState, state)
+	}
+	proc.Args = p.Args
+	proc.Env = append(append([]string(nil), proc.Env...), p.Env...)
+	proc.Terminal = false
+	proc.OOMScoreAdj = nil // the container's
+
+	dir, err := os.MkdirTemp(c.bundle, "exec-")
+	if err != nil {
+		return 0, fmt.Errorf("exec in container %s: %w", c.id, err)
+	}
+	defer os.RemoveAll(dir)
+	procPath, pidPath, logPath := filepath.Join(dir, "process.json"), filepath.Join(dir, "pid"), filepath.Join(dir, "runc.log")
+	b, err := json.Marshal(proc)
+	if err != nil {
+		return 0, fmt.Errorf("exec in container %s: %w", c.id, err)
+	}
+	if err := os.WriteFile(procPath, b, 0o600); err != nil {
+		return 0, fmt.Errorf("exec in container %s: %w", c.id, err)
+	}
+
+	// No call deadline: the process runs as long as it does; ctx ends it.
+	cmd := exec.Command(c.r.runc, "--root", c.r.runcRoot, "--log", logPath, "--log-format", "json",
+		"exec", "--process", procPath, "--pid-file", pidPath, c.id)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = p.Stdin, p.Stdout, p.Stderr
+	cmd.WaitDelay = time.Second
+	if err := cmd.Start(); err != nil {
+		return 0, fmt.Errorf("exec in container %s: %w", c.id, err)
+	}
+	exited := make(chan struct{})
+	killed := make(chan struct{})
+	go func() {
+		defer close(killed)
+		select {
+		case <-exited:
+		case <-ctx.Done():
+			killExec(cmd, pidPath)
+		}
+	}()
+	err = cmd.Wait()
+	close(exited)
+	<-killed
+	if msg := logMessage(logPath); msg != "" {
+		return 0, fmt.Errorf("exec in container %s: runc exec: %s", c.id, msg)
+	}
+	if ctx.Err() != nil {
+		return 0, fmt.Errorf("exec in container %s: %w", c.id, ctx.Err())
+	}
+	var exitErr *exec.ExitError
+	switch {
+	case err == nil:
+		return 0, nil
+	case errors.As(err, &exitErr) && exitErr.ExitCode() >= 0:
+		return int32(exitErr.ExitCode()), nil
+	}
+	return 0, fmt.Errorf("exec in container %s: %w", c.id, err)
+}
+
+// killExec kills an exec'd process (its pid once runc has written it, else
+// runc itself, before the process exists).
+func killExec(cmd *exec.Cmd, pidPath string) {
+	if b, err := os.ReadFile(pidPath); err == nil {
+		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+			if p, err := openPidfd(pid); err == nil {
+				p.signal(unix.SIGKILL)
+				p.close()
+				return
+			}
+		}
+	}
+	cmd.Process.Kill()
+}
