@@ -166,7 +166,9 @@ func TestOCIBusyboxRunsCritestCommands(t *testing.T) {
 		{"ReadOnlyRootfs false", 0, 0, []string{"sh", "-c", "cd / && touch test.go && [ -f test.go ] && echo 'Found'"}, "Found\n"},
 		// checkSleepCmd: a sleep started by the shell is a process of its
 		// own that pgrep finds (busybox-static would run it in the shell).
-		{"pgrep finds a sleep", 0, 0, []string{"sh", "-c", "mount -t proc proc /proc && { sleep 30 & } && pgrep sleep >/dev/null && echo found"}, "found\n"},
+		{"pgrep finds a sleep", 0, 0, []string{"sh", "-c", "mount -t proc proc /proc && { sleep 30 & } && " +
+			// until the background job has become sleep
+			"for i in $(seq 50); do pgrep sleep >/dev/null && { echo found; exit 0; }; sleep 0.1; done; exit 1"}, "found\n"},
 		{"pgrep finds none", 0, 0, []string{"sh", "-c", "mount -t proc proc /proc && pgrep sleep || true"}, ""},
 		{"ipcs runs", 0, 0, []string{"sh", "-c", "ipcs -m >/dev/null && echo ok"}, "ok\n"},
 	} {
