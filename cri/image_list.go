@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -47,6 +48,16 @@ func criImage(img image.Image) *runtime.Image {
 			out.RepoDigests = append(out.RepoDigests, n)
 		} else {
 			out.RepoTags = append(out.RepoTags, n)
+		}
+	}
+	// The user an OCI image runs as, as containerd reports it: a numeric
+	// user is the uid, a name the username (the group is not reported).
+	if c := img.Config; c != nil && c.User != "" {
+		u, _, _ := strings.Cut(c.User, ":")
+		if uid, err := strconv.ParseInt(u, 10, 64); err == nil {
+			out.Uid = &runtime.Int64Value{Value: uid}
+		} else {
+			out.Username = u
 		}
 	}
 	return out

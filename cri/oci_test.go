@@ -133,3 +133,22 @@ func TestOCISettings(t *testing.T) {
 		}
 	}
 }
+
+func TestCRIImageUser(t *testing.T) {
+	for _, tc := range []struct {
+		user     string
+		uid      *runtime.Int64Value
+		username string
+	}{
+		{"", nil, ""},
+		{"1002", &runtime.Int64Value{Value: 1002}, ""},
+		{"1003:1004", &runtime.Int64Value{Value: 1003}, ""},
+		{"www-data", nil, "www-data"},
+		{"www-data:1004", nil, "www-data"},
+	} {
+		got := criImage(image.Image{ID: "sha256:aa", MediaType: image.MediaTypeOCI, Config: &image.RunConfig{User: tc.user}})
+		if got.GetUid().GetValue() != tc.uid.GetValue() || (got.GetUid() == nil) != (tc.uid == nil) || got.GetUsername() != tc.username {
+			t.Errorf("user %q: uid %v, username %q", tc.user, got.GetUid(), got.GetUsername())
+		}
+	}
+}

@@ -86,7 +86,7 @@ on this node's architecture, and its layers are unpacked.`,
 			return tw.Flush()
 		},
 	}
-	cmd.AddCommand(imp, ls)
+	cmd.AddCommand(imp, ls, newImagePullCmd(&dataDir))
 	return cmd
 }
 

@@ -320,7 +320,12 @@ func (p *pullLayers) fetch(ctx context.Context, i int, budget int64) (int64, err
 	dh := sha256.New()
 	tee := io.TeeReader(dec, dh)
 	fsDir := filepath.Join(work, "fs")
-	st, err := layer.Unpack(ctx, tee, fsDir, layer.Options{MaxBytes: budget})
+	// Setuid and setgid bits and file capabilities are kept, as containerd
+	// and Docker keep them: an image's su or ping work as their authors
+	// meant, inside the container. A pod that must not gain privileges
+	// sets allowPrivilegeEscalation: false (no_new_privs), under which
+	// the kernel ignores them.
+	st, err := layer.Unpack(ctx, tee, fsDir, layer.Options{MaxBytes: budget, KeepSetID: true})
 	if err != nil {
 		if errors.Is(err, layer.ErrTooLarge) {
 			err = fmt.Errorf("%w: %w", ErrTooLarge, err)
