@@ -226,6 +226,7 @@ func (s *service) taskSpec(rec *containerRecord, sb *sandboxRecord, img image.Im
 			return spec, err
 		}
 		spec.Layers = layers
+		spec.Mounts = append(spec.Mounts, s.sandboxMounts(sb, spec.Mounts, o.ReadOnlyRootfs)...)
 		spec.WorkingDir = o.WorkingDir
 		spec.User = o.User
 		spec.AdditionalGIDs = o.AdditionalGIDs

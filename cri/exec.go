@@ -130,10 +130,7 @@ func (s *service) execer(op, id string) (skiffrt.Execer, containerRecord, error)
 		rec.apply(t.Status())
 	}
 	c.mu.Unlock()
-	handler := ""
-	if sb, err := s.getSandbox(rec.SandboxID); err == nil {
-		handler = sb.snapshot().RuntimeHandler
-	}
+	handler := rec.handler()
 	if t != nil {
 		if _, ok := t.(skiffrt.Execer); !ok {
 			return nil, rec, fmt.Errorf("%s container %s: %w", op, rec.ID, unsupportedExec(handler))

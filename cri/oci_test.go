@@ -2,6 +2,8 @@ package cri
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -149,6 +151,46 @@ func TestCRIImageUser(t *testing.T) {
 		got := criImage(image.Image{ID: "sha256:aa", MediaType: image.MediaTypeOCI, Config: &image.RunConfig{User: tc.user}})
 		if got.GetUid().GetValue() != tc.uid.GetValue() || (got.GetUid() == nil) != (tc.uid == nil) || got.GetUsername() != tc.username {
 			t.Errorf("user %q: uid %v, username %q", tc.user, got.GetUid(), got.GetUsername())
+		}
+	}
+}
+
+func TestSandboxFiles(t *testing.T) {
+	dir := t.TempDir()
+	cfg := &runtime.PodSandboxConfig{Hostname: "web-0", DnsConfig: &runtime.DNSConfig{
+		Servers: []string{"10.96.0.10"}, Searches: []string{"default.svc.cluster.local", "svc.cluster.local"}, Options: []string{"ndots:5"},
+	}}
+	if err := writeSandboxFiles(dir, cfg, false); err != nil {
+		t.Fatal(err)
+	}
+	read := func(name string) string {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	if got, want := read("resolv.conf"), "nameserver 10.96.0.10\nsearch default.svc.cluster.local svc.cluster.local\noptions ndots:5\n"; got != want {
+		t.Errorf("resolv.conf = %q, want %q", got, want)
+	}
+	if got := read("hostname"); got != "web-0\n" {
+		t.Errorf("hostname = %q", got)
+	}
+	if got := read("hosts"); !strings.HasPrefix(got, "127.0.0.1\tlocalhost\n") {
+		t.Errorf("hosts = %q", got)
+	}
+	for _, tc := range []struct {
+		dns  *runtime.DNSConfig
+		part string
+	}{
+		{&runtime.DNSConfig{Servers: []string{"dns.example"}}, "servers"},
+		{&runtime.DNSConfig{Servers: []string{"1.1.1.1", "1.0.0.1", "8.8.8.8", "8.8.4.4"}}, "at most 3"},
+		{&runtime.DNSConfig{Searches: []string{"a b"}}, "searches"},
+		{&runtime.DNSConfig{Options: []string{"ndots:1\nnameserver 1.2.3.4"}}, "options"},
+	} {
+		err := writeSandboxFiles(t.TempDir(), &runtime.PodSandboxConfig{DnsConfig: tc.dns}, false)
+		if !errors.Is(err, errInvalidArgument) || !strings.Contains(err.Error(), tc.part) {
+			t.Errorf("dns %v: %v, want an invalid argument naming %s", tc.dns, err, tc.part)
 		}
 	}
 }

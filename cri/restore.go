@@ -53,6 +53,7 @@ func newService(d deps) (*service, error) {
 	s := &service{
 		log:        d.log,
 		now:        d.now,
+		rootDir:    d.rootDir,
 		runtimes:   d.runtimes,
 		images:     d.images,
 		namespaces: d.namespaces,

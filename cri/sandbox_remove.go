@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
@@ -30,6 +31,9 @@ func (s *service) RemovePodSandbox(ctx context.Context, req *runtime.RemovePodSa
 		if err := s.removeContainer(ctx, c); err != nil {
 			return nil, fmt.Errorf("remove pod sandbox %s: %w", rec.ID, err)
 		}
+	}
+	if err := os.RemoveAll(s.sandboxDir(rec.ID)); err != nil {
+		return nil, fmt.Errorf("remove pod sandbox %s: %w", rec.ID, err)
 	}
 	if err := s.db.deleteSandbox(rec.ID); err != nil {
 		return nil, fmt.Errorf("remove pod sandbox %s: %w", rec.ID, err)

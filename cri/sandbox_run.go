@@ -3,6 +3,7 @@ package cri
 import (
 	"context"
 	"fmt"
+	"os"
 
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
@@ -82,6 +83,11 @@ func (s *service) RunPodSandbox(ctx context.Context, req *runtime.RunPodSandboxR
 			}
 		})
 	}
+	dir := s.sandboxDir(rec.ID)
+	if err := writeSandboxFiles(dir, cfg, rec.HostNetwork); err != nil {
+		return fail(err)
+	}
+	undo = append(undo, func() { os.RemoveAll(dir) })
 	if err := s.db.putSandbox(&rec); err != nil {
 		return fail(err)
 	}

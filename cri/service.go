@@ -23,6 +23,7 @@ type service struct {
 
 	log        *slog.Logger
 	now        func() time.Time
+	rootDir    string                     // cri.db, sandboxes/<id>
 	runtimes   map[string]skiffrt.Runtime // by runtime handler
 	images     imageStore
 	namespaces namespaces
