@@ -140,6 +140,12 @@ func TestOCIAndWasmPod(t *testing.T) {
 		t.Errorf("after the restart, GET through skiff port-forward :8081 = %q", got)
 	}
 
+	// skiff bench cri starts and removes OCI pods through the CRI socket.
+	out := n.c.mustSkiff("bench", "cri", "--endpoint", "unix://"+n.socket, "--image", "busybox", "--runs", "2")
+	if !regexp.MustCompile(`all three\s+\d+\.\d+ms`).MatchString(out) {
+		t.Errorf("skiff bench cri printed:\n%s", out)
+	}
+
 	// Deleting the pod removes its OCI containers: no process, rootfs
 	// mount or runc state is left.
 	n.c.mustSkiff("delete", "pod", "mixed")
