@@ -205,7 +205,9 @@ func config(host string) string {
 	var b strings.Builder
 	b.WriteString("# written by critest-mirror\nregistries:\n")
 	for _, r := range names {
-		fmt.Fprintf(&b, "  %s:\n    mirrors: [%q]\n", r, host)
+		// Mirrors only: an image the mirror lacks (the fixed digest) must
+		// fail here, not be fetched from the Internet.
+		fmt.Fprintf(&b, "  %s:\n    mirrors: [%q]\n    mirrorsOnly: true\n", r, host)
 	}
 	return b.String()
 }

@@ -27,6 +27,7 @@ const (
 //	registries:
 //	  docker.io:
 //	    mirrors: ["mirror.internal:5000"]   # tried in order, then the registry itself
+//	    mirrorsOnly: false                   # true: never the registry itself
 //	  registry.internal:5000:
 //	    plainHTTP: true                      # http:// instead of https://
 //	auth: /etc/skiff/registry-auth.json     # a docker config.json; default: ~/.docker/config.json
@@ -54,6 +55,10 @@ type Config struct {
 type Registry struct {
 	Mirrors   []string `json:"mirrors,omitempty"`
 	PlainHTTP bool     `json:"plainHTTP,omitempty"`
+	// MirrorsOnly never contacts the registry itself: a pull that no
+	// mirror can serve fails (an air-gapped node, or a test that must
+	// not reach out).
+	MirrorsOnly bool `json:"mirrorsOnly,omitempty"`
 }
 
 // GCPolicy is when GC removes images: once the filesystem of the store is
@@ -107,6 +112,9 @@ func (c Config) validate() error {
 			if err := checkDomain(m); err != nil {
 				return fmt.Errorf("registries[%s].mirrors[%d]: %w", host, i, err)
 			}
+		}
+		if r.MirrorsOnly && len(r.Mirrors) == 0 {
+			return fmt.Errorf("registries[%s].mirrorsOnly: set without mirrors, no pull from %s could succeed", host, host)
 		}
 	}
 	if c.MaxModuleBytes < 0 {

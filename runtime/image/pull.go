@@ -105,8 +105,15 @@ func (s *Store) pull(ctx context.Context, ref, stored string, creds Credentials,
 	if err != nil {
 		return Image{}, fmt.Errorf("%w: %w", ErrInvalidName, err)
 	}
+	tries := append(mirrors, origin)
+	if s.cfg.registry(host).MirrorsOnly {
+		tries = mirrors
+		if len(tries) == 0 {
+			return Image{}, fmt.Errorf("%w: %s: no mirror of %s is usable and mirrorsOnly forbids the registry itself", ErrNotFound, ref, host)
+		}
+	}
 	var firstErr error
-	for _, r := range append(mirrors, origin) {
+	for _, r := range tries {
 		desc, err := remote.Get(r, s.remoteOptions(ctx, creds)...)
 		if err != nil {
 			err = classify(err)

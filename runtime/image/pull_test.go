@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -169,6 +170,21 @@ func TestPullMirror(t *testing.T) {
 	if err != nil || img.Size != int64(len(module)) {
 		t.Errorf("Pull missing from the mirror = %+v, %v; want the origin's module", img, err)
 	}
+
+	// With mirrorsOnly, an image no mirror has is not found, and the
+	// registry itself is never asked.
+	var asked atomic.Bool
+	origin.SetWait(func(*http.Request) { asked.Store(true) })
+	s, err = image.OpenConfig(t.TempDir(), image.Config{Registries: map[string]image.Registry{origin.Host: {Mirrors: []string{mirror.Host}, MirrorsOnly: true}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Pull(context.Background(), origin.Host+"/only-origin:v1", image.Credentials{}); !errors.Is(err, image.ErrNotFound) || asked.Load() {
+		t.Errorf("Pull with mirrorsOnly of an image only the origin has = %v (origin asked: %v), want not found without asking it", err, asked.Load())
+	}
+	if _, err := s.Pull(context.Background(), origin.Host+"/app:v1", image.Credentials{}); err != nil || asked.Load() {
+		t.Errorf("Pull with mirrorsOnly through the mirror = %v (origin asked: %v)", err, asked.Load())
+	}
 }
 
 func TestLoadConfig(t *testing.T) {
@@ -187,6 +203,7 @@ func TestLoadConfig(t *testing.T) {
 		"gc:\n  highThresholdPercent: 50\n  lowThresholdPercent: 60\n": "gc.lowThresholdPercent: invalid value 60",
 		"mirrors: []\n": `unknown field "mirrors"`,
 		"registries:\n  docker.io:\n    mirrors: ['bad host!']\n": "registries[docker.io].mirrors[0]",
+		"registries:\n  docker.io:\n    mirrorsOnly: true\n":      "registries[docker.io].mirrorsOnly: set without mirrors",
 	} {
 		if _, err := image.LoadConfig(write(in)); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("LoadConfig(%q) = %v, want %q", in, err, want)
