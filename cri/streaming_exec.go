@@ -90,7 +90,7 @@ func (s *streamServer) serveExec(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var (
-		stdin   io.Reader
+		stdin   *io.PipeReader
 		stdinW  *io.PipeWriter
 		resize  chan skiffrt.TerminalSize
 		stdout  io.Writer
@@ -100,7 +100,6 @@ func (s *streamServer) serveExec(w http.ResponseWriter, r *http.Request) {
 	if req.GetStdin() {
 		pr, pw := io.Pipe()
 		stdin, stdinW = pr, pw
-		defer pr.Close()
 	}
 	if req.GetTty() {
 		resize = make(chan skiffrt.TerminalSize, 1)
@@ -120,7 +119,16 @@ func (s *streamServer) serveExec(w http.ResponseWriter, r *http.Request) {
 		cancel() // the client went away: the command ends
 
 	}()
-	code, err := ex.Exec(ctx, skiffrt.Process{Args: req.GetCmd(), TTY: req.GetTty(), Stdin: stdin, Stdout: stdout, Stderr: stderr, Resize: resize})
+	proc := skiffrt.Process{Args: req.GetCmd(), TTY: req.GetTty(), Stdout: stdout, Stderr: stderr, Resize: resize}
+	if stdin != nil {
+		proc.Stdin = stdin // not a nil *io.PipeReader in an io.Reader
+	}
+	code, err := ex.Exec(ctx, proc)
+	if stdin != nil {
+		// Input the command no longer reads must not hold readExec in
+		// a write to the pipe.
+		stdin.Close()
+	}
 	if ctx.Err() == nil {
 		s.finish(ctx, c, exitStatus(code, err))
 	}

@@ -64,6 +64,8 @@ type Process struct {
 	Stdout io.Writer // nil: discarded
 	Stderr io.Writer // nil: discarded
 	// Resize carries the terminal's size changes (TTY only); may be nil.
+	// A size already waiting when Exec is called is the terminal's size
+	// from the start.
 	Resize <-chan TerminalSize
 }
 

@@ -51,11 +51,11 @@ spec:
 
 // TestOCIAndWasmPod: one pod mixes a Wasm module and OCI containers in one
 // network namespace. The OCI client reaches the Wasm server on localhost;
-// skiff exec and skiff port-forward work against the OCI containers; the
-// memory hog ends OOMKilled while its neighbours run on; and when the node
-// process is killed with SIGKILL and started again, it adopts the OCI
-// containers that kept running (same container IDs, no restart) and their
-// output goes on reaching their logs.
+// skiff exec (with a terminal too) and skiff port-forward work against
+// the OCI containers; the memory hog ends OOMKilled while its neighbours
+// run on; and when the node process is killed with SIGKILL and started
+// again, it adopts the OCI containers that kept running (same container
+// IDs, no restart) and their output goes on reaching their logs.
 func TestOCIAndWasmPod(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: OCI containers run in runc, each pod in a network namespace of its own")
@@ -107,6 +107,7 @@ func TestOCIAndWasmPod(t *testing.T) {
 	if out, err := n.c.skiff("exec", "mixed", "-c", "client", "--", "sh", "-c", "echo bye; exit 3"); !errors.As(err, &ee) || ee.code != 3 || out != "bye\n" {
 		t.Errorf("skiff exec of exit 3: %q, %v; want exit code 3", out, err)
 	}
+	checkExecTTY(t, n.c, "mixed", "client")
 
 	// skiff port-forward reaches the OCI httpd.
 	if got := portForwardGet(t, n.c, "mixed", "8081"); !strings.Contains(got, "oci-page") {

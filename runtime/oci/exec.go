@@ -8,24 +8,21 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
 	skiffrt "skiff.dev/skiff/runtime"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
 
 // Exec runs p in the container with `runc exec`, as the container's user,
 // with its capabilities and security settings, and returns its exit code
 // (128+n for a process killed by signal n) once it has exited and its
-// output is copied. Ending ctx kills the process. A terminal (p.TTY) is
-// not supported yet.
+// output is copied. Ending ctx kills the process. With p.TTY the process
+// gets a terminal of its own (see execTTY).
 func (c *Container) Exec(ctx context.Context, p skiffrt.Process) (int32, error) {
-	if p.TTY {
-		return 0, fmt.Errorf("exec in container %s: %w: TTY", c.id, skiffrt.ErrUnsupported)
-	}
 	if len(p.Args) == 0 || p.Args[0] == "" {
 		return 0, fmt.Errorf("exec in container %s: %w: args: empty", c.id, skiffrt.ErrInvalidSpec)
 	}
@@ -46,7 +43,7 @@ func (c *Container) Exec(ctx context.Context, p skiffrt.Process) (int32, error) 
 	}
 	proc.Args = p.Args
 	proc.Env = append(append([]string(nil), proc.Env...), p.Env...)
-	proc.Terminal = false
+	proc.Terminal = p.TTY
 	proc.OOMScoreAdj = nil // the container's
 
 	dir, err := os.MkdirTemp(c.bundle, "exec-")
@@ -54,12 +51,15 @@ func (c *Container) Exec(ctx context.Context, p skiffrt.Process) (int32, error) 
 		return 0, fmt.Errorf("exec in container %s: %w", c.id, err)
 	}
 	defer os.RemoveAll(dir)
-	procPath, pidPath, logPath := filepath.Join(dir, "process.json"), filepath.Join(dir, "pid"), filepath.Join(dir, "runc.log")
-	b, err := json.Marshal(proc)
-	if err != nil {
-		return 0, fmt.Errorf("exec in container %s: %w", c.id, err)
+	if p.TTY {
+		code, err := c.execTTY(ctx, p, proc, dir)
+		if err != nil {
+			return 0, fmt.Errorf("exec in container %s: %w", c.id, err)
+		}
+		return code, nil
 	}
-	if err := os.WriteFile(procPath, b, 0o600); err != nil {
+	procPath, pidPath, logPath := filepath.Join(dir, "process.json"), filepath.Join(dir, "pid"), filepath.Join(dir, "runc.log")
+	if err := writeProcess(procPath, proc); err != nil {
 		return 0, fmt.Errorf("exec in container %s: %w", c.id, err)
 	}
 
@@ -100,17 +100,25 @@ func (c *Container) Exec(ctx context.Context, p skiffrt.Process) (int32, error) 
 	return 0, fmt.Errorf("exec in container %s: %w", c.id, err)
 }
 
+// writeProcess writes proc where `runc exec --process` reads it.
+func writeProcess(path string, proc specs.Process) error {
+	b, err := json.Marshal(proc)
+	if err != nil {
+		return fmt.Errorf("write process.json: %w", err)
+	}
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		return fmt.Errorf("write process.json: %w", err)
+	}
+	return nil
+}
+
 // killExec kills an exec'd process (its pid once runc has written it, else
 // runc itself, before the process exists).
 func killExec(cmd *exec.Cmd, pidPath string) {
-	if b, err := os.ReadFile(pidPath); err == nil {
-		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
-			if p, err := openPidfd(pid); err == nil {
-				p.signal(unix.SIGKILL)
-				p.close()
-				return
-			}
-		}
+	if p, err := openPidFile(pidPath); err == nil {
+		p.signal(unix.SIGKILL)
+		p.close()
+		return
 	}
 	cmd.Process.Kill()
 }

@@ -26,11 +26,13 @@ import (
 // os/exec cannot have started:
 //   - a process of a nested PID namespace (NSpid has more than one
 //     entry) that is not its namespace's init: an exec'd or forked process
-//     of a container;
+//     of a container, unless an Exec claims it (a process run with a
+//     terminal, whose runc exits at once) or, while its pid is not yet
+//     claimed, holds it;
 //   - a runc init stage of the node's PID namespace (comm "runc:[...]";
 //     the last stage, in the container's namespace, is its init);
 //   - a container init (PID 1 of a nested namespace) no watcher claims,
-//     while no Create or Adopt is between learning an init's pid and
+//     while no Create, Adopt or Exec is between learning a pid and
 //     claiming it (hold).
 // The state is the process's, shared by every Runtime in it.
 
@@ -82,7 +84,8 @@ func (r *reaper) stop() {
 	})
 }
 
-// hold keeps unclaimed inits from being reaped until release is called.
+// hold keeps unclaimed processes of nested PID namespaces (inits and
+// exec'd processes) from being reaped until release is called.
 func (r *reaper) hold() (release func()) {
 	rp := &theReaper
 	rp.mu.Lock()
@@ -152,10 +155,9 @@ func (rp *reaperState) scan() {
 		if !ok || state != 'Z' || ppid != self {
 			continue
 		}
-		nested, init := nsPid(pid)
+		nested := inNestedPidNS(pid)
 		reap := (strings.HasPrefix(comm, "runc:[") && !nested) ||
-			(nested && !init) ||
-			(nested && init && rp.claimed[pid] == 0 && rp.holds == 0)
+			(nested && rp.claimed[pid] == 0 && rp.holds == 0)
 		if !reap {
 			continue
 		}
@@ -184,18 +186,17 @@ func procStat(pid int) (comm string, state byte, ppid int, ok bool) {
 	return string(b[open+1 : closing]), f[0][0], ppid, err == nil
 }
 
-// nsPid says whether a process lives in a PID namespace nested in the
-// node's, and whether it is that namespace's init.
-func nsPid(pid int) (nested, init bool) {
+// inNestedPidNS says whether a process lives in a PID namespace nested in
+// the node's.
+func inNestedPidNS(pid int) bool {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
 	if err != nil {
-		return false, false
+		return false
 	}
 	for _, line := range strings.Split(string(b), "\n") {
 		if v, ok := strings.CutPrefix(line, "NSpid:"); ok {
-			f := strings.Fields(v)
-			return len(f) > 1, len(f) > 1 && f[len(f)-1] == "1"
+			return len(strings.Fields(v)) > 1
 		}
 	}
-	return false, false
+	return false
 }
