@@ -522,3 +522,38 @@ func TestPortForwardSPDYNetns(t *testing.T) {
 	c.conn.Close()
 	waitSessions(t, e.ss)
 }
+
+// TestSPDYServerClose: closing the streaming server ends its SPDY
+// sessions: the command is killed and the client's connection ends.
+func TestSPDYServerClose(t *testing.T) {
+	e := newStreamEnv(t)
+	ended := make(chan struct{})
+	id := e.add("runc", newFakeTask(func(ctx context.Context, p skiffrt.Process) (int32, error) {
+		io.WriteString(p.Stdout, "started")
+		<-ctx.Done()
+		close(ended)
+		return 137, nil
+	}))
+	res, err := e.svc.Exec(context.Background(), &runtime.ExecRequest{ContainerId: id, Cmd: []string{"sleep"}, Stdout: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := dialSPDY(t, res.Url, crictlProtocols...)
+	c.mustStream(headerStreamType, streamTypeError)
+	out := c.mustStream(headerStreamType, streamTypeStdout)
+	buf := make([]byte, 7)
+	if _, err := io.ReadFull(out, buf); err != nil {
+		t.Fatal(err)
+	}
+	e.ss.close()
+	select {
+	case <-ended:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the command still runs 10s after the server closed")
+	}
+	select {
+	case <-c.conn.CloseChan():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the client's connection is still open 10s after the server closed")
+	}
+}
