@@ -24,7 +24,9 @@ import (
 // return, as the kubelet's CRI streaming server: a client (the agent,
 // crictl --transport websocket) opens the URL as a WebSocket within
 // tokenTTL, once, and speaks Kubernetes' channel protocol on it
-// (streaming_exec.go, streaming_portforward.go). It listens on 127.0.0.1:
+// (streaming_exec.go, streaming_portforward.go); a client that asks for
+// SPDY/3.1 instead (crictl's default transport, critest) gets the
+// kubelet's SPDY protocols (streaming_spdy*.go). It listens on 127.0.0.1:
 // only processes of the node reach it, and the token in the path is the
 // only credential.
 
@@ -127,8 +129,8 @@ func newStreamServer(svc *service, addr string, logger *slog.Logger) (*streamSer
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /exec/{token}", s.serveExec)
-	mux.HandleFunc("GET /portforward/{token}", s.servePortForward)
+	mux.HandleFunc("/exec/{token}", byTransport(s.serveExec, s.serveExecSPDY))
+	mux.HandleFunc("/portforward/{token}", byTransport(s.servePortForward, s.servePortForwardSPDY))
 	s.http = &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -204,36 +206,45 @@ func (s *streamServer) take(kind streamKind, token string) (pendingStream, bool)
 // without a streaming server (tests of other things).
 var errNoStreaming = fmt.Errorf("%w: this CRI server has no streaming server", errUnavailable)
 
-// openSession takes a token from the request's path, takes a seat and
-// upgrades the request to a WebSocket speaking one of protocols. It
-// answers the request itself when it fails (ok false). The caller calls
-// done when the session ends.
-func (s *streamServer) openSession(w http.ResponseWriter, r *http.Request, kind streamKind, protocols []string) (p pendingStream, c *websocket.Conn, done func(), ok bool) {
+// admit takes a token from the request's path and a seat for its
+// session, and lifts the server's deadlines from the connection: the
+// session's idle timeout replaces them. It answers the request itself when
+// it fails (ok false). The caller calls done when the session ends.
+func (s *streamServer) admit(w http.ResponseWriter, r *http.Request, kind streamKind) (p pendingStream, done func(), ok bool) {
 	p, ok = s.take(kind, r.PathValue("token"))
 	if !ok {
 		http.Error(w, "unknown or expired token: a streaming URL may be opened once, within "+tokenTTL.String()+" of the call that returned it", http.StatusNotFound)
-		return p, nil, nil, false
+		return p, nil, false
 	}
 	select {
 	case s.seats <- struct{}{}:
 	default:
 		http.Error(w, fmt.Sprintf("too many streaming sessions (%d); try again later", maxStreams), http.StatusServiceUnavailable)
-		return p, nil, nil, false
+		return p, nil, false
 	}
-	// A hijacked connection keeps the server's deadlines: the session's
-	// idle timeout replaces them.
 	rc := http.NewResponseController(w)
 	_ = rc.SetReadDeadline(time.Time{})
 	_ = rc.SetWriteDeadline(time.Time{})
+	s.wg.Add(1)
+	return p, func() { <-s.seats; s.wg.Done() }, true
+}
+
+// openSession admits the request and upgrades it to a WebSocket speaking
+// one of protocols. It answers the request itself when it fails (ok
+// false). The caller calls done when the session ends.
+func (s *streamServer) openSession(w http.ResponseWriter, r *http.Request, kind streamKind, protocols []string) (p pendingStream, c *websocket.Conn, done func(), ok bool) {
+	p, done, ok = s.admit(w, r, kind)
+	if !ok {
+		return p, nil, nil, false
+	}
 	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: protocols})
 	if err != nil {
-		<-s.seats
+		done()
 		s.log.Debug("streaming: upgrade failed", "kind", kind, "err", err)
 		return p, nil, nil, false
 	}
 	c.SetReadLimit(maxStreamMessage)
-	s.wg.Add(1)
-	return p, c, func() { <-s.seats; s.wg.Done() }, true
+	return p, c, done, true
 }
 
 // idleTimer cancels a session when nothing moved for streamIdleTimeout.

@@ -9,6 +9,7 @@ import (
 	"strconv"
 
 	"github.com/coder/websocket"
+	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	skiffrt "skiff.dev/skiff/runtime"
 )
@@ -83,32 +84,26 @@ func (s *streamServer) serveExec(w http.ResponseWriter, r *http.Request) {
 	}
 	idle := newIdleTimer(cancel)
 	defer idle.stop()
-	// The container may have stopped since the token was made.
-	ex, _, err := s.svc.execer("exec in", req.GetContainerId())
-	if err != nil {
-		s.finish(ctx, c, exitStatus(0, err))
-		return
-	}
 	var (
-		stdin   *io.PipeReader
+		pio     execIO
 		stdinW  *io.PipeWriter
 		resize  chan skiffrt.TerminalSize
-		stdout  io.Writer
-		stderr  io.Writer
 		readEnd = make(chan struct{})
 	)
 	if req.GetStdin() {
 		pr, pw := io.Pipe()
-		stdin, stdinW = pr, pw
+		pio.stdin, stdinW = pr, pw
+		defer pr.Close()
 	}
 	if req.GetTty() {
 		resize = make(chan skiffrt.TerminalSize, 1)
+		pio.resize = resize
 	}
 	if req.GetStdout() {
-		stdout = channelWriter{ctx: ctx, c: c, ch: chanStdout, idle: idle}
+		pio.stdout = channelWriter{ctx: ctx, c: c, ch: chanStdout, idle: idle}
 	}
 	if req.GetStderr() {
-		stderr = channelWriter{ctx: ctx, c: c, ch: chanStderr, idle: idle}
+		pio.stderr = channelWriter{ctx: ctx, c: c, ch: chanStderr, idle: idle}
 	}
 	go func() {
 		defer close(readEnd)
@@ -119,22 +114,49 @@ func (s *streamServer) serveExec(w http.ResponseWriter, r *http.Request) {
 		cancel() // the client went away: the command ends
 
 	}()
-	proc := skiffrt.Process{Args: req.GetCmd(), TTY: req.GetTty(), Stdout: stdout, Stderr: stderr, Resize: resize}
-	if stdin != nil {
-		proc.Stdin = stdin // not a nil *io.PipeReader in an io.Reader
-	}
-	code, err := ex.Exec(ctx, proc)
-	if stdin != nil {
-		// Input the command no longer reads must not hold readExec in
-		// a write to the pipe.
-		stdin.Close()
-	}
+	st := s.runExec(ctx, req, pio)
 	if ctx.Err() == nil {
-		s.finish(ctx, c, exitStatus(code, err))
+		s.finish(ctx, c, st)
 	}
 	cancel()
 	c.CloseNow()
 	<-readEnd
+}
+
+// execIO is where an exec session's process reads and writes, whichever
+// the transport; a nil member is not used.
+type execIO struct {
+	stdin  io.Reader
+	stdout io.Writer
+	stderr io.Writer
+	resize <-chan skiffrt.TerminalSize
+}
+
+// runExec runs the command of req with pio until it exits, or ctx ends
+// and kills it, and returns the status to send the client. The container
+// may have stopped since the token was made.
+func (s *streamServer) runExec(ctx context.Context, req *runtime.ExecRequest, pio execIO) execStatus {
+	ex, _, err := s.svc.execer("exec in", req.GetContainerId())
+	if err != nil {
+		return exitStatus(0, err)
+	}
+	code, err := ex.Exec(ctx, skiffrt.Process{Args: req.GetCmd(), TTY: req.GetTty(), Stdin: pio.stdin, Stdout: pio.stdout, Stderr: pio.stderr, Resize: pio.resize})
+	if pr, ok := pio.stdin.(*io.PipeReader); ok {
+		// Input the command no longer reads must not hold the reader of
+		// the client's messages in a write to the pipe.
+		pr.Close()
+	}
+	return exitStatus(code, err)
+}
+
+// pushSize hands size to resize: the latest size wins over one the
+// process has not taken yet. Only one goroutine pushes to resize.
+func pushSize(resize chan skiffrt.TerminalSize, size skiffrt.TerminalSize) {
+	select {
+	case <-resize:
+	default:
+	}
+	resize <- size
 }
 
 // readExec reads the client's messages until it goes away: stdin, the
@@ -161,11 +183,7 @@ func (s *streamServer) readExec(ctx context.Context, c *websocket.Conn, stdin *i
 			if resize == nil || json.Unmarshal(msg[1:], &size) != nil {
 				continue
 			}
-			select { // the latest size wins
-			case <-resize:
-			default:
-			}
-			resize <- size
+			pushSize(resize, size)
 		case chanClose:
 			if len(msg) > 1 && msg[1] == chanStdin && stdin != nil {
 				stdin.Close()

@@ -87,12 +87,9 @@ func (s *streamServer) servePortForward(w http.ResponseWriter, r *http.Request) 
 		if send(ctx, c, data, pb[:]) != nil || send(ctx, c, errc, pb[:]) != nil {
 			return
 		}
-		dctx, dcancel := context.WithTimeout(ctx, forwardDialTimeout)
-		conn, err := s.dial(dctx, netnsPath, "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(int(port))))
-		dcancel()
+		conn, err := s.dialPort(ctx, netnsPath, port)
 		if err != nil {
-			msg := fmt.Sprintf("forward port %d to sandbox %s: %v", port, p.sandbox, err)
-			if send(ctx, c, errc, []byte(msg)) != nil {
+			if send(ctx, c, errc, []byte(forwardError(port, p.sandbox, err))) != nil {
 				return
 			}
 			continue
@@ -157,4 +154,18 @@ func (s *streamServer) servePortForward(w http.ResponseWriter, r *http.Request) 
 	cancel()
 	c.CloseNow()
 	<-readDone
+}
+
+// dialPort connects to 127.0.0.1:port inside the network namespace at
+// netnsPath, within forwardDialTimeout.
+func (s *streamServer) dialPort(ctx context.Context, netnsPath string, port uint16) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, forwardDialTimeout)
+	defer cancel()
+	return s.dial(ctx, netnsPath, "tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(int(port))))
+}
+
+// forwardError is what a client is told when port of sandbox cannot be
+// reached.
+func forwardError(port uint16, sandbox string, err error) string {
+	return fmt.Sprintf("forward port %d to sandbox %s: %v", port, sandbox, err)
 }
