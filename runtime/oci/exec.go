@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -66,10 +67,31 @@ func (c *Container) Exec(ctx context.Context, p skiffrt.Process) (int32, error) 
 	// No call deadline: the process runs as long as it does; ctx ends it.
 	cmd := exec.Command(c.r.runc, "--root", c.r.runcRoot, "--log", logPath, "--log-format", "json",
 		"exec", "--process", procPath, "--pid-file", pidPath, c.id)
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = p.Stdin, p.Stdout, p.Stderr
+	cmd.Stdout, cmd.Stderr = p.Stdout, p.Stderr
 	cmd.WaitDelay = time.Second
+	// Stdin goes through a pipe of our own, not os/exec's copy, which
+	// Wait would wait for: a command that exits while its client still
+	// holds stdin open must end the call (the copy ends at its next read
+	// or write, once the caller closes p.Stdin or the pipe is closed).
+	var stdinW *os.File
+	if p.Stdin != nil {
+		r, w, err := os.Pipe()
+		if err != nil {
+			return 0, fmt.Errorf("exec in container %s: %w", c.id, err)
+		}
+		cmd.Stdin, stdinW = r, w
+		defer w.Close()
+		defer r.Close()
+	}
 	if err := cmd.Start(); err != nil {
 		return 0, fmt.Errorf("exec in container %s: %w", c.id, err)
+	}
+	if stdinW != nil {
+		cmd.Stdin.(*os.File).Close() // the child has it
+		go func() {
+			io.Copy(stdinW, p.Stdin)
+			stdinW.Close() // end of input: the command sees EOF
+		}()
 	}
 	exited := make(chan struct{})
 	killed := make(chan struct{})

@@ -3,6 +3,7 @@ package oci
 import (
 	"context"
 	"errors"
+	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -71,6 +72,14 @@ func TestExec(t *testing.T) {
 	if _, err := c.Exec(ctx, skiffrt.Process{Args: []string{"no-such-command"}}); err == nil {
 		t.Errorf("Exec of a missing command: no error")
 	}
+	// A command that exits while its client's stdin is still open ends
+	// the call with its exit code (the client's input is dropped).
+	openIn, openW := io.Pipe()
+	defer openW.Close()
+	if code, err := c.Exec(ctx, skiffrt.Process{Args: []string{"sh", "-c", "exit 4"}, Stdin: openIn}); err != nil || code != 4 {
+		t.Errorf("Exec with stdin left open = %d, %v; want 4", code, err)
+	}
+	openIn.Close()
 	// Ending ctx kills the process.
 	short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
 	defer cancel()
