@@ -20,11 +20,12 @@ import (
 // else [container name]+args) and the environment, opens the log file and
 // has the runtime compile the module. A module that does not compile is
 // InvalidArgument with the runtime's reason. On error nothing is left
-// behind. Mounts of host directories become WASI preopens (mounts.go);
-// settings the Wasm runtime cannot honour (devices, privileged, added
-// capabilities, host PID or IPC namespaces, SELinux labels, Localhost
-// profiles, mount propagation, ...) are InvalidArgument naming the field
-// (validate.go). The working dir is not honoured yet.
+// behind. Mounts of host directories become WASI preopens or bind mounts
+// (mounts.go); settings the container's runtime cannot honour (for Wasm:
+// privileged, added capabilities, host PID or IPC namespaces, Localhost
+// profiles, mount propagation, ...; for any: devices, SELinux labels) are
+// InvalidArgument naming the field (validate.go). An OCI container's
+// security context is honoured as containerd does (oci.go).
 //
 // Resources: linux.resources.memory_limit_in_bytes caps the module's linear
 // memory (0: the node's default); the annotation skiff.dev/cpu-time-budget
@@ -64,7 +65,7 @@ func (s *service) CreateContainer(ctx context.Context, req *runtime.CreateContai
 	if err := validateContainerConfig(cfg, &sbRec, handler); err != nil {
 		return nil, fmt.Errorf("create container %q: %w", name, err)
 	}
-	mounts, err := mountsOf(cfg.GetMounts())
+	mounts, err := mountsOf(cfg.GetMounts(), handler == HandlerRunc, cfg.GetLinux().GetSecurityContext().GetPrivileged())
 	if err != nil {
 		return nil, fmt.Errorf("create container %q: %w", name, err)
 	}
@@ -227,15 +228,7 @@ func (s *service) taskSpec(rec *containerRecord, sb *sandboxRecord, img image.Im
 		}
 		spec.Layers = layers
 		spec.Mounts = append(spec.Mounts, s.sandboxMounts(sb, spec.Mounts, o.ReadOnlyRootfs)...)
-		spec.WorkingDir = o.WorkingDir
-		spec.User = o.User
-		spec.AdditionalGIDs = o.AdditionalGIDs
-		spec.ReadOnlyRootfs = o.ReadOnlyRootfs
-		spec.CapAdd, spec.CapDrop = o.CapAdd, o.CapDrop
-		spec.NoNewPrivileges = o.NoNewPrivileges
-		spec.Seccomp = o.Seccomp
-		spec.OOMScoreAdj = o.OOMScoreAdj
-		spec.CPUShares = o.CPUShares
+		applyOCI(&spec, o, sb)
 	} else {
 		spec.ImagePath = s.images.BlobPath(img)
 	}
@@ -255,6 +248,23 @@ func (s *service) taskSpec(rec *containerRecord, sb *sandboxRecord, img image.Im
 		spec.Stderr = l.stream("stderr")
 	}
 	return spec, nil
+}
+
+// applyOCI sets what only an OCI container has in spec: the settings of
+// its record and the sysctls of its sandbox.
+func applyOCI(spec *skiffrt.ContainerSpec, o *ociRecord, sb *sandboxRecord) {
+	spec.WorkingDir = o.WorkingDir
+	spec.User = o.User
+	spec.AdditionalGIDs = o.AdditionalGIDs
+	spec.ReadOnlyRootfs = o.ReadOnlyRootfs
+	spec.CapAdd, spec.CapDrop = o.CapAdd, o.CapDrop
+	spec.NoNewPrivileges = o.NoNewPrivileges
+	spec.Seccomp, spec.SeccompProfile = o.Seccomp, o.SeccompProfile
+	spec.Privileged, spec.HostPID, spec.HostIPC = o.Privileged, o.HostPID, o.HostIPC
+	spec.MaskedPaths, spec.ReadonlyPaths = o.MaskedPaths, o.ReadonlyPaths
+	spec.Sysctls = sb.Sysctls
+	spec.OOMScoreAdj = o.OOMScoreAdj
+	spec.CPUShares = o.CPUShares
 }
 
 // AnnotationCPUTimeBudget names the container annotation that sets a CPU

@@ -16,23 +16,44 @@ type mountRecord struct {
 	ContainerPath string `json:"containerPath"`
 	HostPath      string `json:"hostPath"`
 	ReadOnly      bool   `json:"readOnly,omitempty"`
+	// Propagation: "" (private), "rslave" or "rshared" (OCI only).
+	Propagation skiffrt.Propagation `json:"propagation,omitempty"`
 }
 
 // mountsOf checks a container's mounts and returns the ones to give it.
 // The Wasm runtime honours a host directory at an absolute container path
 // (a WASI preopen), read-only or not; it refuses, naming the field, what it
 // cannot do: mount propagation, SELinux relabelling, ID mappings, mount
-// options, image volumes, and a host path that is not a directory.
-func mountsOf(ms []*runtime.Mount) ([]mountRecord, error) {
+// options, image volumes, and a host path that is not a directory. An OCI
+// container (oci) also honours mount propagation: HOST_TO_CONTAINER
+// (rslave) and, for a privileged container, as the kubelet requires,
+// BIDIRECTIONAL (rshared); the host path must then be on a shared (or,
+// for HOST_TO_CONTAINER, slave) mount of the node, which the runtime
+// checks.
+func mountsOf(ms []*runtime.Mount, oci, privileged bool) ([]mountRecord, error) {
 	var out []mountRecord
 	seen := map[string]bool{}
 	for i, m := range ms {
 		field := fmt.Sprintf("config.mounts[%d]", i)
+		var prop skiffrt.Propagation
+		switch m.GetPropagation() {
+		case runtime.MountPropagation_PROPAGATION_PRIVATE:
+		case runtime.MountPropagation_PROPAGATION_HOST_TO_CONTAINER:
+			prop = skiffrt.PropagationHostToContainer
+		case runtime.MountPropagation_PROPAGATION_BIDIRECTIONAL:
+			prop = skiffrt.PropagationBidirectional
+		default:
+			return nil, unsupported(field+".propagation", fmt.Sprintf("%v is not a mount propagation", m.GetPropagation()))
+		}
 		switch {
 		case m.GetImage().GetImage() != "" || m.GetImageSubPath() != "":
-			return nil, unsupported(field+".image", "image volumes are not supported by the Wasm runtime")
-		case m.GetPropagation() != runtime.MountPropagation_PROPAGATION_PRIVATE:
+			return nil, unsupported(field+".image", "image volumes are not supported by skiff")
+		case prop != "" && !oci:
 			return nil, unsupported(field+".propagation", fmt.Sprintf("mount propagation %v is not supported by the Wasm runtime (only PROPAGATION_PRIVATE)", m.GetPropagation()))
+		case prop == skiffrt.PropagationBidirectional && !privileged:
+			return nil, unsupported(field+".propagation", "PROPAGATION_BIDIRECTIONAL needs a privileged container (config.linux.security_context.privileged)")
+		case prop != "" && m.GetRecursiveReadOnly():
+			return nil, unsupported(field+".recursive_read_only", fmt.Sprintf("a recursive read-only mount must be private, not %v", m.GetPropagation()))
 		case m.GetSelinuxRelabel():
 			return nil, unsupported(field+".selinux_relabel", "SELinux relabelling is not supported by the Wasm runtime")
 		case len(m.GetUidMappings()) > 0 || len(m.GetGidMappings()) > 0:
@@ -63,7 +84,7 @@ func mountsOf(ms []*runtime.Mount) ([]mountRecord, error) {
 		}
 		// A read-only mount has no mounts under it in WASI, so read-only is
 		// recursive read-only.
-		out = append(out, mountRecord{ContainerPath: cp, HostPath: hp, ReadOnly: m.GetReadonly()})
+		out = append(out, mountRecord{ContainerPath: cp, HostPath: hp, ReadOnly: m.GetReadonly(), Propagation: prop})
 	}
 	return out, nil
 }
@@ -72,7 +93,7 @@ func mountsOf(ms []*runtime.Mount) ([]mountRecord, error) {
 func runtimeMounts(ms []mountRecord) []skiffrt.Mount {
 	var out []skiffrt.Mount
 	for _, m := range ms {
-		out = append(out, skiffrt.Mount{HostPath: m.HostPath, ContainerPath: m.ContainerPath, ReadOnly: m.ReadOnly})
+		out = append(out, skiffrt.Mount{HostPath: m.HostPath, ContainerPath: m.ContainerPath, ReadOnly: m.ReadOnly, Propagation: m.Propagation})
 	}
 	return out
 }
@@ -81,12 +102,19 @@ func runtimeMounts(ms []mountRecord) []skiffrt.Mount {
 func criMounts(ms []mountRecord) []*runtime.Mount {
 	var out []*runtime.Mount
 	for _, m := range ms {
+		prop := runtime.MountPropagation_PROPAGATION_PRIVATE
+		switch m.Propagation {
+		case skiffrt.PropagationHostToContainer:
+			prop = runtime.MountPropagation_PROPAGATION_HOST_TO_CONTAINER
+		case skiffrt.PropagationBidirectional:
+			prop = runtime.MountPropagation_PROPAGATION_BIDIRECTIONAL
+		}
 		out = append(out, &runtime.Mount{
 			ContainerPath:     m.ContainerPath,
 			HostPath:          m.HostPath,
 			Readonly:          m.ReadOnly,
 			RecursiveReadOnly: m.ReadOnly,
-			Propagation:       runtime.MountPropagation_PROPAGATION_PRIVATE,
+			Propagation:       prop,
 		})
 	}
 	return out

@@ -1,7 +1,11 @@
 package cri
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
+	"io"
+	"os"
 	"path"
 	"strconv"
 	"strings"
@@ -60,15 +64,27 @@ func ociSettings(cfg *runtime.ContainerConfig) (*ociRecord, error) {
 		}
 		o.AdditionalGIDs = append(o.AdditionalGIDs, uint32(g))
 	}
-	switch p := sc.GetSeccomp(); {
-	case p.GetProfileType() == runtime.SecurityProfile_RuntimeDefault:
-		o.Seccomp = skiffrt.SeccompRuntimeDefault
-	case p != nil && p.GetProfileType() == runtime.SecurityProfile_Unconfined:
+	o.Privileged = sc.GetPrivileged()
+	o.HostPID = sc.GetNamespaceOptions().GetPid() == runtime.NamespaceMode_NODE
+	o.HostIPC = sc.GetNamespaceOptions().GetIpc() == runtime.NamespaceMode_NODE
+	for _, f := range []struct {
+		name  string
+		paths []string
+		to    *[]string
+	}{{"masked_paths", sc.GetMaskedPaths(), &o.MaskedPaths}, {"readonly_paths", sc.GetReadonlyPaths(), &o.ReadonlyPaths}} {
+		for i, p := range f.paths {
+			if !path.IsAbs(p) || path.Clean(p) != p || p == "/" {
+				return nil, fmt.Errorf("%w: config.linux.security_context.%s[%d]: %q is not an absolute, clean path other than /", errInvalidArgument, f.name, i, p)
+			}
+		}
+		*f.to = f.paths
+	}
+	if o.Privileged {
+		// Nothing filtered: the profile is ignored (not even read), as
+		// containerd ignores it.
 		o.Seccomp = skiffrt.SeccompUnconfined
-	case sc.GetSeccompProfilePath() == "unconfined":
-		o.Seccomp = skiffrt.SeccompUnconfined
-	case sc.GetSeccompProfilePath() != "":
-		o.Seccomp = skiffrt.SeccompRuntimeDefault
+	} else if err := seccompSettings(o, sc); err != nil {
+		return nil, err
 	}
 	if adj := res.GetOomScoreAdj(); adj < -1000 || adj > 1000 {
 		return nil, fmt.Errorf("%w: linux.resources.oom_score_adj %d is not between -1000 and 1000", errInvalidArgument, adj)
@@ -81,6 +97,59 @@ func ociSettings(cfg *runtime.ContainerConfig) (*ociRecord, error) {
 		o.CPUShares = uint64(sh)
 	}
 	return o, nil
+}
+
+// maxSeccompProfile bounds a Localhost profile's file (Docker's default
+// profile is 20 KB).
+const maxSeccompProfile = 1 << 20
+
+// seccompSettings reads the seccomp profile of a security context: the
+// profile when set, else the deprecated seccomp_profile_path; neither is
+// unconfined, as with containerd (skiff's node agent asks for
+// RuntimeDefault, as the kubelet's SeccompDefault does). A Localhost
+// profile is read now, so the container keeps it if the file changes.
+func seccompSettings(o *ociRecord, sc *runtime.LinuxContainerSecurityContext) error {
+	field, ref := "config.linux.security_context.seccomp.localhost_ref", ""
+	switch p := sc.GetSeccomp(); {
+	case p != nil && p.GetProfileType() == runtime.SecurityProfile_RuntimeDefault:
+		o.Seccomp = skiffrt.SeccompRuntimeDefault
+	case p != nil && p.GetProfileType() == runtime.SecurityProfile_Unconfined:
+		o.Seccomp = skiffrt.SeccompUnconfined
+	case p != nil && p.GetProfileType() == runtime.SecurityProfile_Localhost:
+		ref = p.GetLocalhostRef()
+	case p != nil:
+		return fmt.Errorf("%w: config.linux.security_context.seccomp.profile_type %v is not a profile type", errInvalidArgument, p.GetProfileType())
+	case sc.GetSeccompProfilePath() == "", sc.GetSeccompProfilePath() == "unconfined":
+		o.Seccomp = skiffrt.SeccompUnconfined
+	case strings.HasPrefix(sc.GetSeccompProfilePath(), "localhost/"):
+		field, ref = "config.linux.security_context.seccomp_profile_path", strings.TrimPrefix(sc.GetSeccompProfilePath(), "localhost/")
+	default: // runtime/default, docker/default (validated)
+		o.Seccomp = skiffrt.SeccompRuntimeDefault
+	}
+	if ref == "" && o.Seccomp != "" {
+		return nil
+	}
+	if !path.IsAbs(ref) {
+		return fmt.Errorf("%w: %s: %q is not an absolute path of a profile on the node", errInvalidArgument, field, ref)
+	}
+	f, err := os.Open(ref)
+	if err != nil {
+		return fmt.Errorf("%w: %s: read the seccomp profile: %w", errInvalidArgument, field, err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxSeccompProfile+1))
+	if err != nil {
+		return fmt.Errorf("%w: %s: read the seccomp profile: %w", errInvalidArgument, field, err)
+	}
+	if len(b) > maxSeccompProfile {
+		return fmt.Errorf("%w: %s: the seccomp profile %s is larger than %d bytes", errInvalidArgument, field, ref, maxSeccompProfile)
+	}
+	var compact bytes.Buffer
+	if err := json.Compact(&compact, b); err != nil || !bytes.HasPrefix(compact.Bytes(), []byte("{")) {
+		return fmt.Errorf("%w: %s: the seccomp profile %s is not a JSON object (want Docker's or the OCI runtime spec's format)", errInvalidArgument, field, ref)
+	}
+	o.Seccomp, o.SeccompProfile = skiffrt.SeccompLocalhost, compact.Bytes()
+	return nil
 }
 
 // ociImageDefaults fills in what an OCI image's config gives a container

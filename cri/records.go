@@ -2,6 +2,7 @@ package cri
 
 import (
 	"cmp"
+	"encoding/json"
 	"slices"
 	"time"
 
@@ -32,6 +33,10 @@ type sandboxRecord struct {
 	Hostname       string            `json:"hostname,omitempty"`
 	RuntimeHandler string            `json:"runtimeHandler"`
 	HostNetwork    bool              `json:"hostNetwork,omitempty"`
+	// Privileged sandboxes may hold privileged containers.
+	Privileged bool `json:"privileged,omitempty"`
+	// Sysctls apply to each OCI container of the sandbox (validated).
+	Sysctls map[string]string `json:"sysctls,omitempty"`
 	NetNSPath      string            `json:"netnsPath,omitempty"`
 	IPs            []string          `json:"ips,omitempty"`
 	State          sandboxState      `json:"state"`
@@ -104,6 +109,15 @@ type ociRecord struct {
 	CapDrop         []string `json:"capDrop,omitempty"`
 	NoNewPrivileges bool     `json:"noNewPrivileges,omitempty"`
 	Seccomp         string   `json:"seccomp,omitempty"`
+	// SeccompProfile is the Localhost profile, as read at create.
+	SeccompProfile json.RawMessage `json:"seccompProfile,omitempty"`
+	Privileged     bool            `json:"privileged,omitempty"`
+	HostPID        bool            `json:"hostPid,omitempty"`
+	HostIPC        bool            `json:"hostIpc,omitempty"`
+	// MaskedPaths and ReadonlyPaths replace the runtime's defaults when
+	// set (CRI cannot tell an empty list from none).
+	MaskedPaths   []string `json:"maskedPaths,omitempty"`
+	ReadonlyPaths []string `json:"readonlyPaths,omitempty"`
 	OOMScoreAdj     int      `json:"oomScoreAdj,omitempty"`
 	CPUShares       uint64   `json:"cpuShares,omitempty"`
 }

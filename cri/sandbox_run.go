@@ -13,9 +13,12 @@ import (
 // network, and its record. The runtime handler must be one the node has
 // (Config.Runtimes), or empty: then each container runs in the handler of
 // its image's kind (Wasm or OCI), so one pod may mix both.
-// Settings the Wasm runtime cannot honour (privileged, host PID or IPC
-// namespaces, user namespaces, sysctls, SELinux labels, Localhost seccomp
-// or AppArmor profiles) are InvalidArgument naming the field (validate.go).
+// Settings no runtime here honours (user namespaces, SELinux labels,
+// AppArmor profiles), and in a Wasm sandbox those only OCI containers
+// honour (privileged, host PID or IPC namespaces, sysctls, Localhost
+// seccomp profiles), are InvalidArgument naming the field (validate.go).
+// Sysctls must be of the pod's own IPC or network namespace; they apply to
+// each OCI container of the sandbox.
 // On error nothing is left behind.
 func (s *service) RunPodSandbox(ctx context.Context, req *runtime.RunPodSandboxRequest) (*runtime.RunPodSandboxResponse, error) {
 	cfg := req.GetConfig()
@@ -28,7 +31,8 @@ func (s *service) RunPodSandbox(ctx context.Context, req *runtime.RunPodSandboxR
 	if err != nil {
 		return nil, fmt.Errorf("run pod sandbox %s: %w", pod, err)
 	}
-	if err := validateSandboxConfig(cfg); err != nil {
+	_, haveRunc := s.runtimes[HandlerRunc]
+	if err := validateSandboxConfig(cfg, handler == HandlerRunc || handler == "" && haveRunc); err != nil {
 		return nil, fmt.Errorf("run pod sandbox %s: %w", pod, err)
 	}
 	rec := sandboxRecord{
@@ -43,6 +47,8 @@ func (s *service) RunPodSandbox(ctx context.Context, req *runtime.RunPodSandboxR
 		Hostname:       cfg.GetHostname(),
 		RuntimeHandler: handler,
 		HostNetwork:    cfg.GetLinux().GetSecurityContext().GetNamespaceOptions().GetNetwork() == runtime.NamespaceMode_NODE,
+		Privileged:     cfg.GetLinux().GetSecurityContext().GetPrivileged(),
+		Sysctls:        copyMap(cfg.GetLinux().GetSysctls()),
 		State:          sandboxReady,
 		CreatedAt:      s.now().UnixNano(),
 	}

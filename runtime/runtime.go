@@ -130,8 +130,31 @@ type ContainerSpec struct {
 	// NoNewPrivileges keeps the process from gaining privileges on exec.
 	NoNewPrivileges bool
 	// Seccomp is "" or SeccompRuntimeDefault (the runtime's default
-	// profile) or SeccompUnconfined.
+	// profile), SeccompUnconfined, or SeccompLocalhost (SeccompProfile).
 	Seccomp string
+	// SeccompProfile is the profile of Seccomp SeccompLocalhost: JSON in
+	// the format of Docker's and the OCI runtime spec's (defaultAction,
+	// architectures, syscalls: [{names, action, errnoRet, args}]).
+	SeccompProfile []byte
+	// Privileged gives the container every capability the node process
+	// has (CapAdd and CapDrop are ignored), no seccomp profile (Seccomp is
+	// ignored), no masked or read-only paths, /sys and its cgroups
+	// read-write, and the node's devices (OCI). Only the node's root user
+	// may ask for it (through CRI); it hands the node over.
+	Privileged bool
+	// HostPID and HostIPC put the container in the node's PID or IPC
+	// namespace instead of one of its own.
+	HostPID, HostIPC bool
+	// Sysctls are kernel parameters set in the container's namespaces
+	// before it runs, by dotted name ("kernel.shm_rmid_forced"): those of
+	// its IPC namespace (kernel.shm*, kernel.msg*, kernel.sem, fs.mqueue.*;
+	// not with HostIPC) and of its network namespace (net.*; only with a
+	// NetNSPath). Others are refused: they would change the node's.
+	Sysctls map[string]string
+	// MaskedPaths and ReadonlyPaths, when not nil, replace the runtime's
+	// default masked (unreadable) and read-only paths; an empty, non-nil
+	// slice means none. Absolute paths in the container.
+	MaskedPaths, ReadonlyPaths []string
 	// OOMScoreAdj is the process's oom_score_adj; the runtime clamps it
 	// to what the node may set.
 	OOMScoreAdj int
@@ -165,6 +188,7 @@ type ContainerSpec struct {
 const (
 	SeccompRuntimeDefault = "runtime/default"
 	SeccompUnconfined     = "unconfined"
+	SeccompLocalhost      = "localhost"
 )
 
 // DefaultCPUPeriod is the CFS period of a CPU quota without one, as the
@@ -176,7 +200,27 @@ type Mount struct {
 	HostPath      string // absolute: the directory on the node
 	ContainerPath string // absolute, clean: where the container sees it
 	ReadOnly      bool
+	// Propagation is how mounts made later under the mount travel
+	// (OCI only; the Wasm runtime refuses all but PropagationPrivate).
+	Propagation Propagation
 }
+
+// Propagation is a mount's propagation, as the kubelet's
+// mountPropagation.
+type Propagation string
+
+const (
+	// PropagationPrivate (rprivate): mounts made on either side stay there.
+	PropagationPrivate Propagation = ""
+	// PropagationHostToContainer (rslave): mounts the node makes under
+	// HostPath later appear in the container. HostPath must be on a
+	// shared or slave mount of the node.
+	PropagationHostToContainer Propagation = "rslave"
+	// PropagationBidirectional (rshared): and the container's mounts
+	// appear on the node. HostPath must be on a shared mount of the node,
+	// and the container privileged.
+	PropagationBidirectional Propagation = "rshared"
+)
 
 // Errors returned by runtimes, wrapped with the operation and the container.
 var (

@@ -109,8 +109,10 @@ nogroup:x:65534:
 )
 
 // busyboxTree is the root file system of busybox's image: the binary with
-// a symlink per applet in /bin, its loader and libraries, the accounts,
-// and what busybox lacks here (pgrep, ipcs).
+// a hard link per applet in /bin (as the real image has: masking one
+// applet, as critest's MaskedPaths test does with /bin/ls, must not mask
+// the binary, which a symlink would resolve to), its loader and
+// libraries, the accounts, and what busybox lacks here (pgrep, ipcs).
 func busyboxTree(in ociInputs) (tree, error) {
 	t := tree{}
 	if err := t.addELF("/bin/busybox", in.Busybox, 0o755); err != nil {
@@ -128,7 +130,7 @@ func busyboxTree(in ociInputs) (tree, error) {
 		if a == "busybox" || strings.Contains(a, "/") {
 			continue
 		}
-		t.symlink("/bin/"+a, "busybox")
+		t.hardlink("/bin/"+a, "/bin/busybox")
 	}
 	if _, ok := t["/bin/pgrep"]; !ok {
 		t.file("/bin/pgrep", 0o755, []byte(pgrepScript))

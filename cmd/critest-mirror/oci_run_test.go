@@ -74,6 +74,8 @@ func unpack(t *testing.T, img v1.Image, dir string) {
 			err = os.MkdirAll(p, 0o755)
 		case tar.TypeSymlink:
 			err = os.Symlink(h.Linkname, p)
+		case tar.TypeLink:
+			err = os.Link(filepath.Join(dir, filepath.Clean("/"+h.Linkname)), p)
 		case tar.TypeReg:
 			var b []byte
 			if b, err = io.ReadAll(tr); err == nil {
@@ -82,7 +84,7 @@ func unpack(t *testing.T, img v1.Image, dir string) {
 		default:
 			err = fmt.Errorf("unexpected type %c", h.Typeflag)
 		}
-		if err == nil && h.Typeflag != tar.TypeSymlink {
+		if err == nil && h.Typeflag != tar.TypeSymlink && h.Typeflag != tar.TypeLink {
 			// After the write: the umask would drop bits, and Chmod keeps setuid.
 			err = os.Chmod(p, os.FileMode(h.Mode&0o777)|modeBits(h.Mode))
 		}

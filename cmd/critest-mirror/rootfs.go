@@ -32,10 +32,10 @@ const maxFileBytes = 64 << 20
 type tree map[string]entry
 
 type entry struct {
-	typ  byte   // tar.TypeReg, tar.TypeDir or tar.TypeSymlink
+	typ  byte   // tar.TypeReg, tar.TypeDir, tar.TypeSymlink or tar.TypeLink
 	mode int64  // permission bits, setuid included
 	data []byte // a file's content
-	link string // a symlink's target
+	link string // a symlink's target; a hard link's, absolute in the layer
 }
 
 func (t tree) file(p string, mode int64, data []byte) {
@@ -44,6 +44,12 @@ func (t tree) file(p string, mode int64, data []byte) {
 func (t tree) dir(p string, mode int64) { t[p] = entry{typ: tar.TypeDir, mode: mode} }
 func (t tree) symlink(p, target string) {
 	t[p] = entry{typ: tar.TypeSymlink, mode: 0o777, link: target}
+}
+
+// hardlink adds p as a hard link to target, a file of the same layer
+// (hard links are written after every other entry).
+func (t tree) hardlink(p, target string) {
+	t[p] = entry{typ: tar.TypeLink, mode: t[target].mode, link: target}
 }
 
 // hostFile adds the host file src (symlinks followed) at p.
@@ -82,7 +88,14 @@ func (t tree) tar() ([]byte, error) {
 	for p := range all {
 		names = append(names, p)
 	}
-	sort.Strings(names)
+	// Sorted, hard links last: after the files they link to.
+	sort.Slice(names, func(i, j int) bool {
+		li, lj := all[names[i]].typ == tar.TypeLink, all[names[j]].typ == tar.TypeLink
+		if li != lj {
+			return lj
+		}
+		return names[i] < names[j]
+	})
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	for _, p := range names {
@@ -101,6 +114,8 @@ func (t tree) tar() ([]byte, error) {
 			h.Name += "/"
 		case tar.TypeSymlink:
 			h.Linkname = e.link
+		case tar.TypeLink:
+			h.Linkname = strings.TrimPrefix(e.link, "/")
 		case tar.TypeReg:
 			h.Size = int64(len(e.data))
 		}

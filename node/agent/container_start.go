@@ -58,9 +58,12 @@ func (w *podWorker) syncContainer(ctx context.Context, spec *skiffv1.Container, 
 			Labels:   w.containerLabels(spec.Name),
 			Mounts:   mounts,
 			// A process namespace of its own, as the kubelet asks
-			// without shareProcessNamespace.
+			// without shareProcessNamespace, and the runtime's default
+			// seccomp profile, as the kubelet's SeccompDefault asks (a
+			// CRI config without one is unconfined).
 			Linux: &runtimeapi.LinuxContainerConfig{SecurityContext: &runtimeapi.LinuxContainerSecurityContext{
 				NamespaceOptions: &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_CONTAINER},
+				Seccomp:          &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_RuntimeDefault},
 			}},
 		}, w.pod, spec), spec),
 		SandboxConfig: &runtimeapi.PodSandboxConfig{

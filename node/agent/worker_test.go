@@ -414,6 +414,11 @@ func TestRestartPolicy(t *testing.T) {
 			if len(cri.creates) != 2 || cri.creates[1].Metadata.Attempt != 1 || cri.creates[1].LogPath != "c/1.log" {
 				t.Fatalf("creates %v, want a second one as attempt 1 logging to c/1.log", cri.creates)
 			}
+			// Confined by default, as the kubelet's SeccompDefault asks:
+			// CRI leaves a container without a profile unconfined.
+			if sc := cri.creates[1].GetLinux().GetSecurityContext(); sc.GetSeccomp() == nil || sc.GetSeccomp().GetProfileType() != runtimeapi.SecurityProfile_RuntimeDefault {
+				t.Errorf("seccomp profile %v, want RuntimeDefault", sc.GetSeccomp())
+			}
 			if w.status().ContainerStatuses[0].State.GetRunning() == nil {
 				t.Errorf("restarted container is not running")
 			}

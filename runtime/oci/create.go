@@ -13,6 +13,7 @@ import (
 
 	skiffrt "skiff.dev/skiff/runtime"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
 
@@ -77,7 +78,16 @@ func (r *Runtime) create(ctx context.Context, spec skiffrt.ContainerSpec) (*Cont
 	if err != nil {
 		return fail(err)
 	}
-	s := ociSpec(&spec, user, c.cg.path, r.minOOMScore)
+	var devices []specs.LinuxDevice
+	if spec.Privileged {
+		if devices, err = hostDevices(); err != nil {
+			return fail(err)
+		}
+	}
+	s := ociSpec(&spec, user, c.cg.path, nodeLimits{minOOM: r.minOOMScore, capBnd: r.capBnd}, devices)
+	if lost := lostCaps(&spec, r.capBnd); len(lost) > 0 {
+		c.log.Warn("capabilities the node process lacks are not given", "caps", lost)
+	}
 	c.proc = *s.Process
 	config, err := json.MarshalIndent(s, "", "\t")
 	if err != nil {
@@ -150,19 +160,49 @@ func (r *Runtime) create(ctx context.Context, spec skiffrt.ContainerSpec) (*Cont
 	return c, nil
 }
 
-// checkHostPaths checks that the layers and the mounts' sources exist.
+// checkHostPaths checks that the layers and the mounts' sources exist,
+// and that the node's mounts under those with propagation pass mount
+// events on.
 func checkHostPaths(spec *skiffrt.ContainerSpec) error {
 	for i, l := range spec.Layers {
 		if fi, err := os.Stat(l); err != nil || !fi.IsDir() {
 			return invalid("layers[%d] %q: not a directory", i, l)
 		}
 	}
+	var mountinfo []byte
 	for i, m := range spec.Mounts {
 		if _, err := os.Stat(m.HostPath); err != nil {
 			return invalid("mounts[%d].hostPath %q: %v", i, m.HostPath, errors.Unwrap(err))
 		}
+		if m.Propagation == skiffrt.PropagationPrivate {
+			continue
+		}
+		if mountinfo == nil {
+			var err error
+			if mountinfo, err = os.ReadFile("/proc/self/mountinfo"); err != nil {
+				return fmt.Errorf("read the node's mounts: %w", err)
+			}
+		}
+		if err := checkPropagation(i, m, mountinfo); err != nil {
+			return err
+		}
 	}
 	return nil
+}
+
+// lostCaps are the capabilities spec names (not "ALL") that the node
+// process lacks, which the container does not get.
+func lostCaps(spec *skiffrt.ContainerSpec, bnd uint64) []string {
+	if spec.Privileged {
+		return nil
+	}
+	var lost []string
+	for _, a := range spec.CapAdd {
+		if n, ok := capName(a); ok && len(clampCaps([]string{n}, bnd)) == 0 {
+			lost = append(lost, n)
+		}
+	}
+	return lost
 }
 
 // mountRootfs mounts <bundle>/rootfs: overlayfs with layers (lowest first)
@@ -180,8 +220,15 @@ func mountRootfs(bundle string, layers []string) error {
 	if len(data) > maxMountData {
 		return invalid("layers: %d layers make mount options of %d bytes, past the kernel's %d", len(layers), len(data), maxMountData)
 	}
-	if err := unix.Mount("overlay", filepath.Join(bundle, "rootfs"), "overlay", 0, data); err != nil {
+	rootfs := filepath.Join(bundle, "rootfs")
+	if err := unix.Mount("overlay", rootfs, "overlay", 0, data); err != nil {
 		return fmt.Errorf("mount the rootfs: %w", err)
+	}
+	// Private, so that no mount the container makes in it (its /proc,
+	// its /dev, with a root propagation of rshared) shows on the node.
+	if err := unix.Mount("", rootfs, "", unix.MS_PRIVATE, ""); err != nil {
+		unmount(rootfs)
+		return fmt.Errorf("make the rootfs private: %w", err)
 	}
 	return nil
 }

@@ -59,7 +59,8 @@ type Runtime struct {
 	callTimeout  time.Duration
 	log          *slog.Logger
 	cgroups      cgroupFS
-	minOOMScore  int // the node process's own oom_score_adj
+	minOOMScore  int    // the node process's own oom_score_adj
+	capBnd       uint64 // the node process's capability bounding set
 	reaper       *reaper
 
 	mu         sync.Mutex
@@ -123,6 +124,10 @@ func New(cfg Config) (*Runtime, error) {
 	}
 	r.cgroups = cg
 	r.minOOMScore, err = ownOOMScoreAdj()
+	if err != nil {
+		return nil, fmt.Errorf("new oci runtime: %w", err)
+	}
+	r.capBnd, err = ownCapBnd()
 	if err != nil {
 		return nil, fmt.Errorf("new oci runtime: %w", err)
 	}

@@ -2,6 +2,7 @@ package oci
 
 import (
 	"fmt"
+	"maps"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -24,7 +25,8 @@ var defaultCaps = []string{
 	"CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
 }
 
-// knownCaps are the capabilities of Linux 6.x, by name.
+// knownCaps are the capabilities of Linux 6.x, by name, in the order of
+// their numbers (bit i of a capability mask is knownCaps[i]).
 var knownCaps = []string{
 	"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER",
 	"CAP_FSETID", "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP",
@@ -102,14 +104,42 @@ func validate(spec *skiffrt.ContainerSpec) error {
 		if !filepath.IsAbs(m.ContainerPath) || filepath.Clean(m.ContainerPath) != m.ContainerPath || m.ContainerPath == "/" {
 			return invalid("mounts[%d].containerPath %q: want an absolute, clean path other than /", i, m.ContainerPath)
 		}
+		switch m.Propagation {
+		case skiffrt.PropagationPrivate, skiffrt.PropagationHostToContainer:
+		case skiffrt.PropagationBidirectional:
+			if !spec.Privileged {
+				return invalid("mounts[%d].propagation %q: bidirectional propagation needs a privileged container", i, m.Propagation)
+			}
+		default:
+			return invalid("mounts[%d].propagation %q: want %q, %q or none (private)", i, m.Propagation,
+				skiffrt.PropagationHostToContainer, skiffrt.PropagationBidirectional)
+		}
 	}
 	if _, err := capabilities(spec.CapAdd, spec.CapDrop); err != nil {
 		return err
 	}
 	switch spec.Seccomp {
 	case "", skiffrt.SeccompRuntimeDefault, skiffrt.SeccompUnconfined:
+		if len(spec.SeccompProfile) > 0 {
+			return invalid("seccompProfile: given with seccomp %q (want %q)", spec.Seccomp, skiffrt.SeccompLocalhost)
+		}
+	case skiffrt.SeccompLocalhost:
+		caps, _ := capabilities(spec.CapAdd, spec.CapDrop)
+		if _, err := parseSeccomp(spec.SeccompProfile, caps); err != nil {
+			return err
+		}
 	default:
-		return invalid("seccomp %q: want %q or %q", spec.Seccomp, skiffrt.SeccompRuntimeDefault, skiffrt.SeccompUnconfined)
+		return invalid("seccomp %q: want %q, %q or %q", spec.Seccomp, skiffrt.SeccompRuntimeDefault, skiffrt.SeccompUnconfined, skiffrt.SeccompLocalhost)
+	}
+	if err := validateSysctls(spec); err != nil {
+		return err
+	}
+	for field, paths := range map[string][]string{"maskedPaths": spec.MaskedPaths, "readonlyPaths": spec.ReadonlyPaths} {
+		for i, p := range paths {
+			if !filepath.IsAbs(p) || filepath.Clean(p) != p || p == "/" {
+				return invalid("%s[%d] %q: want an absolute, clean path other than /", field, i, p)
+			}
+		}
 	}
 	if spec.OOMScoreAdj < -1000 || spec.OOMScoreAdj > 1000 {
 		return invalid("oomScoreAdj %d: want -1000 to 1000", spec.OOMScoreAdj)
@@ -182,11 +212,23 @@ func withDefaultPath(env []string) []string {
 	return append(slices.Clone(env), defaultPath)
 }
 
+// nodeLimits is what a container's spec takes from the node process.
+type nodeLimits struct {
+	minOOM int    // its oom_score_adj: the lowest a container may have
+	capBnd uint64 // its capability bounding set: the most a container may have
+}
+
 // ociSpec is the runtime spec of a container: spec, with its user
-// resolved, under cgroup path cgroupsPath, oom_score_adj no lower than
-// minOOM.
-func ociSpec(spec *skiffrt.ContainerSpec, user specs.User, cgroupsPath string, minOOM int) *specs.Spec {
+// resolved, under cgroup path cgroupsPath, within the node's limits
+// (oom_score_adj no lower, capabilities no more than the node process
+// has). devices are the node's, for a privileged container.
+func ociSpec(spec *skiffrt.ContainerSpec, user specs.User, cgroupsPath string, node nodeLimits, devices []specs.LinuxDevice) *specs.Spec {
 	caps, _ := capabilities(spec.CapAdd, spec.CapDrop) // validated
+	if spec.Privileged {
+		caps = slices.Clone(knownCaps)
+	}
+	caps = clampCaps(caps, node.capBnd)
+	minOOM := node.minOOM
 	cwd := spec.WorkingDir
 	if cwd == "" {
 		cwd = "/"
@@ -209,53 +251,91 @@ func ociSpec(spec *skiffrt.ContainerSpec, user specs.User, cgroupsPath string, m
 		},
 		Root:     &specs.Root{Path: "rootfs", Readonly: spec.ReadOnlyRootfs},
 		Hostname: spec.Hostname,
-		Mounts:   defaultMounts(),
+		Mounts:   defaultMounts(spec),
 		Linux: &specs.Linux{
-			CgroupsPath: cgroupsPath,
-			Namespaces: []specs.LinuxNamespace{
-				{Type: specs.PIDNamespace}, {Type: specs.IPCNamespace},
-				{Type: specs.UTSNamespace}, {Type: specs.MountNamespace},
-			},
+			CgroupsPath:   cgroupsPath,
+			Namespaces:    []specs.LinuxNamespace{{Type: specs.UTSNamespace}, {Type: specs.MountNamespace}},
 			Resources:     resources(spec),
 			MaskedPaths:   slices.Clone(maskedPaths),
 			ReadonlyPaths: slices.Clone(readonlyPaths),
+			Sysctl:        maps.Clone(spec.Sysctls),
 		},
+	}
+	if !spec.HostPID {
+		s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: specs.PIDNamespace})
+	}
+	if !spec.HostIPC {
+		s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: specs.IPCNamespace})
 	}
 	if spec.NetNSPath != "" {
 		s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: spec.NetNSPath})
 	}
+	if spec.MaskedPaths != nil {
+		s.Linux.MaskedPaths = slices.Clone(spec.MaskedPaths)
+	}
+	if spec.ReadonlyPaths != nil {
+		s.Linux.ReadonlyPaths = slices.Clone(spec.ReadonlyPaths)
+	}
 	for _, m := range spec.Mounts {
 		opts := []string{"rbind", "rprivate"}
+		switch m.Propagation {
+		case skiffrt.PropagationHostToContainer:
+			opts[1] = "rslave"
+		case skiffrt.PropagationBidirectional:
+			opts[1] = "rshared"
+			// runc makes the container's mounts slaves of the node's
+			// unless the root's propagation is shared.
+			s.Linux.RootfsPropagation = "rshared"
+		}
 		if m.ReadOnly {
 			opts = append(opts, "ro")
 		}
 		s.Mounts = append(s.Mounts, specs.Mount{Destination: m.ContainerPath, Type: "bind", Source: m.HostPath, Options: opts})
 	}
-	if spec.Seccomp != skiffrt.SeccompUnconfined {
+	switch {
+	case spec.Privileged:
+		// As runc's and containerd's privileged: nothing hidden, nothing
+		// filtered, every device.
+		s.Linux.MaskedPaths, s.Linux.ReadonlyPaths = nil, nil
+		s.Linux.Devices = devices
+	case spec.Seccomp == skiffrt.SeccompLocalhost:
+		s.Linux.Seccomp, _ = parseSeccomp(spec.SeccompProfile, caps) // validated
+	case spec.Seccomp != skiffrt.SeccompUnconfined:
 		s.Linux.Seccomp = defaultSeccomp()
 	}
 	return s
 }
 
-// defaultMounts are the file systems every container has, as containerd's.
-func defaultMounts() []specs.Mount {
+// defaultMounts are the file systems every container has, as containerd's:
+// /sys and its cgroups read-only but for a privileged container; a
+// container in the node's IPC namespace sees the node's /dev/shm.
+func defaultMounts(spec *skiffrt.ContainerSpec) []specs.Mount {
+	ro := []string{"ro"}
+	if spec.Privileged {
+		ro = nil
+	}
+	shm := specs.Mount{Destination: "/dev/shm", Type: "tmpfs", Source: "shm", Options: []string{"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"}}
+	if spec.HostIPC {
+		shm = specs.Mount{Destination: "/dev/shm", Type: "bind", Source: "/dev/shm", Options: []string{"rbind", "rprivate", "nosuid", "noexec", "nodev"}}
+	}
 	return []specs.Mount{
 		{Destination: "/proc", Type: "proc", Source: "proc", Options: []string{"nosuid", "noexec", "nodev"}},
 		{Destination: "/dev", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "strictatime", "mode=755", "size=65536k"}},
 		{Destination: "/dev/pts", Type: "devpts", Source: "devpts", Options: []string{"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"}},
-		{Destination: "/dev/shm", Type: "tmpfs", Source: "shm", Options: []string{"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"}},
+		shm,
 		{Destination: "/dev/mqueue", Type: "mqueue", Source: "mqueue", Options: []string{"nosuid", "noexec", "nodev"}},
-		{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
-		{Destination: "/sys/fs/cgroup", Type: "cgroup", Source: "cgroup", Options: []string{"nosuid", "noexec", "nodev", "relatime", "ro"}},
+		{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: append([]string{"nosuid", "noexec", "nodev"}, ro...)},
+		{Destination: "/sys/fs/cgroup", Type: "cgroup", Source: "cgroup", Options: append([]string{"nosuid", "noexec", "nodev", "relatime"}, ro...)},
 	}
 }
 
 // resources are the container's cgroup limits: no device but runc's
-// defaults (null, zero, full, random, urandom, tty, ptmx, pts), memory
-// with swap capped to the same, CPU quota and shares.
+// defaults (null, zero, full, random, urandom, tty, ptmx, pts), or every
+// device for a privileged container, memory with swap capped to the
+// same, CPU quota and shares.
 func resources(spec *skiffrt.ContainerSpec) *specs.LinuxResources {
 	res := &specs.LinuxResources{
-		Devices: []specs.LinuxDeviceCgroup{{Allow: false, Access: "rwm"}},
+		Devices: []specs.LinuxDeviceCgroup{{Allow: spec.Privileged, Access: "rwm"}},
 	}
 	if spec.MemoryLimit > 0 {
 		limit := int64(spec.MemoryLimit)

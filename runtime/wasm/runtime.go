@@ -310,6 +310,19 @@ func checkSpec(spec ContainerSpec) error {
 			return fmt.Errorf("%w: environment entry %q is not KEY=VALUE", ErrInvalidSpec, e)
 		}
 	}
+	// What only an OCI container has is refused, never ignored.
+	switch {
+	case spec.Privileged:
+		return fmt.Errorf("%w: privileged: a Wasm module has no privileges to be given", ErrInvalidSpec)
+	case spec.HostPID || spec.HostIPC:
+		return fmt.Errorf("%w: hostPID, hostIPC: a Wasm module has no processes or IPC of its own", ErrInvalidSpec)
+	case len(spec.Sysctls) > 0:
+		return fmt.Errorf("%w: sysctls: not supported by the Wasm runtime", ErrInvalidSpec)
+	case spec.MaskedPaths != nil || spec.ReadonlyPaths != nil:
+		return fmt.Errorf("%w: maskedPaths, readonlyPaths: a Wasm module sees only its mounts", ErrInvalidSpec)
+	case spec.Seccomp == skiffrt.SeccompLocalhost:
+		return fmt.Errorf("%w: seccomp: a Wasm module makes no system calls to filter", ErrInvalidSpec)
+	}
 	return checkMounts(spec.Mounts)
 }
 

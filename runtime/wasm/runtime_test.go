@@ -14,6 +14,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	skiffrt "skiff.dev/skiff/runtime"
 	"skiff.dev/skiff/runtime/wasm/wasmtest"
 )
 
@@ -240,6 +241,14 @@ func TestCreateRejects(t *testing.T) {
 		{name: "no argv", module: wasmtest.Build(), spec: ContainerSpec{Args: []string{}}, is: ErrInvalidSpec, reason: "argv is empty"},
 		{name: "empty arg", module: wasmtest.Build(), spec: ContainerSpec{Args: []string{"m", ""}}, is: ErrInvalidSpec, reason: "argument 1 is empty"},
 		{name: "bad env", module: wasmtest.Build(), spec: ContainerSpec{Args: []string{"m"}, Env: []string{"NOEQUALS"}}, is: ErrInvalidSpec, reason: `"NOEQUALS" is not KEY=VALUE`},
+		// What only an OCI container has is refused, never ignored.
+		{name: "privileged", module: wasmtest.Build(), spec: ContainerSpec{Privileged: true}, is: ErrInvalidSpec, reason: "privileged"},
+		{name: "host pid", module: wasmtest.Build(), spec: ContainerSpec{HostPID: true}, is: ErrInvalidSpec, reason: "hostPID"},
+		{name: "sysctls", module: wasmtest.Build(), spec: ContainerSpec{Sysctls: map[string]string{"kernel.msgmax": "1"}}, is: ErrInvalidSpec, reason: "sysctls"},
+		{name: "masked paths", module: wasmtest.Build(), spec: ContainerSpec{MaskedPaths: []string{}}, is: ErrInvalidSpec, reason: "maskedPaths"},
+		{name: "localhost seccomp", module: wasmtest.Build(), spec: ContainerSpec{Seccomp: skiffrt.SeccompLocalhost}, is: ErrInvalidSpec, reason: "seccomp"},
+		{name: "propagation", module: wasmtest.Build(), spec: ContainerSpec{Mounts: []Mount{{HostPath: "/tmp", ContainerPath: "/d", Propagation: skiffrt.PropagationHostToContainer}}},
+			is: ErrInvalidSpec, reason: "propagation"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -47,6 +47,9 @@ func checkMounts(mounts []Mount) error {
 		if seen[m.ContainerPath] {
 			return fmt.Errorf("%w: mount %d: guest path %q is mounted twice", ErrInvalidSpec, i, m.ContainerPath)
 		}
+		if m.Propagation != "" {
+			return fmt.Errorf("%w: mount %d: propagation %q: a Wasm module sees no mounts made later", ErrInvalidSpec, i, m.Propagation)
+		}
 		seen[m.ContainerPath] = true
 	}
 	return nil
