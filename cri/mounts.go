@@ -20,6 +20,14 @@ type mountRecord struct {
 	Propagation skiffrt.Propagation `json:"propagation,omitempty"`
 }
 
+// selinuxEnabled reports whether the node runs SELinux: without it, an OCI
+// mount's relabelling has nothing to do and is skipped, as containerd
+// skips it.
+func selinuxEnabled() bool {
+	_, err := os.Stat("/sys/fs/selinux/enforce")
+	return err == nil
+}
+
 // mountsOf checks a container's mounts and returns the ones to give it.
 // The Wasm runtime honours a host directory at an absolute container path
 // (a WASI preopen), read-only or not; it refuses, naming the field, what it
@@ -54,8 +62,10 @@ func mountsOf(ms []*runtime.Mount, oci, privileged bool) ([]mountRecord, error) 
 			return nil, unsupported(field+".propagation", "PROPAGATION_BIDIRECTIONAL needs a privileged container (config.linux.security_context.privileged)")
 		case prop != "" && m.GetRecursiveReadOnly():
 			return nil, unsupported(field+".recursive_read_only", fmt.Sprintf("a recursive read-only mount must be private, not %v", m.GetPropagation()))
-		case m.GetSelinuxRelabel():
+		case m.GetSelinuxRelabel() && !oci:
 			return nil, unsupported(field+".selinux_relabel", "SELinux relabelling is not supported by the Wasm runtime")
+		case m.GetSelinuxRelabel() && selinuxEnabled():
+			return nil, unsupported(field+".selinux_relabel", "SELinux relabelling is not supported by skiff on a node that enforces SELinux")
 		case len(m.GetUidMappings()) > 0 || len(m.GetGidMappings()) > 0:
 			return nil, unsupported(field+".uidMappings", "ID-mapped mounts are not supported by the Wasm runtime")
 		case len(m.GetMountOptions()) > 0:

@@ -282,6 +282,15 @@ func TestMountPropagationSettings(t *testing.T) {
 	_, err = mountsOf([]*runtime.Mount{{ContainerPath: "/d", HostPath: dir, Readonly: true, RecursiveReadOnly: true,
 		Propagation: runtime.MountPropagation_PROPAGATION_HOST_TO_CONTAINER}}, true, false)
 	wantInvalid(t, "recursive read-only with propagation", err, "config.mounts[0].recursive_read_only")
+
+	// SELinux relabelling of an OCI mount is nothing to do on a node
+	// without SELinux, as containerd skips it; a Wasm mount refuses it.
+	relabel := []*runtime.Mount{{ContainerPath: "/d", HostPath: dir, SelinuxRelabel: true}}
+	if ms, err := mountsOf(relabel, true, false); !selinuxEnabled() && (err != nil || len(ms) != 1) {
+		t.Errorf("relabelled OCI mount on a node without SELinux: %+v, %v", ms, err)
+	}
+	_, err = mountsOf(relabel, false, false)
+	wantInvalid(t, "Wasm relabel", err, "config.mounts[0].selinux_relabel")
 }
 
 // GetSeccomp and GetProfile read a record that may be nil, for messages.
