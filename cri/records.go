@@ -36,11 +36,11 @@ type sandboxRecord struct {
 	// Privileged sandboxes may hold privileged containers.
 	Privileged bool `json:"privileged,omitempty"`
 	// Sysctls apply to each OCI container of the sandbox (validated).
-	Sysctls map[string]string `json:"sysctls,omitempty"`
-	NetNSPath      string            `json:"netnsPath,omitempty"`
-	IPs            []string          `json:"ips,omitempty"`
-	State          sandboxState      `json:"state"`
-	CreatedAt      int64             `json:"createdAt"`
+	Sysctls   map[string]string `json:"sysctls,omitempty"`
+	NetNSPath string            `json:"netnsPath,omitempty"`
+	IPs       []string          `json:"ips,omitempty"`
+	State     sandboxState      `json:"state"`
+	CreatedAt int64             `json:"createdAt"`
 }
 
 // nameKey is the key under which a sandbox's name is reserved.
@@ -118,8 +118,8 @@ type ociRecord struct {
 	// set (CRI cannot tell an empty list from none).
 	MaskedPaths   []string `json:"maskedPaths,omitempty"`
 	ReadonlyPaths []string `json:"readonlyPaths,omitempty"`
-	OOMScoreAdj     int      `json:"oomScoreAdj,omitempty"`
-	CPUShares       uint64   `json:"cpuShares,omitempty"`
+	OOMScoreAdj   int      `json:"oomScoreAdj,omitempty"`
+	CPUShares     uint64   `json:"cpuShares,omitempty"`
 }
 
 // handler is the container's runtime handler.
