@@ -84,18 +84,19 @@ type containerRecord struct {
 	Mounts         []mountRecord     `json:"mounts,omitempty"`
 	Ports          []int             `json:"ports,omitempty"` // TCP ports the container listens on (ports.go)
 	OCI            *ociRecord        `json:"oci,omitempty"`   // settings only an OCI container has
+	State          containerState    `json:"state"`
+	CreatedAt      int64             `json:"createdAt"`
+	StartedAt      int64             `json:"startedAt,omitempty"`
+	FinishedAt     int64             `json:"finishedAt,omitempty"`
+	ExitCode       int32             `json:"exitCode"`
+	Reason         string            `json:"reason,omitempty"`
+	Message        string            `json:"message,omitempty"`
+
 	// Stdin, StdinOnce and TTY are ContainerConfig's (runtime.ContainerSpec
 	// has their meaning); a Wasm container ignores them.
-	Stdin      bool           `json:"stdin,omitempty"`
-	StdinOnce  bool           `json:"stdinOnce,omitempty"`
-	TTY        bool           `json:"tty,omitempty"`
-	State      containerState `json:"state"`
-	CreatedAt  int64          `json:"createdAt"`
-	StartedAt  int64          `json:"startedAt,omitempty"`
-	FinishedAt int64          `json:"finishedAt,omitempty"`
-	ExitCode   int32          `json:"exitCode"`
-	Reason     string         `json:"reason,omitempty"`
-	Message    string         `json:"message,omitempty"`
+	Stdin     bool `json:"stdin,omitempty"`
+	StdinOnce bool `json:"stdinOnce,omitempty"`
+	TTY       bool `json:"tty,omitempty"`
 }
 
 // ociRecord holds the settings of a container that only an OCI runtime
