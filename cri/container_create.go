@@ -83,6 +83,9 @@ func (s *service) CreateContainer(ctx context.Context, req *runtime.CreateContai
 		Annotations:        copyMap(cfg.GetAnnotations()),
 		Args:               argv(name, cfg.GetCommand(), cfg.GetArgs()),
 		Mounts:             mounts,
+		Stdin:              cfg.GetStdin(),
+		StdinOnce:          cfg.GetStdin() && cfg.GetStdinOnce(),
+		TTY:                cfg.GetTty(),
 		State:              containerCreated,
 		CreatedAt:          s.now().UnixNano(),
 	}
@@ -220,6 +223,9 @@ func (s *service) taskSpec(rec *containerRecord, sb *sandboxRecord, img image.Im
 		Mounts:    runtimeMounts(rec.Mounts),
 		NetNSPath: sb.NetNSPath,
 		Hostname:  sb.Hostname,
+		Stdin:     rec.Stdin,
+		StdinOnce: rec.StdinOnce,
+		TTY:       rec.TTY,
 	}
 	if o := rec.OCI; o != nil {
 		layers, err := s.images.Layers(img)

@@ -14,12 +14,12 @@ import (
 // ExecSync and Exec run a command in a running container through its
 // runtime's Execer (runc exec for OCI containers). A container whose
 // runtime cannot (a Wasm module is one program) is refused as
-// Unimplemented, naming the runtime and saying why. Attach is refused: an
-// OCI container's stdio go to its log through FIFOs and a Wasm module's
-// stdin is its stop signal, so there is no terminal to attach to; its
-// output is in its log. PortForward works for every sandbox: it dials the
-// port inside the sandbox's network namespace. Exec and PortForward return
-// a URL of the streaming server (streaming.go). An unknown ID is NotFound.
+// Unimplemented, naming the runtime and saying why. Attach
+// (streaming_attach.go) joins a running OCI container's stdio; a Wasm
+// container is refused. PortForward works for every sandbox: it dials the
+// port inside the sandbox's network namespace. Exec, Attach and
+// PortForward return a URL of the streaming server (streaming.go). An
+// unknown ID is NotFound.
 
 // Bounds of ExecSync.
 const (
@@ -80,14 +80,6 @@ func (s *service) Exec(ctx context.Context, req *runtime.ExecRequest) (*runtime.
 		return nil, fmt.Errorf("exec in container %s: %w", req.GetContainerId(), err)
 	}
 	return &runtime.ExecResponse{Url: u}, nil
-}
-
-func (s *service) Attach(ctx context.Context, req *runtime.AttachRequest) (*runtime.AttachResponse, error) {
-	c, err := s.getContainer(req.GetContainerId())
-	if err != nil {
-		return nil, fmt.Errorf("attach to container: %w", err)
-	}
-	return nil, fmt.Errorf("attach to container %s: %w: it has no terminal to attach to (an OCI container's output goes to its log through FIFOs; a Wasm module's stdin is its stop signal); read its output with the container's log, or exec a command in it", c.snapshot().ID, errUnimplemented)
 }
 
 // PortForward checks that the sandbox is ready and returns the streaming

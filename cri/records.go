@@ -96,6 +96,12 @@ type containerRecord struct {
 	ExitCode       int32             `json:"exitCode"`
 	Reason         string            `json:"reason,omitempty"`
 	Message        string            `json:"message,omitempty"`
+
+	// Stdin, StdinOnce and TTY are ContainerConfig's (runtime.ContainerSpec
+	// has their meaning); a Wasm container ignores them.
+	Stdin     bool `json:"stdin,omitempty"`
+	StdinOnce bool `json:"stdinOnce,omitempty"`
+	TTY       bool `json:"tty,omitempty"`
 }
 
 // ociRecord holds the settings of a container that only an OCI runtime

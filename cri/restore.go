@@ -156,7 +156,7 @@ func (s *service) adopt(c *container) bool {
 			l = nil
 		}
 	}
-	spec := skiffrt.ContainerSpec{ID: rec.ID, ImageID: rec.ImageID, NetNSPath: sb.NetNSPath}
+	spec := skiffrt.ContainerSpec{ID: rec.ID, ImageID: rec.ImageID, NetNSPath: sb.NetNSPath, Stdin: rec.Stdin, StdinOnce: rec.StdinOnce, TTY: rec.TTY}
 	if l != nil {
 		spec.Stdout, spec.Stderr = l.stream("stdout"), l.stream("stderr")
 	}

@@ -20,11 +20,11 @@ import (
 	"skiff.dev/skiff/netns"
 )
 
-// The streaming server is the HTTP server whose URLs Exec and PortForward
-// return, as the kubelet's CRI streaming server: a client (the agent,
+// The streaming server is the HTTP server whose URLs Exec, Attach and
+// PortForward return, as the kubelet's CRI streaming server: a client (the agent,
 // crictl --transport websocket) opens the URL as a WebSocket within
 // tokenTTL, once, and speaks Kubernetes' channel protocol on it
-// (streaming_exec.go, streaming_portforward.go); a client that asks for
+// (streaming_exec.go, streaming_attach.go, streaming_portforward.go); a client that asks for
 // SPDY/3.1 instead (crictl's default transport, critest) gets the
 // kubelet's SPDY protocols (streaming_spdy*.go). It listens on 127.0.0.1:
 // only processes of the node reach it, and the token in the path is the
@@ -65,6 +65,7 @@ type streamKind string
 
 const (
 	streamExec        streamKind = "exec"
+	streamAttach      streamKind = "attach"
 	streamPortForward streamKind = "portforward"
 )
 
@@ -72,6 +73,7 @@ const (
 type pendingStream struct {
 	kind    streamKind
 	exec    *runtime.ExecRequest
+	attach  *runtime.AttachRequest
 	sandbox string // port-forward: the sandbox's ID
 	expires time.Time
 }
@@ -130,6 +132,7 @@ func newStreamServer(svc *service, addr string, logger *slog.Logger) (*streamSer
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	mux := http.NewServeMux()
 	mux.HandleFunc("/exec/{token}", byTransport(s.serveExec, s.serveExecSPDY))
+	mux.HandleFunc("/attach/{token}", byTransport(s.serveAttach, s.serveAttachSPDY))
 	mux.HandleFunc("/portforward/{token}", byTransport(s.servePortForward, s.servePortForwardSPDY))
 	s.http = &http.Server{
 		Handler:           mux,

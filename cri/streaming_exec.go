@@ -69,13 +69,20 @@ func exitStatus(code int32, err error) execStatus {
 // serveExec runs the command of an exec token, relaying its stdio over
 // the WebSocket until it exits; a client that goes away kills it.
 func (s *streamServer) serveExec(w http.ResponseWriter, r *http.Request) {
-	p, c, done, ok := s.openSession(w, r, streamExec, []string{protocolV5, protocolV4})
+	s.serveStdio(w, r, streamExec)
+}
+
+// serveStdio serves a session of kind (exec, or attach: the same
+// streams) over the WebSocket until its command exits or, for attach,
+// the attach ends.
+func (s *streamServer) serveStdio(w http.ResponseWriter, r *http.Request, kind streamKind) {
+	p, c, done, ok := s.openSession(w, r, kind, []string{protocolV5, protocolV4})
 	if !ok {
 		return
 	}
 	defer done()
 	defer c.CloseNow()
-	req := p.exec
+	req := p.stdio()
 	ctx, cancel := context.WithCancel(s.ctx)
 	defer cancel()
 	if proto := c.Subprotocol(); proto != protocolV5 && proto != protocolV4 {
@@ -90,19 +97,19 @@ func (s *streamServer) serveExec(w http.ResponseWriter, r *http.Request) {
 		resize  chan skiffrt.TerminalSize
 		readEnd = make(chan struct{})
 	)
-	if req.GetStdin() {
+	if req.stdin {
 		pr, pw := io.Pipe()
 		pio.stdin, stdinW = pr, pw
 		defer pr.Close()
 	}
-	if req.GetTty() {
+	if req.tty {
 		resize = make(chan skiffrt.TerminalSize, 1)
 		pio.resize = resize
 	}
-	if req.GetStdout() {
+	if req.stdout {
 		pio.stdout = channelWriter{ctx: ctx, c: c, ch: chanStdout, idle: idle}
 	}
-	if req.GetStderr() {
+	if req.stderr {
 		pio.stderr = channelWriter{ctx: ctx, c: c, ch: chanStderr, idle: idle}
 	}
 	go func() {
@@ -114,7 +121,7 @@ func (s *streamServer) serveExec(w http.ResponseWriter, r *http.Request) {
 		cancel() // the client went away: the command ends
 
 	}()
-	st := s.runExec(ctx, req, pio)
+	st := s.runStdio(ctx, p, pio)
 	if ctx.Err() == nil {
 		s.finish(ctx, c, st)
 	}

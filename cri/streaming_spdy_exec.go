@@ -54,22 +54,29 @@ const maxResizeLine = 4 << 10
 // serveExecSPDY runs the command of an exec token, relaying its stdio over
 // SPDY streams until it exits; a client that goes away kills it.
 func (s *streamServer) serveExecSPDY(w http.ResponseWriter, r *http.Request) {
+	s.serveStdioSPDY(w, r, streamExec)
+}
+
+// serveStdioSPDY serves a session of kind (exec, or attach: the same
+// streams) over SPDY until its command exits or, for attach, the attach
+// ends.
+func (s *streamServer) serveStdioSPDY(w http.ResponseWriter, r *http.Request, kind streamKind) {
 	proto, ok := negotiate(w, r, spdyExecProtocols)
 	if !ok {
 		return
 	}
-	p, done, ok := s.admit(w, r, streamExec)
+	p, done, ok := s.admit(w, r, kind)
 	if !ok {
 		return
 	}
 	defer done()
-	req := p.exec
+	req := p.stdio()
 	want := map[string]bool{streamTypeError: true}
 	for typ, on := range map[string]bool{
-		streamTypeStdin:  req.GetStdin(),
-		streamTypeStdout: req.GetStdout(),
-		streamTypeStderr: req.GetStderr(),
-		streamTypeResize: req.GetTty() && proto != protocolV2 && proto != protocolV1,
+		streamTypeStdin:  req.stdin,
+		streamTypeStdout: req.stdout,
+		streamTypeStderr: req.stderr,
+		streamTypeResize: req.tty && proto != protocolV2 && proto != protocolV1,
 	} {
 		if on {
 			want[typ] = true
@@ -82,7 +89,7 @@ func (s *streamServer) serveExecSPDY(w http.ResponseWriter, r *http.Request) {
 		return nil
 	})
 	if err != nil {
-		s.log.Debug("streaming: SPDY upgrade failed", "kind", streamExec, "err", err)
+		s.log.Debug("streaming: SPDY upgrade failed", "kind", kind, "err", err)
 		return
 	}
 	defer ss.close()
@@ -92,7 +99,7 @@ func (s *streamServer) serveExecSPDY(w http.ResponseWriter, r *http.Request) {
 
 	streams, err := awaitStreams(ctx, ss, want)
 	if err != nil {
-		s.log.Debug("streaming: SPDY exec", "container", req.GetContainerId(), "err", err)
+		s.log.Debug("streaming: SPDY session", "kind", kind, "container", req.container, "err", err)
 		return
 	}
 	var (
@@ -116,7 +123,7 @@ func (s *streamServer) serveExecSPDY(w http.ResponseWriter, r *http.Request) {
 	if st := streams[streamTypeStderr]; st != nil {
 		pio.stderr = streamWriter{st}
 	}
-	if req.GetTty() {
+	if req.tty {
 		resize := make(chan skiffrt.TerminalSize, 1)
 		pio.resize = resize
 		if st := streams[streamTypeResize]; st != nil {
@@ -127,7 +134,7 @@ func (s *streamServer) serveExecSPDY(w http.ResponseWriter, r *http.Request) {
 			}()
 		}
 	}
-	status := s.runExec(ctx, req, pio)
+	status := s.runStdio(ctx, p, pio)
 	if ctx.Err() == nil {
 		// Output ends, then the status comes, as the kubelet's.
 		for _, typ := range []string{streamTypeStdout, streamTypeStderr} {
@@ -136,7 +143,7 @@ func (s *streamServer) serveExecSPDY(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 		if err := writeExecStatus(streams[streamTypeError], proto, status); err != nil {
-			s.log.Debug("streaming: SPDY exec status", "container", req.GetContainerId(), "err", err)
+			s.log.Debug("streaming: SPDY session status", "kind", kind, "container", req.container, "err", err)
 		}
 		streams[streamTypeError].Close()
 	}

@@ -69,6 +69,35 @@ type Process struct {
 	Resize <-chan TerminalSize
 }
 
+// Attacher is a Container whose standard streams can be joined while it
+// runs (OCI: kubectl attach), as containerd's CRI does. A runtime whose
+// containers cannot (Wasm) does not implement it.
+type Attacher interface {
+	// Attach relays the container's output written from now on to
+	// a.Stdout and a.Stderr (as well as to the spec's writers, which never
+	// wait for an attached client: one that falls behind is cut off,
+	// Attach then returning an error), and a.Stdin to the container's
+	// stdin (or terminal), if it was created with one; a.Resize resizes a
+	// TTY container's terminal. It returns when ctx ends, when the
+	// container has exited and its output is relayed, or when a.Stdin
+	// ends, except for a StdinOnce container without a terminal: its
+	// stdin is then closed and the output relayed until it exits. The
+	// goroutine copying a.Stdin ends at a.Stdin's first Read to return
+	// after that. Several sessions may be attached at once; safe for
+	// concurrent use.
+	Attach(ctx context.Context, a AttachIO) error
+}
+
+// AttachIO are the streams of an attach session; a nil member is not used.
+type AttachIO struct {
+	Stdin  io.Reader
+	Stdout io.Writer // a TTY container's terminal carries both streams here
+	Stderr io.Writer
+	// Resize carries the terminal's size changes (TTY only); a size
+	// already waiting when Attach is called applies at once.
+	Resize <-chan TerminalSize
+}
+
 // TerminalSize is a terminal's size in characters.
 type TerminalSize struct{ Width, Height uint16 }
 
@@ -182,6 +211,18 @@ type ContainerSpec struct {
 	// ignores them.
 	Ports  []int
 	Listen func(port int) (*os.File, error)
+	// Stdin gives the container a standard input that attach sessions
+	// write to (Attacher); without it, stdin is at end of file (OCI:
+	// /dev/null). A runtime that cannot (Wasm) ignores it.
+	Stdin bool
+	// StdinOnce closes the container's stdin (end of file) once the first
+	// attach session that carried stdin has ended; without it, stdin
+	// stays open across sessions. Only with Stdin.
+	StdinOnce bool
+	// TTY runs the container with a terminal: its output, both streams,
+	// goes to Stdout, and attach sessions type into the terminal and may
+	// resize it. A runtime that cannot (Wasm) ignores it.
+	TTY bool
 }
 
 // Seccomp settings of ContainerSpec.

@@ -21,7 +21,12 @@ import (
 // was orphaned to it, so its exit status is usually unknown: ExitCodeUnknown,
 // or OOMKilled when its cgroup says so); otherwise it exited unwitnessed.
 // Output still buffered in its FIFOs and all output from now on goes to
-// spec.Stdout and spec.Stderr. No bundle: ErrNotFound.
+// spec.Stdout and spec.Stderr. Its stdin FIFO, if it has one, is reopened
+// for attach sessions (a StdinOnce container's stdin reached end of file
+// when the earlier process ended). A TTY container's terminal is not
+// recovered: it lived in the earlier process, and hung up with it (see
+// attach.go); such a container cannot be attached to and its output is
+// lost. No bundle: ErrNotFound.
 func (r *Runtime) Adopt(ctx context.Context, spec skiffrt.ContainerSpec) (skiffrt.Container, error) {
 	c, err := r.adopt(ctx, spec)
 	if err != nil {
@@ -87,6 +92,14 @@ func (r *Runtime) adopt(ctx context.Context, spec skiffrt.ContainerSpec) (*Conta
 	if err != nil {
 		c.log.Warn("reopen the container's output", "err", err)
 	}
+	stdin, err := reopenStdin(bundle)
+	if err != nil {
+		c.log.Warn("reopen the container's stdin", "err", err)
+	}
+	c.att.mu.Lock()
+	c.att.stdin = stdin
+	c.att.mu.Unlock()
+	c.spec.Stdin = c.spec.Stdin || stdin != nil
 	c.mu.Lock()
 	c.pidfd = p
 	c.status = skiffrt.Status{State: skiffrt.StateCreated}
@@ -97,7 +110,7 @@ func (r *Runtime) adopt(ctx context.Context, spec skiffrt.ContainerSpec) (*Conta
 		}
 	}
 	if rout != nil {
-		c.copyOutput(rout, rerr)
+		c.copyOutput(rout, rerr, nil)
 	}
 	c.mu.Unlock()
 	go c.watch(p, st.Pid)
@@ -110,7 +123,7 @@ func (r *Runtime) adopt(ctx context.Context, spec skiffrt.ContainerSpec) (*Conta
 func (c *Container) adoptExited(st skiffrt.Status) {
 	if rout, rerr, err := openFIFOReaders(c.bundle); err == nil {
 		c.mu.Lock()
-		c.copyOutput(rout, rerr)
+		c.copyOutput(rout, rerr, nil)
 		c.mu.Unlock()
 		copied := make(chan struct{})
 		go func() { c.copiers.Wait(); close(copied) }()

@@ -44,9 +44,12 @@ func node(mode, root, layer, id string) error {
 		"ticking": {"sh", "-c", "while :; do echo tick; sleep 0.1; done"},
 		"exit7":   {"sh", "-c", "exit 7"},
 		"created": {"sh", "-c", "echo started"},
+		"stdin":   {"sh"},
+		"tty":     {"sh", "-c", "trap '' HUP; while :; do sleep 0.1; done"},
 	}[mode]
 	ctx := context.Background()
-	c, err := r.create(ctx, skiffrt.ContainerSpec{ID: id, Layers: []string{layer}, Args: args})
+	spec := skiffrt.ContainerSpec{ID: id, Layers: []string{layer}, Args: args, Stdin: mode == "stdin", TTY: mode == "tty"}
+	c, err := r.create(ctx, spec)
 	if err != nil {
 		return err
 	}

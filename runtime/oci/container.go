@@ -57,6 +57,8 @@ type Container struct {
 	cpuFinal    time.Duration
 	removed     bool
 	detached    bool
+
+	att attachState // attach sessions (attach.go)
 }
 
 func newContainer(r *Runtime, spec skiffrt.ContainerSpec, cgPath string) *Container {
@@ -72,17 +74,21 @@ func newContainer(r *Runtime, spec skiffrt.ContainerSpec, cgPath string) *Contai
 	}
 }
 
-// copyOutput copies the FIFO readers to the spec's writers.
-func (c *Container) copyOutput(stdout, stderr *os.File) {
+// copyOutput copies the FIFO readers and a TTY container's terminal (or
+// nil) to the spec's writers and the attached sessions; the terminal
+// carries both streams, as stdout.
+func (c *Container) copyOutput(stdout, stderr, term *os.File) {
 	c.readers = []*os.File{stdout, stderr}
-	for i, w := range []io.Writer{c.spec.Stdout, c.spec.Stderr} {
-		if w == nil {
-			w = io.Discard
-		}
+	ws := []io.Writer{c.spec.Stdout, c.spec.Stderr}
+	if term != nil {
+		c.readers = append(c.readers, term)
+		ws = append(ws, c.spec.Stdout)
+	}
+	for i, w := range ws {
 		c.copiers.Add(1)
 		go func(rd *os.File) {
 			defer c.copiers.Done()
-			io.Copy(w, rd)
+			c.pump(w, rd, i == 1)
 		}(c.readers[i])
 	}
 }
@@ -172,6 +178,8 @@ func (c *Container) finishWith(end skiffrt.Status) {
 	if err := c.saveStatus(); err != nil {
 		c.log.Error("record the container's exit", "err", err)
 	}
+	c.att.hub.end()
+	c.releaseInput()
 	close(c.done)
 	c.log.Debug("container exited", "exit_code", code, "reason", reason, "message", msg)
 }
@@ -198,6 +206,8 @@ func (c *Container) detach() {
 	for _, rd := range c.readers {
 		rd.Close()
 	}
+	c.att.hub.end()
+	c.releaseInput()
 }
 
 // Done is closed once the container has exited and its output is copied.

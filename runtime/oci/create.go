@@ -88,6 +88,7 @@ func (r *Runtime) create(ctx context.Context, spec skiffrt.ContainerSpec) (*Cont
 	if lost := lostCaps(&spec, r.capBnd); len(lost) > 0 {
 		c.log.Warn("capabilities the node process lacks are not given", "caps", lost)
 	}
+	withTerminal(s.Process, spec.TTY)
 	c.proc = *s.Process
 	config, err := json.MarshalIndent(s, "", "\t")
 	if err != nil {
@@ -102,15 +103,26 @@ func (r *Runtime) create(ctx context.Context, spec skiffrt.ContainerSpec) (*Cont
 		return fail(err)
 	}
 	undo = append(undo, stdio.closeAll)
+	in, err := openInput(c.bundle, &spec, r.root)
+	if err != nil {
+		return fail(err)
+	}
+	undo = append(undo, in.close)
 
 	// Until the watcher claims the init, the reaper leaves unclaimed inits be.
 	release := r.reaper.hold()
 	defer release()
 	logPath := filepath.Join(c.bundle, "runc-create.log")
 	pidPath := filepath.Join(c.bundle, "init.pid")
-	cmd, cancel := r.command(ctx, "--log", logPath, "--log-format", "json",
-		"create", "--bundle", c.bundle, "--pid-file", pidPath, spec.ID)
+	args := []string{"--log", logPath, "--log-format", "json", "create", "--bundle", c.bundle, "--pid-file", pidPath}
+	if in.console != nil {
+		args = append(args, "--console-socket", in.console.path)
+	}
+	cmd, cancel := r.command(ctx, append(args, spec.ID)...)
 	cmd.Stdout, cmd.Stderr = stdio.wout, stdio.werr
+	if in.ctr != nil {
+		cmd.Stdin = in.ctr
+	}
 	err = cmd.Run()
 	cancel()
 	undo = append(undo, func() {
@@ -132,6 +144,9 @@ func (r *Runtime) create(ctx context.Context, spec skiffrt.ContainerSpec) (*Cont
 		return fail(fmt.Errorf("runc create: %s", msg))
 	}
 	os.Remove(logPath)
+	if err := in.receiveTerminal(); err != nil {
+		return fail(err)
+	}
 	b, err := os.ReadFile(pidPath)
 	if err != nil {
 		return fail(fmt.Errorf("read the init's pid: %w", err))
@@ -153,7 +168,11 @@ func (r *Runtime) create(ctx context.Context, spec skiffrt.ContainerSpec) (*Cont
 	c.pidfd = p
 	c.oomBase = c.cg.oomKills()
 	c.status = skiffrt.Status{State: skiffrt.StateCreated}
-	c.copyOutput(stdio.rout, stdio.rerr)
+	stdin, term := in.keep()
+	c.att.mu.Lock()
+	c.att.stdin, c.att.term = stdin, term
+	c.att.mu.Unlock()
+	c.copyOutput(stdio.rout, stdio.rerr, term)
 	c.mu.Unlock()
 	go c.watch(p, pid)
 	c.log.Debug("container created", "pid", pid)
