@@ -140,6 +140,26 @@ func TestStop(t *testing.T) {
 			t.Errorf("status = %+v, want 0 Completed", st)
 		}
 	})
+	t.Run("TERM handled from just after the stop", func(t *testing.T) {
+		// The init installs its handler only after Stop sent SIGTERM
+		// (a shell about to exec a program that handles it): the signal
+		// comes again once it is handled, not a grace period later.
+		c := create(t, r, skiffrt.ContainerSpec{ID: newID(t), Layers: []string{layer},
+			Args: []string{"sh", "-c", "sleep 0.3; trap 'exit 0' TERM; sleep 1000 & wait"}})
+		if err := c.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		begin := time.Now()
+		if err := c.Stop(ctx, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		if took := time.Since(begin); took > 20*time.Second {
+			t.Errorf("Stop took %v: the late handler never got SIGTERM", took)
+		}
+		if st := c.Status(); st.ExitCode != 0 || st.Reason != skiffrt.ReasonCompleted {
+			t.Errorf("status = %+v, want 0 Completed", st)
+		}
+	})
 	t.Run("created, never started", func(t *testing.T) {
 		c := create(t, r, skiffrt.ContainerSpec{ID: newID(t), Layers: []string{layer}, Args: []string{"sleep", "1000"}})
 		if err := c.Stop(ctx, time.Minute); err != nil {

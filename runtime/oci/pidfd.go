@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
+	"strings"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -113,3 +115,30 @@ func (p pidfd) signal(sig unix.Signal) error {
 }
 
 func (p pidfd) close() error { return p.f.Close() }
+
+// pid is the process the pidfd refers to, from /proc/self/fdinfo.
+func (p pidfd) pid() (int, error) {
+	if p.f == nil {
+		return 0, fmt.Errorf("no pidfd")
+	}
+	// Not p.f.Fd(): it would make the descriptor blocking, and wait
+	// polls it through the runtime's netpoller.
+	rc, err := p.f.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var b []byte
+	var rerr error
+	if err := rc.Control(func(fd uintptr) { b, rerr = os.ReadFile("/proc/self/fdinfo/" + strconv.Itoa(int(fd))) }); err != nil {
+		return 0, err
+	}
+	if rerr != nil {
+		return 0, rerr
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "Pid:"); ok {
+			return strconv.Atoi(strings.TrimSpace(v))
+		}
+	}
+	return 0, fmt.Errorf("pidfd fdinfo has no Pid")
+}

@@ -3,6 +3,9 @@ package oci
 import (
 	"context"
 	"fmt"
+	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	skiffrt "skiff.dev/skiff/runtime"
@@ -33,8 +36,13 @@ func (c *Container) Stop(ctx context.Context, grace time.Duration) error {
 	default:
 		if !c.termSent {
 			c.termSent = true
+			pid, _ := c.pidfd.pid()
+			caught, _ := termCaught(pid)
 			if err := c.pidfd.signal(unix.SIGTERM); err != nil {
 				c.log.Error("send SIGTERM to the container", "err", err)
+			}
+			if !caught && pid > 0 && grace > 0 {
+				go c.termWhenCaught(pid, time.Now().Add(grace))
 			}
 		}
 		c.armKillLocked(grace)
@@ -67,4 +75,66 @@ func (c *Container) armKillLocked(grace time.Duration) {
 			c.killLocked(skiffrt.ReasonError, msg)
 		}
 	})
+}
+
+// termWhenCaught sends SIGTERM again once the init handles it. An init
+// drops a signal it has no handler for, so one stopped just after it
+// started (a shell about to exec a program that then installs its
+// handler) would otherwise miss the request and wait out the whole grace
+// period. An init that never handles SIGTERM (a plain sleep) gets one
+// signal, as under containerd. It polls the init's caught-signal mask,
+// ever less often, until the container ends or until.
+func (c *Container) termWhenCaught(pid int, until time.Time) {
+	wait := 5 * time.Millisecond
+	for time.Now().Before(until) {
+		t := time.NewTimer(wait)
+		select {
+		case <-c.done:
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		wait = min(2*wait, 500*time.Millisecond)
+		caught, err := termCaught(pid)
+		if err != nil {
+			return // gone
+		}
+		if caught {
+			c.mu.Lock()
+			if c.status.State != skiffrt.StateExited && c.pidfd.f != nil {
+				if err := c.pidfd.signal(unix.SIGTERM); err != nil {
+					c.log.Warn("send SIGTERM again to the container", "err", err)
+				}
+			}
+			c.mu.Unlock()
+			return
+		}
+	}
+}
+
+// termCaught reports whether process pid has a handler for SIGTERM: bit
+// 15 of the SigCgt mask in /proc/<pid>/status. runc's init, which handles
+// every signal (it is a Go program) until it execs the container's
+// process a moment after `runc start` returns, does not count.
+func termCaught(pid int) (bool, error) {
+	if pid <= 0 {
+		return false, fmt.Errorf("no pid")
+	}
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return false, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "Name:"); ok && strings.HasPrefix(strings.TrimSpace(v), "runc:") {
+			return false, nil
+		}
+		if v, ok := strings.CutPrefix(line, "SigCgt:"); ok {
+			mask, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+			if err != nil {
+				return false, err
+			}
+			return mask&(1<<(unix.SIGTERM-1)) != 0, nil
+		}
+	}
+	return false, fmt.Errorf("/proc/%d/status has no SigCgt", pid)
 }
