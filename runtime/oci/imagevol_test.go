@@ -133,3 +133,33 @@ func TestImageVolumeRefused(t *testing.T) {
 		})
 	}
 }
+
+// TestAdoptImageVolume: a container with an image volume, created by a
+// node process that then dies, is adopted with its volume still mounted,
+// and Remove unmounts it.
+func TestAdoptImageVolume(t *testing.T) {
+	needRoot(t)
+	root, layer := t.TempDir(), busyboxLayer(t)
+	r := newRuntime(t, root)
+	ctx := context.Background()
+	id := newID(t)
+	t.Cleanup(func() { r.removeBundle(ctx, id, cgroup{fs: r.cgroups, path: cgroupsPath(testCgroupParent, id)}) })
+	runNode(t, "imagevol", root, layer, id)
+	c, err := r.adopt(ctx, skiffrt.ContainerSpec{ID: id, Layers: []string{layer}})
+	if err != nil {
+		t.Fatalf("Adopt: %v", err)
+	}
+	t.Cleanup(func() { removeContainer(t, c) })
+	if code, out := execOut(t, c, "cat", "/mnt/vol/passwd"); code != 0 || !strings.HasPrefix(out, "root:x:0:0:") {
+		t.Errorf("cat /mnt/vol/passwd after adoption: exit %d, %q; want the image's /etc/passwd", code, out)
+	}
+	if err := c.Stop(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Remove(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if left := leftovers(r, id); len(left) > 0 {
+		t.Errorf("left behind: %v", left)
+	}
+}
