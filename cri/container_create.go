@@ -69,6 +69,9 @@ func (s *service) CreateContainer(ctx context.Context, req *runtime.CreateContai
 	if err != nil {
 		return nil, fmt.Errorf("create container %q: %w", name, err)
 	}
+	if err := resolveImageMounts(s.images, mounts); err != nil {
+		return nil, fmt.Errorf("create container %q: %w", name, err)
+	}
 
 	rec := containerRecord{
 		ID:                 newID(),
@@ -114,6 +117,13 @@ func (s *service) CreateContainer(ctx context.Context, req *runtime.CreateContai
 	}
 	if err := s.images.Touch(img.ID); err != nil {
 		s.log.Warn("mark image used", "image", img.ID, "err", err)
+	}
+	for _, m := range mounts {
+		if m.ImageID != "" && m.ImageID != img.ID {
+			if err := s.images.Touch(m.ImageID); err != nil {
+				s.log.Warn("mark image used", "image", m.ImageID, "err", err)
+			}
+		}
 	}
 	for _, kv := range cfg.GetEnvs() {
 		if kv.GetKey() == "" {
@@ -233,6 +243,9 @@ func (s *service) taskSpec(rec *containerRecord, sb *sandboxRecord, img image.Im
 			return spec, err
 		}
 		spec.Layers = layers
+		if spec.ImageMounts, err = s.imageMounts(rec.Mounts); err != nil {
+			return spec, err
+		}
 		spec.Mounts = append(spec.Mounts, s.sandboxMounts(sb, spec.Mounts, o.ReadOnlyRootfs)...)
 		applyOCI(&spec, o, sb)
 	} else {

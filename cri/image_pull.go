@@ -66,6 +66,11 @@ func (s *service) gcImages(ctx context.Context) (image.GCResult, error) {
 	s.mu.RLock()
 	for _, c := range s.containers {
 		inUse[c.rec.ImageID] = true // ImageID never changes
+		for _, m := range c.rec.Mounts {
+			if m.ImageID != "" {
+				inUse[m.ImageID] = true // image volumes
+			}
+		}
 	}
 	s.mu.RUnlock()
 	res, err := s.images.GC(ctx, inUse)

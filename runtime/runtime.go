@@ -195,6 +195,9 @@ type ContainerSpec struct {
 	Stdout    io.Writer // nil: discarded
 	Stderr    io.Writer // nil: discarded
 	Mounts    []Mount   // host directories the container sees
+	// ImageMounts are images' file systems the container sees, read-only
+	// (OCI only: the Wasm runtime refuses them).
+	ImageMounts []ImageMount
 	// MemoryLimit caps the container's memory, in bytes; past it the
 	// container ends OOMKilled. Zero: the runtime's default.
 	MemoryLimit uint64
@@ -244,6 +247,20 @@ type Mount struct {
 	// Propagation is how mounts made later under the mount travel
 	// (OCI only; the Wasm runtime refuses all but PropagationPrivate).
 	Propagation Propagation
+}
+
+// ImageMount is an image's file system, or a directory of it, that a
+// container sees read-only at ContainerPath (a CRI image volume).
+type ImageMount struct {
+	// Layers are the image's unpacked layer directories, lowest first
+	// (the image store's Layers).
+	Layers []string
+	// SubPath, when not empty, is the directory of the image to mount
+	// instead of its root: relative, clean, no "..", resolved inside the
+	// image (a symbolic link in it cannot lead out). It must exist.
+	SubPath string
+	// ContainerPath is absolute and clean: where the container sees it.
+	ContainerPath string
 }
 
 // Propagation is a mount's propagation, as the kubelet's

@@ -49,6 +49,10 @@ func node(mode, root, layer, id string) error {
 	}[mode]
 	ctx := context.Background()
 	spec := skiffrt.ContainerSpec{ID: id, Layers: []string{layer}, Args: args, Stdin: mode == "stdin", TTY: mode == "tty"}
+	if mode == "imagevol" { // TestAdoptImageVolume
+		spec.Args = []string{"sleep", "1000"}
+		spec.ImageMounts = []skiffrt.ImageMount{{Layers: []string{layer}, SubPath: "etc", ContainerPath: "/mnt/vol"}}
+	}
 	c, err := r.create(ctx, spec)
 	if err != nil {
 		return err

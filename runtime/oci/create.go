@@ -41,6 +41,9 @@ func (r *Runtime) create(ctx context.Context, spec skiffrt.ContainerSpec) (*Cont
 	if err := checkHostPaths(&spec); err != nil {
 		return nil, fmt.Errorf("create container %s: %w", spec.ID, err)
 	}
+	if err := validateImageMounts(&spec); err != nil {
+		return nil, fmt.Errorf("create container %s: %w", spec.ID, err)
+	}
 	c := newContainer(r, spec, cgroupsPath(r.cgroupParent, spec.ID))
 	if err := r.track(c); err != nil {
 		return nil, fmt.Errorf("create container %s: %w", spec.ID, err)
@@ -73,6 +76,17 @@ func (r *Runtime) create(ctx context.Context, spec skiffrt.ContainerSpec) (*Cont
 			c.log.Error("unmount the rootfs of a failed container", "err", err)
 		}
 	})
+
+	imageBinds, err := mountImageVolumes(c.bundle, &spec)
+	if err != nil {
+		return fail(err)
+	}
+	undo = append(undo, func() {
+		if err := unmountImageVolumes(c.bundle); err != nil {
+			c.log.Error("unmount the image volumes of a failed container", "err", err)
+		}
+	})
+	spec.Mounts = append(slices.Clip(spec.Mounts), imageBinds...)
 
 	user, err := resolveUser(rootfs, spec.User, spec.AdditionalGIDs)
 	if err != nil {

@@ -57,6 +57,9 @@ func (r *Runtime) removeBundle(ctx context.Context, id string, cg cgroup) error 
 		return err
 	}
 	bundle := r.bundle(id)
+	if err := unmountImageVolumes(bundle); err != nil {
+		return err
+	}
 	if err := unmount(filepath.Join(bundle, "rootfs")); err != nil {
 		return err
 	}

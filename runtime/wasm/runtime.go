@@ -322,6 +322,8 @@ func checkSpec(spec ContainerSpec) error {
 		return fmt.Errorf("%w: maskedPaths, readonlyPaths: a Wasm module sees only its mounts", ErrInvalidSpec)
 	case spec.Seccomp == skiffrt.SeccompLocalhost:
 		return fmt.Errorf("%w: seccomp: a Wasm module makes no system calls to filter", ErrInvalidSpec)
+	case len(spec.ImageMounts) > 0:
+		return fmt.Errorf("%w: imageMounts: image volumes are not supported by the Wasm runtime", ErrInvalidSpec)
 	}
 	return checkMounts(spec.Mounts)
 }
