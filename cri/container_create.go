@@ -248,6 +248,9 @@ func (s *service) taskSpec(rec *containerRecord, sb *sandboxRecord, img image.Im
 		}
 		spec.Mounts = append(spec.Mounts, s.sandboxMounts(sb, spec.Mounts, o.ReadOnlyRootfs)...)
 		applyOCI(&spec, o, sb)
+		if spec.PIDNamespace, err = podPIDNamespace(o, sb); err != nil {
+			return spec, err
+		}
 	} else {
 		spec.ImagePath = s.images.BlobPath(img)
 	}

@@ -67,6 +67,7 @@ func ociSettings(cfg *runtime.ContainerConfig) (*ociRecord, error) {
 	o.Privileged = sc.GetPrivileged()
 	o.HostPID = sc.GetNamespaceOptions().GetPid() == runtime.NamespaceMode_NODE
 	o.HostIPC = sc.GetNamespaceOptions().GetIpc() == runtime.NamespaceMode_NODE
+	o.PodPID = sc.GetNamespaceOptions().GetPid() == runtime.NamespaceMode_POD
 	for _, f := range []struct {
 		name  string
 		paths []string

@@ -9,6 +9,7 @@ import (
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	skiffrt "skiff.dev/skiff/runtime"
+	"skiff.dev/skiff/runtime/pidns"
 )
 
 // Records are the persistent form of sandboxes and containers, stored as
@@ -41,6 +42,9 @@ type sandboxRecord struct {
 	IPs       []string          `json:"ips,omitempty"`
 	State     sandboxState      `json:"state"`
 	CreatedAt int64             `json:"createdAt"`
+	// PIDHolder holds the pod-wide PID namespace (sandbox_pid.go); nil:
+	// none.
+	PIDHolder *pidns.Holder `json:"pidHolder,omitempty"`
 }
 
 // nameKey is the key under which a sandbox's name is reserved.
@@ -120,6 +124,9 @@ type ociRecord struct {
 	Privileged     bool            `json:"privileged,omitempty"`
 	HostPID        bool            `json:"hostPid,omitempty"`
 	HostIPC        bool            `json:"hostIpc,omitempty"`
+	// PodPID: the container's pid mode is POD; it joins its sandbox's
+	// PID namespace when the sandbox has one (sandbox_pid.go).
+	PodPID bool `json:"podPid,omitempty"`
 	// MaskedPaths and ReadonlyPaths replace the runtime's defaults when
 	// set (CRI cannot tell an empty list from none).
 	MaskedPaths   []string `json:"maskedPaths,omitempty"`

@@ -86,6 +86,13 @@ func (s *service) restore() error {
 			}
 			s.log.Info("sandbox lost its network namespace; marked not ready", "sandbox", r.ID)
 		}
+		if r.State == sandboxReady && pidHolderLost(r) {
+			r.State = sandboxNotReady
+			if err := s.db.putSandbox(r); err != nil {
+				return err
+			}
+			s.log.Info("sandbox lost its PID namespace holder; marked not ready", "sandbox", r.ID)
+		}
 		if r.NetNSPath != "" {
 			pinned[r.NetNSPath] = true
 		}

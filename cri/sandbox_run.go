@@ -10,7 +10,9 @@ import (
 
 // RunPodSandbox creates a pod sandbox: a pinned network namespace with
 // loopback up (none for a pod on the node's network), attached to the pod
-// network, and its record. The runtime handler must be one the node has
+// network, the holder of its PID namespace when its config asks for one
+// (namespace_options.pid POD, sandbox_pid.go), and its record. The
+// runtime handler must be one the node has
 // (Config.Runtimes), or empty: then each container runs in the handler of
 // its image's kind (Wasm or OCI), so one pod may mix both.
 // Settings no runtime here honours (user namespaces, SELinux labels,
@@ -32,7 +34,8 @@ func (s *service) RunPodSandbox(ctx context.Context, req *runtime.RunPodSandboxR
 		return nil, fmt.Errorf("run pod sandbox %s: %w", pod, err)
 	}
 	_, haveRunc := s.runtimes[HandlerRunc]
-	if err := validateSandboxConfig(cfg, handler == HandlerRunc || handler == "" && haveRunc); err != nil {
+	oci := handler == HandlerRunc || handler == "" && haveRunc
+	if err := validateSandboxConfig(cfg, oci); err != nil {
 		return nil, fmt.Errorf("run pod sandbox %s: %w", pod, err)
 	}
 	rec := sandboxRecord{
@@ -94,6 +97,13 @@ func (s *service) RunPodSandbox(ctx context.Context, req *runtime.RunPodSandboxR
 		return fail(err)
 	}
 	undo = append(undo, func() { os.RemoveAll(dir) })
+	if oci && wantsPodPID(cfg) {
+		stop, err := startPIDHolder(ctx, &rec)
+		if err != nil {
+			return fail(err)
+		}
+		undo = append(undo, stop)
+	}
 	if err := s.db.putSandbox(&rec); err != nil {
 		return fail(err)
 	}

@@ -11,7 +11,8 @@ import (
 // StopPodSandbox kills every container of the sandbox at once (the kubelet
 // stops containers with their grace period through StopContainer before it
 // stops the sandbox), tears down its network and deletes its network
-// namespace; the sandbox is then NotReady. It is idempotent, and an unknown
+// namespace, and ends the holder of its PID namespace, if it has one; the
+// sandbox is then NotReady. It is idempotent, and an unknown
 // ID succeeds: the CRI spec says that stopping a sandbox that is already
 // gone must not be an error (the kubelet retries a stop after a remove).
 func (s *service) StopPodSandbox(ctx context.Context, req *runtime.StopPodSandboxRequest) (*runtime.StopPodSandboxResponse, error) {
@@ -49,7 +50,11 @@ func (s *service) stopSandbox(ctx context.Context, sb *sandbox) error {
 			errs = append(errs, err)
 		}
 	}
+	if err := stopPIDHolder(ctx, &rec); err != nil {
+		errs = append(errs, err)
+	}
 	sb.mu.Lock()
+	sb.rec.PIDHolder = rec.PIDHolder
 	err := s.db.putSandbox(&sb.rec)
 	sb.mu.Unlock()
 	if err != nil {

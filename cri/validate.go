@@ -27,9 +27,10 @@ import (
 // namespaces, the sandbox's sysctls, masked and read-only paths, Localhost
 // seccomp profiles, mount propagation. skiff's own pod API has none of
 // these, so only who can reach the CRI socket (the node's root user, with
-// crictl) can ask for them; a tenant cannot. A pod-wide PID namespace is
-// not supported: a container whose pid mode is POD gets one of its own,
-// as with CONTAINER (the two cannot be told apart: POD is the zero value).
+// crictl) can ask for them; a tenant cannot. A pod-wide PID namespace
+// (pid POD) is held by a holder process when the sandbox config asks for
+// it explicitly (sandbox_pid.go); a container whose pid mode is POD in a
+// sandbox without one gets a namespace of its own, as with CONTAINER.
 
 // validateSandboxConfig checks a RunPodSandbox config; oci: the sandbox
 // may hold OCI containers (its handler is runc, or none and the node has

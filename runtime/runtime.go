@@ -174,6 +174,10 @@ type ContainerSpec struct {
 	// HostPID and HostIPC put the container in the node's PID or IPC
 	// namespace instead of one of its own.
 	HostPID, HostIPC bool
+	// PIDNamespace, when set and not HostPID, is the path of a PID
+	// namespace the container joins instead of having one of its own
+	// ("/proc/<pid>/ns/pid" of its pod's holder, runtime/pidns).
+	PIDNamespace string
 	// Sysctls are kernel parameters set in the container's namespaces
 	// before it runs, by dotted name ("kernel.shm_rmid_forced"): those of
 	// its IPC namespace (kernel.shm*, kernel.msg*, kernel.sem, fs.mqueue.*;

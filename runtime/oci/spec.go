@@ -262,7 +262,7 @@ func ociSpec(spec *skiffrt.ContainerSpec, user specs.User, cgroupsPath string, n
 		},
 	}
 	if !spec.HostPID {
-		s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: specs.PIDNamespace})
+		s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: specs.PIDNamespace, Path: spec.PIDNamespace})
 	}
 	if !spec.HostIPC {
 		s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: specs.IPCNamespace})
