@@ -193,6 +193,9 @@ type RuntimeLimits struct {
 	// LogMaxSize and LogMaxFiles rotate each container's log.
 	LogMaxSize  int64
 	LogMaxFiles int
+	// NoRunc keeps the node from offering the runc runtime (OCI images)
+	// even where it could.
+	NoRunc bool
 }
 
 // CRIConfig is what a node's CRI server needs.
@@ -242,7 +245,9 @@ func NewCRI(ctx context.Context, cfg CRIConfig) (*cri.Server, error) {
 	// (overlay mounts, cgroups). Without it the node still runs Wasm, and
 	// a pod with an OCI image fails with a reason that says so.
 	var ociRT *oci.Runtime
-	if os.Geteuid() != 0 {
+	if cfg.Limits.NoRunc {
+		logInfo(cfg.Logger, "OCI containers are off (--no-runc)")
+	} else if os.Geteuid() != 0 {
 		logWarn(cfg.Logger, "OCI containers are off: running them needs root")
 	} else if ociRT, err = oci.New(oci.Config{Root: filepath.Join(root, "oci"), Log: cfg.Logger}); err != nil {
 		logWarn(cfg.Logger, "OCI containers are off: "+err.Error())
@@ -267,6 +272,12 @@ func NewCRI(ctx context.Context, cfg CRIConfig) (*cri.Server, error) {
 		return nil, err
 	}
 	return srv, nil
+}
+
+func logInfo(l *slog.Logger, msg string) {
+	if l != nil {
+		l.Info(msg)
+	}
 }
 
 func logWarn(l *slog.Logger, msg string) {

@@ -33,17 +33,17 @@ type cluster struct {
 // startDev runs dev mode in this process with every directory and port of
 // its own, and stops it (and removes what it left in the kernel) when the
 // test ends.
-func startDev(t *testing.T) *cluster {
+func startDev(t *testing.T, opts ...func(*devOptions)) *cluster {
 	t.Helper()
 	dir := t.TempDir()
-	c := startDevIn(t, dir)
+	c := startDevIn(t, dir, opts...)
 	t.Cleanup(func() { unmountAll(t, filepath.Join(dir, "state")) })
 	return c
 }
 
 // startDevIn runs dev mode on the data under dir, which may hold an earlier
 // run's. It stops when the test ends or when stop is called.
-func startDevIn(t *testing.T, dir string) *cluster {
+func startDevIn(t *testing.T, dir string, opts ...func(*devOptions)) *cluster {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: skiff dev creates a network namespace per pod")
@@ -58,6 +58,9 @@ func startDevIn(t *testing.T, dir string) *cluster {
 		serverOptions: serverOptions{dataDir: c.dataDir, listen: "127.0.0.1:0", eventTTL: time.Hour, clientConfig: filepath.Join(dir, "client.config")},
 		agentOptions:  agentOptions{stateDir: filepath.Join(dir, "state"), criSocket: c.socket, nodeName: "node-1", agentListen: "127.0.0.1:0"},
 		runOptions:    runOptions{logLevel: "info", logOut: logs, ready: func(addr string) { ready <- addr }},
+	}
+	for _, opt := range opts {
+		opt(o)
 	}
 	log, err := o.logger()
 	if err != nil {

@@ -143,7 +143,9 @@ func TestDevSelectorsAndWatch(t *testing.T) {
 // TestDevEventsAndDescribe shows the events a pod's life writes and what
 // describe makes of them, for a pod that ran and one that cannot be placed.
 func TestDevEventsAndDescribe(t *testing.T) {
-	c := startDev(t)
+	// A node that offers no runc (--no-runc), so that a pod asking for it
+	// waits with a reason.
+	c := startDev(t, func(o *devOptions) { o.runtime.noRunc = true })
 	c.mustSkiff("image", "import", "--data-dir", c.dataDir, "hello", buildWasm(t, "../../examples/hello"))
 	c.mustSkiff("apply", "-f", "../../examples/hello/pod.yaml")
 	c.waitPhase("hello", "Succeeded")
@@ -159,7 +161,7 @@ func TestDevEventsAndDescribe(t *testing.T) {
 		}
 	}
 
-	// No node offers runc: describe says why the pod waits.
+	// No node offers runc (--no-runc): describe says why the pod waits.
 	c.mustSkiff("apply", "-f", writeFile(t, "runc.yaml", podManifest("needs-runc", "hello", "runtimeClassName: runc")))
 	eventually(t, 15*time.Second, func() bool {
 		d = c.mustSkiff("describe", "pod", "needs-runc")

@@ -16,6 +16,7 @@ import (
 type runtimeFlags struct {
 	memoryLimit, moduleCache, logMaxSize string
 	logMaxFiles                          int
+	noRunc                               bool
 }
 
 func (r *runtimeFlags) flags(cmd *cobra.Command) {
@@ -24,6 +25,7 @@ func (r *runtimeFlags) flags(cmd *cobra.Command) {
 	f.StringVar(&r.moduleCache, "wasm-module-cache", fmt.Sprintf("%dMi", wasm.DefaultModuleCacheBytes>>20), "compiled Wasm modules kept in memory (least recently used go first; running ones stay)")
 	f.StringVar(&r.logMaxSize, "container-log-max-size", fmt.Sprintf("%dMi", cri.DefaultLogMaxSize>>20), "size past which a container's log file is rotated (the kubelet's containerLogMaxSize)")
 	f.IntVar(&r.logMaxFiles, "container-log-max-files", cri.DefaultLogMaxFiles, "log files kept per container run, the live one included (at least 2)")
+	f.BoolVar(&r.noRunc, "no-runc", false, "offer only the wasm runtime, even where runc is installed: pods with OCI images or runtimeClassName runc go to other nodes")
 }
 
 // limits reads the flags, naming the one that is wrong; an unset one
@@ -54,5 +56,6 @@ func (r *runtimeFlags) limits() (node.RuntimeLimits, error) {
 		return l, fmt.Errorf("--container-log-max-files: invalid value %d: must be 2 or more (the live file and one rotated)", r.logMaxFiles)
 	}
 	l.LogMaxFiles = r.logMaxFiles
+	l.NoRunc = r.noRunc
 	return l, nil
 }
