@@ -163,9 +163,11 @@ func TestDevEventsAndDescribe(t *testing.T) {
 
 	// No node offers runc (--no-runc): describe says why the pod waits.
 	c.mustSkiff("apply", "-f", writeFile(t, "runc.yaml", podManifest("needs-runc", "hello", "runtimeClassName: runc")))
+	// The scheduler records the event and the PodScheduled condition in
+	// two writes: wait for both.
 	eventually(t, 15*time.Second, func() bool {
 		d = c.mustSkiff("describe", "pod", "needs-runc")
-		return strings.Contains(d, "FailedScheduling")
+		return strings.Contains(d, "FailedScheduling") && strings.Contains(d, "Unschedulable")
 	}, func() string { return "describe pod needs-runc:\n" + d })
 	for _, want := range []string{"Pending", "PodScheduled", "Unschedulable", `0/1 nodes are available: 1 node(s) did not offer runtime "runc"`, "Warning", "FailedScheduling"} {
 		if !strings.Contains(d, want) {
