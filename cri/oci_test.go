@@ -1,6 +1,7 @@
 package cri
 
 import (
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
@@ -192,5 +193,12 @@ func TestSandboxFiles(t *testing.T) {
 		if !errors.Is(err, errInvalidArgument) || !strings.Contains(err.Error(), tc.part) {
 			t.Errorf("dns %v: %v, want an invalid argument naming %s", tc.dns, err, tc.part)
 		}
+	}
+}
+
+func TestRuntimeConfig(t *testing.T) {
+	res, err := (&service{}).RuntimeConfig(context.Background(), &runtime.RuntimeConfigRequest{})
+	if err != nil || res.GetLinux().GetCgroupDriver() != runtime.CgroupDriver_CGROUPFS {
+		t.Errorf("RuntimeConfig = %v, %v; want the cgroupfs driver", res, err)
 	}
 }

@@ -95,3 +95,10 @@ func (s *service) Status(ctx context.Context, req *runtime.StatusRequest) (*runt
 		RuntimeHandlers: handlers,
 	}, nil
 }
+
+// RuntimeConfig tells the kubelet the node's cgroup driver: runtime/oci
+// manages cgroups through the cgroup file system (runc's cgroupfs
+// driver), not systemd.
+func (s *service) RuntimeConfig(ctx context.Context, req *runtime.RuntimeConfigRequest) (*runtime.RuntimeConfigResponse, error) {
+	return &runtime.RuntimeConfigResponse{Linux: &runtime.LinuxRuntimeConfiguration{CgroupDriver: runtime.CgroupDriver_CGROUPFS}}, nil
+}
