@@ -45,6 +45,8 @@ type sandboxRecord struct {
 	// PIDHolder holds the pod-wide PID namespace (sandbox_pid.go); nil:
 	// none.
 	PIDHolder *pidns.Holder `json:"pidHolder,omitempty"`
+	// HostPorts are relayed into the sandbox while it is ready (hostports.go).
+	HostPorts []portMapping `json:"hostPorts,omitempty"`
 }
 
 // nameKey is the key under which a sandbox's name is reserved.

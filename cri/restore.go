@@ -62,6 +62,7 @@ func newService(d deps) (*service, error) {
 		db:         db,
 		sandboxes:  map[string]*sandbox{},
 		containers: map[string]*container{},
+		hostPorts:  map[string]*hostPortProxy{},
 		names:      map[string]string{},
 		closing:    make(chan struct{}),
 	}
@@ -98,6 +99,13 @@ func (s *service) restore() error {
 		}
 		s.sandboxes[r.ID] = &sandbox{rec: *r}
 		s.names[r.nameKey()] = r.ID
+		if r.State == sandboxReady && len(r.HostPorts) > 0 {
+			if p, err := serveHostPorts(r.HostPorts, r.NetNSPath, dialInNamespace); err != nil {
+				s.log.Warn("serve the host ports of a sandbox again", "sandbox", r.ID, "err", err)
+			} else {
+				s.hostPorts[r.ID] = p
+			}
+		}
 	}
 	for _, r := range containers {
 		if _, ok := s.sandboxes[r.SandboxID]; !ok {
@@ -210,6 +218,7 @@ func (s *service) close(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 	s.wg.Wait()
+	s.closeHostPorts()
 
 	var errs []error
 	for _, h := range sortedKeys(s.runtimes) {

@@ -55,6 +55,9 @@ func (s *service) RunPodSandbox(ctx context.Context, req *runtime.RunPodSandboxR
 		State:          sandboxReady,
 		CreatedAt:      s.now().UnixNano(),
 	}
+	if rec.HostPorts, err = hostPorts(cfg, rec.HostNetwork); err != nil {
+		return nil, fmt.Errorf("run pod sandbox %s: %w", pod, err)
+	}
 	log := s.log.With("pod", pod, "sandbox", rec.ID)
 
 	if err := s.reserve(rec.nameKey(), rec.ID); err != nil {
@@ -103,6 +106,15 @@ func (s *service) RunPodSandbox(ctx context.Context, req *runtime.RunPodSandboxR
 			return fail(err)
 		}
 		undo = append(undo, stop)
+	}
+	if len(rec.HostPorts) > 0 {
+		proxy, err := serveHostPorts(rec.HostPorts, rec.NetNSPath, dialInNamespace)
+		if err != nil {
+			return fail(fmt.Errorf("%w: %w", errFailedPrecondition, err))
+		}
+		undo = append(undo, proxy.close)
+		s.setHostPorts(rec.ID, proxy)
+		undo = append(undo, func() { s.setHostPorts(rec.ID, nil) })
 	}
 	if err := s.db.putSandbox(&rec); err != nil {
 		return fail(err)

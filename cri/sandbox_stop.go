@@ -43,6 +43,7 @@ func (s *service) stopSandbox(ctx context.Context, sb *sandbox) error {
 			errs = append(errs, err)
 		}
 	}
+	s.setHostPorts(rec.ID, nil).close()
 	if rec.NetNSPath != "" {
 		if err := s.network.Teardown(ctx, rec.ID, rec.NetNSPath); err != nil {
 			errs = append(errs, fmt.Errorf("tear down pod network: %w", err))

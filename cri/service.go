@@ -32,6 +32,9 @@ type service struct {
 	db         *stateDB
 	streams    *streamServer // nil: Exec and PortForward are Unavailable
 
+	hostPortsMu sync.Mutex
+	hostPorts   map[string]*hostPortProxy // by sandbox ID
+
 	mu         sync.RWMutex
 	sandboxes  map[string]*sandbox
 	containers map[string]*container
