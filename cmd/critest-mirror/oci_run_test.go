@@ -23,6 +23,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 
 	"skiff.dev/skiff/netns"
+	"skiff.dev/skiff/runtime/runtimetest"
 )
 
 // These tests run the stand-ins' programs the way a container would (a
@@ -283,7 +284,7 @@ func TestOCIWebServers(t *testing.T) {
 			})
 
 			var resp string
-			eventually(t, 20*time.Second, func() bool {
+			runtimetest.Eventually(t, 20*time.Second, func() bool {
 				resp, err = get(ns, tc.port)
 				return err == nil
 			}, func() string { return fmt.Sprintf("GET / on port %d: %v; logs: %s", tc.port, err, logs.String()) })
@@ -341,18 +342,6 @@ func get(ns string, port int) (string, error) {
 		return err
 	})
 	return string(resp), err
-}
-
-// eventually polls cond until it holds or timeout passes.
-func eventually(t *testing.T, timeout time.Duration, cond func() bool, describe func() string) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %s", timeout, describe())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 type lockedBuffer struct {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	skiffrt "skiff.dev/skiff/runtime"
+	"skiff.dev/skiff/runtime/runtimetest"
 
 	"go.uber.org/goleak"
 )
@@ -117,7 +118,7 @@ func TestAdopt(t *testing.T) {
 		if st := c.Status(); st.State != skiffrt.StateRunning || st.StartedAt.IsZero() {
 			t.Fatalf("adopted: %+v, want running since its start", st)
 		}
-		eventually(t, 10*time.Second, "output after adoption", func() bool { return strings.Contains(out.String(), "tick\n") })
+		runtimetest.Eventually(t, 10*time.Second, func() bool { return strings.Contains(out.String(), "tick\n") }, func() string { return "output after adoption" })
 		if c.Stats().CPUTime <= 0 {
 			t.Errorf("Stats: %+v", c.Stats())
 		}
@@ -144,10 +145,10 @@ func TestAdopt(t *testing.T) {
 			t.Fatal(err)
 		}
 		syscall.Kill(st.Pid, syscall.SIGKILL)
-		eventually(t, 10*time.Second, "the orphaned init reaped", func() bool {
+		runtimetest.Eventually(t, 10*time.Second, func() bool {
 			_, err := os.Stat(fmt.Sprintf("/proc/%d", st.Pid))
 			return err != nil
-		})
+		}, func() string { return "the orphaned init reaped" })
 		c := adopt(t, id, nil)
 		if st := c.Status(); st.State != skiffrt.StateExited || st.ExitCode != skiffrt.ExitCodeUnknown || st.Reason != skiffrt.ReasonUnknown {
 			t.Errorf("adopted: %+v, want exited, unknown", st)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	skiffrt "skiff.dev/skiff/runtime"
+	"skiff.dev/skiff/runtime/runtimetest"
 )
 
 // ttyLayer is busyboxLayer with the applets the terminal tests use.
@@ -101,12 +102,12 @@ func TestExecTTY(t *testing.T) {
 			}
 			result <- err
 		}()
-		eventually(t, 10*time.Second, "the initial size 40 120 printed", func() bool { return hasLine(out.String(), "40 120") })
+		runtimetest.Eventually(t, 10*time.Second, func() bool { return hasLine(out.String(), "40 120") }, func() string { return "the initial size 40 120 printed" })
 		resize <- skiffrt.TerminalSize{Width: 100, Height: 30}
-		eventually(t, 10*time.Second, "the new size 30 100 printed", func() bool {
+		runtimetest.Eventually(t, 10*time.Second, func() bool {
 			typed.Write([]byte("\n")) // another stty size
 			return hasLine(out.String(), "30 100")
-		})
+		}, func() string { return "the new size 30 100 printed" })
 		typed.Close() // ^D: read fails, the loop ends
 		select {
 		case err := <-result:
@@ -152,9 +153,9 @@ func TestExecTTY(t *testing.T) {
 	if left := consoleLeftovers(t, r, c); len(left) > 0 {
 		t.Errorf("left behind: %v", left)
 	}
-	eventually(t, 10*time.Second, "file descriptors and goroutines back to what they were", func() bool {
+	runtimetest.Eventually(t, 10*time.Second, func() bool {
 		return openFDs(t) <= fds && goruntime.NumGoroutine() <= goroutines
-	})
+	}, func() string { return "file descriptors and goroutines back to what they were" })
 	if st := c.Status(); st.State != skiffrt.StateRunning {
 		t.Errorf("container after the execs: %+v, want running", st)
 	}

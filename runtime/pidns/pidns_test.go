@@ -13,24 +13,14 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"skiff.dev/skiff/runtime/runtimetest"
 )
 
 func needRoot(t *testing.T) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("skipped: needs root (a new PID namespace takes CAP_SYS_ADMIN)")
-	}
-}
-
-// eventually polls cond until it holds or d passes.
-func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 
@@ -138,10 +128,10 @@ func TestHolderReapsOrphans(t *testing.T) {
 	if orphan == 0 {
 		t.Fatalf("no process of pid %s in the holder's namespace is the holder's child", inner)
 	}
-	eventually(t, 10*time.Second, "the holder reaps its orphan", func() bool {
+	runtimetest.Eventually(t, 10*time.Second, func() bool {
 		_, err := os.Stat("/proc/" + strconv.Itoa(orphan))
 		return errors.Is(err, os.ErrNotExist)
-	})
+	}, func() string { return "the holder reaps its orphan" })
 }
 
 // findByNSpid returns the node pid of the process whose pid in h's
