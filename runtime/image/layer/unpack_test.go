@@ -14,7 +14,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/klauspost/compress/zstd"
 	"golang.org/x/sys/unix"
@@ -25,42 +24,17 @@ import (
 
 type ent = layertest.Entry
 
-var mtime = time.Date(2020, 1, 2, 3, 4, 5, 0, time.UTC)
-
-func reg(name, body string, mode int64) ent {
-	return ent{H: tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: mode, Size: int64(len(body)), ModTime: mtime}, Body: []byte(body)}
-}
-func dir(name string, mode int64) ent {
-	return ent{H: tar.Header{Typeflag: tar.TypeDir, Name: name, Mode: mode, ModTime: mtime}}
-}
-func sym(name, target string) ent {
-	return ent{H: tar.Header{Typeflag: tar.TypeSymlink, Name: name, Linkname: target, ModTime: mtime}}
-}
-func hard(name, target string) ent {
-	return ent{H: tar.Header{Typeflag: tar.TypeLink, Name: name, Linkname: target, ModTime: mtime}}
-}
-func dev(name string, typ byte, major, minor int64) ent {
-	return ent{H: tar.Header{Typeflag: typ, Name: name, Mode: 0o666, Devmajor: major, Devminor: minor, ModTime: mtime}}
-}
-
-func mktar(tb testing.TB, es ...ent) []byte {
-	tb.Helper()
-	var buf bytes.Buffer
-	tw := tar.NewWriter(&buf)
-	for _, e := range es {
-		h := e.H
-		if err := tw.WriteHeader(&h); err != nil {
-			tb.Fatalf("write header %q: %v", h.Name, err)
-		}
-		if _, err := tw.Write(e.Body); err != nil {
-			tb.Fatalf("write %q: %v", h.Name, err)
-		}
-	}
-	if err := tw.Close(); err != nil {
-		tb.Fatal(err)
-	}
-	return buf.Bytes()
-}
+// The entries and tars of these tests are layertest's, which the image
+// store's tests use too.
+var (
+	mtime = layertest.MTime
+	reg   = layertest.Reg
+	dir   = layertest.Dir
+	sym   = layertest.Sym
+	hard  = layertest.Hard
+	dev   = layertest.Dev
+	mktar = layertest.Tar
+)
 
 func gz(tb testing.TB, b []byte) []byte {
 	var buf bytes.Buffer
