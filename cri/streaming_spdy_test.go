@@ -460,21 +460,7 @@ func TestPortForwardSPDYNetns(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { netns.Delete(path) })
-	f, err := netns.ListenTCP(path, 8080)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.FileListener(f)
-	f.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprint(w, "inside the namespace")
-	})}
-	go srv.Serve(ln)
-	t.Cleanup(func() { srv.Close() })
+	serveInNamespace(t, path, 8080)
 	sb := &sandbox{rec: sandboxRecord{ID: newID(), RuntimeHandler: "runc", State: sandboxReady, NetNSPath: path}}
 	e.svc.mu.Lock()
 	e.svc.sandboxes[sb.rec.ID] = sb

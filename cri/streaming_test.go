@@ -489,7 +489,27 @@ func TestPortForwardNetns(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { netns.Delete(path) })
-	f, err := netns.ListenTCP(path, 8080)
+	serveInNamespace(t, path, 8080)
+	// The node's own 127.0.0.1:8080 must not be what answers.
+	if c, err := net.DialTimeout("tcp", "127.0.0.1:8080", time.Second); err == nil {
+		c.Close()
+		t.Log("note: the node's 127.0.0.1:8080 accepts connections too; the body tells them apart")
+	}
+	sb := &sandbox{rec: sandboxRecord{ID: newID(), RuntimeHandler: "runc", State: sandboxReady, NetNSPath: path}}
+	e.svc.mu.Lock()
+	e.svc.sandboxes[sb.rec.ID] = sb
+	e.svc.mu.Unlock()
+	data, errMsg := forward(t, e.svc, sb.rec.ID, 8080)
+	if !strings.HasSuffix(data, "\r\n\r\ninside the namespace") || errMsg != "" {
+		t.Errorf("forwarded GET = %q, error %q", data, errMsg)
+	}
+}
+
+// serveInNamespace serves "inside the namespace" over HTTP on port in the
+// network namespace at path until the test ends.
+func serveInNamespace(t *testing.T, path string, port int) {
+	t.Helper()
+	f, err := netns.ListenTCP(path, port)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -504,17 +524,4 @@ func TestPortForwardNetns(t *testing.T) {
 	})}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
-	// The node's own 127.0.0.1:8080 must not be what answers.
-	if c, err := net.DialTimeout("tcp", "127.0.0.1:8080", time.Second); err == nil {
-		c.Close()
-		t.Log("note: the node's 127.0.0.1:8080 accepts connections too; the body tells them apart")
-	}
-	sb := &sandbox{rec: sandboxRecord{ID: newID(), RuntimeHandler: "runc", State: sandboxReady, NetNSPath: path}}
-	e.svc.mu.Lock()
-	e.svc.sandboxes[sb.rec.ID] = sb
-	e.svc.mu.Unlock()
-	data, errMsg := forward(t, e.svc, sb.rec.ID, 8080)
-	if !strings.HasSuffix(data, "\r\n\r\ninside the namespace") || errMsg != "" {
-		t.Errorf("forwarded GET = %q, error %q", data, errMsg)
-	}
 }
