@@ -19,6 +19,8 @@ func TestLookup(t *testing.T) {
 		{"nodes", Node}, {"no", Node},
 		{"namespaces", Namespace}, {"ns", Namespace},
 		{"events", Event}, {"ev", Event}, {"event", Event},
+		{"services", Service}, {"svc", Service}, {"service", Service},
+		{"endpoints", Endpoints}, {"ep", Endpoints},
 	}
 	for _, tt := range tests {
 		if k, err := Lookup(tt.name); err != nil || k != tt.want {
@@ -26,7 +28,7 @@ func TestLookup(t *testing.T) {
 		}
 	}
 	_, err := Lookup("widgets")
-	if err == nil || err.Error() != `unknown kind "widgets": use one of events, namespaces, nodes, pods` {
+	if err == nil || err.Error() != `unknown kind "widgets": use one of endpoints, events, namespaces, nodes, pods, services` {
 		t.Errorf("Lookup(widgets): %v", err)
 	}
 }
@@ -38,7 +40,7 @@ func TestForManifest(t *testing.T) {
 	if _, err := ForManifest("apps/v1", "Pod"); err == nil || !strings.Contains(err.Error(), `apiVersion: unsupported value "apps/v1" for kind Pod: use "v1"`) {
 		t.Errorf("wrong apiVersion: %v", err)
 	}
-	if _, err := ForManifest("apps/v1", "StatefulSet"); err == nil || !strings.Contains(err.Error(), `kind: unsupported value "StatefulSet": skiff accepts v1 Event, v1 Namespace, v1 Node, v1 Pod`) {
+	if _, err := ForManifest("apps/v1", "StatefulSet"); err == nil || !strings.Contains(err.Error(), `kind: unsupported value "StatefulSet": skiff accepts v1 Endpoints, v1 Event, v1 Namespace, v1 Node, v1 Pod, v1 Service`) {
 		t.Errorf("unknown kind: %v", err)
 	}
 }

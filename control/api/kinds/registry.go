@@ -2,6 +2,7 @@ package kinds
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -74,11 +75,43 @@ var (
 				return strconv.FormatUint(uint64(n), 10)
 			}},
 			ageColumn,
+			{Header: "IP", Wide: true, Value: func(o Object, _ time.Time) string {
+				return orNone(o.(*skiffv1.Pod).GetStatus().GetPodIp())
+			}},
 			{Header: "NODE", Wide: true, Value: func(o Object, _ time.Time) string {
 				return orNone(o.(*skiffv1.Pod).GetSpec().GetNodeName())
 			}},
 		},
 	}, skiffv1connect.NewPodServiceClient, skiffv1connect.NewPodServiceHandler)
+
+	Service = Register[skiffv1.Service, skiffv1.ServiceList, skiffv1.ServiceWatchEvent](Kind{
+		Version: "v1", Kind: "Service", Plural: "services", Singular: "service", Short: []string{"svc"}, Namespaced: true,
+		Fields: map[string]func(Object) string{
+			"spec.type":      func(o Object) string { return o.(*skiffv1.Service).GetSpec().GetType() },
+			"spec.clusterIP": func(o Object) string { return o.(*skiffv1.Service).GetSpec().GetClusterIp() },
+		},
+		Columns: []Column{
+			nameColumn,
+			{Header: "TYPE", Value: func(o Object, _ time.Time) string { return o.(*skiffv1.Service).GetSpec().GetType() }},
+			{Header: "CLUSTER-IP", Value: func(o Object, _ time.Time) string {
+				return orNone(o.(*skiffv1.Service).GetSpec().GetClusterIp())
+			}},
+			{Header: "PORT(S)", Value: func(o Object, _ time.Time) string { return ServicePorts(o.(*skiffv1.Service)) }},
+			ageColumn,
+			{Header: "SELECTOR", Wide: true, Value: func(o Object, _ time.Time) string {
+				return orNone(selectorString(o.(*skiffv1.Service).GetSpec().GetSelector()))
+			}},
+		},
+	}, skiffv1connect.NewServiceServiceClient, skiffv1connect.NewServiceServiceHandler)
+
+	Endpoints = Register[skiffv1.Endpoints, skiffv1.EndpointsList, skiffv1.EndpointsWatchEvent](Kind{
+		Version: "v1", Kind: "Endpoints", Plural: "endpoints", Singular: "endpoints", Short: []string{"ep"}, Namespaced: true,
+		Columns: []Column{
+			nameColumn,
+			{Header: "ENDPOINTS", Value: func(o Object, _ time.Time) string { return EndpointsString(o.(*skiffv1.Endpoints)) }},
+			ageColumn,
+		},
+	}, skiffv1connect.NewEndpointsServiceClient, skiffv1connect.NewEndpointsServiceHandler)
 
 	Event = Register[skiffv1.Event, skiffv1.EventList, skiffv1.EventWatchEvent](Kind{
 		Version: "v1", Kind: "Event", Plural: "events", Singular: "event", Short: []string{"ev"}, Namespaced: true,
@@ -189,4 +222,51 @@ func NodeStatus(n *skiffv1.Node) string {
 		status += ",SchedulingDisabled"
 	}
 	return status
+}
+
+// ServicePorts is the PORT(S) column kubectl shows for a service:
+// "80/TCP", "80:30080/TCP" for a node port, comma-separated.
+func ServicePorts(s *skiffv1.Service) string {
+	var parts []string
+	for _, p := range s.GetSpec().GetPorts() {
+		proto := p.GetProtocol()
+		if proto == "" {
+			proto = "TCP"
+		}
+		if p.GetNodePort() != 0 {
+			parts = append(parts, fmt.Sprintf("%d:%d/%s", p.GetPort(), p.GetNodePort(), proto))
+			continue
+		}
+		parts = append(parts, fmt.Sprintf("%d/%s", p.GetPort(), proto))
+	}
+	return orNone(strings.Join(parts, ","))
+}
+
+// EndpointsString is the ENDPOINTS column kubectl shows: ip:port of the
+// ready addresses, at most three, then "+ N more...".
+func EndpointsString(e *skiffv1.Endpoints) string {
+	var all []string
+	for _, ss := range e.GetSubsets() {
+		for _, a := range ss.GetAddresses() {
+			for _, p := range ss.GetPorts() {
+				all = append(all, fmt.Sprintf("%s:%d", a.GetIp(), p.GetPort()))
+			}
+		}
+	}
+	if len(all) > 3 {
+		return strings.Join(all[:3], ",") + fmt.Sprintf(" + %d more...", len(all)-3)
+	}
+	return orNone(strings.Join(all, ","))
+}
+
+func selectorString(m map[string]string) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for i, k := range keys {
+		keys[i] = k + "=" + m[k]
+	}
+	return strings.Join(keys, ",")
 }

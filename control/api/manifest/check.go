@@ -37,8 +37,9 @@ func check(md protoreflect.MessageDescriptor, doc map[string]any, path string) e
 // fields, also take an integer (a port number where a port name would do):
 // check writes the integer as its decimal string.
 var intOrString = map[protoreflect.FullName]bool{
-	"skiff.v1.HTTPGetAction.port":   true,
-	"skiff.v1.TCPSocketAction.port": true,
+	"skiff.v1.HTTPGetAction.port":      true,
+	"skiff.v1.TCPSocketAction.port":    true,
+	"skiff.v1.ServicePort.target_port": true,
 }
 
 func checkField(fd protoreflect.FieldDescriptor, v any, p string) error {

@@ -85,6 +85,9 @@ type NodeSpec struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// When true the scheduler places no new pods on the node.
 	Unschedulable bool `protobuf:"varint,1,opt,name=unschedulable,proto3" json:"unschedulable,omitempty"`
+	// The node's range of pod IPs (CIDR notation), allocated by the control
+	// plane from the cluster CIDR when the node registers. Set once.
+	PodCidr       string `protobuf:"bytes,2,opt,name=pod_cidr,json=podCidr,proto3" json:"pod_cidr,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -126,6 +129,67 @@ func (x *NodeSpec) GetUnschedulable() bool {
 	return false
 }
 
+func (x *NodeSpec) GetPodCidr() string {
+	if x != nil {
+		return x.PodCidr
+	}
+	return ""
+}
+
+type NodeAddress struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// "InternalIP" (the address other nodes route pod traffic through) or
+	// "Hostname".
+	Type          string `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`
+	Address       string `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeAddress) Reset() {
+	*x = NodeAddress{}
+	mi := &file_skiff_v1_node_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeAddress) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeAddress) ProtoMessage() {}
+
+func (x *NodeAddress) ProtoReflect() protoreflect.Message {
+	mi := &file_skiff_v1_node_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeAddress.ProtoReflect.Descriptor instead.
+func (*NodeAddress) Descriptor() ([]byte, []int) {
+	return file_skiff_v1_node_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *NodeAddress) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *NodeAddress) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
 type NodeStatus struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Resource name to quantity, as in Kubernetes: "cpu": "2", "memory": "24Gi", "pods": "110".
@@ -140,14 +204,16 @@ type NodeStatus struct {
 	AgentVersion string `protobuf:"bytes,5,opt,name=agent_version,json=agentVersion,proto3" json:"agent_version,omitempty"`
 	// Allocatable is what pods may request: capacity less what the node
 	// keeps for itself.
-	Allocatable   map[string]string `protobuf:"bytes,6,rep,name=allocatable,proto3" json:"allocatable,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Allocatable map[string]string `protobuf:"bytes,6,rep,name=allocatable,proto3" json:"allocatable,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// How the node is reached, as the agent reports it.
+	Addresses     []*NodeAddress `protobuf:"bytes,7,rep,name=addresses,proto3" json:"addresses,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *NodeStatus) Reset() {
 	*x = NodeStatus{}
-	mi := &file_skiff_v1_node_proto_msgTypes[2]
+	mi := &file_skiff_v1_node_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -159,7 +225,7 @@ func (x *NodeStatus) String() string {
 func (*NodeStatus) ProtoMessage() {}
 
 func (x *NodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_node_proto_msgTypes[2]
+	mi := &file_skiff_v1_node_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -172,7 +238,7 @@ func (x *NodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
 func (*NodeStatus) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_node_proto_rawDescGZIP(), []int{2}
+	return file_skiff_v1_node_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *NodeStatus) GetCapacity() map[string]string {
@@ -217,6 +283,13 @@ func (x *NodeStatus) GetAllocatable() map[string]string {
 	return nil
 }
 
+func (x *NodeStatus) GetAddresses() []*NodeAddress {
+	if x != nil {
+		return x.Addresses
+	}
+	return nil
+}
+
 type NodeList struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
 	Items           []*Node                `protobuf:"bytes,1,rep,name=items,proto3" json:"items,omitempty"`
@@ -227,7 +300,7 @@ type NodeList struct {
 
 func (x *NodeList) Reset() {
 	*x = NodeList{}
-	mi := &file_skiff_v1_node_proto_msgTypes[3]
+	mi := &file_skiff_v1_node_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -239,7 +312,7 @@ func (x *NodeList) String() string {
 func (*NodeList) ProtoMessage() {}
 
 func (x *NodeList) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_node_proto_msgTypes[3]
+	mi := &file_skiff_v1_node_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -252,7 +325,7 @@ func (x *NodeList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeList.ProtoReflect.Descriptor instead.
 func (*NodeList) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_node_proto_rawDescGZIP(), []int{3}
+	return file_skiff_v1_node_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *NodeList) GetItems() []*Node {
@@ -279,7 +352,7 @@ type NodeWatchEvent struct {
 
 func (x *NodeWatchEvent) Reset() {
 	*x = NodeWatchEvent{}
-	mi := &file_skiff_v1_node_proto_msgTypes[4]
+	mi := &file_skiff_v1_node_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -291,7 +364,7 @@ func (x *NodeWatchEvent) String() string {
 func (*NodeWatchEvent) ProtoMessage() {}
 
 func (x *NodeWatchEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_node_proto_msgTypes[4]
+	mi := &file_skiff_v1_node_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -304,7 +377,7 @@ func (x *NodeWatchEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeWatchEvent.ProtoReflect.Descriptor instead.
 func (*NodeWatchEvent) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_node_proto_rawDescGZIP(), []int{4}
+	return file_skiff_v1_node_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *NodeWatchEvent) GetType() EventType {
@@ -341,7 +414,7 @@ type ContainerLogsRequest struct {
 
 func (x *ContainerLogsRequest) Reset() {
 	*x = ContainerLogsRequest{}
-	mi := &file_skiff_v1_node_proto_msgTypes[5]
+	mi := &file_skiff_v1_node_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -353,7 +426,7 @@ func (x *ContainerLogsRequest) String() string {
 func (*ContainerLogsRequest) ProtoMessage() {}
 
 func (x *ContainerLogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_node_proto_msgTypes[5]
+	mi := &file_skiff_v1_node_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -366,7 +439,7 @@ func (x *ContainerLogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerLogsRequest.ProtoReflect.Descriptor instead.
 func (*ContainerLogsRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_node_proto_rawDescGZIP(), []int{5}
+	return file_skiff_v1_node_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ContainerLogsRequest) GetNamespace() string {
@@ -449,7 +522,7 @@ type ContainerLogsResponse struct {
 
 func (x *ContainerLogsResponse) Reset() {
 	*x = ContainerLogsResponse{}
-	mi := &file_skiff_v1_node_proto_msgTypes[6]
+	mi := &file_skiff_v1_node_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -461,7 +534,7 @@ func (x *ContainerLogsResponse) String() string {
 func (*ContainerLogsResponse) ProtoMessage() {}
 
 func (x *ContainerLogsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_node_proto_msgTypes[6]
+	mi := &file_skiff_v1_node_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -474,7 +547,7 @@ func (x *ContainerLogsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerLogsResponse.ProtoReflect.Descriptor instead.
 func (*ContainerLogsResponse) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_node_proto_rawDescGZIP(), []int{6}
+	return file_skiff_v1_node_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ContainerLogsResponse) GetData() []byte {
@@ -496,7 +569,7 @@ type PodStatsRequest struct {
 
 func (x *PodStatsRequest) Reset() {
 	*x = PodStatsRequest{}
-	mi := &file_skiff_v1_node_proto_msgTypes[7]
+	mi := &file_skiff_v1_node_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -508,7 +581,7 @@ func (x *PodStatsRequest) String() string {
 func (*PodStatsRequest) ProtoMessage() {}
 
 func (x *PodStatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_node_proto_msgTypes[7]
+	mi := &file_skiff_v1_node_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -521,7 +594,7 @@ func (x *PodStatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PodStatsRequest.ProtoReflect.Descriptor instead.
 func (*PodStatsRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_node_proto_rawDescGZIP(), []int{7}
+	return file_skiff_v1_node_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *PodStatsRequest) GetNamespace() string {
@@ -548,7 +621,7 @@ type PodStatsResponse struct {
 
 func (x *PodStatsResponse) Reset() {
 	*x = PodStatsResponse{}
-	mi := &file_skiff_v1_node_proto_msgTypes[8]
+	mi := &file_skiff_v1_node_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -560,7 +633,7 @@ func (x *PodStatsResponse) String() string {
 func (*PodStatsResponse) ProtoMessage() {}
 
 func (x *PodStatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_node_proto_msgTypes[8]
+	mi := &file_skiff_v1_node_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -573,7 +646,7 @@ func (x *PodStatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PodStatsResponse.ProtoReflect.Descriptor instead.
 func (*PodStatsResponse) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_node_proto_rawDescGZIP(), []int{8}
+	return file_skiff_v1_node_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *PodStatsResponse) GetPods() []*PodMetrics {
@@ -591,9 +664,13 @@ const file_skiff_v1_node_proto_rawDesc = "" +
 	"\x04Node\x120\n" +
 	"\bmetadata\x18\x01 \x01(\v2\x14.skiff.v1.ObjectMetaR\bmetadata\x12&\n" +
 	"\x04spec\x18\x02 \x01(\v2\x12.skiff.v1.NodeSpecR\x04spec\x12,\n" +
-	"\x06status\x18\x03 \x01(\v2\x14.skiff.v1.NodeStatusR\x06status\"0\n" +
+	"\x06status\x18\x03 \x01(\v2\x14.skiff.v1.NodeStatusR\x06status\"K\n" +
 	"\bNodeSpec\x12$\n" +
-	"\runschedulable\x18\x01 \x01(\bR\runschedulable\"\xaf\x03\n" +
+	"\runschedulable\x18\x01 \x01(\bR\runschedulable\x12\x19\n" +
+	"\bpod_cidr\x18\x02 \x01(\tR\apodCidr\";\n" +
+	"\vNodeAddress\x12\x12\n" +
+	"\x04type\x18\x01 \x01(\tR\x04type\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\"\xe4\x03\n" +
 	"\n" +
 	"NodeStatus\x12>\n" +
 	"\bcapacity\x18\x01 \x03(\v2\".skiff.v1.NodeStatus.CapacityEntryR\bcapacity\x12\x1a\n" +
@@ -603,7 +680,8 @@ const file_skiff_v1_node_proto_rawDesc = "" +
 	"conditions\x12%\n" +
 	"\x0eagent_endpoint\x18\x04 \x01(\tR\ragentEndpoint\x12#\n" +
 	"\ragent_version\x18\x05 \x01(\tR\fagentVersion\x12G\n" +
-	"\vallocatable\x18\x06 \x03(\v2%.skiff.v1.NodeStatus.AllocatableEntryR\vallocatable\x1a;\n" +
+	"\vallocatable\x18\x06 \x03(\v2%.skiff.v1.NodeStatus.AllocatableEntryR\vallocatable\x123\n" +
+	"\taddresses\x18\a \x03(\v2\x15.skiff.v1.NodeAddressR\taddresses\x1a;\n" +
 	"\rCapacityEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a>\n" +
@@ -667,65 +745,67 @@ func file_skiff_v1_node_proto_rawDescGZIP() []byte {
 	return file_skiff_v1_node_proto_rawDescData
 }
 
-var file_skiff_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_skiff_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_skiff_v1_node_proto_goTypes = []any{
 	(*Node)(nil),                  // 0: skiff.v1.Node
 	(*NodeSpec)(nil),              // 1: skiff.v1.NodeSpec
-	(*NodeStatus)(nil),            // 2: skiff.v1.NodeStatus
-	(*NodeList)(nil),              // 3: skiff.v1.NodeList
-	(*NodeWatchEvent)(nil),        // 4: skiff.v1.NodeWatchEvent
-	(*ContainerLogsRequest)(nil),  // 5: skiff.v1.ContainerLogsRequest
-	(*ContainerLogsResponse)(nil), // 6: skiff.v1.ContainerLogsResponse
-	(*PodStatsRequest)(nil),       // 7: skiff.v1.PodStatsRequest
-	(*PodStatsResponse)(nil),      // 8: skiff.v1.PodStatsResponse
-	nil,                           // 9: skiff.v1.NodeStatus.CapacityEntry
-	nil,                           // 10: skiff.v1.NodeStatus.AllocatableEntry
-	(*ObjectMeta)(nil),            // 11: skiff.v1.ObjectMeta
-	(*Condition)(nil),             // 12: skiff.v1.Condition
-	(EventType)(0),                // 13: skiff.v1.EventType
-	(*PodMetrics)(nil),            // 14: skiff.v1.PodMetrics
-	(*GetRequest)(nil),            // 15: skiff.v1.GetRequest
-	(*ListRequest)(nil),           // 16: skiff.v1.ListRequest
-	(*DeleteRequest)(nil),         // 17: skiff.v1.DeleteRequest
-	(*WatchRequest)(nil),          // 18: skiff.v1.WatchRequest
-	(*LogChunk)(nil),              // 19: skiff.v1.LogChunk
+	(*NodeAddress)(nil),           // 2: skiff.v1.NodeAddress
+	(*NodeStatus)(nil),            // 3: skiff.v1.NodeStatus
+	(*NodeList)(nil),              // 4: skiff.v1.NodeList
+	(*NodeWatchEvent)(nil),        // 5: skiff.v1.NodeWatchEvent
+	(*ContainerLogsRequest)(nil),  // 6: skiff.v1.ContainerLogsRequest
+	(*ContainerLogsResponse)(nil), // 7: skiff.v1.ContainerLogsResponse
+	(*PodStatsRequest)(nil),       // 8: skiff.v1.PodStatsRequest
+	(*PodStatsResponse)(nil),      // 9: skiff.v1.PodStatsResponse
+	nil,                           // 10: skiff.v1.NodeStatus.CapacityEntry
+	nil,                           // 11: skiff.v1.NodeStatus.AllocatableEntry
+	(*ObjectMeta)(nil),            // 12: skiff.v1.ObjectMeta
+	(*Condition)(nil),             // 13: skiff.v1.Condition
+	(EventType)(0),                // 14: skiff.v1.EventType
+	(*PodMetrics)(nil),            // 15: skiff.v1.PodMetrics
+	(*GetRequest)(nil),            // 16: skiff.v1.GetRequest
+	(*ListRequest)(nil),           // 17: skiff.v1.ListRequest
+	(*DeleteRequest)(nil),         // 18: skiff.v1.DeleteRequest
+	(*WatchRequest)(nil),          // 19: skiff.v1.WatchRequest
+	(*LogChunk)(nil),              // 20: skiff.v1.LogChunk
 }
 var file_skiff_v1_node_proto_depIdxs = []int32{
-	11, // 0: skiff.v1.Node.metadata:type_name -> skiff.v1.ObjectMeta
+	12, // 0: skiff.v1.Node.metadata:type_name -> skiff.v1.ObjectMeta
 	1,  // 1: skiff.v1.Node.spec:type_name -> skiff.v1.NodeSpec
-	2,  // 2: skiff.v1.Node.status:type_name -> skiff.v1.NodeStatus
-	9,  // 3: skiff.v1.NodeStatus.capacity:type_name -> skiff.v1.NodeStatus.CapacityEntry
-	12, // 4: skiff.v1.NodeStatus.conditions:type_name -> skiff.v1.Condition
-	10, // 5: skiff.v1.NodeStatus.allocatable:type_name -> skiff.v1.NodeStatus.AllocatableEntry
-	0,  // 6: skiff.v1.NodeList.items:type_name -> skiff.v1.Node
-	13, // 7: skiff.v1.NodeWatchEvent.type:type_name -> skiff.v1.EventType
-	0,  // 8: skiff.v1.NodeWatchEvent.object:type_name -> skiff.v1.Node
-	14, // 9: skiff.v1.PodStatsResponse.pods:type_name -> skiff.v1.PodMetrics
-	0,  // 10: skiff.v1.NodeService.Create:input_type -> skiff.v1.Node
-	15, // 11: skiff.v1.NodeService.Get:input_type -> skiff.v1.GetRequest
-	16, // 12: skiff.v1.NodeService.List:input_type -> skiff.v1.ListRequest
-	0,  // 13: skiff.v1.NodeService.Update:input_type -> skiff.v1.Node
-	17, // 14: skiff.v1.NodeService.Delete:input_type -> skiff.v1.DeleteRequest
-	18, // 15: skiff.v1.NodeService.Watch:input_type -> skiff.v1.WatchRequest
-	0,  // 16: skiff.v1.NodeService.UpdateStatus:input_type -> skiff.v1.Node
-	5,  // 17: skiff.v1.AgentService.ContainerLogs:input_type -> skiff.v1.ContainerLogsRequest
-	5,  // 18: skiff.v1.AgentService.StreamContainerLogs:input_type -> skiff.v1.ContainerLogsRequest
-	7,  // 19: skiff.v1.AgentService.PodStats:input_type -> skiff.v1.PodStatsRequest
-	0,  // 20: skiff.v1.NodeService.Create:output_type -> skiff.v1.Node
-	0,  // 21: skiff.v1.NodeService.Get:output_type -> skiff.v1.Node
-	3,  // 22: skiff.v1.NodeService.List:output_type -> skiff.v1.NodeList
-	0,  // 23: skiff.v1.NodeService.Update:output_type -> skiff.v1.Node
-	0,  // 24: skiff.v1.NodeService.Delete:output_type -> skiff.v1.Node
-	4,  // 25: skiff.v1.NodeService.Watch:output_type -> skiff.v1.NodeWatchEvent
-	0,  // 26: skiff.v1.NodeService.UpdateStatus:output_type -> skiff.v1.Node
-	6,  // 27: skiff.v1.AgentService.ContainerLogs:output_type -> skiff.v1.ContainerLogsResponse
-	19, // 28: skiff.v1.AgentService.StreamContainerLogs:output_type -> skiff.v1.LogChunk
-	8,  // 29: skiff.v1.AgentService.PodStats:output_type -> skiff.v1.PodStatsResponse
-	20, // [20:30] is the sub-list for method output_type
-	10, // [10:20] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	3,  // 2: skiff.v1.Node.status:type_name -> skiff.v1.NodeStatus
+	10, // 3: skiff.v1.NodeStatus.capacity:type_name -> skiff.v1.NodeStatus.CapacityEntry
+	13, // 4: skiff.v1.NodeStatus.conditions:type_name -> skiff.v1.Condition
+	11, // 5: skiff.v1.NodeStatus.allocatable:type_name -> skiff.v1.NodeStatus.AllocatableEntry
+	2,  // 6: skiff.v1.NodeStatus.addresses:type_name -> skiff.v1.NodeAddress
+	0,  // 7: skiff.v1.NodeList.items:type_name -> skiff.v1.Node
+	14, // 8: skiff.v1.NodeWatchEvent.type:type_name -> skiff.v1.EventType
+	0,  // 9: skiff.v1.NodeWatchEvent.object:type_name -> skiff.v1.Node
+	15, // 10: skiff.v1.PodStatsResponse.pods:type_name -> skiff.v1.PodMetrics
+	0,  // 11: skiff.v1.NodeService.Create:input_type -> skiff.v1.Node
+	16, // 12: skiff.v1.NodeService.Get:input_type -> skiff.v1.GetRequest
+	17, // 13: skiff.v1.NodeService.List:input_type -> skiff.v1.ListRequest
+	0,  // 14: skiff.v1.NodeService.Update:input_type -> skiff.v1.Node
+	18, // 15: skiff.v1.NodeService.Delete:input_type -> skiff.v1.DeleteRequest
+	19, // 16: skiff.v1.NodeService.Watch:input_type -> skiff.v1.WatchRequest
+	0,  // 17: skiff.v1.NodeService.UpdateStatus:input_type -> skiff.v1.Node
+	6,  // 18: skiff.v1.AgentService.ContainerLogs:input_type -> skiff.v1.ContainerLogsRequest
+	6,  // 19: skiff.v1.AgentService.StreamContainerLogs:input_type -> skiff.v1.ContainerLogsRequest
+	8,  // 20: skiff.v1.AgentService.PodStats:input_type -> skiff.v1.PodStatsRequest
+	0,  // 21: skiff.v1.NodeService.Create:output_type -> skiff.v1.Node
+	0,  // 22: skiff.v1.NodeService.Get:output_type -> skiff.v1.Node
+	4,  // 23: skiff.v1.NodeService.List:output_type -> skiff.v1.NodeList
+	0,  // 24: skiff.v1.NodeService.Update:output_type -> skiff.v1.Node
+	0,  // 25: skiff.v1.NodeService.Delete:output_type -> skiff.v1.Node
+	5,  // 26: skiff.v1.NodeService.Watch:output_type -> skiff.v1.NodeWatchEvent
+	0,  // 27: skiff.v1.NodeService.UpdateStatus:output_type -> skiff.v1.Node
+	7,  // 28: skiff.v1.AgentService.ContainerLogs:output_type -> skiff.v1.ContainerLogsResponse
+	20, // 29: skiff.v1.AgentService.StreamContainerLogs:output_type -> skiff.v1.LogChunk
+	9,  // 30: skiff.v1.AgentService.PodStats:output_type -> skiff.v1.PodStatsResponse
+	21, // [21:31] is the sub-list for method output_type
+	11, // [11:21] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_skiff_v1_node_proto_init() }
@@ -735,14 +815,14 @@ func file_skiff_v1_node_proto_init() {
 	}
 	file_skiff_v1_meta_proto_init()
 	file_skiff_v1_pod_proto_init()
-	file_skiff_v1_node_proto_msgTypes[5].OneofWrappers = []any{}
+	file_skiff_v1_node_proto_msgTypes[6].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_skiff_v1_node_proto_rawDesc), len(file_skiff_v1_node_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -1009,8 +1009,15 @@ type PodStatus struct {
 	Message               string                 `protobuf:"bytes,5,opt,name=message,proto3" json:"message,omitempty"`
 	StartTime             *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=start_time,json=startTime,proto3" json:"start_time,omitempty"`
 	InitContainerStatuses []*ContainerStatus     `protobuf:"bytes,7,rep,name=init_container_statuses,json=initContainerStatuses,proto3" json:"init_container_statuses,omitempty"`
-	unknownFields         protoimpl.UnknownFields
-	sizeCache             protoimpl.SizeCache
+	// The pod's IP on the pod network, once its sandbox has one; empty for
+	// a pod not yet started.
+	PodIp string `protobuf:"bytes,8,opt,name=pod_ip,json=podIp,proto3" json:"pod_ip,omitempty"`
+	// Every IP of the pod, pod_ip first.
+	PodIps []*PodIP `protobuf:"bytes,9,rep,name=pod_ips,json=podIps,proto3" json:"pod_ips,omitempty"`
+	// The InternalIP of the node the pod runs on.
+	HostIp        string `protobuf:"bytes,10,opt,name=host_ip,json=hostIp,proto3" json:"host_ip,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PodStatus) Reset() {
@@ -1092,6 +1099,71 @@ func (x *PodStatus) GetInitContainerStatuses() []*ContainerStatus {
 	return nil
 }
 
+func (x *PodStatus) GetPodIp() string {
+	if x != nil {
+		return x.PodIp
+	}
+	return ""
+}
+
+func (x *PodStatus) GetPodIps() []*PodIP {
+	if x != nil {
+		return x.PodIps
+	}
+	return nil
+}
+
+func (x *PodStatus) GetHostIp() string {
+	if x != nil {
+		return x.HostIp
+	}
+	return ""
+}
+
+type PodIP struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Ip            string                 `protobuf:"bytes,1,opt,name=ip,proto3" json:"ip,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PodIP) Reset() {
+	*x = PodIP{}
+	mi := &file_skiff_v1_pod_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PodIP) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PodIP) ProtoMessage() {}
+
+func (x *PodIP) ProtoReflect() protoreflect.Message {
+	mi := &file_skiff_v1_pod_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PodIP.ProtoReflect.Descriptor instead.
+func (*PodIP) Descriptor() ([]byte, []int) {
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *PodIP) GetIp() string {
+	if x != nil {
+		return x.Ip
+	}
+	return ""
+}
+
 type ContainerStatus struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Name      string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -1110,7 +1182,7 @@ type ContainerStatus struct {
 
 func (x *ContainerStatus) Reset() {
 	*x = ContainerStatus{}
-	mi := &file_skiff_v1_pod_proto_msgTypes[16]
+	mi := &file_skiff_v1_pod_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1122,7 +1194,7 @@ func (x *ContainerStatus) String() string {
 func (*ContainerStatus) ProtoMessage() {}
 
 func (x *ContainerStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_pod_proto_msgTypes[16]
+	mi := &file_skiff_v1_pod_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1135,7 +1207,7 @@ func (x *ContainerStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerStatus.ProtoReflect.Descriptor instead.
 func (*ContainerStatus) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{16}
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ContainerStatus) GetName() string {
@@ -1213,7 +1285,7 @@ type ContainerState struct {
 
 func (x *ContainerState) Reset() {
 	*x = ContainerState{}
-	mi := &file_skiff_v1_pod_proto_msgTypes[17]
+	mi := &file_skiff_v1_pod_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1225,7 +1297,7 @@ func (x *ContainerState) String() string {
 func (*ContainerState) ProtoMessage() {}
 
 func (x *ContainerState) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_pod_proto_msgTypes[17]
+	mi := &file_skiff_v1_pod_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1238,7 +1310,7 @@ func (x *ContainerState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerState.ProtoReflect.Descriptor instead.
 func (*ContainerState) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{17}
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ContainerState) GetWaiting() *ContainerStateWaiting {
@@ -1272,7 +1344,7 @@ type ContainerStateWaiting struct {
 
 func (x *ContainerStateWaiting) Reset() {
 	*x = ContainerStateWaiting{}
-	mi := &file_skiff_v1_pod_proto_msgTypes[18]
+	mi := &file_skiff_v1_pod_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1284,7 +1356,7 @@ func (x *ContainerStateWaiting) String() string {
 func (*ContainerStateWaiting) ProtoMessage() {}
 
 func (x *ContainerStateWaiting) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_pod_proto_msgTypes[18]
+	mi := &file_skiff_v1_pod_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1297,7 +1369,7 @@ func (x *ContainerStateWaiting) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerStateWaiting.ProtoReflect.Descriptor instead.
 func (*ContainerStateWaiting) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{18}
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ContainerStateWaiting) GetReason() string {
@@ -1323,7 +1395,7 @@ type ContainerStateRunning struct {
 
 func (x *ContainerStateRunning) Reset() {
 	*x = ContainerStateRunning{}
-	mi := &file_skiff_v1_pod_proto_msgTypes[19]
+	mi := &file_skiff_v1_pod_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1335,7 +1407,7 @@ func (x *ContainerStateRunning) String() string {
 func (*ContainerStateRunning) ProtoMessage() {}
 
 func (x *ContainerStateRunning) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_pod_proto_msgTypes[19]
+	mi := &file_skiff_v1_pod_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1348,7 +1420,7 @@ func (x *ContainerStateRunning) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerStateRunning.ProtoReflect.Descriptor instead.
 func (*ContainerStateRunning) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{19}
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ContainerStateRunning) GetStartedAt() *timestamppb.Timestamp {
@@ -1372,7 +1444,7 @@ type ContainerStateTerminated struct {
 
 func (x *ContainerStateTerminated) Reset() {
 	*x = ContainerStateTerminated{}
-	mi := &file_skiff_v1_pod_proto_msgTypes[20]
+	mi := &file_skiff_v1_pod_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1384,7 +1456,7 @@ func (x *ContainerStateTerminated) String() string {
 func (*ContainerStateTerminated) ProtoMessage() {}
 
 func (x *ContainerStateTerminated) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_pod_proto_msgTypes[20]
+	mi := &file_skiff_v1_pod_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1397,7 +1469,7 @@ func (x *ContainerStateTerminated) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerStateTerminated.ProtoReflect.Descriptor instead.
 func (*ContainerStateTerminated) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{20}
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ContainerStateTerminated) GetExitCode() int32 {
@@ -1445,7 +1517,7 @@ type PodList struct {
 
 func (x *PodList) Reset() {
 	*x = PodList{}
-	mi := &file_skiff_v1_pod_proto_msgTypes[21]
+	mi := &file_skiff_v1_pod_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1457,7 +1529,7 @@ func (x *PodList) String() string {
 func (*PodList) ProtoMessage() {}
 
 func (x *PodList) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_pod_proto_msgTypes[21]
+	mi := &file_skiff_v1_pod_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1470,7 +1542,7 @@ func (x *PodList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PodList.ProtoReflect.Descriptor instead.
 func (*PodList) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{21}
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *PodList) GetItems() []*Pod {
@@ -1497,7 +1569,7 @@ type PodWatchEvent struct {
 
 func (x *PodWatchEvent) Reset() {
 	*x = PodWatchEvent{}
-	mi := &file_skiff_v1_pod_proto_msgTypes[22]
+	mi := &file_skiff_v1_pod_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1509,7 +1581,7 @@ func (x *PodWatchEvent) String() string {
 func (*PodWatchEvent) ProtoMessage() {}
 
 func (x *PodWatchEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_pod_proto_msgTypes[22]
+	mi := &file_skiff_v1_pod_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1522,7 +1594,7 @@ func (x *PodWatchEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PodWatchEvent.ProtoReflect.Descriptor instead.
 func (*PodWatchEvent) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{22}
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *PodWatchEvent) GetType() EventType {
@@ -1556,7 +1628,7 @@ type BindRequest struct {
 
 func (x *BindRequest) Reset() {
 	*x = BindRequest{}
-	mi := &file_skiff_v1_pod_proto_msgTypes[23]
+	mi := &file_skiff_v1_pod_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1568,7 +1640,7 @@ func (x *BindRequest) String() string {
 func (*BindRequest) ProtoMessage() {}
 
 func (x *BindRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_pod_proto_msgTypes[23]
+	mi := &file_skiff_v1_pod_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1581,7 +1653,7 @@ func (x *BindRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BindRequest.ProtoReflect.Descriptor instead.
 func (*BindRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{23}
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *BindRequest) GetNamespace() string {
@@ -1644,7 +1716,7 @@ type PodLogsRequest struct {
 
 func (x *PodLogsRequest) Reset() {
 	*x = PodLogsRequest{}
-	mi := &file_skiff_v1_pod_proto_msgTypes[24]
+	mi := &file_skiff_v1_pod_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1656,7 +1728,7 @@ func (x *PodLogsRequest) String() string {
 func (*PodLogsRequest) ProtoMessage() {}
 
 func (x *PodLogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_pod_proto_msgTypes[24]
+	mi := &file_skiff_v1_pod_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1669,7 +1741,7 @@ func (x *PodLogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PodLogsRequest.ProtoReflect.Descriptor instead.
 func (*PodLogsRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{24}
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *PodLogsRequest) GetNamespace() string {
@@ -1745,7 +1817,7 @@ type LogChunk struct {
 
 func (x *LogChunk) Reset() {
 	*x = LogChunk{}
-	mi := &file_skiff_v1_pod_proto_msgTypes[25]
+	mi := &file_skiff_v1_pod_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1757,7 +1829,7 @@ func (x *LogChunk) String() string {
 func (*LogChunk) ProtoMessage() {}
 
 func (x *LogChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_pod_proto_msgTypes[25]
+	mi := &file_skiff_v1_pod_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1770,7 +1842,7 @@ func (x *LogChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogChunk.ProtoReflect.Descriptor instead.
 func (*LogChunk) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{25}
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *LogChunk) GetData() []byte {
@@ -1789,7 +1861,7 @@ type PodLogsResponse struct {
 
 func (x *PodLogsResponse) Reset() {
 	*x = PodLogsResponse{}
-	mi := &file_skiff_v1_pod_proto_msgTypes[26]
+	mi := &file_skiff_v1_pod_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1801,7 +1873,7 @@ func (x *PodLogsResponse) String() string {
 func (*PodLogsResponse) ProtoMessage() {}
 
 func (x *PodLogsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_pod_proto_msgTypes[26]
+	mi := &file_skiff_v1_pod_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1814,7 +1886,7 @@ func (x *PodLogsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PodLogsResponse.ProtoReflect.Descriptor instead.
 func (*PodLogsResponse) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{26}
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *PodLogsResponse) GetData() []byte {
@@ -1842,7 +1914,7 @@ type TopPodsRequest struct {
 
 func (x *TopPodsRequest) Reset() {
 	*x = TopPodsRequest{}
-	mi := &file_skiff_v1_pod_proto_msgTypes[27]
+	mi := &file_skiff_v1_pod_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1854,7 +1926,7 @@ func (x *TopPodsRequest) String() string {
 func (*TopPodsRequest) ProtoMessage() {}
 
 func (x *TopPodsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_pod_proto_msgTypes[27]
+	mi := &file_skiff_v1_pod_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1867,7 +1939,7 @@ func (x *TopPodsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopPodsRequest.ProtoReflect.Descriptor instead.
 func (*TopPodsRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{27}
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *TopPodsRequest) GetNamespace() string {
@@ -1915,7 +1987,7 @@ type PodMetrics struct {
 
 func (x *PodMetrics) Reset() {
 	*x = PodMetrics{}
-	mi := &file_skiff_v1_pod_proto_msgTypes[28]
+	mi := &file_skiff_v1_pod_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1927,7 +1999,7 @@ func (x *PodMetrics) String() string {
 func (*PodMetrics) ProtoMessage() {}
 
 func (x *PodMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_pod_proto_msgTypes[28]
+	mi := &file_skiff_v1_pod_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1940,7 +2012,7 @@ func (x *PodMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PodMetrics.ProtoReflect.Descriptor instead.
 func (*PodMetrics) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{28}
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *PodMetrics) GetNamespace() string {
@@ -2001,7 +2073,7 @@ type ContainerMetrics struct {
 
 func (x *ContainerMetrics) Reset() {
 	*x = ContainerMetrics{}
-	mi := &file_skiff_v1_pod_proto_msgTypes[29]
+	mi := &file_skiff_v1_pod_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2013,7 +2085,7 @@ func (x *ContainerMetrics) String() string {
 func (*ContainerMetrics) ProtoMessage() {}
 
 func (x *ContainerMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_pod_proto_msgTypes[29]
+	mi := &file_skiff_v1_pod_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2026,7 +2098,7 @@ func (x *ContainerMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerMetrics.ProtoReflect.Descriptor instead.
 func (*ContainerMetrics) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{29}
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ContainerMetrics) GetName() string {
@@ -2069,7 +2141,7 @@ type UnreachableNode struct {
 
 func (x *UnreachableNode) Reset() {
 	*x = UnreachableNode{}
-	mi := &file_skiff_v1_pod_proto_msgTypes[30]
+	mi := &file_skiff_v1_pod_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2081,7 +2153,7 @@ func (x *UnreachableNode) String() string {
 func (*UnreachableNode) ProtoMessage() {}
 
 func (x *UnreachableNode) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_pod_proto_msgTypes[30]
+	mi := &file_skiff_v1_pod_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2094,7 +2166,7 @@ func (x *UnreachableNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnreachableNode.ProtoReflect.Descriptor instead.
 func (*UnreachableNode) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{30}
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *UnreachableNode) GetNode() string {
@@ -2123,7 +2195,7 @@ type TopPodsResponse struct {
 
 func (x *TopPodsResponse) Reset() {
 	*x = TopPodsResponse{}
-	mi := &file_skiff_v1_pod_proto_msgTypes[31]
+	mi := &file_skiff_v1_pod_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2135,7 +2207,7 @@ func (x *TopPodsResponse) String() string {
 func (*TopPodsResponse) ProtoMessage() {}
 
 func (x *TopPodsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_pod_proto_msgTypes[31]
+	mi := &file_skiff_v1_pod_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2148,7 +2220,7 @@ func (x *TopPodsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopPodsResponse.ProtoReflect.Descriptor instead.
 func (*TopPodsResponse) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{31}
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *TopPodsResponse) GetPods() []*PodMetrics {
@@ -2254,7 +2326,7 @@ const file_skiff_v1_pod_proto_rawDesc = "" +
 	"\rstartup_probe\x18\v \x01(\v2\x0f.skiff.v1.ProbeR\fstartupProbe\"2\n" +
 	"\x06EnvVar\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value\"\xe0\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\"\xba\x03\n" +
 	"\tPodStatus\x12\x14\n" +
 	"\x05phase\x18\x01 \x01(\tR\x05phase\x123\n" +
 	"\n" +
@@ -2265,7 +2337,13 @@ const file_skiff_v1_pod_proto_rawDesc = "" +
 	"\amessage\x18\x05 \x01(\tR\amessage\x129\n" +
 	"\n" +
 	"start_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x12Q\n" +
-	"\x17init_container_statuses\x18\a \x03(\v2\x19.skiff.v1.ContainerStatusR\x15initContainerStatuses\"\xee\x02\n" +
+	"\x17init_container_statuses\x18\a \x03(\v2\x19.skiff.v1.ContainerStatusR\x15initContainerStatuses\x12\x15\n" +
+	"\x06pod_ip\x18\b \x01(\tR\x05podIp\x12(\n" +
+	"\apod_ips\x18\t \x03(\v2\x0f.skiff.v1.PodIPR\x06podIps\x12\x17\n" +
+	"\ahost_ip\x18\n" +
+	" \x01(\tR\x06hostIp\"\x17\n" +
+	"\x05PodIP\x12\x0e\n" +
+	"\x02ip\x18\x01 \x01(\tR\x02ip\"\xee\x02\n" +
 	"\x0fContainerStatus\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12.\n" +
 	"\x05state\x18\x02 \x01(\v2\x18.skiff.v1.ContainerStateR\x05state\x127\n" +
@@ -2389,7 +2467,7 @@ func file_skiff_v1_pod_proto_rawDescGZIP() []byte {
 	return file_skiff_v1_pod_proto_rawDescData
 }
 
-var file_skiff_v1_pod_proto_msgTypes = make([]protoimpl.MessageInfo, 35)
+var file_skiff_v1_pod_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_skiff_v1_pod_proto_goTypes = []any{
 	(*Pod)(nil),                      // 0: skiff.v1.Pod
 	(*PodSpec)(nil),                  // 1: skiff.v1.PodSpec
@@ -2407,36 +2485,37 @@ var file_skiff_v1_pod_proto_goTypes = []any{
 	(*Container)(nil),                // 13: skiff.v1.Container
 	(*EnvVar)(nil),                   // 14: skiff.v1.EnvVar
 	(*PodStatus)(nil),                // 15: skiff.v1.PodStatus
-	(*ContainerStatus)(nil),          // 16: skiff.v1.ContainerStatus
-	(*ContainerState)(nil),           // 17: skiff.v1.ContainerState
-	(*ContainerStateWaiting)(nil),    // 18: skiff.v1.ContainerStateWaiting
-	(*ContainerStateRunning)(nil),    // 19: skiff.v1.ContainerStateRunning
-	(*ContainerStateTerminated)(nil), // 20: skiff.v1.ContainerStateTerminated
-	(*PodList)(nil),                  // 21: skiff.v1.PodList
-	(*PodWatchEvent)(nil),            // 22: skiff.v1.PodWatchEvent
-	(*BindRequest)(nil),              // 23: skiff.v1.BindRequest
-	(*PodLogsRequest)(nil),           // 24: skiff.v1.PodLogsRequest
-	(*LogChunk)(nil),                 // 25: skiff.v1.LogChunk
-	(*PodLogsResponse)(nil),          // 26: skiff.v1.PodLogsResponse
-	(*TopPodsRequest)(nil),           // 27: skiff.v1.TopPodsRequest
-	(*PodMetrics)(nil),               // 28: skiff.v1.PodMetrics
-	(*ContainerMetrics)(nil),         // 29: skiff.v1.ContainerMetrics
-	(*UnreachableNode)(nil),          // 30: skiff.v1.UnreachableNode
-	(*TopPodsResponse)(nil),          // 31: skiff.v1.TopPodsResponse
-	nil,                              // 32: skiff.v1.InlineVolumeSource.FilesEntry
-	nil,                              // 33: skiff.v1.ResourceRequirements.LimitsEntry
-	nil,                              // 34: skiff.v1.ResourceRequirements.RequestsEntry
-	(*ObjectMeta)(nil),               // 35: skiff.v1.ObjectMeta
-	(*Condition)(nil),                // 36: skiff.v1.Condition
-	(*timestamppb.Timestamp)(nil),    // 37: google.protobuf.Timestamp
-	(EventType)(0),                   // 38: skiff.v1.EventType
-	(*GetRequest)(nil),               // 39: skiff.v1.GetRequest
-	(*ListRequest)(nil),              // 40: skiff.v1.ListRequest
-	(*DeleteRequest)(nil),            // 41: skiff.v1.DeleteRequest
-	(*WatchRequest)(nil),             // 42: skiff.v1.WatchRequest
+	(*PodIP)(nil),                    // 16: skiff.v1.PodIP
+	(*ContainerStatus)(nil),          // 17: skiff.v1.ContainerStatus
+	(*ContainerState)(nil),           // 18: skiff.v1.ContainerState
+	(*ContainerStateWaiting)(nil),    // 19: skiff.v1.ContainerStateWaiting
+	(*ContainerStateRunning)(nil),    // 20: skiff.v1.ContainerStateRunning
+	(*ContainerStateTerminated)(nil), // 21: skiff.v1.ContainerStateTerminated
+	(*PodList)(nil),                  // 22: skiff.v1.PodList
+	(*PodWatchEvent)(nil),            // 23: skiff.v1.PodWatchEvent
+	(*BindRequest)(nil),              // 24: skiff.v1.BindRequest
+	(*PodLogsRequest)(nil),           // 25: skiff.v1.PodLogsRequest
+	(*LogChunk)(nil),                 // 26: skiff.v1.LogChunk
+	(*PodLogsResponse)(nil),          // 27: skiff.v1.PodLogsResponse
+	(*TopPodsRequest)(nil),           // 28: skiff.v1.TopPodsRequest
+	(*PodMetrics)(nil),               // 29: skiff.v1.PodMetrics
+	(*ContainerMetrics)(nil),         // 30: skiff.v1.ContainerMetrics
+	(*UnreachableNode)(nil),          // 31: skiff.v1.UnreachableNode
+	(*TopPodsResponse)(nil),          // 32: skiff.v1.TopPodsResponse
+	nil,                              // 33: skiff.v1.InlineVolumeSource.FilesEntry
+	nil,                              // 34: skiff.v1.ResourceRequirements.LimitsEntry
+	nil,                              // 35: skiff.v1.ResourceRequirements.RequestsEntry
+	(*ObjectMeta)(nil),               // 36: skiff.v1.ObjectMeta
+	(*Condition)(nil),                // 37: skiff.v1.Condition
+	(*timestamppb.Timestamp)(nil),    // 38: google.protobuf.Timestamp
+	(EventType)(0),                   // 39: skiff.v1.EventType
+	(*GetRequest)(nil),               // 40: skiff.v1.GetRequest
+	(*ListRequest)(nil),              // 41: skiff.v1.ListRequest
+	(*DeleteRequest)(nil),            // 42: skiff.v1.DeleteRequest
+	(*WatchRequest)(nil),             // 43: skiff.v1.WatchRequest
 }
 var file_skiff_v1_pod_proto_depIdxs = []int32{
-	35, // 0: skiff.v1.Pod.metadata:type_name -> skiff.v1.ObjectMeta
+	36, // 0: skiff.v1.Pod.metadata:type_name -> skiff.v1.ObjectMeta
 	1,  // 1: skiff.v1.Pod.spec:type_name -> skiff.v1.PodSpec
 	15, // 2: skiff.v1.Pod.status:type_name -> skiff.v1.PodStatus
 	13, // 3: skiff.v1.PodSpec.containers:type_name -> skiff.v1.Container
@@ -2445,9 +2524,9 @@ var file_skiff_v1_pod_proto_depIdxs = []int32{
 	3,  // 6: skiff.v1.Volume.empty_dir:type_name -> skiff.v1.EmptyDirVolumeSource
 	4,  // 7: skiff.v1.Volume.host_path:type_name -> skiff.v1.HostPathVolumeSource
 	5,  // 8: skiff.v1.Volume.inline:type_name -> skiff.v1.InlineVolumeSource
-	32, // 9: skiff.v1.InlineVolumeSource.files:type_name -> skiff.v1.InlineVolumeSource.FilesEntry
-	33, // 10: skiff.v1.ResourceRequirements.limits:type_name -> skiff.v1.ResourceRequirements.LimitsEntry
-	34, // 11: skiff.v1.ResourceRequirements.requests:type_name -> skiff.v1.ResourceRequirements.RequestsEntry
+	33, // 9: skiff.v1.InlineVolumeSource.files:type_name -> skiff.v1.InlineVolumeSource.FilesEntry
+	34, // 10: skiff.v1.ResourceRequirements.limits:type_name -> skiff.v1.ResourceRequirements.LimitsEntry
+	35, // 11: skiff.v1.ResourceRequirements.requests:type_name -> skiff.v1.ResourceRequirements.RequestsEntry
 	10, // 12: skiff.v1.Probe.http_get:type_name -> skiff.v1.HTTPGetAction
 	11, // 13: skiff.v1.Probe.tcp_socket:type_name -> skiff.v1.TCPSocketAction
 	12, // 14: skiff.v1.Probe.exec:type_name -> skiff.v1.ExecAction
@@ -2458,52 +2537,53 @@ var file_skiff_v1_pod_proto_depIdxs = []int32{
 	9,  // 19: skiff.v1.Container.liveness_probe:type_name -> skiff.v1.Probe
 	9,  // 20: skiff.v1.Container.readiness_probe:type_name -> skiff.v1.Probe
 	9,  // 21: skiff.v1.Container.startup_probe:type_name -> skiff.v1.Probe
-	36, // 22: skiff.v1.PodStatus.conditions:type_name -> skiff.v1.Condition
-	16, // 23: skiff.v1.PodStatus.container_statuses:type_name -> skiff.v1.ContainerStatus
-	37, // 24: skiff.v1.PodStatus.start_time:type_name -> google.protobuf.Timestamp
-	16, // 25: skiff.v1.PodStatus.init_container_statuses:type_name -> skiff.v1.ContainerStatus
-	17, // 26: skiff.v1.ContainerStatus.state:type_name -> skiff.v1.ContainerState
-	17, // 27: skiff.v1.ContainerStatus.last_state:type_name -> skiff.v1.ContainerState
-	18, // 28: skiff.v1.ContainerState.waiting:type_name -> skiff.v1.ContainerStateWaiting
-	19, // 29: skiff.v1.ContainerState.running:type_name -> skiff.v1.ContainerStateRunning
-	20, // 30: skiff.v1.ContainerState.terminated:type_name -> skiff.v1.ContainerStateTerminated
-	37, // 31: skiff.v1.ContainerStateRunning.started_at:type_name -> google.protobuf.Timestamp
-	37, // 32: skiff.v1.ContainerStateTerminated.started_at:type_name -> google.protobuf.Timestamp
-	37, // 33: skiff.v1.ContainerStateTerminated.finished_at:type_name -> google.protobuf.Timestamp
-	0,  // 34: skiff.v1.PodList.items:type_name -> skiff.v1.Pod
-	38, // 35: skiff.v1.PodWatchEvent.type:type_name -> skiff.v1.EventType
-	0,  // 36: skiff.v1.PodWatchEvent.object:type_name -> skiff.v1.Pod
-	37, // 37: skiff.v1.PodMetrics.timestamp:type_name -> google.protobuf.Timestamp
-	29, // 38: skiff.v1.PodMetrics.containers:type_name -> skiff.v1.ContainerMetrics
-	28, // 39: skiff.v1.TopPodsResponse.pods:type_name -> skiff.v1.PodMetrics
-	30, // 40: skiff.v1.TopPodsResponse.unreachable_nodes:type_name -> skiff.v1.UnreachableNode
-	0,  // 41: skiff.v1.PodService.Create:input_type -> skiff.v1.Pod
-	39, // 42: skiff.v1.PodService.Get:input_type -> skiff.v1.GetRequest
-	40, // 43: skiff.v1.PodService.List:input_type -> skiff.v1.ListRequest
-	0,  // 44: skiff.v1.PodService.Update:input_type -> skiff.v1.Pod
-	41, // 45: skiff.v1.PodService.Delete:input_type -> skiff.v1.DeleteRequest
-	42, // 46: skiff.v1.PodService.Watch:input_type -> skiff.v1.WatchRequest
-	0,  // 47: skiff.v1.PodService.UpdateStatus:input_type -> skiff.v1.Pod
-	23, // 48: skiff.v1.PodService.Bind:input_type -> skiff.v1.BindRequest
-	24, // 49: skiff.v1.PodService.Logs:input_type -> skiff.v1.PodLogsRequest
-	24, // 50: skiff.v1.PodService.StreamLogs:input_type -> skiff.v1.PodLogsRequest
-	27, // 51: skiff.v1.PodService.Top:input_type -> skiff.v1.TopPodsRequest
-	0,  // 52: skiff.v1.PodService.Create:output_type -> skiff.v1.Pod
-	0,  // 53: skiff.v1.PodService.Get:output_type -> skiff.v1.Pod
-	21, // 54: skiff.v1.PodService.List:output_type -> skiff.v1.PodList
-	0,  // 55: skiff.v1.PodService.Update:output_type -> skiff.v1.Pod
-	0,  // 56: skiff.v1.PodService.Delete:output_type -> skiff.v1.Pod
-	22, // 57: skiff.v1.PodService.Watch:output_type -> skiff.v1.PodWatchEvent
-	0,  // 58: skiff.v1.PodService.UpdateStatus:output_type -> skiff.v1.Pod
-	0,  // 59: skiff.v1.PodService.Bind:output_type -> skiff.v1.Pod
-	26, // 60: skiff.v1.PodService.Logs:output_type -> skiff.v1.PodLogsResponse
-	25, // 61: skiff.v1.PodService.StreamLogs:output_type -> skiff.v1.LogChunk
-	31, // 62: skiff.v1.PodService.Top:output_type -> skiff.v1.TopPodsResponse
-	52, // [52:63] is the sub-list for method output_type
-	41, // [41:52] is the sub-list for method input_type
-	41, // [41:41] is the sub-list for extension type_name
-	41, // [41:41] is the sub-list for extension extendee
-	0,  // [0:41] is the sub-list for field type_name
+	37, // 22: skiff.v1.PodStatus.conditions:type_name -> skiff.v1.Condition
+	17, // 23: skiff.v1.PodStatus.container_statuses:type_name -> skiff.v1.ContainerStatus
+	38, // 24: skiff.v1.PodStatus.start_time:type_name -> google.protobuf.Timestamp
+	17, // 25: skiff.v1.PodStatus.init_container_statuses:type_name -> skiff.v1.ContainerStatus
+	16, // 26: skiff.v1.PodStatus.pod_ips:type_name -> skiff.v1.PodIP
+	18, // 27: skiff.v1.ContainerStatus.state:type_name -> skiff.v1.ContainerState
+	18, // 28: skiff.v1.ContainerStatus.last_state:type_name -> skiff.v1.ContainerState
+	19, // 29: skiff.v1.ContainerState.waiting:type_name -> skiff.v1.ContainerStateWaiting
+	20, // 30: skiff.v1.ContainerState.running:type_name -> skiff.v1.ContainerStateRunning
+	21, // 31: skiff.v1.ContainerState.terminated:type_name -> skiff.v1.ContainerStateTerminated
+	38, // 32: skiff.v1.ContainerStateRunning.started_at:type_name -> google.protobuf.Timestamp
+	38, // 33: skiff.v1.ContainerStateTerminated.started_at:type_name -> google.protobuf.Timestamp
+	38, // 34: skiff.v1.ContainerStateTerminated.finished_at:type_name -> google.protobuf.Timestamp
+	0,  // 35: skiff.v1.PodList.items:type_name -> skiff.v1.Pod
+	39, // 36: skiff.v1.PodWatchEvent.type:type_name -> skiff.v1.EventType
+	0,  // 37: skiff.v1.PodWatchEvent.object:type_name -> skiff.v1.Pod
+	38, // 38: skiff.v1.PodMetrics.timestamp:type_name -> google.protobuf.Timestamp
+	30, // 39: skiff.v1.PodMetrics.containers:type_name -> skiff.v1.ContainerMetrics
+	29, // 40: skiff.v1.TopPodsResponse.pods:type_name -> skiff.v1.PodMetrics
+	31, // 41: skiff.v1.TopPodsResponse.unreachable_nodes:type_name -> skiff.v1.UnreachableNode
+	0,  // 42: skiff.v1.PodService.Create:input_type -> skiff.v1.Pod
+	40, // 43: skiff.v1.PodService.Get:input_type -> skiff.v1.GetRequest
+	41, // 44: skiff.v1.PodService.List:input_type -> skiff.v1.ListRequest
+	0,  // 45: skiff.v1.PodService.Update:input_type -> skiff.v1.Pod
+	42, // 46: skiff.v1.PodService.Delete:input_type -> skiff.v1.DeleteRequest
+	43, // 47: skiff.v1.PodService.Watch:input_type -> skiff.v1.WatchRequest
+	0,  // 48: skiff.v1.PodService.UpdateStatus:input_type -> skiff.v1.Pod
+	24, // 49: skiff.v1.PodService.Bind:input_type -> skiff.v1.BindRequest
+	25, // 50: skiff.v1.PodService.Logs:input_type -> skiff.v1.PodLogsRequest
+	25, // 51: skiff.v1.PodService.StreamLogs:input_type -> skiff.v1.PodLogsRequest
+	28, // 52: skiff.v1.PodService.Top:input_type -> skiff.v1.TopPodsRequest
+	0,  // 53: skiff.v1.PodService.Create:output_type -> skiff.v1.Pod
+	0,  // 54: skiff.v1.PodService.Get:output_type -> skiff.v1.Pod
+	22, // 55: skiff.v1.PodService.List:output_type -> skiff.v1.PodList
+	0,  // 56: skiff.v1.PodService.Update:output_type -> skiff.v1.Pod
+	0,  // 57: skiff.v1.PodService.Delete:output_type -> skiff.v1.Pod
+	23, // 58: skiff.v1.PodService.Watch:output_type -> skiff.v1.PodWatchEvent
+	0,  // 59: skiff.v1.PodService.UpdateStatus:output_type -> skiff.v1.Pod
+	0,  // 60: skiff.v1.PodService.Bind:output_type -> skiff.v1.Pod
+	27, // 61: skiff.v1.PodService.Logs:output_type -> skiff.v1.PodLogsResponse
+	26, // 62: skiff.v1.PodService.StreamLogs:output_type -> skiff.v1.LogChunk
+	32, // 63: skiff.v1.PodService.Top:output_type -> skiff.v1.TopPodsResponse
+	53, // [53:64] is the sub-list for method output_type
+	42, // [42:53] is the sub-list for method input_type
+	42, // [42:42] is the sub-list for extension type_name
+	42, // [42:42] is the sub-list for extension extendee
+	0,  // [0:42] is the sub-list for field type_name
 }
 
 func init() { file_skiff_v1_pod_proto_init() }
@@ -2513,16 +2593,16 @@ func file_skiff_v1_pod_proto_init() {
 	}
 	file_skiff_v1_meta_proto_init()
 	file_skiff_v1_pod_proto_msgTypes[1].OneofWrappers = []any{}
-	file_skiff_v1_pod_proto_msgTypes[16].OneofWrappers = []any{}
-	file_skiff_v1_pod_proto_msgTypes[20].OneofWrappers = []any{}
-	file_skiff_v1_pod_proto_msgTypes[24].OneofWrappers = []any{}
+	file_skiff_v1_pod_proto_msgTypes[17].OneofWrappers = []any{}
+	file_skiff_v1_pod_proto_msgTypes[21].OneofWrappers = []any{}
+	file_skiff_v1_pod_proto_msgTypes[25].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_skiff_v1_pod_proto_rawDesc), len(file_skiff_v1_pod_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   35,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
