@@ -67,6 +67,10 @@ type Config struct {
 	// picks one. The node's certificate names it, and the servers reach
 	// the agent there and nowhere else.
 	AgentListen string
+	// NodeIP is the node's InternalIP: other nodes route its pods'
+	// traffic through it, and its pods report it as their hostIP. Empty:
+	// the host of AgentListen's address when that is an IP.
+	NodeIP string
 	// Token is the cluster's join token: the node trades it for its
 	// certificate, and the gossip pool's key derives from it.
 	Token string
@@ -110,8 +114,16 @@ func New(cfg Config) (*Node, error) {
 	if cfg.Server == "" && cfg.Gossip == "" {
 		cfg.Gossip = "127.0.0.1:0"
 	}
-	if _, _, err := net.SplitHostPort(cfg.AgentListen); err != nil {
+	host, _, err := net.SplitHostPort(cfg.AgentListen)
+	if err != nil {
 		return nil, fmt.Errorf("agent listen address %q: %w", cfg.AgentListen, err)
+	}
+	if cfg.NodeIP == "" {
+		if ip := net.ParseIP(host); ip != nil && !ip.IsUnspecified() {
+			cfg.NodeIP = ip.String()
+		}
+	} else if ip := net.ParseIP(cfg.NodeIP); ip == nil || ip.IsUnspecified() {
+		return nil, fmt.Errorf("node IP %q: not an IP address a node can be reached on", cfg.NodeIP)
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -330,6 +342,7 @@ func (n *Node) runAgent(ctx context.Context, criDone <-chan struct{}, j joined) 
 		VolumeDir:        filepath.Join(n.cfg.DataDir, "node", "volumes"),
 		AllowedHostPaths: n.cfg.AllowedHostPaths,
 		Endpoint:         endpoint,
+		NodeIP:           n.cfg.NodeIP,
 		Logger:           n.log.With("room", "agent"),
 		Version:          n.cfg.Version,
 		Dialer:           podDialer{},

@@ -77,6 +77,7 @@ type agentOptions struct {
 	runtime     runtimeFlags
 	nodeName    string
 	agentListen string
+	nodeIP      string
 	hostPaths   []string
 	serverAddr  string
 	token       tokenFlags
@@ -141,6 +142,7 @@ func (o *agentOptions) flags(cmd *cobra.Command) {
 	f.StringVar(&o.nodeName, "node-name", strings.ToLower(host), "name of this node")
 	f.StringSliceVar(&o.hostPaths, "allowed-host-path", nil, "a directory under which pods' hostPath volumes may be (repeat for several); none by default")
 	f.StringVar(&o.agentListen, "agent-listen", "127.0.0.1:0", "address the agent's API (container logs, for the server) listens on; port 0 picks one")
+	f.StringVar(&o.nodeIP, "node-ip", "", "the node's InternalIP: other nodes route this node's pod CIDR through it (default: --agent-listen's host, when an IP)")
 }
 
 func (o *runOptions) flags(cmd *cobra.Command) {
@@ -198,7 +200,7 @@ func (o *agentOptions) node(log *slog.Logger) (*node.Node, error) {
 	}
 	n, err := node.New(node.Config{
 		Name: o.nodeName, Server: o.serverAddr, Gossip: o.gossip, Join: o.join, DataDir: o.dataDir, StateDir: o.stateDir,
-		CRISocket: o.criSocket, ExternalCRI: o.externalCRI, AgentListen: o.agentListen, Token: token, Version: version, Logger: log,
+		CRISocket: o.criSocket, ExternalCRI: o.externalCRI, AgentListen: o.agentListen, NodeIP: o.nodeIP, Token: token, Version: version, Logger: log,
 		RegistryConfig: o.registryCfg, AllowedHostPaths: o.hostPaths, Limits: limits,
 	})
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"sync"
 	"time"
 
 	"connectrpc.com/connect"
@@ -53,7 +54,10 @@ type Config struct {
 	AllowedHostPaths []string
 	// Endpoint is the host:port the apiserver reaches this agent's API on.
 	Endpoint string
-	Logger   *slog.Logger
+	// NodeIP is the node's InternalIP: the address other nodes route this
+	// node's pod CIDR through, and the pods' hostIP. Empty when unknown.
+	NodeIP string
+	Logger *slog.Logger
 	// Version is reported in the Node status.
 	Version string
 	// Dialer reaches into pods' network namespaces for HTTP and TCP
@@ -69,6 +73,9 @@ type Agent struct {
 	now    func() time.Time
 	timing timing
 	gc     dirGC
+
+	cidrMu  sync.Mutex // guards podCIDR; held across the CRI call
+	podCIDR string     // the pod CIDR last given to the CRI server
 }
 
 // timing holds the agent's intervals, shortened in tests.

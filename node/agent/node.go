@@ -26,9 +26,11 @@ func (a *Agent) Register(ctx context.Context) error {
 		Spec:     &skiffv1.NodeSpec{},
 		Status:   a.nodeStatus(ctx, nil),
 	}
-	_, err := a.cfg.Nodes.Create(ctx, connect.NewRequest(n))
+	res, err := a.cfg.Nodes.Create(ctx, connect.NewRequest(n))
 	if connect.CodeOf(err) == connect.CodeAlreadyExists {
 		err = a.updateStatus(ctx)
+	} else if err == nil {
+		a.applyPodCIDR(ctx, res.Msg)
 	}
 	if err != nil {
 		return fmt.Errorf("register node %s: %w", a.cfg.NodeName, err)
@@ -61,12 +63,38 @@ func (a *Agent) updateStatus(ctx context.Context) error {
 			return err
 		}
 		n := res.Msg
+		a.applyPodCIDR(ctx, n)
 		n.Status = a.nodeStatus(ctx, n.Status)
 		_, err = a.cfg.Nodes.UpdateStatus(ctx, connect.NewRequest(n))
 		if connect.CodeOf(err) != connect.CodeAborted || try == 3 {
 			return err
 		}
 	}
+}
+
+// applyPodCIDR hands the node's pod CIDR, once the control plane has
+// allocated it, to the CRI server's pod network, as the kubelet does
+// through UpdateRuntimeConfig. It is told again after each agent start
+// (the CRI server may have restarted too) and when it changes.
+func (a *Agent) applyPodCIDR(ctx context.Context, n *skiffv1.Node) {
+	cidr := n.GetSpec().GetPodCidr()
+	if cidr == "" {
+		return
+	}
+	a.cidrMu.Lock()
+	defer a.cidrMu.Unlock()
+	if cidr == a.podCIDR {
+		return
+	}
+	_, err := a.cfg.Runtime.UpdateRuntimeConfig(ctx, &runtimeapi.UpdateRuntimeConfigRequest{
+		RuntimeConfig: &runtimeapi.RuntimeConfig{NetworkConfig: &runtimeapi.NetworkConfig{PodCidr: cidr}},
+	})
+	if err != nil {
+		a.log.Warn("give the pod CIDR to the CRI server", "cidr", cidr, "err", err)
+		return
+	}
+	a.podCIDR = cidr
+	a.log.Info("pod CIDR applied", "cidr", cidr)
 }
 
 // nodeStatus reads the node's state: its runtimes from CRI Status and its
@@ -111,6 +139,7 @@ func (a *Agent) nodeStatus(ctx context.Context, old *skiffv1.NodeStatus) *skiffv
 		Conditions:    []*skiffv1.Condition{ready},
 		AgentEndpoint: a.cfg.Endpoint,
 		AgentVersion:  a.cfg.Version,
+		Addresses:     a.addresses(),
 	}
 }
 
@@ -151,4 +180,13 @@ func memTotalKi() int64 {
 		}
 	}
 	return 0
+}
+
+// addresses are the node's InternalIP, when known, and its hostname.
+func (a *Agent) addresses() []*skiffv1.NodeAddress {
+	var out []*skiffv1.NodeAddress
+	if a.cfg.NodeIP != "" {
+		out = append(out, &skiffv1.NodeAddress{Type: "InternalIP", Address: a.cfg.NodeIP})
+	}
+	return append(out, &skiffv1.NodeAddress{Type: "Hostname", Address: a.cfg.NodeName})
 }

@@ -72,7 +72,7 @@ func (w *podWorker) replaceSandbox(ctx context.Context, old *runtimeapi.PodSandb
 		return false
 	}
 	// The pod's volumes stay: they are the pod's, not the sandbox's.
-	w.sandboxID, w.netnsPath, w.initialized = "", "", false
+	w.sandboxID, w.netnsPath, w.podIPs, w.initialized = "", "", nil, false
 	w.abandonStarts()
 	for name, p := range prev {
 		c := w.containerRun(name, isInit[name])

@@ -15,7 +15,13 @@ import (
 // kubelet's rules: Pending until every container has started, Running while
 // any runs or will restart, then Succeeded when all exited 0, else Failed.
 func (w *podWorker) status() *skiffv1.PodStatus {
-	st := &skiffv1.PodStatus{Phase: "Pending"}
+	st := &skiffv1.PodStatus{Phase: "Pending", HostIp: w.a.cfg.NodeIP}
+	if len(w.podIPs) > 0 {
+		st.PodIp = w.podIPs[0]
+		for _, ip := range w.podIPs {
+			st.PodIps = append(st.PodIps, &skiffv1.PodIP{Ip: ip})
+		}
+	}
 	if !w.startTime.IsZero() {
 		st.StartTime = timestamppb.New(w.startTime)
 	}
@@ -136,6 +142,7 @@ func mergeStatus(old, mine *skiffv1.PodStatus, now time.Time) *skiffv1.PodStatus
 	out := &skiffv1.PodStatus{
 		Phase: mine.Phase, Reason: mine.Reason, Message: mine.Message,
 		StartTime: mine.StartTime, ContainerStatuses: mine.ContainerStatuses, InitContainerStatuses: mine.InitContainerStatuses,
+		PodIp: mine.PodIp, PodIps: mine.PodIps, HostIp: mine.HostIp,
 	}
 	prev := map[string]*skiffv1.Condition{}
 	for _, c := range old.GetConditions() {

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -33,6 +34,7 @@ func TestPodPhase(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			w := &podWorker{
+				a:          &Agent{},
 				pod:        &skiffv1.Pod{Spec: &skiffv1.PodSpec{Containers: []*skiffv1.Container{{Name: "a"}, {Name: "b"}}}},
 				containers: tt.containers,
 			}
@@ -68,5 +70,27 @@ func TestMergeStatusKeepsSchedulerCondition(t *testing.T) {
 	}
 	if types["PodScheduled"] != "True" || types["Ready"] != "True" {
 		t.Errorf("conditions %v", types)
+	}
+}
+
+// TestPodStatusIPs: the pod reports its sandbox's IPs, primary first, and
+// its node's InternalIP, and a merge with the stored status keeps them.
+func TestPodStatusIPs(t *testing.T) {
+	w := &podWorker{
+		a:          &Agent{cfg: Config{NodeIP: "192.0.2.10"}},
+		pod:        &skiffv1.Pod{Spec: &skiffv1.PodSpec{Containers: []*skiffv1.Container{{Name: "a"}}}},
+		containers: map[string]*containerRun{"a": {state: running()}},
+		podIPs:     []string{"10.244.1.7", "fd00::7"},
+	}
+	st := mergeStatus(&skiffv1.PodStatus{Phase: "Pending"}, w.status(), time.Now())
+	if st.GetPodIp() != "10.244.1.7" || st.GetHostIp() != "192.0.2.10" {
+		t.Errorf("podIP %q hostIP %q, want 10.244.1.7 and 192.0.2.10", st.GetPodIp(), st.GetHostIp())
+	}
+	var ips []string
+	for _, ip := range st.GetPodIps() {
+		ips = append(ips, ip.GetIp())
+	}
+	if strings.Join(ips, ",") != "10.244.1.7,fd00::7" {
+		t.Errorf("podIPs %v, want [10.244.1.7 fd00::7]", ips)
 	}
 }

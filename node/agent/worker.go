@@ -53,6 +53,10 @@ type podWorker struct {
 	// netnsPath is the sandbox's network namespace, for probes; read from
 	// the CRI when the first probe starts.
 	netnsPath string
+	// podIPs are the sandbox's IPs on the pod network, primary first, read
+	// from the CRI once the sandbox exists; none for a pod on the node's
+	// network or a node without a pod network.
+	podIPs []string
 	// initialized is set once every init container has succeeded, or a
 	// container of the pod was found running: init containers do not run
 	// again for this sandbox.
@@ -343,8 +347,29 @@ func (w *podWorker) ensureSandbox(ctx context.Context) bool {
 	w.sandboxErr = ""
 	w.sandboxID = run.PodSandboxId
 	w.startTime = w.a.now()
-	w.log.Info("sandbox created", "sandbox", w.sandboxID)
+	w.readPodIPs(ctx)
+	w.log.Info("sandbox created", "sandbox", w.sandboxID, "ips", w.podIPs)
 	return true
+}
+
+// readPodIPs reads the sandbox's pod IPs from the CRI, as the kubelet does
+// once a sandbox runs. A failed read leaves them empty (the pod reports no
+// IP); the next sandbox status read tries again.
+func (w *podWorker) readPodIPs(ctx context.Context) {
+	res, err := w.a.cfg.Runtime.PodSandboxStatus(ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: w.sandboxID})
+	if err != nil {
+		w.log.Warn("sandbox status for the pod's IPs", "sandbox", w.sandboxID, "err", err)
+		return
+	}
+	w.podIPs = w.podIPs[:0]
+	if ip := res.GetStatus().GetNetwork().GetIp(); ip != "" {
+		w.podIPs = append(w.podIPs, ip)
+	}
+	for _, ip := range res.GetStatus().GetNetwork().GetAdditionalIps() {
+		if ip.GetIp() != "" {
+			w.podIPs = append(w.podIPs, ip.GetIp())
+		}
+	}
 }
 
 // adopt takes over a sandbox and its containers left by an earlier run of
@@ -352,6 +377,7 @@ func (w *podWorker) ensureSandbox(ctx context.Context) bool {
 func (w *podWorker) adopt(ctx context.Context, sb *runtimeapi.PodSandbox) {
 	w.sandboxID = sb.Id
 	w.startTime = time.Unix(0, sb.CreatedAt)
+	w.readPodIPs(ctx)
 	res, err := w.a.cfg.Runtime.ListContainers(ctx, &runtimeapi.ListContainersRequest{
 		Filter: &runtimeapi.ContainerFilter{PodSandboxId: sb.Id},
 	})

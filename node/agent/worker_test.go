@@ -222,12 +222,24 @@ func (f *fakeCRI) PodSandboxStatus(_ context.Context, r *runtimeapi.PodSandboxSt
 	for _, sb := range f.sandboxes {
 		if sb.Id == r.PodSandboxId {
 			return &runtimeapi.PodSandboxStatusResponse{
-				Status: &runtimeapi.PodSandboxStatus{Id: sb.Id, Metadata: sb.Metadata, State: sb.State},
-				Info:   map[string]string{"info": `{"netnsPath":"/run/test/netns/` + sb.Id + `"}`},
+				Status: &runtimeapi.PodSandboxStatus{
+					Id: sb.Id, Metadata: sb.Metadata, State: sb.State,
+					Network: &runtimeapi.PodSandboxNetworkStatus{Ip: fakeSandboxIP(sb.Id)},
+				},
+				Info: map[string]string{"info": `{"netnsPath":"/run/test/netns/` + sb.Id + `"}`},
 			}, nil
 		}
 	}
 	return nil, status.Error(codes.NotFound, "no such sandbox")
+}
+
+// fakeSandboxIP is the pod IP the fake gives a sandbox: 10.244.0.N for
+// sandbox sbN, 10.244.9.9 for one an earlier agent left (sb-old).
+func fakeSandboxIP(id string) string {
+	if n, ok := strings.CutPrefix(id, "sb"); ok && n != "-old" {
+		return "10.244.0." + n
+	}
+	return "10.244.9.9"
 }
 
 func (f *fakeCRI) ImageStatus(context.Context, *runtimeapi.ImageStatusRequest, ...grpc.CallOption) (*runtimeapi.ImageStatusResponse, error) {
@@ -432,6 +444,33 @@ func TestRestartPolicy(t *testing.T) {
 				t.Errorf("back-off %s after %d restarts, want %s", c.backoff, c.restarts, 2*w.a.timing.backoffStart)
 			}
 		})
+	}
+}
+
+// TestPodIPFromSandbox: the pod reports its sandbox's IP from the CRI:
+// of the sandbox it made, of the one it adopted after a restart, and of
+// the new one that replaced a sandbox found not ready.
+func TestPodIPFromSandbox(t *testing.T) {
+	w, _, _ := newTestWorker(t, "Always")
+	w.sync(context.Background())
+	if got := w.status().GetPodIp(); got != "10.244.0.0" {
+		t.Errorf("pod IP %q, want its sandbox's 10.244.0.0", got)
+	}
+
+	w, cri, _ := newTestWorker(t, "Always")
+	w.pod.Status.Phase = "Running"
+	leftSandbox(cri, runtimeapi.PodSandboxState_SANDBOX_READY)
+	w.sync(context.Background())
+	if got := w.status().GetPodIp(); got != "10.244.9.9" {
+		t.Errorf("pod IP %q, want the adopted sandbox's 10.244.9.9", got)
+	}
+
+	w, cri, _ = newTestWorker(t, "Always")
+	w.pod.Status.Phase = "Running"
+	leftSandbox(cri, runtimeapi.PodSandboxState_SANDBOX_NOTREADY)
+	w.sync(context.Background())
+	if got := w.status().GetPodIp(); got != "10.244.0.0" {
+		t.Errorf("pod IP %q after the sandbox was replaced, want the new sandbox's 10.244.0.0", got)
 	}
 }
 
