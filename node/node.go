@@ -31,6 +31,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"skiff.dev/skiff/control/api/gen/skiff/v1/skiffv1connect"
+	"skiff.dev/skiff/control/api/kinds"
 	"skiff.dev/skiff/control/api/serve"
 	"skiff.dev/skiff/control/cluster"
 	"skiff.dev/skiff/control/cluster/pki"
@@ -336,6 +337,7 @@ func (n *Node) runAgent(ctx context.Context, criDone <-chan struct{}, j joined) 
 		Pods:             skiffv1connect.NewPodServiceClient(hc, base),
 		Nodes:            skiffv1connect.NewNodeServiceClient(hc, base),
 		Events:           skiffv1connect.NewEventServiceClient(hc, base),
+		Services:         kinds.Service.Client(hc, base),
 		Runtime:          runtimeapi.NewRuntimeServiceClient(conn),
 		Images:           runtimeapi.NewImageServiceClient(conn),
 		LogDir:           filepath.Join(n.cfg.DataDir, "node", "logs"),

@@ -23,6 +23,7 @@ import (
 	"skiff.dev/skiff/control/api/events"
 	skiffv1 "skiff.dev/skiff/control/api/gen/skiff/v1"
 	"skiff.dev/skiff/control/api/gen/skiff/v1/skiffv1connect"
+	"skiff.dev/skiff/control/api/kinds"
 )
 
 // Labels the agent puts on the sandboxes and containers it creates, so that
@@ -40,6 +41,9 @@ type Config struct {
 	NodeName string
 	Pods     skiffv1connect.PodServiceClient
 	Nodes    skiffv1connect.NodeServiceClient
+	// Services are read for the containers' service environment
+	// variables; containers get none when nil.
+	Services kinds.Client
 	// Events receives the events of the node's pods; none are recorded
 	// when nil.
 	Events  skiffv1connect.EventServiceClient
@@ -73,6 +77,8 @@ type Agent struct {
 	now    func() time.Time
 	timing timing
 	gc     dirGC
+
+	services *serviceLinks // nil without Config.Services
 
 	cidrMu  sync.Mutex // guards podCIDR; held across the CRI call
 	podCIDR string     // the pod CIDR last given to the CRI server
@@ -123,6 +129,9 @@ func New(cfg Config) *Agent {
 	}
 	cfg.Runtime, cfg.Images = withDeadlines(cfg.Runtime, callTimeout), withImageDeadlines(cfg.Images, callTimeout)
 	a := &Agent{cfg: cfg, log: log.With("node", cfg.NodeName), now: time.Now, timing: defaultTiming}
+	if cfg.Services != nil {
+		a.services = newServiceLinks(cfg.Services, a.log)
+	}
 	if cfg.Events != nil {
 		a.events = events.NewRecorder(events.Config{Events: cfg.Events, Component: "agent", Host: cfg.NodeName, Logger: a.log})
 	}
@@ -148,6 +157,14 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.heartbeat(ctx)
 	}()
 	defer func() { <-hb }()
+	if a.services != nil {
+		sl := make(chan struct{})
+		go func() {
+			defer close(sl)
+			a.services.run(ctx)
+		}()
+		defer func() { <-sl }()
+	}
 	if a.events != nil {
 		rec := make(chan struct{})
 		go func() {
