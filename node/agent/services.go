@@ -26,7 +26,8 @@ type serviceLinks struct {
 
 	mu     sync.Mutex
 	byNS   map[string][]*skiffv1.Service // guarded by mu
-	synced chan struct{}                 // closed after the first list
+	synced chan struct{}                 // closed after the first list, done or failed
+	once   sync.Once
 }
 
 // serviceSyncWait bounds how long a container's start waits for the first
@@ -55,7 +56,9 @@ func (s *serviceLinks) run(ctx context.Context) {
 			return
 		case <-kick:
 		}
-		if err := s.list(ctx); err != nil && ctx.Err() == nil {
+		err := s.list(ctx)
+		s.once.Do(func() { close(s.synced) })
+		if err != nil && ctx.Err() == nil {
 			s.log.Warn("list services for containers' environment", "err", err)
 			time.AfterFunc(time.Second, notify)
 		}
@@ -76,16 +79,11 @@ func (s *serviceLinks) list(ctx context.Context) error {
 	s.mu.Lock()
 	s.byNS = byNS
 	s.mu.Unlock()
-	select {
-	case <-s.synced:
-	default:
-		close(s.synced)
-	}
 	return nil
 }
 
 // env returns the service variables of namespace ns, waiting for the first
-// list of services for at most serviceSyncWait. A nil serviceLinks (an
+// list of services (done or failed) for at most serviceSyncWait. A nil serviceLinks (an
 // agent without a service client) has none.
 func (s *serviceLinks) env(ctx context.Context, ns string) []*runtimeapi.KeyValue {
 	if s == nil {
