@@ -36,7 +36,9 @@ func NeedCNI(t testing.TB) {
 
 // HostNamespace creates a network namespace to run CNI plugins in, as the
 // node's, and deletes it (and with it the bridge, veths and rules made in
-// it) when the test ends.
+// it) when the test ends. IPv6 is off in it: the kernel's link-local
+// addresses and their routes come and go on their own time (duplicate
+// address detection), which would make snapshots differ for nothing.
 func HostNamespace(t testing.TB) string {
 	t.Helper()
 	path, err := netns.Create(t.TempDir(), "host")
@@ -48,6 +50,18 @@ func HostNamespace(t testing.TB) string {
 			t.Error(err)
 		}
 	})
+	err = netns.Do(path, func() error {
+		for _, f := range []string{"all", "default"} {
+			// /proc/sys/net is the opening thread's namespace's.
+			if err := os.WriteFile("/proc/sys/net/ipv6/conf/"+f+"/disable_ipv6", []byte("1"), 0o644); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("turn IPv6 off in the test's host namespace: %v", err)
+	}
 	return path
 }
 
