@@ -228,6 +228,9 @@ func TestCNIPodNetwork(t *testing.T) {
 // libcni's cache. The snapshot is taken after one warm-up pod, so the
 // bridge (which stays, as with containerd) is in both.
 func TestCNITeardown(t *testing.T) {
+	if testing.Short() {
+		t.Skip("200 pods take half a minute; not with -short")
+	}
 	e := newCNIEnv(t)
 	if err := e.setPodCIDR(testPodCIDR); err != nil {
 		t.Fatal(err)

@@ -278,7 +278,7 @@ func (c *CNI) inHost(fn func() error) error {
 func (c *CNI) Setup(ctx context.Context, podID, nsPath string) (Result, error) {
 	list, err := c.conf()
 	if err != nil {
-		return Result{}, fmt.Errorf("set up pod network: %w", err)
+		return Result{}, err
 	}
 	rt := c.runtimeConf(podID, nsPath)
 	addCtx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
@@ -332,7 +332,7 @@ func (c *CNI) Teardown(ctx context.Context, podID, nsPath string) error {
 	rt := c.runtimeConf(podID, nsPath)
 	list, err := c.cached(rt)
 	if err != nil {
-		return fmt.Errorf("tear down pod network: %w", err)
+		return err
 	}
 	if list == nil {
 		// No cache entry: never set up, already torn down, or an ADD that
@@ -344,7 +344,7 @@ func (c *CNI) Teardown(ctx context.Context, podID, nsPath string) error {
 		}
 	}
 	if err := c.del(ctx, list, rt); err != nil {
-		return fmt.Errorf("tear down pod network: CNI DEL, network %q: %w", list.Name, err)
+		return fmt.Errorf("CNI DEL, network %q: %w", list.Name, err)
 	}
 	return nil
 }
