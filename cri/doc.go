@@ -19,7 +19,16 @@
 //     (<StateDir>/netns/<id>), taken from four made ahead under
 //     <StateDir>/netns/.spare (netns.Pool); it needs root. A pod that asks for the node's
 //     network namespace (NamespaceOption network NODE) gets none.
-//     StopPodSandbox stops the pod's containers and deletes its namespace.
+//     Config.Network then attaches the namespace to the pod network and
+//     gives the pod its IPs (PodSandboxStatus network.ip, additional_ips):
+//     netns.CNI through CNI plugins, netns.Loopback (the default) not at
+//     all. While the network is not ready (CNI without a pod CIDR from
+//     UpdateRuntimeConfig and without a conflist of the user's: Status
+//     says NetworkReady false), RunPodSandbox fails with
+//     FailedPrecondition "pod network not ready: <reason>".
+//     StopPodSandbox stops the pod's containers, tears its network down
+//     (CNI DEL) and deletes its namespace; RemovePodSandbox tears it down
+//     again, which is harmless.
 //   - Stop* and Remove* of an unknown ID succeed, as the CRI spec requires
 //     (containerd answered NotFound to a Stop once and has since been fixed
 //     to follow the spec). Stop and Remove are idempotent, and Remove stops

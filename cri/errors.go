@@ -43,7 +43,7 @@ func codeOf(err error) codes.Code {
 	case errors.Is(err, errInvalidArgument), errors.Is(err, image.ErrInvalidName),
 		errors.Is(err, skiffrt.ErrInvalidImage), errors.Is(err, skiffrt.ErrInvalidSpec):
 		return codes.InvalidArgument
-	case errors.Is(err, errFailedPrecondition), errors.Is(err, skiffrt.ErrState):
+	case errors.Is(err, errFailedPrecondition), errors.Is(err, skiffrt.ErrState), errors.Is(err, netns.ErrNotReady):
 		return codes.FailedPrecondition
 	case errors.Is(err, errUnimplemented), errors.Is(err, skiffrt.ErrUnsupported):
 		return codes.Unimplemented

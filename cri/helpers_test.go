@@ -179,11 +179,13 @@ type env struct {
 	logDir string
 	images *image.Store
 	ns     namespaces
-	svc    *service
-	wasm   *wasm.Runtime // the service's "wasm" runtime
-	rs     runtime.RuntimeServiceClient
-	is     runtime.ImageServiceClient
-	stop   func()
+	// network is the service's pod network; nil: netns.Loopback.
+	network netns.Network
+	svc     *service
+	wasm    *wasm.Runtime // the service's "wasm" runtime
+	rs      runtime.RuntimeServiceClient
+	is      runtime.ImageServiceClient
+	stop    func()
 }
 
 // newEnv starts a service with fake namespaces (real ones if realNetns).
@@ -213,13 +215,17 @@ func (e *env) open() {
 	}
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	e.wasm = rt
+	var network netns.Network = netns.Loopback{}
+	if e.network != nil {
+		network = e.network
+	}
 	svc, err := newService(deps{
 		log:        log,
 		rootDir:    e.root,
 		runtimes:   map[string]skiffrt.Runtime{"wasm": rt.Neutral()},
 		images:     e.images,
 		namespaces: e.ns,
-		network:    netns.Loopback{},
+		network:    network,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -48,6 +48,15 @@ type namespaces interface {
 	Listen(path string, port int) (*os.File, error)
 }
 
+// podCIDRSetter is a Network that takes the node's pod CIDR from
+// UpdateRuntimeConfig (netns.CNI); a Network without it (netns.Loopback)
+// has no use for one.
+type podCIDRSetter interface {
+	// SetPodCIDR gives the network the node's pod CIDR(s), comma
+	// separated; an error names what is wrong with it.
+	SetPodCIDR(cidr string) error
+}
+
 // hostNamespaces pins namespaces under dir with the netns package, taking
 // them from pool when there is one.
 type hostNamespaces struct {

@@ -41,7 +41,9 @@ type deps struct {
 //     restarted");
 //   - other created containers stay created (their task is made at start);
 //   - ready sandboxes whose namespace pin is gone are NotReady;
-//   - namespace pins that belong to no sandbox are deleted.
+//   - namespace pins that belong to no sandbox are deleted, their pod
+//     network torn down first;
+//   - ready sandboxes keep their pod IPs (the record's).
 func newService(d deps) (*service, error) {
 	if d.now == nil {
 		d.now = time.Now
@@ -142,6 +144,14 @@ func (s *service) restore() error {
 	for _, p := range pins {
 		if !pinned[p] {
 			s.log.Info("deleting orphaned network namespace", "path", p)
+			// Its pod network too: the pin is named by its sandbox's ID.
+			ctx, cancel := context.WithTimeout(context.Background(), orphanTeardownTimeout)
+			err := s.network.Teardown(ctx, filepath.Base(p), p)
+			cancel()
+			if err != nil {
+				s.log.Warn("tear down the network of an orphaned network namespace", "path", p, "err", err)
+				continue
+			}
 			if err := s.namespaces.Delete(p); err != nil {
 				s.log.Warn("delete orphaned network namespace", "path", p, "err", err)
 			}
@@ -149,6 +159,10 @@ func (s *service) restore() error {
 	}
 	return nil
 }
+
+// orphanTeardownTimeout bounds the teardown of an orphaned namespace's
+// network at start.
+const orphanTeardownTimeout = time.Minute
 
 // adoptTimeout bounds the adoption of one container at start.
 const adoptTimeout = 30 * time.Second

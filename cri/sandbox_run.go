@@ -6,6 +6,8 @@ import (
 	"os"
 
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"skiff.dev/skiff/netns"
 )
 
 // RunPodSandbox creates a pod sandbox: a pinned network namespace with
@@ -20,7 +22,9 @@ import (
 // honour (privileged, host PID or IPC namespaces, sysctls, Localhost
 // seccomp profiles), are InvalidArgument naming the field (validate.go).
 // Sysctls must be of the pod's own IPC or network namespace; they apply to
-// each OCI container of the sandbox.
+// each OCI container of the sandbox. A pod with its own network namespace
+// needs the pod network ready (Status NetworkReady); otherwise the call is
+// FailedPrecondition "pod network not ready: <reason>".
 // On error nothing is left behind.
 func (s *service) RunPodSandbox(ctx context.Context, req *runtime.RunPodSandboxRequest) (*runtime.RunPodSandboxResponse, error) {
 	cfg := req.GetConfig()
@@ -58,6 +62,11 @@ func (s *service) RunPodSandbox(ctx context.Context, req *runtime.RunPodSandboxR
 	if rec.HostPorts, err = hostPorts(cfg, rec.HostNetwork); err != nil {
 		return nil, fmt.Errorf("run pod sandbox %s: %w", pod, err)
 	}
+	if !rec.HostNetwork {
+		if ok, reason := s.network.Ready(); !ok {
+			return nil, fmt.Errorf("run pod sandbox %s: %w: %s", pod, netns.ErrNotReady, reason)
+		}
+	}
 	log := s.log.With("pod", pod, "sandbox", rec.ID)
 
 	if err := s.reserve(rec.nameKey(), rec.ID); err != nil {
@@ -83,7 +92,7 @@ func (s *service) RunPodSandbox(ctx context.Context, req *runtime.RunPodSandboxR
 				log.Error("delete network namespace of failed sandbox", "err", err)
 			}
 		})
-		// CNI: the pod network is set up here, once the namespace exists.
+		// The pod network (CNI ADD), once the namespace exists.
 		res, err := s.network.Setup(ctx, rec.ID, path)
 		if err != nil {
 			return fail(fmt.Errorf("set up pod network: %w", err))

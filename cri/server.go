@@ -90,6 +90,10 @@ type Config struct {
 	// PortForward return URLs of listens: a loopback host:port. Default
 	// DefaultStreamingAddress (a port of the kernel's choosing).
 	StreamingAddress string
+	// Network attaches pods to the node's network: netns.CNI gives them
+	// addresses (once UpdateRuntimeConfig gives it the pod CIDR, or from
+	// the user's conflist). Nil: netns.Loopback, loopback only.
+	Network netns.Network
 }
 
 // Server serves CRI on a unix socket.
@@ -147,13 +151,17 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("new cri server: %w", err)
 		}
 	}
+	network := cfg.Network
+	if network == nil {
+		network = netns.Loopback{}
+	}
 	svc, err := newService(deps{
 		log:        log,
 		rootDir:    cfg.RootDir,
 		runtimes:   maps.Clone(cfg.Runtimes),
 		images:     cfg.Images,
 		namespaces: hostNamespaces{dir: nsDir, pool: pool},
-		network:    netns.Loopback{},
+		network:    network,
 		logs:       logRotation{maxSize: cfg.LogMaxSize, maxFiles: cfg.LogMaxFiles},
 	})
 	if err != nil {

@@ -96,6 +96,25 @@ func (s *service) Status(ctx context.Context, req *runtime.StatusRequest) (*runt
 	}, nil
 }
 
+// UpdateRuntimeConfig takes the node's pod CIDR (network_config.pod_cidr)
+// from the agent, as containerd takes it from the kubelet, and gives it to
+// the pod network: with skiff's own CNI network, pods get addresses from
+// it, and the network is ready from then on. An empty CIDR changes
+// nothing. It is idempotent.
+func (s *service) UpdateRuntimeConfig(ctx context.Context, req *runtime.UpdateRuntimeConfigRequest) (*runtime.UpdateRuntimeConfigResponse, error) {
+	cidr := req.GetRuntimeConfig().GetNetworkConfig().GetPodCidr()
+	if cidr == "" {
+		return &runtime.UpdateRuntimeConfigResponse{}, nil
+	}
+	if n, ok := s.network.(podCIDRSetter); ok {
+		if err := n.SetPodCIDR(cidr); err != nil {
+			return nil, fmt.Errorf("update runtime config: %w: runtime_config.network_config.pod_cidr: %w", errInvalidArgument, err)
+		}
+		s.log.Info("pod CIDR set", "cidr", cidr)
+	}
+	return &runtime.UpdateRuntimeConfigResponse{}, nil
+}
+
 // RuntimeConfig tells the kubelet the node's cgroup driver: runtime/oci
 // manages cgroups through the cgroup file system (runc's cgroupfs
 // driver), not systemd.

@@ -7,9 +7,10 @@
 // loopback interface up; nothing else is configured here.
 //
 // Attaching a namespace to the node's network (interfaces, addresses,
-// routes) is the job of a Network. Today only Loopback exists; CNI will be a
-// second implementation of Network, called by cri after Create and before
-// Delete.
+// routes) is the job of a Network, called by cri after Create and before
+// Delete: Loopback (nothing beyond loopback) or CNI (cni.go: the plugins
+// of a conflist, the user's or skiff's own bridge from the node's pod
+// CIDR, through libcni).
 //
 // Threads: entering a namespace is per OS thread. Nothing in this package
 // moves the calling goroutine's thread; Do runs its function on a fresh
@@ -233,9 +234,6 @@ func call(fn func() error) (err error) {
 // Network attaches pod namespaces to the node's network. Implementations
 // must be safe for concurrent use; Setup and Teardown for one pod are never
 // called concurrently.
-//
-// CNI goes here: a libcni-backed Network will run the configured plugin
-// chain's ADD in Setup and DEL in Teardown.
 type Network interface {
 	// Setup attaches the namespace at nsPath to the network and returns the
 	// pod's addresses.
@@ -251,7 +249,7 @@ type Result struct {
 	IPs []string // pod IPs, primary first; empty for loopback-only pods
 }
 
-// Loopback is the Network used until CNI exists: pods get their own
+// Loopback is the Network of a node without CNI: pods get their own
 // namespace with loopback only, so containers of one pod reach each other on
 // 127.0.0.1 and nothing else.
 type Loopback struct{}

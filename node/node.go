@@ -2,7 +2,8 @@
 // and image store, the agent that drives it over its socket, and the
 // listener of the agent's API. It owns their lifecycle: Run starts them
 // under one errgroup and returns the first error any of them meets. The
-// network and the service proxy join it later.
+// pod network (CNI or loopback, PodNetwork) is the CRI server's; the
+// service proxy joins later.
 //
 // It wires; it decides nothing. What each part does is in its own package.
 package node
@@ -36,6 +37,7 @@ import (
 	"skiff.dev/skiff/control/cluster"
 	"skiff.dev/skiff/control/cluster/pki"
 	"skiff.dev/skiff/cri"
+	"skiff.dev/skiff/netns"
 	"skiff.dev/skiff/node/agent"
 	"skiff.dev/skiff/runtime/image"
 )
@@ -77,6 +79,8 @@ type Config struct {
 	Token string
 	// Limits are the runtime host's (zero values: cri's defaults).
 	Limits RuntimeLimits
+	// Network is how the runtime host networks pods.
+	Network PodNetwork
 	// RegistryConfig is the path of the image store's registry config
 	// (image.LoadConfig); empty: defaults.
 	RegistryConfig string
@@ -178,7 +182,7 @@ func (n *Node) Run(ctx context.Context) error {
 	}
 	criSrv, err := NewCRI(ctx, CRIConfig{
 		DataDir: n.cfg.DataDir, StateDir: n.cfg.StateDir, Socket: n.cfg.CRISocket, RegistryConfig: n.cfg.RegistryConfig, Limits: n.cfg.Limits,
-		Logger: n.log.With("room", "cri"),
+		Network: n.cfg.Network, Logger: n.log.With("room", "cri"),
 	})
 	if err != nil {
 		return err
@@ -221,7 +225,59 @@ type CRIConfig struct {
 	// (mirrors, plain-HTTP registries, auth); "" for none.
 	RegistryConfig string
 	Limits         RuntimeLimits
+	Network        PodNetwork
 	Logger         *slog.Logger
+}
+
+// PodNetwork is how a node networks its pods. CNI (netns.CNI) is used
+// when the node runs as root and the plugins of skiff's own network
+// (bridge, host-local, portmap) are in CNIBinDirs, or the user names a
+// conflist directory; otherwise, or with NoCNI, pods get loopback only.
+// With CNI and no conflist of the user's, pods wait for the agent to give
+// the CRI server the node's pod CIDR (UpdateRuntimeConfig).
+type PodNetwork struct {
+	// CNIConfDir is the user's conflist directory (as /etc/cni/net.d);
+	// its first *.conflist is the pod network. Empty: skiff's own bridge
+	// (skiff0) from the pod CIDR.
+	CNIConfDir string
+	// CNIBinDirs are where plugins are looked up; nil:
+	// netns.DefaultCNIBinDirs.
+	CNIBinDirs []string
+	// NoCNI gives pods loopback only, even where CNI could be used.
+	NoCNI bool
+}
+
+// network is the netns.Network of a node whose CNI state goes under
+// stateDir/cni; nil: cri's default (loopback only).
+func (p PodNetwork) network(stateDir string, log *slog.Logger) (netns.Network, error) {
+	switch {
+	case p.NoCNI:
+		logInfo(log, "pod network: loopback only (--no-cni)")
+		return nil, nil
+	case os.Geteuid() != 0:
+		logWarn(log, "pod network: loopback only: CNI needs root")
+		return nil, nil
+	case p.CNIConfDir == "" && !netns.HavePlugins(p.CNIBinDirs):
+		dirs := p.CNIBinDirs
+		if dirs == nil {
+			dirs = netns.DefaultCNIBinDirs
+		}
+		logWarn(log, fmt.Sprintf("pod network: loopback only: the CNI plugins bridge, host-local and portmap are not in %s (Debian package containernetworking-plugins)", strings.Join(dirs, ", ")))
+		return nil, nil
+	}
+	if stateDir == "" {
+		stateDir = cri.DefaultStateDir
+	}
+	n, err := netns.NewCNI(netns.CNIConfig{ConfDir: p.CNIConfDir, BinDirs: p.CNIBinDirs, StateDir: filepath.Join(stateDir, "cni")})
+	if err != nil {
+		return nil, err
+	}
+	if p.CNIConfDir != "" {
+		logInfo(log, "pod network: CNI, the first *.conflist in "+p.CNIConfDir)
+	} else {
+		logInfo(log, "pod network: CNI, bridge "+netns.DefaultCNIBridge+" once the node has its pod CIDR")
+	}
+	return n, nil
 }
 
 // NewCRI opens a node's runtime host: its image store and the CRI server
@@ -267,7 +323,16 @@ func NewCRI(ctx context.Context, cfg CRIConfig) (*cri.Server, error) {
 	} else {
 		runtimes[cri.HandlerRunc] = ociRT
 	}
+	network, err := cfg.Network.network(cfg.StateDir, cfg.Logger)
+	if err != nil {
+		wasmRT.Close(ctx)
+		if ociRT != nil {
+			ociRT.Close(ctx)
+		}
+		return nil, fmt.Errorf("new cri server: %w", err)
+	}
 	srv, err := cri.New(ctx, cri.Config{
+		Network:     network,
 		Runtimes:    runtimes,
 		LogMaxSize:  cfg.Limits.LogMaxSize,
 		LogMaxFiles: cfg.Limits.LogMaxFiles,

@@ -38,9 +38,13 @@ running; crictl drives the socket by hand. Its state is under
 			if err != nil {
 				return err
 			}
+			network, err := rt.network()
+			if err != nil {
+				return err
+			}
 			return r.run(cmd, func(ctx context.Context, log *slog.Logger) error {
 				srv, err := node.NewCRI(ctx, node.CRIConfig{
-					DataDir: dataDir, StateDir: stateDir, Socket: socket, RegistryConfig: registryCfg, Limits: limits, Logger: log.With("room", "cri"),
+					DataDir: dataDir, StateDir: stateDir, Socket: socket, RegistryConfig: registryCfg, Limits: limits, Network: network, Logger: log.With("room", "cri"),
 				})
 				if err != nil {
 					return err

@@ -198,10 +198,15 @@ func (o *agentOptions) node(log *slog.Logger) (*node.Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	network, err := o.runtime.network()
+	if err != nil {
+		return nil, err
+	}
 	n, err := node.New(node.Config{
 		Name: o.nodeName, Server: o.serverAddr, Gossip: o.gossip, Join: o.join, DataDir: o.dataDir, StateDir: o.stateDir,
 		CRISocket: o.criSocket, ExternalCRI: o.externalCRI, AgentListen: o.agentListen, NodeIP: o.nodeIP, Token: token, Version: version, Logger: log,
 		RegistryConfig: o.registryCfg, AllowedHostPaths: o.hostPaths, Limits: limits,
+		Network: network,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("skiff agent: %w", err)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"os"
 
 	"github.com/spf13/cobra"
 
@@ -11,12 +12,14 @@ import (
 	"skiff.dev/skiff/runtime/wasm"
 )
 
-// runtimeFlags are the node runtime host's limits (skiff agent, skiff dev,
-// skiff cri).
+// runtimeFlags are the node runtime host's limits and pod network (skiff
+// agent, skiff dev, skiff cri).
 type runtimeFlags struct {
 	memoryLimit, moduleCache, logMaxSize string
 	logMaxFiles                          int
 	noRunc                               bool
+	cniConfDir                           string
+	noCNI                                bool
 }
 
 func (r *runtimeFlags) flags(cmd *cobra.Command) {
@@ -26,6 +29,21 @@ func (r *runtimeFlags) flags(cmd *cobra.Command) {
 	f.StringVar(&r.logMaxSize, "container-log-max-size", fmt.Sprintf("%dMi", cri.DefaultLogMaxSize>>20), "size past which a container's log file is rotated (the kubelet's containerLogMaxSize)")
 	f.IntVar(&r.logMaxFiles, "container-log-max-files", cri.DefaultLogMaxFiles, "log files kept per container run, the live one included (at least 2)")
 	f.BoolVar(&r.noRunc, "no-runc", false, "offer only the wasm runtime, even where runc is installed: pods with OCI images or runtimeClassName runc go to other nodes")
+	f.StringVar(&r.cniConfDir, "cni-conf-dir", "", "directory of your own CNI network config (as /etc/cni/net.d): its first *.conflist networks the pods. Without one, a node running as root with the CNI plugins in /usr/lib/cni or /opt/cni/bin (Debian package containernetworking-plugins) puts pods on its own bridge skiff0, with addresses from the node's pod CIDR, and runs no pod until it has one")
+	f.BoolVar(&r.noCNI, "no-cni", false, "give pods loopback only (no pod IP), even where CNI could network them")
+}
+
+// network reads the pod network flags.
+func (r *runtimeFlags) network() (node.PodNetwork, error) {
+	if r.noCNI && r.cniConfDir != "" {
+		return node.PodNetwork{}, fmt.Errorf("--cni-conf-dir: a CNI config with --no-cni: choose one")
+	}
+	if r.cniConfDir != "" {
+		if st, err := os.Stat(r.cniConfDir); err != nil || !st.IsDir() {
+			return node.PodNetwork{}, fmt.Errorf("--cni-conf-dir: %q is not a directory", r.cniConfDir)
+		}
+	}
+	return node.PodNetwork{CNIConfDir: r.cniConfDir, NoCNI: r.noCNI}, nil
 }
 
 // limits reads the flags, naming the one that is wrong; an unset one
