@@ -40,7 +40,7 @@ func TestClusterAgentMoves(t *testing.T) {
 	}
 	out := &syncWriter{w: new(bytes.Buffer)}
 	agent := startProc(t, "agent", out, "agent", "--join", strings.Join(gossip, ","), "--token", c.token, "--data-dir", node.dataDir,
-		"--state-dir", filepath.Join(dir, "state"), "--cri-socket", node.socket, "--node-name", "edge-move", "--log-level", "warn")
+		"--state-dir", filepath.Join(dir, "state"), "--no-cni", "--cri-socket", node.socket, "--node-name", "edge-move", "--log-level", "warn")
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("agent output:\n%s", out.String())

@@ -45,7 +45,7 @@ func TestServerAndAgentApart(t *testing.T) {
 	logs := &syncWriter{w: &bytes.Buffer{}}
 	token := pki.NewToken()
 	agentDone := runSkiff(ctx, logs, "--server", c.server, "--config", c.config, "agent", "--token", token, "--data-dir", c.dataDir,
-		"--state-dir", filepath.Join(dir, "state"), "--cri-socket", c.socket, "--node-name", "edge-1", "--log-level", "warn")
+		"--state-dir", filepath.Join(dir, "state"), "--no-cni", "--cri-socket", c.socket, "--node-name", "edge-1", "--log-level", "warn")
 	eventually(t, 10*time.Second, func() bool { return strings.Contains(logs.String(), "get the node's certificate; will retry") },
 		func() string { return "the agent did not wait for its server:\n" + logs.String() })
 	serverDone := runSkiff(ctx, logs, "server", "--data-dir", serverData, "--listen", c.server, "--token", token,
@@ -150,7 +150,7 @@ func TestAgentFindsItsServerByGossip(t *testing.T) {
 	agentCtx, stopAgent := context.WithCancel(ctx)
 	defer stopAgent()
 	agentDone := runSkiff(agentCtx, logs, "--config", c.config, "agent", "--join", gossip, "--token", token, "--data-dir", c.dataDir,
-		"--state-dir", filepath.Join(dir, "state"), "--cri-socket", c.socket, "--node-name", "edge-2", "--log-level", "warn")
+		"--state-dir", filepath.Join(dir, "state"), "--no-cni", "--cri-socket", c.socket, "--node-name", "edge-2", "--log-level", "warn")
 	var members string
 	eventually(t, 20*time.Second, func() bool {
 		members, _ = c.skiff("members")

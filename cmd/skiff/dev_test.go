@@ -56,7 +56,7 @@ func startDevIn(t *testing.T, dir string, opts ...func(*devOptions)) *cluster {
 	logs := &syncWriter{w: &bytes.Buffer{}}
 	o := &devOptions{
 		serverOptions: serverOptions{dataDir: c.dataDir, listen: "127.0.0.1:0", eventTTL: time.Hour, clientConfig: filepath.Join(dir, "client.config")},
-		agentOptions:  agentOptions{stateDir: filepath.Join(dir, "state"), criSocket: c.socket, nodeName: "node-1", agentListen: "127.0.0.1:0"},
+		agentOptions:  agentOptions{stateDir: filepath.Join(dir, "state"), criSocket: c.socket, nodeName: "node-1", agentListen: "127.0.0.1:0", runtime: runtimeFlags{noCNI: true}},
 		runOptions:    runOptions{logLevel: "info", logOut: logs, ready: func(addr string) { ready <- addr }},
 	}
 	for _, opt := range opts {

@@ -64,7 +64,7 @@ func startNodeProc(t *testing.T, dir string) *nodeProc {
 			t.Logf("skiff dev output:\n%s", n.out.String())
 		}
 	})
-	n.args = []string{"dev", "--data-dir", n.dataDir, "--state-dir", n.stateDir, "--cri-socket", n.socket, "--listen", n.listen,
+	n.args = []string{"dev", "--no-cni", "--data-dir", n.dataDir, "--state-dir", n.stateDir, "--cri-socket", n.socket, "--listen", n.listen,
 		"--client-config", filepath.Join(dir, "client.config"), "--node-name", "node-1", "--log-level", "info"}
 	n.start()
 	// Not waitAdminConfig: dev mode serves plain HTTP, with no CA.
