@@ -1,0 +1,231 @@
+package proxy
+
+import (
+	"crypto/sha256"
+	"encoding/base32"
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// The chains the proxy owns. Every chain it makes starts with chainPrefix,
+// which is how a full sync and Cleanup find them in the kernel.
+const (
+	chainPrefix       = "SKIFF-"
+	servicesChain     = "SKIFF-SERVICES"    // nat: cluster IPs; filter: rejects for ports without endpoints
+	nodePortsChain    = "SKIFF-NODEPORTS"   // nat: node ports on local addresses
+	postroutingChain  = "SKIFF-POSTROUTING" // nat: masquerades marked packets
+	markMasqChain     = "SKIFF-MARK-MASQ"   // nat: marks a packet for masquerading
+	serviceChainPrefx = "SKIFF-SVC-"        // nat: one per service port, spreads over endpoints
+	endpointChainPrfx = "SKIFF-SEP-"        // nat: one per endpoint of a service port, DNATs
+)
+
+const (
+	tableNAT    = "nat"
+	tableFilter = "filter"
+)
+
+// jump is a rule in a built-in chain that sends packets to one of ours. The
+// jumps are the only rules the proxy puts outside its own chains.
+type jump struct {
+	table, chain string
+	spec         []string
+}
+
+// jumps lists the proxy's rules in the built-in chains, in the form
+// go-iptables takes them.
+func jumps() []jump {
+	portals := []string{"-m", "comment", "--comment", "skiff service portals", "-j", servicesChain}
+	rejects := []string{"-m", "conntrack", "--ctstate", "NEW", "-m", "comment", "--comment", "skiff services without endpoints", "-j", servicesChain}
+	return []jump{
+		{tableNAT, "PREROUTING", portals},
+		{tableNAT, "OUTPUT", portals},
+		{tableNAT, "POSTROUTING", []string{"-m", "comment", "--comment", "skiff postrouting rules", "-j", postroutingChain}},
+		{tableFilter, "INPUT", rejects},
+		{tableFilter, "FORWARD", rejects},
+		{tableFilter, "OUTPUT", rejects},
+	}
+}
+
+// chain is one of the proxy's chains with its whole content, as lines for
+// iptables-restore ("-A NAME ...").
+type chain struct {
+	table string
+	name  string
+	rules []string
+}
+
+// ruleConfig is what rendering needs besides the services.
+type ruleConfig struct {
+	clusterCIDR string // "" : traffic to cluster IPs is not masqueraded by source
+	masqMark    uint32
+}
+
+// rendered is what one service contributes to the kernel: its own chains
+// (one per service port with endpoints, one per endpoint) and its lines in
+// the shared chains.
+type rendered struct {
+	svc      Service
+	chains   []chain  // nat SKIFF-SVC-* and SKIFF-SEP-*
+	services []string // lines of nat SKIFF-SERVICES
+	nodePort []string // lines of nat SKIFF-NODEPORTS
+	rejects  []string // lines of filter SKIFF-SERVICES
+}
+
+// hashName returns prefix followed by a stable hash of parts, 16 base32
+// characters: 26 characters in all, within iptables' 28.
+func hashName(prefix string, parts ...string) string {
+	h := sha256.Sum256([]byte(strings.Join(parts, "\x00")))
+	return prefix + base32.StdEncoding.EncodeToString(h[:])[:16]
+}
+
+// serviceChainName names the chain of one service port.
+func serviceChainName(ns, name, port string, proto Protocol) string {
+	return hashName(serviceChainPrefx, ns, name, port, string(proto))
+}
+
+// endpointChainName names the chain of one endpoint of a service port.
+func endpointChainName(ns, name, port string, proto Protocol, ep Endpoint) string {
+	return hashName(endpointChainPrfx, ns, name, port, string(proto), ep.IP, strconv.Itoa(int(ep.Port)))
+}
+
+// render makes the rules of one (valid) service. It is a pure function.
+func render(svc *Service, cfg ruleConfig) *rendered {
+	r := &rendered{svc: svc.clone()}
+	for _, p := range svc.Ports {
+		proto := strings.ToLower(string(p.Protocol))
+		portName := svc.Namespace + "/" + svc.Name
+		if p.Name != "" {
+			portName += ":" + p.Name
+		}
+		dst := fmt.Sprintf("-d %s/32 -p %s -m %s --dport %d", svc.ClusterIP, proto, proto, p.Port)
+		if len(p.Endpoints) == 0 {
+			r.rejects = append(r.rejects, fmt.Sprintf(`-A %s -m comment --comment "%s has no endpoints" %s -j REJECT --reject-with icmp-port-unreachable`,
+				servicesChain, portName, dst))
+			if p.NodePort != 0 {
+				r.rejects = append(r.rejects, fmt.Sprintf(`-A %s -m comment --comment "%s has no endpoints" -m addrtype --dst-type LOCAL -p %s -m %s --dport %d -j REJECT --reject-with icmp-port-unreachable`,
+					servicesChain, portName, proto, proto, p.NodePort))
+			}
+			continue
+		}
+		svcChain := serviceChainName(svc.Namespace, svc.Name, p.Name, p.Protocol)
+		r.services = append(r.services, fmt.Sprintf(`-A %s -m comment --comment "%s cluster IP" %s -j %s`,
+			servicesChain, portName, dst, svcChain))
+		if p.NodePort != 0 {
+			np := fmt.Sprintf(`-A %s -m comment --comment "%s node port" -p %s -m %s --dport %d`, nodePortsChain, portName, proto, proto, p.NodePort)
+			r.nodePort = append(r.nodePort, np+" -j "+markMasqChain, np+" -j "+svcChain)
+		}
+		sc := chain{table: tableNAT, name: svcChain}
+		if cfg.clusterCIDR != "" {
+			sc.rules = append(sc.rules, fmt.Sprintf(`-A %s -m comment --comment "%s cluster IP" %s ! -s %s -j %s`,
+				svcChain, portName, dst, cfg.clusterCIDR, markMasqChain))
+		}
+		var seps []chain
+		for i, ep := range p.Endpoints {
+			sepChain := endpointChainName(svc.Namespace, svc.Name, p.Name, p.Protocol, ep)
+			to := ep.IP + ":" + strconv.Itoa(int(ep.Port))
+			if left := len(p.Endpoints) - i; left > 1 {
+				sc.rules = append(sc.rules, fmt.Sprintf(`-A %s -m comment --comment "%s -> %s" -m statistic --mode random --probability %0.10f -j %s`,
+					svcChain, portName, to, 1/float64(left), sepChain))
+			} else {
+				sc.rules = append(sc.rules, fmt.Sprintf(`-A %s -m comment --comment "%s -> %s" -j %s`, svcChain, portName, to, sepChain))
+			}
+			seps = append(seps, chain{table: tableNAT, name: sepChain, rules: []string{
+				// Hairpin: an endpoint reaching itself through the service
+				// must see the reply come from the node, not from itself.
+				fmt.Sprintf(`-A %s -m comment --comment "%s" -s %s/32 -j %s`, sepChain, portName, ep.IP, markMasqChain),
+				fmt.Sprintf(`-A %s -m comment --comment "%s" -p %s -m %s -j DNAT --to-destination %s`, sepChain, portName, proto, proto, to),
+			}})
+		}
+		r.chains = append(r.chains, sc)
+		r.chains = append(r.chains, seps...)
+	}
+	return r
+}
+
+// staticChains are the proxy's chains whose content does not depend on the
+// services.
+func staticChains(cfg ruleConfig) []chain {
+	mark := fmt.Sprintf("0x%x", cfg.masqMark)
+	return []chain{
+		{tableNAT, markMasqChain, []string{fmt.Sprintf("-A %s -j MARK --or-mark %s", markMasqChain, mark)}},
+		{tableNAT, postroutingChain, []string{
+			fmt.Sprintf("-A %s -m mark ! --mark %s/%s -j RETURN", postroutingChain, mark, mark),
+			fmt.Sprintf("-A %s -j MARK --xor-mark %s", postroutingChain, mark),
+			fmt.Sprintf(`-A %s -m comment --comment "skiff service traffic requiring SNAT" -j MASQUERADE`, postroutingChain),
+		}},
+	}
+}
+
+// sharedChains assembles the chains that every service writes lines in,
+// from the services in the order given.
+func sharedChains(rs []*rendered) []chain {
+	services := chain{table: tableNAT, name: servicesChain}
+	nodePorts := chain{table: tableNAT, name: nodePortsChain}
+	rejects := chain{table: tableFilter, name: servicesChain}
+	for _, r := range rs {
+		services.rules = append(services.rules, r.services...)
+		nodePorts.rules = append(nodePorts.rules, r.nodePort...)
+		rejects.rules = append(rejects.rules, r.rejects...)
+	}
+	// Node ports last, so that a cluster IP that is also local is matched
+	// as a cluster IP first.
+	services.rules = append(services.rules, fmt.Sprintf(`-A %s -m comment --comment "skiff service node ports" -m addrtype --dst-type LOCAL -j %s`,
+		servicesChain, nodePortsChain))
+	return []chain{services, nodePorts, rejects}
+}
+
+// restore is the input of one iptables-restore --noflush run: chains to
+// (re)write whole and chains to delete, per table.
+type restore struct {
+	write  map[string][]chain  // table -> chains to flush and fill
+	remove map[string][]string // table -> chains to flush and delete
+}
+
+func newRestore() *restore {
+	return &restore{write: map[string][]chain{}, remove: map[string][]string{}}
+}
+
+func (r *restore) add(c chain)            { r.write[c.table] = append(r.write[c.table], c) }
+func (r *restore) del(table, name string) { r.remove[table] = append(r.remove[table], name) }
+func (r *restore) empty() bool            { return len(r.write) == 0 && len(r.remove) == 0 }
+func (r *restore) counts() (chains, rules int) {
+	for _, cs := range r.write {
+		for _, c := range cs {
+			chains++
+			rules += len(c.rules)
+		}
+	}
+	return chains, rules
+}
+
+// bytes renders the input. Declaring a chain (":NAME - [0:0]") flushes it
+// even under --noflush, or creates it; every chain written or deleted is
+// declared first, then filled, and the deleted ones go last, when nothing
+// that this run wrote refers to them any more.
+func (r *restore) bytes() []byte {
+	var b strings.Builder
+	for _, table := range []string{tableNAT, tableFilter} {
+		if len(r.write[table]) == 0 && len(r.remove[table]) == 0 {
+			continue
+		}
+		b.WriteString("*" + table + "\n")
+		for _, c := range r.write[table] {
+			b.WriteString(":" + c.name + " - [0:0]\n")
+		}
+		for _, name := range r.remove[table] {
+			b.WriteString(":" + name + " - [0:0]\n")
+		}
+		for _, c := range r.write[table] {
+			for _, rule := range c.rules {
+				b.WriteString(rule)
+				b.WriteByte('\n')
+			}
+		}
+		for _, name := range r.remove[table] {
+			b.WriteString("-X " + name + "\n")
+		}
+		b.WriteString("COMMIT\n")
+	}
+	return []byte(b.String())
+}
