@@ -1,0 +1,93 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"syscall"
+	"testing"
+	"time"
+)
+
+const clusterIP = "10.96.0.10"
+
+func webService(eps ...Endpoint) Service {
+	return Service{Namespace: "default", Name: "web", ClusterIP: clusterIP, Ports: []ServicePort{
+		{Name: "http", Protocol: TCP, Port: 80, NodePort: 30080, Endpoints: eps},
+	}}
+}
+
+func TestProxyServesClusterIPAndNodePort(t *testing.T) {
+	c := newCluster(t)
+	ctx := context.Background()
+	// Rules of someone else's, which the proxy must leave alone.
+	runIn(t, c.node, "iptables", "-t", "nat", "-A", "PREROUTING", "-s", "10.123.0.0/16", "-j", "RETURN")
+	runIn(t, c.node, "iptables", "-t", "filter", "-A", "FORWARD", "-s", "10.123.0.0/16", "-j", "ACCEPT")
+	before := iptablesSave(t, c.node)
+
+	p, err := New(Config{InNetNS: inNS(c.node)})
+	must(t, "new proxier", err)
+	t.Cleanup(func() { p.Cleanup(context.Background()) })
+	ep1 := Endpoint{IP: c.podIPs["pod1"], Port: serverPort}
+	ep2 := Endpoint{IP: c.podIPs["pod2"], Port: serverPort}
+	must(t, "set service", p.SetService(webService(ep1, ep2)))
+	must(t, "sync", p.Sync(ctx))
+
+	svcAddr := addrPort(clusterIP, 80)
+	t.Run("cluster IP spreads over both endpoints", func(t *testing.T) {
+		got := map[string]int{}
+		eventually(t, 20*time.Second, func() bool {
+			name, err := dial(c.client, svcAddr)
+			if err != nil {
+				t.Fatalf("dial %s from the client: %v", svcAddr, err)
+			}
+			got[name]++
+			return got["pod1"] > 0 && got["pod2"] > 0
+		}, func() string { return fmt.Sprintf("answers from %v, want both pods", got) })
+	})
+	t.Run("node port answers on the node IP", func(t *testing.T) {
+		got := seen(t, c.client, addrPort(nodeIP, 30080), 30)
+		if got["pod1"] == 0 || got["pod2"] == 0 {
+			t.Errorf("answers %v, want both pods", got)
+		}
+	})
+	t.Run("a pod reaches the service, itself included", func(t *testing.T) {
+		got := seen(t, c.pods["pod1"], svcAddr, 30)
+		if got["pod1"] == 0 || got["pod2"] == 0 {
+			t.Errorf("answers %v, want both pods (hairpin and same bridge)", got)
+		}
+	})
+	t.Run("a removed endpoint leaves the rotation", func(t *testing.T) {
+		must(t, "set service", p.SetService(webService(ep2)))
+		must(t, "sync", p.Sync(ctx))
+		got := seen(t, c.client, svcAddr, 20)
+		if got["pod1"] != 0 || got["pod2"] != 20 {
+			t.Errorf("answers %v, want pod2 only", got)
+		}
+	})
+	t.Run("no endpoints refuses the connection", func(t *testing.T) {
+		must(t, "set service", p.SetService(webService()))
+		must(t, "sync", p.Sync(ctx))
+		for _, from := range []string{c.client, c.node} {
+			_, err := dial(from, svcAddr)
+			if !errors.Is(err, syscall.ECONNREFUSED) {
+				t.Errorf("dial %s from %s: %v, want connection refused", svcAddr, from, err)
+			}
+		}
+		_, err := dial(c.client, addrPort(nodeIP, 30080))
+		if !errors.Is(err, syscall.ECONNREFUSED) {
+			t.Errorf("dial the node port: %v, want connection refused", err)
+		}
+	})
+	t.Run("cleanup leaves the tables as they were", func(t *testing.T) {
+		must(t, "set service", p.SetService(webService(ep1, ep2)))
+		must(t, "sync", p.Sync(ctx))
+		must(t, "cleanup", p.Cleanup(ctx))
+		if after := iptablesSave(t, c.node); after != before {
+			t.Errorf("after cleanup:\n%s\nwant as before:\n%s", after, before)
+		}
+		if _, err := dial(c.client, svcAddr); err == nil {
+			t.Errorf("dial %s after cleanup answered", svcAddr)
+		}
+	})
+}
