@@ -47,9 +47,59 @@ func (p *Proxier) run(ctx context.Context, stdin []byte, name string, args ...st
 
 // restoreRun feeds one restore input to iptables-restore, without flushing
 // anything the input does not name.
-func (p *Proxier) restoreRun(ctx context.Context, in []byte) error {
-	_, err := p.run(ctx, in, "iptables-restore", "--noflush", "--wait", "5")
-	return err
+// Its output is the listing of the tables when in.wholeCache is set.
+func (p *Proxier) restoreRun(ctx context.Context, in *restore) ([]byte, error) {
+	if !in.wholeCache && in.chains() > manyChains {
+		nft, err := p.nftBackend(ctx)
+		if err != nil {
+			return nil, err
+		}
+		in.wholeCache = nft
+	}
+	return p.run(ctx, in.bytes(), "iptables-restore", "--noflush", "--wait", "5")
+}
+
+// listedChains returns the SKIFF-* chains of each table in the output of
+// a restore with wholeCache: one "-S" listing per table, nat then filter
+// (the order restore.bytes writes them in), each starting with the
+// built-in chains' policies ("-P ...").
+func listedChains(out []byte) map[string][]string {
+	chains := map[string][]string{}
+	tables := []string{tableNAT, tableFilter}
+	t := -1
+	inPolicies := false
+	for line := range strings.Lines(string(out)) {
+		if strings.HasPrefix(line, "-P ") {
+			if !inPolicies {
+				t++
+				inPolicies = true
+			}
+			continue
+		}
+		inPolicies = false
+		if t < 0 || t >= len(tables) {
+			continue
+		}
+		if name, ok := strings.CutPrefix(strings.TrimSpace(line), "-N "+chainPrefix); ok {
+			chains[tables[t]] = append(chains[tables[t]], chainPrefix+name)
+		}
+	}
+	return chains
+}
+
+// nftBackend reports whether iptables is iptables-nft, asking once.
+func (p *Proxier) nftBackend(ctx context.Context) (bool, error) {
+	if p.backend == "" {
+		out, err := p.run(ctx, nil, "iptables-restore", "--version")
+		if err != nil {
+			return false, err
+		}
+		p.backend = "legacy"
+		if strings.Contains(string(out), "nf_tables") {
+			p.backend = "nf_tables"
+		}
+	}
+	return p.backend == "nf_tables", nil
 }
 
 // ownChains lists the proxy's chains present in the kernel, per table, as

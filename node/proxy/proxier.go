@@ -62,6 +62,7 @@ type Proxier struct {
 	ipt   *iptables.IPTables // created on first use, inside the namespace
 
 	mu      sync.Mutex
+	backend string // of iptables-restore: "nf_tables" or "legacy"; "" until asked
 	desired map[key]Service
 	// applied is what the kernel holds per service, valid unless full is
 	// set; shared holds the last written content of the shared chains.
@@ -163,15 +164,21 @@ func (p *Proxier) Sync(ctx context.Context) error {
 	p.full = true // until this sync succeeds
 	start := time.Now()
 
-	var existing map[string][]string
+	var existing map[string][]string // SKIFF-* chains in the kernel, when known before the restore
+	nft := false
 	if full {
 		changed, err := p.ensureBridgeNetfilter()
 		if err != nil {
 			p.log.Warn("pods will not reach services whose endpoint is on their own bridge", "err", err)
 		}
 		p.bridgeNFChanged = p.bridgeNFChanged || changed
-		if existing, err = p.ownChains(ctx); err != nil {
+		if nft, err = p.nftBackend(ctx); err != nil {
 			return fmt.Errorf("sync services: %w", err)
+		}
+		if !nft {
+			if existing, err = p.ownChains(ctx); err != nil {
+				return fmt.Errorf("sync services: %w", err)
+			}
 		}
 	}
 
@@ -252,9 +259,29 @@ func (p *Proxier) Sync(ctx context.Context) error {
 		}
 	}
 
+	// A full sync on iptables-nft lists the tables in the restore itself
+	// (see manyChains) and learns the chains that were there from it:
+	// stale ones are deleted by a second restore, only when there are any.
+	in.wholeCache = full && nft
 	if !in.empty() {
-		if err := p.restoreRun(ctx, in.bytes()); err != nil {
+		out, err := p.restoreRun(ctx, in)
+		if err != nil {
 			return fmt.Errorf("sync services: %w", err)
+		}
+		if in.wholeCache {
+			stale := newRestore()
+			for table, names := range listedChains(out) {
+				for _, name := range names {
+					if !wanted[table+"/"+name] {
+						stale.del(table, name)
+					}
+				}
+			}
+			if !stale.empty() {
+				if _, err := p.restoreRun(ctx, stale); err != nil {
+					return fmt.Errorf("sync services: delete stale chains: %w", err)
+				}
+			}
 		}
 	}
 	if full {
@@ -292,7 +319,7 @@ func (p *Proxier) Cleanup(ctx context.Context) error {
 		}
 	}
 	if !in.empty() {
-		if err := p.restoreRun(ctx, in.bytes()); err != nil {
+		if _, err := p.restoreRun(ctx, in); err != nil {
 			return fmt.Errorf("clean up services: %w", err)
 		}
 	}

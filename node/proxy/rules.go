@@ -133,8 +133,10 @@ func render(svc *Service, cfg ruleConfig) *rendered {
 			seps = append(seps, chain{table: tableNAT, name: sepChain, rules: []string{
 				// Hairpin: an endpoint reaching itself through the service
 				// must see the reply come from the node, not from itself.
-				fmt.Sprintf(`-A %s -m comment --comment "%s" -s %s/32 -j %s`, sepChain, portName, ep.IP, markMasqChain),
-				fmt.Sprintf(`-A %s -m comment --comment "%s" -p %s -m %s -j DNAT --to-destination %s`, sepChain, portName, proto, proto, to),
+				// (No comments here: the jump to this chain has one, and
+				// a match less per rule is a tenth off a full sync.)
+				fmt.Sprintf(`-A %s -s %s/32 -j %s`, sepChain, ep.IP, markMasqChain),
+				fmt.Sprintf(`-A %s -p %s -m %s -j DNAT --to-destination %s`, sepChain, proto, proto, to),
 			}})
 		}
 		r.chains = append(r.chains, sc)
@@ -180,7 +182,20 @@ func sharedChains(rs []*rendered) []chain {
 type restore struct {
 	write  map[string][]chain  // table -> chains to flush and fill
 	remove map[string][]string // table -> chains to flush and delete
+	// wholeCache, when set, starts each table with a listing ("-S"): see
+	// manyChains.
+	wholeCache bool
 }
+
+// manyChains is the number of chains a restore names beyond which it asks
+// iptables-nft for its whole-table cache. Under --noflush, iptables-nft
+// 1.8.9 keeps the names of the chains a restore mentions in a sorted list
+// to fetch them alone, and inserts each name with a linear walk: quadratic,
+// about 10 s for 1,000 services of 10 endpoints. A command naming no chain
+// makes it fetch the table whole instead, and "-S" is the only such command
+// that changes nothing (its listing of the table as it was is discarded).
+// Below the threshold the per-chain fetch is the cheaper one.
+const manyChains = 200
 
 func newRestore() *restore {
 	return &restore{write: map[string][]chain{}, remove: map[string][]string{}}
@@ -189,6 +204,17 @@ func newRestore() *restore {
 func (r *restore) add(c chain)            { r.write[c.table] = append(r.write[c.table], c) }
 func (r *restore) del(table, name string) { r.remove[table] = append(r.remove[table], name) }
 func (r *restore) empty() bool            { return len(r.write) == 0 && len(r.remove) == 0 }
+func (r *restore) chains() int {
+	n := 0
+	for _, cs := range r.write {
+		n += len(cs)
+	}
+	for _, names := range r.remove {
+		n += len(names)
+	}
+	return n
+}
+
 func (r *restore) counts() (chains, rules int) {
 	for _, cs := range r.write {
 		for _, c := range cs {
@@ -210,6 +236,9 @@ func (r *restore) bytes() []byte {
 			continue
 		}
 		b.WriteString("*" + table + "\n")
+		if r.wholeCache {
+			b.WriteString("-S\n")
+		}
 		for _, c := range r.write[table] {
 			b.WriteString(":" + c.name + " - [0:0]\n")
 		}
