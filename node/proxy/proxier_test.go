@@ -57,6 +57,22 @@ func TestProxyServesClusterIPAndNodePort(t *testing.T) {
 			t.Errorf("answers %v, want both pods (hairpin and same bridge)", got)
 		}
 	})
+	t.Run("the service CIDR's unreachable route does not hide services", func(t *testing.T) {
+		r, err := NewRoutes(RoutesConfig{InNetNS: inNS(c.node), NodeName: "node", ServiceCIDR: "10.96.0.0/16"})
+		must(t, "new routes", err)
+		must(t, "sync routes", r.Sync(ctx, nil))
+		defer r.Cleanup(ctx)
+		// Not from the node itself: a local connect() consults the route
+		// before nat OUTPUT can DNAT, and the route says unreachable. That
+		// is a known limit of the unreachable route (see Routes).
+		for _, from := range []string{c.client, c.pods["pod2"]} {
+			if name, err := dial(from, svcAddr); err != nil {
+				t.Errorf("dial %s from %s: %v", svcAddr, from, err)
+			} else if name != "pod1" && name != "pod2" {
+				t.Errorf("dial %s from %s: answer %q", svcAddr, from, name)
+			}
+		}
+	})
 	t.Run("a removed endpoint leaves the rotation", func(t *testing.T) {
 		must(t, "set service", p.SetService(webService(ep2)))
 		must(t, "sync", p.Sync(ctx))

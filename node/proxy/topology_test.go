@@ -48,9 +48,7 @@ func newCluster(t *testing.T) *cluster {
 		podIPs: map[string]string{"pod1": "10.99.1.2", "pod2": "10.99.1.3"},
 	}
 	node := handleAt(t, c.node)
-	must(t, "set ip_forward", netns.Do(c.node, func() error {
-		return os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1\n"), 0o644)
-	}))
+	setSysctl(t, c.node, "net/ipv4/ip_forward", "1")
 
 	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "br0"}}
 	must(t, "add bridge", node.LinkAdd(br))
@@ -182,4 +180,13 @@ func seen(t *testing.T, path, addr string, n int) map[string]int {
 
 func addrPort(ip string, port int) string {
 	return netip.AddrPortFrom(netip.MustParseAddr(ip), uint16(port)).String()
+}
+
+// setSysctl sets a per-namespace sysctl (a path under /proc/sys) in the
+// namespace at ns.
+func setSysctl(t *testing.T, ns, name, value string) {
+	t.Helper()
+	must(t, "set "+name, netns.Do(ns, func() error {
+		return os.WriteFile("/proc/sys/"+name, []byte(value+"\n"), 0o644)
+	}))
 }
