@@ -182,6 +182,60 @@ func (p *Proxier) Sync(ctx context.Context) error {
 		}
 	}
 
+	pl := p.plan(full, existing)
+	in := pl.in
+	// A full sync on iptables-nft lists the tables in the restore itself
+	// (see manyChains) and learns the chains that were there from it:
+	// stale ones are deleted by a second restore, only when there are any.
+	in.wholeCache = full && nft
+	if !in.empty() {
+		out, err := p.restoreRun(ctx, in)
+		if err != nil {
+			return fmt.Errorf("sync services: %w", err)
+		}
+		if in.wholeCache {
+			stale := newRestore()
+			for table, names := range listedChains(out) {
+				for _, name := range names {
+					if !pl.wanted[table+"/"+name] {
+						stale.del(table, name)
+					}
+				}
+			}
+			if !stale.empty() {
+				if _, err := p.restoreRun(ctx, stale); err != nil {
+					return fmt.Errorf("sync services: delete stale chains: %w", err)
+				}
+			}
+		}
+	}
+	if full {
+		if err := p.ensureJumps(ctx); err != nil {
+			return fmt.Errorf("sync services: %w", err)
+		}
+	}
+	p.applied, p.shared, p.full = pl.next, pl.shared, false
+	chains, rules := in.counts()
+	p.log.Debug("synced services", "full", full, "services", len(pl.next), "changed", pl.changed,
+		"chains", chains, "rules", rules, "took", time.Since(start))
+	return nil
+}
+
+// syncPlan is what one sync writes, and the state it leaves.
+type syncPlan struct {
+	in      *restore
+	next    map[key]*rendered   // the applied state after the restore
+	shared  map[string][]string // the shared chains' content after it
+	wanted  map[string]bool     // table/name of every chain kept
+	changed int                 // services rendered anew
+}
+
+// plan works out the restore that takes the kernel from the applied state
+// to the desired one: everything when full (and the deletion of existing
+// SKIFF-* chains not wanted, when existing is known), otherwise the chains
+// of changed services and the shared chains whose content changed. It does
+// no I/O.
+func (p *Proxier) plan(full bool, existing map[string][]string) *syncPlan {
 	keys := make([]key, 0, len(p.desired))
 	for k := range p.desired {
 		keys = append(keys, k)
@@ -197,14 +251,14 @@ func (p *Proxier) Sync(ctx context.Context) error {
 	next := make(map[key]*rendered, len(keys))
 	wanted := map[string]bool{} // table/name of every chain this sync keeps
 	order := make([]*rendered, 0, len(keys))
-	changedSvcs := 0
+	changed := 0
 	for _, k := range keys {
 		svc := p.desired[k]
 		old := p.applied[k]
 		r := old
 		if full || old == nil || !old.svc.equal(&svc) {
 			r = render(&svc, p.rules)
-			changedSvcs++
+			changed++
 			for _, c := range r.chains {
 				in.add(c)
 			}
@@ -259,41 +313,7 @@ func (p *Proxier) Sync(ctx context.Context) error {
 		}
 	}
 
-	// A full sync on iptables-nft lists the tables in the restore itself
-	// (see manyChains) and learns the chains that were there from it:
-	// stale ones are deleted by a second restore, only when there are any.
-	in.wholeCache = full && nft
-	if !in.empty() {
-		out, err := p.restoreRun(ctx, in)
-		if err != nil {
-			return fmt.Errorf("sync services: %w", err)
-		}
-		if in.wholeCache {
-			stale := newRestore()
-			for table, names := range listedChains(out) {
-				for _, name := range names {
-					if !wanted[table+"/"+name] {
-						stale.del(table, name)
-					}
-				}
-			}
-			if !stale.empty() {
-				if _, err := p.restoreRun(ctx, stale); err != nil {
-					return fmt.Errorf("sync services: delete stale chains: %w", err)
-				}
-			}
-		}
-	}
-	if full {
-		if err := p.ensureJumps(ctx); err != nil {
-			return fmt.Errorf("sync services: %w", err)
-		}
-	}
-	p.applied, p.shared, p.full = next, shared, false
-	chains, rules := in.counts()
-	p.log.Debug("synced services", "full", full, "services", len(keys), "changed", changedSvcs,
-		"chains", chains, "rules", rules, "took", time.Since(start))
-	return nil
+	return &syncPlan{in: in, next: next, shared: shared, wanted: wanted, changed: changed}
 }
 
 // Cleanup removes everything the proxy put in the kernel: the jumps from
