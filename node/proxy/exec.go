@@ -176,7 +176,11 @@ func (p *Proxier) removeJumps(ctx context.Context) error {
 	return p.goIPTables(ctx, func(ipt *iptables.IPTables) error {
 		var errs []error
 		for _, j := range jumps() {
-			if err := ipt.DeleteIfExists(j.table, j.chain, j.spec...); err != nil {
+			// A jump to a chain that does not exist cannot be there;
+			// iptables says so with an error of its own.
+			var ierr *iptables.Error
+			err := ipt.DeleteIfExists(j.table, j.chain, j.spec...)
+			if err != nil && !(errors.As(err, &ierr) && ierr.IsNotExist()) {
 				errs = append(errs, fmt.Errorf("remove jump from %s %s: %w", j.table, j.chain, err))
 			}
 		}

@@ -99,6 +99,7 @@ func TestProxyServesClusterIPAndNodePort(t *testing.T) {
 		must(t, "set service", p.SetService(webService(ep1, ep2)))
 		must(t, "sync", p.Sync(ctx))
 		must(t, "cleanup", p.Cleanup(ctx))
+		must(t, "cleanup again (idempotent)", p.Cleanup(ctx))
 		if after := iptablesSave(t, c.node); after != before {
 			t.Errorf("after cleanup:\n%s\nwant as before:\n%s", after, before)
 		}
