@@ -18,7 +18,13 @@
 // endpoint's reply, bridged straight back to the client, is un-DNATed.
 // (Masquerading all service traffic would work without it but would hide
 // every client's address.) An endpoint reaching itself through its service
-// (hairpin) is masqueraded.
+// (hairpin) is masqueraded; its bridge port must be in hairpin mode (CNI's
+// bridge plugin: hairpinMode) for the packet to go back out the port it
+// came in on.
+//
+// Routes puts an unreachable route on the service CIDR, and a policy rule
+// that lets the node's own processes still reach cluster IPs (see
+// RoutesConfig); Config.ServiceCIDR refuses what no service matches.
 package proxy
 
 import (
@@ -43,6 +49,11 @@ type Config struct {
 	// from any other source is masqueraded, so that replies come back
 	// through this node.
 	ClusterCIDR string
+	// ServiceCIDR, when set, is the cluster IPs' range: a connection to
+	// an address in it that no service port matches is refused. With
+	// Routes' unreachable route this is what refuses the node's own
+	// connections to such addresses.
+	ServiceCIDR string
 	// MasqueradeMark is the packet mark bit that asks for masquerading
 	// (default 0x4000).
 	MasqueradeMark uint32
@@ -86,6 +97,11 @@ func New(cfg Config) (*Proxier, error) {
 			return nil, fmt.Errorf("new proxier: clusterCIDR: %w", err)
 		}
 	}
+	if cfg.ServiceCIDR != "" {
+		if _, err := parseCIDR4(cfg.ServiceCIDR); err != nil {
+			return nil, fmt.Errorf("new proxier: serviceCIDR: %w", err)
+		}
+	}
 	if cfg.ExecTimeout <= 0 {
 		cfg.ExecTimeout = 10 * time.Second
 	}
@@ -94,7 +110,7 @@ func New(cfg Config) (*Proxier, error) {
 	}
 	return &Proxier{
 		cfg:     cfg,
-		rules:   ruleConfig{clusterCIDR: cfg.ClusterCIDR, masqMark: cfg.MasqueradeMark},
+		rules:   ruleConfig{clusterCIDR: cfg.ClusterCIDR, serviceCIDR: cfg.ServiceCIDR, masqMark: cfg.MasqueradeMark},
 		log:     cfg.Logger,
 		desired: map[key]Service{},
 		applied: map[key]*rendered{},
@@ -291,7 +307,7 @@ func (p *Proxier) plan(full bool, existing map[string][]string) *syncPlan {
 	}
 
 	shared := map[string][]string{}
-	for _, c := range sharedChains(order) {
+	for _, c := range sharedChains(order, p.rules) {
 		id := c.table + "/" + c.name
 		shared[id] = c.rules
 		wanted[id] = true

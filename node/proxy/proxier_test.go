@@ -25,7 +25,7 @@ func TestProxyServesClusterIPAndNodePort(t *testing.T) {
 	runIn(t, c.node, "iptables", "-t", "filter", "-A", "FORWARD", "-s", "10.123.0.0/16", "-j", "ACCEPT")
 	before := iptablesSave(t, c.node)
 
-	p, err := New(Config{InNetNS: inNS(c.node)})
+	p, err := New(Config{InNetNS: inNS(c.node), ServiceCIDR: "10.96.0.0/16"})
 	must(t, "new proxier", err)
 	t.Cleanup(func() { p.Cleanup(context.Background()) })
 	ep1 := Endpoint{IP: c.podIPs["pod1"], Port: serverPort}
@@ -60,16 +60,26 @@ func TestProxyServesClusterIPAndNodePort(t *testing.T) {
 	t.Run("the service CIDR's unreachable route does not hide services", func(t *testing.T) {
 		r, err := NewRoutes(RoutesConfig{InNetNS: inNS(c.node), NodeName: "node", ServiceCIDR: "10.96.0.0/16"})
 		must(t, "new routes", err)
-		must(t, "sync routes", r.Sync(ctx, nil))
-		defer r.Cleanup(ctx)
-		// Not from the node itself: a local connect() consults the route
-		// before nat OUTPUT can DNAT, and the route says unreachable. That
-		// is a known limit of the unreachable route (see Routes).
-		for _, from := range []string{c.client, c.pods["pod2"]} {
+		must(t, "sync routes", r.Sync(ctx, map[string]NodeRoute{"node": {IP: nodeIP, PodCIDR: "10.99.1.0/24"}}))
+		defer func() { must(t, "clean up routes", r.Cleanup(ctx)) }()
+		for _, from := range []string{c.client, c.pods["pod2"], c.node} {
 			if name, err := dial(from, svcAddr); err != nil {
 				t.Errorf("dial %s from %s: %v", svcAddr, from, err)
 			} else if name != "pod1" && name != "pod2" {
 				t.Errorf("dial %s from %s: answer %q", svcAddr, from, name)
+			}
+		}
+		unknown := addrPort("10.96.0.99", 80)
+		for _, tt := range []struct {
+			from string
+			want error
+		}{
+			{c.client, syscall.EHOSTUNREACH},
+			{c.pods["pod2"], syscall.EHOSTUNREACH},
+			{c.node, syscall.ECONNREFUSED},
+		} {
+			if _, err := dial(tt.from, unknown); !errors.Is(err, tt.want) {
+				t.Errorf("dial %s (no service) from %s: %v, want %v", unknown, tt.from, err, tt.want)
 			}
 		}
 	})

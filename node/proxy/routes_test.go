@@ -14,13 +14,18 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// routeLines returns the namespace's main IPv4 routes as `ip route` shows
-// them, one a line.
+// routeLines returns the namespace's IPv4 routes of every table and its
+// rules, as `ip route` and `ip rule` show them, one a line.
 func routeLines(t *testing.T, ns string) []string {
 	t.Helper()
 	var lines []string
-	for line := range strings.Lines(runIn(t, ns, "ip", "-4", "route", "show", "table", "main")) {
-		lines = append(lines, strings.TrimSpace(line))
+	for line := range strings.Lines(runIn(t, ns, "ip", "-4", "route", "show", "table", "all")) {
+		if !strings.Contains(line, "table local") {
+			lines = append(lines, strings.TrimSpace(line))
+		}
+	}
+	for line := range strings.Lines(runIn(t, ns, "ip", "-4", "rule")) {
+		lines = append(lines, "rule "+strings.TrimSpace(line))
 	}
 	return lines
 }
@@ -54,6 +59,8 @@ func TestRoutes(t *testing.T) {
 		"10.244.2.0/24 via 10.98.0.3 dev eth1 proto 83",
 		"unreachable 10.96.0.0/16 proto 83",
 		"10.200.0.0/16 via 10.98.0.9 dev eth1 proto static",
+		"10.96.0.0/16 dev lo table 83 proto 83 scope link src 10.98.0.1",
+		"rule 1000:	from all to 10.96.0.0/16 iif lo lookup 83 proto 83",
 	} {
 		if !slices.Contains(got, want) {
 			t.Errorf("routes lack %q:\n%s", want, strings.Join(got, "\n"))
@@ -64,11 +71,22 @@ func TestRoutes(t *testing.T) {
 	}
 
 	t.Run("a service address without a rule is refused at once", func(t *testing.T) {
-		for _, from := range []string{node, peer} {
+		// From the node itself, the proxier's catch-all refuses it.
+		p, err := New(Config{InNetNS: inNS(node), ServiceCIDR: "10.96.0.0/16"})
+		must(t, "new proxier", err)
+		must(t, "sync", p.Sync(ctx))
+		defer func() { must(t, "cleanup", p.Cleanup(ctx)) }()
+		for _, tt := range []struct {
+			from string
+			want []error
+		}{
+			{peer, []error{syscall.EHOSTUNREACH, syscall.ENETUNREACH}},
+			{node, []error{syscall.ECONNREFUSED}},
+		} {
 			start := time.Now()
-			_, err := dial(from, "10.96.0.10:80")
-			if !errors.Is(err, syscall.EHOSTUNREACH) && !errors.Is(err, syscall.ENETUNREACH) {
-				t.Errorf("dial a service address from %s: %v, want host or network unreachable", from, err)
+			_, err := dial(tt.from, "10.96.0.10:80")
+			if !slices.ContainsFunc(tt.want, func(e error) bool { return errors.Is(err, e) }) {
+				t.Errorf("dial a service address from %s: %v, want one of %v", tt.from, err, tt.want)
 			}
 			if took := time.Since(start); took > time.Second {
 				t.Errorf("refusal took %v", took)

@@ -58,7 +58,19 @@ type chain struct {
 // ruleConfig is what rendering needs besides the services.
 type ruleConfig struct {
 	clusterCIDR string // "" : traffic to cluster IPs is not masqueraded by source
+	serviceCIDR string // "" : no catch-all refusal of unknown service addresses
 	masqMark    uint32
+}
+
+// rejectWith is how a connection to a port without endpoints is refused:
+// a TCP reset for TCP, which works for the node's own connections too
+// (an ICMP error is not delivered to a local socket whose route goes via
+// the loopback device, see RoutesConfig), and port unreachable for UDP.
+func rejectWith(proto string) string {
+	if proto == "tcp" {
+		return "tcp-reset"
+	}
+	return "icmp-port-unreachable"
 }
 
 // rendered is what one service contributes to the kernel: its own chains
@@ -100,11 +112,11 @@ func render(svc *Service, cfg ruleConfig) *rendered {
 		}
 		dst := fmt.Sprintf("-d %s/32 -p %s -m %s --dport %d", svc.ClusterIP, proto, proto, p.Port)
 		if len(p.Endpoints) == 0 {
-			r.rejects = append(r.rejects, fmt.Sprintf(`-A %s -m comment --comment "%s has no endpoints" %s -j REJECT --reject-with icmp-port-unreachable`,
-				servicesChain, portName, dst))
+			r.rejects = append(r.rejects, fmt.Sprintf(`-A %s -m comment --comment "%s has no endpoints" %s -j REJECT --reject-with %s`,
+				servicesChain, portName, dst, rejectWith(proto)))
 			if p.NodePort != 0 {
-				r.rejects = append(r.rejects, fmt.Sprintf(`-A %s -m comment --comment "%s has no endpoints" -m addrtype --dst-type LOCAL -p %s -m %s --dport %d -j REJECT --reject-with icmp-port-unreachable`,
-					servicesChain, portName, proto, proto, p.NodePort))
+				r.rejects = append(r.rejects, fmt.Sprintf(`-A %s -m comment --comment "%s has no endpoints" -m addrtype --dst-type LOCAL -p %s -m %s --dport %d -j REJECT --reject-with %s`,
+					servicesChain, portName, proto, proto, p.NodePort, rejectWith(proto)))
 			}
 			continue
 		}
@@ -162,7 +174,7 @@ func staticChains(cfg ruleConfig) []chain {
 
 // sharedChains assembles the chains that every service writes lines in,
 // from the services in the order given.
-func sharedChains(rs []*rendered) []chain {
+func sharedChains(rs []*rendered, cfg ruleConfig) []chain {
 	services := chain{table: tableNAT, name: servicesChain}
 	nodePorts := chain{table: tableNAT, name: nodePortsChain}
 	rejects := chain{table: tableFilter, name: servicesChain}
@@ -175,6 +187,14 @@ func sharedChains(rs []*rendered) []chain {
 	// as a cluster IP first.
 	services.rules = append(services.rules, fmt.Sprintf(`-A %s -m comment --comment "skiff service node ports" -m addrtype --dst-type LOCAL -j %s`,
 		servicesChain, nodePortsChain))
+	if cfg.serviceCIDR != "" {
+		// Last: a service address nothing above matched. (A DNATed
+		// packet has an endpoint's address by the time filter sees it.)
+		for _, proto := range []string{"tcp", "udp"} {
+			rejects.rules = append(rejects.rules, fmt.Sprintf(`-A %s -m comment --comment "service addresses without a rule" -d %s -p %s -j REJECT --reject-with %s`,
+				servicesChain, cfg.serviceCIDR, proto, rejectWith(proto)))
+		}
+	}
 	return []chain{services, nodePorts, rejects}
 }
 

@@ -71,7 +71,7 @@ var (
 // TestSyncPlans walks one proxier through a sequence of desired states and
 // compares each sync's iptables-restore input with a golden file.
 func TestSyncPlans(t *testing.T) {
-	p, err := New(Config{ClusterCIDR: "10.244.0.0/16"})
+	p, err := New(Config{ClusterCIDR: "10.244.0.0/16", ServiceCIDR: "10.96.0.0/16"})
 	must(t, "new proxier", err)
 	full := true
 	steps := []struct {
