@@ -2,9 +2,13 @@ package proxy
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
+
+	"skiff.dev/skiff/netns"
 )
 
 // kernelChains returns the SKIFF-* chains in the namespace, as
@@ -82,5 +86,39 @@ func TestSyncKeepsTheKernelExact(t *testing.T) {
 		if got, want := kernelChains(t, ns), wantChains(p); !slices.Equal(got, want) {
 			t.Errorf("%s: chains in the kernel:\n%s\nwant:\n%s", st.name, strings.Join(got, "\n"), strings.Join(want, "\n"))
 		}
+	}
+}
+
+// TestFailedSyncIsFollowedByAFullOne makes one sync's restore fail and
+// checks that the next sync is a full one that leaves the kernel exact.
+func TestFailedSyncIsFollowedByAFullOne(t *testing.T) {
+	requireRoot(t)
+	ns := newNS(t, nsDir(t), "node")
+	ctx := context.Background()
+	var fail atomic.Bool
+	enter := func(fn func() error) error {
+		if fail.Load() {
+			return errors.New("injected failure")
+		}
+		return netns.Do(ns, fn)
+	}
+	p, err := New(Config{InNetNS: enter})
+	must(t, "new proxier", err)
+	t.Cleanup(func() { fail.Store(false); p.Cleanup(context.Background()) })
+	must(t, "replace", p.Replace([]Service{web, dns}))
+	must(t, "sync", p.Sync(ctx))
+
+	p.DeleteService("kube-system", "dns")
+	fail.Store(true)
+	if err := p.Sync(ctx); err == nil || !strings.Contains(err.Error(), "injected failure") {
+		t.Fatalf("sync with a failing restore = %v, want the failure", err)
+	}
+	fail.Store(false)
+	if !p.full {
+		t.Error("after a failed sync, the next one is not full")
+	}
+	must(t, "sync after the failure", p.Sync(ctx))
+	if got, want := kernelChains(t, ns), wantChains(p); !slices.Equal(got, want) {
+		t.Errorf("chains in the kernel:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }
