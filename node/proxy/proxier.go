@@ -231,6 +231,11 @@ func (p *Proxier) Sync(ctx context.Context) error {
 		}
 	}
 	p.applied, p.shared, p.full = pl.next, pl.shared, false
+	// The rules are in; a flow that outlives its endpoint only delays a
+	// client until its entry times out, so this is reported, not failed.
+	if err := p.forgetFlows(pl.staleUDP); err != nil {
+		p.log.Warn("UDP clients of removed endpoints may reach them until their flows time out", "err", err)
+	}
 	chains, rules := in.counts()
 	p.log.Debug("synced services", "full", full, "services", len(pl.next), "changed", pl.changed,
 		"chains", chains, "rules", rules, "took", time.Since(start))
@@ -239,11 +244,12 @@ func (p *Proxier) Sync(ctx context.Context) error {
 
 // syncPlan is what one sync writes, and the state it leaves.
 type syncPlan struct {
-	in      *restore
-	next    map[key]*rendered   // the applied state after the restore
-	shared  map[string][]string // the shared chains' content after it
-	wanted  map[string]bool     // table/name of every chain kept
-	changed int                 // services rendered anew
+	in       *restore
+	next     map[key]*rendered   // the applied state after the restore
+	shared   map[string][]string // the shared chains' content after it
+	wanted   map[string]bool     // table/name of every chain kept
+	changed  int                 // services rendered anew
+	staleUDP []staleFlow         // UDP endpoints gone, whose flows to forget
 }
 
 // plan works out the restore that takes the kernel from the applied state
@@ -268,11 +274,15 @@ func (p *Proxier) plan(full bool, existing map[string][]string) *syncPlan {
 	wanted := map[string]bool{} // table/name of every chain this sync keeps
 	order := make([]*rendered, 0, len(keys))
 	changed := 0
+	var stale []staleFlow
 	for _, k := range keys {
 		svc := p.desired[k]
 		old := p.applied[k]
 		r := old
 		if full || old == nil || !old.svc.equal(&svc) {
+			if old != nil {
+				stale = append(stale, staleUDPFlows(&old.svc, &svc)...)
+			}
 			r = render(&svc, p.rules)
 			changed++
 			for _, c := range r.chains {
@@ -296,12 +306,14 @@ func (p *Proxier) plan(full bool, existing map[string][]string) *syncPlan {
 			wanted[c.table+"/"+c.name] = true
 		}
 	}
-	if !full {
-		for k, old := range p.applied {
-			if _, ok := next[k]; !ok {
-				for _, c := range old.chains {
-					in.del(c.table, c.name)
-				}
+	for k, old := range p.applied {
+		if _, ok := next[k]; ok {
+			continue
+		}
+		stale = append(stale, staleUDPFlows(&old.svc, nil)...)
+		if !full {
+			for _, c := range old.chains {
+				in.del(c.table, c.name)
 			}
 		}
 	}
@@ -329,7 +341,7 @@ func (p *Proxier) plan(full bool, existing map[string][]string) *syncPlan {
 		}
 	}
 
-	return &syncPlan{in: in, next: next, shared: shared, wanted: wanted, changed: changed}
+	return &syncPlan{in: in, next: next, shared: shared, wanted: wanted, changed: changed, staleUDP: stale}
 }
 
 // Cleanup removes everything the proxy put in the kernel: the jumps from

@@ -118,3 +118,37 @@ func TestProxyServesClusterIPAndNodePort(t *testing.T) {
 		}
 	})
 }
+
+// TestProxyMovesUDPClientsOffRemovedEndpoints: a UDP client that keeps its
+// socket reaches the remaining endpoint once its own is removed, although
+// the removed one still answers (its conntrack entry is deleted).
+func TestProxyMovesUDPClientsOffRemovedEndpoints(t *testing.T) {
+	c := newCluster(t)
+	ctx := context.Background()
+	for name, path := range c.pods {
+		serveUDP(t, path, name, 5353)
+	}
+	p, err := New(Config{InNetNS: inNS(c.node)})
+	must(t, "new proxier", err)
+	t.Cleanup(func() { p.Cleanup(context.Background()) })
+	dns := func(pods ...string) Service {
+		svc := Service{Namespace: "kube-system", Name: "dns", ClusterIP: "10.96.0.53", Ports: []ServicePort{{Name: "dns", Protocol: UDP, Port: 53}}}
+		for _, pod := range pods {
+			svc.Ports[0].Endpoints = append(svc.Ports[0].Endpoints, Endpoint{IP: c.podIPs[pod], Port: 5353})
+		}
+		return svc
+	}
+	must(t, "set service", p.SetService(dns("pod1")))
+	must(t, "sync", p.Sync(ctx))
+	client := newUDPClient(t, c.client, "10.96.0.53:53")
+	if got, err := client.ask(); err != nil || got != "pod1" {
+		t.Fatalf("ask = %q, %v; want pod1", got, err)
+	}
+	must(t, "set service", p.SetService(dns("pod2")))
+	must(t, "sync", p.Sync(ctx))
+	for range 3 {
+		if got, err := client.ask(); err != nil || got != "pod2" {
+			t.Fatalf("ask after pod1 left = %q, %v; want pod2", got, err)
+		}
+	}
+}

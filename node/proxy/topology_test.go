@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -189,4 +190,57 @@ func setSysctl(t *testing.T, ns, name, value string) {
 	must(t, "set "+name, netns.Do(ns, func() error {
 		return os.WriteFile("/proc/sys/"+name, []byte(value+"\n"), 0o644)
 	}))
+}
+
+// serveUDP answers every datagram on port in the namespace with the pod's
+// name, until the test ends.
+func serveUDP(t *testing.T, path, name string, port int) {
+	t.Helper()
+	var pc net.PacketConn
+	must(t, "listen udp in "+name, netns.Do(path, func() error {
+		var err error
+		pc, err = net.ListenPacket("udp4", fmt.Sprintf(":%d", port))
+		return err
+	}))
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		buf := make([]byte, 64)
+		for {
+			_, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			pc.WriteTo([]byte(name), from)
+		}
+	}()
+	t.Cleanup(func() { pc.Close(); wg.Wait() })
+}
+
+// udpClient is a connected UDP socket in a namespace: every datagram it
+// sends has the same source port, as a long-lived client's would.
+type udpClient struct{ conn net.Conn }
+
+func newUDPClient(t *testing.T, path, addr string) *udpClient {
+	t.Helper()
+	var conn net.Conn
+	must(t, "dial udp "+addr, netns.Do(path, func() error {
+		var err error
+		conn, err = net.Dial("udp4", addr)
+		return err
+	}))
+	t.Cleanup(func() { conn.Close() })
+	return &udpClient{conn}
+}
+
+// ask sends a datagram and returns the answer.
+func (c *udpClient) ask() (string, error) {
+	if _, err := c.conn.Write([]byte("?")); err != nil {
+		return "", err
+	}
+	c.conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+	buf := make([]byte, 64)
+	n, err := c.conn.Read(buf)
+	return string(buf[:n]), err
 }
