@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -24,6 +25,8 @@ func TestProxyServesClusterIPAndNodePort(t *testing.T) {
 	runIn(t, c.node, "iptables", "-t", "nat", "-A", "PREROUTING", "-s", "10.123.0.0/16", "-j", "RETURN")
 	runIn(t, c.node, "iptables", "-t", "filter", "-A", "FORWARD", "-s", "10.123.0.0/16", "-j", "ACCEPT")
 	before := iptablesSave(t, c.node)
+	// Off, so that the pod-to-pod case shows the proxy turns it on.
+	setSysctl(t, c.node, "net/bridge/bridge-nf-call-iptables", "0")
 
 	p, err := New(Config{InNetNS: inNS(c.node), ServiceCIDR: "10.96.0.0/16"})
 	must(t, "new proxier", err)
@@ -110,6 +113,9 @@ func TestProxyServesClusterIPAndNodePort(t *testing.T) {
 		must(t, "sync", p.Sync(ctx))
 		must(t, "cleanup", p.Cleanup(ctx))
 		must(t, "cleanup again (idempotent)", p.Cleanup(ctx))
+		if got := strings.TrimSpace(runIn(t, c.node, "cat", "/proc/sys/net/bridge/bridge-nf-call-iptables")); got != "0" {
+			t.Errorf("bridge-nf-call-iptables = %s after cleanup, want 0 as before", got)
+		}
 		if after := iptablesSave(t, c.node); after != before {
 			t.Errorf("after cleanup:\n%s\nwant as before:\n%s", after, before)
 		}
