@@ -4,6 +4,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -184,5 +185,31 @@ func TestServiceValidation(t *testing.T) {
 	p, _ := New(Config{})
 	if err := p.Replace([]Service{ok, ok}); err == nil || !strings.Contains(err.Error(), "listed twice") {
 		t.Errorf("Replace with a service twice = %v", err)
+	}
+}
+
+func TestStaleUDPFlows(t *testing.T) {
+	moved := dns.clone()
+	moved.Ports[0].Endpoints = moved.Ports[0].Endpoints[1:] // 10.244.1.5 leaves the UDP port
+	moved.Ports[1].Endpoints = nil                          // TCP endpoints are not tracked
+	tests := []struct {
+		name      string
+		old, next *Service
+		want      []staleFlow
+	}{
+		{"nothing changed", &dns, &dns, nil},
+		{"an endpoint left", &dns, &moved, []staleFlow{{"10.96.0.53", 53, 30053, Endpoint{"10.244.1.5", 53}}}},
+		{"the service left", &dns, nil, []staleFlow{
+			{"10.96.0.53", 53, 30053, Endpoint{"10.244.1.5", 53}},
+			{"10.96.0.53", 53, 30053, Endpoint{"10.244.2.5", 5353}},
+		}},
+		{"TCP only", &web, nil, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := staleUDPFlows(tt.old, tt.next); !slices.Equal(got, tt.want) {
+				t.Errorf("staleUDPFlows = %+v, want %+v", got, tt.want)
+			}
+		})
 	}
 }
