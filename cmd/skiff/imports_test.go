@@ -28,7 +28,7 @@ var rooms = map[string][]string{
 	"control/server":      {"control/server", "control/api", "control/store", "control/cluster", "control/apiserver", "control/scheduler", "control/controllers"},
 	"node":                {"node", "cri", "runtime", "netns", "control/api", "control/cluster"},
 	"node/agent":          {"node/agent", "control/api"},
-	"node/proxy":          {"node/proxy", "control/api"},
+	"node/proxy":          {"node/proxy", "control/api", "netns"}, // netns: tests only
 	"cri":                 {"cri", "runtime", "netns"},
 	"runtime":             {"runtime", "netns"}, // netns: tests only (implementations)
 	"netns":               {"netns"},
@@ -43,8 +43,9 @@ var rooms = map[string][]string{
 // sandbox's network namespace by path, while runtime/oci's tests make one
 // with netns to join.
 var implementations = map[string][]string{
-	"cri":     {"runtime/wasm", "runtime/oci"},
-	"runtime": {"netns"},
+	"cri":        {"runtime/wasm", "runtime/oci"},
+	"runtime":    {"netns"},
+	"node/proxy": {"netns"}, // its tests program namespaces of their own; the node hands it one
 }
 
 type pkg struct {
@@ -155,6 +156,8 @@ func TestViolationsCatchesCrossings(t *testing.T) {
 		{"cri reaches a runtime implementation", pkg{ImportPath: module + "/cri", Imports: []string{module + "/runtime/wasm"}}, 1},
 		{"a runtime makes network namespaces", pkg{ImportPath: module + "/runtime/oci", Imports: []string{module + "/netns"}}, 1},
 		{"a runtime's tests make network namespaces", pkg{ImportPath: module + "/runtime/oci", TestImports: []string{module + "/netns"}}, 0},
+		{"the proxy enters network namespaces itself", pkg{ImportPath: module + "/node/proxy", Imports: []string{module + "/netns"}}, 1},
+		{"the proxy's tests make network namespaces", pkg{ImportPath: module + "/node/proxy", XTestImports: []string{module + "/netns"}}, 0},
 		{"cri's tests assemble a runtime", pkg{ImportPath: module + "/cri", Imports: []string{module + "/runtime"}, TestImports: []string{module + "/runtime/wasm", module + "/runtime/wasm/wasmtest"}}, 0},
 	}
 	for _, tt := range tests {
