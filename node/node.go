@@ -39,6 +39,7 @@ import (
 	"skiff.dev/skiff/cri"
 	"skiff.dev/skiff/netns"
 	"skiff.dev/skiff/node/agent"
+	"skiff.dev/skiff/node/proxy"
 	"skiff.dev/skiff/runtime/image"
 )
 
@@ -81,6 +82,12 @@ type Config struct {
 	Limits RuntimeLimits
 	// Network is how the runtime host networks pods.
 	Network PodNetwork
+	// ClusterCIDR and ServiceCIDR are the cluster's pod and service IP
+	// ranges, as the servers were given them. A node with a pod network
+	// (CNI) proxies services (node/proxy): it routes to the other nodes'
+	// pod CIDRs, refuses service addresses no service has, and
+	// masquerades traffic to cluster IPs from outside ClusterCIDR.
+	ClusterCIDR, ServiceCIDR string
 	// RegistryConfig is the path of the image store's registry config
 	// (image.LoadConfig); empty: defaults.
 	RegistryConfig string
@@ -247,22 +254,32 @@ type PodNetwork struct {
 	NoCNI bool
 }
 
-// network is the netns.Network of a node whose CNI state goes under
-// stateDir/cni; nil: cri's default (loopback only).
-func (p PodNetwork) network(stateDir string, log *slog.Logger) (netns.Network, error) {
+// usesCNI reports whether pods get CNI, and when not, why.
+func (p PodNetwork) usesCNI() (bool, string) {
 	switch {
 	case p.NoCNI:
-		logInfo(log, "pod network: loopback only (--no-cni)")
-		return nil, nil
+		return false, "pod network: loopback only (--no-cni)"
 	case os.Geteuid() != 0:
-		logWarn(log, "pod network: loopback only: CNI needs root")
-		return nil, nil
+		return false, "pod network: loopback only: CNI needs root"
 	case p.CNIConfDir == "" && !netns.HavePlugins(p.CNIBinDirs):
 		dirs := p.CNIBinDirs
 		if dirs == nil {
 			dirs = netns.DefaultCNIBinDirs
 		}
-		logWarn(log, fmt.Sprintf("pod network: loopback only: the CNI plugins bridge, host-local and portmap are not in %s (Debian package containernetworking-plugins)", strings.Join(dirs, ", ")))
+		return false, fmt.Sprintf("pod network: loopback only: the CNI plugins bridge, host-local and portmap are not in %s (Debian package containernetworking-plugins)", strings.Join(dirs, ", "))
+	}
+	return true, ""
+}
+
+// network is the netns.Network of a node whose CNI state goes under
+// stateDir/cni; nil: cri's default (loopback only).
+func (p PodNetwork) network(stateDir string, log *slog.Logger) (netns.Network, error) {
+	if ok, why := p.usesCNI(); !ok {
+		if p.NoCNI {
+			logInfo(log, why)
+		} else {
+			logWarn(log, why)
+		}
 		return nil, nil
 	}
 	if stateDir == "" {
@@ -415,6 +432,19 @@ func (n *Node) runAgent(ctx context.Context, criDone <-chan struct{}, j joined) 
 		Dialer:           podDialer{},
 	})
 	g, ctx := errgroup.WithContext(ctx)
+	if ok, _ := n.cfg.Network.usesCNI(); ok {
+		px, routes, err := n.newProxy()
+		if err != nil {
+			return err
+		}
+		g.Go(func() error {
+			proxy.Run(ctx, proxy.RunConfig{
+				Services: kinds.Service.Client(hc, base), Endpoints: kinds.Endpoints.Client(hc, base), Nodes: kinds.Node.Client(hc, base),
+				Proxier: px, Routes: routes, Logger: n.log.With("room", "proxy"),
+			})
+			return nil
+		})
+	}
 	// Only the cluster's servers may call the agent.
 	agentTLS := cred.ServerConfig(tls.RequireAndVerifyClientCert, serversOnly)
 	g.Go(func() error { return serve.Run(ctx, tls.NewListener(ln, agentTLS), ag.Handler(), serve.DefaultLimits) })
@@ -477,4 +507,18 @@ func waitForSocket(ctx context.Context, path string, failed <-chan struct{}) err
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+}
+
+// newProxy makes the node's service proxy and routes; nothing touches the
+// kernel before their first sync.
+func (n *Node) newProxy() (*proxy.Proxier, *proxy.Routes, error) {
+	px, err := proxy.New(proxy.Config{ClusterCIDR: n.cfg.ClusterCIDR, ServiceCIDR: n.cfg.ServiceCIDR, Logger: n.log.With("room", "proxy")})
+	if err != nil {
+		return nil, nil, fmt.Errorf("node: service proxy: %w", err)
+	}
+	routes, err := proxy.NewRoutes(proxy.RoutesConfig{NodeName: n.cfg.Name, ServiceCIDR: n.cfg.ServiceCIDR})
+	if err != nil {
+		return nil, nil, fmt.Errorf("node: routes: %w", err)
+	}
+	return px, routes, nil
 }
