@@ -199,6 +199,9 @@ func toObjects[T object](items []T) []object {
 
 // apply folds a change into the caches and marks the services it touches.
 func (st *epState) apply(ch change) {
+	if ch.replace {
+		st.listed[ch.kind] = true
+	}
 	switch ch.kind {
 	case kindServices:
 		if ch.replace {

@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"cmp"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -160,8 +161,18 @@ func sortedPorts(ports []*skiffv1.EndpointPort) []*skiffv1.EndpointPort {
 
 func sortAddresses(as []*skiffv1.EndpointAddress) {
 	slices.SortFunc(as, func(a, b *skiffv1.EndpointAddress) int {
-		return cmp.Or(cmp.Compare(a.GetIp(), b.GetIp()), cmp.Compare(a.GetTargetRef().GetName(), b.GetTargetRef().GetName()))
+		return cmp.Or(compareIPs(a.GetIp(), b.GetIp()), cmp.Compare(a.GetTargetRef().GetName(), b.GetTargetRef().GetName()))
 	})
+}
+
+// compareIPs orders addresses as numbers (10.244.0.3 before 10.244.0.12).
+func compareIPs(a, b string) int {
+	x, errx := netip.ParseAddr(a)
+	y, erry := netip.ParseAddr(b)
+	if errx != nil || erry != nil {
+		return cmp.Compare(a, b)
+	}
+	return x.Compare(y)
 }
 
 // normalize sorts ep's subsets, their addresses and ports in place, so that
