@@ -567,3 +567,52 @@ func TestNetworkValidate(t *testing.T) {
 		t.Errorf("ParsePortRange: %v %v", r, err)
 	}
 }
+
+// TestServiceFailedCreateClaimsNothing: a create refused by the store (the
+// name is taken, the namespace is missing) leaves no claim behind.
+func TestServiceFailedCreateClaimsNothing(t *testing.T) {
+	a := newNetAPI(t, Network{})
+	ctx := context.Background()
+	if _, err := a.createSvc(ctx, svc("web")); err != nil {
+		t.Fatal(err)
+	}
+	s := svc("web")
+	s.Spec.Type = "NodePort"
+	if _, err := a.createSvc(ctx, s); connect.CodeOf(err) != connect.CodeAlreadyExists || !strings.Contains(err.Error(), `service "default/web" already exists`) {
+		t.Errorf("second web: %v, want AlreadyExists", err)
+	}
+	s = svc("web")
+	s.Metadata.Namespace = "nowhere"
+	if _, err := a.createSvc(ctx, s); connect.CodeOf(err) != connect.CodeNotFound || !strings.Contains(err.Error(), `namespace "nowhere" not found`) {
+		t.Errorf("web in a missing namespace: %v, want NotFound", err)
+	}
+	if keys := a.claimKeys(t, claimPrefix); len(keys) != 1 {
+		t.Errorf("claims: %q, want web's cluster IP alone", keys)
+	}
+}
+
+func TestNetworkAddresses(t *testing.T) {
+	n := Network{}.withDefaults()
+	for i, want := range map[uint64]string{0: "10.244.0.0/24", 1: "10.244.1.0/24", 255: "10.244.255.0/24"} {
+		if got := n.nodeCIDR(i).String(); got != want {
+			t.Errorf("node CIDR %d: %s, want %s", i, got, want)
+		}
+	}
+	v6 := Network{ClusterCIDR: netip.MustParsePrefix("fd00:10:244::/56"), NodeCIDRMaskSize: 64, ServiceCIDR: netip.MustParsePrefix("fd00:10:96::/112")}.withDefaults()
+	if err := v6.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if got := v6.nodeCIDR(3).String(); got != "fd00:10:244:3::/64" {
+		t.Errorf("IPv6 node CIDR 3: %s", got)
+	}
+	a, ok := v6.pickServiceIP(map[string]bool{})
+	if !ok || !v6.ServiceCIDR.Contains(a) || !v6.serviceIPAllowed(a) {
+		t.Errorf("IPv6 cluster IP %s (%v): not an allocatable address of %s", a, ok, v6.ServiceCIDR)
+	}
+	tiny := Network{ServiceCIDR: netip.MustParsePrefix("10.100.0.0/29")}.withDefaults()
+	for s, want := range map[string]bool{"10.100.0.0": false, "10.100.0.1": false, "10.100.0.2": true, "10.100.0.6": true, "10.100.0.7": false, "10.100.0.8": false} {
+		if got := tiny.serviceIPAllowed(netip.MustParseAddr(s)); got != want {
+			t.Errorf("%s allowed in %s: %v, want %v", s, tiny.ServiceCIDR, got, want)
+		}
+	}
+}
