@@ -168,10 +168,22 @@ func TestEndpointsController(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.setReady(t, res.Msg, "10.244.0.3", true)
+	e.waitEndpoints(t, "web", "ready: 10.244.0.2:admin=9001 10.244.0.2:http=8080 10.244.0.3:admin=9001 10.244.0.3:http=8080 10.244.0.4:admin=9001; not ready: ")
+	deleted := time.Now()
 	if _, err := e.pods.Delete(ctx, connect.NewRequest(&skiffv1.DeleteRequest{Name: "a", GracePeriodSeconds: proto.Int64(0)})); err != nil {
 		t.Fatal(err)
 	}
 	e.waitEndpoints(t, "web", "ready: 10.244.0.3:admin=9001 10.244.0.3:http=8080 10.244.0.4:admin=9001; not ready: ")
+	t.Logf("a deleted pod left the endpoints after %s", time.Since(deleted).Round(time.Millisecond))
+
+	// Endpoints the controller wrote whose service is gone (deleted while
+	// no leader ran it) are deleted.
+	if _, err := e.endpoints.Create(ctx, connect.NewRequest(&skiffv1.Endpoints{
+		Metadata: &skiffv1.ObjectMeta{Name: "orphan", Labels: map[string]string{controllers.ManagedByLabel: controllers.ManagedBy}},
+	})); err != nil {
+		t.Fatal(err)
+	}
+	e.waitEndpoints(t, "orphan", "none")
 
 	// Hand-written endpoints of a service without a selector are left alone.
 	if _, err := e.services.Create(ctx, connect.NewRequest(&skiffv1.Service{
