@@ -96,6 +96,11 @@ func TestComponentErrors(t *testing.T) {
 		{"a negative bootstrap-expect", []string{"server", "--data-dir", t.TempDir(), "--bootstrap-expect", "-1"}, "--bootstrap-expect: invalid value -1: must be 0 or more"},
 		{"a cluster without gossip", []string{"server", "--data-dir", t.TempDir(), "--bootstrap-expect", "3"}, "--gossip-listen: required with --bootstrap-expect 2 or more"},
 		{"a bad log level", []string{"server", "--log-level", "loud"}, "--log-level"},
+		{"a service CIDR that is no CIDR", []string{"server", "--data-dir", t.TempDir(), "--service-cidr", "10.96.0.0"}, `--service-cidr: invalid value "10.96.0.0": must be a CIDR`},
+		{"a cluster CIDR with host bits", []string{"server", "--data-dir", t.TempDir(), "--cluster-cidr", "10.244.1.0/16"}, `--cluster-cidr: invalid value "10.244.1.0/16": has host bits set; did you mean 10.244.0.0/16?`},
+		{"overlapping CIDRs", []string{"server", "--data-dir", t.TempDir(), "--service-cidr", "10.244.128.0/24"}, "--service-cidr 10.244.128.0/24 overlaps cluster-cidr 10.244.0.0/16"},
+		{"a node mask no longer than the cluster's", []string{"server", "--data-dir", t.TempDir(), "--node-cidr-mask-size", "12"}, "--node-cidr-mask-size 12: must be longer than cluster-cidr's /16"},
+		{"a bad node port range", []string{"server", "--data-dir", t.TempDir(), "--service-node-port-range", "30000"}, `--service-node-port-range: invalid port range "30000"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

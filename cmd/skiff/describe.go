@@ -4,11 +4,14 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"connectrpc.com/connect"
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -48,7 +51,15 @@ and events.`,
 			if err != nil {
 				return plain(err)
 			}
-			return describe(cmd.OutOrStdout(), k, obj, evs, time.Now())
+			var related kinds.Object
+			if k == kinds.Service { // its endpoints, as kubectl shows them
+				m := obj.GetMetadata()
+				related, err = c.of(kinds.Endpoints).Get(ctx, m.GetNamespace(), m.GetName())
+				if err != nil && connect.CodeOf(err) != connect.CodeNotFound {
+					return plain(err)
+				}
+			}
+			return describe(cmd.OutOrStdout(), k, obj, related, evs, time.Now())
 		},
 	}
 	cmd.Flags().StringVarP(&g.namespace, "namespace", "n", "", "namespace (default \"default\")")
@@ -77,7 +88,9 @@ func eventsAbout(ctx context.Context, c *clients, obj kinds.Object) ([]*skiffv1.
 	return out, nil
 }
 
-func describe(w io.Writer, k *kinds.Kind, obj kinds.Object, evs []*skiffv1.Event, now time.Time) error {
+// describe writes obj with evs, the events about it; related is what else
+// it shows (a service's Endpoints), nil when there is none.
+func describe(w io.Writer, k *kinds.Kind, obj, related kinds.Object, evs []*skiffv1.Event, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 8, 1, ' ', 0)
 	m := obj.GetMetadata()
 	line := func(indent int, key, format string, args ...any) {
@@ -104,6 +117,10 @@ func describe(w io.Writer, k *kinds.Kind, obj kinds.Object, evs []*skiffv1.Event
 		line(0, "Runtimes", "%s", strings.Join(n.GetStatus().GetRuntimes(), ", "))
 		line(0, "Capacity", "%s", pairs(n.GetStatus().GetCapacity()))
 		conditions(tw, n.GetStatus().GetConditions())
+	}
+	if s, ok := obj.(*skiffv1.Service); ok {
+		ep, _ := related.(*skiffv1.Endpoints)
+		describeService(line, s, ep)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -246,4 +263,41 @@ func orDefault(s, d string) string {
 		return d
 	}
 	return s
+}
+
+// describeService shows a service as kubectl does: its type, selector and
+// address, then each port with its target, node port and endpoints.
+func describeService(line func(int, string, string, ...any), s *skiffv1.Service, ep *skiffv1.Endpoints) {
+	sp := s.GetSpec()
+	line(0, "Type", "%s", sp.GetType())
+	line(0, "Selector", "%s", pairs(sp.GetSelector()))
+	line(0, "IP", "%s", orNone(sp.GetClusterIp()))
+	for _, p := range sp.GetPorts() {
+		name := orDefault(p.GetName(), "<unset>")
+		line(0, "Port", "%s  %d/%s", name, p.GetPort(), p.GetProtocol())
+		line(0, "TargetPort", "%s/%s", p.GetTargetPort(), p.GetProtocol())
+		if p.GetNodePort() != 0 {
+			line(0, "NodePort", "%s  %d/%s", name, p.GetNodePort(), p.GetProtocol())
+		}
+		line(0, "Endpoints", "%s", endpointsOf(ep, p.GetName()))
+	}
+}
+
+// endpointsOf lists the ready ip:port of the endpoints port named name.
+func endpointsOf(ep *skiffv1.Endpoints, name string) string {
+	var all []string
+	for _, ss := range ep.GetSubsets() {
+		for _, p := range ss.GetPorts() {
+			if p.GetName() != name {
+				continue
+			}
+			for _, a := range ss.GetAddresses() {
+				all = append(all, net.JoinHostPort(a.GetIp(), strconv.Itoa(int(p.GetPort()))))
+			}
+		}
+	}
+	if len(all) > 10 {
+		return strings.Join(all[:10], ",") + fmt.Sprintf(" + %d more...", len(all)-10)
+	}
+	return orNone(strings.Join(all, ","))
 }

@@ -35,6 +35,7 @@ type serverOptions struct {
 	agentToken    string
 	sans          []string
 	clientConfig  string // where to write the admin's client config; "" = the default
+	network       networkFlags
 }
 
 // tokenFlags are --token and --token-file.
@@ -129,6 +130,7 @@ func (o *serverOptions) flags(cmd *cobra.Command) {
 	f.StringVar(&o.raftAdvertise, "raft-advertise", "", "Raft address other servers dial (default: --raft-listen's)")
 	f.StringVar(&o.gossip, "gossip-listen", "", "gossip address, so that other servers and agents (skiff agent --join) find this server; empty runs without gossip")
 	f.StringSliceVar(&o.join, "join", nil, "gossip addresses of members to join (with --gossip-listen); tried every second until one answers")
+	o.network.flags(cmd)
 	f.StringVar(&o.clientConfig, "client-config", "", "where to write the admin's client config (server, bootstrap admin token, cluster CA) when it holds none for another server (default $SKIFF_CONFIG, else ~/.skiff/config); DATA-DIR/server/admin.config always has it")
 }
 
@@ -162,6 +164,10 @@ func (o *serverOptions) server(log *slog.Logger, dev bool) (*server.Server, erro
 	if (o.expect >= 2 || len(o.join) > 0) && o.gossip == "" {
 		return nil, errors.New("--gossip-listen: required with --bootstrap-expect 2 or more and with --join: the servers of a cluster find each other by gossip")
 	}
+	network, err := o.network.network()
+	if err != nil {
+		return nil, err
+	}
 	token, err := o.token.value()
 	if err != nil {
 		return nil, err
@@ -172,7 +178,7 @@ func (o *serverOptions) server(log *slog.Logger, dev bool) (*server.Server, erro
 	s, err := server.New(server.Config{
 		DataDir: o.dataDir, Listen: o.listen, RaftListen: o.raftListen, RaftAdvertise: o.raftAdvertise,
 		Gossip: o.gossip, Join: o.join, BootstrapExpect: o.expect, DeadServerAfter: o.deadAfter, EventTTL: o.eventTTL, Logger: log,
-		Token: token, AgentToken: o.agentToken, SANs: o.sans, PlainHTTP: dev,
+		Token: token, AgentToken: o.agentToken, SANs: o.sans, PlainHTTP: dev, Network: network,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("skiff server: %w", err)

@@ -205,6 +205,8 @@ type testClients struct {
 	nodes      skiffv1connect.NodeServiceClient
 	namespaces skiffv1connect.NamespaceServiceClient
 	events     skiffv1connect.EventServiceClient
+	services   skiffv1connect.ServiceServiceClient
+	endpoints  skiffv1connect.EndpointsServiceClient
 	cluster    skiffv1connect.ClusterServiceClient
 	auth       skiffv1connect.AuthServiceClient
 }
@@ -223,6 +225,8 @@ func (e *authEnv) clients(t *testing.T, c cred) *testClients {
 		nodes:      skiffv1connect.NewNodeServiceClient(hc, u),
 		namespaces: skiffv1connect.NewNamespaceServiceClient(hc, u),
 		events:     skiffv1connect.NewEventServiceClient(hc, u),
+		services:   skiffv1connect.NewServiceServiceClient(hc, u),
+		endpoints:  skiffv1connect.NewEndpointsServiceClient(hc, u),
 		cluster:    skiffv1connect.NewClusterServiceClient(hc, u),
 		auth:       skiffv1connect.NewAuthServiceClient(hc, u),
 	}
@@ -314,8 +318,29 @@ func (e *authEnv) reset(t *testing.T, srv *testClients) {
 		_, err := srv.events.Create(ctx, connect.NewRequest(ev))
 		ignore(err)
 	}
+	_, err := srv.services.Create(ctx, connect.NewRequest(testService("team", "s1")))
+	ignore(err)
+	_, err = srv.endpoints.Create(ctx, connect.NewRequest(testEndpoints("team", "s1")))
+	ignore(err)
 	e.putToken(t, teamTokenID, "team", RoleView, time.Time{})
 	e.putToken(t, clusterTokenID, "", RoleView, time.Time{})
+}
+
+func testService(ns, name string) *skiffv1.Service {
+	return &skiffv1.Service{
+		Metadata: &skiffv1.ObjectMeta{Namespace: ns, Name: name},
+		Spec:     &skiffv1.ServiceSpec{Selector: map[string]string{"app": name}, Ports: []*skiffv1.ServicePort{{Port: 80}}},
+	}
+}
+
+func testEndpoints(ns, name string) *skiffv1.Endpoints {
+	return &skiffv1.Endpoints{
+		Metadata: &skiffv1.ObjectMeta{Namespace: ns, Name: name},
+		Subsets: []*skiffv1.EndpointSubset{{
+			Addresses: []*skiffv1.EndpointAddress{{Ip: "10.244.0.9"}},
+			Ports:     []*skiffv1.EndpointPort{{Port: 8080}},
+		}},
+	}
 }
 
 func wantRefusal(t *testing.T, what string, err error, code connect.Code, msg string) {

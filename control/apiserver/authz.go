@@ -212,7 +212,7 @@ func roleAllows(role string, a attrs, cluster bool) bool {
 		// edit role may create pods/exec and pods/portforward.
 		stream := a.verb == "exec" || a.verb == "portforward"
 		return read || a.verb == "logs" || role == RoleEdit && (write || stream)
-	case kinds.Event.Plural:
+	case kinds.Event.Plural, kinds.Service.Plural, kinds.Endpoints.Plural:
 		return read || role == RoleEdit && write
 	case kinds.Node.Plural, kinds.Namespace.Plural:
 		return cluster && (read || role == RoleEdit && write)
@@ -223,7 +223,8 @@ func roleAllows(role string, a attrs, cluster bool) bool {
 }
 
 // authorizeNode is Kubernetes' NodeRestriction: an agent reads and reports
-// on its own Node and the pods bound to it, and records events. Which node
+// on its own Node and the pods bound to it, records events, and reads
+// services and endpoints. Which node
 // a pod is bound to is checked against the stored pod (admitStored).
 func authorizeNode(p Principal, a attrs) (bool, string) {
 	switch a.kind {
@@ -250,6 +251,14 @@ func authorizeNode(p Principal, a attrs) (bool, string) {
 	case kinds.Event.Plural:
 		switch a.verb {
 		case "create", "update", "get":
+			return true, ""
+		}
+	case kinds.Service.Plural, kinds.Endpoints.Plural:
+		// Every node's proxy programs every service, and its agent
+		// gives pods the services' environment variables: a node reads
+		// them all, and writes none.
+		switch a.verb {
+		case "get", "list", "watch":
 			return true, ""
 		}
 	}

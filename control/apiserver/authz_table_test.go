@@ -144,6 +144,47 @@ func tableCalls(t *testing.T, server *testClients) []call {
 		{"events/delete team", func(ctx context.Context, c *testClients) error {
 			return unary(c.events.Delete(ctx, connect.NewRequest(&skiffv1.DeleteRequest{Namespace: "team", Name: "e1"})))
 		}},
+		{"services/get team", func(ctx context.Context, c *testClients) error {
+			return unary(c.services.Get(ctx, req(&skiffv1.GetRequest{Namespace: "team", Name: "s1"})))
+		}},
+		{"services/list all", func(ctx context.Context, c *testClients) error {
+			return unary(c.services.List(ctx, connect.NewRequest(&skiffv1.ListRequest{})))
+		}},
+		{"services/watch all", func(ctx context.Context, c *testClients) error {
+			return watchErr(ctx, func(ctx context.Context) (*connect.ServerStreamForClient[skiffv1.ServiceWatchEvent], error) {
+				return c.services.Watch(ctx, connect.NewRequest(&skiffv1.WatchRequest{}))
+			})
+		}},
+		{"services/create team", func(ctx context.Context, c *testClients) error {
+			return unary(c.services.Create(ctx, connect.NewRequest(testService("team", "s2"))))
+		}},
+		{"services/update team", func(ctx context.Context, c *testClients) error {
+			s := testService("team", "s1")
+			s.Metadata.Labels = map[string]string{"changed": "yes"}
+			return unary(c.services.Update(ctx, connect.NewRequest(s)))
+		}},
+		{"services/delete team", func(ctx context.Context, c *testClients) error {
+			return unary(c.services.Delete(ctx, connect.NewRequest(&skiffv1.DeleteRequest{Namespace: "team", Name: "s1"})))
+		}},
+		{"endpoints/get team", func(ctx context.Context, c *testClients) error {
+			return unary(c.endpoints.Get(ctx, req(&skiffv1.GetRequest{Namespace: "team", Name: "s1"})))
+		}},
+		{"endpoints/list all", func(ctx context.Context, c *testClients) error {
+			return unary(c.endpoints.List(ctx, connect.NewRequest(&skiffv1.ListRequest{})))
+		}},
+		{"endpoints/watch all", func(ctx context.Context, c *testClients) error {
+			return watchErr(ctx, func(ctx context.Context) (*connect.ServerStreamForClient[skiffv1.EndpointsWatchEvent], error) {
+				return c.endpoints.Watch(ctx, connect.NewRequest(&skiffv1.WatchRequest{}))
+			})
+		}},
+		{"endpoints/create team", func(ctx context.Context, c *testClients) error {
+			return unary(c.endpoints.Create(ctx, connect.NewRequest(testEndpoints("team", "s2"))))
+		}},
+		{"endpoints/update team", func(ctx context.Context, c *testClients) error {
+			ep := testEndpoints("team", "s1")
+			ep.Subsets[0].Addresses[0].Ip = "10.244.0.10"
+			return unary(c.endpoints.Update(ctx, connect.NewRequest(ep)))
+		}},
 		{"nodes/get n1", func(ctx context.Context, c *testClients) error {
 			return unary(c.nodes.Get(ctx, req(&skiffv1.GetRequest{Name: "n1"})))
 		}},
@@ -260,15 +301,18 @@ func TestAuthorizationTable(t *testing.T) {
 	viewTeam := []string{
 		"pods/get team", "pods/get team bound to n1", "pods/get team bound to n2", "pods/list team",
 		"pods/watch team", "pods/logs team", "pods/top team", "events/get team", "events/list team",
+		"services/get team", "endpoints/get team",
 	}
 	editTeam := append(slices.Clone(viewTeam),
 		"pods/create team", "pods/update team", "pods/delete team", "pods/delete team bound to n2",
-		"events/create team", "events/update team", "events/delete team")
+		"events/create team", "events/update team", "events/delete team",
+		"services/create team", "services/update team", "services/delete team", "endpoints/create team", "endpoints/update team")
 	adminTeam := append(slices.Clone(editTeam), "tokens/create team", "tokens/list team", "tokens/revoke team")
 	viewAll := append(slices.Clone(viewTeam),
 		"pods/get other", "pods/list all", "pods/top all", "pods/list on n1", "pods/watch on n1",
 		"nodes/get n1", "nodes/get n2", "nodes/list", "nodes/watch",
-		"namespaces/get team", "namespaces/list", "cluster/members")
+		"namespaces/get team", "namespaces/list", "cluster/members",
+		"services/list all", "services/watch all", "endpoints/list all", "endpoints/watch all")
 	editAll := append(slices.Clone(viewAll), editTeam...)
 	editAll = append(editAll, "pods/create other", "events/create other",
 		"nodes/create n1", "nodes/create n3", "nodes/update n2", "nodes/delete n2",
@@ -281,6 +325,7 @@ func TestAuthorizationTable(t *testing.T) {
 		"pods/get team bound to n1", "pods/list on n1", "pods/watch on n1", "pods/updatestatus team bound to n1",
 		"events/get team", "events/create team", "events/create other", "events/update team",
 		"nodes/get n1", "nodes/create n1", "nodes/updatestatus n1",
+		"services/get team", "services/list all", "services/watch all", "endpoints/get team", "endpoints/list all", "endpoints/watch all",
 	}
 
 	revoked := e.putToken(t, "revokedtoken", "", RoleAdmin, time.Time{})

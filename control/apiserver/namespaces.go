@@ -43,6 +43,11 @@ func namespaceStrategy() *strategy {
 			return []rule{{
 				guard: store.IfNoneUnder(prefix(kinds.Pod, name)),
 				err:   connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("namespace %q still has pod(s); delete them first", name)),
+			}, {
+				// A service holds a cluster IP (and node ports) that only
+				// its deletion frees.
+				guard: store.IfNoneUnder(prefix(kinds.Service, name)),
+				err:   connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("namespace %q still has service(s); delete them first", name)),
 			}}
 		},
 	}

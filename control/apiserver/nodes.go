@@ -3,7 +3,9 @@ package apiserver
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
+	"net/netip"
 	"strconv"
 
 	"connectrpc.com/connect"
@@ -14,10 +16,79 @@ import (
 	"skiff.dev/skiff/control/api/quantity"
 )
 
-func nodeStrategy() *strategy {
+// podCIDRClaims is where nodes' pod CIDRs are claimed, one key each.
+const podCIDRClaims = claimPrefix + "podcidrs/"
+
+// nodeStrategy validates nodes and gives each a pod CIDR of the cluster
+// CIDR: on create, or on the next write (the agent's heartbeat, an
+// UpdateStatus) of a node that has none, such as one registered before pod
+// CIDRs were allocated or while the cluster CIDR was full. A node that
+// cannot get one is written without it (and a warning logged), so that a
+// full cluster CIDR does not stop a node registering.
+func nodeStrategy(net Network, log *slog.Logger) *strategy {
 	return &strategy{
 		validate: func(o kinds.Object) fieldErrors { return validateNode(o.(*skiffv1.Node)) },
+		checkUpdate: func(old, o kinds.Object) fieldErrors {
+			fe := fieldErrors{}
+			was, now := old.(*skiffv1.Node).GetSpec().GetPodCidr(), o.(*skiffv1.Node).GetSpec().GetPodCidr()
+			if was != "" && now != "" && was != now {
+				fe.add("spec.podCIDR", "field is immutable once set (is %q)", was)
+			}
+			return fe
+		},
+		claimer: &claimer{
+			fill: func(ctx context.Context, old, o kinds.Object, dryRun bool, used usedFunc) ([]string, error) {
+				return fillNode(ctx, net, log, old, o.(*skiffv1.Node), dryRun, used)
+			},
+			keys: func(o kinds.Object) []claim {
+				c := o.(*skiffv1.Node).GetSpec().GetPodCidr()
+				p, err := netip.ParsePrefix(c)
+				if c == "" || err != nil {
+					return nil
+				}
+				return []claim{{key: podCIDRClaims + cidrName(p), field: "spec.podCIDR", value: c}}
+			},
+		},
 	}
+}
+
+// fillNode keeps the pod CIDR old had, checks one the client gives, and
+// picks one for a node without.
+func fillNode(ctx context.Context, net Network, log *slog.Logger, old kinds.Object, n *skiffv1.Node, dryRun bool, used usedFunc) ([]string, error) {
+	if n.Spec == nil {
+		n.Spec = &skiffv1.NodeSpec{}
+	}
+	var was string
+	if old != nil {
+		was = old.(*skiffv1.Node).GetSpec().GetPodCidr()
+	}
+	if n.Spec.PodCidr == "" {
+		n.Spec.PodCidr = was
+	}
+	if c := n.Spec.PodCidr; c != "" {
+		if c == was {
+			return nil, nil
+		}
+		p, err := netip.ParsePrefix(c)
+		if err != nil || !net.nodeCIDRAllowed(p) {
+			return nil, fieldErrors{fmt.Sprintf("spec.podCIDR: invalid value %q: must be a /%d of the cluster CIDR %s", c, net.NodeCIDRMaskSize, net.ClusterCIDR)}.err("node", n.GetMetadata().GetName())
+		}
+		return nil, nil
+	}
+	if dryRun {
+		return nil, nil
+	}
+	taken, err := used(ctx, podCIDRClaims)
+	if err != nil {
+		return nil, err
+	}
+	p, ok := net.pickNodeCIDR(taken)
+	if !ok {
+		log.Warn("no free pod CIDR for node: it gets none until one is freed", "node", n.GetMetadata().GetName(), "clusterCIDR", net.ClusterCIDR.String())
+		return nil, nil
+	}
+	n.Spec.PodCidr = p.String()
+	return []string{podCIDRClaims + cidrName(p)}, nil
 }
 
 // runtimeHandlers are the runtime handlers a node may offer.
@@ -25,6 +96,11 @@ var runtimeHandlers = map[string]bool{"wasm": true, "runc": true}
 
 func validateNode(n *skiffv1.Node) fieldErrors {
 	fe := fieldErrors{}
+	if c := n.GetSpec().GetPodCidr(); c != "" {
+		if p, err := netip.ParsePrefix(c); err != nil || p.Masked() != p {
+			fe.add("spec.podCIDR", "invalid value %q: must be a CIDR such as 10.244.1.0/24", c)
+		}
+	}
 	st := n.GetStatus()
 	if st == nil {
 		return fe
@@ -46,6 +122,20 @@ func validateNode(n *skiffv1.Node) fieldErrors {
 		}
 	}
 	validateConditions(&fe, "status.conditions", st.GetConditions())
+	for i, a := range st.GetAddresses() {
+		path := fmt.Sprintf("status.addresses[%d]", i)
+		switch a.GetType() {
+		case "InternalIP":
+			if a.GetAddress() == "" {
+				fe.add(path+".address", "required value")
+			}
+			validateIP(&fe, path+".address", a.GetAddress())
+		case "Hostname":
+			validateSubdomain(&fe, path+".address", a.GetAddress())
+		default:
+			fe.add(path+".type", "unsupported value %q: supported values are \"InternalIP\", \"Hostname\"", a.GetType())
+		}
+	}
 	if ep := st.GetAgentEndpoint(); ep != "" {
 		host, port, err := net.SplitHostPort(ep)
 		if p, perr := strconv.Atoi(port); err != nil || perr != nil || host == "" || p < 1 || p > 65535 {

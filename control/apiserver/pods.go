@@ -130,6 +130,18 @@ func validatePodStatus(fe *fieldErrors, st *skiffv1.PodStatus) {
 		fe.add("status.phase", "unsupported value %q: supported values are \"Pending\", \"Running\", \"Succeeded\", \"Failed\", \"Unknown\"", st.Phase)
 	}
 	validateConditions(fe, "status.conditions", st.Conditions)
+	validateIP(fe, "status.podIP", st.PodIp)
+	validateIP(fe, "status.hostIP", st.HostIp)
+	for i, ip := range st.PodIps {
+		path := fmt.Sprintf("status.podIPs[%d].ip", i)
+		if ip.GetIp() == "" {
+			fe.add(path, "required value")
+		}
+		validateIP(fe, path, ip.GetIp())
+	}
+	if len(st.PodIps) > 0 && st.PodIps[0].GetIp() != st.PodIp {
+		fe.add("status.podIPs[0].ip", "invalid value %q: must be status.podIP (%q)", st.PodIps[0].GetIp(), st.PodIp)
+	}
 	for i, cs := range st.ContainerStatuses {
 		path := fmt.Sprintf("status.containerStatuses[%d]", i)
 		validateLabel(fe, path+".name", cs.GetName())

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -45,6 +46,9 @@ type strategy struct {
 	// deleteRules are the rules spanning objects that removing obj, or
 	// marking it for removal, must keep (a namespace holds no pods).
 	deleteRules func(obj kinds.Object) []rule
+	// claimer, when set, is what the object claims beyond its own key (a
+	// cluster IP, node ports, a pod CIDR); claims.go.
+	claimer *claimer
 }
 
 // rule is a condition spanning objects that a write must keep. The store
@@ -183,18 +187,39 @@ func (b *backend) Create(ctx context.Context, k *kinds.Kind, obj kinds.Object, d
 		rules = append(rules, namespaceExists(m.Namespace))
 	}
 	if dryRun {
-		return obj, b.check(ctx, rules)
+		_, crules, err := b.claims(ctx, k, nil, obj, true, nil)
+		if err != nil {
+			return nil, err
+		}
+		return obj, b.check(ctx, append(rules, crules...))
 	}
-	val, err := encode(obj)
-	if err != nil {
-		return nil, toConnect(err)
+	lost := map[string]bool{}
+	base := obj
+	for try := 0; ; try++ {
+		obj := cloneObj(base) // what claims fills in, afresh on each try
+		m := obj.GetMetadata()
+		cops, crules, err := b.claims(ctx, k, nil, obj, false, lost)
+		if err != nil {
+			return nil, err
+		}
+		val, err := encode(obj)
+		if err != nil {
+			return nil, toConnect(err)
+		}
+		ops := append([]store.Op{store.CreateOp(key(k, m.Namespace, m.Name), val)}, cops...)
+		kv, err := b.commit(ctx, "create", k, m.Namespace, m.Name, ops, append(slices.Clip(rules), crules...))
+		if lk, ok := lostClaim(err); ok {
+			if lost[lk] = true; try < maxClaimRetries {
+				continue
+			}
+			return nil, connect.NewError(connect.CodeUnavailable, fmt.Errorf("create %s %q: %d addresses picked were taken by concurrent writes; try again", k.Singular, k.ID(m.Namespace, m.Name), len(lost)))
+		}
+		if err != nil {
+			return nil, err
+		}
+		m.ResourceVersion = kv.ModRevision
+		return obj, nil
 	}
-	kv, err := b.commit(ctx, "create", k, m.Namespace, m.Name, store.CreateOp(key(k, m.Namespace, m.Name), val), rules)
-	if err != nil {
-		return nil, err
-	}
-	m.ResourceVersion = kv.ModRevision
-	return obj, nil
 }
 
 // namespaceExists is the rule that an object is created only in a
@@ -206,11 +231,12 @@ func namespaceExists(ns string) rule {
 	}
 }
 
-// commit makes one write (op, to the object ns/name of kind k) under rules,
-// in one store Txn. A broken rule answers with its error; any other failure
-// as objectErr words it for the verb.
-func (b *backend) commit(ctx context.Context, verb string, k *kinds.Kind, ns, name string, op store.Op, rules []rule) (store.KV, error) {
-	t := store.Txn{Ops: []store.Op{op}}
+// commit makes one write (ops[0], to the object ns/name of kind k, and the
+// rest to its claims) under rules, in one store Txn, and returns what ops[0]
+// left. A broken rule answers with its error; any other failure as
+// objectErr words it for the verb.
+func (b *backend) commit(ctx context.Context, verb string, k *kinds.Kind, ns, name string, ops []store.Op, rules []rule) (store.KV, error) {
+	t := store.Txn{Ops: ops}
 	for _, r := range rules {
 		t.Guards = append(t.Guards, r.guard)
 	}
@@ -394,25 +420,53 @@ func (b *backend) Update(ctx context.Context, k *kinds.Kind, obj kinds.Object, d
 		}
 	}
 	if dryRun {
+		_, crules, err := b.claims(ctx, k, old, obj, true, nil)
+		if err == nil {
+			err = b.check(ctx, crules)
+		}
 		m.ResourceVersion = om.ResourceVersion
-		return obj, nil
+		return obj, err
 	}
 	// The last finalizer of an object whose grace has run out is gone:
 	// the object goes with this write.
 	if m.DeletionTimestamp != nil && len(m.Finalizers) == 0 && m.GetDeletionGracePeriodSeconds() == 0 {
 		return b.remove(ctx, k, old)
 	}
-	return b.write(ctx, k, obj, om.ResourceVersion, nil)
+	lost := map[string]bool{}
+	base := obj
+	for try := 0; ; try++ {
+		obj := cloneObj(base)
+		out, err := b.writeClaiming(ctx, k, old, obj, om.ResourceVersion, nil, lost)
+		if lk, ok := lostClaim(err); ok {
+			if lost[lk] = true; try < maxClaimRetries {
+				continue
+			}
+			return nil, connect.NewError(connect.CodeUnavailable, fmt.Errorf("update %s %q: %d addresses picked were taken by concurrent writes; try again", k.Singular, k.ID(m.Namespace, m.Name), len(lost)))
+		}
+		return out, err
+	}
 }
 
-// write stores obj over the version rev, under rules.
-func (b *backend) write(ctx context.Context, k *kinds.Kind, obj kinds.Object, rev uint64, rules []rule) (kinds.Object, error) {
+// writeClaiming stores obj over old at the version rev, under rules, with
+// the claims obj holds and old does not (lost: picked earlier and taken).
+func (b *backend) writeClaiming(ctx context.Context, k *kinds.Kind, old, obj kinds.Object, rev uint64, rules []rule, lost map[string]bool) (kinds.Object, error) {
+	cops, crules, err := b.claims(ctx, k, old, obj, false, lost)
+	if err != nil {
+		return nil, err
+	}
+	return b.write(ctx, k, obj, rev, append(slices.Clip(rules), crules...), cops...)
+}
+
+// write stores obj over the version rev, under rules, with more ops (its
+// claims) in the same Txn.
+func (b *backend) write(ctx context.Context, k *kinds.Kind, obj kinds.Object, rev uint64, rules []rule, more ...store.Op) (kinds.Object, error) {
 	m := obj.GetMetadata()
 	val, err := encode(obj)
 	if err != nil {
 		return nil, toConnect(err)
 	}
-	kv, err := b.commit(ctx, "update", k, m.Namespace, m.Name, store.UpdateOp(key(k, m.Namespace, m.Name), val, rev), rules)
+	ops := append([]store.Op{store.UpdateOp(key(k, m.Namespace, m.Name), val, rev)}, more...)
+	kv, err := b.commit(ctx, "update", k, m.Namespace, m.Name, ops, rules)
 	if err != nil {
 		return nil, err
 	}
@@ -485,11 +539,13 @@ func (b *backend) updateStatus(ctx context.Context, k *kinds.Kind, obj kinds.Obj
 // back as a compare-and-swap. When the caller named no resourceVersion, a
 // conflict means someone else wrote in between: read again and retry.
 func (b *backend) modify(ctx context.Context, k *kinds.Kind, ns, name, uid string, rev uint64, dryRun bool, change func(cur kinds.Object) error) (kinds.Object, error) {
+	lost := map[string]bool{}
 	for try := 0; ; try++ {
 		cur, err := b.get(ctx, k, ns, name)
 		if err != nil {
 			return nil, err
 		}
+		old := cloneObj(cur)
 		// What the stored object was, before change edits it: the caller's
 		// preconditions are checked against it, but only once change has
 		// admitted the caller, so that a caller who may not write the object
@@ -511,7 +567,15 @@ func (b *backend) modify(ctx context.Context, k *kinds.Kind, ns, name, uid strin
 		if dryRun {
 			return cur, nil
 		}
-		out, err := b.write(ctx, k, cur, stored, nil)
+		// A claim the object lacks (a node's pod CIDR, for a node
+		// registered before pod CIDRs were allocated) is made here too.
+		out, err := b.writeClaiming(ctx, k, old, cur, stored, nil, lost)
+		if lk, ok := lostClaim(err); ok {
+			if lost[lk] = true; try < maxClaimRetries {
+				continue
+			}
+			return nil, connect.NewError(connect.CodeUnavailable, fmt.Errorf("update %s %q: %d addresses picked were taken by concurrent writes; try again", k.Singular, k.ID(ns, name), len(lost)))
+		}
 		if connect.CodeOf(err) == connect.CodeAborted && rev == 0 && try < maxConflictRetries {
 			continue
 		}
@@ -599,8 +663,12 @@ func (b *backend) Delete(ctx context.Context, k *kinds.Kind, req *skiffv1.Delete
 // deletion rules.
 func (b *backend) remove(ctx context.Context, k *kinds.Kind, obj kinds.Object) (kinds.Object, error) {
 	m := obj.GetMetadata()
-	op := store.DeleteOp(key(k, m.Namespace, m.Name), m.ResourceVersion)
-	kv, err := b.commit(ctx, "delete", k, m.Namespace, m.Name, op, b.deleteRules(k, obj))
+	rel, err := b.release(ctx, k, obj)
+	if err != nil {
+		return nil, err
+	}
+	ops := append([]store.Op{store.DeleteOp(key(k, m.Namespace, m.Name), m.ResourceVersion)}, rel...)
+	kv, err := b.commit(ctx, "delete", k, m.Namespace, m.Name, ops, b.deleteRules(k, obj))
 	if err != nil {
 		return nil, err
 	}

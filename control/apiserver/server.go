@@ -37,6 +37,10 @@ type Config struct {
 	// its error (a failed store, say) and 200 when it returns nil. Nil:
 	// always healthy.
 	Health func() error
+	// Network is where cluster IPs, node ports and nodes' pod CIDRs are
+	// allocated from; zero fields take their defaults. New panics when it
+	// does not Validate: check it first (cmd/skiff's flags do).
+	Network Network
 	// Auth authenticates every call and authorizes it by the caller's
 	// role (auth.go, authz.go). Nil leaves the API open to anonymous
 	// callers: only for tests of other features; control/server always
@@ -82,11 +86,17 @@ func New(cfg Config) *Server {
 		authz = &authorizer{log: log}
 		b.auth = authz
 	}
+	if err := cfg.Network.Validate(); err != nil {
+		panic(fmt.Sprintf("apiserver: %v", err)) // the caller's flags let it through
+	}
+	net := cfg.Network.withDefaults()
 	b.strategies = map[*kinds.Kind]*strategy{
 		kinds.Pod:       podStrategy(b),
-		kinds.Node:      nodeStrategy(),
+		kinds.Node:      nodeStrategy(net, log),
 		kinds.Namespace: namespaceStrategy(),
 		kinds.Event:     eventStrategy(),
+		kinds.Service:   serviceStrategy(net),
+		kinds.Endpoints: endpointsStrategy(),
 	}
 	agents := cfg.Agents
 	if agents == nil {

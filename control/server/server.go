@@ -66,6 +66,10 @@ type Config struct {
 	// empty); RaftAdvertise the one other servers dial (RaftListen's when
 	// empty).
 	RaftListen, RaftAdvertise string
+	// Network is where services' cluster IPs and node ports and nodes'
+	// pod CIDRs are allocated from (apiserver.Network; zero fields take
+	// their defaults). Every server of a cluster should have the same.
+	Network apiserver.Network
 	// EventTTL is how long events are kept; controllers.DefaultEventTTL
 	// when zero.
 	EventTTL time.Duration
@@ -165,6 +169,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.BootstrapExpect < 0 {
 		return nil, fmt.Errorf("bootstrap expect %d: must be 0 or more", cfg.BootstrapExpect)
+	}
+	if err := cfg.Network.Validate(); err != nil {
+		return nil, fmt.Errorf("network: %w", err)
 	}
 	if cfg.several() && cfg.Gossip == "" {
 		return nil, errors.New("gossip address: required value: the servers of a cluster of several find each other by gossip")
@@ -378,6 +385,7 @@ func (s *Server) Run(ctx context.Context) error {
 		Members: func(context.Context) ([]*skiffv1.Member, error) { return members(st, pool, s.addr) },
 		Auth:    &apiserver.AuthConfig{Peer: peerPrincipal, BootstrapToken: bootstrapToken(token)},
 		Agents:  agentClients(ident.cred), AgentStreams: agentStreams(ident.cred),
+		Network: s.cfg.Network,
 	})
 	// A cluster of one creates its default namespace before serving; one
 	// of several has its leader do it (a directory of several restarted
@@ -465,6 +473,8 @@ func (s *Server) Run(ctx context.Context) error {
 			pods:   skiffv1connect.NewPodServiceClient(hc, base),
 			nodes:  skiffv1connect.NewNodeServiceClient(hc, base),
 			events: skiffv1connect.NewEventServiceClient(hc, base),
+			svcs:   skiffv1connect.NewServiceServiceClient(hc, base),
+			eps:    skiffv1connect.NewEndpointsServiceClient(hc, base),
 			ttl:    s.cfg.EventTTL,
 			log:    s.log,
 		}
@@ -560,6 +570,8 @@ type loops struct {
 	pods   skiffv1connect.PodServiceClient
 	nodes  skiffv1connect.NodeServiceClient
 	events skiffv1connect.EventServiceClient
+	svcs   skiffv1connect.ServiceServiceClient
+	eps    skiffv1connect.EndpointsServiceClient
 	ttl    time.Duration
 	log    *slog.Logger
 }
@@ -584,6 +596,9 @@ func (l loops) run(ctx context.Context) {
 	wg.Go(func() { rec.Run(ctx) })
 	wg.Go(func() {
 		(&controllers.EventTTL{Events: l.events, TTL: l.ttl, Logger: l.log.With("room", "controllers")}).Run(ctx)
+	})
+	wg.Go(func() {
+		(&controllers.EndpointsController{Services: l.svcs, Pods: l.pods, Endpoints: l.eps, Logger: l.log.With("room", "controllers", "controller", "endpoints")}).Run(ctx)
 	})
 	_ = scheduler.New(scheduler.Config{Pods: l.pods, Nodes: l.nodes, Events: rec, Logger: l.log.With("room", "scheduler")}).Run(ctx)
 }
