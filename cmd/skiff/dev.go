@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
 
+	"skiff.dev/skiff/control/apiserver"
 	"skiff.dev/skiff/control/controllers"
 	"skiff.dev/skiff/control/server"
 	"skiff.dev/skiff/node"
@@ -79,11 +80,14 @@ type agentOptions struct {
 	nodeName    string
 	agentListen string
 	nodeIP      string
-	hostPaths   []string
-	serverAddr  string
-	token       tokenFlags
-	joinToken   string // resolved from token
-	externalCRI bool
+	// clusterCIDR and serviceCIDR are the cluster's, for the node's
+	// service proxy: skiff agent's flags, skiff dev's server's.
+	clusterCIDR, serviceCIDR string
+	hostPaths                []string
+	serverAddr               string
+	token                    tokenFlags
+	joinToken                string // resolved from token
+	externalCRI              bool
 }
 
 // runOptions are what every long-running command shares.
@@ -208,11 +212,19 @@ func (o *agentOptions) node(log *slog.Logger) (*node.Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	for _, f := range []struct{ flag, v string }{{"cluster-cidr", o.clusterCIDR}, {"service-cidr", o.serviceCIDR}} {
+		if f.v == "" {
+			continue
+		}
+		if _, err := parseCIDR(f.v); err != nil {
+			return nil, fmt.Errorf("--%s: %w", f.flag, err)
+		}
+	}
 	n, err := node.New(node.Config{
 		Name: o.nodeName, Server: o.serverAddr, Gossip: o.gossip, Join: o.join, DataDir: o.dataDir, StateDir: o.stateDir,
 		CRISocket: o.criSocket, ExternalCRI: o.externalCRI, AgentListen: o.agentListen, NodeIP: o.nodeIP, Token: token, Version: version, Logger: log,
 		RegistryConfig: o.registryCfg, AllowedHostPaths: o.hostPaths, Limits: limits,
-		Network: network,
+		Network: network, ClusterCIDR: o.clusterCIDR, ServiceCIDR: o.serviceCIDR,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("skiff agent: %w", err)
@@ -278,6 +290,7 @@ func runDev(ctx context.Context, log *slog.Logger, o *devOptions) error {
 	o.agentOptions.dataDir = o.serverOptions.dataDir
 	o.agentOptions.serverAddr = srv.InternalAddr()
 	o.agentOptions.joinToken = srv.JoinToken()
+	o.agentOptions.clusterCIDR, o.agentOptions.serviceCIDR = o.serverOptions.network.clusterCIDR, o.serverOptions.network.serviceCIDR
 	writeAdminConfig(log, srv, o.serverOptions.dataDir, o.serverOptions.clientConfig)
 	n, err := o.node(log)
 	if err != nil {
@@ -402,6 +415,8 @@ It needs root.`,
 	cmd.Flags().StringVar(&o.gossip, "gossip-listen", "127.0.0.1:0", "gossip address of this node, with --join")
 	o.token.flags(cmd, "the cluster's join token (a server keeps it in DATA-DIR/server/token): the agent trades it for its certificate")
 	cmd.Flags().BoolVar(&o.externalCRI, "external-cri", false, "drive the CRI server that \"skiff cri\" already runs on --cri-socket, instead of running one: the agent can then restart without touching a container")
+	cmd.Flags().StringVar(&o.clusterCIDR, "cluster-cidr", apiserver.DefaultClusterCIDR.String(), "the cluster's range of pod IPs, as its servers were given it: the service proxy masquerades traffic to cluster IPs from outside it")
+	cmd.Flags().StringVar(&o.serviceCIDR, "service-cidr", apiserver.DefaultServiceCIDR.String(), "the cluster's range of cluster IPs, as its servers were given it: the node refuses an address of it that no service has, instead of routing it out")
 	o.flags(cmd)
 	r.flags(cmd)
 	return cmd

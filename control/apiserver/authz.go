@@ -224,12 +224,17 @@ func roleAllows(role string, a attrs, cluster bool) bool {
 
 // authorizeNode is Kubernetes' NodeRestriction: an agent reads and reports
 // on its own Node and the pods bound to it, records events, and reads
-// services and endpoints. Which node
+// services, endpoints and the list of nodes. Which node
 // a pod is bound to is checked against the stored pod (admitStored).
 func authorizeNode(p Principal, a attrs) (bool, string) {
 	switch a.kind {
 	case kinds.Node.Plural:
 		switch a.verb {
+		case "list", "watch":
+			// Every node routes to the others' pod CIDRs through
+			// their addresses, as Kubernetes' node authorizer lets a
+			// kubelet read all nodes.
+			return true, ""
 		case "create", "get", "updatestatus":
 			if a.name == p.Node {
 				return true, ""

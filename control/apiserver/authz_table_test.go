@@ -324,7 +324,7 @@ func TestAuthorizationTable(t *testing.T) {
 	node := []string{
 		"pods/get team bound to n1", "pods/list on n1", "pods/watch on n1", "pods/updatestatus team bound to n1",
 		"events/get team", "events/create team", "events/create other", "events/update team",
-		"nodes/get n1", "nodes/create n1", "nodes/updatestatus n1",
+		"nodes/get n1", "nodes/create n1", "nodes/updatestatus n1", "nodes/list", "nodes/watch",
 		"services/get team", "services/list all", "services/watch all", "endpoints/get team", "endpoints/list all", "endpoints/watch all",
 	}
 

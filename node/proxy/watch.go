@@ -59,7 +59,8 @@ func Run(ctx context.Context, cfg RunConfig) {
 	kicker(svcKick)()
 	resync := time.NewTicker(cfg.ResyncPeriod)
 	defer resync.Stop()
-	retry := make(chan struct{}, 1)
+	// retry is armed after a failed sync: one pending retry at a time.
+	var retry <-chan time.Time
 	for {
 		var services, nodes bool
 		select {
@@ -70,6 +71,7 @@ func Run(ctx context.Context, cfg RunConfig) {
 		case <-nodeKick:
 			nodes = true
 		case <-retry:
+			retry = nil
 			services, nodes = true, cfg.Routes != nil
 		case <-resync.C:
 			cfg.Proxier.Resync()
@@ -89,8 +91,8 @@ func Run(ctx context.Context, cfg RunConfig) {
 				failed = true
 			}
 		}
-		if failed {
-			time.AfterFunc(time.Second, kicker(retry))
+		if failed && retry == nil {
+			retry = time.After(time.Second)
 		}
 		// Changes that come meanwhile wait in the kick channels.
 		select {

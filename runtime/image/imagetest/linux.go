@@ -23,7 +23,7 @@ const BusyboxPath = "/bin/busybox"
 
 // BusyboxApplets are the applets layer 1 of the busybox image links to
 // busybox in /bin.
-var BusyboxApplets = []string{"sh", "echo", "sleep", "cat", "id", "nc", "ls", "env", "true", "false", "ps", "kill", "mkdir", "rm", "touch", "grep", "hostname", "ip", "wget", "head", "wc", "test", "uname", "whoami"}
+var BusyboxApplets = []string{"sh", "echo", "sleep", "cat", "id", "nc", "ls", "env", "true", "false", "ps", "kill", "mkdir", "rm", "touch", "grep", "hostname", "ip", "wget", "head", "wc", "test", "uname", "whoami", "timeout", "seq"}
 
 // BusyboxConfig is the run configuration of BusyboxImage.
 var BusyboxConfig = v1.Config{
