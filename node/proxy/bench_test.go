@@ -25,8 +25,10 @@ func benchServices(n, eps int) []Service {
 
 // BenchmarkProxySync syncs 1,000 services of 10 endpoints each into a
 // test namespace with the real iptables-restore: a full sync into empty
-// tables, a full one over the same rules, and an incremental one after one
-// endpoint changed.
+// tables (a node's first), a full one over the same rules (a restart, the
+// periodic resync), a full one over rules of which 1% of the services
+// differ, a full one over rules that all differ (an upgrade that renders
+// every rule anew), and an incremental one after one endpoint changed.
 func BenchmarkProxySync(b *testing.B) {
 	requireRoot(b)
 	ns := newNS(b, nsDir(b), "bench")
@@ -37,6 +39,20 @@ func BenchmarkProxySync(b *testing.B) {
 	b.Cleanup(func() { p.Cleanup(context.Background()) })
 	must(b, "replace", p.Replace(svcs))
 
+	// moved returns svcs with every step-th service's endpoints on
+	// another port, the port given by round.
+	moved := func(step, round int) []Service {
+		out := make([]Service, len(svcs))
+		for i := range svcs {
+			out[i] = svcs[i].clone()
+			if i%step == 0 {
+				for j := range out[i].Ports[0].Endpoints {
+					out[i].Ports[0].Endpoints[j].Port = 9000 + int32(round%1000)
+				}
+			}
+		}
+		return out
+	}
 	b.Run("full-empty", func(b *testing.B) { // the first sync of a node
 		for b.Loop() {
 			b.StopTimer()
@@ -45,13 +61,31 @@ func BenchmarkProxySync(b *testing.B) {
 			must(b, "sync", p.Sync(ctx))
 		}
 	})
-	b.Run("full-resync", func(b *testing.B) { // every chain rewritten in place
+	b.Run("full-identical", func(b *testing.B) { // a restart, the periodic resync
+		must(b, "sync", p.Sync(ctx))
 		for b.Loop() {
 			p.Resync()
 			must(b, "sync", p.Sync(ctx))
 		}
 	})
+	for _, c := range []struct {
+		name string
+		step int
+	}{{"full-1pct-changed", 100}, {"full-all-changed", 1}} {
+		b.Run(c.name, func(b *testing.B) { // a restart after changes while down
+			round := 0
+			for b.Loop() {
+				b.StopTimer()
+				round++
+				must(b, "replace", p.Replace(moved(c.step, round)))
+				p.Resync()
+				b.StartTimer()
+				must(b, "sync", p.Sync(ctx))
+			}
+		})
+	}
 	b.Run("incremental", func(b *testing.B) {
+		must(b, "replace", p.Replace(svcs))
 		must(b, "sync", p.Sync(ctx))
 		i := 0
 		for b.Loop() {
@@ -75,17 +109,22 @@ func BenchmarkProxySyncPhases(b *testing.B) {
 	b.Cleanup(func() { p.Cleanup(context.Background()) })
 	must(b, "replace", p.Replace(benchServices(1000, 10)))
 	must(b, "sync", p.Sync(ctx))
-	b.Run("plan", func(b *testing.B) {
+	b.Run("list", func(b *testing.B) {
 		for b.Loop() {
-			p.plan(true, nil).in.bytes()
+			_, err := p.listChains(ctx)
+			must(b, "list", err)
 		}
 	})
-	b.Run("restore", func(b *testing.B) {
+	existing, err := p.listChains(ctx)
+	must(b, "list", err)
+	b.Run("plan", func(b *testing.B) {
 		for b.Loop() {
-			in := p.plan(true, nil).in
-			in.wholeCache = true
-			_, err := p.restoreRun(ctx, in)
-			must(b, "restore", err)
+			p.plan(true, existing).in.bytes()
+		}
+	})
+	b.Run("restore-all", func(b *testing.B) {
+		for b.Loop() {
+			must(b, "restore", p.restoreRun(ctx, p.plan(true, nil).in))
 		}
 	})
 	b.Run("jumps", func(b *testing.B) {

@@ -180,52 +180,26 @@ func (p *Proxier) Sync(ctx context.Context) error {
 	p.full = true // until this sync succeeds
 	start := time.Now()
 
-	var existing map[string][]string // SKIFF-* chains in the kernel, when known before the restore
-	nft := false
+	var existing *kernelState // what the kernel holds, listed before a full sync
 	if full {
 		changed, err := p.ensureBridgeNetfilter()
 		if err != nil {
 			p.log.Warn("pods will not reach services whose endpoint is on their own bridge", "err", err)
 		}
 		p.bridgeNFChanged = p.bridgeNFChanged || changed
-		if nft, err = p.nftBackend(ctx); err != nil {
+		if existing, err = p.existingChains(ctx); err != nil {
 			return fmt.Errorf("sync services: %w", err)
-		}
-		if !nft {
-			if existing, err = p.ownChains(ctx); err != nil {
-				return fmt.Errorf("sync services: %w", err)
-			}
 		}
 	}
 
 	pl := p.plan(full, existing)
 	in := pl.in
-	// A full sync on iptables-nft lists the tables in the restore itself
-	// (see manyChains) and learns the chains that were there from it:
-	// stale ones are deleted by a second restore, only when there are any.
-	in.wholeCache = full && nft
 	if !in.empty() {
-		out, err := p.restoreRun(ctx, in)
-		if err != nil {
+		if err := p.restoreRun(ctx, in); err != nil {
 			return fmt.Errorf("sync services: %w", err)
 		}
-		if in.wholeCache {
-			stale := newRestore()
-			for table, names := range listedChains(out) {
-				for _, name := range names {
-					if !pl.wanted[table+"/"+name] {
-						stale.del(table, name)
-					}
-				}
-			}
-			if !stale.empty() {
-				if _, err := p.restoreRun(ctx, stale); err != nil {
-					return fmt.Errorf("sync services: delete stale chains: %w", err)
-				}
-			}
-		}
 	}
-	if full {
+	if full && !existing.jumps {
 		if err := p.ensureJumps(ctx); err != nil {
 			return fmt.Errorf("sync services: %w", err)
 		}
@@ -242,6 +216,25 @@ func (p *Proxier) Sync(ctx context.Context) error {
 	return nil
 }
 
+// existingChains lists what the kernel holds before a full sync: on
+// iptables-nft the SKIFF-* chains with their rules, so that only the chains
+// that differ are written; on iptables-legacy, whose restore rewrites a
+// table whole anyway, only their names, to delete the stale ones.
+func (p *Proxier) existingChains(ctx context.Context) (*kernelState, error) {
+	nft, err := p.nftBackend(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if nft {
+		return p.listChains(ctx)
+	}
+	names, err := p.ownChains(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return &kernelState{names: names}, nil
+}
+
 // syncPlan is what one sync writes, and the state it leaves.
 type syncPlan struct {
 	in       *restore
@@ -253,11 +246,13 @@ type syncPlan struct {
 }
 
 // plan works out the restore that takes the kernel from the applied state
-// to the desired one: everything when full (and the deletion of existing
-// SKIFF-* chains not wanted, when existing is known), otherwise the chains
-// of changed services and the shared chains whose content changed. It does
-// no I/O.
-func (p *Proxier) plan(full bool, existing map[string][]string) *syncPlan {
+// to the desired one. A full one renders everything and writes every chain
+// that existing does not show the kernel holding exactly (all of them when
+// existing is nil or has no rules), and deletes the SKIFF-* chains in
+// existing that are not wanted; an incremental one writes the chains of
+// changed services and the shared chains whose content changed. It does no
+// I/O.
+func (p *Proxier) plan(full bool, existing *kernelState) *syncPlan {
 	keys := make([]key, 0, len(p.desired))
 	for k := range p.desired {
 		keys = append(keys, k)
@@ -270,6 +265,11 @@ func (p *Proxier) plan(full bool, existing map[string][]string) *syncPlan {
 	})
 
 	in := newRestore()
+	write := func(c chain) {
+		if !full || !existing.same(c) {
+			in.add(c)
+		}
+	}
 	next := make(map[key]*rendered, len(keys))
 	wanted := map[string]bool{} // table/name of every chain this sync keeps
 	order := make([]*rendered, 0, len(keys))
@@ -286,7 +286,7 @@ func (p *Proxier) plan(full bool, existing map[string][]string) *syncPlan {
 			r = render(&svc, p.rules)
 			changed++
 			for _, c := range r.chains {
-				in.add(c)
+				write(c)
 			}
 			if old != nil && !full {
 				now := map[string]bool{}
@@ -324,16 +324,20 @@ func (p *Proxier) plan(full bool, existing map[string][]string) *syncPlan {
 		shared[id] = c.rules
 		wanted[id] = true
 		if full || !slices.Equal(p.shared[id], c.rules) {
-			in.add(c)
+			write(c)
 		}
 	}
 	if full {
 		for _, c := range staticChains(p.rules) {
-			in.add(c)
+			write(c)
 			wanted[c.table+"/"+c.name] = true
 		}
-		for table, names := range existing {
-			for _, name := range names {
+		var names map[string][]string
+		if existing != nil {
+			names = existing.names
+		}
+		for _, table := range []string{tableNAT, tableFilter} {
+			for _, name := range names[table] {
 				if !wanted[table+"/"+name] {
 					in.del(table, name)
 				}
@@ -367,7 +371,7 @@ func (p *Proxier) Cleanup(ctx context.Context) error {
 		}
 	}
 	if !in.empty() {
-		if _, err := p.restoreRun(ctx, in); err != nil {
+		if err := p.restoreRun(ctx, in); err != nil {
 			return fmt.Errorf("clean up services: %w", err)
 		}
 	}

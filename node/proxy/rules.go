@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/base32"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 )
@@ -47,8 +48,28 @@ func jumps() []jump {
 	}
 }
 
+// line is the jump as the kernel lists it ("-A CHAIN ...").
+func (j jump) line() string {
+	parts := []string{"-A", j.chain}
+	for i, a := range j.spec {
+		if i > 0 && j.spec[i-1] == "--comment" {
+			a = strconv.Quote(a)
+		}
+		parts = append(parts, a)
+	}
+	return strings.Join(parts, " ")
+}
+
 // chain is one of the proxy's chains with its whole content, as lines for
 // iptables-restore ("-A NAME ...").
+//
+// Rules are written in the canonical form the kernel lists them in
+// (iptables -S): the address and protocol matches (-s, -d, -p) first,
+// then the other matches in order, MARK as --set-xmark, probabilities as
+// the statistic match stores them. A full sync compares the listing with
+// the rendering to write only the chains that differ; a rule not in
+// canonical form is still correct, but makes every full sync rewrite its
+// chain (TestRenderingIsCanonical catches that).
 type chain struct {
 	table string
 	name  string
@@ -101,6 +122,13 @@ func endpointChainName(ns, name, port string, proto Protocol, ep Endpoint) strin
 	return hashName(endpointChainPrfx, ns, name, port, string(proto), ep.IP, strconv.Itoa(int(ep.Port)))
 }
 
+// probability renders 1/n as the statistic match stores and lists it: a
+// fraction of 2^31, printed with 11 decimals.
+func probability(n int) string {
+	q := math.Round(0x80000000 / float64(n))
+	return fmt.Sprintf("%.11f", q/0x80000000)
+}
+
 // render makes the rules of one (valid) service. It is a pure function.
 func render(svc *Service, cfg ruleConfig) *rendered {
 	r := &rendered{svc: svc.clone()}
@@ -110,35 +138,38 @@ func render(svc *Service, cfg ruleConfig) *rendered {
 		if p.Name != "" {
 			portName += ":" + p.Name
 		}
-		dst := fmt.Sprintf("-d %s/32 -p %s -m %s --dport %d", svc.ClusterIP, proto, proto, p.Port)
+		// dst is the cluster IP port, split around the comment as the
+		// kernel lists it: "-d IP/32 -p PROTO", "-m PROTO --dport PORT".
+		dst := fmt.Sprintf("-d %s/32 -p %s", svc.ClusterIP, proto)
+		dport := fmt.Sprintf("-m %s --dport %d", proto, p.Port)
 		if len(p.Endpoints) == 0 {
-			r.rejects = append(r.rejects, fmt.Sprintf(`-A %s -m comment --comment "%s has no endpoints" %s -j REJECT --reject-with %s`,
-				servicesChain, portName, dst, rejectWith(proto)))
+			r.rejects = append(r.rejects, fmt.Sprintf(`-A %s %s -m comment --comment "%s has no endpoints" %s -j REJECT --reject-with %s`,
+				servicesChain, dst, portName, dport, rejectWith(proto)))
 			if p.NodePort != 0 {
-				r.rejects = append(r.rejects, fmt.Sprintf(`-A %s -m comment --comment "%s has no endpoints" -m addrtype --dst-type LOCAL -p %s -m %s --dport %d -j REJECT --reject-with %s`,
-					servicesChain, portName, proto, proto, p.NodePort, rejectWith(proto)))
+				r.rejects = append(r.rejects, fmt.Sprintf(`-A %s -p %s -m comment --comment "%s has no endpoints" -m addrtype --dst-type LOCAL -m %s --dport %d -j REJECT --reject-with %s`,
+					servicesChain, proto, portName, proto, p.NodePort, rejectWith(proto)))
 			}
 			continue
 		}
 		svcChain := serviceChainName(svc.Namespace, svc.Name, p.Name, p.Protocol)
-		r.services = append(r.services, fmt.Sprintf(`-A %s -m comment --comment "%s cluster IP" %s -j %s`,
-			servicesChain, portName, dst, svcChain))
+		r.services = append(r.services, fmt.Sprintf(`-A %s %s -m comment --comment "%s cluster IP" %s -j %s`,
+			servicesChain, dst, portName, dport, svcChain))
 		if p.NodePort != 0 {
-			np := fmt.Sprintf(`-A %s -m comment --comment "%s node port" -p %s -m %s --dport %d`, nodePortsChain, portName, proto, proto, p.NodePort)
+			np := fmt.Sprintf(`-A %s -p %s -m comment --comment "%s node port" -m %s --dport %d`, nodePortsChain, proto, portName, proto, p.NodePort)
 			r.nodePort = append(r.nodePort, np+" -j "+markMasqChain, np+" -j "+svcChain)
 		}
 		sc := chain{table: tableNAT, name: svcChain}
 		if cfg.clusterCIDR != "" {
-			sc.rules = append(sc.rules, fmt.Sprintf(`-A %s -m comment --comment "%s cluster IP" %s ! -s %s -j %s`,
-				svcChain, portName, dst, cfg.clusterCIDR, markMasqChain))
+			sc.rules = append(sc.rules, fmt.Sprintf(`-A %s ! -s %s %s -m comment --comment "%s cluster IP" %s -j %s`,
+				svcChain, cfg.clusterCIDR, dst, portName, dport, markMasqChain))
 		}
 		var seps []chain
 		for i, ep := range p.Endpoints {
 			sepChain := endpointChainName(svc.Namespace, svc.Name, p.Name, p.Protocol, ep)
 			to := ep.IP + ":" + strconv.Itoa(int(ep.Port))
 			if left := len(p.Endpoints) - i; left > 1 {
-				sc.rules = append(sc.rules, fmt.Sprintf(`-A %s -m comment --comment "%s -> %s" -m statistic --mode random --probability %0.10f -j %s`,
-					svcChain, portName, to, 1/float64(left), sepChain))
+				sc.rules = append(sc.rules, fmt.Sprintf(`-A %s -m comment --comment "%s -> %s" -m statistic --mode random --probability %s -j %s`,
+					svcChain, portName, to, probability(left), sepChain))
 			} else {
 				sc.rules = append(sc.rules, fmt.Sprintf(`-A %s -m comment --comment "%s -> %s" -j %s`, svcChain, portName, to, sepChain))
 			}
@@ -163,10 +194,12 @@ func render(svc *Service, cfg ruleConfig) *rendered {
 func staticChains(cfg ruleConfig) []chain {
 	mark := fmt.Sprintf("0x%x", cfg.masqMark)
 	return []chain{
-		{tableNAT, markMasqChain, []string{fmt.Sprintf("-A %s -j MARK --or-mark %s", markMasqChain, mark)}},
+		// --set-xmark V/M sets the mark to (mark & ^M) ^ V: V/V is
+		// --or-mark V, V/0x0 is --xor-mark V.
+		{tableNAT, markMasqChain, []string{fmt.Sprintf("-A %s -j MARK --set-xmark %s/%s", markMasqChain, mark, mark)}},
 		{tableNAT, postroutingChain, []string{
 			fmt.Sprintf("-A %s -m mark ! --mark %s/%s -j RETURN", postroutingChain, mark, mark),
-			fmt.Sprintf("-A %s -j MARK --xor-mark %s", postroutingChain, mark),
+			fmt.Sprintf("-A %s -j MARK --set-xmark %s/0x0", postroutingChain, mark),
 			fmt.Sprintf(`-A %s -m comment --comment "skiff service traffic requiring SNAT" -j MASQUERADE`, postroutingChain),
 		}},
 	}
@@ -191,7 +224,7 @@ func sharedChains(rs []*rendered, cfg ruleConfig) []chain {
 		// Last: a service address nothing above matched. (A DNATed
 		// packet has an endpoint's address by the time filter sees it.)
 		for _, proto := range []string{"tcp", "udp"} {
-			rejects.rules = append(rejects.rules, fmt.Sprintf(`-A %s -m comment --comment "service addresses without a rule" -d %s -p %s -j REJECT --reject-with %s`,
+			rejects.rules = append(rejects.rules, fmt.Sprintf(`-A %s -d %s -p %s -m comment --comment "service addresses without a rule" -j REJECT --reject-with %s`,
 				servicesChain, cfg.serviceCIDR, proto, rejectWith(proto)))
 		}
 	}

@@ -79,33 +79,66 @@ func TestSyncPlans(t *testing.T) {
 		name   string
 		change func()
 		full   bool
-		exist  map[string][]string // chains in the kernel before a full sync
+		exist  func() *kernelState // what the kernel holds before a full sync
 	}{
 		{"full", func() {
 			must(t, "replace", p.Replace([]Service{web, dns, idle}))
-		}, true, map[string][]string{tableNAT: {"SKIFF-SVC-LEFTOVER", serviceChainName("default", "web", "http", TCP)}}},
+		}, true, func() *kernelState {
+			return &kernelState{names: map[string][]string{tableNAT: {"SKIFF-SVC-LEFTOVER", serviceChainName("default", "web", "http", TCP)}}}
+		}},
 		{"endpoint-changed", func() {
 			svc := web.clone()
 			svc.Ports[0].Endpoints[1].Port = 9090
 			must(t, "set", p.SetService(svc))
-		}, false, nil},
-		{"nothing-changed", func() {}, false, nil},
-		{"service-removed", func() { p.DeleteService("kube-system", "dns") }, false, nil},
+		}, false, none},
+		{"nothing-changed", func() {}, false, none},
+		{"service-removed", func() { p.DeleteService("kube-system", "dns") }, false, none},
 		{"endpoints-gone", func() {
 			svc := web.clone()
 			svc.Ports[0].Endpoints = nil
 			must(t, "set", p.SetService(svc))
-		}, false, nil},
-		{"resync", func() {}, true, nil},
+		}, false, none},
+		{"resync", func() {}, true, none},
+		// A full sync over a kernel that holds the rules but for one
+		// missing chain, one whose rules differ and one left over: it
+		// writes the two and deletes the third, nothing else.
+		{"resync-over-rules", func() { must(t, "set", p.SetService(dns)) }, true, func() *kernelState {
+			k := holding(p)
+			drop := serviceChainName("kube-system", "dns", "dns", UDP)
+			delete(k.rules, tableNAT+"/"+drop)
+			k.names[tableNAT] = slices.DeleteFunc(k.names[tableNAT], func(n string) bool { return n == drop })
+			id := tableFilter + "/" + servicesChain
+			k.rules[id] = k.rules[id][1:]
+			k.names[tableNAT] = append(k.names[tableNAT], "SKIFF-SEP-LEFTOVER")
+			k.rules[tableNAT+"/SKIFF-SEP-LEFTOVER"] = []string{"-A SKIFF-SEP-LEFTOVER -j RETURN"}
+			return k
+		}},
+		{"resync-over-same-rules", func() {}, true, func() *kernelState { return holding(p) }},
 	}
 	for _, st := range steps {
 		st.change()
 		full = st.full
-		pl := p.plan(full, st.exist)
+		pl := p.plan(full, st.exist())
 		got := string(pl.in.bytes())
 		golden(t, "sync-"+st.name, got)
 		p.applied, p.shared = pl.next, pl.shared // as if the restore succeeded
 	}
+}
+
+// none is no knowledge of the kernel.
+func none() *kernelState { return nil }
+
+// holding returns a kernel that holds exactly the chains a full sync of
+// p's desired state writes.
+func holding(p *Proxier) *kernelState {
+	k := &kernelState{names: map[string][]string{}, rules: map[string][]string{}, jumps: true}
+	for table, cs := range p.plan(true, nil).in.write {
+		for _, c := range cs {
+			k.names[table] = append(k.names[table], c.name)
+			k.rules[table+"/"+c.name] = slices.Clone(c.rules)
+		}
+	}
+	return k
 }
 
 func TestChainNames(t *testing.T) {
