@@ -49,7 +49,7 @@ func (p *Proxier) run(ctx context.Context, stdin []byte, name string, args ...st
 // restoreRun feeds one restore input to iptables-restore, without flushing
 // anything the input does not name.
 func (p *Proxier) restoreRun(ctx context.Context, in *restore) error {
-	if !in.wholeCache && in.chains() > manyChains {
+	if !in.wholeCache && in.wantsWholeCache() {
 		nft, err := p.nftBackend(ctx)
 		if err != nil {
 			return err
@@ -69,6 +69,15 @@ type kernelState struct {
 	rules map[string][]string
 	// jumps is set when every jump (see jumps) was found in its chain.
 	jumps bool
+}
+
+// count returns the number of SKIFF-* chains listed.
+func (k *kernelState) count() int {
+	n := 0
+	for _, names := range k.names {
+		n += len(names)
+	}
+	return n
 }
 
 // same reports whether the kernel is known to hold c exactly.

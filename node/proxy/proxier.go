@@ -194,6 +194,9 @@ func (p *Proxier) Sync(ctx context.Context) error {
 
 	pl := p.plan(full, existing)
 	in := pl.in
+	if existing != nil && existing.rules != nil {
+		in.listed = existing.count()
+	}
 	if !in.empty() {
 		if err := p.restoreRun(ctx, in); err != nil {
 			return fmt.Errorf("sync services: %w", err)

@@ -239,6 +239,9 @@ type restore struct {
 	// wholeCache, when set, starts each table with a listing ("-S"): see
 	// manyChains.
 	wholeCache bool
+	// listed is the number of chains a listing just found in the kernel
+	// (0: not listed); see manyChains.
+	listed int
 }
 
 // manyChains is the number of chains a restore names beyond which it asks
@@ -249,7 +252,20 @@ type restore struct {
 // makes it fetch the table whole instead, and "-S" is the only such command
 // that changes nothing (its listing of the table as it was is discarded).
 // Below the threshold the per-chain fetch is the cheaper one.
+//
+// The whole-table fetch costs in proportion to the table, the per-chain one
+// more than in proportion to the chains named: over 11,000 chains, a
+// restore naming 2,100 takes 0.17 s alone and 0.38 s with the listing,
+// one naming 4,200 0.42 s and 0.45 s, one naming 9,800 2.1 s and 0.6 s.
+// So when the size of the table is known (a full sync lists it first),
+// the listing is asked for only beyond a third of its chains.
 const manyChains = 200
+
+// wantsWholeCache reports whether the restore should ask iptables-nft for
+// the whole tables.
+func (r *restore) wantsWholeCache() bool {
+	return r.chains() > max(manyChains, r.listed/3)
+}
 
 func newRestore() *restore {
 	return &restore{write: map[string][]chain{}, remove: map[string][]string{}}
