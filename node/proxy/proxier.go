@@ -160,8 +160,9 @@ func (p *Proxier) Replace(svcs []Service) error {
 	return nil
 }
 
-// Resync makes the next Sync a full one: every chain rewritten, and any
-// SKIFF-* chain found in the kernel but not wanted deleted.
+// Resync makes the next Sync a full one: every chain that the kernel does
+// not hold exactly as wanted rewritten, and any SKIFF-* chain found in the
+// kernel but not wanted deleted.
 func (p *Proxier) Resync() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -169,10 +170,12 @@ func (p *Proxier) Resync() {
 }
 
 // Sync brings the kernel to the desired state. The first sync, the one
-// after Resync and the one after a failed sync are full; the others
-// rewrite only the chains of services that changed, the shared chains
-// whose content changed, and delete the chains of removed services and
-// endpoints, all in one iptables-restore.
+// after Resync and the one after a failed sync are full: they list the
+// kernel's chains first (on iptables-nft with their rules) and write
+// every chain that differs from the rendering, and delete the ones not
+// wanted. The others rewrite only the chains of services that changed,
+// the shared chains whose content changed, and delete the chains of
+// removed services and endpoints. Either writes in one iptables-restore.
 func (p *Proxier) Sync(ctx context.Context) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -19,8 +19,9 @@ type RunConfig struct {
 	// MinSyncPeriod is the least time between two syncs, so that a burst
 	// of changes (a rollout) costs one sync, not one each (default 100ms).
 	MinSyncPeriod time.Duration
-	// ResyncPeriod is how often everything is listed and written again
-	// even when no watch reported a change (default 5 minutes): the
+	// ResyncPeriod is how often everything is listed again, and what
+	// differs in the kernel written again, even when no watch reported a
+	// change (default 5 minutes): the
 	// safety net under the watches, as kube-proxy's syncPeriod.
 	ResyncPeriod time.Duration
 	Logger       *slog.Logger
