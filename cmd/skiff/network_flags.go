@@ -27,23 +27,30 @@ func (n *networkFlags) flags(cmd *cobra.Command) {
 	f.StringVar(&n.nodePortRange, "service-node-port-range", apiserver.DefaultNodePorts.String(), "range of ports, MIN-MAX, that NodePort services are given on every node")
 }
 
-// network checks the flags and returns the plan.
+// network checks the flags and returns the plan. A flag left empty (or 0)
+// takes its default, as for options built without flags (tests, bench).
 func (n *networkFlags) network() (apiserver.Network, error) {
 	var (
 		out apiserver.Network
 		err error
 	)
-	if out.ClusterCIDR, err = parseCIDR(n.clusterCIDR); err != nil {
-		return out, fmt.Errorf("--cluster-cidr: %w", err)
+	if n.clusterCIDR != "" {
+		if out.ClusterCIDR, err = parseCIDR(n.clusterCIDR); err != nil {
+			return out, fmt.Errorf("--cluster-cidr: %w", err)
+		}
 	}
-	if out.ServiceCIDR, err = parseCIDR(n.serviceCIDR); err != nil {
-		return out, fmt.Errorf("--service-cidr: %w", err)
+	if n.serviceCIDR != "" {
+		if out.ServiceCIDR, err = parseCIDR(n.serviceCIDR); err != nil {
+			return out, fmt.Errorf("--service-cidr: %w", err)
+		}
 	}
-	if out.NodePorts, err = apiserver.ParsePortRange(n.nodePortRange); err != nil {
-		return out, fmt.Errorf("--service-node-port-range: %w", err)
+	if n.nodePortRange != "" {
+		if out.NodePorts, err = apiserver.ParsePortRange(n.nodePortRange); err != nil {
+			return out, fmt.Errorf("--service-node-port-range: %w", err)
+		}
 	}
 	out.NodeCIDRMaskSize = n.nodeMaskSize
-	if n.nodeMaskSize <= 0 {
+	if n.nodeMaskSize < 0 {
 		return out, fmt.Errorf("--node-cidr-mask-size: invalid value %d: must be a prefix length", n.nodeMaskSize)
 	}
 	if err := out.Validate(); err != nil {

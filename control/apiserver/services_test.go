@@ -616,3 +616,37 @@ func TestNetworkAddresses(t *testing.T) {
 		}
 	}
 }
+
+// TestServiceClusterIPRaceForTheLast: five creates at once for the five
+// addresses of a /29 must collide, and each that loses picks another: all
+// five get one, each its own.
+func TestServiceClusterIPRaceForTheLast(t *testing.T) {
+	for round := range 3 {
+		a := newNetAPI(t, Network{ServiceCIDR: netip.MustParsePrefix("10.100.0.0/29")})
+		ctx := context.Background()
+		var (
+			wg  sync.WaitGroup
+			mu  sync.Mutex
+			ips = map[string]bool{}
+		)
+		for i := range 5 {
+			wg.Go(func() {
+				s, err := a.createSvc(ctx, svc(fmt.Sprintf("s%d", i)))
+				if err != nil {
+					t.Errorf("round %d: %v", round, err)
+					return
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				if ips[s.Spec.ClusterIp] {
+					t.Errorf("round %d: %s given twice", round, s.Spec.ClusterIp)
+				}
+				ips[s.Spec.ClusterIp] = true
+			})
+		}
+		wg.Wait()
+		if len(ips) != 5 {
+			t.Errorf("round %d: %d distinct IPs, want 5", round, len(ips))
+		}
+	}
+}

@@ -87,7 +87,7 @@ type NodeSpec struct {
 	Unschedulable bool `protobuf:"varint,1,opt,name=unschedulable,proto3" json:"unschedulable,omitempty"`
 	// The node's range of pod IPs (CIDR notation), allocated by the control
 	// plane from the cluster CIDR when the node registers. Set once.
-	PodCidr       string `protobuf:"bytes,2,opt,name=pod_cidr,json=podCidr,proto3" json:"pod_cidr,omitempty"`
+	PodCidr       string `protobuf:"bytes,2,opt,name=pod_cidr,json=podCIDR,proto3" json:"pod_cidr,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -667,7 +667,7 @@ const file_skiff_v1_node_proto_rawDesc = "" +
 	"\x06status\x18\x03 \x01(\v2\x14.skiff.v1.NodeStatusR\x06status\"K\n" +
 	"\bNodeSpec\x12$\n" +
 	"\runschedulable\x18\x01 \x01(\bR\runschedulable\x12\x19\n" +
-	"\bpod_cidr\x18\x02 \x01(\tR\apodCidr\";\n" +
+	"\bpod_cidr\x18\x02 \x01(\tR\apodCIDR\";\n" +
 	"\vNodeAddress\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\"\xe4\x03\n" +

@@ -1011,11 +1011,11 @@ type PodStatus struct {
 	InitContainerStatuses []*ContainerStatus     `protobuf:"bytes,7,rep,name=init_container_statuses,json=initContainerStatuses,proto3" json:"init_container_statuses,omitempty"`
 	// The pod's IP on the pod network, once its sandbox has one; empty for
 	// a pod not yet started.
-	PodIp string `protobuf:"bytes,8,opt,name=pod_ip,json=podIp,proto3" json:"pod_ip,omitempty"`
+	PodIp string `protobuf:"bytes,8,opt,name=pod_ip,json=podIP,proto3" json:"pod_ip,omitempty"`
 	// Every IP of the pod, pod_ip first.
-	PodIps []*PodIP `protobuf:"bytes,9,rep,name=pod_ips,json=podIps,proto3" json:"pod_ips,omitempty"`
+	PodIps []*PodIP `protobuf:"bytes,9,rep,name=pod_ips,json=podIPs,proto3" json:"pod_ips,omitempty"`
 	// The InternalIP of the node the pod runs on.
-	HostIp        string `protobuf:"bytes,10,opt,name=host_ip,json=hostIp,proto3" json:"host_ip,omitempty"`
+	HostIp        string `protobuf:"bytes,10,opt,name=host_ip,json=hostIP,proto3" json:"host_ip,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2338,10 +2338,10 @@ const file_skiff_v1_pod_proto_rawDesc = "" +
 	"\n" +
 	"start_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\tstartTime\x12Q\n" +
 	"\x17init_container_statuses\x18\a \x03(\v2\x19.skiff.v1.ContainerStatusR\x15initContainerStatuses\x12\x15\n" +
-	"\x06pod_ip\x18\b \x01(\tR\x05podIp\x12(\n" +
-	"\apod_ips\x18\t \x03(\v2\x0f.skiff.v1.PodIPR\x06podIps\x12\x17\n" +
+	"\x06pod_ip\x18\b \x01(\tR\x05podIP\x12(\n" +
+	"\apod_ips\x18\t \x03(\v2\x0f.skiff.v1.PodIPR\x06podIPs\x12\x17\n" +
 	"\ahost_ip\x18\n" +
-	" \x01(\tR\x06hostIp\"\x17\n" +
+	" \x01(\tR\x06hostIP\"\x17\n" +
 	"\x05PodIP\x12\x0e\n" +
 	"\x02ip\x18\x01 \x01(\tR\x02ip\"\xee\x02\n" +
 	"\x0fContainerStatus\x12\x12\n" +

@@ -95,9 +95,9 @@ type ServiceSpec struct {
 	Ports    []*ServicePort    `protobuf:"bytes,3,rep,name=ports,proto3" json:"ports,omitempty"`
 	// Allocated from the service CIDR when empty; may be given on create
 	// (an address of the service CIDR not in use). Cannot change.
-	ClusterIp string `protobuf:"bytes,4,opt,name=cluster_ip,json=clusterIp,proto3" json:"cluster_ip,omitempty"`
+	ClusterIp string `protobuf:"bytes,4,opt,name=cluster_ip,json=clusterIP,proto3" json:"cluster_ip,omitempty"`
 	// Every cluster IP of the service, cluster_ip first.
-	ClusterIps    []string `protobuf:"bytes,5,rep,name=cluster_ips,json=clusterIps,proto3" json:"cluster_ips,omitempty"`
+	ClusterIps    []string `protobuf:"bytes,5,rep,name=cluster_ips,json=clusterIPs,proto3" json:"cluster_ips,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -743,9 +743,9 @@ const file_skiff_v1_service_proto_rawDesc = "" +
 	"\bselector\x18\x02 \x03(\v2#.skiff.v1.ServiceSpec.SelectorEntryR\bselector\x12+\n" +
 	"\x05ports\x18\x03 \x03(\v2\x15.skiff.v1.ServicePortR\x05ports\x12\x1d\n" +
 	"\n" +
-	"cluster_ip\x18\x04 \x01(\tR\tclusterIp\x12\x1f\n" +
+	"cluster_ip\x18\x04 \x01(\tR\tclusterIP\x12\x1f\n" +
 	"\vcluster_ips\x18\x05 \x03(\tR\n" +
-	"clusterIps\x1a;\n" +
+	"clusterIPs\x1a;\n" +
 	"\rSelectorEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x8f\x01\n" +
