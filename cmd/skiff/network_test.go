@@ -294,7 +294,7 @@ func (c *testCluster) node(name string) nodeView {
 	}
 	var n struct {
 		Spec struct {
-			PodCIDR string `json:"podCidr"`
+			PodCIDR string `json:"podCIDR"`
 		} `json:"spec"`
 		Status struct {
 			Conditions []struct{ Type, Status string } `json:"conditions"`
@@ -327,7 +327,7 @@ func (c *testCluster) pod(name string) podNet {
 		} `json:"spec"`
 		Status struct {
 			Phase string `json:"phase"`
-			PodIP string `json:"podIp"`
+			PodIP string `json:"podIP"`
 		} `json:"status"`
 	}
 	if json.Unmarshal([]byte(out), &p) != nil {
@@ -489,7 +489,7 @@ func TestPodNetwork(t *testing.T) {
 	// The service: a cluster IP, a node port, both pods as endpoints.
 	var svc struct {
 		Spec struct {
-			ClusterIP string `json:"clusterIp"`
+			ClusterIP string `json:"clusterIP"`
 			Ports     []struct {
 				NodePort int `json:"nodePort"`
 			} `json:"ports"`
