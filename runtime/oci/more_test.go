@@ -28,7 +28,9 @@ func TestSharedNetworkNamespace(t *testing.T) {
 
 	var got syncBuffer
 	server := create(t, r, skiffrt.ContainerSpec{ID: newID(t) + "-server", Layers: []string{layer}, NetNSPath: path,
-		Args: []string{"sh", "-c", "echo pong | nc -l -p 8080"}, Stdout: &got})
+		// nc ends when its input does: the input stays open a while
+		// after pong, so that the client's ping is read first.
+		Args: []string{"sh", "-c", "{ echo pong; sleep 2; } | nc -l -p 8080"}, Stdout: &got})
 	if err := server.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
