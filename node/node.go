@@ -236,13 +236,18 @@ type CRIConfig struct {
 	Logger         *slog.Logger
 }
 
-// PodNetwork is how a node networks its pods. CNI (netns.CNI) is used
-// when the node runs as root and the plugins of skiff's own network
-// (bridge, host-local, portmap) are in CNIBinDirs, or the user names a
-// conflist directory; otherwise, or with NoCNI, pods get loopback only.
-// With CNI and no conflist of the user's, pods wait for the agent to give
-// the CRI server the node's pod CIDR (UpdateRuntimeConfig).
+// PodNetwork is how a node networks its pods. With CNI set, CNI
+// (netns.CNI) is used when the node runs as root and the plugins of
+// skiff's own network (bridge, host-local, portmap) are in CNIBinDirs, or
+// the user names a conflist directory; otherwise pods get loopback only.
+// The zero value is loopback only: a node networks the machine (a bridge,
+// routes, iptables rules) only when asked to, as skiff agent and skiff dev
+// do unless --no-cni. With CNI and no conflist of the user's, pods wait
+// for the agent to give the CRI server the node's pod CIDR
+// (UpdateRuntimeConfig).
 type PodNetwork struct {
+	// CNI networks pods through CNI where the node can.
+	CNI bool
 	// CNIConfDir is the user's conflist directory (as /etc/cni/net.d);
 	// its first *.conflist is the pod network. Empty: skiff's own bridge
 	// (skiff0) from the pod CIDR.
@@ -250,14 +255,12 @@ type PodNetwork struct {
 	// CNIBinDirs are where plugins are looked up; nil:
 	// netns.DefaultCNIBinDirs.
 	CNIBinDirs []string
-	// NoCNI gives pods loopback only, even where CNI could be used.
-	NoCNI bool
 }
 
 // usesCNI reports whether pods get CNI, and when not, why.
 func (p PodNetwork) usesCNI() (bool, string) {
 	switch {
-	case p.NoCNI:
+	case !p.CNI:
 		return false, "pod network: loopback only (--no-cni)"
 	case os.Geteuid() != 0:
 		return false, "pod network: loopback only: CNI needs root"
@@ -275,7 +278,7 @@ func (p PodNetwork) usesCNI() (bool, string) {
 // stateDir/cni; nil: cri's default (loopback only).
 func (p PodNetwork) network(stateDir string, log *slog.Logger) (netns.Network, error) {
 	if ok, why := p.usesCNI(); !ok {
-		if p.NoCNI {
+		if !p.CNI {
 			logInfo(log, why)
 		} else {
 			logWarn(log, why)

@@ -39,7 +39,7 @@ func TestAgentKilledPodsKeepRunning(t *testing.T) {
 	admin := waitAdminConfig(t, serverData, 30*time.Second)
 	nodeData, socket, state := filepath.Join(dir, "node-data"), filepath.Join(dir, "cri.sock"), filepath.Join(dir, "state")
 	startProc(t, "cri", out, "cri", "--no-cni", "--data-dir", nodeData, "--state-dir", state, "--cri-socket", socket, "--log-level", "warn")
-	agentArgs := []string{"agent", "--external-cri", "--cri-socket", socket, "--data-dir", nodeData, "--state-dir", state,
+	agentArgs := []string{"agent", "--external-cri", "--no-cni", "--cri-socket", socket, "--data-dir", nodeData, "--state-dir", state,
 		"--server", addr, "--token-file", filepath.Join(serverData, "server", "token"), "--node-name", "edge-r", "--log-level", "warn"}
 	agent := startProc(t, "agent", out, agentArgs...)
 

@@ -156,10 +156,10 @@ func runBenchNode(ctx context.Context, out, progress io.Writer, o *benchNodeOpti
 	n, err := node.New(node.Config{
 		Name: "bench", Server: srv.InternalAddr(), Token: srv.JoinToken(), DataDir: filepath.Join(dir, "data"),
 		StateDir: filepath.Join(dir, "state"), CRISocket: socket, AgentListen: "127.0.0.1:0", Logger: log,
-		// Loopback only: the bench measures the runtime, and leaves no
-		// bridge or rule in the machine's namespace (CNI setup is
-		// measured by cri's BenchmarkPodNetworkSetup).
-		Network: node.PodNetwork{NoCNI: true},
+		// Loopback only (Network's zero value): the bench measures the
+		// runtime, and leaves no bridge or rule in the machine's
+		// namespace (CNI setup is measured by cri's
+		// BenchmarkPodNetworkSetup).
 	})
 	if err != nil {
 		return err

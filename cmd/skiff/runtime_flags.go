@@ -43,7 +43,7 @@ func (r *runtimeFlags) network() (node.PodNetwork, error) {
 			return node.PodNetwork{}, fmt.Errorf("--cni-conf-dir: %q is not a directory", r.cniConfDir)
 		}
 	}
-	return node.PodNetwork{CNIConfDir: r.cniConfDir, NoCNI: r.noCNI}, nil
+	return node.PodNetwork{CNI: !r.noCNI, CNIConfDir: r.cniConfDir}, nil
 }
 
 // limits reads the flags, naming the one that is wrong; an unset one
