@@ -76,6 +76,7 @@ command's exit code.`,
 		newSnapshotCmd(g),
 		newTokenCmd(g),
 		newAuthCmd(g),
+		newNetworkCmd(),
 	)
 	return root
 }
