@@ -60,8 +60,8 @@ func Create(dir, name string) (string, error) {
 // newPinFile makes the empty file dir/name a namespace will be bind-mounted
 // on; a name in use is ErrExist.
 func newPinFile(dir, name string) (string, error) {
-	if name == "" || name == "." || name == ".." || strings.ContainsRune(name, '/') {
-		return "", fmt.Errorf("create network namespace %q: invalid name", name)
+	if err := validName(name); err != nil {
+		return "", err
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", fmt.Errorf("create network namespace %q: %w", name, err)
@@ -76,6 +76,14 @@ func newPinFile(dir, name string) (string, error) {
 	}
 	f.Close()
 	return path, nil
+}
+
+// validName refuses a name that is not one file name.
+func validName(name string) error {
+	if name == "" || name == "." || name == ".." || strings.ContainsRune(name, '/') {
+		return fmt.Errorf("create network namespace %q: invalid name", name)
+	}
+	return nil
 }
 
 // pin creates a network namespace on a locked thread of its own,
