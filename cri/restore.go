@@ -30,7 +30,10 @@ type deps struct {
 	images     imageStore
 	namespaces namespaces
 	network    netns.Network
-	logs       logRotation // zero: the defaults
+	// attached hands out namespaces already attached to network; nil:
+	// none (each sandbox's is attached in RunPodSandbox).
+	attached attachedNamespaces
+	logs     logRotation // zero: the defaults
 }
 
 // newService opens cri.db, loads the records and reconciles them with the
@@ -60,6 +63,7 @@ func newService(d deps) (*service, error) {
 		images:     d.images,
 		namespaces: d.namespaces,
 		network:    d.network,
+		attached:   d.attached,
 		logs:       d.logs.withDefaults(),
 		db:         db,
 		sandboxes:  map[string]*sandbox{},
@@ -98,6 +102,10 @@ func (s *service) restore() error {
 		}
 		if r.NetNSPath != "" {
 			pinned[r.NetNSPath] = true
+		}
+		if r.CNIID != "" && s.attached != nil {
+			// The record has it now: a crash came after putSandbox.
+			s.attached.Release(r.ID)
 		}
 		s.sandboxes[r.ID] = &sandbox{rec: *r}
 		s.names[r.nameKey()] = r.ID
@@ -144,9 +152,17 @@ func (s *service) restore() error {
 	for _, p := range pins {
 		if !pinned[p] {
 			s.log.Info("deleting orphaned network namespace", "path", p)
-			// Its pod network too: the pin is named by its sandbox's ID.
+			// Its pod network too: the pin is named by its sandbox's ID,
+			// which the network knows it by unless it came attached
+			// under a spare's ID, which its claim then holds.
+			id := filepath.Base(p)
+			if s.attached != nil {
+				if c := s.attached.Claimed(id); c != "" {
+					id = c
+				}
+			}
 			ctx, cancel := context.WithTimeout(context.Background(), orphanTeardownTimeout)
-			err := s.network.Teardown(ctx, filepath.Base(p), p)
+			err := s.network.Teardown(ctx, id, p)
 			cancel()
 			if err != nil {
 				s.log.Warn("tear down the network of an orphaned network namespace", "path", p, "err", err)
@@ -154,6 +170,12 @@ func (s *service) restore() error {
 			}
 			if err := s.namespaces.Delete(p); err != nil {
 				s.log.Warn("delete orphaned network namespace", "path", p, "err", err)
+				continue
+			}
+			if s.attached != nil {
+				if err := s.attached.Release(filepath.Base(p)); err != nil {
+					s.log.Warn("release the claim of an orphaned network namespace", "path", p, "err", err)
+				}
 			}
 		}
 	}

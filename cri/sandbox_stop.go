@@ -45,7 +45,7 @@ func (s *service) stopSandbox(ctx context.Context, sb *sandbox) error {
 	}
 	s.setHostPorts(rec.ID, nil).close()
 	if rec.NetNSPath != "" {
-		if err := s.network.Teardown(ctx, rec.ID, rec.NetNSPath); err != nil {
+		if err := s.network.Teardown(ctx, rec.cniID(), rec.NetNSPath); err != nil {
 			errs = append(errs, fmt.Errorf("tear down pod network: %w", err))
 		} else if err := s.namespaces.Delete(rec.NetNSPath); err != nil {
 			errs = append(errs, err)
