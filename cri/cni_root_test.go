@@ -297,22 +297,49 @@ func TestCNITeardown(t *testing.T) {
 }
 
 // BenchmarkPodNetworkSetup: RunPodSandbox through the CRI socket with
-// skiff's CNI network (bridge, host-local, portmap; CNI ADD included)
-// and, for contrast, with loopback only. Stop and remove are not timed.
-// Reports the median (p50-ms) besides the mean.
+// skiff's CNI network (bridge, host-local, portmap) and, for contrast, with
+// loopback only. Stop and remove are not timed.
+//
+//	cni:          CNI ADD inline, on the sandbox's path (no pool).
+//	cni-pool:     namespaces attached ahead (netns.CNIPool), the pool
+//	              refilled between pods (untimed): pods coming slower than
+//	              the pool refills.
+//	cni-pool-run: the same without waiting: pods back to back, each
+//	              taking a spare when the refill has kept up.
+//	loopback:     no CNI.
+//
+// Reports the median (p50-ms) besides the mean, and for the pool the
+// share of pods that had a spare (pooled-%).
 func BenchmarkPodNetworkSetup(b *testing.B) {
-	for _, mode := range []string{"cni", "loopback"} {
+	for _, mode := range []string{"cni", "cni-pool", "cni-pool-run", "loopback"} {
 		b.Run(mode, func(b *testing.B) {
 			e := newCNIEnv(b)
-			if mode == "loopback" {
+			switch mode {
+			case "loopback":
 				e.stop()
 				e.network = netns.Loopback{}
 				e.open()
-			} else if err := e.setPodCIDR(testPodCIDR); err != nil {
-				b.Fatal(err)
+			case "cni":
+				e.stop()
+				e.inline = true
+				e.open()
 			}
+			if mode != "loopback" {
+				if err := e.setPodCIDR(testPodCIDR); err != nil {
+					b.Fatal(err)
+				}
+			}
+			refill := func() {
+				if e.attached != nil {
+					wasmtest.Eventually(b, 10*time.Second, func() bool { return e.attached.Spares() == namespacePoolSize },
+						func() string { return "the pool was not refilled" })
+				}
+			}
+			refill()
 			e.removePod(e.runPod("warm-up"))
+			refill()
 			var d []time.Duration
+			pooled := 0
 			b.ResetTimer()
 			for i := 0; b.Loop(); i++ {
 				start := time.Now()
@@ -322,11 +349,20 @@ func BenchmarkPodNetworkSetup(b *testing.B) {
 					b.Fatal(err)
 				}
 				b.StopTimer()
+				if id := resp.PodSandboxId; e.cniID(id) != id {
+					pooled++
+				}
 				e.removePod(resp.PodSandboxId)
+				if mode == "cni-pool" {
+					refill()
+				}
 				b.StartTimer()
 			}
 			slices.Sort(d)
 			b.ReportMetric(float64(d[len(d)/2].Microseconds())/1000, "p50-ms")
+			if e.attached != nil {
+				b.ReportMetric(float64(100*pooled)/float64(len(d)), "pooled-%")
+			}
 		})
 	}
 }
