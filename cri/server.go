@@ -293,7 +293,7 @@ func listen(path string) (net.Listener, error) {
 }
 
 // Close releases the server's resources: it stops serving, closes the
-// runtime and the state database. It does not stop containers in the CRI
+// runtime and the state database, and tears down the spare namespaces. It does not stop containers in the CRI
 // sense: their records keep the state they had (a later New reports the
 // ones that were running as exited, reason "Unknown"), but Wasm containers
 // run inside this process, so closing the runtime ends them. Close is

@@ -12,6 +12,11 @@
 // of a conflist, the user's or skiff's own bridge from the node's pod
 // CIDR, through libcni).
 //
+// Pools keep a few namespaces made ahead of need, off a pod's critical
+// path: Pool plain ones (loopback up), CNIPool ones already attached to
+// skiff's own CNI network under CNI IDs of their own, which the caller
+// must then tear the pod's network down with.
+//
 // Threads: entering a namespace is per OS thread. Nothing in this package
 // moves the calling goroutine's thread; Do runs its function on a fresh
 // goroutine locked to its thread, and a thread that cannot be moved back is
