@@ -17,6 +17,7 @@ import (
 	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
 )
 
 // ErrNotReady: the pod network cannot attach pods yet (no pod CIDR and no
@@ -90,7 +91,11 @@ func NewCNI(cfg CNIConfig) (*CNI, error) {
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("new CNI network: %w", err)
 	}
-	lib := libcni.NewCNIConfigWithCacheDir(cfg.BinDirs, filepath.Join(cfg.StateDir, "cache"), nil)
+	// An exec of our own: libcni makes its default lazily, on the first
+	// call, which races when two calls are the first at once (a pod's
+	// ADD and a spare's, CNIPool).
+	exec := &invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: os.Stderr}, PluginDecoder: version.PluginDecoder{}}
+	lib := libcni.NewCNIConfigWithCacheDir(cfg.BinDirs, filepath.Join(cfg.StateDir, "cache"), exec)
 	return &CNI{cfg: cfg, lib: lib}, nil
 }
 
