@@ -492,3 +492,71 @@ func TestCNIAttachedPool(t *testing.T) {
 	e.stop()
 	settled(t, before, snapshot)
 }
+
+// TestCNIServerPool: a Server on skiff's own CNI network keeps namespaces
+// attached ahead once it has a pod CIDR, gives a sandbox one, and Close
+// tears the spares down: no spare pin, address reservation or veth stays.
+func TestCNIServerPool(t *testing.T) {
+	netnstest.NeedCNI(t)
+	host := netnstest.HostNamespace(t)
+	cniState, stateDir, root := t.TempDir(), t.TempDir(), t.TempDir()
+	network, err := netns.NewCNI(netns.CNIConfig{StateDir: cniState, HostNSPath: host})
+	if err != nil {
+		t.Fatal(err)
+	}
+	images, err := image.Open(filepath.Join(root, "images"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pinDir := filepath.Join(stateDir, "netns")
+	t.Cleanup(func() {
+		pins, _ := netns.List(pinDir)
+		spares, _ := netns.List(filepath.Join(pinDir, ".prenet"))
+		for _, p := range append(pins, spares...) {
+			netns.Delete(p)
+		}
+	})
+	srv, err := New(context.Background(), Config{Socket: filepath.Join(root, "cri.sock"), RootDir: filepath.Join(root, "node"), StateDir: stateDir, Images: images, Runtimes: testRuntimes(t), Network: network})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close(context.Background()) })
+	ctx := context.Background()
+	_, err = srv.svc.UpdateRuntimeConfig(ctx, &runtime.UpdateRuntimeConfigRequest{
+		RuntimeConfig: &runtime.RuntimeConfig{NetworkConfig: &runtime.NetworkConfig{PodCidr: testPodCIDR}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wasmtest.Eventually(t, 10*time.Second, func() bool { return srv.attached.Spares() == namespacePoolSize },
+		func() string {
+			return fmt.Sprintf("the server's pool holds %d spares; want %d", srv.attached.Spares(), namespacePoolSize)
+		})
+	resp, err := srv.svc.RunPodSandbox(ctx, &runtime.RunPodSandboxRequest{Config: podConfig("a", "")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := srv.svc.PodSandboxStatus(ctx, &runtime.PodSandboxStatusRequest{PodSandboxId: resp.PodSandboxId})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb, _ := srv.svc.getSandbox(resp.PodSandboxId)
+	if rec := sb.snapshot(); !strings.HasPrefix(rec.CNIID, "spare-") || st.GetStatus().GetNetwork().GetIp() != rec.IPs[0] {
+		t.Errorf("sandbox known to the network as %q with IP %q; want a spare's ID and its IP %v", rec.CNIID, st.GetStatus().GetNetwork().GetIp(), rec.IPs)
+	}
+	if _, err := srv.svc.RemovePodSandbox(ctx, &runtime.RemovePodSandboxRequest{PodSandboxId: resp.PodSandboxId}); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if left, _ := netns.List(filepath.Join(pinDir, ".prenet")); len(left) != 0 {
+		t.Errorf("spare pins after Close: %v", left)
+	}
+	if got := files(t, filepath.Join(cniState, "ipam")); slices.ContainsFunc(got, func(f string) bool { return net.ParseIP(filepath.Base(f)) != nil }) {
+		t.Errorf("addresses still reserved after Close: %v", got)
+	}
+	if links := netnstest.Snapshot(t, host); strings.Contains(links, "veth") {
+		t.Errorf("veths left in the host namespace after Close:\n%s", links)
+	}
+}
