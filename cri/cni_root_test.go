@@ -478,6 +478,9 @@ func TestCNIAttachedPool(t *testing.T) {
 	if got := e.podIPs(a); !slices.Equal(got, ipA) {
 		t.Errorf("pod a's IPs after a restart %v; want %v", got, ipA)
 	}
+	if got, want := e.attached.Claimed(a), e.cniID(a); got != want {
+		t.Errorf("claim on pod a's namespace after a restart = %q; want %q", got, want)
+	}
 	if _, err := e.rs.StopPodSandbox(ctx, &runtime.StopPodSandboxRequest{PodSandboxId: a}); err != nil {
 		t.Fatal(err)
 	}
@@ -486,6 +489,9 @@ func TestCNIAttachedPool(t *testing.T) {
 	}
 	if nat := netnstest.IPTables(t, e.host, "nat"); strings.Contains(nat, ipA[0]) {
 		t.Errorf("pod a's masquerade rule left after StopPodSandbox:\n%s", nat)
+	}
+	if got := e.attached.Claimed(a); got != "" {
+		t.Errorf("claim on pod a's namespace after StopPodSandbox = %q; want none", got)
 	}
 	e.removePod(a)
 	e.removePod(b)

@@ -54,7 +54,8 @@ type namespaces interface {
 type attachedNamespaces interface {
 	// Take pins a spare at the namespaces' dir/name; false: none ready
 	// (the caller makes and attaches one itself). The spare's CNI ID is
-	// claimed under name until Release.
+	// claimed under name until Release: cri releases it when it deletes
+	// the pin, so that an orphaned pin's ID is always found.
 	Take(name string) (netns.Attached, bool, error)
 	// Claimed is the CNI ID claimed under name; "" when none.
 	Claimed(name string) string

@@ -103,10 +103,6 @@ func (s *service) restore() error {
 		if r.NetNSPath != "" {
 			pinned[r.NetNSPath] = true
 		}
-		if r.CNIID != "" && s.attached != nil {
-			// The record has it now: a crash came after putSandbox.
-			s.attached.Release(r.ID)
-		}
 		s.sandboxes[r.ID] = &sandbox{rec: *r}
 		s.names[r.nameKey()] = r.ID
 		if r.State == sandboxReady && len(r.HostPorts) > 0 {

@@ -111,12 +111,6 @@ func (s *service) RunPodSandbox(ctx context.Context, req *runtime.RunPodSandboxR
 	if err := s.db.putSandbox(&rec); err != nil {
 		return fail(err)
 	}
-	if rec.CNIID != "" {
-		// The record holds the spare's CNI ID now.
-		if err := s.attached.Release(rec.ID); err != nil {
-			log.Warn("release the claim of the sandbox's network namespace", "err", err)
-		}
-	}
 	s.mu.Lock()
 	s.sandboxes[rec.ID] = &sandbox{rec: rec}
 	s.mu.Unlock()

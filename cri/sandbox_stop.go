@@ -49,6 +49,11 @@ func (s *service) stopSandbox(ctx context.Context, sb *sandbox) error {
 			errs = append(errs, fmt.Errorf("tear down pod network: %w", err))
 		} else if err := s.namespaces.Delete(rec.NetNSPath); err != nil {
 			errs = append(errs, err)
+		} else if rec.CNIID != "" && s.attached != nil {
+			// The claim on the spare's ID lasts as long as the pin.
+			if err := s.attached.Release(rec.ID); err != nil {
+				errs = append(errs, err)
+			}
 		}
 	}
 	if err := stopPIDHolder(ctx, &rec); err != nil {

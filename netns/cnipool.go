@@ -24,10 +24,11 @@ import (
 // and pinned at dir/.prenet/<that ID>. Take pins it at dir/<name> and
 // returns the ID, which the caller must give CNI.Teardown for the pod:
 // its address reservation, its iptables rules and libcni's cache entry are
-// under it. From Take until the caller has stored the ID, a claim file
-// (dir/.prenet/claims/<name>) holds it, so that the network of a pod whose
-// process died in between can still be torn down (Claimed); the caller
-// removes it with Release once the ID is safe.
+// under it. From Take, a claim file (dir/.prenet/claims/<name>) holds it,
+// so that the network of a pod whose process died before storing the ID
+// can still be torn down (Claimed); the caller removes it with Release,
+// at the latest when it deletes the pin (NewCNIPool removes the claims
+// whose pin is gone).
 //
 // Only skiff's own network is pooled: a user's conflist (CNIConfig.ConfDir)
 // may have plugins that need the pod's identity, so pods on it are set up
