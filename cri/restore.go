@@ -45,7 +45,8 @@ type deps struct {
 //   - other created containers stay created (their task is made at start);
 //   - ready sandboxes whose namespace pin is gone are NotReady;
 //   - namespace pins that belong to no sandbox are deleted, their pod
-//     network torn down first;
+//     network torn down first (under the spare's CNI ID that a claim
+//     names, for a namespace that came attached: netns.CNIPool);
 //   - ready sandboxes keep their pod IPs (the record's).
 func newService(d deps) (*service, error) {
 	if d.now == nil {
