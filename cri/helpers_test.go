@@ -181,11 +181,16 @@ type env struct {
 	ns     namespaces
 	// network is the service's pod network; nil: netns.Loopback.
 	network netns.Network
-	svc     *service
-	wasm    *wasm.Runtime // the service's "wasm" runtime
-	rs      runtime.RuntimeServiceClient
-	is      runtime.ImageServiceClient
-	stop    func()
+	// inline: no netns.CNIPool even with a CNI network (each sandbox's
+	// namespace is attached in RunPodSandbox).
+	inline bool
+	// attached is the service's pool of attached namespaces; nil: none.
+	attached *netns.CNIPool
+	svc      *service
+	wasm     *wasm.Runtime // the service's "wasm" runtime
+	rs       runtime.RuntimeServiceClient
+	is       runtime.ImageServiceClient
+	stop     func()
 }
 
 // newEnv starts a service with fake namespaces (real ones if realNetns).
@@ -219,6 +224,15 @@ func (e *env) open() {
 	if e.network != nil {
 		network = e.network
 	}
+	var attached attachedNamespaces
+	e.attached = nil
+	if cni, ok := network.(*netns.CNI); ok && !e.inline {
+		if e.attached, err = netns.NewCNIPool(e.ns.(hostNamespaces).dir, cni, namespacePoolSize, log); err != nil {
+			t.Fatal(err)
+		}
+		attached = e.attached
+	}
+	pool := e.attached
 	svc, err := newService(deps{
 		log:        log,
 		rootDir:    e.root,
@@ -226,8 +240,12 @@ func (e *env) open() {
 		images:     e.images,
 		namespaces: e.ns,
 		network:    network,
+		attached:   attached,
 	})
 	if err != nil {
+		if pool != nil {
+			pool.Close()
+		}
 		t.Fatal(err)
 	}
 	sockDir, err := os.MkdirTemp("", "cri")
@@ -263,6 +281,11 @@ func (e *env) open() {
 		<-served
 		if err := svc.close(context.Background()); err != nil {
 			t.Error(err)
+		}
+		if pool != nil {
+			if err := pool.Close(); err != nil {
+				t.Error(err)
+			}
 		}
 		os.RemoveAll(sockDir)
 	}

@@ -48,6 +48,21 @@ type namespaces interface {
 	Listen(path string, port int) (*os.File, error)
 }
 
+// attachedNamespaces hands out namespaces already attached to the pod
+// network under CNI container IDs of their own (netns.CNIPool), so that
+// RunPodSandbox does not wait for CNI ADD.
+type attachedNamespaces interface {
+	// Take pins a spare at the namespaces' dir/name; false: none ready
+	// (the caller makes and attaches one itself). The spare's CNI ID is
+	// claimed under name until Release: cri releases it when it deletes
+	// the pin, so that an orphaned pin's ID is always found.
+	Take(name string) (netns.Attached, bool, error)
+	// Claimed is the CNI ID claimed under name; "" when none.
+	Claimed(name string) string
+	// Release drops the claim under name; idempotent.
+	Release(name string) error
+}
+
 // podCIDRSetter is a Network that takes the node's pod CIDR from
 // UpdateRuntimeConfig (netns.CNI); a Network without it (netns.Loopback)
 // has no use for one.

@@ -39,14 +39,26 @@ type sandboxRecord struct {
 	// Sysctls apply to each OCI container of the sandbox (validated).
 	Sysctls   map[string]string `json:"sysctls,omitempty"`
 	NetNSPath string            `json:"netnsPath,omitempty"`
-	IPs       []string          `json:"ips,omitempty"`
-	State     sandboxState      `json:"state"`
-	CreatedAt int64             `json:"createdAt"`
+	// CNIID is the container ID the pod network knows the sandbox by:
+	// a spare's when its namespace came attached (netns.CNIPool); empty:
+	// the sandbox's ID (and in records older than the pool).
+	CNIID     string       `json:"cniId,omitempty"`
+	IPs       []string     `json:"ips,omitempty"`
+	State     sandboxState `json:"state"`
+	CreatedAt int64        `json:"createdAt"`
 	// PIDHolder holds the pod-wide PID namespace (sandbox_pid.go); nil:
 	// none.
 	PIDHolder *pidns.Holder `json:"pidHolder,omitempty"`
 	// HostPorts are relayed into the sandbox while it is ready (hostports.go).
 	HostPorts []portMapping `json:"hostPorts,omitempty"`
+}
+
+// cniID is the ID the pod network's Setup and Teardown know the sandbox by.
+func (r *sandboxRecord) cniID() string {
+	if r.CNIID != "" {
+		return r.CNIID
+	}
+	return r.ID
 }
 
 // nameKey is the key under which a sandbox's name is reserved.

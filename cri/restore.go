@@ -30,7 +30,10 @@ type deps struct {
 	images     imageStore
 	namespaces namespaces
 	network    netns.Network
-	logs       logRotation // zero: the defaults
+	// attached hands out namespaces already attached to network; nil:
+	// none (each sandbox's is attached in RunPodSandbox).
+	attached attachedNamespaces
+	logs     logRotation // zero: the defaults
 }
 
 // newService opens cri.db, loads the records and reconciles them with the
@@ -42,7 +45,8 @@ type deps struct {
 //   - other created containers stay created (their task is made at start);
 //   - ready sandboxes whose namespace pin is gone are NotReady;
 //   - namespace pins that belong to no sandbox are deleted, their pod
-//     network torn down first;
+//     network torn down first (under the spare's CNI ID that a claim
+//     names, for a namespace that came attached: netns.CNIPool);
 //   - ready sandboxes keep their pod IPs (the record's).
 func newService(d deps) (*service, error) {
 	if d.now == nil {
@@ -60,6 +64,7 @@ func newService(d deps) (*service, error) {
 		images:     d.images,
 		namespaces: d.namespaces,
 		network:    d.network,
+		attached:   d.attached,
 		logs:       d.logs.withDefaults(),
 		db:         db,
 		sandboxes:  map[string]*sandbox{},
@@ -144,9 +149,17 @@ func (s *service) restore() error {
 	for _, p := range pins {
 		if !pinned[p] {
 			s.log.Info("deleting orphaned network namespace", "path", p)
-			// Its pod network too: the pin is named by its sandbox's ID.
+			// Its pod network too: the pin is named by its sandbox's ID,
+			// which the network knows it by unless it came attached
+			// under a spare's ID, which its claim then holds.
+			id := filepath.Base(p)
+			if s.attached != nil {
+				if c := s.attached.Claimed(id); c != "" {
+					id = c
+				}
+			}
 			ctx, cancel := context.WithTimeout(context.Background(), orphanTeardownTimeout)
-			err := s.network.Teardown(ctx, filepath.Base(p), p)
+			err := s.network.Teardown(ctx, id, p)
 			cancel()
 			if err != nil {
 				s.log.Warn("tear down the network of an orphaned network namespace", "path", p, "err", err)
@@ -154,6 +167,12 @@ func (s *service) restore() error {
 			}
 			if err := s.namespaces.Delete(p); err != nil {
 				s.log.Warn("delete orphaned network namespace", "path", p, "err", err)
+				continue
+			}
+			if s.attached != nil {
+				if err := s.attached.Release(filepath.Base(p)); err != nil {
+					s.log.Warn("release the claim of an orphaned network namespace", "path", p, "err", err)
+				}
 			}
 		}
 	}

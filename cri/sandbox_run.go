@@ -3,6 +3,7 @@ package cri
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -82,27 +83,9 @@ func (s *service) RunPodSandbox(ctx context.Context, req *runtime.RunPodSandboxR
 	}
 
 	if !rec.HostNetwork {
-		path, err := s.namespaces.Create(rec.ID)
-		if err != nil {
+		if err := s.attach(ctx, &rec, &undo, log); err != nil {
 			return fail(err)
 		}
-		rec.NetNSPath = path
-		undo = append(undo, func() {
-			if err := s.namespaces.Delete(path); err != nil {
-				log.Error("delete network namespace of failed sandbox", "err", err)
-			}
-		})
-		// The pod network (CNI ADD), once the namespace exists.
-		res, err := s.network.Setup(ctx, rec.ID, path)
-		if err != nil {
-			return fail(fmt.Errorf("set up pod network: %w", err))
-		}
-		rec.IPs = res.IPs
-		undo = append(undo, func() {
-			if err := s.network.Teardown(context.WithoutCancel(ctx), rec.ID, path); err != nil {
-				log.Error("tear down network of failed sandbox", "err", err)
-			}
-		})
 	}
 	dir := s.sandboxDir(rec.ID)
 	if err := writeSandboxFiles(dir, cfg, rec.HostNetwork); err != nil {
@@ -133,4 +116,54 @@ func (s *service) RunPodSandbox(ctx context.Context, req *runtime.RunPodSandboxR
 	s.mu.Unlock()
 	log.Info("pod sandbox ready", "netns", rec.NetNSPath)
 	return &runtime.RunPodSandboxResponse{PodSandboxId: rec.ID}, nil
+}
+
+// attach gives the sandbox a network namespace attached to the pod
+// network: a spare attached ahead under an ID of its own (rec.CNIID) when
+// one is ready, else one made and attached (CNI ADD) now, under the
+// sandbox's ID. It sets rec's NetNSPath, CNIID and IPs and pushes onto
+// undo what undoes it.
+func (s *service) attach(ctx context.Context, rec *sandboxRecord, undo *[]func(), log *slog.Logger) error {
+	if s.attached != nil {
+		a, ok, err := s.attached.Take(rec.ID)
+		if err != nil {
+			return err
+		}
+		if ok {
+			rec.NetNSPath, rec.CNIID, rec.IPs = a.Path, a.ID, a.Result.IPs
+			*undo = append(*undo, func() {
+				if err := s.network.Teardown(context.WithoutCancel(ctx), a.ID, a.Path); err != nil {
+					log.Error("tear down network of failed sandbox", "err", err)
+					return // the claim stays for the orphan cleanup at the next start
+				}
+				if err := s.namespaces.Delete(a.Path); err != nil {
+					log.Error("delete network namespace of failed sandbox", "err", err)
+				}
+				s.attached.Release(rec.ID)
+			})
+			return nil
+		}
+	}
+	path, err := s.namespaces.Create(rec.ID)
+	if err != nil {
+		return err
+	}
+	rec.NetNSPath = path
+	*undo = append(*undo, func() {
+		if err := s.namespaces.Delete(path); err != nil {
+			log.Error("delete network namespace of failed sandbox", "err", err)
+		}
+	})
+	// The pod network (CNI ADD), once the namespace exists.
+	res, err := s.network.Setup(ctx, rec.ID, path)
+	if err != nil {
+		return fmt.Errorf("set up pod network: %w", err)
+	}
+	rec.IPs = res.IPs
+	*undo = append(*undo, func() {
+		if err := s.network.Teardown(context.WithoutCancel(ctx), rec.ID, path); err != nil {
+			log.Error("tear down network of failed sandbox", "err", err)
+		}
+	})
+	return nil
 }

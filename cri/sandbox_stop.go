@@ -45,10 +45,15 @@ func (s *service) stopSandbox(ctx context.Context, sb *sandbox) error {
 	}
 	s.setHostPorts(rec.ID, nil).close()
 	if rec.NetNSPath != "" {
-		if err := s.network.Teardown(ctx, rec.ID, rec.NetNSPath); err != nil {
+		if err := s.network.Teardown(ctx, rec.cniID(), rec.NetNSPath); err != nil {
 			errs = append(errs, fmt.Errorf("tear down pod network: %w", err))
 		} else if err := s.namespaces.Delete(rec.NetNSPath); err != nil {
 			errs = append(errs, err)
+		} else if rec.CNIID != "" && s.attached != nil {
+			// The claim on the spare's ID lasts as long as the pin.
+			if err := s.attached.Release(rec.ID); err != nil {
+				errs = append(errs, err)
+			}
 		}
 	}
 	if err := stopPIDHolder(ctx, &rec); err != nil {

@@ -51,7 +51,9 @@ func (s *Server) collectImages(ctx context.Context, interval time.Duration) {
 }
 
 // namespacePoolSize is how many spare network namespaces a node keeps
-// made ahead (netns.Pool), so that a sandbox's costs two mounts.
+// made ahead (netns.Pool), so that a sandbox's costs two mounts; and, on
+// skiff's own CNI network, how many it keeps attached to it ahead
+// (netns.CNIPool), so that a sandbox does not wait for CNI ADD either.
 const namespacePoolSize = 4
 
 // gracePeriod bounds how long Serve waits for calls in flight when its
@@ -104,6 +106,9 @@ type Server struct {
 
 	lock *stateLock
 	pool *netns.Pool // spare network namespaces; nil without root
+	// attached are spare namespaces attached to the pod network; nil
+	// without root or without CNI.
+	attached *netns.CNIPool
 
 	closeOnce sync.Once
 	closeErr  error
@@ -155,6 +160,24 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if network == nil {
 		network = netns.Loopback{}
 	}
+	var attached *netns.CNIPool
+	var attachedDep attachedNamespaces
+	if cni, ok := network.(*netns.CNI); ok && pool != nil {
+		if attached, err = netns.NewCNIPool(nsDir, cni, namespacePoolSize, log.With("room", "netns")); err != nil {
+			pool.Close()
+			lock.release()
+			return nil, fmt.Errorf("new cri server: %w", err)
+		}
+		attachedDep = attached
+	}
+	closePools := func() {
+		if attached != nil {
+			attached.Close()
+		}
+		if pool != nil {
+			pool.Close()
+		}
+	}
 	svc, err := newService(deps{
 		log:        log,
 		rootDir:    cfg.RootDir,
@@ -162,24 +185,21 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		images:     cfg.Images,
 		namespaces: hostNamespaces{dir: nsDir, pool: pool},
 		network:    network,
+		attached:   attachedDep,
 		logs:       logRotation{maxSize: cfg.LogMaxSize, maxFiles: cfg.LogMaxFiles},
 	})
 	if err != nil {
-		if pool != nil {
-			pool.Close()
-		}
+		closePools()
 		lock.release()
 		return nil, fmt.Errorf("new cri server: %w", err)
 	}
 	if svc.streams, err = newStreamServer(svc, cfg.StreamingAddress, log.With("room", "streaming")); err != nil {
 		svc.close(ctx)
-		if pool != nil {
-			pool.Close()
-		}
+		closePools()
 		lock.release()
 		return nil, fmt.Errorf("new cri server: %w", err)
 	}
-	return &Server{socket: cfg.Socket, svc: svc, grpc: newGRPCServer(svc, log), lock: lock, pool: pool}, nil
+	return &Server{socket: cfg.Socket, svc: svc, grpc: newGRPCServer(svc, log), lock: lock, pool: pool, attached: attached}, nil
 }
 
 func newGRPCServer(svc *service, log *slog.Logger) *grpc.Server {
@@ -273,7 +293,7 @@ func listen(path string) (net.Listener, error) {
 }
 
 // Close releases the server's resources: it stops serving, closes the
-// runtime and the state database. It does not stop containers in the CRI
+// runtime and the state database, and tears down the spare namespaces. It does not stop containers in the CRI
 // sense: their records keep the state they had (a later New reports the
 // ones that were running as exited, reason "Unknown"), but Wasm containers
 // run inside this process, so closing the runtime ends them. Close is
@@ -283,6 +303,9 @@ func (s *Server) Close(ctx context.Context) error {
 		s.grpc.Stop()
 		s.svc.streams.close()
 		s.closeErr = s.svc.close(ctx)
+		if s.attached != nil {
+			s.closeErr = errors.Join(s.closeErr, s.attached.Close())
+		}
 		if s.pool != nil {
 			s.closeErr = errors.Join(s.closeErr, s.pool.Close())
 		}

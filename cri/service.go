@@ -28,6 +28,7 @@ type service struct {
 	images     imageStore
 	namespaces namespaces
 	network    netns.Network
+	attached   attachedNamespaces // nil: none
 	logs       logRotation
 	db         *stateDB
 	streams    *streamServer // nil: Exec and PortForward are Unavailable

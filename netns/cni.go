@@ -17,6 +17,7 @@ import (
 	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
 )
 
 // ErrNotReady: the pod network cannot attach pods yet (no pod CIDR and no
@@ -70,8 +71,9 @@ type CNI struct {
 	lib *libcni.CNIConfig
 
 	mu       sync.Mutex
-	podCIDRs string // as given to SetPodCIDR, canonical; "" until then
-	ownConf  []byte // skiff's conflist for podCIDRs; nil until then
+	podCIDRs string          // as given to SetPodCIDR, canonical; "" until then
+	ownConf  []byte          // skiff's conflist for podCIDRs; nil until then
+	changed  []chan struct{} // told (without blocking) when podCIDRs changes
 }
 
 // NewCNI returns a CNI network. It does not need the plugins to be there
@@ -89,7 +91,11 @@ func NewCNI(cfg CNIConfig) (*CNI, error) {
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("new CNI network: %w", err)
 	}
-	lib := libcni.NewCNIConfigWithCacheDir(cfg.BinDirs, filepath.Join(cfg.StateDir, "cache"), nil)
+	// An exec of our own: libcni makes its default lazily, on the first
+	// call, which races when two calls are the first at once (a pod's
+	// ADD and a spare's, CNIPool).
+	exec := &invoke.DefaultExec{RawExec: &invoke.RawExec{Stderr: os.Stderr}, PluginDecoder: version.PluginDecoder{}}
+	lib := libcni.NewCNIConfigWithCacheDir(cfg.BinDirs, filepath.Join(cfg.StateDir, "cache"), exec)
 	return &CNI{cfg: cfg, lib: lib}, nil
 }
 
@@ -151,7 +157,72 @@ func (c *CNI) SetPodCIDR(cidrs string) error {
 		return fmt.Errorf("pod CIDR %q: %w", cidrs, err)
 	}
 	c.podCIDRs, c.ownConf = canonical, conf
+	for _, ch := range c.changed {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
 	return nil
+}
+
+// watch returns a channel that receives (without the sender blocking) when
+// the pod CIDR changes.
+func (c *CNI) watch() chan struct{} {
+	ch := make(chan struct{}, 1)
+	c.mu.Lock()
+	c.changed = append(c.changed, ch)
+	c.mu.Unlock()
+	return ch
+}
+
+// unwatch stops telling ch.
+func (c *CNI) unwatch(ch chan struct{}) {
+	c.mu.Lock()
+	c.changed = slices.DeleteFunc(c.changed, func(x chan struct{}) bool { return x == ch })
+	c.mu.Unlock()
+}
+
+// own is skiff's own network, when it is the one pods are attached to
+// now (no user's conflist), with its plugins found, and the pod CIDRs it
+// was written for; "" when pods go on a user's network or none.
+func (c *CNI) own() (*libcni.NetworkConfigList, string) {
+	if c.cfg.ConfDir != "" {
+		files, err := libcni.ConfFiles(c.cfg.ConfDir, []string{".conflist"})
+		if err != nil || len(files) > 0 {
+			return nil, ""
+		}
+	}
+	c.mu.Lock()
+	conf, key := c.ownConf, c.podCIDRs
+	c.mu.Unlock()
+	if conf == nil {
+		return nil, ""
+	}
+	list, err := libcni.ConfListFromBytes(conf)
+	if err != nil {
+		return nil, ""
+	}
+	for _, p := range list.Plugins {
+		if _, err := invoke.FindInPath(p.Network.Type, c.cfg.BinDirs); err != nil {
+			return nil, ""
+		}
+	}
+	return list, key
+}
+
+// ownKey is own's pod CIDRs, without parsing the conflist: "" when pods
+// do not go on skiff's own network now.
+func (c *CNI) ownKey() string {
+	if c.cfg.ConfDir != "" {
+		files, err := libcni.ConfFiles(c.cfg.ConfDir, []string{".conflist"})
+		if err != nil || len(files) > 0 {
+			return ""
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.podCIDRs
 }
 
 // ownConfList is skiff's network: a bridge (the pods' gateway, with
@@ -280,11 +351,16 @@ func (c *CNI) Setup(ctx context.Context, podID, nsPath string) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
+	return c.setup(ctx, list, podID, nsPath)
+}
+
+// setup runs list's ADD for podID; on error it is undone.
+func (c *CNI) setup(ctx context.Context, list *libcni.NetworkConfigList, podID, nsPath string) (Result, error) {
 	rt := c.runtimeConf(podID, nsPath)
 	addCtx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
 	var res types.Result
-	err = c.inHost(func() error {
+	err := c.inHost(func() error {
 		var err error
 		res, err = c.lib.AddNetworkList(addCtx, list, rt)
 		return err

@@ -12,6 +12,11 @@
 // of a conflist, the user's or skiff's own bridge from the node's pod
 // CIDR, through libcni).
 //
+// Pools keep a few namespaces made ahead of need, off a pod's critical
+// path: Pool plain ones (loopback up), CNIPool ones already attached to
+// skiff's own CNI network under CNI IDs of their own, which the caller
+// must then tear the pod's network down with.
+//
 // Threads: entering a namespace is per OS thread. Nothing in this package
 // moves the calling goroutine's thread; Do runs its function on a fresh
 // goroutine locked to its thread, and a thread that cannot be moved back is
@@ -60,8 +65,8 @@ func Create(dir, name string) (string, error) {
 // newPinFile makes the empty file dir/name a namespace will be bind-mounted
 // on; a name in use is ErrExist.
 func newPinFile(dir, name string) (string, error) {
-	if name == "" || name == "." || name == ".." || strings.ContainsRune(name, '/') {
-		return "", fmt.Errorf("create network namespace %q: invalid name", name)
+	if err := validName(name); err != nil {
+		return "", err
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", fmt.Errorf("create network namespace %q: %w", name, err)
@@ -76,6 +81,14 @@ func newPinFile(dir, name string) (string, error) {
 	}
 	f.Close()
 	return path, nil
+}
+
+// validName refuses a name that is not one file name.
+func validName(name string) error {
+	if name == "" || name == "." || name == ".." || strings.ContainsRune(name, '/') {
+		return fmt.Errorf("create network namespace %q: invalid name", name)
+	}
+	return nil
 }
 
 // pin creates a network namespace on a locked thread of its own,

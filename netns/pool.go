@@ -105,7 +105,7 @@ func (p *Pool) Take(name string) (string, error) {
 	if spare == "" {
 		return Create(p.dir, name)
 	}
-	path, err := p.move(spare, name)
+	path, err := move(spare, p.dir, name)
 	if err != nil {
 		Delete(spare)
 		return "", err
@@ -113,9 +113,10 @@ func (p *Pool) Take(name string) (string, error) {
 	return path, nil
 }
 
-// move pins the namespace of spare at dir/name and unpins spare.
-func (p *Pool) move(spare, name string) (string, error) {
-	path, err := newPinFile(p.dir, name)
+// move pins the namespace of spare at dir/name and unpins spare. On
+// error nothing is pinned at dir/name.
+func move(spare, dir, name string) (string, error) {
+	path, err := newPinFile(dir, name)
 	if err != nil {
 		return "", err
 	}
