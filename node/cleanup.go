@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 
@@ -32,23 +31,19 @@ func cleanupNetwork(ctx context.Context, stateDir string, inNetNS func(func() er
 	if inNetNS == nil {
 		inNetNS = func(fn func() error) error { return fn() }
 	}
-	pins := 0
-	err := filepath.WalkDir(filepath.Join(stateDir, "netns"), func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if !d.IsDir() {
-			if ok, _ := netns.IsPinned(path); ok {
-				pins++
-			}
-		}
-		return nil
-	})
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+	dir := filepath.Join(stateDir, "netns")
+	pods, err := netns.List(dir)
+	if err != nil {
 		return fmt.Errorf("clean up the pod network: %w", err)
 	}
-	if pins > 0 {
-		return fmt.Errorf("clean up the pod network: %d network namespace(s) of pods are still pinned under %s: remove the pods first (skiff delete, or crictl rmp -a)", pins, filepath.Join(stateDir, "netns"))
+	if len(pods) > 0 {
+		return fmt.Errorf("clean up the pod network: %d network namespace(s) of pods are still pinned under %s: remove the pods first (skiff delete, or crictl rmp -a)", len(pods), dir)
+	}
+	// Spares a node that did not stop cleanly left: loopback-only ones
+	// are deleted, pre-networked ones torn down through CNI first (as
+	// the next start of the node would).
+	if err := inNetNS(func() error { return removeSpares(dir, filepath.Join(stateDir, "cni")) }); err != nil {
+		return fmt.Errorf("clean up the pod network: %w", err)
 	}
 	px, err := proxy.New(proxy.Config{InNetNS: inNetNS})
 	if err != nil {
@@ -75,6 +70,38 @@ func cleanupNetwork(ctx context.Context, stateDir string, inNetNS func(func() er
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("clean up the pod network: %w", err)
+	}
+	return nil
+}
+
+// removeSpares deletes the spare namespaces of a node's pools under dir.
+func removeSpares(dir, cniState string) error {
+	spares, err := netns.List(filepath.Join(dir, ".spare"))
+	if err != nil {
+		return err
+	}
+	for _, path := range spares {
+		if err := netns.Delete(path); err != nil {
+			return err
+		}
+	}
+	prenet, err := netns.List(filepath.Join(dir, ".prenet"))
+	if err != nil || len(prenet) == 0 {
+		return err
+	}
+	c, err := netns.NewCNI(netns.CNIConfig{StateDir: cniState})
+	if err != nil {
+		return err
+	}
+	pool, err := netns.NewCNIPool(dir, c, 0, nil) // tears down what it finds
+	if err != nil {
+		return err
+	}
+	if err := pool.Close(); err != nil {
+		return err
+	}
+	if left, _ := netns.List(filepath.Join(dir, ".prenet")); len(left) > 0 {
+		return fmt.Errorf("%d pre-networked spare namespace(s) under %s could not be torn down", len(left), filepath.Join(dir, ".prenet"))
 	}
 	return nil
 }

@@ -68,8 +68,17 @@ func TestCleanupNetwork(t *testing.T) {
 	if err := netns.Delete(pod); err != nil {
 		t.Fatal(err)
 	}
+	// A spare a node that died left is not a pod: it goes too.
+	spare, err := netns.Create(filepath.Join(state, "netns", ".spare"), "s1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { netns.Delete(spare) })
 	if err := cleanup(); err != nil {
 		t.Fatal(err)
+	}
+	if ok, _ := netns.IsPinned(spare); ok {
+		t.Errorf("the spare namespace %s is still pinned after cleanup", spare)
 	}
 	for _, table := range []string{"nat", "filter"} {
 		if got := netnstest.IPTables(t, host, table); strings.Contains(got, "SKIFF") {
