@@ -65,7 +65,12 @@ func (a *Agent) updateStatus(ctx context.Context) error {
 		n := res.Msg
 		a.applyPodCIDR(ctx, n)
 		n.Status = a.nodeStatus(ctx, n.Status)
-		_, err = a.cfg.Nodes.UpdateStatus(ctx, connect.NewRequest(n))
+		res2, err := a.cfg.Nodes.UpdateStatus(ctx, connect.NewRequest(n))
+		if err == nil {
+			// A node registered before it could have a pod CIDR gets
+			// one with its status update.
+			a.applyPodCIDR(ctx, res2.Msg)
+		}
 		if connect.CodeOf(err) != connect.CodeAborted || try == 3 {
 			return err
 		}

@@ -35,8 +35,13 @@ func (f *fakeNodes) Get(context.Context, *connect.Request[skiffv1.GetRequest]) (
 	return connect.NewResponse(f.node), nil
 }
 
+// UpdateStatus allocates a pod CIDR to a node that has none, as the
+// apiserver does for a node registered before it could have one.
 func (f *fakeNodes) UpdateStatus(_ context.Context, r *connect.Request[skiffv1.Node]) (*connect.Response[skiffv1.Node], error) {
 	f.node.Status = r.Msg.Status
+	if f.node.Spec.PodCidr == "" {
+		f.node.Spec.PodCidr = "10.244.7.0/24"
+	}
 	return connect.NewResponse(f.node), nil
 }
 
@@ -71,6 +76,18 @@ func TestRegisterGivesPodCIDRToCRI(t *testing.T) {
 	}
 	if !slices.Equal(cri.cidrs, []string{"10.244.3.0/24"}) {
 		t.Errorf("CRI was given pod CIDRs %q, want 10.244.3.0/24 once", cri.cidrs)
+	}
+
+	// A node registered before pod CIDRs existed gets one with its first
+	// status update, which the CRI server has at once.
+	cri2 := &cidrCRI{fakeCRI: newFakeCRI()}
+	old := &fakeNodes{node: &skiffv1.Node{Metadata: &skiffv1.ObjectMeta{Name: "n2"}, Spec: &skiffv1.NodeSpec{}}}
+	a2 := New(Config{NodeName: "n2", Nodes: old, Runtime: cri2, Images: cri2, Logger: slog.New(slog.DiscardHandler)})
+	if err := a2.Register(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(cri2.cidrs, []string{"10.244.7.0/24"}) {
+		t.Errorf("an upgraded node's CRI was given pod CIDRs %q at registration, want 10.244.7.0/24", cri2.cidrs)
 	}
 	var internal string
 	for _, ad := range nodes.node.GetStatus().GetAddresses() {
