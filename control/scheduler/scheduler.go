@@ -1,8 +1,10 @@
 // Package scheduler binds pending pods to nodes. It runs on the Raft leader
 // only and sees the cluster through the API client alone, never the store.
 //
-// This first scheduler has one filter (a Ready, schedulable node that offers
-// the pod's runtime) and one score (fewest pods bound). It binds through
+// Placement is a chain of plugins, as kube-scheduler's framework: filters
+// turn down the nodes a pod cannot run on (cordoned, not Ready, without
+// the pod's runtime, without room for its requests) and scorers rank the
+// rest (least allocated, balanced allocation). It binds through
 // PodService.Bind, which sets spec.nodeName only on an unbound pod, so a
 // second copy running briefly during a leader change can only lose the
 // race, never double-bind. It records Scheduled and FailedScheduling events.
@@ -13,8 +15,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sort"
-	"strings"
 	"time"
 
 	"connectrpc.com/connect"
@@ -45,12 +45,13 @@ type Config struct {
 
 // Scheduler binds pods; Run drives it.
 type Scheduler struct {
-	pods   skiffv1connect.PodServiceClient
-	nodes  skiffv1connect.NodeServiceClient
-	events *events.Recorder
-	log    *slog.Logger
-	now    func() time.Time
-	resync time.Duration
+	pods    skiffv1connect.PodServiceClient
+	nodes   skiffv1connect.NodeServiceClient
+	events  *events.Recorder
+	log     *slog.Logger
+	now     func() time.Time
+	resync  time.Duration
+	profile profile
 }
 
 // New returns a Scheduler.
@@ -65,6 +66,7 @@ func New(cfg Config) *Scheduler {
 	if s.resync == 0 {
 		s.resync = 5 * time.Second
 	}
+	s.profile = defaultProfile(s.now)
 	return s
 }
 
@@ -140,7 +142,9 @@ func follow[T any](ctx context.Context, log *slog.Logger, what string, open func
 	}
 }
 
-// Pass binds every pending, unbound pod it can place.
+// Pass binds every pending, unbound pod it can place, one after the other
+// in the order listed, each against a snapshot that counts the pods bound
+// before it in the same pass.
 func (s *Scheduler) Pass(ctx context.Context) error {
 	pods, err := s.pods.List(ctx, connect.NewRequest(&skiffv1.ListRequest{}))
 	if err != nil {
@@ -150,94 +154,27 @@ func (s *Scheduler) Pass(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("list nodes: %w", err)
 	}
-	load := map[string]int{}
-	var pending []*skiffv1.Pod
+	snapshot := newSnapshot(nodes.Msg.Items, pods.Msg.Items)
 	for _, p := range pods.Msg.Items {
-		if n := p.GetSpec().GetNodeName(); n != "" {
-			load[n]++
+		if p.GetSpec().GetNodeName() != "" || p.GetMetadata().GetDeletionTimestamp() != nil {
 			continue
 		}
-		if p.GetMetadata().GetDeletionTimestamp() != nil {
+		if ph := p.GetStatus().GetPhase(); ph != "Pending" && ph != "" {
 			continue
 		}
-		if p.GetStatus().GetPhase() == "Pending" || p.GetStatus().GetPhase() == "" {
-			pending = append(pending, p)
-		}
-	}
-	for _, p := range pending {
-		node, why := s.pick(p, nodes.Msg.Items, load)
-		if node == "" {
+		pi := newPodInfo(p)
+		node, why := s.profile.place(pi, snapshot)
+		if node == nil {
 			s.markUnschedulable(ctx, p, why)
 			continue
 		}
-		if err := s.bind(ctx, p, node); err != nil {
-			s.log.Info("bind failed; will retry", "pod", podID(p), "node", node, "err", err)
+		if err := s.bind(ctx, p, node.name()); err != nil {
+			s.log.Info("bind failed; will retry", "pod", podID(p), "node", node.name(), "err", err)
 			continue
 		}
-		load[node]++
+		node.assume(pi)
 	}
 	return nil
-}
-
-// pick returns the feasible node with the fewest pods, or "" and a
-// Kubernetes-style account of why none fits.
-func (s *Scheduler) pick(p *skiffv1.Pod, nodes []*skiffv1.Node, load map[string]int) (string, string) {
-	// A pod that names no runtime class runs each container by its
-	// image's kind, which only the node learns: any node will do.
-	want := p.GetSpec().GetRuntimeClassName()
-	reasons := map[string]int{}
-	var fit []string
-	for _, n := range nodes {
-		if r := s.unfit(n, want); r != "" {
-			reasons[r]++
-			continue
-		}
-		fit = append(fit, n.GetMetadata().GetName())
-	}
-	if len(fit) == 0 {
-		parts := make([]string, 0, len(reasons))
-		for r, c := range reasons {
-			parts = append(parts, fmt.Sprintf("%d %s", c, r))
-		}
-		sort.Strings(parts)
-		msg := fmt.Sprintf("0/%d nodes are available", len(nodes))
-		if len(parts) > 0 {
-			msg += ": " + strings.Join(parts, ", ")
-		}
-		return "", msg
-	}
-	sort.Slice(fit, func(i, j int) bool {
-		if load[fit[i]] != load[fit[j]] {
-			return load[fit[i]] < load[fit[j]]
-		}
-		return fit[i] < fit[j]
-	})
-	return fit[0], ""
-}
-
-// unfit says why a node cannot take a pod of the given runtime, or "".
-func (s *Scheduler) unfit(n *skiffv1.Node, runtime string) string {
-	if n.GetSpec().GetUnschedulable() {
-		return "node(s) were unschedulable"
-	}
-	ready := false
-	for _, c := range n.GetStatus().GetConditions() {
-		if c.GetType() == "Ready" && c.GetStatus() == "True" && s.now().Sub(c.GetLastHeartbeatTime().AsTime()) < HeartbeatGrace {
-			ready = true
-		}
-	}
-	if !ready {
-		return "node(s) were not ready"
-	}
-	if runtime == "" {
-		return ""
-	}
-	for _, r := range n.GetStatus().GetRuntimes() {
-		if r == runtime {
-			return ""
-		}
-	}
-	return fmt.Sprintf("node(s) did not offer runtime %q", runtime)
 }
 
 func (s *Scheduler) bind(ctx context.Context, p *skiffv1.Pod, node string) error {
