@@ -169,7 +169,7 @@ func TestDevEventsAndDescribe(t *testing.T) {
 		d = c.mustSkiff("describe", "pod", "needs-runc")
 		return strings.Contains(d, "FailedScheduling") && strings.Contains(d, "Unschedulable")
 	}, func() string { return "describe pod needs-runc:\n" + d })
-	for _, want := range []string{"Pending", "PodScheduled", "Unschedulable", `0/1 nodes are available: 1 node(s) did not offer runtime "runc"`, "Warning", "FailedScheduling"} {
+	for _, want := range []string{"Pending", "PodScheduled", "Unschedulable", `0/1 nodes are available: 1 node(s) did not offer runtime "runc".`, "Warning", "FailedScheduling"} {
 		if !strings.Contains(d, want) {
 			t.Errorf("describe of an unschedulable pod lacks %q:\n%s", want, d)
 		}
