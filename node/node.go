@@ -71,6 +71,9 @@ type Config struct {
 	// picks one. The node's certificate names it, and the servers reach
 	// the agent there and nowhere else.
 	AgentListen string
+	// MaxPods is how many unfinished pods the node takes; the agent's
+	// default (110, as the kubelet's) when 0.
+	MaxPods int
 	// NodeIP is the node's InternalIP: other nodes route its pods'
 	// traffic through it, and its pods report it as their hostIP. Empty:
 	// the host of AgentListen's address when that is an IP.
@@ -430,6 +433,7 @@ func (n *Node) runAgent(ctx context.Context, criDone <-chan struct{}, j joined) 
 		AllowedHostPaths: n.cfg.AllowedHostPaths,
 		Endpoint:         endpoint,
 		NodeIP:           n.cfg.NodeIP,
+		MaxPods:          n.cfg.MaxPods,
 		Logger:           n.log.With("room", "agent"),
 		Version:          n.cfg.Version,
 		Dialer:           podDialer{},

@@ -156,6 +156,8 @@ func runBenchNode(ctx context.Context, out, progress io.Writer, o *benchNodeOpti
 	n, err := node.New(node.Config{
 		Name: "bench", Server: srv.InternalAddr(), Token: srv.JoinToken(), DataDir: filepath.Join(dir, "data"),
 		StateDir: filepath.Join(dir, "state"), CRISocket: socket, AgentListen: "127.0.0.1:0", Logger: log,
+		// Room for every pod the density measurement starts, and more.
+		MaxPods: o.pods + o.exits + 100,
 		// Loopback only (Network's zero value): the bench measures the
 		// runtime, and leaves no bridge or rule in the machine's
 		// namespace (CNI setup is measured by cri's

@@ -19,6 +19,7 @@ import (
 	"skiff.dev/skiff/control/controllers"
 	"skiff.dev/skiff/control/server"
 	"skiff.dev/skiff/node"
+	"skiff.dev/skiff/node/agent"
 )
 
 // serverOptions are the flags of a server (skiff server, skiff dev).
@@ -80,6 +81,7 @@ type agentOptions struct {
 	nodeName    string
 	agentListen string
 	nodeIP      string
+	maxPods     int
 	// clusterCIDR and serviceCIDR are the cluster's, for the node's
 	// service proxy: skiff agent's flags, skiff dev's server's.
 	clusterCIDR, serviceCIDR string
@@ -148,6 +150,7 @@ func (o *agentOptions) flags(cmd *cobra.Command) {
 	f.StringVar(&o.nodeName, "node-name", strings.ToLower(host), "name of this node")
 	f.StringSliceVar(&o.hostPaths, "allowed-host-path", nil, "a directory under which pods' hostPath volumes may be (repeat for several); none by default")
 	f.StringVar(&o.agentListen, "agent-listen", "127.0.0.1:0", "address the agent's API (container logs, for the server) listens on; port 0 picks one")
+	f.IntVar(&o.maxPods, "max-pods", agent.DefaultMaxPods, "unfinished pods the node takes: its pods capacity, which the scheduler fills (the kubelet's --max-pods)")
 	f.StringVar(&o.nodeIP, "node-ip", "", "the node's InternalIP: other nodes route this node's pod CIDR through it (default: --agent-listen's host, when an IP)")
 }
 
@@ -212,6 +215,9 @@ func (o *agentOptions) node(log *slog.Logger) (*node.Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	if o.maxPods < 0 {
+		return nil, fmt.Errorf("--max-pods: invalid value %d: must not be negative", o.maxPods)
+	}
 	for _, f := range []struct{ flag, v string }{{"cluster-cidr", o.clusterCIDR}, {"service-cidr", o.serviceCIDR}} {
 		if f.v == "" {
 			continue
@@ -222,7 +228,7 @@ func (o *agentOptions) node(log *slog.Logger) (*node.Node, error) {
 	}
 	n, err := node.New(node.Config{
 		Name: o.nodeName, Server: o.serverAddr, Gossip: o.gossip, Join: o.join, DataDir: o.dataDir, StateDir: o.stateDir,
-		CRISocket: o.criSocket, ExternalCRI: o.externalCRI, AgentListen: o.agentListen, NodeIP: o.nodeIP, Token: token, Version: version, Logger: log,
+		CRISocket: o.criSocket, ExternalCRI: o.externalCRI, AgentListen: o.agentListen, NodeIP: o.nodeIP, MaxPods: o.maxPods, Token: token, Version: version, Logger: log,
 		RegistryConfig: o.registryCfg, AllowedHostPaths: o.hostPaths, Limits: limits,
 		Network: network, ClusterCIDR: o.clusterCIDR, ServiceCIDR: o.serviceCIDR,
 	})

@@ -58,6 +58,9 @@ type Config struct {
 	AllowedHostPaths []string
 	// Endpoint is the host:port the apiserver reaches this agent's API on.
 	Endpoint string
+	// MaxPods is how many unfinished pods the node takes (its "pods"
+	// capacity, which the scheduler fills); DefaultMaxPods when 0.
+	MaxPods int
 	// NodeIP is the node's InternalIP: the address other nodes route this
 	// node's pod CIDR through, and the pods' hostIP. Empty when unknown.
 	NodeIP string

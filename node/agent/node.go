@@ -137,9 +137,9 @@ func (a *Agent) nodeStatus(ctx context.Context, old *skiffv1.NodeStatus) *skiffv
 		Capacity: map[string]string{
 			"cpu":    strconv.Itoa(runtime.NumCPU()),
 			"memory": strconv.FormatInt(memKi, 10) + "Ki",
-			"pods":   maxPods,
+			"pods":   strconv.Itoa(a.maxPods()),
 		},
-		Allocatable:   allocatable(runtime.NumCPU(), memKi),
+		Allocatable:   allocatable(runtime.NumCPU(), memKi, a.maxPods()),
 		Runtimes:      runtimes,
 		Conditions:    []*skiffv1.Condition{ready},
 		AgentEndpoint: a.cfg.Endpoint,
@@ -148,8 +148,17 @@ func (a *Agent) nodeStatus(ctx context.Context, old *skiffv1.NodeStatus) *skiffv
 	}
 }
 
-// maxPods is the pods a node takes, as the kubelet's default.
-const maxPods = "110"
+// DefaultMaxPods is the pods a node takes unless told otherwise, as the
+// kubelet's --max-pods default.
+const DefaultMaxPods = 110
+
+// maxPods is Config.MaxPods, or DefaultMaxPods.
+func (a *Agent) maxPods() int {
+	if a.cfg.MaxPods > 0 {
+		return a.cfg.MaxPods
+	}
+	return DefaultMaxPods
+}
 
 // What a node keeps for itself (the skiff agent, its CRI server and the
 // system) out of its capacity: 100m of CPU and 256Mi of memory, the order
@@ -160,11 +169,11 @@ const (
 )
 
 // allocatable is capacity less the node's reserve, never below zero.
-func allocatable(cpus int, memKi int64) map[string]string {
+func allocatable(cpus int, memKi int64, pods int) map[string]string {
 	return map[string]string{
 		"cpu":    strconv.FormatInt(max(int64(cpus)*1000-reservedMilliCPU, 0), 10) + "m",
 		"memory": strconv.FormatInt(max(memKi-reservedMemoryKi, 0), 10) + "Ki",
-		"pods":   maxPods,
+		"pods":   strconv.Itoa(pods),
 	}
 }
 

@@ -38,11 +38,11 @@ func TestWithResources(t *testing.T) {
 }
 
 func TestAllocatable(t *testing.T) {
-	got := allocatable(2, 24<<20)
+	got := allocatable(2, 24<<20, DefaultMaxPods)
 	if got["cpu"] != "1900m" || got["memory"] != "24903680Ki" || got["pods"] != "110" {
 		t.Errorf("allocatable(2 CPUs, 24Gi) = %v", got)
 	}
-	if got := allocatable(1, 100<<10); got["memory"] != "0Ki" {
+	if got := allocatable(1, 100<<10, DefaultMaxPods); got["memory"] != "0Ki" {
 		t.Errorf("allocatable(100Mi) memory = %v, want 0Ki", got["memory"])
 	}
 }
