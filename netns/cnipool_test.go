@@ -18,18 +18,6 @@ import (
 	"skiff.dev/skiff/netns/netnstest"
 )
 
-// eventually polls cond until it holds or timeout passes.
-func eventually(t testing.TB, timeout time.Duration, cond func() bool, describe func() string) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %s", timeout, describe())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // newCNIPool is a pool over c pinning under dir, closed when the test ends.
 func newCNIPool(t *testing.T, dir string, c *netns.CNI, size int) *netns.CNIPool {
 	t.Helper()
@@ -81,7 +69,7 @@ func TestCNIPool(t *testing.T) {
 	if ok, _ := netns.IsPinned(dead); ok {
 		t.Error("the spare of a dead process is still pinned")
 	}
-	eventually(t, 10*time.Second, func() bool { return p.Spares() == 2 },
+	netnstest.Eventually(t, 10*time.Second, func() bool { return p.Spares() == 2 },
 		func() string { return "the pool never held 2 spares" })
 	if got := ipamFiles(t, state); len(got) != 2 {
 		t.Errorf("IPAM reservations with 2 spares (the dead one's freed): %v", got)
@@ -111,7 +99,7 @@ func TestCNIPool(t *testing.T) {
 	if !slices.Contains(ipamFiles(t, state), a.Result.IPs[0]) {
 		t.Errorf("the taken pod's address %s is not reserved", a.Result.IPs[0])
 	}
-	eventually(t, 10*time.Second, func() bool { return p.Spares() == 2 },
+	netnstest.Eventually(t, 10*time.Second, func() bool { return p.Spares() == 2 },
 		func() string { return "the pool was not filled again after a Take" })
 
 	if err := c.Teardown(ctx, a.ID, a.Path); err != nil {
@@ -139,7 +127,7 @@ func TestCNIPool(t *testing.T) {
 	// The kernel takes the bridge's carrier (flag running) down a moment
 	// after its last port goes.
 	var after string
-	eventually(t, 5*time.Second, func() bool { after = netnstest.Snapshot(t, host); return after == before },
+	netnstest.Eventually(t, 5*time.Second, func() bool { after = netnstest.Snapshot(t, host); return after == before },
 		func() string { return "the host namespace differs after Close:\n" + netnstest.Diff(before, after) })
 }
 
@@ -155,7 +143,7 @@ func TestCNIPoolPodCIDRChange(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := newCNIPool(t, dir, c, 2)
-	eventually(t, 10*time.Second, func() bool { return p.Spares() == 2 },
+	netnstest.Eventually(t, 10*time.Second, func() bool { return p.Spares() == 2 },
 		func() string { return "the pool never held 2 spares" })
 
 	const newCIDR = "10.98.0.0/24"
@@ -172,7 +160,7 @@ func TestCNIPoolPodCIDRChange(t *testing.T) {
 		}
 		return in
 	}
-	eventually(t, 10*time.Second, func() bool { return len(inOld()) == 0 },
+	netnstest.Eventually(t, 10*time.Second, func() bool { return len(inOld()) == 0 },
 		func() string {
 			return "addresses of the old pod CIDR still reserved: " + strings.Join(inOld(), " ")
 		})
@@ -192,7 +180,7 @@ func TestCNIPoolPodCIDRChange(t *testing.T) {
 	if _, ok, err := p.Take("pod-early"); ok || err != nil {
 		t.Fatalf("Take before spares of the new pod CIDR = %v, %v; want none", ok, err)
 	}
-	eventually(t, 10*time.Second, func() bool { return p.Spares() == 2 },
+	netnstest.Eventually(t, 10*time.Second, func() bool { return p.Spares() == 2 },
 		func() string { return "no spares of the new pod CIDR" })
 	a, ok, err := p.Take("pod-a")
 	if err != nil || !ok {
@@ -215,7 +203,7 @@ func TestCNIPoolPodCIDRChange(t *testing.T) {
 	if _, ok, err := p.Take("pod-b"); ok || err != nil {
 		t.Errorf("Take with a user's conflist = %v, %v; want none", ok, err)
 	}
-	eventually(t, 10*time.Second, func() bool { return p.Spares() == 0 },
+	netnstest.Eventually(t, 10*time.Second, func() bool { return p.Spares() == 0 },
 		func() string { return "spares of skiff's network kept with a user's conflist" })
 }
 
@@ -241,7 +229,7 @@ func BenchmarkCNIPoolTake(b *testing.B) {
 	var d []time.Duration
 	for i := 0; b.Loop(); i++ {
 		b.StopTimer()
-		eventually(b, 10*time.Second, func() bool { return p.Spares() == 4 }, func() string { return "the pool was not refilled" })
+		netnstest.Eventually(b, 10*time.Second, func() bool { return p.Spares() == 4 }, func() string { return "the pool was not refilled" })
 		name := "pod-" + strconv.Itoa(i)
 		b.StartTimer()
 		start := time.Now()

@@ -23,7 +23,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 
 	"skiff.dev/skiff/netns"
-	"skiff.dev/skiff/runtime/runtimetest"
+	"skiff.dev/skiff/netns/netnstest"
 )
 
 // These tests run the stand-ins' programs the way a container would (a
@@ -284,7 +284,7 @@ func TestOCIWebServers(t *testing.T) {
 			})
 
 			var resp string
-			runtimetest.Eventually(t, 20*time.Second, func() bool {
+			netnstest.Eventually(t, 20*time.Second, func() bool {
 				resp, err = get(ns, tc.port)
 				return err == nil
 			}, func() string { return fmt.Sprintf("GET / on port %d: %v; logs: %s", tc.port, err, logs.String()) })

@@ -92,16 +92,3 @@ func iptablesSave(t testing.TB, path string) string {
 	}
 	return b.String()
 }
-
-// eventually polls cond until it holds, failing the test with describe's
-// account after timeout.
-func eventually(t testing.TB, timeout time.Duration, cond func() bool, describe func() string) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for wait := time.Millisecond; !cond(); wait = min(2*wait, 50*time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("after %v: %s", timeout, describe())
-		}
-		time.Sleep(wait)
-	}
-}

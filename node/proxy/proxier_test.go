@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"skiff.dev/skiff/netns/netnstest"
 )
 
 const clusterIP = "10.96.0.10"
@@ -39,7 +41,7 @@ func TestProxyServesClusterIPAndNodePort(t *testing.T) {
 	svcAddr := addrPort(clusterIP, 80)
 	t.Run("cluster IP spreads over both endpoints", func(t *testing.T) {
 		got := map[string]int{}
-		eventually(t, 20*time.Second, func() bool {
+		netnstest.Eventually(t, 20*time.Second, func() bool {
 			name, err := dial(c.client, svcAddr)
 			if err != nil {
 				t.Fatalf("dial %s from the client: %v", svcAddr, err)

@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"skiff.dev/skiff/netns/netnstest"
 	skiffrt "skiff.dev/skiff/runtime"
-	"skiff.dev/skiff/runtime/runtimetest"
 
 	"go.uber.org/goleak"
 )
@@ -118,7 +118,7 @@ func TestAdopt(t *testing.T) {
 		if st := c.Status(); st.State != skiffrt.StateRunning || st.StartedAt.IsZero() {
 			t.Fatalf("adopted: %+v, want running since its start", st)
 		}
-		runtimetest.Eventually(t, 10*time.Second, func() bool { return strings.Contains(out.String(), "tick\n") }, func() string { return "output after adoption" })
+		netnstest.Eventually(t, 10*time.Second, func() bool { return strings.Contains(out.String(), "tick\n") }, func() string { return "output after adoption" })
 		if c.Stats().CPUTime <= 0 {
 			t.Errorf("Stats: %+v", c.Stats())
 		}
@@ -145,7 +145,7 @@ func TestAdopt(t *testing.T) {
 			t.Fatal(err)
 		}
 		syscall.Kill(st.Pid, syscall.SIGKILL)
-		runtimetest.Eventually(t, 10*time.Second, func() bool {
+		netnstest.Eventually(t, 10*time.Second, func() bool {
 			_, err := os.Stat(fmt.Sprintf("/proc/%d", st.Pid))
 			return err != nil
 		}, func() string { return "the orphaned init reaped" })

@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"skiff.dev/skiff/netns/netnstest"
 	skiffrt "skiff.dev/skiff/runtime"
-	"skiff.dev/skiff/runtime/runtimetest"
 )
 
 // attachment is an Attach in progress, with its streams.
@@ -79,10 +79,10 @@ func TestAttachStdin(t *testing.T) {
 
 	a := attach(t, c, true, nil)
 	a.type_(t, "echo hi\n")
-	runtimetest.Eventually(t, 10*time.Second, func() bool { return a.out.String() == "hi\n" }, func() string { return "hi through the attach" })
-	runtimetest.Eventually(t, 10*time.Second, func() bool { return log.String() == "hi\n" }, func() string { return "hi in the log" })
+	netnstest.Eventually(t, 10*time.Second, func() bool { return a.out.String() == "hi\n" }, func() string { return "hi through the attach" })
+	netnstest.Eventually(t, 10*time.Second, func() bool { return log.String() == "hi\n" }, func() string { return "hi in the log" })
 	a.type_(t, "echo oops >&2\n")
-	runtimetest.Eventually(t, 10*time.Second, func() bool { return a.errOut.String() == "oops\n" }, func() string { return "stderr through the attach" })
+	netnstest.Eventually(t, 10*time.Second, func() bool { return a.errOut.String() == "oops\n" }, func() string { return "stderr through the attach" })
 	a.typed.Close() // the session's stdin ends: so does the session, not the container's stdin
 	if err := a.wait(t, 10*time.Second); err != nil {
 		t.Fatalf("Attach: %v", err)
@@ -94,13 +94,13 @@ func TestAttachStdin(t *testing.T) {
 	// Output while nobody is attached goes to the log only.
 	b := attach(t, c, true, nil)
 	b.type_(t, "echo again\n")
-	runtimetest.Eventually(t, 10*time.Second, func() bool { return b.out.String() == "again\n" }, func() string { return "again through the second attach" })
+	netnstest.Eventually(t, 10*time.Second, func() bool { return b.out.String() == "again\n" }, func() string { return "again through the second attach" })
 	if got := a.out.String(); got != "hi\n" {
 		t.Errorf("the ended session got %q", got)
 	}
 	// A session without stdin gets the output of the others.
 	o := attach(t, c, false, nil)
-	runtimetest.Eventually(t, 10*time.Second, func() bool {
+	netnstest.Eventually(t, 10*time.Second, func() bool {
 		b.type_(t, "echo both\n")
 		return strings.Contains(o.out.String(), "both\n")
 	}, func() string { return "the output-only session subscribed" })
@@ -135,7 +135,7 @@ func TestAttachStdinOnce(t *testing.T) {
 	}
 	a := attach(t, c, true, nil)
 	a.type_(t, "hi\n")
-	runtimetest.Eventually(t, 10*time.Second, func() bool { return a.out.String() == "hi\n" }, func() string { return "hi through the attach" })
+	netnstest.Eventually(t, 10*time.Second, func() bool { return a.out.String() == "hi\n" }, func() string { return "hi through the attach" })
 	a.typed.Close()
 	// The container reads end of file, and the session relays its output
 	// until it has exited.
@@ -160,7 +160,7 @@ func TestAttachStdinOnceSessionEnds(t *testing.T) {
 	}
 	a := attach(t, c, true, nil)
 	a.type_(t, "echo hi\n")
-	runtimetest.Eventually(t, 10*time.Second, func() bool { return a.out.String() == "hi\n" }, func() string { return "hi through the attach" })
+	netnstest.Eventually(t, 10*time.Second, func() bool { return a.out.String() == "hi\n" }, func() string { return "hi through the attach" })
 	a.cancel() // the client goes away, its stdin still open
 	if err := a.wait(t, 10*time.Second); !errors.Is(err, context.Canceled) {
 		t.Errorf("Attach: %v, want context.Canceled", err)
@@ -179,17 +179,17 @@ func TestAttachTTY(t *testing.T) {
 	resize := make(chan skiffrt.TerminalSize, 1)
 	resize <- skiffrt.TerminalSize{Width: 120, Height: 40}
 	a := attach(t, c, true, resize)
-	runtimetest.Eventually(t, 10*time.Second, func() bool {
+	netnstest.Eventually(t, 10*time.Second, func() bool {
 		a.type_(t, "stty size\n")
 		return hasLine(a.out.String(), "40 120")
 	}, func() string { return "the size 40 120 printed" })
 	resize <- skiffrt.TerminalSize{Width: 100, Height: 30}
-	runtimetest.Eventually(t, 10*time.Second, func() bool {
+	netnstest.Eventually(t, 10*time.Second, func() bool {
 		a.type_(t, "stty size\n")
 		return hasLine(a.out.String(), "30 100")
 	}, func() string { return "the new size 30 100 printed" })
 	a.type_(t, "tty\n")
-	runtimetest.Eventually(t, 10*time.Second, func() bool { return strings.Contains(a.out.String(), "/dev/pts/") }, func() string { return "the terminal's name" })
+	netnstest.Eventually(t, 10*time.Second, func() bool { return strings.Contains(a.out.String(), "/dev/pts/") }, func() string { return "the terminal's name" })
 	if !hasLine(log.String(), "30 100") {
 		t.Errorf("the log (stdout) lacks the terminal's output: %q", log.String())
 	}
@@ -235,7 +235,7 @@ func TestAttachSlowClient(t *testing.T) {
 	t.Cleanup(slow.unblock)
 	result := make(chan error, 1)
 	go func() { result <- c.Attach(context.Background(), skiffrt.AttachIO{Stdout: slow}) }()
-	runtimetest.Eventually(t, 10*time.Second, func() bool {
+	netnstest.Eventually(t, 10*time.Second, func() bool {
 		c.att.hub.mu.Lock()
 		defer c.att.hub.mu.Unlock()
 		return len(c.att.hub.subs) == 1
@@ -284,7 +284,7 @@ func TestAttachAdopted(t *testing.T) {
 		}
 		a := attach(t, c, true, nil)
 		a.type_(t, "echo hi\n")
-		runtimetest.Eventually(t, 10*time.Second, func() bool { return a.out.String() == "hi\n" }, func() string { return "hi through the attach" })
+		netnstest.Eventually(t, 10*time.Second, func() bool { return a.out.String() == "hi\n" }, func() string { return "hi through the attach" })
 	})
 	t.Run("tty", func(t *testing.T) {
 		c := adopt(t, "tty")

@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"skiff.dev/skiff/netns/netnstest"
 	skiffrt "skiff.dev/skiff/runtime"
-	"skiff.dev/skiff/runtime/runtimetest"
 )
 
 // ttyLayer is busyboxLayer with the applets the terminal tests use.
@@ -102,9 +102,9 @@ func TestExecTTY(t *testing.T) {
 			}
 			result <- err
 		}()
-		runtimetest.Eventually(t, 10*time.Second, func() bool { return hasLine(out.String(), "40 120") }, func() string { return "the initial size 40 120 printed" })
+		netnstest.Eventually(t, 10*time.Second, func() bool { return hasLine(out.String(), "40 120") }, func() string { return "the initial size 40 120 printed" })
 		resize <- skiffrt.TerminalSize{Width: 100, Height: 30}
-		runtimetest.Eventually(t, 10*time.Second, func() bool {
+		netnstest.Eventually(t, 10*time.Second, func() bool {
 			typed.Write([]byte("\n")) // another stty size
 			return hasLine(out.String(), "30 100")
 		}, func() string { return "the new size 30 100 printed" })
@@ -153,7 +153,7 @@ func TestExecTTY(t *testing.T) {
 	if left := consoleLeftovers(t, r, c); len(left) > 0 {
 		t.Errorf("left behind: %v", left)
 	}
-	runtimetest.Eventually(t, 10*time.Second, func() bool {
+	netnstest.Eventually(t, 10*time.Second, func() bool {
 		return openFDs(t) <= fds && goruntime.NumGoroutine() <= goroutines
 	}, func() string { return "file descriptors and goroutines back to what they were" })
 	if st := c.Status(); st.State != skiffrt.StateRunning {

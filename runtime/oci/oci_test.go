@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"skiff.dev/skiff/netns/netnstest"
 	skiffrt "skiff.dev/skiff/runtime"
-	"skiff.dev/skiff/runtime/runtimetest"
 )
 
 func TestRunOutputAndExitCode(t *testing.T) {
@@ -129,7 +129,7 @@ func TestStop(t *testing.T) {
 		if err := c.Start(ctx); err != nil {
 			t.Fatal(err)
 		}
-		runtimetest.Eventually(t, 10*time.Second, func() bool { return out.String() == "trapped\n" }, func() string { return "the TERM trap set" })
+		netnstest.Eventually(t, 10*time.Second, func() bool { return out.String() == "trapped\n" }, func() string { return "the TERM trap set" })
 		begin := time.Now()
 		if err := c.Stop(ctx, time.Minute); err != nil {
 			t.Fatal(err)

@@ -14,7 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"skiff.dev/skiff/runtime/runtimetest"
+	"skiff.dev/skiff/netns/netnstest"
 )
 
 func needRoot(t *testing.T) {
@@ -128,7 +128,7 @@ func TestHolderReapsOrphans(t *testing.T) {
 	if orphan == 0 {
 		t.Fatalf("no process of pid %s in the holder's namespace is the holder's child", inner)
 	}
-	runtimetest.Eventually(t, 10*time.Second, func() bool {
+	netnstest.Eventually(t, 10*time.Second, func() bool {
 		_, err := os.Stat("/proc/" + strconv.Itoa(orphan))
 		return errors.Is(err, os.ErrNotExist)
 	}, func() string { return "the holder reaps its orphan" })

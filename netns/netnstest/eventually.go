@@ -1,6 +1,4 @@
-// Package runtimetest holds what the tests of the runtime packages, and the
-// dev tools that run containers, share.
-package runtimetest
+package netnstest
 
 import (
 	"testing"
@@ -9,7 +7,10 @@ import (
 
 // Eventually polls cond until it holds, and fails the test with describe's
 // account if it has not after timeout. Tests wait for a condition through
-// it, never for a fixed time.
+// it, never for a fixed time. It is the one such helper of the rooms whose
+// tests may import netns (netns, runtime, cri, node, node/proxy) and of the
+// dev tools; the rooms of the control plane keep their own, behind the
+// import walls.
 func Eventually(t testing.TB, timeout time.Duration, cond func() bool, describe func() string) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)

@@ -1,4 +1,4 @@
-package runtimetest
+package netnstest
 
 import (
 	"fmt"
