@@ -17,6 +17,7 @@ import (
 
 	skiffv1 "skiff.dev/skiff/control/api/gen/skiff/v1"
 	"skiff.dev/skiff/control/api/gen/skiff/v1/skiffv1connect"
+	"skiff.dev/skiff/control/api/kinds"
 )
 
 // scriptedWatch serves pod watches: the first sends an ADDED pod at 5 and a
@@ -66,10 +67,10 @@ func TestFollowResumesFromBookmark(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		follow(ctx, slog.New(slog.DiscardHandler), "pods", func(ctx context.Context, rev uint64) (*connect.ServerStreamForClient[skiffv1.PodWatchEvent], error) {
+		kinds.FollowWatch(ctx, slog.New(slog.DiscardHandler), "pods", func(ctx context.Context, rev uint64) (*connect.ServerStreamForClient[skiffv1.PodWatchEvent], error) {
 			return pods.Watch(ctx, connect.NewRequest(&skiffv1.WatchRequest{ResourceVersion: rev, AllowBookmarks: true}))
-		}, func(e *skiffv1.PodWatchEvent) (skiffv1.EventType, uint64) {
-			return e.GetType(), e.GetObject().GetMetadata().GetResourceVersion()
+		}, func(st *connect.ServerStreamForClient[skiffv1.PodWatchEvent]) (skiffv1.EventType, uint64) {
+			return st.Msg().GetType(), st.Msg().GetObject().GetMetadata().GetResourceVersion()
 		}, func() { notified.Add(1) })
 	}()
 	select {

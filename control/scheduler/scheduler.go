@@ -12,7 +12,6 @@ package scheduler
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -23,6 +22,7 @@ import (
 	"skiff.dev/skiff/control/api/events"
 	skiffv1 "skiff.dev/skiff/control/api/gen/skiff/v1"
 	"skiff.dev/skiff/control/api/gen/skiff/v1/skiffv1connect"
+	"skiff.dev/skiff/control/api/kinds"
 )
 
 // HeartbeatGrace is how old a node's Ready heartbeat may be before the
@@ -80,15 +80,15 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		default:
 		}
 	}
-	go follow(ctx, s.log, "pods", func(ctx context.Context, rev uint64) (*connect.ServerStreamForClient[skiffv1.PodWatchEvent], error) {
+	go kinds.FollowWatch(ctx, s.log, "pods", func(ctx context.Context, rev uint64) (*connect.ServerStreamForClient[skiffv1.PodWatchEvent], error) {
 		return s.pods.Watch(ctx, connect.NewRequest(&skiffv1.WatchRequest{FieldSelector: "spec.nodeName=", ResourceVersion: rev, AllowBookmarks: true}))
-	}, func(e *skiffv1.PodWatchEvent) (skiffv1.EventType, uint64) {
-		return e.GetType(), e.GetObject().GetMetadata().GetResourceVersion()
+	}, func(st *connect.ServerStreamForClient[skiffv1.PodWatchEvent]) (skiffv1.EventType, uint64) {
+		return st.Msg().GetType(), st.Msg().GetObject().GetMetadata().GetResourceVersion()
 	}, notify)
-	go follow(ctx, s.log, "nodes", func(ctx context.Context, rev uint64) (*connect.ServerStreamForClient[skiffv1.NodeWatchEvent], error) {
+	go kinds.FollowWatch(ctx, s.log, "nodes", func(ctx context.Context, rev uint64) (*connect.ServerStreamForClient[skiffv1.NodeWatchEvent], error) {
 		return s.nodes.Watch(ctx, connect.NewRequest(&skiffv1.WatchRequest{ResourceVersion: rev, AllowBookmarks: true}))
-	}, func(e *skiffv1.NodeWatchEvent) (skiffv1.EventType, uint64) {
-		return e.GetType(), e.GetObject().GetMetadata().GetResourceVersion()
+	}, func(st *connect.ServerStreamForClient[skiffv1.NodeWatchEvent]) (skiffv1.EventType, uint64) {
+		return st.Msg().GetType(), st.Msg().GetObject().GetMetadata().GetResourceVersion()
 	}, notify)
 	t := time.NewTicker(s.resync)
 	defer t.Stop()
@@ -101,43 +101,6 @@ func (s *Scheduler) Run(ctx context.Context) error {
 			return nil
 		case <-kick:
 		case <-t.C:
-		}
-	}
-}
-
-// follow calls notify on every event of a watch (not on a bookmark),
-// opening the watch again when it ends, until ctx ends. It resumes from the
-// newest version its events and bookmarks have reached, so a watch that
-// breaks misses nothing; when there is none yet, or it has expired, it
-// watches from now and calls notify for what it may have missed. A missed
-// event only delays a pod until the next resync anyway.
-func follow[T any](ctx context.Context, log *slog.Logger, what string, open func(ctx context.Context, rev uint64) (*connect.ServerStreamForClient[T], error), version func(*T) (skiffv1.EventType, uint64), notify func()) {
-	var rev uint64 // 0: from now
-	for ctx.Err() == nil {
-		st, err := open(ctx, rev)
-		if err == nil {
-			for st.Receive() {
-				typ, rv := version(st.Msg())
-				rev = max(rev, rv)
-				if typ != skiffv1.EventType_EVENT_TYPE_BOOKMARK {
-					notify()
-				}
-			}
-			err = errors.Join(st.Err(), st.Close())
-		}
-		if ctx.Err() != nil {
-			return
-		}
-		if connect.CodeOf(err) == connect.CodeOutOfRange {
-			rev = 0 // expired, or ahead of this server
-		}
-		log.Debug("watch ended; opening it again", "what", what, "rv", rev, "err", err)
-		if rev == 0 {
-			notify()
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(time.Second):
 		}
 	}
 }

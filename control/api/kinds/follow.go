@@ -11,25 +11,30 @@ import (
 	skiffv1 "skiff.dev/skiff/control/api/gen/skiff/v1"
 )
 
-// Follow calls notify on every change a watch of c reports (never on a
-// bookmark), opening the watch again when it ends, until ctx ends. It
-// resumes from the newest version its events and bookmarks have reached,
-// so a watch that breaks misses nothing; when there is none yet, or it has
-// expired, it watches from now and calls notify for what it may have
-// missed. Callers list again on notify: Follow keeps no objects, so its
-// memory does not grow with the kind's.
-func Follow(ctx context.Context, c Client, req *skiffv1.WatchRequest, log *slog.Logger, notify func()) {
+// WatchStream is an open watch as FollowWatch reads it: a Stream, or a
+// generated client's *connect.ServerStreamForClient.
+type WatchStream interface {
+	Receive() bool
+	Err() error
+	Close() error
+}
+
+// FollowWatch calls notify on every change a watch reports (never on a
+// bookmark), opening the watch again with open when it ends, until ctx
+// ends. event reads the type and resource version of the stream's current
+// event. It resumes from the newest version its events and bookmarks have
+// reached, so a watch that breaks misses nothing; when there is none yet,
+// or it has expired, it watches from now and calls notify for what it may
+// have missed. Callers list again on notify: FollowWatch keeps no objects,
+// so its memory does not grow with the kind's.
+func FollowWatch[S WatchStream](ctx context.Context, log *slog.Logger, what string, open func(ctx context.Context, rev uint64) (S, error), event func(S) (skiffv1.EventType, uint64), notify func()) {
 	var rev uint64 // 0: from now
 	for ctx.Err() == nil {
-		r := &skiffv1.WatchRequest{
-			Namespace: req.GetNamespace(), LabelSelector: req.GetLabelSelector(), FieldSelector: req.GetFieldSelector(),
-			ResourceVersion: rev, AllowBookmarks: true,
-		}
-		st, err := c.Watch(ctx, r)
+		st, err := open(ctx, rev)
 		if err == nil {
 			for st.Receive() {
-				typ, o := st.Event()
-				rev = max(rev, o.GetMetadata().GetResourceVersion())
+				typ, rv := event(st)
+				rev = max(rev, rv)
 				if typ != skiffv1.EventType_EVENT_TYPE_BOOKMARK {
 					notify()
 				}
@@ -42,7 +47,7 @@ func Follow(ctx context.Context, c Client, req *skiffv1.WatchRequest, log *slog.
 		if connect.CodeOf(err) == connect.CodeOutOfRange {
 			rev = 0 // expired, or ahead of this server
 		}
-		log.Debug("watch ended; opening it again", "rv", rev, "err", err)
+		log.Debug("watch ended; opening it again", "what", what, "rv", rev, "err", err)
 		if rev == 0 {
 			notify()
 		}
@@ -51,4 +56,19 @@ func Follow(ctx context.Context, c Client, req *skiffv1.WatchRequest, log *slog.
 		case <-time.After(time.Second):
 		}
 	}
+}
+
+// Follow is FollowWatch over c's watches of what req selects.
+func Follow(ctx context.Context, c Client, req *skiffv1.WatchRequest, log *slog.Logger, notify func()) {
+	open := func(ctx context.Context, rev uint64) (Stream, error) {
+		return c.Watch(ctx, &skiffv1.WatchRequest{
+			Namespace: req.GetNamespace(), LabelSelector: req.GetLabelSelector(), FieldSelector: req.GetFieldSelector(),
+			ResourceVersion: rev, AllowBookmarks: true,
+		})
+	}
+	event := func(st Stream) (skiffv1.EventType, uint64) {
+		typ, o := st.Event()
+		return typ, o.GetMetadata().GetResourceVersion()
+	}
+	FollowWatch(ctx, log, "", open, event, notify)
 }
