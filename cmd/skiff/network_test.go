@@ -455,18 +455,19 @@ func TestPodNetwork(t *testing.T) {
 	pods := c.waitRunning("web-1", "web-2", "httpd", "client")
 
 	// Each pod has an IP of its node's pod CIDR, and the CIDRs differ.
-	cidrs := map[string]bool{}
+	cidrOf := map[string]string{} // node -> pod CIDR
+	taken := map[string]bool{}
 	for _, a := range c.agents {
 		cidr := c.node(a.name).PodCIDR
-		if cidrs[cidr] {
+		if taken[cidr] {
 			t.Errorf("pod CIDR %s given to two nodes", cidr)
 		}
-		cidrs[cidr] = true
+		taken[cidr], cidrOf[a.name] = true, cidr
 	}
 	for name, p := range pods {
-		_, ipnet, err := net.ParseCIDR(c.node(p.Node).PodCIDR)
+		_, ipnet, err := net.ParseCIDR(cidrOf[p.Node])
 		if err != nil || !ipnet.Contains(net.ParseIP(p.IP)) {
-			t.Errorf("pod %s on %s has IP %s, outside its node's pod CIDR %s", name, p.Node, p.IP, c.node(p.Node).PodCIDR)
+			t.Errorf("pod %s on %s has IP %s, outside its node's pod CIDR %s", name, p.Node, p.IP, cidrOf[p.Node])
 		}
 	}
 
