@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"connectrpc.com/connect"
@@ -181,6 +182,32 @@ func (b *backend) releaseKeys(ctx context.Context, k *kinds.Kind, obj kinds.Obje
 		}
 	}
 	return ops, nil
+}
+
+// writeClaiming stores obj over old at the version rev, under rules, with
+// the claims obj holds and old does not (lost: picked earlier and taken).
+func (b *backend) writeClaiming(ctx context.Context, k *kinds.Kind, old, obj kinds.Object, rev uint64, rules []rule, lost map[string]bool) (kinds.Object, error) {
+	cops, crules, err := b.claims(ctx, k, old, obj, false, lost)
+	if err != nil {
+		return nil, err
+	}
+	return b.write(ctx, k, obj, rev, append(slices.Clip(rules), crules...), cops...)
+}
+
+// retryClaims looks at the error of a write's try-th attempt: when a
+// value the write picked was claimed first by a concurrent write (lost
+// records it), the write is tried again with other picks, up to
+// maxClaimRetries times, and then answered Unavailable. Any other error,
+// or none, is returned as it is.
+func retryClaims(err error, lost map[string]bool, try int, verb string, k *kinds.Kind, id string) (bool, error) {
+	lk, ok := lostClaim(err)
+	if !ok {
+		return false, err
+	}
+	if lost[lk] = true; try < maxClaimRetries {
+		return true, nil
+	}
+	return false, connect.NewError(connect.CodeUnavailable, fmt.Errorf("%s %s %q: %d addresses picked were taken by concurrent writes; try again", verb, k.Singular, id, len(lost)))
 }
 
 // lostClaim reports the key of a claim that err says was taken first.

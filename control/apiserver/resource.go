@@ -208,11 +208,9 @@ func (b *backend) Create(ctx context.Context, k *kinds.Kind, obj kinds.Object, d
 		}
 		ops := append([]store.Op{store.CreateOp(key(k, m.Namespace, m.Name), val)}, cops...)
 		kv, err := b.commit(ctx, "create", k, m.Namespace, m.Name, ops, append(slices.Clip(rules), crules...))
-		if lk, ok := lostClaim(err); ok {
-			if lost[lk] = true; try < maxClaimRetries {
-				continue
-			}
-			return nil, connect.NewError(connect.CodeUnavailable, fmt.Errorf("create %s %q: %d addresses picked were taken by concurrent writes; try again", k.Singular, k.ID(m.Namespace, m.Name), len(lost)))
+		retry, err := retryClaims(err, lost, try, "create", k, k.ID(m.Namespace, m.Name))
+		if retry {
+			continue
 		}
 		if err != nil {
 			return nil, err
@@ -437,24 +435,12 @@ func (b *backend) Update(ctx context.Context, k *kinds.Kind, obj kinds.Object, d
 	for try := 0; ; try++ {
 		obj := cloneObj(base)
 		out, err := b.writeClaiming(ctx, k, old, obj, om.ResourceVersion, nil, lost)
-		if lk, ok := lostClaim(err); ok {
-			if lost[lk] = true; try < maxClaimRetries {
-				continue
-			}
-			return nil, connect.NewError(connect.CodeUnavailable, fmt.Errorf("update %s %q: %d addresses picked were taken by concurrent writes; try again", k.Singular, k.ID(m.Namespace, m.Name), len(lost)))
+		retry, err := retryClaims(err, lost, try, "update", k, k.ID(m.Namespace, m.Name))
+		if retry {
+			continue
 		}
 		return out, err
 	}
-}
-
-// writeClaiming stores obj over old at the version rev, under rules, with
-// the claims obj holds and old does not (lost: picked earlier and taken).
-func (b *backend) writeClaiming(ctx context.Context, k *kinds.Kind, old, obj kinds.Object, rev uint64, rules []rule, lost map[string]bool) (kinds.Object, error) {
-	cops, crules, err := b.claims(ctx, k, old, obj, false, lost)
-	if err != nil {
-		return nil, err
-	}
-	return b.write(ctx, k, obj, rev, append(slices.Clip(rules), crules...), cops...)
 }
 
 // write stores obj over the version rev, under rules, with more ops (its
@@ -570,11 +556,9 @@ func (b *backend) modify(ctx context.Context, k *kinds.Kind, ns, name, uid strin
 		// A claim the object lacks (a node's pod CIDR, for a node
 		// registered before pod CIDRs were allocated) is made here too.
 		out, err := b.writeClaiming(ctx, k, old, cur, stored, nil, lost)
-		if lk, ok := lostClaim(err); ok {
-			if lost[lk] = true; try < maxClaimRetries {
-				continue
-			}
-			return nil, connect.NewError(connect.CodeUnavailable, fmt.Errorf("update %s %q: %d addresses picked were taken by concurrent writes; try again", k.Singular, k.ID(ns, name), len(lost)))
+		retry, err := retryClaims(err, lost, try, "update", k, k.ID(ns, name))
+		if retry {
+			continue
 		}
 		if connect.CodeOf(err) == connect.CodeAborted && rev == 0 && try < maxConflictRetries {
 			continue
