@@ -42,8 +42,9 @@ import (
 // Config configures a Proxier.
 type Config struct {
 	// InNetNS runs fn on a thread inside the network namespace to program
-	// (netns.Do bound to a path does). Nil: the caller's namespace, which
-	// in production is the node's.
+	// (netns.Do bound to a path does). Nil: the process's own namespace
+	// (the node's), not the calling thread's: some calls run on goroutines
+	// of their own, so a caller inside another namespace must set it.
 	InNetNS func(fn func() error) error
 	// ClusterCIDR, when set, is the pods' CIDR: traffic to a cluster IP
 	// from any other source is masqueraded, so that replies come back
