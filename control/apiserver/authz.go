@@ -58,7 +58,7 @@ func (a attrs) scope() string {
 var verbs = map[string]string{
 	"Create": "create", "Get": "get", "List": "list", "Update": "update",
 	"Delete": "delete", "Watch": "watch", "UpdateStatus": "updatestatus",
-	"Bind": "bind", "Logs": "logs", "StreamLogs": "logs",
+	"Bind": "bind", "BindBatch": "bind", "Logs": "logs", "StreamLogs": "logs",
 	// Top reads pods' metrics: a list of the namespace's pods (every
 	// namespace's with allNamespaces), as `kubectl top` needs.
 	"Top": "list",
@@ -116,6 +116,9 @@ func attrsOf(procedure string, msg any, p Principal) (a attrs, open bool, err er
 			a.ns, a.fields = m.GetNamespace(), m.GetFieldSelector()
 		case *skiffv1.BindRequest:
 			a.ns, a.name = namespaceOf(k, m.GetNamespace()), m.GetName()
+		case *skiffv1.BindBatchRequest:
+			// A batch may span namespaces: binding at the cluster scope.
+			a.ns = ""
 		case *skiffv1.PodLogsRequest:
 			a.ns, a.name = namespaceOf(k, m.GetNamespace()), m.GetName()
 		case *skiffv1.TopPodsRequest:

@@ -234,6 +234,25 @@ func (s *podService) Bind(ctx context.Context, req *connect.Request[skiffv1.Bind
 	return respondObj[skiffv1.Pod](o, err)
 }
 
+// BindBatch binds each pod of the batch as Bind would, and reports each
+// outcome at its request's index.
+func (s *podService) BindBatch(ctx context.Context, req *connect.Request[skiffv1.BindBatchRequest]) (*connect.Response[skiffv1.BindBatchResponse], error) {
+	out := &skiffv1.BindBatchResponse{Results: make([]*skiffv1.BindResult, len(req.Msg.GetBindings()))}
+	for i, b := range req.Msg.GetBindings() {
+		one := connect.NewRequest(b)
+		for k, v := range req.Header() {
+			one.Header()[k] = v
+		}
+		res, err := s.Bind(ctx, one)
+		if err != nil {
+			out.Results[i] = &skiffv1.BindResult{Code: connect.CodeOf(err).String(), Message: connectMessage(err)}
+			continue
+		}
+		out.Results[i] = &skiffv1.BindResult{ResourceVersion: res.Msg.GetMetadata().GetResourceVersion()}
+	}
+	return connect.NewResponse(out), nil
+}
+
 // setPodCondition puts c on the pod's status, keeping the transition time
 // when its status did not change.
 func setPodCondition(p *skiffv1.Pod, c *skiffv1.Condition, now time.Time) {

@@ -102,7 +102,14 @@ type ObjectMeta struct {
 	DeletionGracePeriodSeconds *int64 `protobuf:"varint,9,opt,name=deletion_grace_period_seconds,json=deletionGracePeriodSeconds,proto3,oneof" json:"deletion_grace_period_seconds,omitempty"`
 	// Qualified names of the parties that must act before the object goes.
 	// A deleted object stays until the list is empty.
-	Finalizers    []string `protobuf:"bytes,10,rep,name=finalizers,proto3" json:"finalizers,omitempty"`
+	Finalizers []string `protobuf:"bytes,10,rep,name=finalizers,proto3" json:"finalizers,omitempty"`
+	// The objects this one depends on. When every owner is gone, the garbage
+	// collector deletes the object; a ReplicaSet owns its pods, a Deployment
+	// its ReplicaSets.
+	OwnerReferences []*OwnerReference `protobuf:"bytes,11,rep,name=owner_references,json=ownerReferences,proto3" json:"owner_references,omitempty"`
+	// A sequence number of the desired state, set by the server: it grows by
+	// one each time the spec changes (kinds with a status only).
+	Generation    int64 `protobuf:"varint,12,opt,name=generation,proto3" json:"generation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -207,6 +214,222 @@ func (x *ObjectMeta) GetFinalizers() []string {
 	return nil
 }
 
+func (x *ObjectMeta) GetOwnerReferences() []*OwnerReference {
+	if x != nil {
+		return x.OwnerReferences
+	}
+	return nil
+}
+
+func (x *ObjectMeta) GetGeneration() int64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+// OwnerReference names an object that owns this one, in the same namespace.
+type OwnerReference struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	ApiVersion string                 `protobuf:"bytes,1,opt,name=api_version,json=apiVersion,proto3" json:"api_version,omitempty"`
+	Kind       string                 `protobuf:"bytes,2,opt,name=kind,proto3" json:"kind,omitempty"`
+	Name       string                 `protobuf:"bytes,3,opt,name=name,proto3" json:"name,omitempty"`
+	Uid        string                 `protobuf:"bytes,4,opt,name=uid,proto3" json:"uid,omitempty"`
+	// True for the one owner that manages the object (a pod's ReplicaSet).
+	Controller         *bool `protobuf:"varint,5,opt,name=controller,proto3,oneof" json:"controller,omitempty"`
+	BlockOwnerDeletion *bool `protobuf:"varint,6,opt,name=block_owner_deletion,json=blockOwnerDeletion,proto3,oneof" json:"block_owner_deletion,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *OwnerReference) Reset() {
+	*x = OwnerReference{}
+	mi := &file_skiff_v1_meta_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OwnerReference) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OwnerReference) ProtoMessage() {}
+
+func (x *OwnerReference) ProtoReflect() protoreflect.Message {
+	mi := &file_skiff_v1_meta_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OwnerReference.ProtoReflect.Descriptor instead.
+func (*OwnerReference) Descriptor() ([]byte, []int) {
+	return file_skiff_v1_meta_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *OwnerReference) GetApiVersion() string {
+	if x != nil {
+		return x.ApiVersion
+	}
+	return ""
+}
+
+func (x *OwnerReference) GetKind() string {
+	if x != nil {
+		return x.Kind
+	}
+	return ""
+}
+
+func (x *OwnerReference) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *OwnerReference) GetUid() string {
+	if x != nil {
+		return x.Uid
+	}
+	return ""
+}
+
+func (x *OwnerReference) GetController() bool {
+	if x != nil && x.Controller != nil {
+		return *x.Controller
+	}
+	return false
+}
+
+func (x *OwnerReference) GetBlockOwnerDeletion() bool {
+	if x != nil && x.BlockOwnerDeletion != nil {
+		return *x.BlockOwnerDeletion
+	}
+	return false
+}
+
+// LabelSelector picks objects by their labels, as Kubernetes'
+// metav1.LabelSelector: every match_labels pair and every expression must
+// hold. An empty selector picks everything.
+type LabelSelector struct {
+	state            protoimpl.MessageState      `protogen:"open.v1"`
+	MatchLabels      map[string]string           `protobuf:"bytes,1,rep,name=match_labels,json=matchLabels,proto3" json:"match_labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	MatchExpressions []*LabelSelectorRequirement `protobuf:"bytes,2,rep,name=match_expressions,json=matchExpressions,proto3" json:"match_expressions,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *LabelSelector) Reset() {
+	*x = LabelSelector{}
+	mi := &file_skiff_v1_meta_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LabelSelector) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LabelSelector) ProtoMessage() {}
+
+func (x *LabelSelector) ProtoReflect() protoreflect.Message {
+	mi := &file_skiff_v1_meta_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LabelSelector.ProtoReflect.Descriptor instead.
+func (*LabelSelector) Descriptor() ([]byte, []int) {
+	return file_skiff_v1_meta_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *LabelSelector) GetMatchLabels() map[string]string {
+	if x != nil {
+		return x.MatchLabels
+	}
+	return nil
+}
+
+func (x *LabelSelector) GetMatchExpressions() []*LabelSelectorRequirement {
+	if x != nil {
+		return x.MatchExpressions
+	}
+	return nil
+}
+
+type LabelSelectorRequirement struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Key   string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// "In", "NotIn", "Exists" or "DoesNotExist".
+	Operator      string   `protobuf:"bytes,2,opt,name=operator,proto3" json:"operator,omitempty"`
+	Values        []string `protobuf:"bytes,3,rep,name=values,proto3" json:"values,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LabelSelectorRequirement) Reset() {
+	*x = LabelSelectorRequirement{}
+	mi := &file_skiff_v1_meta_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LabelSelectorRequirement) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LabelSelectorRequirement) ProtoMessage() {}
+
+func (x *LabelSelectorRequirement) ProtoReflect() protoreflect.Message {
+	mi := &file_skiff_v1_meta_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LabelSelectorRequirement.ProtoReflect.Descriptor instead.
+func (*LabelSelectorRequirement) Descriptor() ([]byte, []int) {
+	return file_skiff_v1_meta_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *LabelSelectorRequirement) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *LabelSelectorRequirement) GetOperator() string {
+	if x != nil {
+		return x.Operator
+	}
+	return ""
+}
+
+func (x *LabelSelectorRequirement) GetValues() []string {
+	if x != nil {
+		return x.Values
+	}
+	return nil
+}
+
 // ObjectReference names another object (an event's subject).
 type ObjectReference struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -221,7 +444,7 @@ type ObjectReference struct {
 
 func (x *ObjectReference) Reset() {
 	*x = ObjectReference{}
-	mi := &file_skiff_v1_meta_proto_msgTypes[1]
+	mi := &file_skiff_v1_meta_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -233,7 +456,7 @@ func (x *ObjectReference) String() string {
 func (*ObjectReference) ProtoMessage() {}
 
 func (x *ObjectReference) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_meta_proto_msgTypes[1]
+	mi := &file_skiff_v1_meta_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -246,7 +469,7 @@ func (x *ObjectReference) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ObjectReference.ProtoReflect.Descriptor instead.
 func (*ObjectReference) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_meta_proto_rawDescGZIP(), []int{1}
+	return file_skiff_v1_meta_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ObjectReference) GetKind() string {
@@ -295,7 +518,7 @@ type GetRequest struct {
 
 func (x *GetRequest) Reset() {
 	*x = GetRequest{}
-	mi := &file_skiff_v1_meta_proto_msgTypes[2]
+	mi := &file_skiff_v1_meta_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -307,7 +530,7 @@ func (x *GetRequest) String() string {
 func (*GetRequest) ProtoMessage() {}
 
 func (x *GetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_meta_proto_msgTypes[2]
+	mi := &file_skiff_v1_meta_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -320,7 +543,7 @@ func (x *GetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetRequest.ProtoReflect.Descriptor instead.
 func (*GetRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_meta_proto_rawDescGZIP(), []int{2}
+	return file_skiff_v1_meta_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *GetRequest) GetNamespace() string {
@@ -352,7 +575,7 @@ type ListRequest struct {
 
 func (x *ListRequest) Reset() {
 	*x = ListRequest{}
-	mi := &file_skiff_v1_meta_proto_msgTypes[3]
+	mi := &file_skiff_v1_meta_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -364,7 +587,7 @@ func (x *ListRequest) String() string {
 func (*ListRequest) ProtoMessage() {}
 
 func (x *ListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_meta_proto_msgTypes[3]
+	mi := &file_skiff_v1_meta_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -377,7 +600,7 @@ func (x *ListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRequest.ProtoReflect.Descriptor instead.
 func (*ListRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_meta_proto_rawDescGZIP(), []int{3}
+	return file_skiff_v1_meta_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ListRequest) GetNamespace() string {
@@ -417,7 +640,7 @@ type DeleteRequest struct {
 
 func (x *DeleteRequest) Reset() {
 	*x = DeleteRequest{}
-	mi := &file_skiff_v1_meta_proto_msgTypes[4]
+	mi := &file_skiff_v1_meta_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -429,7 +652,7 @@ func (x *DeleteRequest) String() string {
 func (*DeleteRequest) ProtoMessage() {}
 
 func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_meta_proto_msgTypes[4]
+	mi := &file_skiff_v1_meta_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -442,7 +665,7 @@ func (x *DeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteRequest.ProtoReflect.Descriptor instead.
 func (*DeleteRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_meta_proto_rawDescGZIP(), []int{4}
+	return file_skiff_v1_meta_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *DeleteRequest) GetNamespace() string {
@@ -500,7 +723,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_skiff_v1_meta_proto_msgTypes[5]
+	mi := &file_skiff_v1_meta_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -512,7 +735,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_meta_proto_msgTypes[5]
+	mi := &file_skiff_v1_meta_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -525,7 +748,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_meta_proto_rawDescGZIP(), []int{5}
+	return file_skiff_v1_meta_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *WatchRequest) GetNamespace() string {
@@ -579,7 +802,7 @@ type Condition struct {
 
 func (x *Condition) Reset() {
 	*x = Condition{}
-	mi := &file_skiff_v1_meta_proto_msgTypes[6]
+	mi := &file_skiff_v1_meta_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -591,7 +814,7 @@ func (x *Condition) String() string {
 func (*Condition) ProtoMessage() {}
 
 func (x *Condition) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_meta_proto_msgTypes[6]
+	mi := &file_skiff_v1_meta_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -604,7 +827,7 @@ func (x *Condition) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Condition.ProtoReflect.Descriptor instead.
 func (*Condition) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_meta_proto_rawDescGZIP(), []int{6}
+	return file_skiff_v1_meta_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Condition) GetType() string {
@@ -653,7 +876,7 @@ var File_skiff_v1_meta_proto protoreflect.FileDescriptor
 
 const file_skiff_v1_meta_proto_rawDesc = "" +
 	"\n" +
-	"\x13skiff/v1/meta.proto\x12\bskiff.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x99\x05\n" +
+	"\x13skiff/v1/meta.proto\x12\bskiff.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfe\x05\n" +
 	"\n" +
 	"ObjectMeta\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
@@ -668,14 +891,40 @@ const file_skiff_v1_meta_proto_rawDesc = "" +
 	"\n" +
 	"finalizers\x18\n" +
 	" \x03(\tR\n" +
-	"finalizers\x1a9\n" +
+	"finalizers\x12C\n" +
+	"\x10owner_references\x18\v \x03(\v2\x18.skiff.v1.OwnerReferenceR\x0fownerReferences\x12\x1e\n" +
+	"\n" +
+	"generation\x18\f \x01(\x03R\n" +
+	"generation\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a>\n" +
 	"\x10AnnotationsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B \n" +
-	"\x1e_deletion_grace_period_seconds\"\x8a\x01\n" +
+	"\x1e_deletion_grace_period_seconds\"\xef\x01\n" +
+	"\x0eOwnerReference\x12\x1f\n" +
+	"\vapi_version\x18\x01 \x01(\tR\n" +
+	"apiVersion\x12\x12\n" +
+	"\x04kind\x18\x02 \x01(\tR\x04kind\x12\x12\n" +
+	"\x04name\x18\x03 \x01(\tR\x04name\x12\x10\n" +
+	"\x03uid\x18\x04 \x01(\tR\x03uid\x12#\n" +
+	"\n" +
+	"controller\x18\x05 \x01(\bH\x00R\n" +
+	"controller\x88\x01\x01\x125\n" +
+	"\x14block_owner_deletion\x18\x06 \x01(\bH\x01R\x12blockOwnerDeletion\x88\x01\x01B\r\n" +
+	"\v_controllerB\x17\n" +
+	"\x15_block_owner_deletion\"\xed\x01\n" +
+	"\rLabelSelector\x12K\n" +
+	"\fmatch_labels\x18\x01 \x03(\v2(.skiff.v1.LabelSelector.MatchLabelsEntryR\vmatchLabels\x12O\n" +
+	"\x11match_expressions\x18\x02 \x03(\v2\".skiff.v1.LabelSelectorRequirementR\x10matchExpressions\x1a>\n" +
+	"\x10MatchLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"`\n" +
+	"\x18LabelSelectorRequirement\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x1a\n" +
+	"\boperator\x18\x02 \x01(\tR\boperator\x12\x16\n" +
+	"\x06values\x18\x03 \x03(\tR\x06values\"\x8a\x01\n" +
 	"\x0fObjectReference\x12\x12\n" +
 	"\x04kind\x18\x01 \x01(\tR\x04kind\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x12\n" +
@@ -731,32 +980,39 @@ func file_skiff_v1_meta_proto_rawDescGZIP() []byte {
 }
 
 var file_skiff_v1_meta_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_skiff_v1_meta_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_skiff_v1_meta_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_skiff_v1_meta_proto_goTypes = []any{
-	(EventType)(0),                // 0: skiff.v1.EventType
-	(*ObjectMeta)(nil),            // 1: skiff.v1.ObjectMeta
-	(*ObjectReference)(nil),       // 2: skiff.v1.ObjectReference
-	(*GetRequest)(nil),            // 3: skiff.v1.GetRequest
-	(*ListRequest)(nil),           // 4: skiff.v1.ListRequest
-	(*DeleteRequest)(nil),         // 5: skiff.v1.DeleteRequest
-	(*WatchRequest)(nil),          // 6: skiff.v1.WatchRequest
-	(*Condition)(nil),             // 7: skiff.v1.Condition
-	nil,                           // 8: skiff.v1.ObjectMeta.LabelsEntry
-	nil,                           // 9: skiff.v1.ObjectMeta.AnnotationsEntry
-	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
+	(EventType)(0),                   // 0: skiff.v1.EventType
+	(*ObjectMeta)(nil),               // 1: skiff.v1.ObjectMeta
+	(*OwnerReference)(nil),           // 2: skiff.v1.OwnerReference
+	(*LabelSelector)(nil),            // 3: skiff.v1.LabelSelector
+	(*LabelSelectorRequirement)(nil), // 4: skiff.v1.LabelSelectorRequirement
+	(*ObjectReference)(nil),          // 5: skiff.v1.ObjectReference
+	(*GetRequest)(nil),               // 6: skiff.v1.GetRequest
+	(*ListRequest)(nil),              // 7: skiff.v1.ListRequest
+	(*DeleteRequest)(nil),            // 8: skiff.v1.DeleteRequest
+	(*WatchRequest)(nil),             // 9: skiff.v1.WatchRequest
+	(*Condition)(nil),                // 10: skiff.v1.Condition
+	nil,                              // 11: skiff.v1.ObjectMeta.LabelsEntry
+	nil,                              // 12: skiff.v1.ObjectMeta.AnnotationsEntry
+	nil,                              // 13: skiff.v1.LabelSelector.MatchLabelsEntry
+	(*timestamppb.Timestamp)(nil),    // 14: google.protobuf.Timestamp
 }
 var file_skiff_v1_meta_proto_depIdxs = []int32{
-	10, // 0: skiff.v1.ObjectMeta.creation_timestamp:type_name -> google.protobuf.Timestamp
-	8,  // 1: skiff.v1.ObjectMeta.labels:type_name -> skiff.v1.ObjectMeta.LabelsEntry
-	9,  // 2: skiff.v1.ObjectMeta.annotations:type_name -> skiff.v1.ObjectMeta.AnnotationsEntry
-	10, // 3: skiff.v1.ObjectMeta.deletion_timestamp:type_name -> google.protobuf.Timestamp
-	10, // 4: skiff.v1.Condition.last_transition_time:type_name -> google.protobuf.Timestamp
-	10, // 5: skiff.v1.Condition.last_heartbeat_time:type_name -> google.protobuf.Timestamp
-	6,  // [6:6] is the sub-list for method output_type
-	6,  // [6:6] is the sub-list for method input_type
-	6,  // [6:6] is the sub-list for extension type_name
-	6,  // [6:6] is the sub-list for extension extendee
-	0,  // [0:6] is the sub-list for field type_name
+	14, // 0: skiff.v1.ObjectMeta.creation_timestamp:type_name -> google.protobuf.Timestamp
+	11, // 1: skiff.v1.ObjectMeta.labels:type_name -> skiff.v1.ObjectMeta.LabelsEntry
+	12, // 2: skiff.v1.ObjectMeta.annotations:type_name -> skiff.v1.ObjectMeta.AnnotationsEntry
+	14, // 3: skiff.v1.ObjectMeta.deletion_timestamp:type_name -> google.protobuf.Timestamp
+	2,  // 4: skiff.v1.ObjectMeta.owner_references:type_name -> skiff.v1.OwnerReference
+	13, // 5: skiff.v1.LabelSelector.match_labels:type_name -> skiff.v1.LabelSelector.MatchLabelsEntry
+	4,  // 6: skiff.v1.LabelSelector.match_expressions:type_name -> skiff.v1.LabelSelectorRequirement
+	14, // 7: skiff.v1.Condition.last_transition_time:type_name -> google.protobuf.Timestamp
+	14, // 8: skiff.v1.Condition.last_heartbeat_time:type_name -> google.protobuf.Timestamp
+	9,  // [9:9] is the sub-list for method output_type
+	9,  // [9:9] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_skiff_v1_meta_proto_init() }
@@ -765,14 +1021,15 @@ func file_skiff_v1_meta_proto_init() {
 		return
 	}
 	file_skiff_v1_meta_proto_msgTypes[0].OneofWrappers = []any{}
-	file_skiff_v1_meta_proto_msgTypes[4].OneofWrappers = []any{}
+	file_skiff_v1_meta_proto_msgTypes[1].OneofWrappers = []any{}
+	file_skiff_v1_meta_proto_msgTypes[7].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_skiff_v1_meta_proto_rawDesc), len(file_skiff_v1_meta_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   9,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -9,6 +9,7 @@ package skiffv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -87,7 +88,10 @@ type NodeSpec struct {
 	Unschedulable bool `protobuf:"varint,1,opt,name=unschedulable,proto3" json:"unschedulable,omitempty"`
 	// The node's range of pod IPs (CIDR notation), allocated by the control
 	// plane from the cluster CIDR when the node registers. Set once.
-	PodCidr       string `protobuf:"bytes,2,opt,name=pod_cidr,json=podCIDR,proto3" json:"pod_cidr,omitempty"`
+	PodCidr string `protobuf:"bytes,2,opt,name=pod_cidr,json=podCIDR,proto3" json:"pod_cidr,omitempty"`
+	// Pods that do not tolerate a taint are kept off the node (NoSchedule),
+	// placed there last (PreferNoSchedule), or evicted (NoExecute).
+	Taints        []*Taint `protobuf:"bytes,3,rep,name=taints,proto3" json:"taints,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -136,6 +140,83 @@ func (x *NodeSpec) GetPodCidr() string {
 	return ""
 }
 
+func (x *NodeSpec) GetTaints() []*Taint {
+	if x != nil {
+		return x.Taints
+	}
+	return nil
+}
+
+type Taint struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Key   string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Value string                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	// "NoSchedule", "PreferNoSchedule" or "NoExecute".
+	Effect string `protobuf:"bytes,3,opt,name=effect,proto3" json:"effect,omitempty"`
+	// When a NoExecute taint was added (set by the server).
+	TimeAdded     *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=time_added,json=timeAdded,proto3" json:"time_added,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Taint) Reset() {
+	*x = Taint{}
+	mi := &file_skiff_v1_node_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Taint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Taint) ProtoMessage() {}
+
+func (x *Taint) ProtoReflect() protoreflect.Message {
+	mi := &file_skiff_v1_node_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Taint.ProtoReflect.Descriptor instead.
+func (*Taint) Descriptor() ([]byte, []int) {
+	return file_skiff_v1_node_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Taint) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *Taint) GetValue() string {
+	if x != nil {
+		return x.Value
+	}
+	return ""
+}
+
+func (x *Taint) GetEffect() string {
+	if x != nil {
+		return x.Effect
+	}
+	return ""
+}
+
+func (x *Taint) GetTimeAdded() *timestamppb.Timestamp {
+	if x != nil {
+		return x.TimeAdded
+	}
+	return nil
+}
+
 type NodeAddress struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// "InternalIP" (the address other nodes route pod traffic through) or
@@ -148,7 +229,7 @@ type NodeAddress struct {
 
 func (x *NodeAddress) Reset() {
 	*x = NodeAddress{}
-	mi := &file_skiff_v1_node_proto_msgTypes[2]
+	mi := &file_skiff_v1_node_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -160,7 +241,7 @@ func (x *NodeAddress) String() string {
 func (*NodeAddress) ProtoMessage() {}
 
 func (x *NodeAddress) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_node_proto_msgTypes[2]
+	mi := &file_skiff_v1_node_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -173,7 +254,7 @@ func (x *NodeAddress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeAddress.ProtoReflect.Descriptor instead.
 func (*NodeAddress) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_node_proto_rawDescGZIP(), []int{2}
+	return file_skiff_v1_node_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *NodeAddress) GetType() string {
@@ -213,7 +294,7 @@ type NodeStatus struct {
 
 func (x *NodeStatus) Reset() {
 	*x = NodeStatus{}
-	mi := &file_skiff_v1_node_proto_msgTypes[3]
+	mi := &file_skiff_v1_node_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -225,7 +306,7 @@ func (x *NodeStatus) String() string {
 func (*NodeStatus) ProtoMessage() {}
 
 func (x *NodeStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_node_proto_msgTypes[3]
+	mi := &file_skiff_v1_node_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -238,7 +319,7 @@ func (x *NodeStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeStatus.ProtoReflect.Descriptor instead.
 func (*NodeStatus) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_node_proto_rawDescGZIP(), []int{3}
+	return file_skiff_v1_node_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *NodeStatus) GetCapacity() map[string]string {
@@ -300,7 +381,7 @@ type NodeList struct {
 
 func (x *NodeList) Reset() {
 	*x = NodeList{}
-	mi := &file_skiff_v1_node_proto_msgTypes[4]
+	mi := &file_skiff_v1_node_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -312,7 +393,7 @@ func (x *NodeList) String() string {
 func (*NodeList) ProtoMessage() {}
 
 func (x *NodeList) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_node_proto_msgTypes[4]
+	mi := &file_skiff_v1_node_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -325,7 +406,7 @@ func (x *NodeList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeList.ProtoReflect.Descriptor instead.
 func (*NodeList) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_node_proto_rawDescGZIP(), []int{4}
+	return file_skiff_v1_node_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *NodeList) GetItems() []*Node {
@@ -352,7 +433,7 @@ type NodeWatchEvent struct {
 
 func (x *NodeWatchEvent) Reset() {
 	*x = NodeWatchEvent{}
-	mi := &file_skiff_v1_node_proto_msgTypes[5]
+	mi := &file_skiff_v1_node_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -364,7 +445,7 @@ func (x *NodeWatchEvent) String() string {
 func (*NodeWatchEvent) ProtoMessage() {}
 
 func (x *NodeWatchEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_node_proto_msgTypes[5]
+	mi := &file_skiff_v1_node_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -377,7 +458,7 @@ func (x *NodeWatchEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeWatchEvent.ProtoReflect.Descriptor instead.
 func (*NodeWatchEvent) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_node_proto_rawDescGZIP(), []int{5}
+	return file_skiff_v1_node_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *NodeWatchEvent) GetType() EventType {
@@ -414,7 +495,7 @@ type ContainerLogsRequest struct {
 
 func (x *ContainerLogsRequest) Reset() {
 	*x = ContainerLogsRequest{}
-	mi := &file_skiff_v1_node_proto_msgTypes[6]
+	mi := &file_skiff_v1_node_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -426,7 +507,7 @@ func (x *ContainerLogsRequest) String() string {
 func (*ContainerLogsRequest) ProtoMessage() {}
 
 func (x *ContainerLogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_node_proto_msgTypes[6]
+	mi := &file_skiff_v1_node_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -439,7 +520,7 @@ func (x *ContainerLogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerLogsRequest.ProtoReflect.Descriptor instead.
 func (*ContainerLogsRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_node_proto_rawDescGZIP(), []int{6}
+	return file_skiff_v1_node_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ContainerLogsRequest) GetNamespace() string {
@@ -522,7 +603,7 @@ type ContainerLogsResponse struct {
 
 func (x *ContainerLogsResponse) Reset() {
 	*x = ContainerLogsResponse{}
-	mi := &file_skiff_v1_node_proto_msgTypes[7]
+	mi := &file_skiff_v1_node_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -534,7 +615,7 @@ func (x *ContainerLogsResponse) String() string {
 func (*ContainerLogsResponse) ProtoMessage() {}
 
 func (x *ContainerLogsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_node_proto_msgTypes[7]
+	mi := &file_skiff_v1_node_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -547,7 +628,7 @@ func (x *ContainerLogsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerLogsResponse.ProtoReflect.Descriptor instead.
 func (*ContainerLogsResponse) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_node_proto_rawDescGZIP(), []int{7}
+	return file_skiff_v1_node_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ContainerLogsResponse) GetData() []byte {
@@ -569,7 +650,7 @@ type PodStatsRequest struct {
 
 func (x *PodStatsRequest) Reset() {
 	*x = PodStatsRequest{}
-	mi := &file_skiff_v1_node_proto_msgTypes[8]
+	mi := &file_skiff_v1_node_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -581,7 +662,7 @@ func (x *PodStatsRequest) String() string {
 func (*PodStatsRequest) ProtoMessage() {}
 
 func (x *PodStatsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_node_proto_msgTypes[8]
+	mi := &file_skiff_v1_node_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -594,7 +675,7 @@ func (x *PodStatsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PodStatsRequest.ProtoReflect.Descriptor instead.
 func (*PodStatsRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_node_proto_rawDescGZIP(), []int{8}
+	return file_skiff_v1_node_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *PodStatsRequest) GetNamespace() string {
@@ -621,7 +702,7 @@ type PodStatsResponse struct {
 
 func (x *PodStatsResponse) Reset() {
 	*x = PodStatsResponse{}
-	mi := &file_skiff_v1_node_proto_msgTypes[9]
+	mi := &file_skiff_v1_node_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -633,7 +714,7 @@ func (x *PodStatsResponse) String() string {
 func (*PodStatsResponse) ProtoMessage() {}
 
 func (x *PodStatsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_node_proto_msgTypes[9]
+	mi := &file_skiff_v1_node_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -646,7 +727,7 @@ func (x *PodStatsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PodStatsResponse.ProtoReflect.Descriptor instead.
 func (*PodStatsResponse) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_node_proto_rawDescGZIP(), []int{9}
+	return file_skiff_v1_node_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *PodStatsResponse) GetPods() []*PodMetrics {
@@ -660,14 +741,21 @@ var File_skiff_v1_node_proto protoreflect.FileDescriptor
 
 const file_skiff_v1_node_proto_rawDesc = "" +
 	"\n" +
-	"\x13skiff/v1/node.proto\x12\bskiff.v1\x1a\x13skiff/v1/meta.proto\x1a\x12skiff/v1/pod.proto\"\x8e\x01\n" +
+	"\x13skiff/v1/node.proto\x12\bskiff.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x13skiff/v1/meta.proto\x1a\x12skiff/v1/pod.proto\"\x8e\x01\n" +
 	"\x04Node\x120\n" +
 	"\bmetadata\x18\x01 \x01(\v2\x14.skiff.v1.ObjectMetaR\bmetadata\x12&\n" +
 	"\x04spec\x18\x02 \x01(\v2\x12.skiff.v1.NodeSpecR\x04spec\x12,\n" +
-	"\x06status\x18\x03 \x01(\v2\x14.skiff.v1.NodeStatusR\x06status\"K\n" +
+	"\x06status\x18\x03 \x01(\v2\x14.skiff.v1.NodeStatusR\x06status\"t\n" +
 	"\bNodeSpec\x12$\n" +
 	"\runschedulable\x18\x01 \x01(\bR\runschedulable\x12\x19\n" +
-	"\bpod_cidr\x18\x02 \x01(\tR\apodCIDR\";\n" +
+	"\bpod_cidr\x18\x02 \x01(\tR\apodCIDR\x12'\n" +
+	"\x06taints\x18\x03 \x03(\v2\x0f.skiff.v1.TaintR\x06taints\"\x82\x01\n" +
+	"\x05Taint\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\x12\x16\n" +
+	"\x06effect\x18\x03 \x01(\tR\x06effect\x129\n" +
+	"\n" +
+	"time_added\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\ttimeAdded\";\n" +
 	"\vNodeAddress\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\"\xe4\x03\n" +
@@ -745,67 +833,71 @@ func file_skiff_v1_node_proto_rawDescGZIP() []byte {
 	return file_skiff_v1_node_proto_rawDescData
 }
 
-var file_skiff_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_skiff_v1_node_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_skiff_v1_node_proto_goTypes = []any{
 	(*Node)(nil),                  // 0: skiff.v1.Node
 	(*NodeSpec)(nil),              // 1: skiff.v1.NodeSpec
-	(*NodeAddress)(nil),           // 2: skiff.v1.NodeAddress
-	(*NodeStatus)(nil),            // 3: skiff.v1.NodeStatus
-	(*NodeList)(nil),              // 4: skiff.v1.NodeList
-	(*NodeWatchEvent)(nil),        // 5: skiff.v1.NodeWatchEvent
-	(*ContainerLogsRequest)(nil),  // 6: skiff.v1.ContainerLogsRequest
-	(*ContainerLogsResponse)(nil), // 7: skiff.v1.ContainerLogsResponse
-	(*PodStatsRequest)(nil),       // 8: skiff.v1.PodStatsRequest
-	(*PodStatsResponse)(nil),      // 9: skiff.v1.PodStatsResponse
-	nil,                           // 10: skiff.v1.NodeStatus.CapacityEntry
-	nil,                           // 11: skiff.v1.NodeStatus.AllocatableEntry
-	(*ObjectMeta)(nil),            // 12: skiff.v1.ObjectMeta
-	(*Condition)(nil),             // 13: skiff.v1.Condition
-	(EventType)(0),                // 14: skiff.v1.EventType
-	(*PodMetrics)(nil),            // 15: skiff.v1.PodMetrics
-	(*GetRequest)(nil),            // 16: skiff.v1.GetRequest
-	(*ListRequest)(nil),           // 17: skiff.v1.ListRequest
-	(*DeleteRequest)(nil),         // 18: skiff.v1.DeleteRequest
-	(*WatchRequest)(nil),          // 19: skiff.v1.WatchRequest
-	(*LogChunk)(nil),              // 20: skiff.v1.LogChunk
+	(*Taint)(nil),                 // 2: skiff.v1.Taint
+	(*NodeAddress)(nil),           // 3: skiff.v1.NodeAddress
+	(*NodeStatus)(nil),            // 4: skiff.v1.NodeStatus
+	(*NodeList)(nil),              // 5: skiff.v1.NodeList
+	(*NodeWatchEvent)(nil),        // 6: skiff.v1.NodeWatchEvent
+	(*ContainerLogsRequest)(nil),  // 7: skiff.v1.ContainerLogsRequest
+	(*ContainerLogsResponse)(nil), // 8: skiff.v1.ContainerLogsResponse
+	(*PodStatsRequest)(nil),       // 9: skiff.v1.PodStatsRequest
+	(*PodStatsResponse)(nil),      // 10: skiff.v1.PodStatsResponse
+	nil,                           // 11: skiff.v1.NodeStatus.CapacityEntry
+	nil,                           // 12: skiff.v1.NodeStatus.AllocatableEntry
+	(*ObjectMeta)(nil),            // 13: skiff.v1.ObjectMeta
+	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
+	(*Condition)(nil),             // 15: skiff.v1.Condition
+	(EventType)(0),                // 16: skiff.v1.EventType
+	(*PodMetrics)(nil),            // 17: skiff.v1.PodMetrics
+	(*GetRequest)(nil),            // 18: skiff.v1.GetRequest
+	(*ListRequest)(nil),           // 19: skiff.v1.ListRequest
+	(*DeleteRequest)(nil),         // 20: skiff.v1.DeleteRequest
+	(*WatchRequest)(nil),          // 21: skiff.v1.WatchRequest
+	(*LogChunk)(nil),              // 22: skiff.v1.LogChunk
 }
 var file_skiff_v1_node_proto_depIdxs = []int32{
-	12, // 0: skiff.v1.Node.metadata:type_name -> skiff.v1.ObjectMeta
+	13, // 0: skiff.v1.Node.metadata:type_name -> skiff.v1.ObjectMeta
 	1,  // 1: skiff.v1.Node.spec:type_name -> skiff.v1.NodeSpec
-	3,  // 2: skiff.v1.Node.status:type_name -> skiff.v1.NodeStatus
-	10, // 3: skiff.v1.NodeStatus.capacity:type_name -> skiff.v1.NodeStatus.CapacityEntry
-	13, // 4: skiff.v1.NodeStatus.conditions:type_name -> skiff.v1.Condition
-	11, // 5: skiff.v1.NodeStatus.allocatable:type_name -> skiff.v1.NodeStatus.AllocatableEntry
-	2,  // 6: skiff.v1.NodeStatus.addresses:type_name -> skiff.v1.NodeAddress
-	0,  // 7: skiff.v1.NodeList.items:type_name -> skiff.v1.Node
-	14, // 8: skiff.v1.NodeWatchEvent.type:type_name -> skiff.v1.EventType
-	0,  // 9: skiff.v1.NodeWatchEvent.object:type_name -> skiff.v1.Node
-	15, // 10: skiff.v1.PodStatsResponse.pods:type_name -> skiff.v1.PodMetrics
-	0,  // 11: skiff.v1.NodeService.Create:input_type -> skiff.v1.Node
-	16, // 12: skiff.v1.NodeService.Get:input_type -> skiff.v1.GetRequest
-	17, // 13: skiff.v1.NodeService.List:input_type -> skiff.v1.ListRequest
-	0,  // 14: skiff.v1.NodeService.Update:input_type -> skiff.v1.Node
-	18, // 15: skiff.v1.NodeService.Delete:input_type -> skiff.v1.DeleteRequest
-	19, // 16: skiff.v1.NodeService.Watch:input_type -> skiff.v1.WatchRequest
-	0,  // 17: skiff.v1.NodeService.UpdateStatus:input_type -> skiff.v1.Node
-	6,  // 18: skiff.v1.AgentService.ContainerLogs:input_type -> skiff.v1.ContainerLogsRequest
-	6,  // 19: skiff.v1.AgentService.StreamContainerLogs:input_type -> skiff.v1.ContainerLogsRequest
-	8,  // 20: skiff.v1.AgentService.PodStats:input_type -> skiff.v1.PodStatsRequest
-	0,  // 21: skiff.v1.NodeService.Create:output_type -> skiff.v1.Node
-	0,  // 22: skiff.v1.NodeService.Get:output_type -> skiff.v1.Node
-	4,  // 23: skiff.v1.NodeService.List:output_type -> skiff.v1.NodeList
-	0,  // 24: skiff.v1.NodeService.Update:output_type -> skiff.v1.Node
-	0,  // 25: skiff.v1.NodeService.Delete:output_type -> skiff.v1.Node
-	5,  // 26: skiff.v1.NodeService.Watch:output_type -> skiff.v1.NodeWatchEvent
-	0,  // 27: skiff.v1.NodeService.UpdateStatus:output_type -> skiff.v1.Node
-	7,  // 28: skiff.v1.AgentService.ContainerLogs:output_type -> skiff.v1.ContainerLogsResponse
-	20, // 29: skiff.v1.AgentService.StreamContainerLogs:output_type -> skiff.v1.LogChunk
-	9,  // 30: skiff.v1.AgentService.PodStats:output_type -> skiff.v1.PodStatsResponse
-	21, // [21:31] is the sub-list for method output_type
-	11, // [11:21] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	4,  // 2: skiff.v1.Node.status:type_name -> skiff.v1.NodeStatus
+	2,  // 3: skiff.v1.NodeSpec.taints:type_name -> skiff.v1.Taint
+	14, // 4: skiff.v1.Taint.time_added:type_name -> google.protobuf.Timestamp
+	11, // 5: skiff.v1.NodeStatus.capacity:type_name -> skiff.v1.NodeStatus.CapacityEntry
+	15, // 6: skiff.v1.NodeStatus.conditions:type_name -> skiff.v1.Condition
+	12, // 7: skiff.v1.NodeStatus.allocatable:type_name -> skiff.v1.NodeStatus.AllocatableEntry
+	3,  // 8: skiff.v1.NodeStatus.addresses:type_name -> skiff.v1.NodeAddress
+	0,  // 9: skiff.v1.NodeList.items:type_name -> skiff.v1.Node
+	16, // 10: skiff.v1.NodeWatchEvent.type:type_name -> skiff.v1.EventType
+	0,  // 11: skiff.v1.NodeWatchEvent.object:type_name -> skiff.v1.Node
+	17, // 12: skiff.v1.PodStatsResponse.pods:type_name -> skiff.v1.PodMetrics
+	0,  // 13: skiff.v1.NodeService.Create:input_type -> skiff.v1.Node
+	18, // 14: skiff.v1.NodeService.Get:input_type -> skiff.v1.GetRequest
+	19, // 15: skiff.v1.NodeService.List:input_type -> skiff.v1.ListRequest
+	0,  // 16: skiff.v1.NodeService.Update:input_type -> skiff.v1.Node
+	20, // 17: skiff.v1.NodeService.Delete:input_type -> skiff.v1.DeleteRequest
+	21, // 18: skiff.v1.NodeService.Watch:input_type -> skiff.v1.WatchRequest
+	0,  // 19: skiff.v1.NodeService.UpdateStatus:input_type -> skiff.v1.Node
+	7,  // 20: skiff.v1.AgentService.ContainerLogs:input_type -> skiff.v1.ContainerLogsRequest
+	7,  // 21: skiff.v1.AgentService.StreamContainerLogs:input_type -> skiff.v1.ContainerLogsRequest
+	9,  // 22: skiff.v1.AgentService.PodStats:input_type -> skiff.v1.PodStatsRequest
+	0,  // 23: skiff.v1.NodeService.Create:output_type -> skiff.v1.Node
+	0,  // 24: skiff.v1.NodeService.Get:output_type -> skiff.v1.Node
+	5,  // 25: skiff.v1.NodeService.List:output_type -> skiff.v1.NodeList
+	0,  // 26: skiff.v1.NodeService.Update:output_type -> skiff.v1.Node
+	0,  // 27: skiff.v1.NodeService.Delete:output_type -> skiff.v1.Node
+	6,  // 28: skiff.v1.NodeService.Watch:output_type -> skiff.v1.NodeWatchEvent
+	0,  // 29: skiff.v1.NodeService.UpdateStatus:output_type -> skiff.v1.Node
+	8,  // 30: skiff.v1.AgentService.ContainerLogs:output_type -> skiff.v1.ContainerLogsResponse
+	22, // 31: skiff.v1.AgentService.StreamContainerLogs:output_type -> skiff.v1.LogChunk
+	10, // 32: skiff.v1.AgentService.PodStats:output_type -> skiff.v1.PodStatsResponse
+	23, // [23:33] is the sub-list for method output_type
+	13, // [13:23] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_skiff_v1_node_proto_init() }
@@ -815,14 +907,14 @@ func file_skiff_v1_node_proto_init() {
 	}
 	file_skiff_v1_meta_proto_init()
 	file_skiff_v1_pod_proto_init()
-	file_skiff_v1_node_proto_msgTypes[6].OneofWrappers = []any{}
+	file_skiff_v1_node_proto_msgTypes[7].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_skiff_v1_node_proto_rawDesc), len(file_skiff_v1_node_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -98,9 +98,17 @@ type PodSpec struct {
 	// containers start.
 	InitContainers []*Container `protobuf:"bytes,6,rep,name=init_containers,json=initContainers,proto3" json:"init_containers,omitempty"`
 	// Volumes the containers may mount: for Wasm, WASI preopens.
-	Volumes       []*Volume `protobuf:"bytes,7,rep,name=volumes,proto3" json:"volumes,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Volumes []*Volume `protobuf:"bytes,7,rep,name=volumes,proto3" json:"volumes,omitempty"`
+	// The pod goes only to nodes whose labels hold every pair.
+	NodeSelector map[string]string `protobuf:"bytes,8,rep,name=node_selector,json=nodeSelector,proto3" json:"node_selector,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Rules of placement beside node_selector.
+	Affinity *Affinity `protobuf:"bytes,9,opt,name=affinity,proto3" json:"affinity,omitempty"`
+	// Taints of nodes the pod may be placed on (or stay on).
+	Tolerations []*Toleration `protobuf:"bytes,10,rep,name=tolerations,proto3" json:"tolerations,omitempty"`
+	// How the pod's kind spreads over nodes.
+	TopologySpreadConstraints []*TopologySpreadConstraint `protobuf:"bytes,11,rep,name=topology_spread_constraints,json=topologySpreadConstraints,proto3" json:"topology_spread_constraints,omitempty"`
+	unknownFields             protoimpl.UnknownFields
+	sizeCache                 protoimpl.SizeCache
 }
 
 func (x *PodSpec) Reset() {
@@ -182,6 +190,725 @@ func (x *PodSpec) GetVolumes() []*Volume {
 	return nil
 }
 
+func (x *PodSpec) GetNodeSelector() map[string]string {
+	if x != nil {
+		return x.NodeSelector
+	}
+	return nil
+}
+
+func (x *PodSpec) GetAffinity() *Affinity {
+	if x != nil {
+		return x.Affinity
+	}
+	return nil
+}
+
+func (x *PodSpec) GetTolerations() []*Toleration {
+	if x != nil {
+		return x.Tolerations
+	}
+	return nil
+}
+
+func (x *PodSpec) GetTopologySpreadConstraints() []*TopologySpreadConstraint {
+	if x != nil {
+		return x.TopologySpreadConstraints
+	}
+	return nil
+}
+
+// PodTemplateSpec is the pod a controller makes copies of.
+type PodTemplateSpec struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Metadata      *ObjectMeta            `protobuf:"bytes,1,opt,name=metadata,proto3" json:"metadata,omitempty"`
+	Spec          *PodSpec               `protobuf:"bytes,2,opt,name=spec,proto3" json:"spec,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PodTemplateSpec) Reset() {
+	*x = PodTemplateSpec{}
+	mi := &file_skiff_v1_pod_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PodTemplateSpec) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PodTemplateSpec) ProtoMessage() {}
+
+func (x *PodTemplateSpec) ProtoReflect() protoreflect.Message {
+	mi := &file_skiff_v1_pod_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PodTemplateSpec.ProtoReflect.Descriptor instead.
+func (*PodTemplateSpec) Descriptor() ([]byte, []int) {
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *PodTemplateSpec) GetMetadata() *ObjectMeta {
+	if x != nil {
+		return x.Metadata
+	}
+	return nil
+}
+
+func (x *PodTemplateSpec) GetSpec() *PodSpec {
+	if x != nil {
+		return x.Spec
+	}
+	return nil
+}
+
+type Affinity struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	NodeAffinity    *NodeAffinity          `protobuf:"bytes,1,opt,name=node_affinity,json=nodeAffinity,proto3" json:"node_affinity,omitempty"`
+	PodAntiAffinity *PodAntiAffinity       `protobuf:"bytes,2,opt,name=pod_anti_affinity,json=podAntiAffinity,proto3" json:"pod_anti_affinity,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *Affinity) Reset() {
+	*x = Affinity{}
+	mi := &file_skiff_v1_pod_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Affinity) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Affinity) ProtoMessage() {}
+
+func (x *Affinity) ProtoReflect() protoreflect.Message {
+	mi := &file_skiff_v1_pod_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Affinity.ProtoReflect.Descriptor instead.
+func (*Affinity) Descriptor() ([]byte, []int) {
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *Affinity) GetNodeAffinity() *NodeAffinity {
+	if x != nil {
+		return x.NodeAffinity
+	}
+	return nil
+}
+
+func (x *Affinity) GetPodAntiAffinity() *PodAntiAffinity {
+	if x != nil {
+		return x.PodAntiAffinity
+	}
+	return nil
+}
+
+type NodeAffinity struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The pod goes only to a node that one of the terms picks.
+	RequiredDuringSchedulingIgnoredDuringExecution *NodeSelector `protobuf:"bytes,1,opt,name=required_during_scheduling_ignored_during_execution,json=requiredDuringSchedulingIgnoredDuringExecution,proto3" json:"required_during_scheduling_ignored_during_execution,omitempty"`
+	// Nodes that terms pick score the terms' weights (1-100).
+	PreferredDuringSchedulingIgnoredDuringExecution []*PreferredSchedulingTerm `protobuf:"bytes,2,rep,name=preferred_during_scheduling_ignored_during_execution,json=preferredDuringSchedulingIgnoredDuringExecution,proto3" json:"preferred_during_scheduling_ignored_during_execution,omitempty"`
+	unknownFields                                   protoimpl.UnknownFields
+	sizeCache                                       protoimpl.SizeCache
+}
+
+func (x *NodeAffinity) Reset() {
+	*x = NodeAffinity{}
+	mi := &file_skiff_v1_pod_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeAffinity) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeAffinity) ProtoMessage() {}
+
+func (x *NodeAffinity) ProtoReflect() protoreflect.Message {
+	mi := &file_skiff_v1_pod_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeAffinity.ProtoReflect.Descriptor instead.
+func (*NodeAffinity) Descriptor() ([]byte, []int) {
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *NodeAffinity) GetRequiredDuringSchedulingIgnoredDuringExecution() *NodeSelector {
+	if x != nil {
+		return x.RequiredDuringSchedulingIgnoredDuringExecution
+	}
+	return nil
+}
+
+func (x *NodeAffinity) GetPreferredDuringSchedulingIgnoredDuringExecution() []*PreferredSchedulingTerm {
+	if x != nil {
+		return x.PreferredDuringSchedulingIgnoredDuringExecution
+	}
+	return nil
+}
+
+// NodeSelector picks the nodes that any one of its terms picks.
+type NodeSelector struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	NodeSelectorTerms []*NodeSelectorTerm    `protobuf:"bytes,1,rep,name=node_selector_terms,json=nodeSelectorTerms,proto3" json:"node_selector_terms,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *NodeSelector) Reset() {
+	*x = NodeSelector{}
+	mi := &file_skiff_v1_pod_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeSelector) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeSelector) ProtoMessage() {}
+
+func (x *NodeSelector) ProtoReflect() protoreflect.Message {
+	mi := &file_skiff_v1_pod_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeSelector.ProtoReflect.Descriptor instead.
+func (*NodeSelector) Descriptor() ([]byte, []int) {
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *NodeSelector) GetNodeSelectorTerms() []*NodeSelectorTerm {
+	if x != nil {
+		return x.NodeSelectorTerms
+	}
+	return nil
+}
+
+// NodeSelectorTerm picks the nodes for which every requirement holds.
+type NodeSelectorTerm struct {
+	state            protoimpl.MessageState     `protogen:"open.v1"`
+	MatchExpressions []*NodeSelectorRequirement `protobuf:"bytes,1,rep,name=match_expressions,json=matchExpressions,proto3" json:"match_expressions,omitempty"`
+	// Only the field metadata.name is supported.
+	MatchFields   []*NodeSelectorRequirement `protobuf:"bytes,2,rep,name=match_fields,json=matchFields,proto3" json:"match_fields,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeSelectorTerm) Reset() {
+	*x = NodeSelectorTerm{}
+	mi := &file_skiff_v1_pod_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeSelectorTerm) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeSelectorTerm) ProtoMessage() {}
+
+func (x *NodeSelectorTerm) ProtoReflect() protoreflect.Message {
+	mi := &file_skiff_v1_pod_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeSelectorTerm.ProtoReflect.Descriptor instead.
+func (*NodeSelectorTerm) Descriptor() ([]byte, []int) {
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *NodeSelectorTerm) GetMatchExpressions() []*NodeSelectorRequirement {
+	if x != nil {
+		return x.MatchExpressions
+	}
+	return nil
+}
+
+func (x *NodeSelectorTerm) GetMatchFields() []*NodeSelectorRequirement {
+	if x != nil {
+		return x.MatchFields
+	}
+	return nil
+}
+
+type NodeSelectorRequirement struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Key   string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// "In", "NotIn", "Exists", "DoesNotExist", "Gt" or "Lt".
+	Operator      string   `protobuf:"bytes,2,opt,name=operator,proto3" json:"operator,omitempty"`
+	Values        []string `protobuf:"bytes,3,rep,name=values,proto3" json:"values,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeSelectorRequirement) Reset() {
+	*x = NodeSelectorRequirement{}
+	mi := &file_skiff_v1_pod_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeSelectorRequirement) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeSelectorRequirement) ProtoMessage() {}
+
+func (x *NodeSelectorRequirement) ProtoReflect() protoreflect.Message {
+	mi := &file_skiff_v1_pod_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeSelectorRequirement.ProtoReflect.Descriptor instead.
+func (*NodeSelectorRequirement) Descriptor() ([]byte, []int) {
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *NodeSelectorRequirement) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *NodeSelectorRequirement) GetOperator() string {
+	if x != nil {
+		return x.Operator
+	}
+	return ""
+}
+
+func (x *NodeSelectorRequirement) GetValues() []string {
+	if x != nil {
+		return x.Values
+	}
+	return nil
+}
+
+type PreferredSchedulingTerm struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Weight        int32                  `protobuf:"varint,1,opt,name=weight,proto3" json:"weight,omitempty"`
+	Preference    *NodeSelectorTerm      `protobuf:"bytes,2,opt,name=preference,proto3" json:"preference,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PreferredSchedulingTerm) Reset() {
+	*x = PreferredSchedulingTerm{}
+	mi := &file_skiff_v1_pod_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PreferredSchedulingTerm) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PreferredSchedulingTerm) ProtoMessage() {}
+
+func (x *PreferredSchedulingTerm) ProtoReflect() protoreflect.Message {
+	mi := &file_skiff_v1_pod_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PreferredSchedulingTerm.ProtoReflect.Descriptor instead.
+func (*PreferredSchedulingTerm) Descriptor() ([]byte, []int) {
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *PreferredSchedulingTerm) GetWeight() int32 {
+	if x != nil {
+		return x.Weight
+	}
+	return 0
+}
+
+func (x *PreferredSchedulingTerm) GetPreference() *NodeSelectorTerm {
+	if x != nil {
+		return x.Preference
+	}
+	return nil
+}
+
+type PodAntiAffinity struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The pod goes only where no pod that a term picks runs in the term's
+	// topology domain.
+	RequiredDuringSchedulingIgnoredDuringExecution  []*PodAffinityTerm         `protobuf:"bytes,1,rep,name=required_during_scheduling_ignored_during_execution,json=requiredDuringSchedulingIgnoredDuringExecution,proto3" json:"required_during_scheduling_ignored_during_execution,omitempty"`
+	PreferredDuringSchedulingIgnoredDuringExecution []*WeightedPodAffinityTerm `protobuf:"bytes,2,rep,name=preferred_during_scheduling_ignored_during_execution,json=preferredDuringSchedulingIgnoredDuringExecution,proto3" json:"preferred_during_scheduling_ignored_during_execution,omitempty"`
+	unknownFields                                   protoimpl.UnknownFields
+	sizeCache                                       protoimpl.SizeCache
+}
+
+func (x *PodAntiAffinity) Reset() {
+	*x = PodAntiAffinity{}
+	mi := &file_skiff_v1_pod_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PodAntiAffinity) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PodAntiAffinity) ProtoMessage() {}
+
+func (x *PodAntiAffinity) ProtoReflect() protoreflect.Message {
+	mi := &file_skiff_v1_pod_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PodAntiAffinity.ProtoReflect.Descriptor instead.
+func (*PodAntiAffinity) Descriptor() ([]byte, []int) {
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *PodAntiAffinity) GetRequiredDuringSchedulingIgnoredDuringExecution() []*PodAffinityTerm {
+	if x != nil {
+		return x.RequiredDuringSchedulingIgnoredDuringExecution
+	}
+	return nil
+}
+
+func (x *PodAntiAffinity) GetPreferredDuringSchedulingIgnoredDuringExecution() []*WeightedPodAffinityTerm {
+	if x != nil {
+		return x.PreferredDuringSchedulingIgnoredDuringExecution
+	}
+	return nil
+}
+
+type PodAffinityTerm struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	LabelSelector *LabelSelector         `protobuf:"bytes,1,opt,name=label_selector,json=labelSelector,proto3" json:"label_selector,omitempty"`
+	// The node label whose value is the domain: "kubernetes.io/hostname".
+	TopologyKey string `protobuf:"bytes,2,opt,name=topology_key,json=topologyKey,proto3" json:"topology_key,omitempty"`
+	// Namespaces whose pods the selector looks at; empty means the pod's own.
+	Namespaces    []string `protobuf:"bytes,3,rep,name=namespaces,proto3" json:"namespaces,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PodAffinityTerm) Reset() {
+	*x = PodAffinityTerm{}
+	mi := &file_skiff_v1_pod_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PodAffinityTerm) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PodAffinityTerm) ProtoMessage() {}
+
+func (x *PodAffinityTerm) ProtoReflect() protoreflect.Message {
+	mi := &file_skiff_v1_pod_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PodAffinityTerm.ProtoReflect.Descriptor instead.
+func (*PodAffinityTerm) Descriptor() ([]byte, []int) {
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *PodAffinityTerm) GetLabelSelector() *LabelSelector {
+	if x != nil {
+		return x.LabelSelector
+	}
+	return nil
+}
+
+func (x *PodAffinityTerm) GetTopologyKey() string {
+	if x != nil {
+		return x.TopologyKey
+	}
+	return ""
+}
+
+func (x *PodAffinityTerm) GetNamespaces() []string {
+	if x != nil {
+		return x.Namespaces
+	}
+	return nil
+}
+
+type WeightedPodAffinityTerm struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	Weight          int32                  `protobuf:"varint,1,opt,name=weight,proto3" json:"weight,omitempty"`
+	PodAffinityTerm *PodAffinityTerm       `protobuf:"bytes,2,opt,name=pod_affinity_term,json=podAffinityTerm,proto3" json:"pod_affinity_term,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *WeightedPodAffinityTerm) Reset() {
+	*x = WeightedPodAffinityTerm{}
+	mi := &file_skiff_v1_pod_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WeightedPodAffinityTerm) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WeightedPodAffinityTerm) ProtoMessage() {}
+
+func (x *WeightedPodAffinityTerm) ProtoReflect() protoreflect.Message {
+	mi := &file_skiff_v1_pod_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WeightedPodAffinityTerm.ProtoReflect.Descriptor instead.
+func (*WeightedPodAffinityTerm) Descriptor() ([]byte, []int) {
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *WeightedPodAffinityTerm) GetWeight() int32 {
+	if x != nil {
+		return x.Weight
+	}
+	return 0
+}
+
+func (x *WeightedPodAffinityTerm) GetPodAffinityTerm() *PodAffinityTerm {
+	if x != nil {
+		return x.PodAffinityTerm
+	}
+	return nil
+}
+
+// Toleration lets a pod onto nodes with matching taints.
+type Toleration struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Empty with operator Exists matches every key.
+	Key string `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// "Equal" (the default) or "Exists".
+	Operator string `protobuf:"bytes,2,opt,name=operator,proto3" json:"operator,omitempty"`
+	Value    string `protobuf:"bytes,3,opt,name=value,proto3" json:"value,omitempty"`
+	// "NoSchedule", "PreferNoSchedule", "NoExecute"; empty matches all three.
+	Effect string `protobuf:"bytes,4,opt,name=effect,proto3" json:"effect,omitempty"`
+	// For NoExecute: how long the pod stays bound after the taint appears.
+	// Unset stays for ever.
+	TolerationSeconds *int64 `protobuf:"varint,5,opt,name=toleration_seconds,json=tolerationSeconds,proto3,oneof" json:"toleration_seconds,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *Toleration) Reset() {
+	*x = Toleration{}
+	mi := &file_skiff_v1_pod_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Toleration) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Toleration) ProtoMessage() {}
+
+func (x *Toleration) ProtoReflect() protoreflect.Message {
+	mi := &file_skiff_v1_pod_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Toleration.ProtoReflect.Descriptor instead.
+func (*Toleration) Descriptor() ([]byte, []int) {
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *Toleration) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *Toleration) GetOperator() string {
+	if x != nil {
+		return x.Operator
+	}
+	return ""
+}
+
+func (x *Toleration) GetValue() string {
+	if x != nil {
+		return x.Value
+	}
+	return ""
+}
+
+func (x *Toleration) GetEffect() string {
+	if x != nil {
+		return x.Effect
+	}
+	return ""
+}
+
+func (x *Toleration) GetTolerationSeconds() int64 {
+	if x != nil && x.TolerationSeconds != nil {
+		return *x.TolerationSeconds
+	}
+	return 0
+}
+
+type TopologySpreadConstraint struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// How far the number of matching pods in one domain may exceed the fewest.
+	MaxSkew     int32  `protobuf:"varint,1,opt,name=max_skew,json=maxSkew,proto3" json:"max_skew,omitempty"`
+	TopologyKey string `protobuf:"bytes,2,opt,name=topology_key,json=topologyKey,proto3" json:"topology_key,omitempty"`
+	// "DoNotSchedule" or "ScheduleAnyway".
+	WhenUnsatisfiable string         `protobuf:"bytes,3,opt,name=when_unsatisfiable,json=whenUnsatisfiable,proto3" json:"when_unsatisfiable,omitempty"`
+	LabelSelector     *LabelSelector `protobuf:"bytes,4,opt,name=label_selector,json=labelSelector,proto3" json:"label_selector,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *TopologySpreadConstraint) Reset() {
+	*x = TopologySpreadConstraint{}
+	mi := &file_skiff_v1_pod_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TopologySpreadConstraint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TopologySpreadConstraint) ProtoMessage() {}
+
+func (x *TopologySpreadConstraint) ProtoReflect() protoreflect.Message {
+	mi := &file_skiff_v1_pod_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TopologySpreadConstraint.ProtoReflect.Descriptor instead.
+func (*TopologySpreadConstraint) Descriptor() ([]byte, []int) {
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *TopologySpreadConstraint) GetMaxSkew() int32 {
+	if x != nil {
+		return x.MaxSkew
+	}
+	return 0
+}
+
+func (x *TopologySpreadConstraint) GetTopologyKey() string {
+	if x != nil {
+		return x.TopologyKey
+	}
+	return ""
+}
+
+func (x *TopologySpreadConstraint) GetWhenUnsatisfiable() string {
+	if x != nil {
+		return x.WhenUnsatisfiable
+	}
+	return ""
+}
+
+func (x *TopologySpreadConstraint) GetLabelSelector() *LabelSelector {
+	if x != nil {
+		return x.LabelSelector
+	}
+	return nil
+}
+
 // Volume is one volume of a pod: exactly one source is set.
 type Volume struct {
 	state    protoimpl.MessageState `protogen:"open.v1"`
@@ -198,7 +925,7 @@ type Volume struct {
 
 func (x *Volume) Reset() {
 	*x = Volume{}
-	mi := &file_skiff_v1_pod_proto_msgTypes[2]
+	mi := &file_skiff_v1_pod_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -210,7 +937,7 @@ func (x *Volume) String() string {
 func (*Volume) ProtoMessage() {}
 
 func (x *Volume) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_pod_proto_msgTypes[2]
+	mi := &file_skiff_v1_pod_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -223,7 +950,7 @@ func (x *Volume) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Volume.ProtoReflect.Descriptor instead.
 func (*Volume) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{2}
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Volume) GetName() string {
@@ -264,7 +991,7 @@ type EmptyDirVolumeSource struct {
 
 func (x *EmptyDirVolumeSource) Reset() {
 	*x = EmptyDirVolumeSource{}
-	mi := &file_skiff_v1_pod_proto_msgTypes[3]
+	mi := &file_skiff_v1_pod_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -276,7 +1003,7 @@ func (x *EmptyDirVolumeSource) String() string {
 func (*EmptyDirVolumeSource) ProtoMessage() {}
 
 func (x *EmptyDirVolumeSource) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_pod_proto_msgTypes[3]
+	mi := &file_skiff_v1_pod_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -289,7 +1016,7 @@ func (x *EmptyDirVolumeSource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EmptyDirVolumeSource.ProtoReflect.Descriptor instead.
 func (*EmptyDirVolumeSource) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{3}
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *EmptyDirVolumeSource) GetSizeLimit() string {
@@ -309,7 +1036,7 @@ type HostPathVolumeSource struct {
 
 func (x *HostPathVolumeSource) Reset() {
 	*x = HostPathVolumeSource{}
-	mi := &file_skiff_v1_pod_proto_msgTypes[4]
+	mi := &file_skiff_v1_pod_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -321,7 +1048,7 @@ func (x *HostPathVolumeSource) String() string {
 func (*HostPathVolumeSource) ProtoMessage() {}
 
 func (x *HostPathVolumeSource) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_pod_proto_msgTypes[4]
+	mi := &file_skiff_v1_pod_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -334,7 +1061,7 @@ func (x *HostPathVolumeSource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HostPathVolumeSource.ProtoReflect.Descriptor instead.
 func (*HostPathVolumeSource) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{4}
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *HostPathVolumeSource) GetPath() string {
@@ -353,7 +1080,7 @@ type InlineVolumeSource struct {
 
 func (x *InlineVolumeSource) Reset() {
 	*x = InlineVolumeSource{}
-	mi := &file_skiff_v1_pod_proto_msgTypes[5]
+	mi := &file_skiff_v1_pod_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -365,7 +1092,7 @@ func (x *InlineVolumeSource) String() string {
 func (*InlineVolumeSource) ProtoMessage() {}
 
 func (x *InlineVolumeSource) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_pod_proto_msgTypes[5]
+	mi := &file_skiff_v1_pod_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -378,7 +1105,7 @@ func (x *InlineVolumeSource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InlineVolumeSource.ProtoReflect.Descriptor instead.
 func (*InlineVolumeSource) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{5}
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *InlineVolumeSource) GetFiles() map[string]string {
@@ -399,7 +1126,7 @@ type VolumeMount struct {
 
 func (x *VolumeMount) Reset() {
 	*x = VolumeMount{}
-	mi := &file_skiff_v1_pod_proto_msgTypes[6]
+	mi := &file_skiff_v1_pod_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -411,7 +1138,7 @@ func (x *VolumeMount) String() string {
 func (*VolumeMount) ProtoMessage() {}
 
 func (x *VolumeMount) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_pod_proto_msgTypes[6]
+	mi := &file_skiff_v1_pod_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -424,7 +1151,7 @@ func (x *VolumeMount) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VolumeMount.ProtoReflect.Descriptor instead.
 func (*VolumeMount) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{6}
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *VolumeMount) GetName() string {
@@ -461,7 +1188,7 @@ type ResourceRequirements struct {
 
 func (x *ResourceRequirements) Reset() {
 	*x = ResourceRequirements{}
-	mi := &file_skiff_v1_pod_proto_msgTypes[7]
+	mi := &file_skiff_v1_pod_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -473,7 +1200,7 @@ func (x *ResourceRequirements) String() string {
 func (*ResourceRequirements) ProtoMessage() {}
 
 func (x *ResourceRequirements) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_pod_proto_msgTypes[7]
+	mi := &file_skiff_v1_pod_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -486,7 +1213,7 @@ func (x *ResourceRequirements) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResourceRequirements.ProtoReflect.Descriptor instead.
 func (*ResourceRequirements) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{7}
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ResourceRequirements) GetLimits() map[string]string {
@@ -514,7 +1241,7 @@ type ContainerPort struct {
 
 func (x *ContainerPort) Reset() {
 	*x = ContainerPort{}
-	mi := &file_skiff_v1_pod_proto_msgTypes[8]
+	mi := &file_skiff_v1_pod_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -526,7 +1253,7 @@ func (x *ContainerPort) String() string {
 func (*ContainerPort) ProtoMessage() {}
 
 func (x *ContainerPort) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_pod_proto_msgTypes[8]
+	mi := &file_skiff_v1_pod_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -539,7 +1266,7 @@ func (x *ContainerPort) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerPort.ProtoReflect.Descriptor instead.
 func (*ContainerPort) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{8}
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ContainerPort) GetName() string {
@@ -580,7 +1307,7 @@ type Probe struct {
 
 func (x *Probe) Reset() {
 	*x = Probe{}
-	mi := &file_skiff_v1_pod_proto_msgTypes[9]
+	mi := &file_skiff_v1_pod_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -592,7 +1319,7 @@ func (x *Probe) String() string {
 func (*Probe) ProtoMessage() {}
 
 func (x *Probe) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_pod_proto_msgTypes[9]
+	mi := &file_skiff_v1_pod_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -605,7 +1332,7 @@ func (x *Probe) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Probe.ProtoReflect.Descriptor instead.
 func (*Probe) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{9}
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Probe) GetHttpGet() *HTTPGetAction {
@@ -677,7 +1404,7 @@ type HTTPGetAction struct {
 
 func (x *HTTPGetAction) Reset() {
 	*x = HTTPGetAction{}
-	mi := &file_skiff_v1_pod_proto_msgTypes[10]
+	mi := &file_skiff_v1_pod_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -689,7 +1416,7 @@ func (x *HTTPGetAction) String() string {
 func (*HTTPGetAction) ProtoMessage() {}
 
 func (x *HTTPGetAction) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_pod_proto_msgTypes[10]
+	mi := &file_skiff_v1_pod_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -702,7 +1429,7 @@ func (x *HTTPGetAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HTTPGetAction.ProtoReflect.Descriptor instead.
 func (*HTTPGetAction) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{10}
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *HTTPGetAction) GetPath() string {
@@ -743,7 +1470,7 @@ type TCPSocketAction struct {
 
 func (x *TCPSocketAction) Reset() {
 	*x = TCPSocketAction{}
-	mi := &file_skiff_v1_pod_proto_msgTypes[11]
+	mi := &file_skiff_v1_pod_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -755,7 +1482,7 @@ func (x *TCPSocketAction) String() string {
 func (*TCPSocketAction) ProtoMessage() {}
 
 func (x *TCPSocketAction) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_pod_proto_msgTypes[11]
+	mi := &file_skiff_v1_pod_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -768,7 +1495,7 @@ func (x *TCPSocketAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TCPSocketAction.ProtoReflect.Descriptor instead.
 func (*TCPSocketAction) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{11}
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *TCPSocketAction) GetPort() string {
@@ -787,7 +1514,7 @@ type ExecAction struct {
 
 func (x *ExecAction) Reset() {
 	*x = ExecAction{}
-	mi := &file_skiff_v1_pod_proto_msgTypes[12]
+	mi := &file_skiff_v1_pod_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -799,7 +1526,7 @@ func (x *ExecAction) String() string {
 func (*ExecAction) ProtoMessage() {}
 
 func (x *ExecAction) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_pod_proto_msgTypes[12]
+	mi := &file_skiff_v1_pod_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -812,7 +1539,7 @@ func (x *ExecAction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExecAction.ProtoReflect.Descriptor instead.
 func (*ExecAction) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{12}
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ExecAction) GetCommand() []string {
@@ -841,7 +1568,7 @@ type Container struct {
 
 func (x *Container) Reset() {
 	*x = Container{}
-	mi := &file_skiff_v1_pod_proto_msgTypes[13]
+	mi := &file_skiff_v1_pod_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -853,7 +1580,7 @@ func (x *Container) String() string {
 func (*Container) ProtoMessage() {}
 
 func (x *Container) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_pod_proto_msgTypes[13]
+	mi := &file_skiff_v1_pod_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -866,7 +1593,7 @@ func (x *Container) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Container.ProtoReflect.Descriptor instead.
 func (*Container) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{13}
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Container) GetName() string {
@@ -956,7 +1683,7 @@ type EnvVar struct {
 
 func (x *EnvVar) Reset() {
 	*x = EnvVar{}
-	mi := &file_skiff_v1_pod_proto_msgTypes[14]
+	mi := &file_skiff_v1_pod_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -968,7 +1695,7 @@ func (x *EnvVar) String() string {
 func (*EnvVar) ProtoMessage() {}
 
 func (x *EnvVar) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_pod_proto_msgTypes[14]
+	mi := &file_skiff_v1_pod_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -981,7 +1708,7 @@ func (x *EnvVar) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EnvVar.ProtoReflect.Descriptor instead.
 func (*EnvVar) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{14}
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *EnvVar) GetName() string {
@@ -1022,7 +1749,7 @@ type PodStatus struct {
 
 func (x *PodStatus) Reset() {
 	*x = PodStatus{}
-	mi := &file_skiff_v1_pod_proto_msgTypes[15]
+	mi := &file_skiff_v1_pod_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1034,7 +1761,7 @@ func (x *PodStatus) String() string {
 func (*PodStatus) ProtoMessage() {}
 
 func (x *PodStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_pod_proto_msgTypes[15]
+	mi := &file_skiff_v1_pod_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1047,7 +1774,7 @@ func (x *PodStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PodStatus.ProtoReflect.Descriptor instead.
 func (*PodStatus) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{15}
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *PodStatus) GetPhase() string {
@@ -1129,7 +1856,7 @@ type PodIP struct {
 
 func (x *PodIP) Reset() {
 	*x = PodIP{}
-	mi := &file_skiff_v1_pod_proto_msgTypes[16]
+	mi := &file_skiff_v1_pod_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1141,7 +1868,7 @@ func (x *PodIP) String() string {
 func (*PodIP) ProtoMessage() {}
 
 func (x *PodIP) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_pod_proto_msgTypes[16]
+	mi := &file_skiff_v1_pod_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1154,7 +1881,7 @@ func (x *PodIP) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PodIP.ProtoReflect.Descriptor instead.
 func (*PodIP) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{16}
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *PodIP) GetIp() string {
@@ -1182,7 +1909,7 @@ type ContainerStatus struct {
 
 func (x *ContainerStatus) Reset() {
 	*x = ContainerStatus{}
-	mi := &file_skiff_v1_pod_proto_msgTypes[17]
+	mi := &file_skiff_v1_pod_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1194,7 +1921,7 @@ func (x *ContainerStatus) String() string {
 func (*ContainerStatus) ProtoMessage() {}
 
 func (x *ContainerStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_pod_proto_msgTypes[17]
+	mi := &file_skiff_v1_pod_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1207,7 +1934,7 @@ func (x *ContainerStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerStatus.ProtoReflect.Descriptor instead.
 func (*ContainerStatus) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{17}
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ContainerStatus) GetName() string {
@@ -1285,7 +2012,7 @@ type ContainerState struct {
 
 func (x *ContainerState) Reset() {
 	*x = ContainerState{}
-	mi := &file_skiff_v1_pod_proto_msgTypes[18]
+	mi := &file_skiff_v1_pod_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1297,7 +2024,7 @@ func (x *ContainerState) String() string {
 func (*ContainerState) ProtoMessage() {}
 
 func (x *ContainerState) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_pod_proto_msgTypes[18]
+	mi := &file_skiff_v1_pod_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1310,7 +2037,7 @@ func (x *ContainerState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerState.ProtoReflect.Descriptor instead.
 func (*ContainerState) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{18}
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *ContainerState) GetWaiting() *ContainerStateWaiting {
@@ -1344,7 +2071,7 @@ type ContainerStateWaiting struct {
 
 func (x *ContainerStateWaiting) Reset() {
 	*x = ContainerStateWaiting{}
-	mi := &file_skiff_v1_pod_proto_msgTypes[19]
+	mi := &file_skiff_v1_pod_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1356,7 +2083,7 @@ func (x *ContainerStateWaiting) String() string {
 func (*ContainerStateWaiting) ProtoMessage() {}
 
 func (x *ContainerStateWaiting) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_pod_proto_msgTypes[19]
+	mi := &file_skiff_v1_pod_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1369,7 +2096,7 @@ func (x *ContainerStateWaiting) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerStateWaiting.ProtoReflect.Descriptor instead.
 func (*ContainerStateWaiting) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{19}
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *ContainerStateWaiting) GetReason() string {
@@ -1395,7 +2122,7 @@ type ContainerStateRunning struct {
 
 func (x *ContainerStateRunning) Reset() {
 	*x = ContainerStateRunning{}
-	mi := &file_skiff_v1_pod_proto_msgTypes[20]
+	mi := &file_skiff_v1_pod_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1407,7 +2134,7 @@ func (x *ContainerStateRunning) String() string {
 func (*ContainerStateRunning) ProtoMessage() {}
 
 func (x *ContainerStateRunning) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_pod_proto_msgTypes[20]
+	mi := &file_skiff_v1_pod_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1420,7 +2147,7 @@ func (x *ContainerStateRunning) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerStateRunning.ProtoReflect.Descriptor instead.
 func (*ContainerStateRunning) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{20}
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ContainerStateRunning) GetStartedAt() *timestamppb.Timestamp {
@@ -1444,7 +2171,7 @@ type ContainerStateTerminated struct {
 
 func (x *ContainerStateTerminated) Reset() {
 	*x = ContainerStateTerminated{}
-	mi := &file_skiff_v1_pod_proto_msgTypes[21]
+	mi := &file_skiff_v1_pod_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1456,7 +2183,7 @@ func (x *ContainerStateTerminated) String() string {
 func (*ContainerStateTerminated) ProtoMessage() {}
 
 func (x *ContainerStateTerminated) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_pod_proto_msgTypes[21]
+	mi := &file_skiff_v1_pod_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1469,7 +2196,7 @@ func (x *ContainerStateTerminated) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerStateTerminated.ProtoReflect.Descriptor instead.
 func (*ContainerStateTerminated) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{21}
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ContainerStateTerminated) GetExitCode() int32 {
@@ -1517,7 +2244,7 @@ type PodList struct {
 
 func (x *PodList) Reset() {
 	*x = PodList{}
-	mi := &file_skiff_v1_pod_proto_msgTypes[22]
+	mi := &file_skiff_v1_pod_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1529,7 +2256,7 @@ func (x *PodList) String() string {
 func (*PodList) ProtoMessage() {}
 
 func (x *PodList) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_pod_proto_msgTypes[22]
+	mi := &file_skiff_v1_pod_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1542,7 +2269,7 @@ func (x *PodList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PodList.ProtoReflect.Descriptor instead.
 func (*PodList) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{22}
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *PodList) GetItems() []*Pod {
@@ -1569,7 +2296,7 @@ type PodWatchEvent struct {
 
 func (x *PodWatchEvent) Reset() {
 	*x = PodWatchEvent{}
-	mi := &file_skiff_v1_pod_proto_msgTypes[23]
+	mi := &file_skiff_v1_pod_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1581,7 +2308,7 @@ func (x *PodWatchEvent) String() string {
 func (*PodWatchEvent) ProtoMessage() {}
 
 func (x *PodWatchEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_pod_proto_msgTypes[23]
+	mi := &file_skiff_v1_pod_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1594,7 +2321,7 @@ func (x *PodWatchEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PodWatchEvent.ProtoReflect.Descriptor instead.
 func (*PodWatchEvent) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{23}
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *PodWatchEvent) GetType() EventType {
@@ -1628,7 +2355,7 @@ type BindRequest struct {
 
 func (x *BindRequest) Reset() {
 	*x = BindRequest{}
-	mi := &file_skiff_v1_pod_proto_msgTypes[24]
+	mi := &file_skiff_v1_pod_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1640,7 +2367,7 @@ func (x *BindRequest) String() string {
 func (*BindRequest) ProtoMessage() {}
 
 func (x *BindRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_pod_proto_msgTypes[24]
+	mi := &file_skiff_v1_pod_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1653,7 +2380,7 @@ func (x *BindRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BindRequest.ProtoReflect.Descriptor instead.
 func (*BindRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{24}
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *BindRequest) GetNamespace() string {
@@ -1691,6 +2418,160 @@ func (x *BindRequest) GetResourceVersion() uint64 {
 	return 0
 }
 
+// BindBatchRequest binds many pods in one store write.
+type BindBatchRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Bindings      []*BindRequest         `protobuf:"bytes,1,rep,name=bindings,proto3" json:"bindings,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BindBatchRequest) Reset() {
+	*x = BindBatchRequest{}
+	mi := &file_skiff_v1_pod_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BindBatchRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BindBatchRequest) ProtoMessage() {}
+
+func (x *BindBatchRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_skiff_v1_pod_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BindBatchRequest.ProtoReflect.Descriptor instead.
+func (*BindBatchRequest) Descriptor() ([]byte, []int) {
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *BindBatchRequest) GetBindings() []*BindRequest {
+	if x != nil {
+		return x.Bindings
+	}
+	return nil
+}
+
+// BindResult is the outcome of one binding, at the same index as its
+// request.
+type BindResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The pod's resource version after the bind; 0 when it failed.
+	ResourceVersion uint64 `protobuf:"varint,1,opt,name=resource_version,json=resourceVersion,proto3" json:"resource_version,omitempty"`
+	// Empty when bound; otherwise a Connect code name ("not_found",
+	// "aborted", "failed_precondition", ...) and the reason.
+	Code          string `protobuf:"bytes,2,opt,name=code,proto3" json:"code,omitempty"`
+	Message       string `protobuf:"bytes,3,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BindResult) Reset() {
+	*x = BindResult{}
+	mi := &file_skiff_v1_pod_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BindResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BindResult) ProtoMessage() {}
+
+func (x *BindResult) ProtoReflect() protoreflect.Message {
+	mi := &file_skiff_v1_pod_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BindResult.ProtoReflect.Descriptor instead.
+func (*BindResult) Descriptor() ([]byte, []int) {
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *BindResult) GetResourceVersion() uint64 {
+	if x != nil {
+		return x.ResourceVersion
+	}
+	return 0
+}
+
+func (x *BindResult) GetCode() string {
+	if x != nil {
+		return x.Code
+	}
+	return ""
+}
+
+func (x *BindResult) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+type BindBatchResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Results       []*BindResult          `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BindBatchResponse) Reset() {
+	*x = BindBatchResponse{}
+	mi := &file_skiff_v1_pod_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BindBatchResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BindBatchResponse) ProtoMessage() {}
+
+func (x *BindBatchResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_skiff_v1_pod_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BindBatchResponse.ProtoReflect.Descriptor instead.
+func (*BindBatchResponse) Descriptor() ([]byte, []int) {
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *BindBatchResponse) GetResults() []*BindResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
 type PodLogsRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Namespace string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
@@ -1716,7 +2597,7 @@ type PodLogsRequest struct {
 
 func (x *PodLogsRequest) Reset() {
 	*x = PodLogsRequest{}
-	mi := &file_skiff_v1_pod_proto_msgTypes[25]
+	mi := &file_skiff_v1_pod_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1728,7 +2609,7 @@ func (x *PodLogsRequest) String() string {
 func (*PodLogsRequest) ProtoMessage() {}
 
 func (x *PodLogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_pod_proto_msgTypes[25]
+	mi := &file_skiff_v1_pod_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1741,7 +2622,7 @@ func (x *PodLogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PodLogsRequest.ProtoReflect.Descriptor instead.
 func (*PodLogsRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{25}
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *PodLogsRequest) GetNamespace() string {
@@ -1817,7 +2698,7 @@ type LogChunk struct {
 
 func (x *LogChunk) Reset() {
 	*x = LogChunk{}
-	mi := &file_skiff_v1_pod_proto_msgTypes[26]
+	mi := &file_skiff_v1_pod_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1829,7 +2710,7 @@ func (x *LogChunk) String() string {
 func (*LogChunk) ProtoMessage() {}
 
 func (x *LogChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_pod_proto_msgTypes[26]
+	mi := &file_skiff_v1_pod_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1842,7 +2723,7 @@ func (x *LogChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LogChunk.ProtoReflect.Descriptor instead.
 func (*LogChunk) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{26}
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *LogChunk) GetData() []byte {
@@ -1861,7 +2742,7 @@ type PodLogsResponse struct {
 
 func (x *PodLogsResponse) Reset() {
 	*x = PodLogsResponse{}
-	mi := &file_skiff_v1_pod_proto_msgTypes[27]
+	mi := &file_skiff_v1_pod_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1873,7 +2754,7 @@ func (x *PodLogsResponse) String() string {
 func (*PodLogsResponse) ProtoMessage() {}
 
 func (x *PodLogsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_pod_proto_msgTypes[27]
+	mi := &file_skiff_v1_pod_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1886,7 +2767,7 @@ func (x *PodLogsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PodLogsResponse.ProtoReflect.Descriptor instead.
 func (*PodLogsResponse) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{27}
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *PodLogsResponse) GetData() []byte {
@@ -1914,7 +2795,7 @@ type TopPodsRequest struct {
 
 func (x *TopPodsRequest) Reset() {
 	*x = TopPodsRequest{}
-	mi := &file_skiff_v1_pod_proto_msgTypes[28]
+	mi := &file_skiff_v1_pod_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1926,7 +2807,7 @@ func (x *TopPodsRequest) String() string {
 func (*TopPodsRequest) ProtoMessage() {}
 
 func (x *TopPodsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_pod_proto_msgTypes[28]
+	mi := &file_skiff_v1_pod_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1939,7 +2820,7 @@ func (x *TopPodsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopPodsRequest.ProtoReflect.Descriptor instead.
 func (*TopPodsRequest) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{28}
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *TopPodsRequest) GetNamespace() string {
@@ -1987,7 +2868,7 @@ type PodMetrics struct {
 
 func (x *PodMetrics) Reset() {
 	*x = PodMetrics{}
-	mi := &file_skiff_v1_pod_proto_msgTypes[29]
+	mi := &file_skiff_v1_pod_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1999,7 +2880,7 @@ func (x *PodMetrics) String() string {
 func (*PodMetrics) ProtoMessage() {}
 
 func (x *PodMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_pod_proto_msgTypes[29]
+	mi := &file_skiff_v1_pod_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2012,7 +2893,7 @@ func (x *PodMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PodMetrics.ProtoReflect.Descriptor instead.
 func (*PodMetrics) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{29}
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *PodMetrics) GetNamespace() string {
@@ -2073,7 +2954,7 @@ type ContainerMetrics struct {
 
 func (x *ContainerMetrics) Reset() {
 	*x = ContainerMetrics{}
-	mi := &file_skiff_v1_pod_proto_msgTypes[30]
+	mi := &file_skiff_v1_pod_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2085,7 +2966,7 @@ func (x *ContainerMetrics) String() string {
 func (*ContainerMetrics) ProtoMessage() {}
 
 func (x *ContainerMetrics) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_pod_proto_msgTypes[30]
+	mi := &file_skiff_v1_pod_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2098,7 +2979,7 @@ func (x *ContainerMetrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ContainerMetrics.ProtoReflect.Descriptor instead.
 func (*ContainerMetrics) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{30}
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *ContainerMetrics) GetName() string {
@@ -2141,7 +3022,7 @@ type UnreachableNode struct {
 
 func (x *UnreachableNode) Reset() {
 	*x = UnreachableNode{}
-	mi := &file_skiff_v1_pod_proto_msgTypes[31]
+	mi := &file_skiff_v1_pod_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2153,7 +3034,7 @@ func (x *UnreachableNode) String() string {
 func (*UnreachableNode) ProtoMessage() {}
 
 func (x *UnreachableNode) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_pod_proto_msgTypes[31]
+	mi := &file_skiff_v1_pod_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2166,7 +3047,7 @@ func (x *UnreachableNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnreachableNode.ProtoReflect.Descriptor instead.
 func (*UnreachableNode) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{31}
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *UnreachableNode) GetNode() string {
@@ -2195,7 +3076,7 @@ type TopPodsResponse struct {
 
 func (x *TopPodsResponse) Reset() {
 	*x = TopPodsResponse{}
-	mi := &file_skiff_v1_pod_proto_msgTypes[32]
+	mi := &file_skiff_v1_pod_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2207,7 +3088,7 @@ func (x *TopPodsResponse) String() string {
 func (*TopPodsResponse) ProtoMessage() {}
 
 func (x *TopPodsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_skiff_v1_pod_proto_msgTypes[32]
+	mi := &file_skiff_v1_pod_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2220,7 +3101,7 @@ func (x *TopPodsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TopPodsResponse.ProtoReflect.Descriptor instead.
 func (*TopPodsResponse) Descriptor() ([]byte, []int) {
-	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{32}
+	return file_skiff_v1_pod_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *TopPodsResponse) GetPods() []*PodMetrics {
@@ -2245,7 +3126,7 @@ const file_skiff_v1_pod_proto_rawDesc = "" +
 	"\x03Pod\x120\n" +
 	"\bmetadata\x18\x01 \x01(\v2\x14.skiff.v1.ObjectMetaR\bmetadata\x12%\n" +
 	"\x04spec\x18\x02 \x01(\v2\x11.skiff.v1.PodSpecR\x04spec\x12+\n" +
-	"\x06status\x18\x03 \x01(\v2\x13.skiff.v1.PodStatusR\x06status\"\x8d\x03\n" +
+	"\x06status\x18\x03 \x01(\v2\x13.skiff.v1.PodStatusR\x06status\"\xe4\x05\n" +
 	"\aPodSpec\x123\n" +
 	"\n" +
 	"containers\x18\x01 \x03(\v2\x13.skiff.v1.ContainerR\n" +
@@ -2255,8 +3136,64 @@ const file_skiff_v1_pod_proto_rawDesc = "" +
 	"\x0erestart_policy\x18\x04 \x01(\tR\rrestartPolicy\x12L\n" +
 	" termination_grace_period_seconds\x18\x05 \x01(\x03H\x00R\x1dterminationGracePeriodSeconds\x88\x01\x01\x12<\n" +
 	"\x0finit_containers\x18\x06 \x03(\v2\x13.skiff.v1.ContainerR\x0einitContainers\x12*\n" +
-	"\avolumes\x18\a \x03(\v2\x10.skiff.v1.VolumeR\avolumesB#\n" +
-	"!_termination_grace_period_seconds\"\xcc\x01\n" +
+	"\avolumes\x18\a \x03(\v2\x10.skiff.v1.VolumeR\avolumes\x12H\n" +
+	"\rnode_selector\x18\b \x03(\v2#.skiff.v1.PodSpec.NodeSelectorEntryR\fnodeSelector\x12.\n" +
+	"\baffinity\x18\t \x01(\v2\x12.skiff.v1.AffinityR\baffinity\x126\n" +
+	"\vtolerations\x18\n" +
+	" \x03(\v2\x14.skiff.v1.TolerationR\vtolerations\x12b\n" +
+	"\x1btopology_spread_constraints\x18\v \x03(\v2\".skiff.v1.TopologySpreadConstraintR\x19topologySpreadConstraints\x1a?\n" +
+	"\x11NodeSelectorEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01B#\n" +
+	"!_termination_grace_period_seconds\"j\n" +
+	"\x0fPodTemplateSpec\x120\n" +
+	"\bmetadata\x18\x01 \x01(\v2\x14.skiff.v1.ObjectMetaR\bmetadata\x12%\n" +
+	"\x04spec\x18\x02 \x01(\v2\x11.skiff.v1.PodSpecR\x04spec\"\x8e\x01\n" +
+	"\bAffinity\x12;\n" +
+	"\rnode_affinity\x18\x01 \x01(\v2\x16.skiff.v1.NodeAffinityR\fnodeAffinity\x12E\n" +
+	"\x11pod_anti_affinity\x18\x02 \x01(\v2\x19.skiff.v1.PodAntiAffinityR\x0fpodAntiAffinity\"\xa7\x02\n" +
+	"\fNodeAffinity\x12\x83\x01\n" +
+	"3required_during_scheduling_ignored_during_execution\x18\x01 \x01(\v2\x16.skiff.v1.NodeSelectorR.requiredDuringSchedulingIgnoredDuringExecution\x12\x90\x01\n" +
+	"4preferred_during_scheduling_ignored_during_execution\x18\x02 \x03(\v2!.skiff.v1.PreferredSchedulingTermR/preferredDuringSchedulingIgnoredDuringExecution\"Z\n" +
+	"\fNodeSelector\x12J\n" +
+	"\x13node_selector_terms\x18\x01 \x03(\v2\x1a.skiff.v1.NodeSelectorTermR\x11nodeSelectorTerms\"\xa8\x01\n" +
+	"\x10NodeSelectorTerm\x12N\n" +
+	"\x11match_expressions\x18\x01 \x03(\v2!.skiff.v1.NodeSelectorRequirementR\x10matchExpressions\x12D\n" +
+	"\fmatch_fields\x18\x02 \x03(\v2!.skiff.v1.NodeSelectorRequirementR\vmatchFields\"_\n" +
+	"\x17NodeSelectorRequirement\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x1a\n" +
+	"\boperator\x18\x02 \x01(\tR\boperator\x12\x16\n" +
+	"\x06values\x18\x03 \x03(\tR\x06values\"m\n" +
+	"\x17PreferredSchedulingTerm\x12\x16\n" +
+	"\x06weight\x18\x01 \x01(\x05R\x06weight\x12:\n" +
+	"\n" +
+	"preference\x18\x02 \x01(\v2\x1a.skiff.v1.NodeSelectorTermR\n" +
+	"preference\"\xad\x02\n" +
+	"\x0fPodAntiAffinity\x12\x86\x01\n" +
+	"3required_during_scheduling_ignored_during_execution\x18\x01 \x03(\v2\x19.skiff.v1.PodAffinityTermR.requiredDuringSchedulingIgnoredDuringExecution\x12\x90\x01\n" +
+	"4preferred_during_scheduling_ignored_during_execution\x18\x02 \x03(\v2!.skiff.v1.WeightedPodAffinityTermR/preferredDuringSchedulingIgnoredDuringExecution\"\x94\x01\n" +
+	"\x0fPodAffinityTerm\x12>\n" +
+	"\x0elabel_selector\x18\x01 \x01(\v2\x17.skiff.v1.LabelSelectorR\rlabelSelector\x12!\n" +
+	"\ftopology_key\x18\x02 \x01(\tR\vtopologyKey\x12\x1e\n" +
+	"\n" +
+	"namespaces\x18\x03 \x03(\tR\n" +
+	"namespaces\"x\n" +
+	"\x17WeightedPodAffinityTerm\x12\x16\n" +
+	"\x06weight\x18\x01 \x01(\x05R\x06weight\x12E\n" +
+	"\x11pod_affinity_term\x18\x02 \x01(\v2\x19.skiff.v1.PodAffinityTermR\x0fpodAffinityTerm\"\xb3\x01\n" +
+	"\n" +
+	"Toleration\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x1a\n" +
+	"\boperator\x18\x02 \x01(\tR\boperator\x12\x14\n" +
+	"\x05value\x18\x03 \x01(\tR\x05value\x12\x16\n" +
+	"\x06effect\x18\x04 \x01(\tR\x06effect\x122\n" +
+	"\x12toleration_seconds\x18\x05 \x01(\x03H\x00R\x11tolerationSeconds\x88\x01\x01B\x15\n" +
+	"\x13_toleration_seconds\"\xc7\x01\n" +
+	"\x18TopologySpreadConstraint\x12\x19\n" +
+	"\bmax_skew\x18\x01 \x01(\x05R\amaxSkew\x12!\n" +
+	"\ftopology_key\x18\x02 \x01(\tR\vtopologyKey\x12-\n" +
+	"\x12when_unsatisfiable\x18\x03 \x01(\tR\x11whenUnsatisfiable\x12>\n" +
+	"\x0elabel_selector\x18\x04 \x01(\v2\x17.skiff.v1.LabelSelectorR\rlabelSelector\"\xcc\x01\n" +
 	"\x06Volume\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12;\n" +
 	"\tempty_dir\x18\x02 \x01(\v2\x1e.skiff.v1.EmptyDirVolumeSourceR\bemptyDir\x12;\n" +
@@ -2392,7 +3329,16 @@ const file_skiff_v1_pod_proto_rawDesc = "" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1b\n" +
 	"\tnode_name\x18\x03 \x01(\tR\bnodeName\x12\x10\n" +
 	"\x03uid\x18\x04 \x01(\tR\x03uid\x12)\n" +
-	"\x10resource_version\x18\x05 \x01(\x04R\x0fresourceVersion\"\xd9\x02\n" +
+	"\x10resource_version\x18\x05 \x01(\x04R\x0fresourceVersion\"E\n" +
+	"\x10BindBatchRequest\x121\n" +
+	"\bbindings\x18\x01 \x03(\v2\x15.skiff.v1.BindRequestR\bbindings\"e\n" +
+	"\n" +
+	"BindResult\x12)\n" +
+	"\x10resource_version\x18\x01 \x01(\x04R\x0fresourceVersion\x12\x12\n" +
+	"\x04code\x18\x02 \x01(\tR\x04code\x12\x18\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\"C\n" +
+	"\x11BindBatchResponse\x12.\n" +
+	"\aresults\x18\x01 \x03(\v2\x14.skiff.v1.BindResultR\aresults\"\xd9\x02\n" +
 	"\x0ePodLogsRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1c\n" +
@@ -2439,7 +3385,7 @@ const file_skiff_v1_pod_proto_rawDesc = "" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x83\x01\n" +
 	"\x0fTopPodsResponse\x12(\n" +
 	"\x04pods\x18\x01 \x03(\v2\x14.skiff.v1.PodMetricsR\x04pods\x12F\n" +
-	"\x11unreachable_nodes\x18\x02 \x03(\v2\x19.skiff.v1.UnreachableNodeR\x10unreachableNodes2\xbb\x04\n" +
+	"\x11unreachable_nodes\x18\x02 \x03(\v2\x19.skiff.v1.UnreachableNodeR\x10unreachableNodes2\x81\x05\n" +
 	"\n" +
 	"PodService\x12&\n" +
 	"\x06Create\x12\r.skiff.v1.Pod\x1a\r.skiff.v1.Pod\x12*\n" +
@@ -2449,7 +3395,8 @@ const file_skiff_v1_pod_proto_rawDesc = "" +
 	"\x06Delete\x12\x17.skiff.v1.DeleteRequest\x1a\r.skiff.v1.Pod\x12:\n" +
 	"\x05Watch\x12\x16.skiff.v1.WatchRequest\x1a\x17.skiff.v1.PodWatchEvent0\x01\x12,\n" +
 	"\fUpdateStatus\x12\r.skiff.v1.Pod\x1a\r.skiff.v1.Pod\x12,\n" +
-	"\x04Bind\x12\x15.skiff.v1.BindRequest\x1a\r.skiff.v1.Pod\x12;\n" +
+	"\x04Bind\x12\x15.skiff.v1.BindRequest\x1a\r.skiff.v1.Pod\x12D\n" +
+	"\tBindBatch\x12\x1a.skiff.v1.BindBatchRequest\x1a\x1b.skiff.v1.BindBatchResponse\x12;\n" +
 	"\x04Logs\x12\x18.skiff.v1.PodLogsRequest\x1a\x19.skiff.v1.PodLogsResponse\x12<\n" +
 	"\n" +
 	"StreamLogs\x12\x18.skiff.v1.PodLogsRequest\x1a\x12.skiff.v1.LogChunk0\x01\x12:\n" +
@@ -2467,123 +3414,163 @@ func file_skiff_v1_pod_proto_rawDescGZIP() []byte {
 	return file_skiff_v1_pod_proto_rawDescData
 }
 
-var file_skiff_v1_pod_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_skiff_v1_pod_proto_msgTypes = make([]protoimpl.MessageInfo, 52)
 var file_skiff_v1_pod_proto_goTypes = []any{
 	(*Pod)(nil),                      // 0: skiff.v1.Pod
 	(*PodSpec)(nil),                  // 1: skiff.v1.PodSpec
-	(*Volume)(nil),                   // 2: skiff.v1.Volume
-	(*EmptyDirVolumeSource)(nil),     // 3: skiff.v1.EmptyDirVolumeSource
-	(*HostPathVolumeSource)(nil),     // 4: skiff.v1.HostPathVolumeSource
-	(*InlineVolumeSource)(nil),       // 5: skiff.v1.InlineVolumeSource
-	(*VolumeMount)(nil),              // 6: skiff.v1.VolumeMount
-	(*ResourceRequirements)(nil),     // 7: skiff.v1.ResourceRequirements
-	(*ContainerPort)(nil),            // 8: skiff.v1.ContainerPort
-	(*Probe)(nil),                    // 9: skiff.v1.Probe
-	(*HTTPGetAction)(nil),            // 10: skiff.v1.HTTPGetAction
-	(*TCPSocketAction)(nil),          // 11: skiff.v1.TCPSocketAction
-	(*ExecAction)(nil),               // 12: skiff.v1.ExecAction
-	(*Container)(nil),                // 13: skiff.v1.Container
-	(*EnvVar)(nil),                   // 14: skiff.v1.EnvVar
-	(*PodStatus)(nil),                // 15: skiff.v1.PodStatus
-	(*PodIP)(nil),                    // 16: skiff.v1.PodIP
-	(*ContainerStatus)(nil),          // 17: skiff.v1.ContainerStatus
-	(*ContainerState)(nil),           // 18: skiff.v1.ContainerState
-	(*ContainerStateWaiting)(nil),    // 19: skiff.v1.ContainerStateWaiting
-	(*ContainerStateRunning)(nil),    // 20: skiff.v1.ContainerStateRunning
-	(*ContainerStateTerminated)(nil), // 21: skiff.v1.ContainerStateTerminated
-	(*PodList)(nil),                  // 22: skiff.v1.PodList
-	(*PodWatchEvent)(nil),            // 23: skiff.v1.PodWatchEvent
-	(*BindRequest)(nil),              // 24: skiff.v1.BindRequest
-	(*PodLogsRequest)(nil),           // 25: skiff.v1.PodLogsRequest
-	(*LogChunk)(nil),                 // 26: skiff.v1.LogChunk
-	(*PodLogsResponse)(nil),          // 27: skiff.v1.PodLogsResponse
-	(*TopPodsRequest)(nil),           // 28: skiff.v1.TopPodsRequest
-	(*PodMetrics)(nil),               // 29: skiff.v1.PodMetrics
-	(*ContainerMetrics)(nil),         // 30: skiff.v1.ContainerMetrics
-	(*UnreachableNode)(nil),          // 31: skiff.v1.UnreachableNode
-	(*TopPodsResponse)(nil),          // 32: skiff.v1.TopPodsResponse
-	nil,                              // 33: skiff.v1.InlineVolumeSource.FilesEntry
-	nil,                              // 34: skiff.v1.ResourceRequirements.LimitsEntry
-	nil,                              // 35: skiff.v1.ResourceRequirements.RequestsEntry
-	(*ObjectMeta)(nil),               // 36: skiff.v1.ObjectMeta
-	(*Condition)(nil),                // 37: skiff.v1.Condition
-	(*timestamppb.Timestamp)(nil),    // 38: google.protobuf.Timestamp
-	(EventType)(0),                   // 39: skiff.v1.EventType
-	(*GetRequest)(nil),               // 40: skiff.v1.GetRequest
-	(*ListRequest)(nil),              // 41: skiff.v1.ListRequest
-	(*DeleteRequest)(nil),            // 42: skiff.v1.DeleteRequest
-	(*WatchRequest)(nil),             // 43: skiff.v1.WatchRequest
+	(*PodTemplateSpec)(nil),          // 2: skiff.v1.PodTemplateSpec
+	(*Affinity)(nil),                 // 3: skiff.v1.Affinity
+	(*NodeAffinity)(nil),             // 4: skiff.v1.NodeAffinity
+	(*NodeSelector)(nil),             // 5: skiff.v1.NodeSelector
+	(*NodeSelectorTerm)(nil),         // 6: skiff.v1.NodeSelectorTerm
+	(*NodeSelectorRequirement)(nil),  // 7: skiff.v1.NodeSelectorRequirement
+	(*PreferredSchedulingTerm)(nil),  // 8: skiff.v1.PreferredSchedulingTerm
+	(*PodAntiAffinity)(nil),          // 9: skiff.v1.PodAntiAffinity
+	(*PodAffinityTerm)(nil),          // 10: skiff.v1.PodAffinityTerm
+	(*WeightedPodAffinityTerm)(nil),  // 11: skiff.v1.WeightedPodAffinityTerm
+	(*Toleration)(nil),               // 12: skiff.v1.Toleration
+	(*TopologySpreadConstraint)(nil), // 13: skiff.v1.TopologySpreadConstraint
+	(*Volume)(nil),                   // 14: skiff.v1.Volume
+	(*EmptyDirVolumeSource)(nil),     // 15: skiff.v1.EmptyDirVolumeSource
+	(*HostPathVolumeSource)(nil),     // 16: skiff.v1.HostPathVolumeSource
+	(*InlineVolumeSource)(nil),       // 17: skiff.v1.InlineVolumeSource
+	(*VolumeMount)(nil),              // 18: skiff.v1.VolumeMount
+	(*ResourceRequirements)(nil),     // 19: skiff.v1.ResourceRequirements
+	(*ContainerPort)(nil),            // 20: skiff.v1.ContainerPort
+	(*Probe)(nil),                    // 21: skiff.v1.Probe
+	(*HTTPGetAction)(nil),            // 22: skiff.v1.HTTPGetAction
+	(*TCPSocketAction)(nil),          // 23: skiff.v1.TCPSocketAction
+	(*ExecAction)(nil),               // 24: skiff.v1.ExecAction
+	(*Container)(nil),                // 25: skiff.v1.Container
+	(*EnvVar)(nil),                   // 26: skiff.v1.EnvVar
+	(*PodStatus)(nil),                // 27: skiff.v1.PodStatus
+	(*PodIP)(nil),                    // 28: skiff.v1.PodIP
+	(*ContainerStatus)(nil),          // 29: skiff.v1.ContainerStatus
+	(*ContainerState)(nil),           // 30: skiff.v1.ContainerState
+	(*ContainerStateWaiting)(nil),    // 31: skiff.v1.ContainerStateWaiting
+	(*ContainerStateRunning)(nil),    // 32: skiff.v1.ContainerStateRunning
+	(*ContainerStateTerminated)(nil), // 33: skiff.v1.ContainerStateTerminated
+	(*PodList)(nil),                  // 34: skiff.v1.PodList
+	(*PodWatchEvent)(nil),            // 35: skiff.v1.PodWatchEvent
+	(*BindRequest)(nil),              // 36: skiff.v1.BindRequest
+	(*BindBatchRequest)(nil),         // 37: skiff.v1.BindBatchRequest
+	(*BindResult)(nil),               // 38: skiff.v1.BindResult
+	(*BindBatchResponse)(nil),        // 39: skiff.v1.BindBatchResponse
+	(*PodLogsRequest)(nil),           // 40: skiff.v1.PodLogsRequest
+	(*LogChunk)(nil),                 // 41: skiff.v1.LogChunk
+	(*PodLogsResponse)(nil),          // 42: skiff.v1.PodLogsResponse
+	(*TopPodsRequest)(nil),           // 43: skiff.v1.TopPodsRequest
+	(*PodMetrics)(nil),               // 44: skiff.v1.PodMetrics
+	(*ContainerMetrics)(nil),         // 45: skiff.v1.ContainerMetrics
+	(*UnreachableNode)(nil),          // 46: skiff.v1.UnreachableNode
+	(*TopPodsResponse)(nil),          // 47: skiff.v1.TopPodsResponse
+	nil,                              // 48: skiff.v1.PodSpec.NodeSelectorEntry
+	nil,                              // 49: skiff.v1.InlineVolumeSource.FilesEntry
+	nil,                              // 50: skiff.v1.ResourceRequirements.LimitsEntry
+	nil,                              // 51: skiff.v1.ResourceRequirements.RequestsEntry
+	(*ObjectMeta)(nil),               // 52: skiff.v1.ObjectMeta
+	(*LabelSelector)(nil),            // 53: skiff.v1.LabelSelector
+	(*Condition)(nil),                // 54: skiff.v1.Condition
+	(*timestamppb.Timestamp)(nil),    // 55: google.protobuf.Timestamp
+	(EventType)(0),                   // 56: skiff.v1.EventType
+	(*GetRequest)(nil),               // 57: skiff.v1.GetRequest
+	(*ListRequest)(nil),              // 58: skiff.v1.ListRequest
+	(*DeleteRequest)(nil),            // 59: skiff.v1.DeleteRequest
+	(*WatchRequest)(nil),             // 60: skiff.v1.WatchRequest
 }
 var file_skiff_v1_pod_proto_depIdxs = []int32{
-	36, // 0: skiff.v1.Pod.metadata:type_name -> skiff.v1.ObjectMeta
+	52, // 0: skiff.v1.Pod.metadata:type_name -> skiff.v1.ObjectMeta
 	1,  // 1: skiff.v1.Pod.spec:type_name -> skiff.v1.PodSpec
-	15, // 2: skiff.v1.Pod.status:type_name -> skiff.v1.PodStatus
-	13, // 3: skiff.v1.PodSpec.containers:type_name -> skiff.v1.Container
-	13, // 4: skiff.v1.PodSpec.init_containers:type_name -> skiff.v1.Container
-	2,  // 5: skiff.v1.PodSpec.volumes:type_name -> skiff.v1.Volume
-	3,  // 6: skiff.v1.Volume.empty_dir:type_name -> skiff.v1.EmptyDirVolumeSource
-	4,  // 7: skiff.v1.Volume.host_path:type_name -> skiff.v1.HostPathVolumeSource
-	5,  // 8: skiff.v1.Volume.inline:type_name -> skiff.v1.InlineVolumeSource
-	33, // 9: skiff.v1.InlineVolumeSource.files:type_name -> skiff.v1.InlineVolumeSource.FilesEntry
-	34, // 10: skiff.v1.ResourceRequirements.limits:type_name -> skiff.v1.ResourceRequirements.LimitsEntry
-	35, // 11: skiff.v1.ResourceRequirements.requests:type_name -> skiff.v1.ResourceRequirements.RequestsEntry
-	10, // 12: skiff.v1.Probe.http_get:type_name -> skiff.v1.HTTPGetAction
-	11, // 13: skiff.v1.Probe.tcp_socket:type_name -> skiff.v1.TCPSocketAction
-	12, // 14: skiff.v1.Probe.exec:type_name -> skiff.v1.ExecAction
-	14, // 15: skiff.v1.Container.env:type_name -> skiff.v1.EnvVar
-	7,  // 16: skiff.v1.Container.resources:type_name -> skiff.v1.ResourceRequirements
-	6,  // 17: skiff.v1.Container.volume_mounts:type_name -> skiff.v1.VolumeMount
-	8,  // 18: skiff.v1.Container.ports:type_name -> skiff.v1.ContainerPort
-	9,  // 19: skiff.v1.Container.liveness_probe:type_name -> skiff.v1.Probe
-	9,  // 20: skiff.v1.Container.readiness_probe:type_name -> skiff.v1.Probe
-	9,  // 21: skiff.v1.Container.startup_probe:type_name -> skiff.v1.Probe
-	37, // 22: skiff.v1.PodStatus.conditions:type_name -> skiff.v1.Condition
-	17, // 23: skiff.v1.PodStatus.container_statuses:type_name -> skiff.v1.ContainerStatus
-	38, // 24: skiff.v1.PodStatus.start_time:type_name -> google.protobuf.Timestamp
-	17, // 25: skiff.v1.PodStatus.init_container_statuses:type_name -> skiff.v1.ContainerStatus
-	16, // 26: skiff.v1.PodStatus.pod_ips:type_name -> skiff.v1.PodIP
-	18, // 27: skiff.v1.ContainerStatus.state:type_name -> skiff.v1.ContainerState
-	18, // 28: skiff.v1.ContainerStatus.last_state:type_name -> skiff.v1.ContainerState
-	19, // 29: skiff.v1.ContainerState.waiting:type_name -> skiff.v1.ContainerStateWaiting
-	20, // 30: skiff.v1.ContainerState.running:type_name -> skiff.v1.ContainerStateRunning
-	21, // 31: skiff.v1.ContainerState.terminated:type_name -> skiff.v1.ContainerStateTerminated
-	38, // 32: skiff.v1.ContainerStateRunning.started_at:type_name -> google.protobuf.Timestamp
-	38, // 33: skiff.v1.ContainerStateTerminated.started_at:type_name -> google.protobuf.Timestamp
-	38, // 34: skiff.v1.ContainerStateTerminated.finished_at:type_name -> google.protobuf.Timestamp
-	0,  // 35: skiff.v1.PodList.items:type_name -> skiff.v1.Pod
-	39, // 36: skiff.v1.PodWatchEvent.type:type_name -> skiff.v1.EventType
-	0,  // 37: skiff.v1.PodWatchEvent.object:type_name -> skiff.v1.Pod
-	38, // 38: skiff.v1.PodMetrics.timestamp:type_name -> google.protobuf.Timestamp
-	30, // 39: skiff.v1.PodMetrics.containers:type_name -> skiff.v1.ContainerMetrics
-	29, // 40: skiff.v1.TopPodsResponse.pods:type_name -> skiff.v1.PodMetrics
-	31, // 41: skiff.v1.TopPodsResponse.unreachable_nodes:type_name -> skiff.v1.UnreachableNode
-	0,  // 42: skiff.v1.PodService.Create:input_type -> skiff.v1.Pod
-	40, // 43: skiff.v1.PodService.Get:input_type -> skiff.v1.GetRequest
-	41, // 44: skiff.v1.PodService.List:input_type -> skiff.v1.ListRequest
-	0,  // 45: skiff.v1.PodService.Update:input_type -> skiff.v1.Pod
-	42, // 46: skiff.v1.PodService.Delete:input_type -> skiff.v1.DeleteRequest
-	43, // 47: skiff.v1.PodService.Watch:input_type -> skiff.v1.WatchRequest
-	0,  // 48: skiff.v1.PodService.UpdateStatus:input_type -> skiff.v1.Pod
-	24, // 49: skiff.v1.PodService.Bind:input_type -> skiff.v1.BindRequest
-	25, // 50: skiff.v1.PodService.Logs:input_type -> skiff.v1.PodLogsRequest
-	25, // 51: skiff.v1.PodService.StreamLogs:input_type -> skiff.v1.PodLogsRequest
-	28, // 52: skiff.v1.PodService.Top:input_type -> skiff.v1.TopPodsRequest
-	0,  // 53: skiff.v1.PodService.Create:output_type -> skiff.v1.Pod
-	0,  // 54: skiff.v1.PodService.Get:output_type -> skiff.v1.Pod
-	22, // 55: skiff.v1.PodService.List:output_type -> skiff.v1.PodList
-	0,  // 56: skiff.v1.PodService.Update:output_type -> skiff.v1.Pod
-	0,  // 57: skiff.v1.PodService.Delete:output_type -> skiff.v1.Pod
-	23, // 58: skiff.v1.PodService.Watch:output_type -> skiff.v1.PodWatchEvent
-	0,  // 59: skiff.v1.PodService.UpdateStatus:output_type -> skiff.v1.Pod
-	0,  // 60: skiff.v1.PodService.Bind:output_type -> skiff.v1.Pod
-	27, // 61: skiff.v1.PodService.Logs:output_type -> skiff.v1.PodLogsResponse
-	26, // 62: skiff.v1.PodService.StreamLogs:output_type -> skiff.v1.LogChunk
-	32, // 63: skiff.v1.PodService.Top:output_type -> skiff.v1.TopPodsResponse
-	53, // [53:64] is the sub-list for method output_type
-	42, // [42:53] is the sub-list for method input_type
-	42, // [42:42] is the sub-list for extension type_name
-	42, // [42:42] is the sub-list for extension extendee
-	0,  // [0:42] is the sub-list for field type_name
+	27, // 2: skiff.v1.Pod.status:type_name -> skiff.v1.PodStatus
+	25, // 3: skiff.v1.PodSpec.containers:type_name -> skiff.v1.Container
+	25, // 4: skiff.v1.PodSpec.init_containers:type_name -> skiff.v1.Container
+	14, // 5: skiff.v1.PodSpec.volumes:type_name -> skiff.v1.Volume
+	48, // 6: skiff.v1.PodSpec.node_selector:type_name -> skiff.v1.PodSpec.NodeSelectorEntry
+	3,  // 7: skiff.v1.PodSpec.affinity:type_name -> skiff.v1.Affinity
+	12, // 8: skiff.v1.PodSpec.tolerations:type_name -> skiff.v1.Toleration
+	13, // 9: skiff.v1.PodSpec.topology_spread_constraints:type_name -> skiff.v1.TopologySpreadConstraint
+	52, // 10: skiff.v1.PodTemplateSpec.metadata:type_name -> skiff.v1.ObjectMeta
+	1,  // 11: skiff.v1.PodTemplateSpec.spec:type_name -> skiff.v1.PodSpec
+	4,  // 12: skiff.v1.Affinity.node_affinity:type_name -> skiff.v1.NodeAffinity
+	9,  // 13: skiff.v1.Affinity.pod_anti_affinity:type_name -> skiff.v1.PodAntiAffinity
+	5,  // 14: skiff.v1.NodeAffinity.required_during_scheduling_ignored_during_execution:type_name -> skiff.v1.NodeSelector
+	8,  // 15: skiff.v1.NodeAffinity.preferred_during_scheduling_ignored_during_execution:type_name -> skiff.v1.PreferredSchedulingTerm
+	6,  // 16: skiff.v1.NodeSelector.node_selector_terms:type_name -> skiff.v1.NodeSelectorTerm
+	7,  // 17: skiff.v1.NodeSelectorTerm.match_expressions:type_name -> skiff.v1.NodeSelectorRequirement
+	7,  // 18: skiff.v1.NodeSelectorTerm.match_fields:type_name -> skiff.v1.NodeSelectorRequirement
+	6,  // 19: skiff.v1.PreferredSchedulingTerm.preference:type_name -> skiff.v1.NodeSelectorTerm
+	10, // 20: skiff.v1.PodAntiAffinity.required_during_scheduling_ignored_during_execution:type_name -> skiff.v1.PodAffinityTerm
+	11, // 21: skiff.v1.PodAntiAffinity.preferred_during_scheduling_ignored_during_execution:type_name -> skiff.v1.WeightedPodAffinityTerm
+	53, // 22: skiff.v1.PodAffinityTerm.label_selector:type_name -> skiff.v1.LabelSelector
+	10, // 23: skiff.v1.WeightedPodAffinityTerm.pod_affinity_term:type_name -> skiff.v1.PodAffinityTerm
+	53, // 24: skiff.v1.TopologySpreadConstraint.label_selector:type_name -> skiff.v1.LabelSelector
+	15, // 25: skiff.v1.Volume.empty_dir:type_name -> skiff.v1.EmptyDirVolumeSource
+	16, // 26: skiff.v1.Volume.host_path:type_name -> skiff.v1.HostPathVolumeSource
+	17, // 27: skiff.v1.Volume.inline:type_name -> skiff.v1.InlineVolumeSource
+	49, // 28: skiff.v1.InlineVolumeSource.files:type_name -> skiff.v1.InlineVolumeSource.FilesEntry
+	50, // 29: skiff.v1.ResourceRequirements.limits:type_name -> skiff.v1.ResourceRequirements.LimitsEntry
+	51, // 30: skiff.v1.ResourceRequirements.requests:type_name -> skiff.v1.ResourceRequirements.RequestsEntry
+	22, // 31: skiff.v1.Probe.http_get:type_name -> skiff.v1.HTTPGetAction
+	23, // 32: skiff.v1.Probe.tcp_socket:type_name -> skiff.v1.TCPSocketAction
+	24, // 33: skiff.v1.Probe.exec:type_name -> skiff.v1.ExecAction
+	26, // 34: skiff.v1.Container.env:type_name -> skiff.v1.EnvVar
+	19, // 35: skiff.v1.Container.resources:type_name -> skiff.v1.ResourceRequirements
+	18, // 36: skiff.v1.Container.volume_mounts:type_name -> skiff.v1.VolumeMount
+	20, // 37: skiff.v1.Container.ports:type_name -> skiff.v1.ContainerPort
+	21, // 38: skiff.v1.Container.liveness_probe:type_name -> skiff.v1.Probe
+	21, // 39: skiff.v1.Container.readiness_probe:type_name -> skiff.v1.Probe
+	21, // 40: skiff.v1.Container.startup_probe:type_name -> skiff.v1.Probe
+	54, // 41: skiff.v1.PodStatus.conditions:type_name -> skiff.v1.Condition
+	29, // 42: skiff.v1.PodStatus.container_statuses:type_name -> skiff.v1.ContainerStatus
+	55, // 43: skiff.v1.PodStatus.start_time:type_name -> google.protobuf.Timestamp
+	29, // 44: skiff.v1.PodStatus.init_container_statuses:type_name -> skiff.v1.ContainerStatus
+	28, // 45: skiff.v1.PodStatus.pod_ips:type_name -> skiff.v1.PodIP
+	30, // 46: skiff.v1.ContainerStatus.state:type_name -> skiff.v1.ContainerState
+	30, // 47: skiff.v1.ContainerStatus.last_state:type_name -> skiff.v1.ContainerState
+	31, // 48: skiff.v1.ContainerState.waiting:type_name -> skiff.v1.ContainerStateWaiting
+	32, // 49: skiff.v1.ContainerState.running:type_name -> skiff.v1.ContainerStateRunning
+	33, // 50: skiff.v1.ContainerState.terminated:type_name -> skiff.v1.ContainerStateTerminated
+	55, // 51: skiff.v1.ContainerStateRunning.started_at:type_name -> google.protobuf.Timestamp
+	55, // 52: skiff.v1.ContainerStateTerminated.started_at:type_name -> google.protobuf.Timestamp
+	55, // 53: skiff.v1.ContainerStateTerminated.finished_at:type_name -> google.protobuf.Timestamp
+	0,  // 54: skiff.v1.PodList.items:type_name -> skiff.v1.Pod
+	56, // 55: skiff.v1.PodWatchEvent.type:type_name -> skiff.v1.EventType
+	0,  // 56: skiff.v1.PodWatchEvent.object:type_name -> skiff.v1.Pod
+	36, // 57: skiff.v1.BindBatchRequest.bindings:type_name -> skiff.v1.BindRequest
+	38, // 58: skiff.v1.BindBatchResponse.results:type_name -> skiff.v1.BindResult
+	55, // 59: skiff.v1.PodMetrics.timestamp:type_name -> google.protobuf.Timestamp
+	45, // 60: skiff.v1.PodMetrics.containers:type_name -> skiff.v1.ContainerMetrics
+	44, // 61: skiff.v1.TopPodsResponse.pods:type_name -> skiff.v1.PodMetrics
+	46, // 62: skiff.v1.TopPodsResponse.unreachable_nodes:type_name -> skiff.v1.UnreachableNode
+	0,  // 63: skiff.v1.PodService.Create:input_type -> skiff.v1.Pod
+	57, // 64: skiff.v1.PodService.Get:input_type -> skiff.v1.GetRequest
+	58, // 65: skiff.v1.PodService.List:input_type -> skiff.v1.ListRequest
+	0,  // 66: skiff.v1.PodService.Update:input_type -> skiff.v1.Pod
+	59, // 67: skiff.v1.PodService.Delete:input_type -> skiff.v1.DeleteRequest
+	60, // 68: skiff.v1.PodService.Watch:input_type -> skiff.v1.WatchRequest
+	0,  // 69: skiff.v1.PodService.UpdateStatus:input_type -> skiff.v1.Pod
+	36, // 70: skiff.v1.PodService.Bind:input_type -> skiff.v1.BindRequest
+	37, // 71: skiff.v1.PodService.BindBatch:input_type -> skiff.v1.BindBatchRequest
+	40, // 72: skiff.v1.PodService.Logs:input_type -> skiff.v1.PodLogsRequest
+	40, // 73: skiff.v1.PodService.StreamLogs:input_type -> skiff.v1.PodLogsRequest
+	43, // 74: skiff.v1.PodService.Top:input_type -> skiff.v1.TopPodsRequest
+	0,  // 75: skiff.v1.PodService.Create:output_type -> skiff.v1.Pod
+	0,  // 76: skiff.v1.PodService.Get:output_type -> skiff.v1.Pod
+	34, // 77: skiff.v1.PodService.List:output_type -> skiff.v1.PodList
+	0,  // 78: skiff.v1.PodService.Update:output_type -> skiff.v1.Pod
+	0,  // 79: skiff.v1.PodService.Delete:output_type -> skiff.v1.Pod
+	35, // 80: skiff.v1.PodService.Watch:output_type -> skiff.v1.PodWatchEvent
+	0,  // 81: skiff.v1.PodService.UpdateStatus:output_type -> skiff.v1.Pod
+	0,  // 82: skiff.v1.PodService.Bind:output_type -> skiff.v1.Pod
+	39, // 83: skiff.v1.PodService.BindBatch:output_type -> skiff.v1.BindBatchResponse
+	42, // 84: skiff.v1.PodService.Logs:output_type -> skiff.v1.PodLogsResponse
+	41, // 85: skiff.v1.PodService.StreamLogs:output_type -> skiff.v1.LogChunk
+	47, // 86: skiff.v1.PodService.Top:output_type -> skiff.v1.TopPodsResponse
+	75, // [75:87] is the sub-list for method output_type
+	63, // [63:75] is the sub-list for method input_type
+	63, // [63:63] is the sub-list for extension type_name
+	63, // [63:63] is the sub-list for extension extendee
+	0,  // [0:63] is the sub-list for field type_name
 }
 
 func init() { file_skiff_v1_pod_proto_init() }
@@ -2593,16 +3580,17 @@ func file_skiff_v1_pod_proto_init() {
 	}
 	file_skiff_v1_meta_proto_init()
 	file_skiff_v1_pod_proto_msgTypes[1].OneofWrappers = []any{}
-	file_skiff_v1_pod_proto_msgTypes[17].OneofWrappers = []any{}
-	file_skiff_v1_pod_proto_msgTypes[21].OneofWrappers = []any{}
-	file_skiff_v1_pod_proto_msgTypes[25].OneofWrappers = []any{}
+	file_skiff_v1_pod_proto_msgTypes[12].OneofWrappers = []any{}
+	file_skiff_v1_pod_proto_msgTypes[29].OneofWrappers = []any{}
+	file_skiff_v1_pod_proto_msgTypes[33].OneofWrappers = []any{}
+	file_skiff_v1_pod_proto_msgTypes[40].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_skiff_v1_pod_proto_rawDesc), len(file_skiff_v1_pod_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   36,
+			NumMessages:   52,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

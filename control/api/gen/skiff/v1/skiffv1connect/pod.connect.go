@@ -49,6 +49,8 @@ const (
 	PodServiceUpdateStatusProcedure = "/skiff.v1.PodService/UpdateStatus"
 	// PodServiceBindProcedure is the fully-qualified name of the PodService's Bind RPC.
 	PodServiceBindProcedure = "/skiff.v1.PodService/Bind"
+	// PodServiceBindBatchProcedure is the fully-qualified name of the PodService's BindBatch RPC.
+	PodServiceBindBatchProcedure = "/skiff.v1.PodService/BindBatch"
 	// PodServiceLogsProcedure is the fully-qualified name of the PodService's Logs RPC.
 	PodServiceLogsProcedure = "/skiff.v1.PodService/Logs"
 	// PodServiceStreamLogsProcedure is the fully-qualified name of the PodService's StreamLogs RPC.
@@ -71,6 +73,9 @@ type PodServiceClient interface {
 	UpdateStatus(context.Context, *connect.Request[v1.Pod]) (*connect.Response[v1.Pod], error)
 	// Bind sets spec.nodeName of an unbound pod (the scheduler binds through it).
 	Bind(context.Context, *connect.Request[v1.BindRequest]) (*connect.Response[v1.Pod], error)
+	// BindBatch binds many pods in one store write: each binding succeeds
+	// or fails by itself, as Bind would, and its result says which.
+	BindBatch(context.Context, *connect.Request[v1.BindBatchRequest]) (*connect.Response[v1.BindBatchResponse], error)
 	// Logs reads a container's output from the node the pod runs on.
 	Logs(context.Context, *connect.Request[v1.PodLogsRequest]) (*connect.Response[v1.PodLogsResponse], error)
 	// StreamLogs streams a container's output from the node the pod runs on,
@@ -140,6 +145,12 @@ func NewPodServiceClient(httpClient connect.HTTPClient, baseURL string, opts ...
 			connect.WithSchema(podServiceMethods.ByName("Bind")),
 			connect.WithClientOptions(opts...),
 		),
+		bindBatch: connect.NewClient[v1.BindBatchRequest, v1.BindBatchResponse](
+			httpClient,
+			baseURL+PodServiceBindBatchProcedure,
+			connect.WithSchema(podServiceMethods.ByName("BindBatch")),
+			connect.WithClientOptions(opts...),
+		),
 		logs: connect.NewClient[v1.PodLogsRequest, v1.PodLogsResponse](
 			httpClient,
 			baseURL+PodServiceLogsProcedure,
@@ -171,6 +182,7 @@ type podServiceClient struct {
 	watch        *connect.Client[v1.WatchRequest, v1.PodWatchEvent]
 	updateStatus *connect.Client[v1.Pod, v1.Pod]
 	bind         *connect.Client[v1.BindRequest, v1.Pod]
+	bindBatch    *connect.Client[v1.BindBatchRequest, v1.BindBatchResponse]
 	logs         *connect.Client[v1.PodLogsRequest, v1.PodLogsResponse]
 	streamLogs   *connect.Client[v1.PodLogsRequest, v1.LogChunk]
 	top          *connect.Client[v1.TopPodsRequest, v1.TopPodsResponse]
@@ -216,6 +228,11 @@ func (c *podServiceClient) Bind(ctx context.Context, req *connect.Request[v1.Bin
 	return c.bind.CallUnary(ctx, req)
 }
 
+// BindBatch calls skiff.v1.PodService.BindBatch.
+func (c *podServiceClient) BindBatch(ctx context.Context, req *connect.Request[v1.BindBatchRequest]) (*connect.Response[v1.BindBatchResponse], error) {
+	return c.bindBatch.CallUnary(ctx, req)
+}
+
 // Logs calls skiff.v1.PodService.Logs.
 func (c *podServiceClient) Logs(ctx context.Context, req *connect.Request[v1.PodLogsRequest]) (*connect.Response[v1.PodLogsResponse], error) {
 	return c.logs.CallUnary(ctx, req)
@@ -245,6 +262,9 @@ type PodServiceHandler interface {
 	UpdateStatus(context.Context, *connect.Request[v1.Pod]) (*connect.Response[v1.Pod], error)
 	// Bind sets spec.nodeName of an unbound pod (the scheduler binds through it).
 	Bind(context.Context, *connect.Request[v1.BindRequest]) (*connect.Response[v1.Pod], error)
+	// BindBatch binds many pods in one store write: each binding succeeds
+	// or fails by itself, as Bind would, and its result says which.
+	BindBatch(context.Context, *connect.Request[v1.BindBatchRequest]) (*connect.Response[v1.BindBatchResponse], error)
 	// Logs reads a container's output from the node the pod runs on.
 	Logs(context.Context, *connect.Request[v1.PodLogsRequest]) (*connect.Response[v1.PodLogsResponse], error)
 	// StreamLogs streams a container's output from the node the pod runs on,
@@ -310,6 +330,12 @@ func NewPodServiceHandler(svc PodServiceHandler, opts ...connect.HandlerOption) 
 		connect.WithSchema(podServiceMethods.ByName("Bind")),
 		connect.WithHandlerOptions(opts...),
 	)
+	podServiceBindBatchHandler := connect.NewUnaryHandler(
+		PodServiceBindBatchProcedure,
+		svc.BindBatch,
+		connect.WithSchema(podServiceMethods.ByName("BindBatch")),
+		connect.WithHandlerOptions(opts...),
+	)
 	podServiceLogsHandler := connect.NewUnaryHandler(
 		PodServiceLogsProcedure,
 		svc.Logs,
@@ -346,6 +372,8 @@ func NewPodServiceHandler(svc PodServiceHandler, opts ...connect.HandlerOption) 
 			podServiceUpdateStatusHandler.ServeHTTP(w, r)
 		case PodServiceBindProcedure:
 			podServiceBindHandler.ServeHTTP(w, r)
+		case PodServiceBindBatchProcedure:
+			podServiceBindBatchHandler.ServeHTTP(w, r)
 		case PodServiceLogsProcedure:
 			podServiceLogsHandler.ServeHTTP(w, r)
 		case PodServiceStreamLogsProcedure:
@@ -391,6 +419,10 @@ func (UnimplementedPodServiceHandler) UpdateStatus(context.Context, *connect.Req
 
 func (UnimplementedPodServiceHandler) Bind(context.Context, *connect.Request[v1.BindRequest]) (*connect.Response[v1.Pod], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("skiff.v1.PodService.Bind is not implemented"))
+}
+
+func (UnimplementedPodServiceHandler) BindBatch(context.Context, *connect.Request[v1.BindBatchRequest]) (*connect.Response[v1.BindBatchResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("skiff.v1.PodService.BindBatch is not implemented"))
 }
 
 func (UnimplementedPodServiceHandler) Logs(context.Context, *connect.Request[v1.PodLogsRequest]) (*connect.Response[v1.PodLogsResponse], error) {
