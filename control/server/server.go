@@ -475,6 +475,7 @@ func (s *Server) Run(ctx context.Context) error {
 			events: skiffv1connect.NewEventServiceClient(hc, base),
 			svcs:   skiffv1connect.NewServiceServiceClient(hc, base),
 			eps:    skiffv1connect.NewEndpointsServiceClient(hc, base),
+			rss:    skiffv1connect.NewReplicaSetServiceClient(hc, base),
 			ttl:    s.cfg.EventTTL,
 			log:    s.log,
 		}
@@ -572,6 +573,7 @@ type loops struct {
 	events skiffv1connect.EventServiceClient
 	svcs   skiffv1connect.ServiceServiceClient
 	eps    skiffv1connect.EndpointsServiceClient
+	rss    skiffv1connect.ReplicaSetServiceClient
 	ttl    time.Duration
 	log    *slog.Logger
 }
@@ -599,6 +601,9 @@ func (l loops) run(ctx context.Context) {
 	})
 	wg.Go(func() {
 		(&controllers.EndpointsController{Services: l.svcs, Pods: l.pods, Endpoints: l.eps, Logger: l.log.With("room", "controllers", "controller", "endpoints")}).Run(ctx)
+	})
+	wg.Go(func() {
+		(&controllers.ReplicaSetController{ReplicaSets: l.rss, Pods: l.pods, Logger: l.log.With("room", "controllers", "controller", "replicaset")}).Run(ctx)
 	})
 	_ = scheduler.New(scheduler.Config{Pods: l.pods, Nodes: l.nodes, Events: rec, Logger: l.log.With("room", "scheduler")}).Run(ctx)
 }
