@@ -44,11 +44,6 @@ func antiAffinityTerms(a *skiffv1.PodAntiAffinity, namespace string) (required, 
 	return required, preferred
 }
 
-// topoPair is one topology domain: a node label and its value.
-type topoPair struct {
-	key, value string
-}
-
 // interPodAntiAffinity keeps a pod out of every topology domain that runs
 // a pod its required anti-affinity picks, and out of every domain of a pod
 // whose required anti-affinity picks it (the rule holds both ways); it
@@ -65,6 +60,32 @@ const (
 	errExistingAntiAffinity = "node(s) didn't satisfy existing pods anti-affinity rules"
 )
 
+// domainMarks is a value per domain of each topology key some term names:
+// whether it is closed, or its weight.
+type domainMarks[T any] struct {
+	x      *podIndex
+	tables []*domainTable
+	marks  [][]T
+}
+
+// mark applies f, with the pod count, to the mark of the domain of key
+// of every node in nodes that runs a pod. A key's marks are made on first
+// use.
+func (d *domainMarks[T]) mark(key string, nodes map[*nodeInfo]int, f func(*T, int)) {
+	t := d.x.domains(key)
+	i := slices.Index(d.tables, t)
+	if i < 0 {
+		i = len(d.tables)
+		d.tables = append(d.tables, t)
+		d.marks = append(d.marks, make([]T, len(t.values)))
+	}
+	for n, count := range nodes {
+		if id := t.domain(n); id >= 0 && count > 0 {
+			f(&d.marks[i][id], count)
+		}
+	}
+}
+
 // Filter is only ever called on the filter PreFilter returns.
 func (interPodAntiAffinity) Filter(*podInfo, *nodeInfo) *status { return nil }
 
@@ -77,69 +98,48 @@ func (interPodAntiAffinity) PreFilter(p *podInfo, nodes []*nodeInfo) filter {
 	}
 	m := p.pod.GetMetadata()
 	required, _ := antiAffinityTerms(p.pod.GetSpec().GetAffinity().GetPodAntiAffinity(), m.GetNamespace())
-	f := antiAffinityFilter{own: map[topoPair]bool{}, existing: map[topoPair]bool{}}
+	f := antiAffinityFilter{own: &domainMarks[bool]{x: x}, existing: &domainMarks[bool]{x: x}}
+	closeDomain := func(b *bool, _ int) { *b = true }
 	for _, t := range required {
-		f.ownKeys = appendKey(f.ownKeys, t.key)
 		for _, g := range x.order {
 			if t.picks(g.namespace, g.labels) {
-				closeDomains(f.own, g.nodes, t.key)
+				f.own.mark(t.key, g.nodes, closeDomain)
 			}
 		}
 	}
 	for _, a := range x.antiOrder {
 		for _, t := range a.required {
 			if t.picks(m.GetNamespace(), m.GetLabels()) {
-				f.existingKeys = appendKey(f.existingKeys, t.key)
-				closeDomains(f.existing, a.nodes, t.key)
+				f.existing.mark(t.key, a.nodes, closeDomain)
 			}
 		}
 	}
-	if len(f.own) == 0 && len(f.existing) == 0 {
+	if len(f.own.tables) == 0 && len(f.existing.tables) == 0 {
 		return nil
 	}
 	return f
 }
 
-func appendKey(keys []string, k string) []string {
-	if slices.Contains(keys, k) {
-		return keys
-	}
-	return append(keys, k)
-}
-
-// closeDomains marks the domain, by key, of every node that runs a pod.
-func closeDomains(closed map[topoPair]bool, nodes map[*nodeInfo]int, key string) {
-	for n, count := range nodes {
-		if count == 0 {
-			continue
-		}
-		if v, ok := topologyValue(n, key); ok {
-			closed[topoPair{key, v}] = true
-		}
-	}
-}
-
 // antiAffinityFilter is interPodAntiAffinity's filter for one pod.
 type antiAffinityFilter struct {
-	ownKeys, existingKeys []string
-	own, existing         map[topoPair]bool
+	own, existing *domainMarks[bool]
 }
 
 func (antiAffinityFilter) Name() string { return "InterPodAffinity" }
 
 func (f antiAffinityFilter) Filter(_ *podInfo, n *nodeInfo) *status {
-	if inClosed(f.own, f.ownKeys, n) {
+	if closed(f.own, n) {
 		return unfit(errAntiAffinity)
 	}
-	if inClosed(f.existing, f.existingKeys, n) {
+	if closed(f.existing, n) {
 		return unfit(errExistingAntiAffinity)
 	}
 	return nil
 }
 
-func inClosed(closed map[topoPair]bool, keys []string, n *nodeInfo) bool {
-	for _, k := range keys {
-		if v, ok := topologyValue(n, k); ok && closed[topoPair{k, v}] {
+func closed(d *domainMarks[bool], n *nodeInfo) bool {
+	for i, t := range d.tables {
+		if id := t.domain(n); id >= 0 && d.marks[i][id] {
 			return true
 		}
 	}
@@ -159,43 +159,30 @@ func (interPodAntiAffinity) PreScore(p *podInfo, _, all []*nodeInfo) scorer {
 	}
 	m := p.pod.GetMetadata()
 	_, preferred := antiAffinityTerms(p.pod.GetSpec().GetAffinity().GetPodAntiAffinity(), m.GetNamespace())
-	s := antiAffinityScorer{domains: map[topoPair]int64{}}
+	s := antiAffinityScorer{weights: &domainMarks[int64]{x: x}}
 	for _, t := range preferred {
 		for _, g := range x.order {
 			if t.picks(g.namespace, g.labels) {
-				s.keys = appendKey(s.keys, t.key)
-				weighDomains(s.domains, g.nodes, t.key, -t.weight)
+				s.weights.mark(t.key, g.nodes, func(w *int64, count int) { *w -= t.weight * int64(count) })
 			}
 		}
 	}
 	for _, a := range x.antiOrder {
 		for _, t := range a.preferred {
 			if t.picks(m.GetNamespace(), m.GetLabels()) {
-				s.keys = appendKey(s.keys, t.key)
-				weighDomains(s.domains, a.nodes, t.key, -t.weight)
+				s.weights.mark(t.key, a.nodes, func(w *int64, count int) { *w -= t.weight * int64(count) })
 			}
 		}
 	}
-	if len(s.domains) == 0 {
+	if len(s.weights.tables) == 0 {
 		return nil
 	}
 	return s
 }
 
-// weighDomains adds weight, once per pod, to the domain of every node
-// that runs pods.
-func weighDomains(domains map[topoPair]int64, nodes map[*nodeInfo]int, key string, weight int64) {
-	for n, count := range nodes {
-		if v, ok := topologyValue(n, key); ok && count > 0 {
-			domains[topoPair{key, v}] += weight * int64(count)
-		}
-	}
-}
-
 // antiAffinityScorer is interPodAntiAffinity's scorer for one pod.
 type antiAffinityScorer struct {
-	keys    []string
-	domains map[topoPair]int64
+	weights *domainMarks[int64]
 }
 
 func (antiAffinityScorer) Name() string { return "InterPodAffinity" }
@@ -203,9 +190,9 @@ func (antiAffinityScorer) Name() string { return "InterPodAffinity" }
 // Score is the sum of the weights on the node's domains.
 func (s antiAffinityScorer) Score(_ *podInfo, n *nodeInfo) int64 {
 	var sum int64
-	for _, k := range s.keys {
-		if v, ok := topologyValue(n, k); ok {
-			sum += s.domains[topoPair{k, v}]
+	for i, t := range s.weights.tables {
+		if id := t.domain(n); id >= 0 {
+			sum += s.weights.marks[i][id]
 		}
 	}
 	return sum

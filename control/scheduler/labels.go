@@ -166,3 +166,49 @@ func hasRequiredNodeRules(p *podInfo) bool {
 	spec := p.pod.GetSpec()
 	return len(spec.GetNodeSelector()) > 0 || spec.GetAffinity().GetNodeAffinity().GetRequiredDuringSchedulingIgnoredDuringExecution() != nil
 }
+
+// domainTable numbers the domains of one topology key over the nodes of a
+// snapshot: of[idx] is the domain of the node at place idx, -1 when it
+// lacks the key; values is each domain's value, by number.
+type domainTable struct {
+	of     []int32
+	values []string
+}
+
+func newDomainTable(nodes []*nodeInfo, key string) *domainTable {
+	t := &domainTable{of: make([]int32, len(nodes))}
+	byValue := map[string]int32{}
+	for i, n := range nodes {
+		t.of[i] = -1
+		v, ok := topologyValue(n, key)
+		if !ok {
+			continue
+		}
+		id, seen := byValue[v]
+		if !seen {
+			id = int32(len(t.values))
+			byValue[v] = id
+			t.values = append(t.values, v)
+		}
+		t.of[i] = id
+	}
+	return t
+}
+
+// domain is the number of the node's domain, or -1.
+func (t *domainTable) domain(n *nodeInfo) int32 {
+	if n.idx >= len(t.of) {
+		return -1
+	}
+	return t.of[n.idx]
+}
+
+// inAll reports whether the node has a domain in every table.
+func inAll(tables []*domainTable, n *nodeInfo) bool {
+	for _, t := range tables {
+		if t.domain(n) < 0 {
+			return false
+		}
+	}
+	return true
+}

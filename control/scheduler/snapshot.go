@@ -4,6 +4,7 @@ import (
 	"math/big"
 	"sort"
 	"strings"
+	"sync"
 
 	"google.golang.org/protobuf/proto"
 
@@ -71,6 +72,9 @@ type nodeInfo struct {
 	nonZero     resources
 	// index is the snapshot's, shared by all its nodes.
 	index *podIndex
+	// idx is the node's place in the snapshot, for plugins that keep a
+	// per-pod table of nodes in a slice rather than a map.
+	idx int
 }
 
 func (n *nodeInfo) name() string { return n.node.GetMetadata().GetName() }
@@ -90,11 +94,33 @@ func (n *nodeInfo) assume(p *podInfo) {
 // pod's selector is matched once per group, and the group says how many
 // of its pods each node runs. Pods with a pod anti-affinity are grouped
 // the same way by their terms.
+//
+// It also numbers the domains of each topology key a pod asks about, once
+// per snapshot (whose nodes and labels do not change), so that the plugins'
+// per-pod tables are slices indexed by domain number, not maps.
 type podIndex struct {
 	groups    map[string]*podGroup
 	order     []*podGroup
 	anti      map[string]*antiGroup
 	antiOrder []*antiGroup
+	// nodes is every node of the snapshot, at its idx.
+	nodes []*nodeInfo
+
+	mu     sync.Mutex // guards tables: place may run for pods in parallel
+	tables map[string]*domainTable
+}
+
+// domains is the numbering of the key's domains over every node of the
+// snapshot.
+func (x *podIndex) domains(key string) *domainTable {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	t := x.tables[key]
+	if t == nil {
+		t = newDomainTable(x.nodes, key)
+		x.tables[key] = t
+	}
+	return t
 }
 
 // podGroup is the pods of one namespace with the same labels.
@@ -114,7 +140,7 @@ type antiGroup struct {
 }
 
 func newPodIndex() *podIndex {
-	return &podIndex{groups: map[string]*podGroup{}, anti: map[string]*antiGroup{}}
+	return &podIndex{groups: map[string]*podGroup{}, anti: map[string]*antiGroup{}, tables: map[string]*domainTable{}}
 }
 
 func (x *podIndex) add(p *podInfo, n *nodeInfo) {
@@ -280,7 +306,7 @@ func newSnapshot(nodes []*skiffv1.Node, pods []*skiffv1.Pod) []*nodeInfo {
 	byName := make(map[string]*nodeInfo, len(nodes))
 	index := newPodIndex()
 	for _, n := range nodes {
-		ni := &nodeInfo{node: n, allocatable: nodeAllocatable(n), index: index}
+		ni := &nodeInfo{node: n, allocatable: nodeAllocatable(n), index: index, idx: len(infos)}
 		infos = append(infos, ni)
 		byName[ni.name()] = ni
 	}
@@ -291,5 +317,6 @@ func newSnapshot(nodes []*skiffv1.Node, pods []*skiffv1.Pod) []*nodeInfo {
 		}
 		ni.assume(newPodInfo(p))
 	}
+	index.nodes = infos
 	return infos
 }

@@ -38,22 +38,43 @@ func spreadConstraints(p *podInfo, when string) []spreadConstraint {
 	return out
 }
 
-// hasKeys reports whether the node has every constraint's topology key.
-func hasKeys(cs []spreadConstraint, n *nodeInfo) bool {
-	for _, c := range cs {
-		if _, ok := topologyValue(n, c.key); !ok {
-			return false
-		}
-	}
-	return true
+// spreadState is what both halves of podTopologySpread work out for a pod:
+// for each constraint, its key's domains and the matching pods in each.
+type spreadState struct {
+	constraints []spreadConstraint
+	tables      []*domainTable
+	counts      [][]int64
+	// present marks, per constraint, the domains that count.
+	present [][]bool
 }
 
-// spreadCounts counts, per constraint and domain, the pods of the pod's
+// newSpreadState counts, per constraint and domain, the pods of the pod's
 // namespace that the constraint's selector picks and that are not being
-// deleted, on the nodes that count (counted), into domains that already
-// have an entry (those of the nodes the caller puts there first). It runs
-// once per group that a selector picks, not once per pod.
-func spreadCounts(p *podInfo, cs []spreadConstraint, x *podIndex, counts []map[string]int64, counted func(*nodeInfo) bool) {
+// deleted, on the nodes that count (countNodes that have every key and
+// that the pod's node selector and required affinity pick, as
+// kube-scheduler), into the domains of domainNodes that have every key.
+// Pods are counted once per group that a selector picks, not once per
+// pod; the work is O(nodes + groups), and a node's domain a slice lookup.
+func newSpreadState(p *podInfo, cs []spreadConstraint, x *podIndex, domainNodes, countNodes []*nodeInfo) *spreadState {
+	st := &spreadState{constraints: cs, tables: make([]*domainTable, len(cs)), counts: make([][]int64, len(cs)), present: make([][]bool, len(cs))}
+	for i, c := range cs {
+		st.tables[i] = x.domains(c.key)
+		st.counts[i] = make([]int64, len(st.tables[i].values))
+		st.present[i] = make([]bool, len(st.tables[i].values))
+	}
+	for _, n := range domainNodes {
+		if !inAll(st.tables, n) {
+			continue
+		}
+		for i, t := range st.tables {
+			st.present[i][t.domain(n)] = true
+		}
+	}
+	counted := make([]bool, len(x.nodes))
+	rules := hasRequiredNodeRules(p)
+	for _, n := range countNodes {
+		counted[n.idx] = inAll(st.tables, n) && (!rules || requiredNodeMatch(p, n))
+	}
 	ns := p.pod.GetMetadata().GetNamespace()
 	for _, g := range x.order {
 		if g.namespace != ns || g.terminating {
@@ -64,16 +85,16 @@ func spreadCounts(p *podInfo, cs []spreadConstraint, x *podIndex, counts []map[s
 				continue
 			}
 			for n, k := range g.nodes {
-				if !counted(n) {
+				if n.idx >= len(counted) || !counted[n.idx] {
 					continue
 				}
-				v, _ := topologyValue(n, c.key)
-				if _, ok := counts[i][v]; ok {
-					counts[i][v] += int64(k)
+				if id := st.tables[i].domain(n); st.present[i][id] {
+					st.counts[i][id] += int64(k)
 				}
 			}
 		}
 	}
+	return st
 }
 
 // podTopologySpread keeps the pods a constraint's selector picks spread
@@ -99,25 +120,22 @@ func (podTopologySpread) PreFilter(p *podInfo, nodes []*nodeInfo) filter {
 	if len(cs) == 0 || x == nil {
 		return nil
 	}
-	eligible := func(n *nodeInfo) bool { return hasKeys(cs, n) && requiredNodeMatch(p, n) }
-	f := spreadFilter{constraints: cs, counts: make([]map[string]int64, len(cs)), mins: make([]int64, len(cs))}
-	for i := range cs {
-		f.counts[i] = map[string]int64{}
-	}
-	for _, n := range nodes {
-		if !eligible(n) {
-			continue
-		}
-		for i, c := range cs {
-			v, _ := topologyValue(n, c.key)
-			f.counts[i][v] += 0
+	eligible := nodes
+	if hasRequiredNodeRules(p) {
+		eligible = nil
+		for _, n := range nodes {
+			if requiredNodeMatch(p, n) {
+				eligible = append(eligible, n)
+			}
 		}
 	}
-	spreadCounts(p, cs, x, f.counts, eligible)
+	f := spreadFilter{spreadState: newSpreadState(p, cs, x, eligible, nodes), mins: make([]int64, len(cs))}
 	for i := range cs {
 		lo := int64(math.MaxInt64)
-		for _, k := range f.counts[i] {
-			lo = min(lo, k)
+		for id, k := range f.counts[i] {
+			if f.present[i][id] {
+				lo = min(lo, k)
+			}
 		}
 		if lo == math.MaxInt64 {
 			lo = 0
@@ -129,20 +147,22 @@ func (podTopologySpread) PreFilter(p *podInfo, nodes []*nodeInfo) filter {
 
 // spreadFilter is podTopologySpread's filter for one pod.
 type spreadFilter struct {
-	constraints []spreadConstraint
-	counts      []map[string]int64
-	mins        []int64
+	*spreadState
+	mins []int64
 }
 
 func (spreadFilter) Name() string { return "PodTopologySpread" }
 
+// Filter judges each constraint by the node's domain; a domain no counted
+// node is in (the pod's affinity leaves them out) holds no pods, as in
+// kube-scheduler.
 func (f spreadFilter) Filter(_ *podInfo, n *nodeInfo) *status {
 	for i, c := range f.constraints {
-		v, ok := topologyValue(n, c.key)
-		if !ok {
+		id := f.tables[i].domain(n)
+		if id < 0 {
 			return unfit(errSpreadLabel)
 		}
-		if f.counts[i][v]+int64(c.self)-f.mins[i] > c.maxSkew {
+		if f.counts[i][id]+int64(c.self)-f.mins[i] > c.maxSkew {
 			return unfit(errSpread)
 		}
 	}
@@ -165,31 +185,23 @@ func (podTopologySpread) PreScore(p *podInfo, feasible, all []*nodeInfo) scorer 
 	if len(cs) == 0 || x == nil {
 		return nil
 	}
-	s := spreadScorer{constraints: cs, counts: make([]map[string]int64, len(cs)), weights: make([]float64, len(cs))}
+	s := spreadScorer{spreadState: newSpreadState(p, cs, x, feasible, all), weights: make([]float64, len(cs))}
 	for i := range cs {
-		s.counts[i] = map[string]int64{}
-	}
-	for _, n := range feasible {
-		if !hasKeys(cs, n) {
-			continue
+		domains := 0
+		for _, in := range s.present[i] {
+			if in {
+				domains++
+			}
 		}
-		for i, c := range cs {
-			v, _ := topologyValue(n, c.key)
-			s.counts[i][v] += 0
-		}
+		s.weights[i] = math.Log(float64(domains + 2))
 	}
-	for i := range cs {
-		s.weights[i] = math.Log(float64(len(s.counts[i]) + 2))
-	}
-	spreadCounts(p, cs, x, s.counts, func(n *nodeInfo) bool { return hasKeys(cs, n) && requiredNodeMatch(p, n) })
 	return s
 }
 
 // spreadScorer is podTopologySpread's scorer for one pod.
 type spreadScorer struct {
-	constraints []spreadConstraint
-	counts      []map[string]int64
-	weights     []float64
+	*spreadState
+	weights []float64
 }
 
 func (spreadScorer) Name() string { return "PodTopologySpread" }
@@ -197,13 +209,12 @@ func (spreadScorer) Name() string { return "PodTopologySpread" }
 // Score is, summed over the constraints, the matching pods in the node's
 // domain times the constraint's weight, plus maxSkew-1: more is worse.
 func (s spreadScorer) Score(_ *podInfo, n *nodeInfo) int64 {
-	if !hasKeys(s.constraints, n) {
+	if !inAll(s.tables, n) {
 		return ignoredNode
 	}
 	var score float64
 	for i, c := range s.constraints {
-		v, _ := topologyValue(n, c.key)
-		score += float64(s.counts[i][v])*s.weights[i] + float64(c.maxSkew-1)
+		score += float64(s.counts[i][s.tables[i].domain(n)])*s.weights[i] + float64(c.maxSkew-1)
 	}
 	return int64(math.Round(score))
 }
