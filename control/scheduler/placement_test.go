@@ -303,7 +303,11 @@ func TestPlacementScores(t *testing.T) {
 			node("c", tainted("k3", "", "NoSchedule")),
 		}, nil, podWith("p", tolerate(&skiffv1.Toleration{Key: "ok", Operator: "Exists", Effect: "PreferNoSchedule"})),
 			map[string]int64{"a": 0, "b": 50, "c": 100}},
-		{"no PreferNoSchedule taints", taintToleration{}, zones, nil, podWith("p", nil), map[string]int64{"a": 100, "b": 100, "c": 100}},
+		// All would score 100; the plugin is left out instead, which
+		// ranks the nodes the same.
+		{"no PreferNoSchedule taints", taintToleration{}, zones, nil, podWith("p", nil), map[string]int64{"a": 0, "b": 0, "c": 0}},
+		{"every taint tolerated", taintToleration{}, []*skiffv1.Node{node("a", tainted("k", "", "PreferNoSchedule")), node("b")}, nil,
+			podWith("p", tolerate(&skiffv1.Toleration{Key: "k", Operator: "Exists"})), map[string]int64{"a": 100, "b": 100}},
 
 		// Two web pods on a, one on b: by hostname -2w, -w, 0.
 		{"preferred anti-affinity by hostname", interPodAntiAffinity{}, zones,
@@ -426,5 +430,42 @@ func BenchmarkPlaceSpread(b *testing.B) {
 		if n, _ := pr.place(p, snap); n == nil {
 			b.Fatal("no node")
 		}
+	}
+}
+
+// TestAssumeAndForget: a pod assumed onto a node counts for every plugin
+// that counts pods, and forgetting it takes it all back.
+func TestAssumeAndForget(t *testing.T) {
+	snap := newSnapshot([]*skiffv1.Node{node("a", alloc("1", "1Gi", "2")), node("b", alloc("1", "1Gi", "2"))}, nil)
+	placed := newPodInfo(requesting(podWith("x", antiAff(hostnameLabel, sel("app", "db")), "app", "web"), "1", ""))
+	web := podWith("p", both(antiAff(hostnameLabel, sel("app", "web")), spread(1, hostnameLabel, "DoNotSchedule", sel("app", "web"))), "app", "web")
+	db := podWith("q", nil, "app", "db")
+	all := func() map[string]string {
+		out := map[string]string{}
+		for _, f := range []filter{resourceFit{}, interPodAntiAffinity{}, podTopologySpread{}} {
+			for n, why := range filterEach(f, requesting(web, "1", ""), snap) {
+				out[f.Name()+" "+n] = why
+			}
+		}
+		for n, why := range filterEach(interPodAntiAffinity{}, db, snap) {
+			out["existing "+n] = why
+		}
+		return out
+	}
+	before := all()
+	snap[0].assume(placed)
+	during := all()
+	want := map[string]string{
+		"NodeResourcesFit a": "Insufficient cpu", "InterPodAffinity a": errAntiAffinity, "PodTopologySpread a": errSpread,
+		"existing a": errExistingAntiAffinity,
+	}
+	for k, v := range want {
+		if during[k] != v {
+			t.Errorf("after assume, %s: %q, want %q", k, during[k], v)
+		}
+	}
+	snap[0].forget(placed)
+	if after := all(); !maps.Equal(after, before) {
+		t.Errorf("after forget %q, want as before %q", after, before)
 	}
 }

@@ -36,6 +36,13 @@ func (r *resources) add(o resources) {
 	r.pods = addCapped(r.pods, o.pods)
 }
 
+// sub takes back what add added (exactly, unless a sum was capped).
+func (r *resources) sub(o resources) {
+	r.milliCPU -= o.milliCPU
+	r.memory -= o.memory
+	r.pods -= o.pods
+}
+
 // maxAmount caps every amount, so that sums of huge quantities (the API
 // takes up to 2^62 of anything) never wrap around.
 const maxAmount = 1 << 62
@@ -87,6 +94,15 @@ func (n *nodeInfo) assume(p *podInfo) {
 	n.index.add(p, n)
 }
 
+// forget takes back a pod that assume counted on the node (it finished,
+// went away, or its binding failed), so that a snapshot kept from pass to
+// pass stays true.
+func (n *nodeInfo) forget(p *podInfo) {
+	n.requested.sub(p.request)
+	n.nonZero.sub(p.nonZero)
+	n.index.remove(p, n)
+}
+
 // podIndex is what a snapshot knows of its unfinished pods beyond each
 // node's sums, for the plugins that count pods by label (topology spread,
 // pod anti-affinity). Pods are grouped by namespace and labels, so that
@@ -105,6 +121,8 @@ type podIndex struct {
 	antiOrder []*antiGroup
 	// nodes is every node of the snapshot, at its idx.
 	nodes []*nodeInfo
+	// preferNoSchedule is whether any node has a PreferNoSchedule taint.
+	preferNoSchedule bool
 
 	mu     sync.Mutex // guards tables: place may run for pods in parallel
 	tables map[string]*domainTable
@@ -163,6 +181,19 @@ func (x *podIndex) add(p *podInfo, n *nodeInfo) {
 		x.antiOrder = append(x.antiOrder, a)
 	}
 	a.nodes[n]++
+}
+
+func (x *podIndex) remove(p *podInfo, n *nodeInfo) {
+	if g := x.groups[p.groupKey]; g != nil && g.nodes[n] > 0 {
+		if g.nodes[n]--; g.nodes[n] == 0 {
+			delete(g.nodes, n)
+		}
+	}
+	if a := x.anti[p.antiKey]; p.antiKey != "" && a != nil && a.nodes[n] > 0 {
+		if a.nodes[n]--; a.nodes[n] == 0 {
+			delete(a.nodes, n)
+		}
+	}
 }
 
 // indexOf is the index of a snapshot's nodes; nil when there are none.
@@ -307,6 +338,9 @@ func newSnapshot(nodes []*skiffv1.Node, pods []*skiffv1.Pod) []*nodeInfo {
 	index := newPodIndex()
 	for _, n := range nodes {
 		ni := &nodeInfo{node: n, allocatable: nodeAllocatable(n), index: index, idx: len(infos)}
+		for _, t := range n.GetSpec().GetTaints() {
+			index.preferNoSchedule = index.preferNoSchedule || t.GetEffect() == effectPreferNoSchedule
+		}
 		infos = append(infos, ni)
 		byName[ni.name()] = ni
 	}

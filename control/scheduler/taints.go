@@ -70,6 +70,15 @@ func (taintToleration) Filter(p *podInfo, n *nodeInfo) *status {
 	return nil
 }
 
+// PreScore leaves the plugin out when no node has a PreferNoSchedule
+// taint: every node would score the same.
+func (s taintToleration) PreScore(_ *podInfo, _, all []*nodeInfo) scorer {
+	if x := indexOf(all); x == nil || !x.preferNoSchedule {
+		return nil
+	}
+	return s
+}
+
 // Score is the number of the node's PreferNoSchedule taints that the
 // pod's tolerations of that effect (or of every effect) do not cover;
 // Normalize turns fewer into better.
