@@ -22,7 +22,8 @@ type filter interface {
 // score plugins do. Score is called from one goroutine at a time.
 type scorer interface {
 	Name() string
-	// Score is from 0 (worst) to maxNodeScore (best).
+	// Score is from 0 (worst) to maxNodeScore (best); a normalizer's
+	// scores are raw, for Normalize to bring to that range.
 	Score(p *podInfo, n *nodeInfo) int64
 }
 
@@ -117,7 +118,12 @@ var placePool = sync.Pool{New: func() any { return new(placeBuffers) }}
 // node, the normalizers once over the feasible nodes.
 func (pr profile) place(p *podInfo, nodes []*nodeInfo) (*nodeInfo, string) {
 	buf := placePool.Get().(*placeBuffers)
-	defer placePool.Put(buf)
+	defer func() {
+		// Hold on to no snapshot between pods.
+		clear(buf.filters)
+		clear(buf.feasible)
+		placePool.Put(buf)
+	}()
 
 	filters := buf.filters[:0]
 	for _, f := range pr.filters {
@@ -179,6 +185,7 @@ func (pr profile) place(p *podInfo, nodes []*nodeInfo) (*nodeInfo, string) {
 	return feasible[best], ""
 }
 
+// runFilters runs the filters in order and returns the first refusal.
 func runFilters(filters []filter, p *podInfo, n *nodeInfo) *status {
 	for _, f := range filters {
 		if st := f.Filter(p, n); st != nil {
