@@ -469,3 +469,29 @@ func TestAssumeAndForget(t *testing.T) {
 		t.Errorf("after forget %q, want as before %q", after, before)
 	}
 }
+
+// BenchmarkPlaceReplicas places and assumes, one after the other, the
+// replicas of one workload over 5,000 nodes in 10 zones, each spread over
+// zones (DoNotSchedule) and hosts (ScheduleAnyway), as a pass of a large
+// rollout does: the figure is per pod, with the snapshot growing.
+func BenchmarkPlaceReplicas(b *testing.B) {
+	nodes := make([]*skiffv1.Node, 5000)
+	for i := range nodes {
+		nodes[i] = node(fmt.Sprintf("n%04d", i), alloc("64", "256Gi", "1000"), labelled("zone", fmt.Sprintf("z%d", i%10)))
+	}
+	snap := newSnapshot(nodes, nil)
+	pr := defaultProfile(func() time.Time { return now })
+	p := podWith("p", both(
+		spread(1, "zone", "DoNotSchedule", sel("app", "web")),
+		spread(1, hostnameLabel, "ScheduleAnyway", sel("app", "web")),
+	), "app", "web")
+	b.ResetTimer()
+	for range b.N {
+		pi := newPodInfo(p)
+		n, why := pr.place(pi, snap)
+		if n == nil {
+			b.Fatal(why)
+		}
+		n.assume(pi)
+	}
+}
