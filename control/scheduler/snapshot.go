@@ -121,8 +121,9 @@ type podIndex struct {
 	antiOrder []*antiGroup
 	// nodes is every node of the snapshot, at its idx.
 	nodes []*nodeInfo
-	// preferNoSchedule is whether any node has a PreferNoSchedule taint.
-	preferNoSchedule bool
+	// preferNoSchedule is whether any node has a PreferNoSchedule taint,
+	// noSchedule whether any has a NoSchedule or NoExecute one.
+	preferNoSchedule, noSchedule bool
 
 	mu     sync.Mutex // guards tables: place may run for pods in parallel
 	tables map[string]*domainTable
@@ -339,7 +340,11 @@ func newSnapshot(nodes []*skiffv1.Node, pods []*skiffv1.Pod) []*nodeInfo {
 	for _, n := range nodes {
 		ni := &nodeInfo{node: n, allocatable: nodeAllocatable(n), index: index, idx: len(infos)}
 		for _, t := range n.GetSpec().GetTaints() {
-			index.preferNoSchedule = index.preferNoSchedule || t.GetEffect() == effectPreferNoSchedule
+			if t.GetEffect() == effectPreferNoSchedule {
+				index.preferNoSchedule = true
+			} else {
+				index.noSchedule = true
+			}
 		}
 		infos = append(infos, ni)
 		byName[ni.name()] = ni

@@ -55,6 +55,15 @@ type taintToleration struct{}
 
 func (taintToleration) Name() string { return "TaintToleration" }
 
+// PreFilter leaves the plugin out when no node has a NoSchedule or
+// NoExecute taint.
+func (f taintToleration) PreFilter(_ *podInfo, nodes []*nodeInfo) filter {
+	if x := indexOf(nodes); x == nil || !x.noSchedule {
+		return nil
+	}
+	return f
+}
+
 // Filter names the first untolerated taint, as kube-scheduler does:
 // "node(s) had untolerated taint {dedicated: gpu}".
 func (taintToleration) Filter(p *podInfo, n *nodeInfo) *status {
