@@ -200,6 +200,25 @@ func TestSchedulingRules(t *testing.T) {
 		e.waitBound(t, "web-3", "c")
 	})
 
+	t.Run("preferences", func(t *testing.T) {
+		e := newSchedEnv(t)
+		e.addNode(t, "a", func(n *skiffv1.Node) {
+			n.Spec.Taints = []*skiffv1.Taint{{Key: "spot", Effect: "PreferNoSchedule"}}
+		})
+		e.addNode(t, "b", func(n *skiffv1.Node) { n.Metadata.Labels = map[string]string{"disk": "ssd"} })
+		e.addNode(t, "c", nil)
+		// b is preferred by weight; then the pod without preferences goes
+		// to the node that is neither tainted PreferNoSchedule nor busier.
+		e.createPod(t, "likes-ssd", func(s *skiffv1.PodSpec) {
+			s.Affinity = &skiffv1.Affinity{NodeAffinity: &skiffv1.NodeAffinity{PreferredDuringSchedulingIgnoredDuringExecution: []*skiffv1.PreferredSchedulingTerm{{
+				Weight: 50, Preference: &skiffv1.NodeSelectorTerm{MatchExpressions: []*skiffv1.NodeSelectorRequirement{{Key: "disk", Operator: "In", Values: []string{"ssd"}}}},
+			}}}}
+		})
+		e.waitBound(t, "likes-ssd", "b")
+		e.createPod(t, "plain", nil)
+		e.waitBound(t, "plain", "c")
+	})
+
 	t.Run("topology spread", func(t *testing.T) {
 		e := newSchedEnv(t)
 		zone := func(z string, cordoned bool) func(*skiffv1.Node) {
