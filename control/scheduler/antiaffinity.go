@@ -101,7 +101,7 @@ func (interPodAntiAffinity) PreFilter(p *podInfo, nodes []*nodeInfo) filter {
 	f := antiAffinityFilter{own: &domainMarks[bool]{x: x}, existing: &domainMarks[bool]{x: x}}
 	closeDomain := func(b *bool, _ int) { *b = true }
 	for _, t := range required {
-		for _, g := range x.order {
+		for _, g := range x.candidates(t.sel) {
 			if t.picks(g.namespace, g.labels) {
 				f.own.mark(t.key, g.nodes, closeDomain)
 			}
@@ -161,7 +161,7 @@ func (interPodAntiAffinity) PreScore(p *podInfo, _, all []*nodeInfo) scorer {
 	_, preferred := antiAffinityTerms(p.pod.GetSpec().GetAffinity().GetPodAntiAffinity(), m.GetNamespace())
 	s := antiAffinityScorer{weights: &domainMarks[int64]{x: x}}
 	for _, t := range preferred {
-		for _, g := range x.order {
+		for _, g := range x.candidates(t.sel) {
 			if t.picks(g.namespace, g.labels) {
 				s.weights.mark(t.key, g.nodes, func(w *int64, count int) { *w -= t.weight * int64(count) })
 			}

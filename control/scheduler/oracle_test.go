@@ -16,7 +16,24 @@ import (
 func TestSpreadAndAntiAffinityOracle(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	apps := []string{"web", "db", "cache"}
-	for round := range 300 {
+	// anySel is a selector of one of the shapes that find groups
+	// differently: matchLabels, In with one value (both by label), In
+	// with two, Exists and NotIn (every group).
+	anySel := func() *skiffv1.LabelSelector {
+		app := apps[r.IntN(3)]
+		switch r.IntN(5) {
+		case 0:
+			return sel("app", app)
+		case 1:
+			return &skiffv1.LabelSelector{MatchExpressions: []*skiffv1.LabelSelectorRequirement{{Key: "app", Operator: "In", Values: []string{app}}}}
+		case 2:
+			return &skiffv1.LabelSelector{MatchExpressions: []*skiffv1.LabelSelectorRequirement{{Key: "app", Operator: "In", Values: []string{app, apps[r.IntN(3)]}}}}
+		case 3:
+			return &skiffv1.LabelSelector{MatchExpressions: []*skiffv1.LabelSelectorRequirement{{Key: "tier", Operator: "Exists"}}}
+		}
+		return &skiffv1.LabelSelector{MatchExpressions: []*skiffv1.LabelSelectorRequirement{{Key: "app", Operator: "NotIn", Values: []string{app}}}}
+	}
+	for round := range 500 {
 		var nodes []*skiffv1.Node
 		for i := range 2 + r.IntN(8) {
 			var kv []string
@@ -36,9 +53,13 @@ func TestSpreadAndAntiAffinityOracle(t *testing.T) {
 		for i := range r.IntN(20) {
 			var set func(*skiffv1.PodSpec)
 			if r.IntN(4) == 0 {
-				set = antiAff(keys[r.IntN(2)], sel("app", apps[r.IntN(3)]))
+				set = antiAff(keys[r.IntN(2)], anySel())
 			}
-			p := on(nodes[r.IntN(len(nodes))].Metadata.Name, podWith(fmt.Sprintf("x%d", i), set, "app", apps[r.IntN(3)]))
+			kv := []string{"app", apps[r.IntN(3)]}
+			if r.IntN(2) == 0 {
+				kv = append(kv, "tier", "front")
+			}
+			p := on(nodes[r.IntN(len(nodes))].Metadata.Name, podWith(fmt.Sprintf("x%d", i), set, kv...))
 			if r.IntN(5) == 0 {
 				p.Metadata.Namespace = "other"
 			}
@@ -52,10 +73,10 @@ func TestSpreadAndAntiAffinityOracle(t *testing.T) {
 			pending.Spec.NodeSelector = map[string]string{"disk": "ssd"}
 		}
 		for range r.IntN(3) {
-			spread(int32(1+r.IntN(2)), keys[r.IntN(2)], "DoNotSchedule", sel("app", apps[r.IntN(3)]))(pending.Spec)
+			spread(int32(1+r.IntN(2)), keys[r.IntN(2)], "DoNotSchedule", anySel())(pending.Spec)
 		}
 		if r.IntN(2) == 0 {
-			antiAff(keys[r.IntN(2)], sel("app", apps[r.IntN(3)]))(pending.Spec)
+			antiAff(keys[r.IntN(2)], anySel())(pending.Spec)
 		}
 		snap := newSnapshot(nodes, bound)
 		for _, f := range []filter{podTopologySpread{}, interPodAntiAffinity{}} {

@@ -115,8 +115,11 @@ func (n *nodeInfo) forget(p *podInfo) {
 // per snapshot (whose nodes and labels do not change), so that the plugins'
 // per-pod tables are slices indexed by domain number, not maps.
 type podIndex struct {
-	groups    map[string]*podGroup
-	order     []*podGroup
+	groups map[string]*podGroup
+	order  []*podGroup
+	// byLabel is the groups that have each label, "key=value", so that a
+	// selector that needs one is matched against those groups alone.
+	byLabel   map[string][]*podGroup
 	anti      map[string]*antiGroup
 	antiOrder []*antiGroup
 	// nodes is every node of the snapshot, at its idx.
@@ -159,7 +162,7 @@ type antiGroup struct {
 }
 
 func newPodIndex() *podIndex {
-	return &podIndex{groups: map[string]*podGroup{}, anti: map[string]*antiGroup{}, tables: map[string]*domainTable{}}
+	return &podIndex{groups: map[string]*podGroup{}, byLabel: map[string][]*podGroup{}, anti: map[string]*antiGroup{}, tables: map[string]*domainTable{}}
 }
 
 func (x *podIndex) add(p *podInfo, n *nodeInfo) {
@@ -169,6 +172,9 @@ func (x *podIndex) add(p *podInfo, n *nodeInfo) {
 		g = &podGroup{namespace: m.GetNamespace(), labels: m.GetLabels(), terminating: m.GetDeletionTimestamp() != nil, nodes: map[*nodeInfo]int{}}
 		x.groups[p.groupKey] = g
 		x.order = append(x.order, g)
+		for k, v := range g.labels {
+			x.byLabel[k+"="+v] = append(x.byLabel[k+"="+v], g)
+		}
 	}
 	g.nodes[n]++
 	if p.antiKey == "" {
@@ -195,6 +201,30 @@ func (x *podIndex) remove(p *podInfo, n *nodeInfo) {
 			delete(a.nodes, n)
 		}
 	}
+}
+
+// candidates is the groups that sel may pick: those with the rarest of
+// the labels it needs (matchLabels, or In with one value), or every group
+// when it needs none.
+func (x *podIndex) candidates(sel labelMatcher) []*podGroup {
+	if sel.none {
+		return nil
+	}
+	out, found := x.order, false
+	try := func(k, v string) {
+		if gs := x.byLabel[k+"="+v]; !found || len(gs) < len(out) {
+			out, found = gs, true
+		}
+	}
+	for k, v := range sel.labels {
+		try(k, v)
+	}
+	for _, e := range sel.exprs {
+		if e.GetOperator() == "In" && len(e.GetValues()) == 1 {
+			try(e.GetKey(), e.GetValues()[0])
+		}
+	}
+	return out
 }
 
 // indexOf is the index of a snapshot's nodes; nil when there are none.

@@ -76,12 +76,9 @@ func newSpreadState(p *podInfo, cs []spreadConstraint, x *podIndex, domainNodes,
 		counted[n.idx] = inAll(st.tables, n) && (!rules || requiredNodeMatch(p, n))
 	}
 	ns := p.pod.GetMetadata().GetNamespace()
-	for _, g := range x.order {
-		if g.namespace != ns || g.terminating {
-			continue
-		}
-		for i, c := range cs {
-			if !c.sel.matches(g.labels) {
+	for i, c := range cs {
+		for _, g := range x.candidates(c.sel) {
+			if g.namespace != ns || g.terminating || !c.sel.matches(g.labels) {
 				continue
 			}
 			for n, k := range g.nodes {
