@@ -8,6 +8,7 @@ import (
 	"time"
 
 	skiffv1 "skiff.dev/skiff/control/api/gen/skiff/v1"
+	"skiff.dev/skiff/control/api/kinds"
 )
 
 func TestTaintArgs(t *testing.T) {
@@ -142,5 +143,21 @@ func TestDevNodePlacement(t *testing.T) {
 		func() string { return "pod gpu not bound to node-1 once the node is labelled and untainted" })
 	if _, err := c.skiff("taint", "node", "node-1", "dedicated:NoSchedule-"); err == nil || !strings.Contains(err.Error(), `taint "dedicated:NoSchedule" not found`) {
 		t.Errorf("removing a taint the node lacks: %v", err)
+	}
+}
+
+// TestDescribeNodeTaints: describe lists a node's taints one a line, as
+// kubectl does.
+func TestDescribeNodeTaints(t *testing.T) {
+	n := &skiffv1.Node{Metadata: &skiffv1.ObjectMeta{Name: "n1"}, Spec: &skiffv1.NodeSpec{Unschedulable: true, Taints: []*skiffv1.Taint{
+		{Key: "dedicated", Value: "gpu", Effect: "NoSchedule"}, {Key: "gone", Effect: "NoExecute"},
+	}}}
+	var b strings.Builder
+	if err := describe(&b, kinds.Node, n, nil, nil, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	want := "Unschedulable: true\nTaints:        dedicated=gpu:NoSchedule\n               gone:NoExecute\n"
+	if !strings.Contains(b.String(), want) {
+		t.Errorf("describe node:\n%s\nwant it to hold:\n%s", b.String(), want)
 	}
 }
