@@ -101,7 +101,9 @@ func TestLabelArgs(t *testing.T) {
 // TestDevNodePlacement: label, taint and cordon a node from the CLI and
 // see the scheduler follow: a pod that asks for a label the node lacks,
 // or that does not tolerate its taint, waits and says why in describe; it
-// is placed once the node is labelled and the taint removed.
+// is placed once the node is labelled and the taint removed. It also asks
+// for kubernetes.io/os=linux, which the node has from its registration,
+// as a kubelet's.
 func TestDevNodePlacement(t *testing.T) {
 	c := startDev(t)
 	if out := c.mustSkiff("taint", "node", "node-1", "dedicated=gpu:NoSchedule"); out != "node/node-1 tainted\n" {
@@ -117,7 +119,7 @@ func TestDevNodePlacement(t *testing.T) {
 	if out := c.mustSkiff("get", "nodes"); !strings.Contains(out, "Ready,SchedulingDisabled") {
 		t.Errorf("get nodes after cordon:\n%s", out)
 	}
-	c.mustSkiff("apply", "-f", writeFile(t, "p.yaml", podManifest("gpu", "hello", "nodeSelector: {accel: gpu}")))
+	c.mustSkiff("apply", "-f", writeFile(t, "p.yaml", podManifest("gpu", "hello", "nodeSelector: {accel: gpu, kubernetes.io/os: linux}")))
 	wantWhy := func(why string) {
 		t.Helper()
 		var desc string
