@@ -116,6 +116,18 @@ func describe(w io.Writer, k *kinds.Kind, obj, related kinds.Object, evs []*skif
 		line(0, "Status", "%s", kinds.NodeStatus(n))
 		line(0, "Runtimes", "%s", strings.Join(n.GetStatus().GetRuntimes(), ", "))
 		line(0, "Capacity", "%s", pairs(n.GetStatus().GetCapacity()))
+		line(0, "Unschedulable", "%t", n.GetSpec().GetUnschedulable())
+		taints := n.GetSpec().GetTaints()
+		if len(taints) == 0 {
+			line(0, "Taints", "<none>")
+		}
+		for i, t := range taints {
+			if i == 0 {
+				line(0, "Taints", "%s", taintString(t))
+				continue
+			}
+			fmt.Fprintf(tw, "\t%s\n", taintString(t))
+		}
 		conditions(tw, n.GetStatus().GetConditions())
 	}
 	if s, ok := obj.(*skiffv1.Service); ok {

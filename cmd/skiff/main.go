@@ -42,8 +42,8 @@ func newRoot() *cobra.Command {
 and node agents that run pods of WebAssembly modules through a CRI server.
 
 Start a one-node cluster with "skiff dev", then use the client commands
-(apply, get, describe, delete, logs, exec, port-forward, top) as you would
-kubectl. The kinds are pods, nodes, namespaces and events. The client finds the server from
+(apply, get, describe, delete, logs, exec, port-forward, top, label, taint,
+cordon) as you would kubectl. The kinds are pods, nodes, namespaces and events. The client finds the server from
 --server, then $SKIFF_SERVER, then the client config, then ` + defaultServer + `.
 It authenticates with the bearer token of $SKIFF_TOKEN or of the client
 config (--config, $SKIFF_CONFIG, else ~/.skiff/config), which skiff server
@@ -66,6 +66,10 @@ command's exit code.`,
 		newGetCmd(g),
 		newDeleteCmd(g),
 		newDescribeCmd(g),
+		newLabelCmd(g),
+		newTaintCmd(g),
+		newCordonCmd(g, true),
+		newCordonCmd(g, false),
 		newMembersCmd(g),
 		newLogsCmd(g),
 		newExecCmd(g),

@@ -7,8 +7,10 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"time"
 
 	"connectrpc.com/connect"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	skiffv1 "skiff.dev/skiff/control/api/gen/skiff/v1"
 	"skiff.dev/skiff/control/api/gen/skiff/v1/skiffv1connect"
@@ -25,9 +27,14 @@ const podCIDRClaims = claimPrefix + "podcidrs/"
 // CIDRs were allocated or while the cluster CIDR was full. A node that
 // cannot get one is written without it (and a warning logged), so that a
 // full cluster CIDR does not stop a node registering.
-func nodeStrategy(net Network, log *slog.Logger) *strategy {
+//
+// The server stamps each NoExecute taint that has no time_added with the
+// time of the write, so that tolerationSeconds count from when the taint
+// appeared.
+func nodeStrategy(net Network, log *slog.Logger, now func() time.Time) *strategy {
 	return &strategy{
 		validate: func(o kinds.Object) fieldErrors { return validateNode(o.(*skiffv1.Node)) },
+		defaults: func(o kinds.Object) { stampTaints(o.(*skiffv1.Node), now()) },
 		checkUpdate: func(old, o kinds.Object) fieldErrors {
 			fe := fieldErrors{}
 			was, now := old.(*skiffv1.Node).GetSpec().GetPodCidr(), o.(*skiffv1.Node).GetSpec().GetPodCidr()
@@ -91,11 +98,21 @@ func fillNode(ctx context.Context, net Network, log *slog.Logger, old kinds.Obje
 	return []string{podCIDRClaims + cidrName(p)}, nil
 }
 
+// stampTaints sets time_added on the NoExecute taints that have none.
+func stampTaints(n *skiffv1.Node, now time.Time) {
+	for _, t := range n.GetSpec().GetTaints() {
+		if t.GetEffect() == "NoExecute" && t.TimeAdded == nil {
+			t.TimeAdded = timestamppb.New(now)
+		}
+	}
+}
+
 // runtimeHandlers are the runtime handlers a node may offer.
 var runtimeHandlers = map[string]bool{"wasm": true, "runc": true}
 
 func validateNode(n *skiffv1.Node) fieldErrors {
 	fe := fieldErrors{}
+	validateTaints(&fe, n.GetSpec().GetTaints())
 	if c := n.GetSpec().GetPodCidr(); c != "" {
 		if p, err := netip.ParsePrefix(c); err != nil || p.Masked() != p {
 			fe.add("spec.podCIDR", "invalid value %q: must be a CIDR such as 10.244.1.0/24", c)

@@ -91,6 +91,7 @@ func validatePod(p *skiffv1.Pod) fieldErrors {
 		validateContainer(&fe, path, c)
 	}
 	refuseUnsupported(&fe, s)
+	validatePlacement(&fe, s)
 	validateResources(&fe, p)
 	if !restartPolicies[s.RestartPolicy] {
 		fe.add("spec.restartPolicy", "unsupported value %q: supported values are \"Always\", \"OnFailure\", \"Never\"", s.RestartPolicy)

@@ -92,7 +92,7 @@ func New(cfg Config) *Server {
 	net := cfg.Network.withDefaults()
 	b.strategies = map[*kinds.Kind]*strategy{
 		kinds.Pod:        podStrategy(b),
-		kinds.Node:       nodeStrategy(net, log),
+		kinds.Node:       nodeStrategy(net, log, now),
 		kinds.Namespace:  namespaceStrategy(),
 		kinds.Event:      eventStrategy(),
 		kinds.Service:    serviceStrategy(net),

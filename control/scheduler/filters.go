@@ -5,13 +5,15 @@ import (
 	"time"
 )
 
-// nodeUnschedulable turns down a cordoned node (spec.unschedulable).
+// nodeUnschedulable turns down a cordoned node (spec.unschedulable),
+// unless the pod tolerates the node.kubernetes.io/unschedulable:NoSchedule
+// taint, as in Kubernetes.
 type nodeUnschedulable struct{}
 
 func (nodeUnschedulable) Name() string { return "NodeUnschedulable" }
 
-func (nodeUnschedulable) Filter(_ *podInfo, n *nodeInfo) *status {
-	if n.node.GetSpec().GetUnschedulable() {
+func (nodeUnschedulable) Filter(p *podInfo, n *nodeInfo) *status {
+	if n.node.GetSpec().GetUnschedulable() && !tolerated(p.pod.GetSpec().GetTolerations(), unschedulableTaint) {
 		return unfit("node(s) were unschedulable")
 	}
 	return nil

@@ -2,8 +2,10 @@ package scheduler
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -20,8 +22,38 @@ type filter interface {
 // score plugins do. Score is called from one goroutine at a time.
 type scorer interface {
 	Name() string
-	// Score is from 0 (worst) to maxNodeScore (best).
+	// Score is from 0 (worst) to maxNodeScore (best); a normalizer's
+	// scores are raw, for Normalize to bring to that range.
 	Score(p *podInfo, n *nodeInfo) int64
+}
+
+// preFilter is a filter that first works something out for the pod over
+// the whole snapshot (counts of matching pods per topology domain, say),
+// once per pod rather than once per node, as kube-scheduler's PreFilter.
+type preFilter interface {
+	filter
+	// PreFilter returns the filter that judges each node for this pod,
+	// or nil when the plugin has nothing to check for it. It may take
+	// O(nodes) time; the filter it returns should take O(1) per node.
+	PreFilter(p *podInfo, nodes []*nodeInfo) filter
+}
+
+// preScorer is a scorer that first works something out for the pod, as
+// kube-scheduler's PreScore.
+type preScorer interface {
+	scorer
+	// PreScore returns the scorer that ranks the feasible nodes for this
+	// pod, or nil when the plugin has no preference for it (every node
+	// scores 0). all is the whole snapshot, feasible those that passed
+	// every filter.
+	PreScore(p *podInfo, feasible, all []*nodeInfo) scorer
+}
+
+// normalizer is a scorer whose raw scores mean something only next to
+// each other's, and are brought to 0..maxNodeScore over all the feasible
+// nodes once each has one, as kube-scheduler's NormalizeScore.
+type normalizer interface {
+	Normalize(scores []int64)
 }
 
 // maxNodeScore is the best score a scorer gives.
@@ -48,57 +80,119 @@ type profile struct {
 	scorers []weightedScorer
 }
 
-// defaultProfile is kube-scheduler's default for the fields skiff has:
-// the node is schedulable, Ready with a fresh heartbeat, offers the pod's
-// runtime and has room for its requests; least-allocated and balanced
-// allocation weigh one each.
+// defaultProfile is kube-scheduler's default for the fields skiff has, in
+// its order and with its weights: the node is schedulable, Ready with a
+// fresh heartbeat, offers the pod's runtime, has no taint the pod does not
+// tolerate, is one the pod's node selector and affinity pick, has room for
+// its requests, keeps the pod's topology spread within its skew and
+// breaks no pod anti-affinity. Scores: taint toleration 3; node affinity,
+// topology spread and inter-pod (anti-)affinity 2; least-allocated and
+// balanced allocation 1.
 func defaultProfile(now func() time.Time) profile {
 	return profile{
-		filters: []filter{nodeUnschedulable{}, nodeReady{now: now}, runtimeClass{}, resourceFit{}},
-		scorers: []weightedScorer{{leastAllocated{}, 1}, {balancedAllocation{}, 1}},
+		filters: []filter{
+			nodeUnschedulable{}, nodeReady{now: now}, runtimeClass{}, taintToleration{},
+			nodeAffinity{}, resourceFit{}, podTopologySpread{}, interPodAntiAffinity{},
+		},
+		scorers: []weightedScorer{
+			{taintToleration{}, 3}, {nodeAffinity{}, 2}, {podTopologySpread{}, 2}, {interPodAntiAffinity{}, 2},
+			{leastAllocated{}, 1}, {balancedAllocation{}, 1},
+		},
 	}
 }
 
+// placeBuffers are the per-pod slices of place, reused from pod to pod.
+type placeBuffers struct {
+	filters  []filter
+	feasible []*nodeInfo
+	scores   []int64
+	totals   []int64
+}
+
+var placePool = sync.Pool{New: func() any { return new(placeBuffers) }}
+
 // place returns the best node for the pod, or nil and a Kubernetes-style
 // account of why none fits. Ties go to the node with fewer pods, then to
-// the first by name, so a pass is deterministic.
+// the first by name, so a pass is deterministic. The pre-filter and
+// pre-score hooks run once for the pod, the filters and scorers once per
+// node, the normalizers once over the feasible nodes.
 func (pr profile) place(p *podInfo, nodes []*nodeInfo) (*nodeInfo, string) {
+	buf := placePool.Get().(*placeBuffers)
+	defer func() {
+		// Hold on to no snapshot between pods.
+		clear(buf.filters)
+		clear(buf.feasible)
+		placePool.Put(buf)
+	}()
+
+	filters := buf.filters[:0]
+	for _, f := range pr.filters {
+		if pf, ok := f.(preFilter); ok {
+			if f = pf.PreFilter(p, nodes); f == nil {
+				continue
+			}
+		}
+		filters = append(filters, f)
+	}
+	buf.filters = filters
+
 	reasons := map[string]int{}
-	var best *nodeInfo
-	var bestScore int64
+	feasible := buf.feasible[:0]
 	for _, n := range nodes {
-		if st := pr.filter(p, n); st != nil {
+		if st := runFilters(filters, p, n); st != nil {
 			for _, r := range st.reasons {
 				reasons[r]++
 			}
 			continue
 		}
-		score := pr.score(p, n)
-		if best == nil || score > bestScore || score == bestScore && better(n, best) {
-			best, bestScore = n, score
+		feasible = append(feasible, n)
+	}
+	buf.feasible = feasible
+	switch len(feasible) {
+	case 0:
+		return nil, unschedulableMessage(len(nodes), reasons)
+	case 1:
+		return feasible[0], ""
+	}
+
+	totals := slices.Grow(buf.totals[:0], len(feasible))[:len(feasible)]
+	clear(totals)
+	scores := slices.Grow(buf.scores[:0], len(feasible))[:len(feasible)]
+	buf.totals, buf.scores = totals, scores
+	for _, ws := range pr.scorers {
+		s := ws.scorer
+		if ps, ok := s.(preScorer); ok {
+			if s = ps.PreScore(p, feasible, nodes); s == nil {
+				continue
+			}
+		}
+		for i, n := range feasible {
+			scores[i] = s.Score(p, n)
+		}
+		if nz, ok := s.(normalizer); ok {
+			nz.Normalize(scores)
+		}
+		for i := range totals {
+			totals[i] += ws.weight * scores[i]
 		}
 	}
-	if best == nil {
-		return nil, unschedulableMessage(len(nodes), reasons)
+	best := 0
+	for i := 1; i < len(feasible); i++ {
+		if totals[i] > totals[best] || totals[i] == totals[best] && better(feasible[i], feasible[best]) {
+			best = i
+		}
 	}
-	return best, ""
+	return feasible[best], ""
 }
 
-func (pr profile) filter(p *podInfo, n *nodeInfo) *status {
-	for _, f := range pr.filters {
+// runFilters runs the filters in order and returns the first refusal.
+func runFilters(filters []filter, p *podInfo, n *nodeInfo) *status {
+	for _, f := range filters {
 		if st := f.Filter(p, n); st != nil {
 			return st
 		}
 	}
 	return nil
-}
-
-func (pr profile) score(p *podInfo, n *nodeInfo) int64 {
-	var total int64
-	for _, s := range pr.scorers {
-		total += s.weight * s.Score(p, n)
-	}
-	return total
 }
 
 // better breaks a tie between two nodes of the same score.

@@ -3,8 +3,11 @@
 //
 // Placement is a chain of plugins, as kube-scheduler's framework: filters
 // turn down the nodes a pod cannot run on (cordoned, not Ready, without
-// the pod's runtime, without room for its requests) and scorers rank the
-// rest (least allocated, balanced allocation). It binds through
+// the pod's runtime, tainted against it, not picked by its node selector
+// or affinity, without room for its requests, off its topology spread or
+// pod anti-affinity) and scorers rank the rest (taint toleration, node
+// affinity, topology spread, pod anti-affinity, least allocated, balanced
+// allocation); framework.go has the order and weights. It binds through
 // PodService.Bind, which sets spec.nodeName only on an unbound pod, so a
 // second copy running briefly during a leader change can only lose the
 // race, never double-bind. It records Scheduled and FailedScheduling events.

@@ -2,6 +2,11 @@ package scheduler
 
 import (
 	"math/big"
+	"sort"
+	"strings"
+	"sync"
+
+	"google.golang.org/protobuf/proto"
 
 	skiffv1 "skiff.dev/skiff/control/api/gen/skiff/v1"
 	"skiff.dev/skiff/control/api/quantity"
@@ -31,6 +36,13 @@ func (r *resources) add(o resources) {
 	r.pods = addCapped(r.pods, o.pods)
 }
 
+// sub takes back what add added (exactly, unless a sum was capped).
+func (r *resources) sub(o resources) {
+	r.milliCPU -= o.milliCPU
+	r.memory -= o.memory
+	r.pods -= o.pods
+}
+
 // maxAmount caps every amount, so that sums of huge quantities (the API
 // takes up to 2^62 of anything) never wrap around.
 const maxAmount = 1 << 62
@@ -47,25 +59,217 @@ type podInfo struct {
 	// nonZero is request with each container that asks for no CPU or
 	// memory counted at the defaults above; for scoring only.
 	nonZero resources
+	// groupKey names the pod's namespace and labels (and whether it is
+	// being deleted): pods with the same key are one podGroup.
+	groupKey string
+	// antiKey names the pod's namespace and pod anti-affinity, or is
+	// empty when the pod has none: pods with the same key are one
+	// antiGroup.
+	antiKey string
 }
 
 // nodeInfo is one node as a pass sees it: its allocatable and what the
 // unfinished pods bound to it request, including those bound earlier in
-// the same pass. Plugins read it and never change it.
+// the same pass, and those pods in the snapshot's index. Plugins read it
+// and never change it. Only newSnapshot makes one.
 type nodeInfo struct {
 	node        *skiffv1.Node
 	allocatable resources
 	requested   resources
 	nonZero     resources
+	// index is the snapshot's, shared by all its nodes.
+	index *podIndex
+	// idx is the node's place in the snapshot, for plugins that keep a
+	// per-pod table of nodes in a slice rather than a map.
+	idx int
 }
 
 func (n *nodeInfo) name() string { return n.node.GetMetadata().GetName() }
 
 // assume counts a pod just bound to the node, so that the rest of the pass
-// sees it.
+// sees it: its requests, and its labels and anti-affinity in the index.
 func (n *nodeInfo) assume(p *podInfo) {
 	n.requested.add(p.request)
 	n.nonZero.add(p.nonZero)
+	n.index.add(p, n)
+}
+
+// forget takes back a pod that assume counted on the node (it finished,
+// went away, or its binding failed), so that a snapshot kept from pass to
+// pass stays true.
+func (n *nodeInfo) forget(p *podInfo) {
+	n.requested.sub(p.request)
+	n.nonZero.sub(p.nonZero)
+	n.index.remove(p, n)
+}
+
+// podIndex is what a snapshot knows of its unfinished pods beyond each
+// node's sums, for the plugins that count pods by label (topology spread,
+// pod anti-affinity). Pods are grouped by namespace and labels, so that
+// the replicas of one workload are one group whatever their number: a
+// pod's selector is matched once per group, and the group says how many
+// of its pods each node runs. Pods with a pod anti-affinity are grouped
+// the same way by their terms.
+//
+// It also numbers the domains of each topology key a pod asks about, once
+// per snapshot (whose nodes and labels do not change), so that the plugins'
+// per-pod tables are slices indexed by domain number, not maps.
+type podIndex struct {
+	groups map[string]*podGroup
+	order  []*podGroup
+	// byLabel is the groups that have each label, "key=value", so that a
+	// selector that needs one is matched against those groups alone.
+	byLabel   map[string][]*podGroup
+	anti      map[string]*antiGroup
+	antiOrder []*antiGroup
+	// nodes is every node of the snapshot, at its idx.
+	nodes []*nodeInfo
+	// preferNoSchedule is whether any node has a PreferNoSchedule taint,
+	// noSchedule whether any has a NoSchedule or NoExecute one.
+	preferNoSchedule, noSchedule bool
+
+	mu     sync.Mutex // guards tables: place may run for pods in parallel
+	tables map[string]*domainTable
+}
+
+// domains is the numbering of the key's domains over every node of the
+// snapshot.
+func (x *podIndex) domains(key string) *domainTable {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	t := x.tables[key]
+	if t == nil {
+		t = newDomainTable(x.nodes, key)
+		x.tables[key] = t
+	}
+	return t
+}
+
+// podGroup is the pods of one namespace with the same labels.
+type podGroup struct {
+	namespace   string
+	labels      map[string]string
+	terminating bool
+	// nodes is how many of the group's pods each node runs.
+	nodes map[*nodeInfo]int
+}
+
+// antiGroup is the pods of one namespace with the same pod anti-affinity,
+// its terms compiled once.
+type antiGroup struct {
+	required, preferred []affinityTerm
+	nodes               map[*nodeInfo]int
+}
+
+func newPodIndex() *podIndex {
+	return &podIndex{groups: map[string]*podGroup{}, byLabel: map[string][]*podGroup{}, anti: map[string]*antiGroup{}, tables: map[string]*domainTable{}}
+}
+
+func (x *podIndex) add(p *podInfo, n *nodeInfo) {
+	g := x.groups[p.groupKey]
+	if g == nil {
+		m := p.pod.GetMetadata()
+		g = &podGroup{namespace: m.GetNamespace(), labels: m.GetLabels(), terminating: m.GetDeletionTimestamp() != nil, nodes: map[*nodeInfo]int{}}
+		x.groups[p.groupKey] = g
+		x.order = append(x.order, g)
+		for k, v := range g.labels {
+			x.byLabel[k+"="+v] = append(x.byLabel[k+"="+v], g)
+		}
+	}
+	g.nodes[n]++
+	if p.antiKey == "" {
+		return
+	}
+	a := x.anti[p.antiKey]
+	if a == nil {
+		a = &antiGroup{nodes: map[*nodeInfo]int{}}
+		a.required, a.preferred = antiAffinityTerms(p.pod.GetSpec().GetAffinity().GetPodAntiAffinity(), p.pod.GetMetadata().GetNamespace())
+		x.anti[p.antiKey] = a
+		x.antiOrder = append(x.antiOrder, a)
+	}
+	a.nodes[n]++
+}
+
+func (x *podIndex) remove(p *podInfo, n *nodeInfo) {
+	if g := x.groups[p.groupKey]; g != nil && g.nodes[n] > 0 {
+		if g.nodes[n]--; g.nodes[n] == 0 {
+			delete(g.nodes, n)
+		}
+	}
+	if a := x.anti[p.antiKey]; p.antiKey != "" && a != nil && a.nodes[n] > 0 {
+		if a.nodes[n]--; a.nodes[n] == 0 {
+			delete(a.nodes, n)
+		}
+	}
+}
+
+// candidates is the groups that sel may pick: those with the rarest of
+// the labels it needs (matchLabels, or In with one value), or every group
+// when it needs none.
+func (x *podIndex) candidates(sel labelMatcher) []*podGroup {
+	if sel.none {
+		return nil
+	}
+	out, found := x.order, false
+	try := func(k, v string) {
+		if gs := x.byLabel[k+"="+v]; !found || len(gs) < len(out) {
+			out, found = gs, true
+		}
+	}
+	for k, v := range sel.labels {
+		try(k, v)
+	}
+	for _, e := range sel.exprs {
+		if e.GetOperator() == "In" && len(e.GetValues()) == 1 {
+			try(e.GetKey(), e.GetValues()[0])
+		}
+	}
+	return out
+}
+
+// indexOf is the index of a snapshot's nodes; nil when there are none.
+func indexOf(nodes []*nodeInfo) *podIndex {
+	if len(nodes) == 0 {
+		return nil
+	}
+	return nodes[0].index
+}
+
+// groupKey is a pod's namespace, labels in key order and deletion mark,
+// separated by bytes that neither names nor label values may hold.
+func groupKey(p *skiffv1.Pod) string {
+	m := p.GetMetadata()
+	keys := make([]string, 0, len(m.GetLabels()))
+	for k := range m.GetLabels() {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	b.WriteString(m.GetNamespace())
+	for _, k := range keys {
+		b.WriteByte(0)
+		b.WriteString(k)
+		b.WriteByte('=')
+		b.WriteString(m.Labels[k])
+	}
+	if m.GetDeletionTimestamp() != nil {
+		b.WriteString("\x00\x01")
+	}
+	return b.String()
+}
+
+// antiKey is a pod's namespace and pod anti-affinity terms in their
+// deterministic wire form, or "" when it has no terms.
+func antiKey(p *skiffv1.Pod) string {
+	a := p.GetSpec().GetAffinity().GetPodAntiAffinity()
+	if len(a.GetRequiredDuringSchedulingIgnoredDuringExecution()) == 0 && len(a.GetPreferredDuringSchedulingIgnoredDuringExecution()) == 0 {
+		return ""
+	}
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(a)
+	if err != nil {
+		return p.GetMetadata().GetNamespace() + "\x00" + p.GetMetadata().GetUid()
+	}
+	return p.GetMetadata().GetNamespace() + "\x00" + string(b)
 }
 
 // newPodInfo works out what a pod requests, as Kubernetes does: each
@@ -74,7 +278,7 @@ func (n *nodeInfo) assume(p *podInfo) {
 // container with a limit and no request requests its limit, as Kubernetes
 // defaults it. Quantities the apiserver would refuse count as nothing.
 func newPodInfo(p *skiffv1.Pod) *podInfo {
-	pi := &podInfo{pod: p, request: resources{pods: 1}, nonZero: resources{pods: 1}}
+	pi := &podInfo{pod: p, request: resources{pods: 1}, nonZero: resources{pods: 1}, groupKey: groupKey(p), antiKey: antiKey(p)}
 	var sum, sumNZ, initMax, initMaxNZ resources
 	for _, c := range p.GetSpec().GetContainers() {
 		r, nz := containerRequest(c)
@@ -162,8 +366,16 @@ func finished(p *skiffv1.Pod) bool {
 func newSnapshot(nodes []*skiffv1.Node, pods []*skiffv1.Pod) []*nodeInfo {
 	infos := make([]*nodeInfo, 0, len(nodes))
 	byName := make(map[string]*nodeInfo, len(nodes))
+	index := newPodIndex()
 	for _, n := range nodes {
-		ni := &nodeInfo{node: n, allocatable: nodeAllocatable(n)}
+		ni := &nodeInfo{node: n, allocatable: nodeAllocatable(n), index: index, idx: len(infos)}
+		for _, t := range n.GetSpec().GetTaints() {
+			if t.GetEffect() == effectPreferNoSchedule {
+				index.preferNoSchedule = true
+			} else {
+				index.noSchedule = true
+			}
+		}
 		infos = append(infos, ni)
 		byName[ni.name()] = ni
 	}
@@ -174,5 +386,6 @@ func newSnapshot(nodes []*skiffv1.Node, pods []*skiffv1.Pod) []*nodeInfo {
 		}
 		ni.assume(newPodInfo(p))
 	}
+	index.nodes = infos
 	return infos
 }

@@ -19,12 +19,16 @@ import (
 
 // Register creates this node's Node object, or refreshes its status (and
 // so its agent endpoint) when it exists from an earlier run. When it returns,
-// the apiserver can reach this agent.
+// the apiserver can reach this agent. A new node carries the well-known
+// labels a kubelet sets (kubernetes.io/hostname, os and arch), so that
+// manifests written for Kubernetes that select nodes by them place here.
 func (a *Agent) Register(ctx context.Context) error {
 	n := &skiffv1.Node{
-		Metadata: &skiffv1.ObjectMeta{Name: a.cfg.NodeName},
-		Spec:     &skiffv1.NodeSpec{},
-		Status:   a.nodeStatus(ctx, nil),
+		Metadata: &skiffv1.ObjectMeta{Name: a.cfg.NodeName, Labels: map[string]string{
+			"kubernetes.io/hostname": a.cfg.NodeName, "kubernetes.io/os": runtime.GOOS, "kubernetes.io/arch": runtime.GOARCH,
+		}},
+		Spec:   &skiffv1.NodeSpec{},
+		Status: a.nodeStatus(ctx, nil),
 	}
 	res, err := a.cfg.Nodes.Create(ctx, connect.NewRequest(n))
 	if connect.CodeOf(err) == connect.CodeAlreadyExists {
