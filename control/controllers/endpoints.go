@@ -62,6 +62,7 @@ const (
 	kindServices objKind = iota
 	kindPods
 	kindEndpoints
+	kindNodes
 )
 
 // epState is the owner goroutine's: the caches and the marked services.
@@ -385,7 +386,7 @@ func follow[E any](ctx context.Context, log *slog.Logger, kind objKind, out chan
 		if connect.CodeOf(err) == connect.CodeOutOfRange {
 			rev = 0 // expired: list again
 		}
-		log.Debug("endpoints controller: watch ended; opening it again", "kind", int(kind), "rv", rev, "err", err)
+		log.Debug("watch ended; opening it again", "kind", int(kind), "rv", rev, "err", err)
 		select {
 		case <-ctx.Done():
 		case <-time.After(time.Second):
