@@ -316,7 +316,7 @@ func TestDevCLIBadInput(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"get", "widgets"}, `unknown kind "widgets": use one of endpoints, events, namespaces, nodes, pods, services`},
+		{[]string{"get", "widgets"}, `unknown kind "widgets": use one of deployments, endpoints, events, namespaces, nodes, pods, replicasets, services`},
 		{[]string{"get", "pods", "-l", "a in (b"}, `invalid label selector "a in (b": missing ')'`},
 		{[]string{"get", "pods", "--field-selector", "spec.host=x"}, `field "spec.host" is not supported`},
 		{[]string{"get", "pods", "-o", "xml"}, `-o: unsupported value "xml"`},

@@ -215,7 +215,10 @@ func roleAllows(role string, a attrs, cluster bool) bool {
 		// edit role may create pods/exec and pods/portforward.
 		stream := a.verb == "exec" || a.verb == "portforward"
 		return read || a.verb == "logs" || role == RoleEdit && (write || stream)
-	case kinds.Event.Plural, kinds.Service.Plural, kinds.Endpoints.Plural:
+	case kinds.Event.Plural, kinds.Service.Plural, kinds.Endpoints.Plural,
+		kinds.Deployment.Plural, kinds.ReplicaSet.Plural:
+		// Whoever may edit pods may edit what makes them, as in
+		// Kubernetes' edit role.
 		return read || role == RoleEdit && write
 	case kinds.Node.Plural, kinds.Namespace.Plural:
 		return cluster && (read || role == RoleEdit && write)

@@ -59,6 +59,10 @@ type strategy struct {
 	// claimer, when set, is what the object claims beyond its own key (a
 	// cluster IP, node ports, a pod CIDR); claims.go.
 	claimer *claimer
+	// generation keeps metadata.generation, as Kubernetes does for kinds
+	// whose controllers report an observedGeneration: 1 on create, one
+	// more each time an update changes the spec.
+	generation bool
 }
 
 // rule is a condition spanning objects that a write must keep. The store
@@ -191,6 +195,9 @@ func (b *backend) Create(ctx context.Context, k *kinds.Kind, obj kinds.Object, d
 	}
 	m.Uid = newUID()
 	m.CreationTimestamp = timestamppb.New(b.now())
+	if s.generation {
+		m.Generation = 1
+	}
 	if err := b.admit(ctx, "create", k, nil, obj); err != nil {
 		return nil, err
 	}
@@ -465,6 +472,12 @@ func (b *backend) Update(ctx context.Context, k *kinds.Kind, obj kinds.Object, d
 	if s.defaults != nil {
 		s.defaults(obj)
 	}
+	if s.generation {
+		m.Generation = om.Generation
+		if !sameSpec(old, obj) {
+			m.Generation++
+		}
+	}
 	if err := b.validate(k, obj); err != nil {
 		return nil, err
 	}
@@ -542,6 +555,15 @@ func newFinalizers(old, now []string) []string {
 // statusField is the message's "status" field, nil for a kind without one.
 func statusField(obj kinds.Object) protoreflect.FieldDescriptor {
 	return obj.ProtoReflect().Descriptor().Fields().ByName("status")
+}
+
+// sameSpec reports whether a and b have equal specs.
+func sameSpec(a, b kinds.Object) bool {
+	fd := a.ProtoReflect().Descriptor().Fields().ByName("spec")
+	if fd == nil {
+		return true
+	}
+	return proto.Equal(a.ProtoReflect().Get(fd).Message().Interface(), b.ProtoReflect().Get(fd).Message().Interface())
 }
 
 // copyStatus puts from's status onto to.

@@ -94,12 +94,14 @@ func New(cfg Config) *Server {
 	}
 	net := cfg.Network.withDefaults()
 	b.strategies = map[*kinds.Kind]*strategy{
-		kinds.Pod:       podStrategy(b),
-		kinds.Node:      nodeStrategy(net, log),
-		kinds.Namespace: namespaceStrategy(),
-		kinds.Event:     eventStrategy(),
-		kinds.Service:   serviceStrategy(net),
-		kinds.Endpoints: endpointsStrategy(),
+		kinds.Pod:        podStrategy(b),
+		kinds.Node:       nodeStrategy(net, log),
+		kinds.Namespace:  namespaceStrategy(),
+		kinds.Event:      eventStrategy(),
+		kinds.Service:    serviceStrategy(net),
+		kinds.Endpoints:  endpointsStrategy(),
+		kinds.Deployment: deploymentStrategy(),
+		kinds.ReplicaSet: replicaSetStrategy(),
 	}
 	agents := cfg.Agents
 	if agents == nil {
@@ -156,6 +158,14 @@ func (s *Server) Handler() http.Handler {
 		kinds.Pod: s.pods,
 		kinds.Node: &nodeService{
 			GenericService: kinds.Node.GenericHandler(s.b).(*kinds.GenericService[skiffv1.Node, skiffv1.NodeList, skiffv1.NodeWatchEvent, *skiffv1.Node, *skiffv1.NodeList, *skiffv1.NodeWatchEvent]),
+			b:              s.b,
+		},
+		kinds.Deployment: &deploymentService{
+			GenericService: kinds.Deployment.GenericHandler(s.b).(*kinds.GenericService[skiffv1.Deployment, skiffv1.DeploymentList, skiffv1.DeploymentWatchEvent, *skiffv1.Deployment, *skiffv1.DeploymentList, *skiffv1.DeploymentWatchEvent]),
+			b:              s.b,
+		},
+		kinds.ReplicaSet: &replicaSetService{
+			GenericService: kinds.ReplicaSet.GenericHandler(s.b).(*kinds.GenericService[skiffv1.ReplicaSet, skiffv1.ReplicaSetList, skiffv1.ReplicaSetWatchEvent, *skiffv1.ReplicaSet, *skiffv1.ReplicaSetList, *skiffv1.ReplicaSetWatchEvent]),
 			b:              s.b,
 		},
 	}

@@ -62,6 +62,8 @@ const (
 	kindServices objKind = iota
 	kindPods
 	kindEndpoints
+	kindReplicaSets
+	kindDeployments
 	kindNodes
 )
 

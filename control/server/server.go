@@ -506,6 +506,7 @@ func (s *Server) Run(ctx context.Context) error {
 			events: skiffv1connect.NewEventServiceClient(hc, base),
 			svcs:   skiffv1connect.NewServiceServiceClient(hc, base),
 			eps:    skiffv1connect.NewEndpointsServiceClient(hc, base),
+			rss:    skiffv1connect.NewReplicaSetServiceClient(hc, base),
 			ttl:    s.cfg.EventTTL,
 			log:    s.log,
 		}
@@ -606,6 +607,7 @@ type loops struct {
 	events skiffv1connect.EventServiceClient
 	svcs   skiffv1connect.ServiceServiceClient
 	eps    skiffv1connect.EndpointsServiceClient
+	rss    skiffv1connect.ReplicaSetServiceClient
 	ttl    time.Duration
 	log    *slog.Logger
 }
@@ -633,6 +635,9 @@ func (l loops) run(ctx context.Context) {
 	})
 	wg.Go(func() {
 		(&controllers.EndpointsController{Services: l.svcs, Pods: l.pods, Endpoints: l.eps, Logger: l.log.With("room", "controllers", "controller", "endpoints")}).Run(ctx)
+	})
+	wg.Go(func() {
+		(&controllers.ReplicaSetController{ReplicaSets: l.rss, Pods: l.pods, Logger: l.log.With("room", "controllers", "controller", "replicaset")}).Run(ctx)
 	})
 	wg.Go(func() {
 		(&controllers.NodeLifecycleController{

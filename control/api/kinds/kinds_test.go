@@ -21,6 +21,8 @@ func TestLookup(t *testing.T) {
 		{"events", Event}, {"ev", Event}, {"event", Event},
 		{"services", Service}, {"svc", Service}, {"service", Service},
 		{"endpoints", Endpoints}, {"ep", Endpoints},
+		{"deployments", Deployment}, {"deploy", Deployment}, {"Deployment", Deployment},
+		{"replicasets", ReplicaSet}, {"rs", ReplicaSet}, {"replicaset", ReplicaSet},
 	}
 	for _, tt := range tests {
 		if k, err := Lookup(tt.name); err != nil || k != tt.want {
@@ -28,7 +30,7 @@ func TestLookup(t *testing.T) {
 		}
 	}
 	_, err := Lookup("widgets")
-	if err == nil || err.Error() != `unknown kind "widgets": use one of endpoints, events, namespaces, nodes, pods, services` {
+	if err == nil || err.Error() != `unknown kind "widgets": use one of deployments, endpoints, events, namespaces, nodes, pods, replicasets, services` {
 		t.Errorf("Lookup(widgets): %v", err)
 	}
 }
@@ -40,7 +42,7 @@ func TestForManifest(t *testing.T) {
 	if _, err := ForManifest("apps/v1", "Pod"); err == nil || !strings.Contains(err.Error(), `apiVersion: unsupported value "apps/v1" for kind Pod: use "v1"`) {
 		t.Errorf("wrong apiVersion: %v", err)
 	}
-	if _, err := ForManifest("apps/v1", "StatefulSet"); err == nil || !strings.Contains(err.Error(), `kind: unsupported value "StatefulSet": skiff accepts v1 Endpoints, v1 Event, v1 Namespace, v1 Node, v1 Pod, v1 Service`) {
+	if _, err := ForManifest("apps/v1", "StatefulSet"); err == nil || !strings.Contains(err.Error(), `kind: unsupported value "StatefulSet": skiff accepts apps/v1 Deployment, apps/v1 ReplicaSet, v1 Endpoints, v1 Event, v1 Namespace, v1 Node, v1 Pod, v1 Service`) {
 		t.Errorf("unknown kind: %v", err)
 	}
 }
@@ -95,5 +97,58 @@ func TestAge(t *testing.T) {
 		if got := Age(now.Add(-d), now); got != want {
 			t.Errorf("Age(%s ago) = %q, want %q", d, got, want)
 		}
+	}
+}
+
+func TestIntOrPercent(t *testing.T) {
+	tests := []struct {
+		v       string
+		total   int32
+		roundUp bool
+		want    int32
+		err     bool
+	}{
+		{"", 10, true, 0, false},
+		{"3", 10, false, 3, false},
+		{"25%", 10, true, 3, false},
+		{"25%", 10, false, 2, false},
+		{"100%", 7, false, 7, false},
+		{"0%", 7, true, 0, false},
+		{"-1", 10, false, 0, true},
+		{"x%", 10, false, 0, true},
+		{"1.5", 10, false, 0, true},
+	}
+	for _, tt := range tests {
+		got, err := IntOrPercent(tt.v, tt.total, tt.roundUp)
+		if (err != nil) != tt.err || got != tt.want {
+			t.Errorf("IntOrPercent(%q, %d, %t) = %d, %v; want %d (error %t)", tt.v, tt.total, tt.roundUp, got, err, tt.want, tt.err)
+		}
+	}
+}
+
+func TestSelectorMatches(t *testing.T) {
+	sel := &skiffv1.LabelSelector{
+		MatchLabels: map[string]string{"app": "web"},
+		MatchExpressions: []*skiffv1.LabelSelectorRequirement{
+			{Key: "tier", Operator: "In", Values: []string{"a", "b"}},
+			{Key: "canary", Operator: "DoesNotExist"},
+		},
+	}
+	for _, tt := range []struct {
+		labels map[string]string
+		want   bool
+	}{
+		{map[string]string{"app": "web", "tier": "a"}, true},
+		{map[string]string{"app": "web", "tier": "c"}, false},
+		{map[string]string{"app": "web"}, false},
+		{map[string]string{"app": "web", "tier": "b", "canary": "1"}, false},
+		{map[string]string{"app": "db", "tier": "a"}, false},
+	} {
+		if got := SelectorMatches(sel, tt.labels); got != tt.want {
+			t.Errorf("SelectorMatches(%v) = %t, want %t", tt.labels, got, tt.want)
+		}
+	}
+	if got := LabelSelectorString(sel); got != "app=web,tier in (a,b),!canary" {
+		t.Errorf("LabelSelectorString = %q", got)
 	}
 }

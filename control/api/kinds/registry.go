@@ -113,6 +113,59 @@ var (
 		},
 	}, skiffv1connect.NewEndpointsServiceClient, skiffv1connect.NewEndpointsServiceHandler)
 
+	Deployment = Register[skiffv1.Deployment, skiffv1.DeploymentList, skiffv1.DeploymentWatchEvent](Kind{
+		Group: "apps", Version: "v1", Kind: "Deployment", Plural: "deployments", Singular: "deployment", Short: []string{"deploy"}, Namespaced: true,
+		Columns: []Column{
+			nameColumn,
+			{Header: "READY", Value: func(o Object, _ time.Time) string {
+				d := o.(*skiffv1.Deployment)
+				return fmt.Sprintf("%d/%d", d.GetStatus().GetReadyReplicas(), Replicas(d.GetSpec().Replicas))
+			}},
+			{Header: "UP-TO-DATE", Value: func(o Object, _ time.Time) string {
+				return strconv.Itoa(int(o.(*skiffv1.Deployment).GetStatus().GetUpdatedReplicas()))
+			}},
+			{Header: "AVAILABLE", Value: func(o Object, _ time.Time) string {
+				return strconv.Itoa(int(o.(*skiffv1.Deployment).GetStatus().GetAvailableReplicas()))
+			}},
+			ageColumn,
+			{Header: "CONTAINERS", Wide: true, Value: func(o Object, _ time.Time) string {
+				return containerNames(o.(*skiffv1.Deployment).GetSpec().GetTemplate())
+			}},
+			{Header: "IMAGES", Wide: true, Value: func(o Object, _ time.Time) string {
+				return containerImages(o.(*skiffv1.Deployment).GetSpec().GetTemplate())
+			}},
+			{Header: "SELECTOR", Wide: true, Value: func(o Object, _ time.Time) string {
+				return orNone(LabelSelectorString(o.(*skiffv1.Deployment).GetSpec().GetSelector()))
+			}},
+		},
+	}, skiffv1connect.NewDeploymentServiceClient, skiffv1connect.NewDeploymentServiceHandler)
+
+	ReplicaSet = Register[skiffv1.ReplicaSet, skiffv1.ReplicaSetList, skiffv1.ReplicaSetWatchEvent](Kind{
+		Group: "apps", Version: "v1", Kind: "ReplicaSet", Plural: "replicasets", Singular: "replicaset", Short: []string{"rs"}, Namespaced: true,
+		Columns: []Column{
+			nameColumn,
+			{Header: "DESIRED", Value: func(o Object, _ time.Time) string {
+				return strconv.Itoa(int(Replicas(o.(*skiffv1.ReplicaSet).GetSpec().Replicas)))
+			}},
+			{Header: "CURRENT", Value: func(o Object, _ time.Time) string {
+				return strconv.Itoa(int(o.(*skiffv1.ReplicaSet).GetStatus().GetReplicas()))
+			}},
+			{Header: "READY", Value: func(o Object, _ time.Time) string {
+				return strconv.Itoa(int(o.(*skiffv1.ReplicaSet).GetStatus().GetReadyReplicas()))
+			}},
+			ageColumn,
+			{Header: "CONTAINERS", Wide: true, Value: func(o Object, _ time.Time) string {
+				return containerNames(o.(*skiffv1.ReplicaSet).GetSpec().GetTemplate())
+			}},
+			{Header: "IMAGES", Wide: true, Value: func(o Object, _ time.Time) string {
+				return containerImages(o.(*skiffv1.ReplicaSet).GetSpec().GetTemplate())
+			}},
+			{Header: "SELECTOR", Wide: true, Value: func(o Object, _ time.Time) string {
+				return orNone(LabelSelectorString(o.(*skiffv1.ReplicaSet).GetSpec().GetSelector()))
+			}},
+		},
+	}, skiffv1connect.NewReplicaSetServiceClient, skiffv1connect.NewReplicaSetServiceHandler)
+
 	Event = Register[skiffv1.Event, skiffv1.EventList, skiffv1.EventWatchEvent](Kind{
 		Version: "v1", Kind: "Event", Plural: "events", Singular: "event", Short: []string{"ev"}, Namespaced: true,
 		Fields: map[string]func(Object) string{

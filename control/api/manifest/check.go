@@ -40,6 +40,9 @@ var intOrString = map[protoreflect.FullName]bool{
 	"skiff.v1.HTTPGetAction.port":      true,
 	"skiff.v1.TCPSocketAction.port":    true,
 	"skiff.v1.ServicePort.target_port": true,
+	// maxSurge and maxUnavailable: a count, or a percentage ("25%").
+	"skiff.v1.RollingUpdateDeployment.max_surge":       true,
+	"skiff.v1.RollingUpdateDeployment.max_unavailable": true,
 }
 
 func checkField(fd protoreflect.FieldDescriptor, v any, p string) error {

@@ -23,7 +23,7 @@ func TestDecodeErrors(t *testing.T) {
 		{"no kind", "apiVersion: v1\nmetadata:\n  name: p\n", "kind: required value"},
 		{"no apiVersion", "kind: Pod\nmetadata:\n  name: p\n", "apiVersion: required value"},
 		{"wrong apiVersion", strings.Replace(pod, "apiVersion: v1", "apiVersion: apps/v1", 1), `apiVersion: unsupported value "apps/v1" for kind Pod`},
-		{"unsupported kind", "apiVersion: apps/v1\nkind: Deployment\n", `kind: unsupported value "Deployment"`},
+		{"unsupported kind", "apiVersion: apps/v1\nkind: StatefulSet\n", `kind: unsupported value "StatefulSet"`},
 		{"not a mapping", "- a\n- b\n", "must be a mapping"},
 		{"empty", "\n---\n", "no objects found"},
 		{"error names the document", pod + "---\n" + pod + "bogus: true\n", "(document 2): bogus: unknown field"},
