@@ -175,6 +175,11 @@ func Join(cfg Config) (*Pool, error) {
 		mc.SuspicionMult = 1
 		mc.PushPullInterval = time.Second
 	}
+	// A member declared failed may come back under its name at another
+	// address a second later: an agent restarted after a crash gossips
+	// from a new port (memberlist's default never lets it, so its node
+	// would stay failed until the next full state exchange).
+	mc.DeadNodeReclaimTime = time.Second
 	mc.Name = cfg.Name
 	if len(cfg.SecretKey) > 0 {
 		// memberlist builds its keyring from SecretKey and, with both
