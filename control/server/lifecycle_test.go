@@ -302,6 +302,26 @@ func TestGarbageCollector(t *testing.T) {
 	const want = "cluster-owned shared unowned"
 	eventually(t, 10*time.Second, func() bool { return names() == want },
 		func() string { return fmt.Sprintf("pods: %q, want %q", names(), want) })
+
+	// A ReplicaSet's pods go after it.
+	rss := skiffv1connect.NewReplicaSetServiceClient(ts.client(), ts.base())
+	labels := map[string]string{"app": "rs"}
+	if _, err := rss.Create(ctx, connect.NewRequest(&skiffv1.ReplicaSet{
+		Metadata: &skiffv1.ObjectMeta{Name: "rs"},
+		Spec: &skiffv1.ReplicaSetSpec{
+			Replicas: proto.Int32(2), Selector: &skiffv1.LabelSelector{MatchLabels: labels},
+			Template: &skiffv1.PodTemplateSpec{Metadata: &skiffv1.ObjectMeta{Labels: labels}, Spec: testPod("x").Spec},
+		},
+	})); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, func() bool { return strings.Count(names(), "rs-") == 2 },
+		func() string { return fmt.Sprintf("pods: %q, want the ReplicaSet's two", names()) })
+	if _, err := rss.Delete(ctx, connect.NewRequest(&skiffv1.DeleteRequest{Name: "rs"})); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, func() bool { return names() == want },
+		func() string { return fmt.Sprintf("pods after the ReplicaSet's deletion: %q, want %q", names(), want) })
 }
 
 // TestNamespaceCascade: deleting a namespace deletes its pods (a bound one
