@@ -41,15 +41,7 @@ func addDefaultTolerations(p *skiffv1.Pod, t Tolerations) {
 		key  string
 		secs *int64
 	}{{taintNotReady, t.NotReadySeconds}, {taintUnreachable, t.UnreachableSeconds}} {
-		has := false
-		for _, tol := range p.Spec.Tolerations {
-			// As Kubernetes: any toleration that could match the
-			// taint's NoExecute effect counts as the pod's own.
-			if (tol.GetKey() == d.key || tol.GetKey() == "") && (tol.GetEffect() == "" || tol.GetEffect() == "NoExecute") {
-				has = true
-			}
-		}
-		if has {
+		if toleratesNoExecute(p, d.key) {
 			continue
 		}
 		secs := d.secs
@@ -57,5 +49,37 @@ func addDefaultTolerations(p *skiffv1.Pod, t Tolerations) {
 			secs = proto.Int64(DefaultTolerationSeconds)
 		}
 		p.Spec.Tolerations = append(p.Spec.Tolerations, &skiffv1.Toleration{Key: d.key, Operator: "Exists", Effect: "NoExecute", TolerationSeconds: proto.Int64(*secs)})
+	}
+}
+
+// toleratesNoExecute reports whether p has a toleration that could match
+// the NoExecute taint key, as Kubernetes' admission judges it: one of the
+// key, or of every key, for the NoExecute effect or every effect.
+func toleratesNoExecute(p *skiffv1.Pod, key string) bool {
+	for _, tol := range p.GetSpec().GetTolerations() {
+		if (tol.GetKey() == key || tol.GetKey() == "") && (tol.GetEffect() == "" || tol.GetEffect() == "NoExecute") {
+			return true
+		}
+	}
+	return false
+}
+
+// keepDefaultTolerations puts back on p the default tolerations that old,
+// the stored pod, has and p leaves out: an update that sends the manifest
+// again (skiff apply) does not change the spec.
+func keepDefaultTolerations(old, p *skiffv1.Pod) {
+	if p.Spec == nil {
+		return
+	}
+	for _, key := range []string{taintNotReady, taintUnreachable} {
+		if toleratesNoExecute(p, key) {
+			continue
+		}
+		for _, tol := range old.GetSpec().GetTolerations() {
+			if tol.GetKey() == key && tol.GetOperator() == "Exists" && tol.GetEffect() == "NoExecute" {
+				p.Spec.Tolerations = append(p.Spec.Tolerations, proto.Clone(tol).(*skiffv1.Toleration))
+				break
+			}
+		}
 	}
 }

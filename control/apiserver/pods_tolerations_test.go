@@ -55,4 +55,20 @@ func TestDefaultTolerationsOnCreate(t *testing.T) {
 	if _, err := a.pods.Update(context.Background(), connect.NewRequest(created)); err != nil {
 		t.Errorf("update of the pod as read: %v", err)
 	}
+	// The manifest sent again, without the tolerations the server added
+	// (skiff apply), is no change of the spec.
+	again := pod("p")
+	again.Metadata.Labels = map[string]string{"a": "c"}
+	res, err := a.pods.Update(context.Background(), connect.NewRequest(again))
+	if err != nil {
+		t.Fatalf("update with the manifest as first written: %v", err)
+	}
+	if n := len(res.Msg.GetSpec().GetTolerations()); n != 2 {
+		t.Errorf("after the update the pod has %d tolerations, want the 2 defaults kept", n)
+	}
+	// A spec that does change is still refused.
+	again.Spec.Tolerations = []*skiffv1.Toleration{{Key: "other", Operator: "Exists"}}
+	if _, err := a.pods.Update(context.Background(), connect.NewRequest(again)); connect.CodeOf(err) != connect.CodeInvalidArgument {
+		t.Errorf("update adding a toleration: %v, want InvalidArgument", err)
+	}
 }

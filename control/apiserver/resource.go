@@ -56,6 +56,10 @@ type strategy struct {
 	// onCreate, when set, changes a new object after its defaults, as a
 	// mutating admission plugin (a pod's default tolerations).
 	onCreate func(obj kinds.Object)
+	// onUpdate, when set, puts back on obj what onCreate added to old and
+	// the update leaves out, as the patch of kubectl apply would keep it:
+	// applying a manifest again is not a change.
+	onUpdate func(old, obj kinds.Object)
 	// claimer, when set, is what the object claims beyond its own key (a
 	// cluster IP, node ports, a pod CIDR); claims.go.
 	claimer *claimer
@@ -468,6 +472,9 @@ func (b *backend) Update(ctx context.Context, k *kinds.Kind, obj kinds.Object, d
 		if added := newFinalizers(om.Finalizers, m.Finalizers); len(added) > 0 {
 			return nil, fieldErrors{fmt.Sprintf("metadata.finalizers: Forbidden: no new finalizers can be added while the object is being deleted (%s)", strings.Join(added, ", "))}.err(k.Singular, m.Name)
 		}
+	}
+	if s.onUpdate != nil {
+		s.onUpdate(old, obj)
 	}
 	if s.defaults != nil {
 		s.defaults(obj)
