@@ -166,7 +166,7 @@ func TestNodeLifecycle(t *testing.T) {
 	heartbeat(t, ctx, ts, "a", time.Now())
 	heartbeat(t, ctx, ts, "old", time.Now().Add(-time.Minute)) // no gossip, no heartbeat for a minute
 	short := boundPod(t, ctx, ts, "default", "short", "a")
-	forever := boundPod(t, ctx, ts, "default", "forever", "a", &skiffv1.Toleration{Key: controllers.TaintNodeUnreachable, Operator: "Exists", Effect: "NoExecute"})
+	boundPod(t, ctx, ts, "default", "forever", "a", &skiffv1.Toleration{Key: controllers.TaintNodeUnreachable, Operator: "Exists", Effect: "NoExecute"})
 	if tols := short.GetSpec().GetTolerations(); len(tols) != 2 || tols[1].GetTolerationSeconds() != 2 {
 		t.Fatalf("pod's default tolerations: %v, want not-ready and unreachable for 2s", tols)
 	}
@@ -230,7 +230,6 @@ func TestNodeLifecycle(t *testing.T) {
 	if p, err := getPod(ctx, ts, "default", "forever"); err != nil || p.GetMetadata().GetDeletionTimestamp() != nil {
 		t.Errorf("pod tolerating the taint for ever: %v, %v; want it kept", p.GetMetadata(), err)
 	}
-	_ = forever
 
 	// The agent is back: alive in gossip, posting Ready. The taints go.
 	pool.set("a", controllers.AgentAlive)
