@@ -85,9 +85,11 @@ func TestPool(t *testing.T) {
 	// after a crash: it is seen alive again.
 	s3 = join(t, "s3", RoleServer, s1.Addr())
 	defer s3.Shutdown()
-	waitView(t, s1, 15*time.Second, "s3 is seen alive again", func(ms []Member) bool {
-		return strings.Contains(view(ms), "s3/server/alive")
-	})
+	for _, p := range []*Pool{s1, s2} {
+		waitView(t, p, 15*time.Second, "s3 is seen alive again", func(ms []Member) bool {
+			return strings.Contains(view(ms), "s3/server/alive")
+		})
+	}
 	// a1 leaves: the others see it left.
 	if err := a1.Leave(2 * time.Second); err != nil {
 		t.Fatal(err)
