@@ -25,7 +25,7 @@ func (l *lifecycleFlags) flags(cmd *cobra.Command) {
 	l.unreachableSeconds = f.Int64("default-unreachable-toleration-seconds", apiserver.DefaultTolerationSeconds,
 		"tolerationSeconds of the node.kubernetes.io/unreachable:NoExecute toleration every pod gets unless it has its own: how long its node's agent may be gone before the pod is evicted")
 	f.DurationVar(&l.nodeGrace, "node-monitor-grace-period", controllers.DefaultNodeMonitorGracePeriod,
-		"how old the Ready heartbeat of a node whose agent does not gossip may be before the node is marked Unknown (an agent in the gossip pool is seen gone within seconds)")
+		"how long the Ready heartbeat of a node whose agent does not gossip may go unchanged before the node is marked Unknown (an agent in the gossip pool is seen gone within seconds)")
 }
 
 // settings checks the flags and returns the default tolerations and the

@@ -31,9 +31,9 @@ const (
 	EffectNoExecute        = "NoExecute"
 )
 
-// DefaultNodeMonitorGracePeriod is how old a node's Ready heartbeat may be
-// before a node that the gossip pool says nothing about is marked Unknown,
-// as kube-controller-manager's --node-monitor-grace-period.
+// DefaultNodeMonitorGracePeriod is how long a node's Ready heartbeat may go
+// unchanged before a node that the gossip pool says nothing about is marked
+// Unknown, as kube-controller-manager's --node-monitor-grace-period.
 const DefaultNodeMonitorGracePeriod = 40 * time.Second
 
 // AgentState is what the gossip pool says of a node's agent.
@@ -61,7 +61,8 @@ type AgentMember struct {
 // An agent is gone when the gossip pool says it failed or left, when it
 // has left the pool after having been seen in it, or (for an agent the pool
 // has never seen: one that does not gossip, or a server that just took
-// over) when its Ready heartbeat is older than Grace. Gossip notices a
+// over) when its Ready heartbeat has not changed for Grace, by the
+// controller's clock (a node it first sees gets a full Grace). Gossip notices a
 // killed agent in a few seconds, so the controller reacts to its changes at
 // once; heartbeats are checked every Every.
 //
@@ -99,9 +100,10 @@ type nodeVerdict struct {
 
 // judgeNode decides whether n's agent is gone. m is its gossip member
 // (inPool says whether the pool has one), seen whether the pool ever had
-// it alive. A node without a Ready condition is judged by its creation
-// time, as Kubernetes does.
-func judgeNode(n *skiffv1.Node, m AgentMember, inPool, seen bool, now time.Time, grace time.Duration) nodeVerdict {
+// it alive. heard is when this controller last saw the node's Ready
+// heartbeat change, by its own clock, as Kubernetes' probe timestamp: a
+// node first seen gets a full grace, and the agents' clocks do not count.
+func judgeNode(n *skiffv1.Node, m AgentMember, inPool, seen bool, heard, now time.Time, grace time.Duration) nodeVerdict {
 	switch {
 	case inPool && m.State == AgentFailed:
 		return nodeVerdict{true, "the node's agent stopped answering gossip: it has failed or is cut off"}
@@ -110,20 +112,29 @@ func judgeNode(n *skiffv1.Node, m AgentMember, inPool, seen bool, now time.Time,
 	case !inPool && seen:
 		return nodeVerdict{true, "the node's agent is no longer in the gossip pool"}
 	}
-	ready := readyCondition(n)
-	last := n.GetMetadata().GetCreationTimestamp()
-	if ready != nil && ready.GetLastHeartbeatTime() != nil {
-		last = ready.GetLastHeartbeatTime()
+	if now.Sub(heard) > grace {
+		return nodeVerdict{true, fmt.Sprintf("Kubelet stopped posting node status: no heartbeat for %s (grace %s).", now.Sub(heard).Round(time.Second), grace)}
 	}
-	if last != nil && now.Sub(last.AsTime()) > grace {
-		return nodeVerdict{true, fmt.Sprintf("Kubelet stopped posting node status: no heartbeat for %s (grace %s).", now.Sub(last.AsTime()).Round(time.Second), grace)}
-	}
-	if ready != nil && ready.GetStatus() == "Unknown" {
+	if ready := readyCondition(n); ready != nil && ready.GetStatus() == "Unknown" {
 		// Marked by this controller: the agent is back once it posts
 		// Ready itself.
 		return nodeVerdict{true, ready.GetMessage()}
 	}
 	return nodeVerdict{}
+}
+
+// heartbeatOf is the node's Ready heartbeat as its agent wrote it (zero
+// when it has none), for telling a new one from the last.
+func heartbeatOf(n *skiffv1.Node) time.Time {
+	if t := readyCondition(n).GetLastHeartbeatTime(); t != nil {
+		return t.AsTime()
+	}
+	return time.Time{}
+}
+
+// heard is when the controller last saw a node's heartbeat change.
+type heard struct {
+	heartbeat, at time.Time
 }
 
 func readyCondition(n *skiffv1.Node) *skiffv1.Condition {
@@ -233,7 +244,15 @@ func (c *NodeLifecycleController) Run(ctx context.Context) {
 	})
 
 	nodes := map[string]*skiffv1.Node{}
-	seen := map[string]bool{} // agents the pool has had alive
+	seen := map[string]bool{}    // agents the pool has had alive
+	probes := map[string]heard{} // when each node's heartbeat last changed
+	observe := func(n *skiffv1.Node) {
+		name, hb := n.GetMetadata().GetName(), heartbeatOf(n)
+		if p, ok := probes[name]; !ok || !p.heartbeat.Equal(hb) {
+			probes[name] = heard{heartbeat: hb, at: now()}
+		}
+		nodes[name] = n
+	}
 	listed := false
 	tick := time.NewTicker(every)
 	defer tick.Stop()
@@ -250,12 +269,18 @@ func (c *NodeLifecycleController) Run(ctx context.Context) {
 				listed = true
 				nodes = map[string]*skiffv1.Node{}
 				for _, o := range ch.items {
-					nodes[o.GetMetadata().GetName()] = o.(*skiffv1.Node)
+					observe(o.(*skiffv1.Node))
+				}
+				for name := range probes {
+					if nodes[name] == nil {
+						delete(probes, name)
+					}
 				}
 			} else if ch.typ == skiffv1.EventType_EVENT_TYPE_DELETED {
 				delete(nodes, ch.obj.GetMetadata().GetName())
+				delete(probes, ch.obj.GetMetadata().GetName())
 			} else {
-				nodes[ch.obj.GetMetadata().GetName()] = ch.obj.(*skiffv1.Node)
+				observe(ch.obj.(*skiffv1.Node))
 			}
 			continue // the tick, or a pool change, looks: a burst of heartbeats costs one pass
 		case <-tick.C:
@@ -277,10 +302,10 @@ func (c *NodeLifecycleController) Run(ctx context.Context) {
 		t := now()
 		for name, n := range nodes {
 			m, in := members[name]
-			v := judgeNode(n, m, in, seen[name], t, grace)
+			v := judgeNode(n, m, in, seen[name], probes[name].at, t, grace)
 			out, err := c.sync(ctx, n, v, t)
 			if out != nil {
-				nodes[name] = out
+				observe(out)
 			}
 			if err != nil {
 				if ctx.Err() != nil {

@@ -26,29 +26,29 @@ func readyNode(status string, heartbeat time.Time, taints ...*skiffv1.Taint) *sk
 
 func TestJudgeNode(t *testing.T) {
 	const grace = 40 * time.Second
-	fresh, stale := lcT0.Add(-5*time.Second), lcT0.Add(-time.Minute)
-	unregistered := &skiffv1.Node{Metadata: &skiffv1.ObjectMeta{Name: "a", CreationTimestamp: timestamppb.New(lcT0.Add(-time.Minute))}}
+	fresh, stale := lcT0.Add(-5*time.Second), lcT0.Add(-time.Minute) // when the controller last saw the heartbeat change
+	node := readyNode("True", lcT0.Add(-time.Hour))                  // the agent's clock does not count
 	for _, tt := range []struct {
 		name         string
 		node         *skiffv1.Node
 		state        AgentState
 		inPool, seen bool
+		heard        time.Time
 		gone         bool
 		why          string
 	}{
-		{"alive, fresh", readyNode("True", fresh), AgentAlive, true, true, false, ""},
-		{"failed in gossip, heartbeat still fresh", readyNode("True", fresh), AgentFailed, true, true, true, "stopped answering gossip"},
-		{"left", readyNode("True", fresh), AgentLeft, true, true, true, "left the cluster"},
-		{"gone from the pool after being seen", readyNode("True", fresh), "", false, true, true, "no longer in the gossip pool"},
-		{"never in the pool, fresh heartbeat", readyNode("True", fresh), "", false, false, false, ""},
-		{"never in the pool, stale heartbeat", readyNode("True", stale), "", false, false, true, "Kubelet stopped posting node status"},
-		{"alive but stale heartbeat", readyNode("True", stale), AgentAlive, true, true, true, "Kubelet stopped posting node status"},
-		{"alive again, Unknown not yet replaced by the agent", readyNode("Unknown", fresh), AgentAlive, true, true, true, ""},
-		{"alive, agent reports False", readyNode("False", fresh), AgentAlive, true, true, false, ""},
-		{"no Ready condition, created long ago", unregistered, "", false, false, true, "Kubelet stopped posting"},
+		{"alive, fresh", node, AgentAlive, true, true, fresh, false, ""},
+		{"failed in gossip, heartbeat still fresh", node, AgentFailed, true, true, fresh, true, "stopped answering gossip"},
+		{"left", node, AgentLeft, true, true, fresh, true, "left the cluster"},
+		{"gone from the pool after being seen", node, "", false, true, fresh, true, "no longer in the gossip pool"},
+		{"never in the pool, fresh heartbeat", node, "", false, false, fresh, false, ""},
+		{"never in the pool, stale heartbeat", node, "", false, false, stale, true, "Kubelet stopped posting node status: no heartbeat for 1m0s (grace 40s)"},
+		{"alive but stale heartbeat", node, AgentAlive, true, true, stale, true, "Kubelet stopped posting node status"},
+		{"alive again, Unknown not yet replaced by the agent", readyNode("Unknown", lcT0), AgentAlive, true, true, fresh, true, ""},
+		{"alive, agent reports False", readyNode("False", lcT0), AgentAlive, true, true, fresh, false, ""},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			v := judgeNode(tt.node, AgentMember{Name: "a", State: tt.state}, tt.inPool, tt.seen, lcT0, grace)
+			v := judgeNode(tt.node, AgentMember{Name: "a", State: tt.state}, tt.inPool, tt.seen, tt.heard, lcT0, grace)
 			if v.gone != tt.gone || !strings.Contains(v.message, tt.why) {
 				t.Errorf("judgeNode = %+v, want gone %v with %q", v, tt.gone, tt.why)
 			}

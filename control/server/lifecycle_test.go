@@ -154,9 +154,8 @@ func boundPod(t *testing.T, ctx context.Context, ts *testServer, ns, name, node 
 // TestNodeLifecycle: a node whose agent the gossip pool says failed is
 // marked Ready=Unknown and tainted unreachable within seconds; its pods
 // are evicted when their toleration (the server's default, here 2 s) runs
-// out, those that tolerate it for ever stay; a node whose heartbeat is old
-// and whose agent the pool never knew is marked too; when the agent is
-// back the taints go.
+// out, those that tolerate it for ever stay; when the agent is back the
+// taints go.
 func TestNodeLifecycle(t *testing.T) {
 	pool := newFakePool()
 	ts := oneServer(t, Config{agents: pool.view(), Tolerations: apiserver.Tolerations{UnreachableSeconds: proto.Int64(2)}})
@@ -164,20 +163,12 @@ func TestNodeLifecycle(t *testing.T) {
 
 	pool.set("a", controllers.AgentAlive)
 	heartbeat(t, ctx, ts, "a", time.Now())
-	heartbeat(t, ctx, ts, "old", time.Now().Add(-time.Minute)) // no gossip, no heartbeat for a minute
 	short := boundPod(t, ctx, ts, "default", "short", "a")
 	boundPod(t, ctx, ts, "default", "forever", "a", &skiffv1.Toleration{Key: controllers.TaintNodeUnreachable, Operator: "Exists", Effect: "NoExecute"})
 	if tols := short.GetSpec().GetTolerations(); len(tols) != 2 || tols[1].GetTolerationSeconds() != 2 {
 		t.Fatalf("pod's default tolerations: %v, want not-ready and unreachable for 2s", tols)
 	}
 
-	eventually(t, 5*time.Second, func() bool {
-		n := getNode(ctx, ts, "old")
-		return nodeReady(n) == "Unknown/NodeStatusUnknown" && taintKeys(n) == "node.kubernetes.io/unreachable:NoExecute,node.kubernetes.io/unreachable:NoSchedule"
-	}, func() string {
-		n := getNode(ctx, ts, "old")
-		return fmt.Sprintf("node without heartbeat: Ready %s, taints %q", nodeReady(n), taintKeys(n))
-	})
 	if n := getNode(ctx, ts, "a"); nodeReady(n) != "True/AgentReady" || taintKeys(n) != "" {
 		t.Fatalf("live node: Ready %s, taints %q", nodeReady(n), taintKeys(n))
 	}
@@ -245,6 +236,43 @@ func TestNodeLifecycle(t *testing.T) {
 	if p, err := getPod(ctx, ts, "default", "short"); err != nil || p.GetMetadata().GetDeletionTimestamp() == nil {
 		t.Errorf("evicted pod after its node came back: %v, %v; want it still terminating", p.GetMetadata(), err)
 	}
+}
+
+// TestNodeLifecycleHeartbeat: a node whose agent the gossip pool does not
+// know is marked Ready=Unknown and tainted once its heartbeat has not
+// changed for the grace period, and is Ready again, without the taints,
+// once it posts a new one.
+func TestNodeLifecycleHeartbeat(t *testing.T) {
+	ts := oneServer(t, Config{NodeMonitorGracePeriod: time.Second})
+	ctx := testCtx(t)
+	heartbeat(t, ctx, ts, "b", time.Now())
+	eventually(t, 5*time.Second, func() bool {
+		n := getNode(ctx, ts, "b")
+		return nodeReady(n) == "Unknown/NodeStatusUnknown" && taintKeys(n) == "node.kubernetes.io/unreachable:NoExecute,node.kubernetes.io/unreachable:NoSchedule"
+	}, func() string {
+		n := getNode(ctx, ts, "b")
+		return fmt.Sprintf("node without a new heartbeat for the grace: Ready %s, taints %q", nodeReady(n), taintKeys(n))
+	})
+	if msg := readyMessage(getNode(ctx, ts, "b")); !strings.Contains(msg, "Kubelet stopped posting node status") {
+		t.Errorf("Ready condition's message: %q", msg)
+	}
+	heartbeat(t, ctx, ts, "b", time.Now())
+	eventually(t, 5*time.Second, func() bool {
+		n := getNode(ctx, ts, "b")
+		return nodeReady(n) == "True/AgentReady" && taintKeys(n) == ""
+	}, func() string {
+		n := getNode(ctx, ts, "b")
+		return fmt.Sprintf("node posting again: Ready %s, taints %q", nodeReady(n), taintKeys(n))
+	})
+}
+
+func readyMessage(n *skiffv1.Node) string {
+	for _, c := range n.GetStatus().GetConditions() {
+		if c.GetType() == "Ready" {
+			return c.GetMessage()
+		}
+	}
+	return ""
 }
 
 // TestGarbageCollector: a pod whose every owner is deleted is deleted; one

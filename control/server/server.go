@@ -78,10 +78,10 @@ type Config struct {
 	// get unless they have their own (apiserver.DefaultTolerationSeconds
 	// when nil): how long their node may be gone before they are evicted.
 	Tolerations apiserver.Tolerations
-	// NodeMonitorGracePeriod is how old the Ready heartbeat of a node
-	// whose agent the gossip pool does not know may be before the node is
-	// marked Unknown (controllers.DefaultNodeMonitorGracePeriod when
-	// zero).
+	// NodeMonitorGracePeriod is how long the Ready heartbeat of a node
+	// whose agent the gossip pool does not know may go unchanged before
+	// the node is marked Unknown (controllers.DefaultNodeMonitorGracePeriod
+	// when zero).
 	NodeMonitorGracePeriod time.Duration
 	Logger                 *slog.Logger
 	// Limits are the API listener's; serve.DefaultLimits when zero.
