@@ -100,6 +100,8 @@ func TestComponentErrors(t *testing.T) {
 		{"a cluster CIDR with host bits", []string{"server", "--data-dir", t.TempDir(), "--cluster-cidr", "10.244.1.0/16"}, `--cluster-cidr: invalid value "10.244.1.0/16": has host bits set; did you mean 10.244.0.0/16?`},
 		{"overlapping CIDRs", []string{"server", "--data-dir", t.TempDir(), "--service-cidr", "10.244.128.0/24"}, "--service-cidr 10.244.128.0/24 overlaps cluster-cidr 10.244.0.0/16"},
 		{"a node mask no longer than the cluster's", []string{"server", "--data-dir", t.TempDir(), "--node-cidr-mask-size", "12"}, "--node-cidr-mask-size 12: must be longer than cluster-cidr's /16"},
+		{"a negative toleration", []string{"server", "--data-dir", t.TempDir(), "--default-unreachable-toleration-seconds", "-1"}, "--default-unreachable-toleration-seconds: invalid value -1: must not be negative"},
+		{"a negative node grace", []string{"server", "--data-dir", t.TempDir(), "--node-monitor-grace-period", "-1s"}, "--node-monitor-grace-period: invalid value -1s: must be positive"},
 		{"a bad node port range", []string{"server", "--data-dir", t.TempDir(), "--service-node-port-range", "30000"}, `--service-node-port-range: invalid port range "30000"`},
 	}
 	for _, tt := range tests {

@@ -38,6 +38,7 @@ type serverOptions struct {
 	sans          []string
 	clientConfig  string // where to write the admin's client config; "" = the default
 	network       networkFlags
+	lifecycle     lifecycleFlags
 }
 
 // tokenFlags are --token and --token-file.
@@ -137,6 +138,7 @@ func (o *serverOptions) flags(cmd *cobra.Command) {
 	f.StringVar(&o.gossip, "gossip-listen", "", "gossip address, so that other servers and agents (skiff agent --join) find this server; empty runs without gossip")
 	f.StringSliceVar(&o.join, "join", nil, "gossip addresses of members to join (with --gossip-listen); tried every second until one answers")
 	o.network.flags(cmd)
+	o.lifecycle.flags(cmd)
 	f.StringVar(&o.clientConfig, "client-config", "", "where to write the admin's client config (server, bootstrap admin token, cluster CA) when it holds none for another server (default $SKIFF_CONFIG, else ~/.skiff/config); DATA-DIR/server/admin.config always has it")
 }
 
@@ -175,6 +177,10 @@ func (o *serverOptions) server(log *slog.Logger, dev bool) (*server.Server, erro
 	if err != nil {
 		return nil, err
 	}
+	tolerations, nodeGrace, err := o.lifecycle.settings()
+	if err != nil {
+		return nil, err
+	}
 	token, err := o.token.value()
 	if err != nil {
 		return nil, err
@@ -186,6 +192,7 @@ func (o *serverOptions) server(log *slog.Logger, dev bool) (*server.Server, erro
 		DataDir: o.dataDir, Listen: o.listen, RaftListen: o.raftListen, RaftAdvertise: o.raftAdvertise,
 		Gossip: o.gossip, Join: o.join, BootstrapExpect: o.expect, DeadServerAfter: o.deadAfter, EventTTL: o.eventTTL, Logger: log,
 		Token: token, AgentToken: o.agentToken, SANs: o.sans, PlainHTTP: dev, Network: network,
+		Tolerations: tolerations, NodeMonitorGracePeriod: nodeGrace,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("skiff server: %w", err)

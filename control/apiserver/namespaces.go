@@ -3,6 +3,7 @@ package apiserver
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	"connectrpc.com/connect"
 
@@ -14,13 +15,20 @@ import (
 // DefaultNamespace is where objects go when their manifest names none.
 const DefaultNamespace = "default"
 
-// namespaceStrategy refuses to delete a namespace that still has pods:
-// unlike Kubernetes, deletion does not cascade, so nothing is deleted by
-// surprise. The store checks that in the same Raft entry as the delete, and
-// creates check that their namespace exists the same way, so a pod cannot be
-// created into a namespace as it goes. The default namespace cannot be
-// deleted. (It needs nothing of the backend any more; the parameter stays
-// for server.go until that file next changes.)
+// NamespaceFinalizer is the finalizer a namespace gets when it is deleted,
+// as in Kubernetes: the namespace controller removes it once it has deleted
+// everything in the namespace, and the namespace goes with it.
+const NamespaceFinalizer = "kubernetes"
+
+// namespaceStrategy makes deleting a namespace cascade, as in Kubernetes:
+// the namespace is marked (deletionTimestamp, status.phase Terminating,
+// finalizer "kubernetes"), refuses new content (namespaceOpen), and the
+// namespace controller deletes what it holds, then removes the finalizer.
+// The final removal still checks, in the same Raft entry, that no pod or
+// service is left (a service holds a cluster IP that only its deletion
+// frees), and creates check that their namespace exists and is not being
+// deleted the same way, so nothing outlives its namespace. The default
+// namespace cannot be deleted.
 func namespaceStrategy() *strategy {
 	return &strategy{
 		nameRule: validateLabel,
@@ -32,6 +40,16 @@ func namespaceStrategy() *strategy {
 			}
 			return fe
 		},
+		onDelete: func(o kinds.Object) {
+			ns := o.(*skiffv1.Namespace)
+			if !slices.Contains(ns.Metadata.Finalizers, NamespaceFinalizer) {
+				ns.Metadata.Finalizers = append(ns.Metadata.Finalizers, NamespaceFinalizer)
+			}
+			if ns.Status == nil {
+				ns.Status = &skiffv1.NamespaceStatus{}
+			}
+			ns.Status.Phase = "Terminating"
+		},
 		canDelete: func(_ context.Context, o kinds.Object) error {
 			if name := o.GetMetadata().GetName(); name == DefaultNamespace {
 				return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("namespace %q cannot be deleted", name))
@@ -42,12 +60,12 @@ func namespaceStrategy() *strategy {
 			name := o.GetMetadata().GetName()
 			return []rule{{
 				guard: store.IfNoneUnder(prefix(kinds.Pod, name)),
-				err:   connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("namespace %q still has pod(s); delete them first", name)),
+				err:   connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("namespace %q still has pod(s); the namespace controller deletes them first", name)),
 			}, {
 				// A service holds a cluster IP (and node ports) that only
 				// its deletion frees.
 				guard: store.IfNoneUnder(prefix(kinds.Service, name)),
-				err:   connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("namespace %q still has service(s); delete them first", name)),
+				err:   connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("namespace %q still has service(s); the namespace controller deletes them first", name)),
 			}}
 		},
 	}

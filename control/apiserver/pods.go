@@ -19,6 +19,8 @@ func podStrategy(b *backend) *strategy {
 	return &strategy{
 		validate:    func(o kinds.Object) fieldErrors { return validatePod(o.(*skiffv1.Pod)) },
 		defaults:    func(o kinds.Object) { defaultPod(o.(*skiffv1.Pod)) },
+		onCreate:    func(o kinds.Object) { addDefaultTolerations(o.(*skiffv1.Pod), b.tolerations) },
+		onUpdate:    func(old, o kinds.Object) { keepDefaultTolerations(old.(*skiffv1.Pod), o.(*skiffv1.Pod)) },
 		initial:     func(o kinds.Object) { o.(*skiffv1.Pod).Status = &skiffv1.PodStatus{Phase: "Pending"} },
 		checkUpdate: func(old, o kinds.Object) fieldErrors { return checkPodUpdate(old.(*skiffv1.Pod), o.(*skiffv1.Pod)) },
 		gracePeriod: func(o kinds.Object) int64 { return o.(*skiffv1.Pod).GetSpec().GetTerminationGracePeriodSeconds() },

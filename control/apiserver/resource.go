@@ -46,6 +46,20 @@ type strategy struct {
 	// deleteRules are the rules spanning objects that removing obj, or
 	// marking it for removal, must keep (a namespace holds no pods).
 	deleteRules func(obj kinds.Object) []rule
+	// onDelete, when set, readies an object for its deletion before it is
+	// first marked: it adds the finalizers of the parties that must act
+	// first (a namespace's "kubernetes", for the namespace controller that
+	// empties it) and may change its status. The deleteRules of such a
+	// kind hold at the final removal alone: marking is what starts the
+	// emptying they wait for.
+	onDelete func(obj kinds.Object)
+	// onCreate, when set, changes a new object after its defaults, as a
+	// mutating admission plugin (a pod's default tolerations).
+	onCreate func(obj kinds.Object)
+	// onUpdate, when set, puts back on obj what onCreate added to old and
+	// the update leaves out, as the patch of kubectl apply would keep it:
+	// applying a manifest again is not a change.
+	onUpdate func(old, obj kinds.Object)
 	// claimer, when set, is what the object claims beyond its own key (a
 	// cluster IP, node ports, a pod CIDR); claims.go.
 	claimer *claimer
@@ -81,6 +95,8 @@ type backend struct {
 	// auth applies the rules that depend on the stored object (the node a
 	// pod is bound to); nil when the server runs without authentication.
 	auth *authorizer
+	// tolerations are the default tolerations new pods get.
+	tolerations Tolerations
 }
 
 // admit applies auth's rules on the stored object (nil on create) and the
@@ -175,6 +191,9 @@ func (b *backend) Create(ctx context.Context, k *kinds.Kind, obj kinds.Object, d
 	if s.defaults != nil {
 		s.defaults(obj)
 	}
+	if s.onCreate != nil {
+		s.onCreate(obj)
+	}
 	if s.initial != nil {
 		s.initial(obj)
 	}
@@ -191,7 +210,11 @@ func (b *backend) Create(ctx context.Context, k *kinds.Kind, obj kinds.Object, d
 	}
 	var rules []rule
 	if k.Namespaced {
-		rules = append(rules, namespaceExists(m.Namespace))
+		r, err := b.namespaceOpen(ctx, k, m.Namespace, m.Name)
+		if err != nil {
+			return nil, err
+		}
+		rules = append(rules, r)
 	}
 	if dryRun {
 		_, crules, err := b.claims(ctx, k, nil, obj, true, nil)
@@ -215,6 +238,14 @@ func (b *backend) Create(ctx context.Context, k *kinds.Kind, obj kinds.Object, d
 		}
 		ops := append([]store.Op{store.CreateOp(key(k, m.Namespace, m.Name), val)}, cops...)
 		kv, err := b.commit(ctx, "create", k, m.Namespace, m.Name, ops, append(slices.Clip(rules), crules...))
+		if errors.Is(err, errNamespaceChanged) && try < maxConflictRetries {
+			// The namespace changed since it was read: perhaps it is
+			// being deleted now. Read it again.
+			if rules[0], err = b.namespaceOpen(ctx, k, m.Namespace, m.Name); err != nil {
+				return nil, err
+			}
+			continue
+		}
 		retry, err := retryClaims(err, lost, try, "create", k, k.ID(m.Namespace, m.Name))
 		if retry {
 			continue
@@ -234,6 +265,35 @@ func namespaceExists(ns string) rule {
 		guard: store.IfPresent(key(kinds.Namespace, "", ns)),
 		err:   connect.NewError(connect.CodeNotFound, fmt.Errorf("namespace %q not found", ns)),
 	}
+}
+
+// errNamespaceChanged is namespaceOpen's rule's error: the namespace was
+// written between its read and the create, which reads it again.
+var errNamespaceChanged = connect.NewError(connect.CodeAborted, errors.New("the namespace changed during the create; try again"))
+
+// namespaceOpen returns the rule that an object of kind k named name is
+// created in namespace ns only while ns exists and is not being deleted,
+// as Kubernetes' NamespaceLifecycle admission: a namespace being deleted
+// refuses new content (Forbidden), except events, which tell of the
+// deletion itself. The rule is that the namespace is still the version
+// read, so a create racing the namespace's deletion is refused or read
+// again, never let in behind the namespace controller's back.
+func (b *backend) namespaceOpen(ctx context.Context, k *kinds.Kind, ns, name string) (rule, error) {
+	obj, err := b.get(ctx, kinds.Namespace, "", ns)
+	if connect.CodeOf(err) == connect.CodeNotFound {
+		return namespaceExists(ns), nil // the store decides: this server may lag
+	}
+	if err != nil {
+		return rule{}, err
+	}
+	m := obj.GetMetadata()
+	if m.GetDeletionTimestamp() != nil && k != kinds.Event {
+		return rule{}, connect.NewError(connect.CodePermissionDenied, fmt.Errorf("%s %q is forbidden: unable to create new content in namespace %s because it is being terminated", k.Plural, name, ns))
+	}
+	if k == kinds.Event {
+		return namespaceExists(ns), nil
+	}
+	return rule{guard: store.IfModRevision(key(kinds.Namespace, "", ns), m.GetResourceVersion()), err: errNamespaceChanged}, nil
 }
 
 // commit makes one write (ops[0], to the object ns/name of kind k, and the
@@ -412,6 +472,9 @@ func (b *backend) Update(ctx context.Context, k *kinds.Kind, obj kinds.Object, d
 		if added := newFinalizers(om.Finalizers, m.Finalizers); len(added) > 0 {
 			return nil, fieldErrors{fmt.Sprintf("metadata.finalizers: Forbidden: no new finalizers can be added while the object is being deleted (%s)", strings.Join(added, ", "))}.err(k.Singular, m.Name)
 		}
+	}
+	if s.onUpdate != nil {
+		s.onUpdate(old, obj)
 	}
 	if s.defaults != nil {
 		s.defaults(obj)
@@ -621,6 +684,12 @@ func (b *backend) Delete(ctx context.Context, k *kinds.Kind, req *skiffv1.Delete
 			}
 		}
 		rules := b.deleteRules(k, obj)
+		if s.onDelete != nil && m.DeletionTimestamp == nil {
+			s.onDelete(obj)
+			if len(m.Finalizers) > 0 {
+				rules = nil // they hold at the final removal
+			}
+		}
 		grace := int64(0)
 		if req.GracePeriodSeconds != nil {
 			grace = req.GetGracePeriodSeconds()

@@ -46,6 +46,9 @@ type Config struct {
 	// callers: only for tests of other features; control/server always
 	// sets it.
 	Auth *AuthConfig
+	// Tolerations are the not-ready and unreachable tolerations every new
+	// pod gets unless it has its own (DefaultTolerationSeconds when nil).
+	Tolerations Tolerations
 }
 
 // Server is the API server: Connect handlers over the store, one service
@@ -80,7 +83,7 @@ func New(cfg Config) *Server {
 	if hc == nil {
 		hc = &http.Client{Timeout: 30 * time.Second}
 	}
-	b := &backend{store: cfg.Store, now: now}
+	b := &backend{store: cfg.Store, now: now, tolerations: cfg.Tolerations}
 	var authz *authorizer
 	if cfg.Auth != nil {
 		authz = &authorizer{log: log}

@@ -362,9 +362,19 @@ func TestServiceNamespaceDelete(t *testing.T) {
 	if _, err := a.createSvc(ctx, s); err != nil {
 		t.Fatal(err)
 	}
-	_, err := a.namespaces.Delete(ctx, connect.NewRequest(&skiffv1.DeleteRequest{Name: "team"}))
+	if _, err := a.namespaces.Delete(ctx, connect.NewRequest(&skiffv1.DeleteRequest{Name: "team"})); err != nil {
+		t.Fatal(err)
+	}
+	// The namespace is marked; it goes (its finalizer removed) only once
+	// its services are, which free their cluster IPs.
+	res, err := a.namespaces.Get(ctx, connect.NewRequest(&skiffv1.GetRequest{Name: "team"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Msg.Metadata.Finalizers = nil
+	_, err = a.namespaces.Update(ctx, connect.NewRequest(res.Msg))
 	if connect.CodeOf(err) != connect.CodeFailedPrecondition || !strings.Contains(err.Error(), "still has service(s)") {
-		t.Errorf("delete a namespace with a service: %v, want FailedPrecondition", err)
+		t.Errorf("removing the last finalizer of a namespace with a service: %v, want FailedPrecondition", err)
 	}
 }
 

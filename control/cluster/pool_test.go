@@ -81,6 +81,15 @@ func TestPool(t *testing.T) {
 	waitView(t, s1, 15*time.Second, "s3 is seen failed", func(ms []Member) bool {
 		return strings.Contains(view(ms), "s3/server/failed")
 	})
+	// s3 comes back under its name at another port, as a member restarted
+	// after a crash: it is seen alive again.
+	s3 = join(t, "s3", RoleServer, s1.Addr())
+	defer s3.Shutdown()
+	for _, p := range []*Pool{s1, s2} {
+		waitView(t, p, 15*time.Second, "s3 is seen alive again", func(ms []Member) bool {
+			return strings.Contains(view(ms), "s3/server/alive")
+		})
+	}
 	// a1 leaves: the others see it left.
 	if err := a1.Leave(2 * time.Second); err != nil {
 		t.Fatal(err)
@@ -88,8 +97,8 @@ func TestPool(t *testing.T) {
 	waitView(t, s2, 15*time.Second, "a1 is seen left", func(ms []Member) bool {
 		return strings.Contains(view(ms), "a1/agent/left")
 	})
-	if got := len(s2.Servers()); got != 2 {
-		t.Errorf("s2 sees %d live servers, want 2: %v", got, s2.Members())
+	if got := len(s2.Servers()); got != 3 {
+		t.Errorf("s2 sees %d live servers, want 3: %v", got, s2.Members())
 	}
 }
 

@@ -64,6 +64,7 @@ const (
 	kindEndpoints
 	kindReplicaSets
 	kindDeployments
+	kindNodes
 )
 
 // epState is the owner goroutine's: the caches and the marked services.

@@ -31,6 +31,7 @@ import (
 	"skiff.dev/skiff/control/api/events"
 	skiffv1 "skiff.dev/skiff/control/api/gen/skiff/v1"
 	"skiff.dev/skiff/control/api/gen/skiff/v1/skiffv1connect"
+	"skiff.dev/skiff/control/api/kinds"
 	"skiff.dev/skiff/control/api/serve"
 	"skiff.dev/skiff/control/apiserver"
 	"skiff.dev/skiff/control/cluster"
@@ -73,7 +74,16 @@ type Config struct {
 	// EventTTL is how long events are kept; controllers.DefaultEventTTL
 	// when zero.
 	EventTTL time.Duration
-	Logger   *slog.Logger
+	// Tolerations are the not-ready and unreachable tolerations new pods
+	// get unless they have their own (apiserver.DefaultTolerationSeconds
+	// when nil): how long their node may be gone before they are evicted.
+	Tolerations apiserver.Tolerations
+	// NodeMonitorGracePeriod is how long the Ready heartbeat of a node
+	// whose agent the gossip pool does not know may go unchanged before
+	// the node is marked Unknown (controllers.DefaultNodeMonitorGracePeriod
+	// when zero).
+	NodeMonitorGracePeriod time.Duration
+	Logger                 *slog.Logger
 	// Limits are the API listener's; serve.DefaultLimits when zero.
 	Limits serve.Limits
 
@@ -99,6 +109,9 @@ type Config struct {
 	// For tests: while it returns an error, this server is cut off from
 	// the other servers (Raft and forwarded calls), as by a partition.
 	networkHook func() error
+	// For tests: the agents the node lifecycle controller is told of,
+	// instead of the gossip pool's.
+	agents *agentView
 }
 
 // several says whether the server is one of a cluster of several.
@@ -184,6 +197,17 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.EventTTL < 0 {
 		return nil, fmt.Errorf("event TTL %s: must be positive", cfg.EventTTL)
+	}
+	if cfg.NodeMonitorGracePeriod < 0 {
+		return nil, fmt.Errorf("node monitor grace period %s: must be positive", cfg.NodeMonitorGracePeriod)
+	}
+	for _, t := range []struct {
+		what string
+		secs *int64
+	}{{"default not-ready toleration seconds", cfg.Tolerations.NotReadySeconds}, {"default unreachable toleration seconds", cfg.Tolerations.UnreachableSeconds}} {
+		if t.secs != nil && *t.secs < 0 {
+			return nil, fmt.Errorf("%s %d: must not be negative", t.what, *t.secs)
+		}
 	}
 	if cfg.EventTTL == 0 {
 		cfg.EventTTL = controllers.DefaultEventTTL
@@ -385,7 +409,7 @@ func (s *Server) Run(ctx context.Context) error {
 		Members: func(context.Context) ([]*skiffv1.Member, error) { return members(st, pool, s.addr) },
 		Auth:    &apiserver.AuthConfig{Peer: peerPrincipal, BootstrapToken: bootstrapToken(token)},
 		Agents:  agentClients(ident.cred), AgentStreams: agentStreams(ident.cred),
-		Network: s.cfg.Network,
+		Network: s.cfg.Network, Tolerations: s.cfg.Tolerations,
 	})
 	// A cluster of one creates its default namespace before serving; one
 	// of several has its leader do it (a directory of several restarted
@@ -467,7 +491,14 @@ func (s *Server) Run(ctx context.Context) error {
 		p.SetHTTP2(true)
 		hc := &http.Client{Transport: &http.Transport{TLSClientConfig: ident.cred.ClientConfig(serversOnly), Protocols: p}}
 		base := "https://" + s.internal
+		agents := poolAgents(pool)
+		if s.cfg.agents != nil {
+			agents = *s.cfg.agents
+		}
 		l := loops{
+			client: kindClients(hc, base),
+			agents: agents,
+			grace:  s.cfg.NodeMonitorGracePeriod,
 			init:   several,
 			api:    api,
 			pods:   skiffv1connect.NewPodServiceClient(hc, base),
@@ -566,7 +597,10 @@ func failStopped(err error) error {
 
 // loops are what runs on the leader alone.
 type loops struct {
-	init   bool // create the default namespace on winning leadership
+	client controllers.ClientFunc
+	agents agentView
+	grace  time.Duration // node monitor grace period
+	init   bool          // create the default namespace on winning leadership
 	api    *apiserver.Server
 	pods   skiffv1connect.PodServiceClient
 	nodes  skiffv1connect.NodeServiceClient
@@ -605,7 +639,38 @@ func (l loops) run(ctx context.Context) {
 	wg.Go(func() {
 		(&controllers.ReplicaSetController{ReplicaSets: l.rss, Pods: l.pods, Logger: l.log.With("room", "controllers", "controller", "replicaset")}).Run(ctx)
 	})
+	wg.Go(func() {
+		(&controllers.NodeLifecycleController{
+			Nodes: l.nodes, Agents: l.agents.agents, AgentsChanged: l.agents.changed, Grace: l.grace,
+			Logger: l.log.With("room", "controllers", "controller", "nodelifecycle"),
+		}).Run(ctx)
+	})
+	evictions := events.NewRecorder(events.Config{Events: l.events, Component: "taint-eviction-controller", Logger: l.log.With("room", "controllers")})
+	wg.Go(func() { evictions.Run(ctx) })
+	wg.Go(func() {
+		(&controllers.TaintEvictionController{Pods: l.pods, Nodes: l.nodes, Events: evictions, Logger: l.log.With("room", "controllers", "controller", "tainteviction")}).Run(ctx)
+	})
+	wg.Go(func() {
+		(&controllers.GarbageCollector{Client: l.client, Logger: l.log.With("room", "controllers", "controller", "garbagecollector")}).Run(ctx)
+	})
+	wg.Go(func() {
+		(&controllers.NamespaceController{Client: l.client, Logger: l.log.With("room", "controllers", "controller", "namespace")}).Run(ctx)
+	})
 	_ = scheduler.New(scheduler.Config{Pods: l.pods, Nodes: l.nodes, Events: rec, Logger: l.log.With("room", "scheduler")}).Run(ctx)
+}
+
+// kindClients returns a client of every kind at base, each made once.
+func kindClients(hc *http.Client, base string) controllers.ClientFunc {
+	cs := map[*kinds.Kind]kinds.Client{}
+	for _, k := range kinds.All() {
+		cs[k] = k.Client(hc, base)
+	}
+	return func(k *kinds.Kind) kinds.Client {
+		if c := cs[k]; c != nil {
+			return c
+		}
+		return k.Client(hc, base)
+	}
 }
 
 // WhileLeader runs loop each time this server becomes the Raft leader and

@@ -299,3 +299,43 @@ func TestTerminateAfterAgentRestart(t *testing.T) {
 		t.Errorf("final container status %v, want terminated 137", cs)
 	}
 }
+
+// TestEvictedWhileAway: a pod evicted while its agent was down (its grace
+// long over by the time the agent is back) is stopped and its deletion
+// confirmed by a worker new to it, through the worker's own loop, and is
+// never run again: no sandbox or container is made or started for it.
+func TestEvictedWhileAway(t *testing.T) {
+	before, cri, now := newTestWorker(t, "Always")
+	ctx, cancel := context.WithCancel(context.Background())
+	before.sync(ctx)
+
+	p := proto.Clone(before.pod).(*skiffv1.Pod)
+	markDeleted(p, now.Add(-time.Minute), 5) // evicted a minute ago, grace 5s
+	w := newPodWorker(before.a, p)
+	pods := newFakePods(w, cri)
+	pods.pod = proto.Clone(p).(*skiffv1.Pod)
+	cri.calls.reset()
+	t.Cleanup(func() { cancel(); <-w.done })
+	go w.run(ctx)
+	eventually(t, 5*time.Second, func() bool { return pods.deleteCount() == 1 },
+		func() string { return fmt.Sprintf("no confirmation; calls %q", cri.calls.get()) })
+	w.update(nil, true) // the API removed the pod
+	select {
+	case <-w.done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the worker did not end when its pod was removed")
+	}
+	want := []string{
+		"StopContainer c1 timeout=0",
+		"UpdateStatus Failed",
+		"StopPodSandbox sb0",
+		"RemovePodSandbox sb0",
+		"Delete default/p uid=u1 grace=0",
+	}
+	if got := cri.calls.get(); !slices.Equal(got, want) {
+		t.Errorf("calls\n %q\nwant\n %q", got, want)
+	}
+	if len(cri.creates) != 1 || len(cri.sandboxes) != 0 {
+		t.Errorf("%d containers created (1 before the agent went), %d sandboxes left; want 1, 0", len(cri.creates), len(cri.sandboxes))
+	}
+}
