@@ -468,16 +468,17 @@ func (s *Server) Run(ctx context.Context) error {
 		hc := &http.Client{Transport: &http.Transport{TLSClientConfig: ident.cred.ClientConfig(serversOnly), Protocols: p}}
 		base := "https://" + s.internal
 		l := loops{
-			init:   several,
-			api:    api,
-			pods:   skiffv1connect.NewPodServiceClient(hc, base),
-			nodes:  skiffv1connect.NewNodeServiceClient(hc, base),
-			events: skiffv1connect.NewEventServiceClient(hc, base),
-			svcs:   skiffv1connect.NewServiceServiceClient(hc, base),
-			eps:    skiffv1connect.NewEndpointsServiceClient(hc, base),
-			rss:    skiffv1connect.NewReplicaSetServiceClient(hc, base),
-			ttl:    s.cfg.EventTTL,
-			log:    s.log,
+			init:    several,
+			api:     api,
+			pods:    skiffv1connect.NewPodServiceClient(hc, base),
+			nodes:   skiffv1connect.NewNodeServiceClient(hc, base),
+			events:  skiffv1connect.NewEventServiceClient(hc, base),
+			svcs:    skiffv1connect.NewServiceServiceClient(hc, base),
+			eps:     skiffv1connect.NewEndpointsServiceClient(hc, base),
+			rss:     skiffv1connect.NewReplicaSetServiceClient(hc, base),
+			deploys: skiffv1connect.NewDeploymentServiceClient(hc, base),
+			ttl:     s.cfg.EventTTL,
+			log:     s.log,
 		}
 		<-WhileLeader(ctx, st.LeaderCh(), l.run)
 		return nil
@@ -566,16 +567,17 @@ func failStopped(err error) error {
 
 // loops are what runs on the leader alone.
 type loops struct {
-	init   bool // create the default namespace on winning leadership
-	api    *apiserver.Server
-	pods   skiffv1connect.PodServiceClient
-	nodes  skiffv1connect.NodeServiceClient
-	events skiffv1connect.EventServiceClient
-	svcs   skiffv1connect.ServiceServiceClient
-	eps    skiffv1connect.EndpointsServiceClient
-	rss    skiffv1connect.ReplicaSetServiceClient
-	ttl    time.Duration
-	log    *slog.Logger
+	init    bool // create the default namespace on winning leadership
+	api     *apiserver.Server
+	pods    skiffv1connect.PodServiceClient
+	nodes   skiffv1connect.NodeServiceClient
+	events  skiffv1connect.EventServiceClient
+	svcs    skiffv1connect.ServiceServiceClient
+	eps     skiffv1connect.EndpointsServiceClient
+	rss     skiffv1connect.ReplicaSetServiceClient
+	deploys skiffv1connect.DeploymentServiceClient
+	ttl     time.Duration
+	log     *slog.Logger
 }
 
 func (l loops) run(ctx context.Context) {
@@ -604,6 +606,9 @@ func (l loops) run(ctx context.Context) {
 	})
 	wg.Go(func() {
 		(&controllers.ReplicaSetController{ReplicaSets: l.rss, Pods: l.pods, Logger: l.log.With("room", "controllers", "controller", "replicaset")}).Run(ctx)
+	})
+	wg.Go(func() {
+		(&controllers.DeploymentController{Deployments: l.deploys, ReplicaSets: l.rss, Pods: l.pods, Logger: l.log.With("room", "controllers", "controller", "deployment")}).Run(ctx)
 	})
 	_ = scheduler.New(scheduler.Config{Pods: l.pods, Nodes: l.nodes, Events: rec, Logger: l.log.With("room", "scheduler")}).Run(ctx)
 }
