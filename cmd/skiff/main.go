@@ -42,8 +42,9 @@ func newRoot() *cobra.Command {
 and node agents that run pods of WebAssembly modules through a CRI server.
 
 Start a one-node cluster with "skiff dev", then use the client commands
-(apply, get, describe, delete, logs, exec, port-forward, top) as you would
-kubectl. The kinds are pods, nodes, namespaces and events. The client finds the server from
+(apply, get, describe, delete, logs, exec, port-forward, top, rollout, scale)
+as you would kubectl. The kinds are pods, deployments, replicasets, services,
+endpoints, nodes, namespaces and events. The client finds the server from
 --server, then $SKIFF_SERVER, then the client config, then ` + defaultServer + `.
 It authenticates with the bearer token of $SKIFF_TOKEN or of the client
 config (--config, $SKIFF_CONFIG, else ~/.skiff/config), which skiff server
@@ -71,6 +72,8 @@ command's exit code.`,
 		newExecCmd(g),
 		newPortForwardCmd(g),
 		newTopCmd(g),
+		newRolloutCmd(g),
+		newScaleCmd(g),
 		newImageCmd(),
 		newBenchCmd(g),
 		newSnapshotCmd(g),
