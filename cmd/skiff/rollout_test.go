@@ -51,7 +51,7 @@ spec:
 func TestDevDeploymentRollout(t *testing.T) {
 	c := startDev(t)
 	c.mustSkiff("image", "import", "--data-dir", c.dataDir, "graceful", buildWasm(t, "testdata/graceful"))
-	if out := c.mustSkiff("apply", "-f", writeFile(t, "d.yaml", rollDeployment("1"))); !strings.Contains(out, "deployment.apps/roll created") && !strings.Contains(out, "deployment/roll created") {
+	if out := c.mustSkiff("apply", "-f", writeFile(t, "d.yaml", rollDeployment("1"))); out != "deployment.apps/roll created\n" {
 		t.Errorf("apply printed %q", out)
 	}
 	start := time.Now()
@@ -59,6 +59,9 @@ func TestDevDeploymentRollout(t *testing.T) {
 		t.Fatalf("rollout status printed %q", out)
 	}
 	t.Logf("first rollout of 10 pods: %s", time.Since(start).Round(time.Millisecond))
+	if out := c.mustSkiff("apply", "-f", writeFile(t, "d.yaml", rollDeployment("1"))); out != "deployment.apps/roll unchanged\n" {
+		t.Errorf("apply of the same manifest printed %q, want unchanged", out)
+	}
 	if table := c.mustSkiff("get", "deploy", "roll"); !strings.Contains(table, "NAME   READY   UP-TO-DATE   AVAILABLE   AGE") || !strings.Contains(table, "roll   10/10   10           10") {
 		t.Errorf("skiff get deploy:\n%s", table)
 	}
