@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -12,36 +13,20 @@ import (
 	"skiff.dev/skiff/control/api/kinds"
 )
 
-// rollDeployment is a deployment of 10 Wasm pods that run until asked to
-// stop, whose template carries VERSION.
-func rollDeployment(version string) string {
-	return `apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: roll
-spec:
-  replicas: 10
-  selector:
-    matchLabels:
-      app: roll
-  strategy:
-    type: RollingUpdate
-    rollingUpdate:
-      maxUnavailable: 2
-      maxSurge: 3
-  template:
-    metadata:
-      labels:
-        app: roll
-    spec:
-      terminationGracePeriodSeconds: 5
-      containers:
-      - name: app
-        image: graceful
-        env:
-        - name: VERSION
-          value: "` + version + `"
-`
+// rollDeployment is examples/ticker/deployment.yaml, 10 Wasm pods that
+// run until asked to stop (maxSurge 3, maxUnavailable 2), with its
+// template's VERSION set to version.
+func rollDeployment(t *testing.T, version string) string {
+	t.Helper()
+	b, err := os.ReadFile("../../examples/ticker/deployment.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := strings.Replace(string(b), `value: "1"`, `value: "`+version+`"`, 1)
+	if !strings.Contains(out, `value: "`+version+`"`) {
+		t.Fatal("examples/ticker/deployment.yaml has no VERSION value to change")
+	}
+	return out
 }
 
 // TestDevDeploymentRollout rolls a 10-pod deployment over to a new
@@ -50,55 +35,55 @@ spec:
 // (8) are ready and never more than replicas+maxSurge (13) run.
 func TestDevDeploymentRollout(t *testing.T) {
 	c := startDev(t)
-	c.mustSkiff("image", "import", "--data-dir", c.dataDir, "graceful", buildWasm(t, "testdata/graceful"))
-	if out := c.mustSkiff("apply", "-f", writeFile(t, "d.yaml", rollDeployment("1"))); out != "deployment.apps/roll created\n" {
+	c.mustSkiff("image", "import", "--data-dir", c.dataDir, "ticker", buildWasm(t, "../../examples/ticker"))
+	if out := c.mustSkiff("apply", "-f", writeFile(t, "d.yaml", rollDeployment(t, "1"))); out != "deployment.apps/ticker created\n" {
 		t.Errorf("apply printed %q", out)
 	}
 	start := time.Now()
-	if out := c.mustSkiff("rollout", "status", "deployment/roll", "--timeout", "60s"); !strings.Contains(out, `deployment "roll" successfully rolled out`) {
+	if out := c.mustSkiff("rollout", "status", "deployment/ticker", "--timeout", "60s"); !strings.Contains(out, `deployment "ticker" successfully rolled out`) {
 		t.Fatalf("rollout status printed %q", out)
 	}
 	t.Logf("first rollout of 10 pods: %s", time.Since(start).Round(time.Millisecond))
-	if out := c.mustSkiff("apply", "-f", writeFile(t, "d.yaml", rollDeployment("1"))); out != "deployment.apps/roll unchanged\n" {
+	if out := c.mustSkiff("apply", "-f", writeFile(t, "d.yaml", rollDeployment(t, "1"))); out != "deployment.apps/ticker unchanged\n" {
 		t.Errorf("apply of the same manifest printed %q, want unchanged", out)
 	}
-	if table := c.mustSkiff("get", "deploy", "roll"); !strings.Contains(table, "NAME   READY   UP-TO-DATE   AVAILABLE   AGE") || !strings.Contains(table, "roll   10/10   10           10") {
+	if table := c.mustSkiff("get", "deploy", "ticker"); !strings.Contains(table, "NAME     READY   UP-TO-DATE   AVAILABLE   AGE") || !strings.Contains(table, "ticker   10/10   10           10") {
 		t.Errorf("skiff get deploy:\n%s", table)
 	}
 
-	watch := watchRollout(t, c, "app=roll")
+	watch := watchRollout(t, c, "app=ticker")
 	start = time.Now()
-	c.mustSkiff("apply", "-f", writeFile(t, "d.yaml", rollDeployment("2")))
-	out := c.mustSkiff("rollout", "status", "deployment/roll", "--timeout", "60s")
+	c.mustSkiff("apply", "-f", writeFile(t, "d.yaml", rollDeployment(t, "2")))
+	out := c.mustSkiff("rollout", "status", "deployment/ticker", "--timeout", "60s")
 	t.Logf("rolling update of 10 pods (maxSurge 3, maxUnavailable 2): %s", time.Since(start).Round(time.Millisecond))
-	if !strings.Contains(out, "Waiting for deployment \"roll\" rollout to finish") || !strings.HasSuffix(out, "deployment \"roll\" successfully rolled out\n") {
+	if !strings.Contains(out, "Waiting for deployment \"ticker\" rollout to finish") || !strings.HasSuffix(out, "deployment \"ticker\" successfully rolled out\n") {
 		t.Errorf("rollout status printed:\n%s", out)
 	}
 	c.waitVersions(t, "2", 10)
 
 	start = time.Now()
-	if out := c.mustSkiff("rollout", "undo", "deployment/roll"); out != "deployment.apps/roll rolled back\n" {
+	if out := c.mustSkiff("rollout", "undo", "deployment/ticker"); out != "deployment.apps/ticker rolled back\n" {
 		t.Errorf("rollout undo printed %q", out)
 	}
-	c.mustSkiff("rollout", "status", "deployment/roll", "--timeout", "60s")
+	c.mustSkiff("rollout", "status", "deployment/ticker", "--timeout", "60s")
 	t.Logf("undo of 10 pods: %s", time.Since(start).Round(time.Millisecond))
 	c.waitVersions(t, "1", 10)
 	watch()
 
 	var d *skiffv1.Deployment
 	eventually(t, 10*time.Second, func() bool {
-		o, err := c.clients().of(kinds.Deployment).Get(context.Background(), "default", "roll")
+		o, err := c.clients().of(kinds.Deployment).Get(context.Background(), "default", "ticker")
 		d, _ = o.(*skiffv1.Deployment)
 		return err == nil && d.GetMetadata().GetAnnotations()[kinds.RevisionAnnotation] == "3"
 	}, func() string { return fmt.Sprintf("revision after undo: %v", d.GetMetadata().GetAnnotations()) })
-	if hist := c.mustSkiff("rollout", "history", "deployment/roll"); !strings.Contains(hist, "REVISION  CHANGE-CAUSE\n2         <none>\n3         <none>\n") {
+	if hist := c.mustSkiff("rollout", "history", "deployment/ticker"); !strings.Contains(hist, "REVISION  CHANGE-CAUSE\n2         <none>\n3         <none>\n") {
 		t.Errorf("rollout history:\n%s", hist)
 	}
 	if rs := c.mustSkiff("get", "rs"); !strings.Contains(rs, "NAME") || !strings.Contains(rs, "DESIRED   CURRENT   READY") {
 		t.Errorf("skiff get rs:\n%s", rs)
 	}
 
-	if out := c.mustSkiff("scale", "deployment/roll", "--replicas", "3"); out != "deployment.apps/roll scaled\n" {
+	if out := c.mustSkiff("scale", "deployment/ticker", "--replicas", "3"); out != "deployment.apps/ticker scaled\n" {
 		t.Errorf("scale printed %q", out)
 	}
 	c.waitVersions(t, "1", 3)
@@ -110,7 +95,7 @@ func (c *cluster) waitVersions(t *testing.T, version string, n int) {
 	t.Helper()
 	var got []string
 	eventually(t, 60*time.Second, func() bool {
-		objs, _, err := c.clients().of(kinds.Pod).List(context.Background(), &skiffv1.ListRequest{Namespace: "default", LabelSelector: "app=roll"})
+		objs, _, err := c.clients().of(kinds.Pod).List(context.Background(), &skiffv1.ListRequest{Namespace: "default", LabelSelector: "app=ticker"})
 		if err != nil {
 			return false
 		}
