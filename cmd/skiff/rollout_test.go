@@ -83,6 +83,14 @@ func TestDevDeploymentRollout(t *testing.T) {
 		t.Errorf("skiff get rs:\n%s", rs)
 	}
 
+	var desc string
+	eventually(t, 10*time.Second, func() bool {
+		desc = c.mustSkiff("describe", "deploy", "ticker")
+		return strings.Contains(desc, "ScalingReplicaSet") && strings.Contains(desc, "Scaled down replica set ticker-") &&
+			strings.Contains(desc, "10 desired | 10 updated | 10 total | 10 available | 0 unavailable") &&
+			strings.Contains(desc, "RollingUpdateStrategy: 2 max unavailable, 3 max surge")
+	}, func() string { return "skiff describe deploy ticker:\n" + desc })
+
 	if out := c.mustSkiff("scale", "deployment/ticker", "--replicas", "3"); out != "deployment.apps/ticker scaled\n" {
 		t.Errorf("scale printed %q", out)
 	}

@@ -41,6 +41,9 @@ type DeploymentController struct {
 	Resync time.Duration
 	// Now is the clock of the progress deadline; time.Now when nil.
 	Now func() time.Time
+	// Events reports the ReplicaSets it scales (ScalingReplicaSet); none
+	// when nil.
+	Events EventRecorder
 }
 
 type deployState struct {
@@ -218,12 +221,21 @@ func (c *DeploymentController) sync(ctx context.Context, log *slog.Logger, st *d
 		}
 		log.Info("created replicaset", "deployment", key, "replicaset", res.Msg.GetMetadata().GetName(), "replicas", replicasOf(res.Msg))
 		st.sets[objKey(res.Msg)] = res.Msg
+		record(c.Events, d, "Normal", "ScalingReplicaSet", "Scaled up replica set %s from 0 to %d", res.Msg.GetMetadata().GetName(), replicasOf(res.Msg))
 	}
 	for _, rs := range plan.update {
+		was := replicasOf(st.sets[objKey(rs)])
 		res, err := c.ReplicaSets.Update(ctx, connect.NewRequest(rs))
 		if err != nil {
 			errs = append(errs, fmt.Errorf("scale replicaset %s: %w", rs.GetMetadata().GetName(), stale(err)))
 			continue
+		}
+		if now := replicasOf(rs); now != was {
+			dir := "up"
+			if now < was {
+				dir = "down"
+			}
+			record(c.Events, d, "Normal", "ScalingReplicaSet", "Scaled %s replica set %s from %d to %d", dir, rs.GetMetadata().GetName(), was, now)
 		}
 		log.Debug("scaled replicaset", "deployment", key, "replicaset", rs.GetMetadata().GetName(), "replicas", replicasOf(rs))
 		st.sets[objKey(res.Msg)] = res.Msg

@@ -43,6 +43,9 @@ type ReplicaSetController struct {
 	Resync time.Duration
 	// Now is the clock of availability (minReadySeconds); time.Now when nil.
 	Now func() time.Time
+	// Events reports the pods it creates and deletes (SuccessfulCreate,
+	// FailedCreate, SuccessfulDelete); none when nil.
+	Events EventRecorder
 }
 
 // expectationTTL is how long a create or delete that the watch has not
@@ -263,7 +266,7 @@ func (c *ReplicaSetController) sync(ctx context.Context, log *slog.Logger, st *r
 	}
 	if len(plan.remove) > 0 {
 		log.Debug("deleting pods", "replicaset", key, "count", len(plan.remove))
-		errs = append(errs, c.deletePods(ctx, st, key, plan.remove, now))
+		errs = append(errs, c.deletePods(ctx, st, key, rs, plan.remove, now))
 	}
 	status, wait := rsStatus(rs, owned, now)
 	if !proto.Equal(status, rs.GetStatus()) {
@@ -332,16 +335,18 @@ func (c *ReplicaSetController) createPods(ctx context.Context, st *rsState, key 
 		delete(st.creating[key], asked[i])
 		if err != nil {
 			errs = append(errs, fmt.Errorf("create pod: %w", err))
+			record(c.Events, rs, "Warning", "FailedCreate", "Error creating: %s", connectMessage(err))
 			continue
 		}
 		st.creating[key][names[i]] = now.Add(expectationTTL)
+		record(c.Events, rs, "Normal", "SuccessfulCreate", "Created pod: %s", names[i])
 	}
 	return errors.Join(errs...)
 }
 
 // deletePods deletes pods, counting each as in flight until the watch
 // shows it going.
-func (c *ReplicaSetController) deletePods(ctx context.Context, st *rsState, key string, pods []*skiffv1.Pod, now time.Time) error {
+func (c *ReplicaSetController) deletePods(ctx context.Context, st *rsState, key string, rs *skiffv1.ReplicaSet, pods []*skiffv1.Pod, now time.Time) error {
 	for _, p := range pods {
 		st.deleting[key][p.GetMetadata().GetName()] = now.Add(expectationTTL)
 	}
@@ -359,7 +364,10 @@ func (c *ReplicaSetController) deletePods(ctx context.Context, st *rsState, key 
 		if err != nil {
 			delete(st.deleting[key], pods[i].GetMetadata().GetName())
 			errs = append(errs, fmt.Errorf("delete pod %s: %w", pods[i].GetMetadata().GetName(), err))
+			record(c.Events, rs, "Warning", "FailedDelete", "Error deleting: %s", connectMessage(err))
+			continue
 		}
+		record(c.Events, rs, "Normal", "SuccessfulDelete", "Deleted pod: %s", pods[i].GetMetadata().GetName())
 	}
 	return errors.Join(errs...)
 }

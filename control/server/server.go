@@ -604,11 +604,17 @@ func (l loops) run(ctx context.Context) {
 	wg.Go(func() {
 		(&controllers.EndpointsController{Services: l.svcs, Pods: l.pods, Endpoints: l.eps, Logger: l.log.With("room", "controllers", "controller", "endpoints")}).Run(ctx)
 	})
+	rsLog := l.log.With("room", "controllers", "controller", "replicaset")
+	rsRec := events.NewRecorder(events.Config{Events: l.events, Component: "replicaset-controller", Logger: rsLog})
+	wg.Go(func() { rsRec.Run(ctx) })
 	wg.Go(func() {
-		(&controllers.ReplicaSetController{ReplicaSets: l.rss, Pods: l.pods, Logger: l.log.With("room", "controllers", "controller", "replicaset")}).Run(ctx)
+		(&controllers.ReplicaSetController{ReplicaSets: l.rss, Pods: l.pods, Events: rsRec, Logger: rsLog}).Run(ctx)
 	})
+	deployLog := l.log.With("room", "controllers", "controller", "deployment")
+	deployRec := events.NewRecorder(events.Config{Events: l.events, Component: "deployment-controller", Logger: deployLog})
+	wg.Go(func() { deployRec.Run(ctx) })
 	wg.Go(func() {
-		(&controllers.DeploymentController{Deployments: l.deploys, ReplicaSets: l.rss, Pods: l.pods, Logger: l.log.With("room", "controllers", "controller", "deployment")}).Run(ctx)
+		(&controllers.DeploymentController{Deployments: l.deploys, ReplicaSets: l.rss, Pods: l.pods, Events: deployRec, Logger: deployLog}).Run(ctx)
 	})
 	_ = scheduler.New(scheduler.Config{Pods: l.pods, Nodes: l.nodes, Events: rec, Logger: l.log.With("room", "scheduler")}).Run(ctx)
 }
