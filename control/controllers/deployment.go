@@ -183,9 +183,22 @@ func (c *DeploymentController) sync(ctx context.Context, log *slog.Logger, st *d
 	defer cancel()
 	m := d.GetMetadata()
 	var owned []*skiffv1.ReplicaSet
+	var errs []error
 	for _, rs := range st.sets {
-		if rs.GetMetadata().GetNamespace() == m.GetNamespace() && controllerOf(rs.GetMetadata()).GetUid() == m.GetUid() {
+		if rs.GetMetadata().GetNamespace() != m.GetNamespace() {
+			continue
+		}
+		switch {
+		case controllerOf(rs.GetMetadata()).GetUid() == m.GetUid():
 			owned = append(owned, rs)
+		case st.orphan(rs, d):
+			adopted, err := c.adopt(ctx, rs, d)
+			if err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			st.sets[objKey(adopted)] = adopted
+			owned = append(owned, adopted)
 		}
 	}
 	slices.SortFunc(owned, func(a, b *skiffv1.ReplicaSet) int {
@@ -206,7 +219,6 @@ func (c *DeploymentController) sync(ctx context.Context, log *slog.Logger, st *d
 		}
 	}
 	plan := planDeployment(d, owned, oldPods, c.Now())
-	var errs []error
 	stale := func(err error) error {
 		switch connect.CodeOf(err) {
 		case connect.CodeAborted, connect.CodeNotFound, connect.CodeAlreadyExists:
@@ -215,6 +227,11 @@ func (c *DeploymentController) sync(ctx context.Context, log *slog.Logger, st *d
 		return err
 	}
 	if plan.create != nil {
+		if other := st.sets[objKey(plan.create)]; other != nil {
+			// Not this template's, or not this deployment's: Kubernetes
+			// would take the next hash (collisionCount); skiff says so.
+			return 0, fmt.Errorf("replicaset %s exists but is not deployment %s's for its template (a hash collision, or made by hand): delete or rename it", other.GetMetadata().GetName(), m.GetName())
+		}
 		res, err := c.ReplicaSets.Create(ctx, connect.NewRequest(plan.create))
 		if err != nil {
 			return 0, fmt.Errorf("create replicaset %s: %w", plan.create.GetMetadata().GetName(), stale(err))
@@ -271,4 +288,45 @@ func (c *DeploymentController) sync(ctx context.Context, log *slog.Logger, st *d
 		}
 	}
 	return plan.recheck, errors.Join(errs...)
+}
+
+// orphan says whether d may adopt rs, as Kubernetes' deployment controller
+// adopts ReplicaSets its selector picks: rs has no controller, or its
+// controller was an earlier deployment of d's name that is gone (no
+// garbage collector removed its ReplicaSets).
+func (st *deployState) orphan(rs *skiffv1.ReplicaSet, d *skiffv1.Deployment) bool {
+	m := rs.GetMetadata()
+	if m.GetDeletionTimestamp() != nil || !kinds.SelectorMatches(d.GetSpec().GetSelector(), m.GetLabels()) {
+		return false
+	}
+	ref := controllerOf(m)
+	if ref == nil {
+		return true
+	}
+	if ref.GetKind() != kinds.Deployment.Kind || ref.GetName() != d.GetMetadata().GetName() {
+		return false
+	}
+	for _, other := range st.deploys {
+		if other.GetMetadata().GetUid() == ref.GetUid() {
+			return false
+		}
+	}
+	return true
+}
+
+// adopt makes d the controller of rs, dropping a controller reference to
+// a deployment that is gone.
+func (c *DeploymentController) adopt(ctx context.Context, rs *skiffv1.ReplicaSet, d *skiffv1.Deployment) (*skiffv1.ReplicaSet, error) {
+	up := proto.Clone(rs).(*skiffv1.ReplicaSet)
+	up.Metadata.OwnerReferences = slices.DeleteFunc(up.Metadata.OwnerReferences, func(r *skiffv1.OwnerReference) bool { return r.GetController() })
+	up.Metadata.OwnerReferences = append(up.Metadata.OwnerReferences, ownerRef(kinds.Deployment, d.GetMetadata()))
+	res, err := c.ReplicaSets.Update(ctx, connect.NewRequest(up))
+	if err != nil {
+		code := connect.CodeOf(err)
+		if code == connect.CodeAborted || code == connect.CodeNotFound {
+			err = errors.Join(errStale, err)
+		}
+		return nil, fmt.Errorf("adopt replicaset %s: %w", rs.GetMetadata().GetName(), err)
+	}
+	return res.Msg, nil
 }

@@ -306,6 +306,9 @@ func planDeployment(d *skiffv1.Deployment, owned []*skiffv1.ReplicaSet, oldPodsE
 		}
 		c.Metadata.Annotations[kinds.RevisionAnnotation] = strconv.FormatInt(maxOldRev+1, 10)
 	}
+	if newRS != nil && plan.create == nil && newRS.GetSpec().GetMinReadySeconds() != spec.GetMinReadySeconds() {
+		edit(newRS).Spec.MinReadySeconds = spec.GetMinReadySeconds() // availability follows the deployment's
+	}
 	setReplicas := func(rs *skiffv1.ReplicaSet, n int32) {
 		if rs == plan.create {
 			rs.Spec.Replicas = proto.Int32(n)
@@ -432,9 +435,11 @@ func deploymentStatus(d *skiffv1.Deployment, newRS *skiffv1.ReplicaSet, olds []*
 	}
 	complete := newRS != nil && !created && st.UpdatedReplicas == want && st.Replicas == want && st.AvailableReplicas >= want &&
 		replicasOf(newRS) == want && activeOld(olds) == 0
+	// Progress, as Kubernetes judges it: more pods updated, ready or
+	// available, or fewer old ones.
 	progressed := created || scaled || prev == nil || prev.GetObservedGeneration() != st.ObservedGeneration ||
 		st.UpdatedReplicas > prev.GetUpdatedReplicas() || st.ReadyReplicas > prev.GetReadyReplicas() ||
-		st.AvailableReplicas > prev.GetAvailableReplicas() || st.Replicas < prev.GetReplicas() && st.UpdatedReplicas == prev.GetUpdatedReplicas()
+		st.AvailableReplicas > prev.GetAvailableReplicas() || st.Replicas-st.UpdatedReplicas < prev.GetReplicas()-prev.GetUpdatedReplicas()
 	switch {
 	case d.GetSpec().GetPaused():
 		prog = &skiffv1.Condition{Type: condProgressing, Status: "Unknown", Reason: reasonDeploymentPaused, Message: "Deployment is paused", LastHeartbeatTime: ts}

@@ -576,3 +576,35 @@ func TestDeploymentPausedAndDeadline(t *testing.T) {
 	eventually(t, 10*time.Second, func() bool { return len(e.replicaSetsOf(t, "app=stuck")) == 2 },
 		func() string { return "no new replicaset after resuming" })
 }
+
+// TestDeploymentAdoptsOrphans: a deployment deleted and made again (its
+// ReplicaSets left behind) takes its old ReplicaSet and pods back rather
+// than starting new ones.
+func TestDeploymentAdoptsOrphans(t *testing.T) {
+	e := newAppsEnv(t)
+	e.startKubelet(t)
+	e.startReplicaSets()
+	e.startDeployments()
+	ctx := testCtx(t)
+	if _, err := e.deployments.Create(ctx, connect.NewRequest(deploymentOf("again", 2))); err != nil {
+		t.Fatal(err)
+	}
+	e.waitRolledOut(t, "again")
+	before := podNames(e.waitPods(t, "app=again", 2))
+	if _, err := e.deployments.Delete(ctx, connect.NewRequest(&skiffv1.DeleteRequest{Name: "again"})); err != nil {
+		t.Fatal(err)
+	}
+	res, err := e.deployments.Create(ctx, connect.NewRequest(deploymentOf("again", 2)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.waitRolledOut(t, "again")
+	var rss []*skiffv1.ReplicaSet
+	eventually(t, 10*time.Second, func() bool {
+		rss = e.replicaSetsOf(t, "app=again")
+		return len(rss) == 1 && rss[0].GetMetadata().GetOwnerReferences()[0].GetUid() == res.Msg.GetMetadata().GetUid()
+	}, func() string { return fmt.Sprintf("replicasets %v, want the old one, owned by the new deployment", rss) })
+	if after := podNames(e.activePods(t, "app=again")); !slices.Equal(before, after) {
+		t.Errorf("pods %v, want the same as before, %v", after, before)
+	}
+}
