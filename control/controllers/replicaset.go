@@ -247,7 +247,7 @@ func (c *ReplicaSetController) sync(ctx context.Context, log *slog.Logger, st *r
 			if err := c.setOwner(ctx, st, p, nil); err != nil {
 				errs = append(errs, err)
 			}
-		case ref == nil && picks && podActive(p):
+		case (ref == nil || st.formerSelf(ref, m)) && picks && podActive(p):
 			if err := c.setOwner(ctx, st, p, rs); err != nil {
 				errs = append(errs, err)
 				continue
@@ -285,14 +285,28 @@ func (c *ReplicaSetController) sync(ctx context.Context, log *slog.Logger, st *r
 	return wait, errors.Join(errs...)
 }
 
+// formerSelf says whether ref names an earlier ReplicaSet of m's name that
+// is gone: its pods are m's to adopt (left by a delete while there is no
+// garbage collector).
+func (st *rsState) formerSelf(ref *skiffv1.OwnerReference, m *skiffv1.ObjectMeta) bool {
+	if ref.GetKind() != kinds.ReplicaSet.Kind || ref.GetName() != m.GetName() || ref.GetUid() == m.GetUid() {
+		return false
+	}
+	for _, rs := range st.sets {
+		if rs.GetMetadata().GetUid() == ref.GetUid() {
+			return false
+		}
+	}
+	return true
+}
+
 // setOwner makes rs the controller of p (adoption), or with rs nil drops
 // p's controller reference (release), and caches what was written.
 func (c *ReplicaSetController) setOwner(ctx context.Context, st *rsState, p *skiffv1.Pod, rs *skiffv1.ReplicaSet) error {
 	up := proto.Clone(p).(*skiffv1.Pod)
 	m := up.Metadata
-	if rs == nil {
-		m.OwnerReferences = slices.DeleteFunc(m.OwnerReferences, func(r *skiffv1.OwnerReference) bool { return r.GetController() })
-	} else {
+	m.OwnerReferences = slices.DeleteFunc(m.OwnerReferences, func(r *skiffv1.OwnerReference) bool { return r.GetController() })
+	if rs != nil {
 		m.OwnerReferences = append(m.OwnerReferences, ownerRef(kinds.ReplicaSet, rs.GetMetadata()))
 	}
 	res, err := c.Pods.Update(ctx, connect.NewRequest(up))

@@ -608,3 +608,44 @@ func TestDeploymentAdoptsOrphans(t *testing.T) {
 		t.Errorf("pods %v, want the same as before, %v", after, before)
 	}
 }
+
+// TestReplicaSetAdoptsFormerPods: a ReplicaSet deleted and made again
+// takes the pods of its earlier self back.
+func TestReplicaSetAdoptsFormerPods(t *testing.T) {
+	e := newAppsEnv(t)
+	e.startReplicaSets()
+	ctx := testCtx(t)
+	if _, err := e.replicaSets.Create(ctx, connect.NewRequest(replicaSet("again", 2))); err != nil {
+		t.Fatal(err)
+	}
+	before := podNames(e.waitPods(t, "app=again", 2))
+	if _, err := e.replicaSets.Delete(ctx, connect.NewRequest(&skiffv1.DeleteRequest{Name: "again"})); err != nil {
+		t.Fatal(err)
+	}
+	res, err := e.replicaSets.Create(ctx, connect.NewRequest(replicaSet("again", 2)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pods []*skiffv1.Pod
+	eventually(t, 10*time.Second, func() bool {
+		pods = e.activePods(t, "app=again")
+		for _, p := range pods {
+			if controllerRef(p).GetUid() != res.Msg.GetMetadata().GetUid() {
+				return false
+			}
+		}
+		return len(pods) == 2
+	}, func() string { return fmt.Sprintf("pods %v, want the two, owned by the new ReplicaSet", podNames(pods)) })
+	if after := podNames(pods); !slices.Equal(before, after) {
+		t.Errorf("pods %v, want the same as before, %v", after, before)
+	}
+}
+
+func controllerRef(p *skiffv1.Pod) *skiffv1.OwnerReference {
+	for _, r := range p.GetMetadata().GetOwnerReferences() {
+		if r.GetController() {
+			return r
+		}
+	}
+	return nil
+}
