@@ -321,38 +321,46 @@ func (c *ReplicaSetController) setOwner(ctx context.Context, st *rsState, p *ski
 	return nil
 }
 
-// createPods creates n pods of rs, counting each as in flight from before
-// it is asked for until the watch shows it (or the create fails).
+// createPods creates n pods of rs in its lowest free slots (podName),
+// counting each as in flight from before it is asked for until the watch
+// shows it (or the create fails). A name another writer took first (a
+// second copy of this controller) is this ReplicaSet's pod all the same,
+// and counts as made.
 func (c *ReplicaSetController) createPods(ctx context.Context, st *rsState, key string, rs *skiffv1.ReplicaSet, n int, now time.Time) error {
-	asked := make([]string, n)
-	for i := range asked {
-		asked[i] = podName(rs.GetMetadata().GetName())
-		st.creating[key][asked[i]] = now.Add(expectationTTL)
+	ns := rs.GetMetadata().GetNamespace()
+	names := freeNames(rs, n, func(name string) bool {
+		_, seen := st.pods[ns][name]
+		_, asked := st.creating[key][name]
+		return seen || asked
+	})
+	for _, name := range names {
+		st.creating[key][name] = now.Add(expectationTTL)
 	}
-	names := slices.Clone(asked)
 	failed := make([]error, n)
 	parallel(n, func(i int) {
-		for try := 0; ; try++ {
-			_, err := c.Pods.Create(ctx, connect.NewRequest(newPod(rs, names[i])))
-			if connect.CodeOf(err) == connect.CodeAlreadyExists && try < 3 {
-				names[i] = podName(rs.GetMetadata().GetName()) // taken: another name
-				continue
+		_, err := c.Pods.Create(ctx, connect.NewRequest(newPod(rs, names[i])))
+		if connect.CodeOf(err) == connect.CodeAlreadyExists {
+			// Ours (made by another copy) or someone else's?
+			res, gerr := c.Pods.Get(ctx, connect.NewRequest(&skiffv1.GetRequest{Namespace: ns, Name: names[i]}))
+			if gerr == nil && controllerOf(res.Msg.GetMetadata()).GetUid() == rs.GetMetadata().GetUid() {
+				err = nil
+			} else {
+				err = errors.Join(errStale, err)
 			}
-			failed[i] = err
-			return
 		}
+		failed[i] = err
 	})
-	// The owner goroutine waited here, so no event settled these yet:
-	// expect what was made, under the name it was made with.
+	// The owner goroutine waited here, so no event settled these yet.
 	var errs []error
 	for i, err := range failed {
-		delete(st.creating[key], asked[i])
 		if err != nil {
-			errs = append(errs, fmt.Errorf("create pod: %w", err))
-			record(c.Events, rs, "Warning", "FailedCreate", "Error creating: %s", connectMessage(err))
+			delete(st.creating[key], names[i])
+			errs = append(errs, fmt.Errorf("create pod %s: %w", names[i], err))
+			if !errors.Is(err, errStale) {
+				record(c.Events, rs, "Warning", "FailedCreate", "Error creating: %s", connectMessage(err))
+			}
 			continue
 		}
-		st.creating[key][names[i]] = now.Add(expectationTTL)
 		record(c.Events, rs, "Normal", "SuccessfulCreate", "Created pod: %s", names[i])
 	}
 	return errors.Join(errs...)

@@ -649,3 +649,34 @@ func controllerRef(p *skiffv1.Pod) *skiffv1.OwnerReference {
 	}
 	return nil
 }
+
+// TestDeploymentTwoCopies: two copies of both controllers, as during a
+// leader change, still roll a deployment over, never below its
+// availability.
+func TestDeploymentTwoCopies(t *testing.T) {
+	e := newAppsEnv(t)
+	e.startKubelet(t)
+	for range 2 {
+		e.startReplicaSets()
+		e.startDeployments()
+	}
+	ctx := testCtx(t)
+	d := deploymentOf("twice", 10)
+	d.Spec.Strategy = &skiffv1.DeploymentStrategy{RollingUpdate: &skiffv1.RollingUpdateDeployment{MaxSurge: "3", MaxUnavailable: "2"}}
+	if _, err := e.deployments.Create(ctx, connect.NewRequest(d)); err != nil {
+		t.Fatal(err)
+	}
+	e.waitRolledOut(t, "twice")
+	e.waitPods(t, "app=twice", 10)
+	// Availability holds; the surge may be passed by a pod or two while
+	// both copies act on views a watch event apart (slot names keep
+	// their creates from doubling).
+	check := e.watchAvailability(t, "app=twice", 8, 13+3)
+	e.editDeploy(t, "twice", func(d *skiffv1.Deployment) { d.Spec.Template.Metadata.Annotations["version"] = "2" })
+	e.waitRolledOut(t, "twice")
+	e.waitPods(t, "app=twice", 10)
+	check()
+	if n := len(e.replicaSetsOf(t, "app=twice")); n != 2 {
+		t.Errorf("%d replicasets, want 2", n)
+	}
+}
