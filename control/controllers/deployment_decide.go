@@ -26,14 +26,19 @@ const (
 	condAvailable   = "Available"
 	condProgressing = "Progressing"
 
-	reasonMinAvailable       = "MinimumReplicasAvailable"
-	reasonMinUnavailable     = "MinimumReplicasUnavailable"
-	reasonNewRSCreated       = "NewReplicaSetCreated"
-	reasonRSUpdated          = "ReplicaSetUpdated"
-	reasonNewRSAvailable     = "NewReplicaSetAvailable"
-	reasonDeadlineExceeded   = "ProgressDeadlineExceeded"
-	reasonDeploymentPaused   = "DeploymentPaused"
-	reasonDeploymentResumed  = "DeploymentResumed"
+	reasonMinAvailable      = "MinimumReplicasAvailable"
+	reasonMinUnavailable    = "MinimumReplicasUnavailable"
+	reasonNewRSCreated      = "NewReplicaSetCreated"
+	reasonRSUpdated         = "ReplicaSetUpdated"
+	reasonNewRSAvailable    = "NewReplicaSetAvailable"
+	reasonDeadlineExceeded  = "ProgressDeadlineExceeded"
+	reasonDeploymentPaused  = "DeploymentPaused"
+	reasonDeploymentResumed = "DeploymentResumed"
+)
+
+// What a deployment means when a field is unset; the apiserver stores
+// these defaults, so they matter only for objects written before it did.
+const (
 	strategyRecreate         = "Recreate"
 	defaultProgressDeadline  = 600
 	defaultRevisionHistory   = 10
