@@ -236,16 +236,22 @@ func revisionOf(rs *skiffv1.ReplicaSet) int64 {
 }
 
 func newRolloutHistoryCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
-		Use:     "history deployment/NAME",
-		Short:   "List a deployment's revisions",
-		Long:    "History lists the revisions of a deployment, oldest first, with the change-cause annotation each was made with (kubernetes.io/change-cause).",
-		Example: "  skiff rollout history deployment/web",
+	var rev int64
+	cmd := &cobra.Command{
+		Use:   "history deployment/NAME",
+		Short: "List a deployment's revisions",
+		Long: `History lists the revisions of a deployment, oldest first, with the
+change-cause annotation each was made with (kubernetes.io/change-cause);
+--revision N shows the pod template of one.`,
+		Example: "  skiff rollout history deployment/web\n  skiff rollout history deployment/web --revision 2",
 		Args:    cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			k, name, err := parseTarget(args, kinds.Deployment)
 			if err != nil {
 				return err
+			}
+			if rev < 0 {
+				return fmt.Errorf("--revision: invalid value %d: must not be negative", rev)
 			}
 			c, err := g.clients()
 			if err != nil {
@@ -260,6 +266,19 @@ func newRolloutHistoryCmd(g *globals) *cobra.Command {
 				return err
 			}
 			w := cmd.OutOrStdout()
+			if rev > 0 {
+				i := slices.IndexFunc(rss, func(rs *skiffv1.ReplicaSet) bool { return revisionOf(rs) == rev })
+				if i < 0 {
+					return fmt.Errorf("unable to find the specified revision %d", rev)
+				}
+				fmt.Fprintf(w, "%s with revision #%d\n", qualified(k, name), rev)
+				tw := tabwriter.NewWriter(w, 0, 8, 1, ' ', 0)
+				line := func(indent int, key, format string, args ...any) {
+					fmt.Fprintf(tw, "%s%s:\t%s\n", strings.Repeat("  ", indent), key, fmt.Sprintf(format, args...))
+				}
+				podTemplate(tw, line, rss[i].GetSpec().GetTemplate())
+				return tw.Flush()
+			}
 			fmt.Fprintln(w, qualified(k, name))
 			tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
 			fmt.Fprintln(tw, "REVISION\tCHANGE-CAUSE")
@@ -269,6 +288,8 @@ func newRolloutHistoryCmd(g *globals) *cobra.Command {
 			return tw.Flush()
 		},
 	}
+	cmd.Flags().Int64Var(&rev, "revision", 0, "show the pod template of this revision")
+	return cmd
 }
 
 func newRolloutUndoCmd(g *globals) *cobra.Command {

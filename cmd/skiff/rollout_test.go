@@ -79,6 +79,9 @@ func TestDevDeploymentRollout(t *testing.T) {
 	if hist := c.mustSkiff("rollout", "history", "deployment/ticker"); !strings.Contains(hist, "REVISION  CHANGE-CAUSE\n2         <none>\n3         <none>\n") {
 		t.Errorf("rollout history:\n%s", hist)
 	}
+	if rev := c.mustSkiff("rollout", "history", "deployment/ticker", "--revision", "2"); !strings.Contains(rev, "deployment.apps/ticker with revision #2") || !strings.Contains(rev, "Env VERSION: 2") {
+		t.Errorf("rollout history --revision 2:\n%s", rev)
+	}
 	if rs := c.mustSkiff("get", "rs"); !strings.Contains(rs, "NAME") || !strings.Contains(rs, "DESIRED   CURRENT   READY") {
 		t.Errorf("skiff get rs:\n%s", rs)
 	}
