@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -98,6 +99,41 @@ func TestDevDeploymentRollout(t *testing.T) {
 		t.Errorf("scale printed %q", out)
 	}
 	c.waitVersions(t, "1", 3)
+
+	// Paused, a restart waits; resumed, it replaces every pod.
+	if out := c.mustSkiff("rollout", "pause", "deployment/ticker"); out != "deployment.apps/ticker paused\n" {
+		t.Errorf("rollout pause printed %q", out)
+	}
+	before := c.podNames(t)
+	if out := c.mustSkiff("rollout", "restart", "deployment/ticker"); out != "deployment.apps/ticker restarted\n" {
+		t.Errorf("rollout restart printed %q", out)
+	}
+	var status string
+	eventually(t, 10*time.Second, func() bool {
+		status = c.mustSkiff("rollout", "status", "deployment/ticker", "--watch=false")
+		return strings.Contains(status, "0 out of 3 new replicas have been updated")
+	}, func() string { return "rollout status of a paused restart: " + status })
+	c.mustSkiff("rollout", "resume", "deployment/ticker")
+	c.mustSkiff("rollout", "status", "deployment/ticker", "--timeout", "60s")
+	c.waitVersions(t, "1", 3)
+	for _, name := range c.podNames(t) {
+		if slices.Contains(before, name) {
+			t.Errorf("pod %s survived the restart", name)
+		}
+	}
+}
+
+func (c *cluster) podNames(t *testing.T) []string {
+	t.Helper()
+	objs, _, err := c.clients().of(kinds.Pod).List(context.Background(), &skiffv1.ListRequest{Namespace: "default", LabelSelector: "app=ticker"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, o := range objs {
+		out = append(out, o.GetMetadata().GetName())
+	}
+	return out
 }
 
 // waitVersions waits until the deployment has exactly n pods, all ready,
