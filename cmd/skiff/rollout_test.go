@@ -86,6 +86,12 @@ func TestDevDeploymentRollout(t *testing.T) {
 	if rs := c.mustSkiff("get", "rs"); !strings.Contains(rs, "NAME") || !strings.Contains(rs, "DESIRED   CURRENT   READY") {
 		t.Errorf("skiff get rs:\n%s", rs)
 	}
+	current := strings.TrimPrefix(strings.TrimSpace(c.mustSkiff("get", "rs", "-l", "app=ticker,pod-template-hash", "-o", "name")), "replicaset.apps/")
+	var rsDesc string
+	eventually(t, 10*time.Second, func() bool {
+		rsDesc = c.mustSkiff("describe", "rs", strings.Split(current, "\n")[0])
+		return strings.Contains(rsDesc, "Controlled By: Deployment/ticker") && strings.Contains(rsDesc, "Pods Status:") && strings.Contains(rsDesc, "SuccessfulCreate")
+	}, func() string { return "skiff describe rs:\n" + rsDesc })
 
 	var desc string
 	eventually(t, 10*time.Second, func() bool {
