@@ -603,7 +603,9 @@ func TestDeploymentAdoptsOrphans(t *testing.T) {
 	eventually(t, 10*time.Second, func() bool {
 		rss = e.replicaSetsOf(t, "app=again")
 		return len(rss) == 1 && rss[0].GetMetadata().GetOwnerReferences()[0].GetUid() == res.Msg.GetMetadata().GetUid()
-	}, func() string { return fmt.Sprintf("replicasets %v, want the old one, owned by the new deployment", rss) })
+	}, func() string {
+		return fmt.Sprintf("replicasets %v, want the old one, owned by the new deployment", rss)
+	})
 	if after := podNames(e.activePods(t, "app=again")); !slices.Equal(before, after) {
 		t.Errorf("pods %v, want the same as before, %v", after, before)
 	}
@@ -635,7 +637,9 @@ func TestReplicaSetAdoptsFormerPods(t *testing.T) {
 			}
 		}
 		return len(pods) == 2
-	}, func() string { return fmt.Sprintf("pods %v, want the two, owned by the new ReplicaSet", podNames(pods)) })
+	}, func() string {
+		return fmt.Sprintf("pods %v, want the two, owned by the new ReplicaSet", podNames(pods))
+	})
 	if after := podNames(pods); !slices.Equal(before, after) {
 		t.Errorf("pods %v, want the same as before, %v", after, before)
 	}
