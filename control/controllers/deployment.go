@@ -211,7 +211,11 @@ func (c *DeploymentController) sync(ctx context.Context, log *slog.Logger, st *d
 			old[rs.GetMetadata().GetUid()] = true
 		}
 	}
+	recreate := d.GetSpec().GetStrategy().GetType() == strategyRecreate
 	for _, p := range st.pods[m.GetNamespace()] {
+		if !recreate || len(old) == 0 {
+			break // only a Recreate waits for old pods to go
+		}
 		ph := p.GetStatus().GetPhase()
 		if ref := controllerOf(p.GetMetadata()); ref != nil && old[ref.GetUid()] && ph != "Succeeded" && ph != "Failed" {
 			oldPods = true

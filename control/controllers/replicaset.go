@@ -59,14 +59,33 @@ const writeParallelism = 16
 // rsState is the owner goroutine's: the caches, the ReplicaSets to look
 // at, and what is in flight.
 type rsState struct {
-	sets   map[string]*skiffv1.ReplicaSet
-	pods   map[string]map[string]*skiffv1.Pod // by namespace, then name
-	listed map[objKind]bool
-	q      *workQueue
+	sets map[string]*skiffv1.ReplicaSet
+	pods map[string]map[string]*skiffv1.Pod // by namespace, then name
+	// byRS indexes the pods whose controller is a ReplicaSet, by its key
+	// (namespace/name: of any uid, so an earlier ReplicaSet of the name
+	// too), and orphans those without a controller, by namespace: a sync
+	// looks at these, not at every pod of the namespace.
+	byRS    map[string]map[string]*skiffv1.Pod
+	orphans map[string]map[string]*skiffv1.Pod
+	listed  map[objKind]bool
+	q       *workQueue
 	// creating and deleting are, per ReplicaSet key, the pods asked for
 	// and not yet seen created or going, with when to stop waiting.
 	creating map[string]map[string]time.Time
 	deleting map[string]map[string]time.Time
+}
+
+func newRSState() *rsState {
+	return &rsState{
+		sets:     map[string]*skiffv1.ReplicaSet{},
+		pods:     map[string]map[string]*skiffv1.Pod{},
+		byRS:     map[string]map[string]*skiffv1.Pod{},
+		orphans:  map[string]map[string]*skiffv1.Pod{},
+		listed:   map[objKind]bool{},
+		q:        newWorkQueue(),
+		creating: map[string]map[string]time.Time{},
+		deleting: map[string]map[string]time.Time{},
+	}
 }
 
 // Run keeps ReplicaSets until ctx ends.
@@ -90,14 +109,7 @@ func (c *ReplicaSetController) Run(ctx context.Context) {
 	wg.Go(func() { followReplicaSets(ctx, log, c.ReplicaSets, changes) })
 	wg.Go(func() { followPods(ctx, log, c.Pods, changes) })
 
-	st := &rsState{
-		sets:     map[string]*skiffv1.ReplicaSet{},
-		pods:     map[string]map[string]*skiffv1.Pod{},
-		listed:   map[objKind]bool{},
-		q:        newWorkQueue(),
-		creating: map[string]map[string]time.Time{},
-		deleting: map[string]map[string]time.Time{},
-	}
+	st := newRSState()
 	runLoop(ctx, changes, resync, st.q, st.apply,
 		func() bool { return st.listed[kindReplicaSets] && st.listed[kindPods] },
 		func() []string { return slices.Collect(maps.Keys(st.sets)) },
@@ -139,9 +151,11 @@ func (st *rsState) apply(ch change) {
 	case kindPods:
 		if ch.replace {
 			st.pods = map[string]map[string]*skiffv1.Pod{}
+			st.byRS = map[string]map[string]*skiffv1.Pod{}
+			st.orphans = map[string]map[string]*skiffv1.Pod{}
 			for _, o := range ch.items {
 				p := o.(*skiffv1.Pod)
-				putPod(st.pods, p)
+				st.put(p)
 				st.observe(p, false)
 			}
 			for k := range st.sets {
@@ -154,9 +168,9 @@ func (st *rsState) apply(ch change) {
 		old := st.pods[ns][name]
 		gone := ch.typ == skiffv1.EventType_EVENT_TYPE_DELETED
 		if gone {
-			delete(st.pods[ns], name)
+			st.remove(p)
 		} else if old == nil || old.GetMetadata().GetResourceVersion() <= p.GetMetadata().GetResourceVersion() {
-			putPod(st.pods, p)
+			st.put(p)
 		}
 		st.observe(p, gone)
 		st.touch(p)
@@ -198,6 +212,63 @@ func (st *rsState) touch(p *skiffv1.Pod) {
 	}
 }
 
+// indexKey is where p is indexed: its ReplicaSet's key in byRS, or its
+// namespace in orphans; "" when it has another kind of controller.
+func indexKey(p *skiffv1.Pod) (key string, orphan bool) {
+	ns := p.GetMetadata().GetNamespace()
+	ref := controllerOf(p.GetMetadata())
+	switch {
+	case ref == nil:
+		return ns, true
+	case ref.GetKind() == kinds.ReplicaSet.Kind:
+		return ns + "/" + ref.GetName(), false
+	}
+	return "", false
+}
+
+// put caches p, in place of the version before it.
+func (st *rsState) put(p *skiffv1.Pod) {
+	if old := st.pods[p.GetMetadata().GetNamespace()][p.GetMetadata().GetName()]; old != nil {
+		st.unindex(old)
+	}
+	putPod(st.pods, p)
+	key, orphan := indexKey(p)
+	idx := st.byRS
+	if orphan {
+		idx = st.orphans
+	}
+	if key == "" {
+		return
+	}
+	if idx[key] == nil {
+		idx[key] = map[string]*skiffv1.Pod{}
+	}
+	idx[key][p.GetMetadata().GetName()] = p
+}
+
+// remove forgets p.
+func (st *rsState) remove(p *skiffv1.Pod) {
+	ns, name := p.GetMetadata().GetNamespace(), p.GetMetadata().GetName()
+	if old := st.pods[ns][name]; old != nil {
+		st.unindex(old)
+	}
+	delete(st.pods[ns], name)
+}
+
+func (st *rsState) unindex(p *skiffv1.Pod) {
+	key, orphan := indexKey(p)
+	idx := st.byRS
+	if orphan {
+		idx = st.orphans
+	}
+	if m := idx[key]; m != nil {
+		delete(m, p.GetMetadata().GetName())
+		if len(m) == 0 {
+			delete(idx, key)
+		}
+	}
+}
+
 func putPod(pods map[string]map[string]*skiffv1.Pod, p *skiffv1.Pod) {
 	ns := p.GetMetadata().GetNamespace()
 	if pods[ns] == nil {
@@ -235,7 +306,11 @@ func (c *ReplicaSetController) sync(ctx context.Context, log *slog.Logger, st *r
 	sel := rs.GetSpec().GetSelector()
 	var owned []*skiffv1.Pod
 	var errs []error
-	for _, p := range st.pods[m.GetNamespace()] {
+	// The pods of this ReplicaSet's name (its own, and an earlier one's)
+	// and the orphans of its namespace; copied, as adoption re-indexes.
+	candidates := slices.Collect(maps.Values(st.byRS[key]))
+	candidates = slices.AppendSeq(candidates, maps.Values(st.orphans[m.GetNamespace()]))
+	for _, p := range candidates {
 		ref := controllerOf(p.GetMetadata())
 		picks := kinds.SelectorMatches(sel, p.GetMetadata().GetLabels())
 		switch {
@@ -317,7 +392,7 @@ func (c *ReplicaSetController) setOwner(ctx context.Context, st *rsState, p *ski
 	if err != nil {
 		return fmt.Errorf("update owner of pod %s: %w", m.GetName(), err)
 	}
-	putPod(st.pods, res.Msg)
+	st.put(res.Msg)
 	return nil
 }
 
