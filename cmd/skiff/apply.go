@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 
 	"connectrpc.com/connect"
 	"github.com/spf13/cobra"
@@ -53,7 +55,7 @@ standard input. Pods cannot be changed once created except by deleting them.`,
 				if err != nil {
 					return fmt.Errorf("%s: %w", o.Source, plain(err))
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "%s/%s %s\n", o.Kind.Singular, o.Msg.GetMetadata().GetName(), verb)
+				fmt.Fprintf(cmd.OutOrStdout(), "%s %s\n", qualified(o.Kind, o.Msg.GetMetadata().GetName()), verb)
 			}
 			return nil
 		},
@@ -179,6 +181,10 @@ func applyOnce(ctx context.Context, c *clients, o manifest.Object, ns string, dr
 	return "configured", nil
 }
 
+// controllerAnnotations is the prefix of the annotations a controller sets
+// on the objects it acts on (deployment.kubernetes.io/revision).
+const controllerAnnotations = "deployment.kubernetes.io/"
+
 // desired is the object apply writes over cur: the manifest's labels,
 // annotations, finalizers and every top-level field but metadata and
 // status (the spec) on the stored object. A pod's binding stays when the
@@ -186,7 +192,17 @@ func applyOnce(ctx context.Context, c *clients, o manifest.Object, ns string, dr
 func desired(cur, manifest kinds.Object) kinds.Object {
 	next := proto.Clone(cur).(kinds.Object)
 	nm, mm := next.GetMetadata(), manifest.GetMetadata()
-	nm.Labels, nm.Annotations, nm.Finalizers = mm.GetLabels(), mm.GetAnnotations(), mm.GetFinalizers()
+	nm.Labels, nm.Annotations, nm.Finalizers = mm.GetLabels(), maps.Clone(mm.GetAnnotations()), mm.GetFinalizers()
+	// What controllers note on the object (a deployment's revision) stays
+	// unless the manifest says otherwise, as kubectl apply's merge keeps it.
+	for k, v := range cur.GetMetadata().GetAnnotations() {
+		if _, given := nm.Annotations[k]; !given && strings.HasPrefix(k, controllerAnnotations) {
+			if nm.Annotations == nil {
+				nm.Annotations = map[string]string{}
+			}
+			nm.Annotations[k] = v
+		}
+	}
 	src, dst := manifest.ProtoReflect(), next.ProtoReflect()
 	fields := dst.Descriptor().Fields()
 	for i := 0; i < fields.Len(); i++ {

@@ -134,6 +134,12 @@ func describe(w io.Writer, k *kinds.Kind, obj, related kinds.Object, evs []*skif
 		ep, _ := related.(*skiffv1.Endpoints)
 		describeService(line, s, ep)
 	}
+	if d, ok := obj.(*skiffv1.Deployment); ok {
+		describeDeployment(tw, line, d)
+	}
+	if rs, ok := obj.(*skiffv1.ReplicaSet); ok {
+		describeReplicaSet(tw, line, rs)
+	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
@@ -312,4 +318,55 @@ func endpointsOf(ep *skiffv1.Endpoints, name string) string {
 		return strings.Join(all[:10], ",") + fmt.Sprintf(" + %d more...", len(all)-10)
 	}
 	return orNone(strings.Join(all, ","))
+}
+
+// describeDeployment shows a deployment as kubectl does: selector,
+// replicas, strategy, template and conditions.
+func describeDeployment(tw io.Writer, line func(int, string, string, ...any), d *skiffv1.Deployment) {
+	s, st := d.GetSpec(), d.GetStatus()
+	line(0, "Selector", "%s", orNone(kinds.LabelSelectorString(s.GetSelector())))
+	line(0, "Replicas", "%d desired | %d updated | %d total | %d available | %d unavailable",
+		kinds.Replicas(s.Replicas), st.GetUpdatedReplicas(), st.GetReplicas(), st.GetAvailableReplicas(), st.GetUnavailableReplicas())
+	line(0, "StrategyType", "%s", s.GetStrategy().GetType())
+	line(0, "MinReadySeconds", "%d", s.GetMinReadySeconds())
+	if ru := s.GetStrategy().GetRollingUpdate(); ru != nil {
+		line(0, "RollingUpdateStrategy", "%s max unavailable, %s max surge", ru.GetMaxUnavailable(), ru.GetMaxSurge())
+	}
+	if s.GetPaused() {
+		line(0, "Paused", "true")
+	}
+	podTemplate(tw, line, s.GetTemplate())
+	conditions(tw, st.GetConditions())
+}
+
+// describeReplicaSet shows a ReplicaSet as kubectl does: selector, owner,
+// replicas and pods status, template.
+func describeReplicaSet(tw io.Writer, line func(int, string, string, ...any), rs *skiffv1.ReplicaSet) {
+	s, st := rs.GetSpec(), rs.GetStatus()
+	line(0, "Selector", "%s", orNone(kinds.LabelSelectorString(s.GetSelector())))
+	for _, r := range rs.GetMetadata().GetOwnerReferences() {
+		if r.GetController() {
+			line(0, "Controlled By", "%s/%s", r.GetKind(), r.GetName())
+		}
+	}
+	line(0, "Replicas", "%d current / %d desired", st.GetReplicas(), kinds.Replicas(s.Replicas))
+	line(0, "Pods Status", "%d Ready / %d Available", st.GetReadyReplicas(), st.GetAvailableReplicas())
+	podTemplate(tw, line, s.GetTemplate())
+	conditions(tw, st.GetConditions())
+}
+
+func podTemplate(tw io.Writer, line func(int, string, string, ...any), t *skiffv1.PodTemplateSpec) {
+	fmt.Fprintln(tw, "Pod Template:")
+	line(1, "Labels", "%s", pairs(t.GetMetadata().GetLabels()))
+	if len(t.GetMetadata().GetAnnotations()) > 0 {
+		line(1, "Annotations", "%s", pairs(t.GetMetadata().GetAnnotations()))
+	}
+	fmt.Fprintln(tw, "  Containers:")
+	for _, c := range t.GetSpec().GetContainers() {
+		fmt.Fprintf(tw, "   %s:\n", c.GetName())
+		line(2, "Image", "%s", c.GetImage())
+		for _, e := range c.GetEnv() {
+			line(2, "Env "+e.GetName(), "%s", e.GetValue())
+		}
+	}
 }

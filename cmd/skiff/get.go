@@ -207,7 +207,7 @@ func (p *printer) print(objs []kinds.Object, single bool) error {
 		return err
 	case "name":
 		for _, o := range objs {
-			if _, err := fmt.Fprintf(p.w, "%s/%s\n", p.k.Singular, o.GetMetadata().GetName()); err != nil {
+			if _, err := fmt.Fprintln(p.w, qualified(p.k, o.GetMetadata().GetName())); err != nil {
 				return err
 			}
 		}

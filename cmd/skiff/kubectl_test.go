@@ -330,6 +330,13 @@ func TestDevCLIBadInput(t *testing.T) {
 		{[]string{"apply", "-f", writeFile(t, "g.yaml", podManifest("g", "hello", "terminationGracePeriodSeconds: -1"))},
 			"spec.terminationGracePeriodSeconds: invalid value -1: must not be negative"},
 		{[]string{"describe", "pod", "missing"}, `pod "default/missing" not found`},
+		{[]string{"rollout", "status", "deployment/missing"}, `deployment "default/missing" not found`},
+		{[]string{"rollout", "undo", "pod/x"}, "pod: unsupported kind: use deployments"},
+		{[]string{"rollout", "history", "deployment"}, "give the object as KIND/NAME"},
+		{[]string{"scale", "deploy/x"}, "--replicas: required flag"},
+		{[]string{"scale", "rs/x", "--replicas", "-1"}, "--replicas: invalid value -1"},
+		{[]string{"apply", "-f", writeFile(t, "d.yaml", "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: d\nspec:\n  selector:\n    matchLabels: {app: x}\n  strategy:\n    rollingUpdate: {maxSurge: 0, maxUnavailable: 0}\n  template:\n    metadata:\n      labels: {app: other}\n    spec:\n      containers:\n      - {name: c, image: hello}\n")},
+			"spec.template.metadata.labels: invalid value \"app=other\": `selector` does not match template `labels`; spec.strategy.rollingUpdate.maxUnavailable: invalid value \"0\": may not be 0 when maxSurge is 0"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args[:2], " "), func(t *testing.T) {

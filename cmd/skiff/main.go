@@ -37,14 +37,16 @@ func newRoot() *cobra.Command {
 	g := &globals{}
 	root := &cobra.Command{
 		Use:   "skiff",
-		Short: "skiff runs Wasm modules (and soon OCI images) as pods on a small Raft-replicated control plane",
+		Short: "skiff runs Wasm modules and OCI images as pods on a small Raft-replicated control plane",
 		Long: `skiff is a lightweight orchestrator: one binary, a Raft-replicated control plane,
-and node agents that run pods of WebAssembly modules through a CRI server.
+and node agents that run pods of WebAssembly modules and OCI images through a
+CRI server.
 
 Start a one-node cluster with "skiff dev", then use the client commands
-(apply, get, describe, delete, logs, exec, port-forward, top, label, taint,
-cordon) as you would kubectl. The kinds are pods, nodes, namespaces and events. The client finds the server from
---server, then $SKIFF_SERVER, then the client config, then ` + defaultServer + `.
+(apply, get, describe, delete, logs, exec, port-forward, top, rollout, scale,
+label, taint, cordon) as you would kubectl. The kinds are pods, deployments,
+replicasets, services, endpoints, nodes, namespaces and events. The client
+finds the server from --server, then $SKIFF_SERVER, then the client config, then ` + defaultServer + `.
 It authenticates with the bearer token of $SKIFF_TOKEN or of the client
 config (--config, $SKIFF_CONFIG, else ~/.skiff/config), which skiff server
 and skiff dev write with an admin token at their first start, along with
@@ -75,6 +77,8 @@ command's exit code.`,
 		newExecCmd(g),
 		newPortForwardCmd(g),
 		newTopCmd(g),
+		newRolloutCmd(g),
+		newScaleCmd(g),
 		newImageCmd(),
 		newBenchCmd(g),
 		newSnapshotCmd(g),

@@ -201,14 +201,16 @@ func (h *headerTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 
 // testClients are the API's clients for one credential.
 type testClients struct {
-	pods       skiffv1connect.PodServiceClient
-	nodes      skiffv1connect.NodeServiceClient
-	namespaces skiffv1connect.NamespaceServiceClient
-	events     skiffv1connect.EventServiceClient
-	services   skiffv1connect.ServiceServiceClient
-	endpoints  skiffv1connect.EndpointsServiceClient
-	cluster    skiffv1connect.ClusterServiceClient
-	auth       skiffv1connect.AuthServiceClient
+	pods        skiffv1connect.PodServiceClient
+	nodes       skiffv1connect.NodeServiceClient
+	namespaces  skiffv1connect.NamespaceServiceClient
+	events      skiffv1connect.EventServiceClient
+	services    skiffv1connect.ServiceServiceClient
+	endpoints   skiffv1connect.EndpointsServiceClient
+	deployments skiffv1connect.DeploymentServiceClient
+	replicaSets skiffv1connect.ReplicaSetServiceClient
+	cluster     skiffv1connect.ClusterServiceClient
+	auth        skiffv1connect.AuthServiceClient
 }
 
 func (e *authEnv) clients(t *testing.T, c cred) *testClients {
@@ -221,14 +223,16 @@ func (e *authEnv) clients(t *testing.T, c cred) *testClients {
 	hc := &http.Client{Transport: &headerTransport{next: tr, token: c.token, header: c.header}}
 	u := e.srv.URL
 	return &testClients{
-		pods:       skiffv1connect.NewPodServiceClient(hc, u),
-		nodes:      skiffv1connect.NewNodeServiceClient(hc, u),
-		namespaces: skiffv1connect.NewNamespaceServiceClient(hc, u),
-		events:     skiffv1connect.NewEventServiceClient(hc, u),
-		services:   skiffv1connect.NewServiceServiceClient(hc, u),
-		endpoints:  skiffv1connect.NewEndpointsServiceClient(hc, u),
-		cluster:    skiffv1connect.NewClusterServiceClient(hc, u),
-		auth:       skiffv1connect.NewAuthServiceClient(hc, u),
+		pods:        skiffv1connect.NewPodServiceClient(hc, u),
+		nodes:       skiffv1connect.NewNodeServiceClient(hc, u),
+		namespaces:  skiffv1connect.NewNamespaceServiceClient(hc, u),
+		events:      skiffv1connect.NewEventServiceClient(hc, u),
+		services:    skiffv1connect.NewServiceServiceClient(hc, u),
+		endpoints:   skiffv1connect.NewEndpointsServiceClient(hc, u),
+		deployments: skiffv1connect.NewDeploymentServiceClient(hc, u),
+		replicaSets: skiffv1connect.NewReplicaSetServiceClient(hc, u),
+		cluster:     skiffv1connect.NewClusterServiceClient(hc, u),
+		auth:        skiffv1connect.NewAuthServiceClient(hc, u),
 	}
 }
 

@@ -54,6 +54,20 @@ func tableCalls(t *testing.T, server *testClients) []call {
 	}
 	req := connect.NewRequest[skiffv1.GetRequest]
 	return []call{
+		{"deployments/get team", func(ctx context.Context, c *testClients) error {
+			return unary(c.deployments.Get(ctx, req(&skiffv1.GetRequest{Namespace: "team", Name: "d"})))
+		}},
+		{"deployments/create team", func(ctx context.Context, c *testClients) error {
+			d := deployment("d")
+			d.Metadata.Namespace = "team"
+			return unary(c.deployments.Create(ctx, connect.NewRequest(d)))
+		}},
+		{"replicasets/list team", func(ctx context.Context, c *testClients) error {
+			return unary(c.replicaSets.List(ctx, connect.NewRequest(&skiffv1.ListRequest{Namespace: "team"})))
+		}},
+		{"replicasets/updatestatus team", func(ctx context.Context, c *testClients) error {
+			return unary(c.replicaSets.UpdateStatus(ctx, connect.NewRequest(&skiffv1.ReplicaSet{Metadata: &skiffv1.ObjectMeta{Namespace: "team", Name: "rs"}})))
+		}},
 		{"pods/get team", func(ctx context.Context, c *testClients) error {
 			return unary(c.pods.Get(ctx, req(&skiffv1.GetRequest{Namespace: "team", Name: "p-free"})))
 		}},
@@ -301,12 +315,13 @@ func TestAuthorizationTable(t *testing.T) {
 	viewTeam := []string{
 		"pods/get team", "pods/get team bound to n1", "pods/get team bound to n2", "pods/list team",
 		"pods/watch team", "pods/logs team", "pods/top team", "events/get team", "events/list team",
-		"services/get team", "endpoints/get team",
+		"services/get team", "endpoints/get team", "deployments/get team", "replicasets/list team",
 	}
 	editTeam := append(slices.Clone(viewTeam),
 		"pods/create team", "pods/update team", "pods/delete team", "pods/delete team bound to n2",
 		"events/create team", "events/update team", "events/delete team",
-		"services/create team", "services/update team", "services/delete team", "endpoints/create team", "endpoints/update team")
+		"services/create team", "services/update team", "services/delete team", "endpoints/create team", "endpoints/update team",
+		"deployments/create team")
 	adminTeam := append(slices.Clone(editTeam), "tokens/create team", "tokens/list team", "tokens/revoke team")
 	viewAll := append(slices.Clone(viewTeam),
 		"pods/get other", "pods/list all", "pods/top all", "pods/list on n1", "pods/watch on n1",

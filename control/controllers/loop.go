@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"time"
 
@@ -9,7 +10,21 @@ import (
 
 	skiffv1 "skiff.dev/skiff/control/api/gen/skiff/v1"
 	"skiff.dev/skiff/control/api/gen/skiff/v1/skiffv1connect"
+	"skiff.dev/skiff/control/api/kinds"
 )
+
+// EventRecorder reports what a controller did to an object, as events
+// (events.Recorder). Record must not block.
+type EventRecorder interface {
+	Record(obj kinds.Object, typ, reason, format string, args ...any)
+}
+
+// record reports an event through r, when there is one.
+func record(r EventRecorder, obj kinds.Object, typ, reason, format string, args ...any) {
+	if r != nil {
+		r.Record(obj, typ, reason, format, args...)
+	}
+}
 
 // workQueue is the keys a controller's owner goroutine has to look at:
 // now (dirty), or from a time on (due). It belongs to that goroutine.
@@ -158,4 +173,13 @@ func followDeployments(ctx context.Context, log *slog.Logger, c skiffv1connect.D
 	}, func(ctx context.Context, rev uint64) (*connect.ServerStreamForClient[skiffv1.DeploymentWatchEvent], error) {
 		return c.Watch(ctx, connect.NewRequest(&skiffv1.WatchRequest{ResourceVersion: rev, AllowBookmarks: true}))
 	}, func(e *skiffv1.DeploymentWatchEvent) (skiffv1.EventType, object) { return e.GetType(), e.GetObject() })
+}
+
+// connectMessage is an error's message without the Connect code prefix.
+func connectMessage(err error) string {
+	var ce *connect.Error
+	if errors.As(err, &ce) {
+		return ce.Message()
+	}
+	return err.Error()
 }

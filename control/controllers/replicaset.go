@@ -43,6 +43,9 @@ type ReplicaSetController struct {
 	Resync time.Duration
 	// Now is the clock of availability (minReadySeconds); time.Now when nil.
 	Now func() time.Time
+	// Events reports the pods it creates and deletes (SuccessfulCreate,
+	// FailedCreate, SuccessfulDelete); none when nil.
+	Events EventRecorder
 }
 
 // expectationTTL is how long a create or delete that the watch has not
@@ -56,14 +59,33 @@ const writeParallelism = 16
 // rsState is the owner goroutine's: the caches, the ReplicaSets to look
 // at, and what is in flight.
 type rsState struct {
-	sets   map[string]*skiffv1.ReplicaSet
-	pods   map[string]map[string]*skiffv1.Pod // by namespace, then name
-	listed map[objKind]bool
-	q      *workQueue
+	sets map[string]*skiffv1.ReplicaSet
+	pods map[string]map[string]*skiffv1.Pod // by namespace, then name
+	// byRS indexes the pods whose controller is a ReplicaSet, by its key
+	// (namespace/name: of any uid, so an earlier ReplicaSet of the name
+	// too), and orphans those without a controller, by namespace: a sync
+	// looks at these, not at every pod of the namespace.
+	byRS    map[string]map[string]*skiffv1.Pod
+	orphans map[string]map[string]*skiffv1.Pod
+	listed  map[objKind]bool
+	q       *workQueue
 	// creating and deleting are, per ReplicaSet key, the pods asked for
 	// and not yet seen created or going, with when to stop waiting.
 	creating map[string]map[string]time.Time
 	deleting map[string]map[string]time.Time
+}
+
+func newRSState() *rsState {
+	return &rsState{
+		sets:     map[string]*skiffv1.ReplicaSet{},
+		pods:     map[string]map[string]*skiffv1.Pod{},
+		byRS:     map[string]map[string]*skiffv1.Pod{},
+		orphans:  map[string]map[string]*skiffv1.Pod{},
+		listed:   map[objKind]bool{},
+		q:        newWorkQueue(),
+		creating: map[string]map[string]time.Time{},
+		deleting: map[string]map[string]time.Time{},
+	}
 }
 
 // Run keeps ReplicaSets until ctx ends.
@@ -87,14 +109,7 @@ func (c *ReplicaSetController) Run(ctx context.Context) {
 	wg.Go(func() { followReplicaSets(ctx, log, c.ReplicaSets, changes) })
 	wg.Go(func() { followPods(ctx, log, c.Pods, changes) })
 
-	st := &rsState{
-		sets:     map[string]*skiffv1.ReplicaSet{},
-		pods:     map[string]map[string]*skiffv1.Pod{},
-		listed:   map[objKind]bool{},
-		q:        newWorkQueue(),
-		creating: map[string]map[string]time.Time{},
-		deleting: map[string]map[string]time.Time{},
-	}
+	st := newRSState()
 	runLoop(ctx, changes, resync, st.q, st.apply,
 		func() bool { return st.listed[kindReplicaSets] && st.listed[kindPods] },
 		func() []string { return slices.Collect(maps.Keys(st.sets)) },
@@ -136,9 +151,11 @@ func (st *rsState) apply(ch change) {
 	case kindPods:
 		if ch.replace {
 			st.pods = map[string]map[string]*skiffv1.Pod{}
+			st.byRS = map[string]map[string]*skiffv1.Pod{}
+			st.orphans = map[string]map[string]*skiffv1.Pod{}
 			for _, o := range ch.items {
 				p := o.(*skiffv1.Pod)
-				putPod(st.pods, p)
+				st.put(p)
 				st.observe(p, false)
 			}
 			for k := range st.sets {
@@ -151,9 +168,9 @@ func (st *rsState) apply(ch change) {
 		old := st.pods[ns][name]
 		gone := ch.typ == skiffv1.EventType_EVENT_TYPE_DELETED
 		if gone {
-			delete(st.pods[ns], name)
+			st.remove(p)
 		} else if old == nil || old.GetMetadata().GetResourceVersion() <= p.GetMetadata().GetResourceVersion() {
-			putPod(st.pods, p)
+			st.put(p)
 		}
 		st.observe(p, gone)
 		st.touch(p)
@@ -195,6 +212,63 @@ func (st *rsState) touch(p *skiffv1.Pod) {
 	}
 }
 
+// indexKey is where p is indexed: its ReplicaSet's key in byRS, or its
+// namespace in orphans; "" when it has another kind of controller.
+func indexKey(p *skiffv1.Pod) (key string, orphan bool) {
+	ns := p.GetMetadata().GetNamespace()
+	ref := controllerOf(p.GetMetadata())
+	switch {
+	case ref == nil:
+		return ns, true
+	case ref.GetKind() == kinds.ReplicaSet.Kind:
+		return ns + "/" + ref.GetName(), false
+	}
+	return "", false
+}
+
+// put caches p, in place of the version before it.
+func (st *rsState) put(p *skiffv1.Pod) {
+	if old := st.pods[p.GetMetadata().GetNamespace()][p.GetMetadata().GetName()]; old != nil {
+		st.unindex(old)
+	}
+	putPod(st.pods, p)
+	key, orphan := indexKey(p)
+	idx := st.byRS
+	if orphan {
+		idx = st.orphans
+	}
+	if key == "" {
+		return
+	}
+	if idx[key] == nil {
+		idx[key] = map[string]*skiffv1.Pod{}
+	}
+	idx[key][p.GetMetadata().GetName()] = p
+}
+
+// remove forgets p.
+func (st *rsState) remove(p *skiffv1.Pod) {
+	ns, name := p.GetMetadata().GetNamespace(), p.GetMetadata().GetName()
+	if old := st.pods[ns][name]; old != nil {
+		st.unindex(old)
+	}
+	delete(st.pods[ns], name)
+}
+
+func (st *rsState) unindex(p *skiffv1.Pod) {
+	key, orphan := indexKey(p)
+	idx := st.byRS
+	if orphan {
+		idx = st.orphans
+	}
+	if m := idx[key]; m != nil {
+		delete(m, p.GetMetadata().GetName())
+		if len(m) == 0 {
+			delete(idx, key)
+		}
+	}
+}
+
 func putPod(pods map[string]map[string]*skiffv1.Pod, p *skiffv1.Pod) {
 	ns := p.GetMetadata().GetNamespace()
 	if pods[ns] == nil {
@@ -232,7 +306,11 @@ func (c *ReplicaSetController) sync(ctx context.Context, log *slog.Logger, st *r
 	sel := rs.GetSpec().GetSelector()
 	var owned []*skiffv1.Pod
 	var errs []error
-	for _, p := range st.pods[m.GetNamespace()] {
+	// The pods of this ReplicaSet's name (its own, and an earlier one's)
+	// and the orphans of its namespace; copied, as adoption re-indexes.
+	candidates := slices.Collect(maps.Values(st.byRS[key]))
+	candidates = slices.AppendSeq(candidates, maps.Values(st.orphans[m.GetNamespace()]))
+	for _, p := range candidates {
 		ref := controllerOf(p.GetMetadata())
 		picks := kinds.SelectorMatches(sel, p.GetMetadata().GetLabels())
 		switch {
@@ -244,7 +322,7 @@ func (c *ReplicaSetController) sync(ctx context.Context, log *slog.Logger, st *r
 			if err := c.setOwner(ctx, st, p, nil); err != nil {
 				errs = append(errs, err)
 			}
-		case ref == nil && picks && podActive(p):
+		case (ref == nil || st.formerSelf(ref, m)) && picks && podActive(p):
 			if err := c.setOwner(ctx, st, p, rs); err != nil {
 				errs = append(errs, err)
 				continue
@@ -263,7 +341,7 @@ func (c *ReplicaSetController) sync(ctx context.Context, log *slog.Logger, st *r
 	}
 	if len(plan.remove) > 0 {
 		log.Debug("deleting pods", "replicaset", key, "count", len(plan.remove))
-		errs = append(errs, c.deletePods(ctx, st, key, plan.remove, now))
+		errs = append(errs, c.deletePods(ctx, st, key, rs, plan.remove, now))
 	}
 	status, wait := rsStatus(rs, owned, now)
 	if !proto.Equal(status, rs.GetStatus()) {
@@ -282,14 +360,28 @@ func (c *ReplicaSetController) sync(ctx context.Context, log *slog.Logger, st *r
 	return wait, errors.Join(errs...)
 }
 
+// formerSelf says whether ref names an earlier ReplicaSet of m's name that
+// is gone: its pods are m's to adopt (left by a delete while there is no
+// garbage collector).
+func (st *rsState) formerSelf(ref *skiffv1.OwnerReference, m *skiffv1.ObjectMeta) bool {
+	if ref.GetKind() != kinds.ReplicaSet.Kind || ref.GetName() != m.GetName() || ref.GetUid() == m.GetUid() {
+		return false
+	}
+	for _, rs := range st.sets {
+		if rs.GetMetadata().GetUid() == ref.GetUid() {
+			return false
+		}
+	}
+	return true
+}
+
 // setOwner makes rs the controller of p (adoption), or with rs nil drops
 // p's controller reference (release), and caches what was written.
 func (c *ReplicaSetController) setOwner(ctx context.Context, st *rsState, p *skiffv1.Pod, rs *skiffv1.ReplicaSet) error {
 	up := proto.Clone(p).(*skiffv1.Pod)
 	m := up.Metadata
-	if rs == nil {
-		m.OwnerReferences = slices.DeleteFunc(m.OwnerReferences, func(r *skiffv1.OwnerReference) bool { return r.GetController() })
-	} else {
+	m.OwnerReferences = slices.DeleteFunc(m.OwnerReferences, func(r *skiffv1.OwnerReference) bool { return r.GetController() })
+	if rs != nil {
 		m.OwnerReferences = append(m.OwnerReferences, ownerRef(kinds.ReplicaSet, rs.GetMetadata()))
 	}
 	res, err := c.Pods.Update(ctx, connect.NewRequest(up))
@@ -300,48 +392,58 @@ func (c *ReplicaSetController) setOwner(ctx context.Context, st *rsState, p *ski
 	if err != nil {
 		return fmt.Errorf("update owner of pod %s: %w", m.GetName(), err)
 	}
-	putPod(st.pods, res.Msg)
+	st.put(res.Msg)
 	return nil
 }
 
-// createPods creates n pods of rs, counting each as in flight from before
-// it is asked for until the watch shows it (or the create fails).
+// createPods creates n pods of rs in its lowest free slots (podName),
+// counting each as in flight from before it is asked for until the watch
+// shows it (or the create fails). A name another writer took first (a
+// second copy of this controller) is this ReplicaSet's pod all the same,
+// and counts as made.
 func (c *ReplicaSetController) createPods(ctx context.Context, st *rsState, key string, rs *skiffv1.ReplicaSet, n int, now time.Time) error {
-	asked := make([]string, n)
-	for i := range asked {
-		asked[i] = podName(rs.GetMetadata().GetName())
-		st.creating[key][asked[i]] = now.Add(expectationTTL)
+	ns := rs.GetMetadata().GetNamespace()
+	names := freeNames(rs, n, func(name string) bool {
+		_, seen := st.pods[ns][name]
+		_, asked := st.creating[key][name]
+		return seen || asked
+	})
+	for _, name := range names {
+		st.creating[key][name] = now.Add(expectationTTL)
 	}
-	names := slices.Clone(asked)
 	failed := make([]error, n)
 	parallel(n, func(i int) {
-		for try := 0; ; try++ {
-			_, err := c.Pods.Create(ctx, connect.NewRequest(newPod(rs, names[i])))
-			if connect.CodeOf(err) == connect.CodeAlreadyExists && try < 3 {
-				names[i] = podName(rs.GetMetadata().GetName()) // taken: another name
-				continue
+		_, err := c.Pods.Create(ctx, connect.NewRequest(newPod(rs, names[i])))
+		if connect.CodeOf(err) == connect.CodeAlreadyExists {
+			// Ours (made by another copy) or someone else's?
+			res, gerr := c.Pods.Get(ctx, connect.NewRequest(&skiffv1.GetRequest{Namespace: ns, Name: names[i]}))
+			if gerr == nil && controllerOf(res.Msg.GetMetadata()).GetUid() == rs.GetMetadata().GetUid() {
+				err = nil
+			} else {
+				err = errors.Join(errStale, err)
 			}
-			failed[i] = err
-			return
 		}
+		failed[i] = err
 	})
-	// The owner goroutine waited here, so no event settled these yet:
-	// expect what was made, under the name it was made with.
+	// The owner goroutine waited here, so no event settled these yet.
 	var errs []error
 	for i, err := range failed {
-		delete(st.creating[key], asked[i])
 		if err != nil {
-			errs = append(errs, fmt.Errorf("create pod: %w", err))
+			delete(st.creating[key], names[i])
+			errs = append(errs, fmt.Errorf("create pod %s: %w", names[i], err))
+			if !errors.Is(err, errStale) {
+				record(c.Events, rs, "Warning", "FailedCreate", "Error creating: %s", connectMessage(err))
+			}
 			continue
 		}
-		st.creating[key][names[i]] = now.Add(expectationTTL)
+		record(c.Events, rs, "Normal", "SuccessfulCreate", "Created pod: %s", names[i])
 	}
 	return errors.Join(errs...)
 }
 
 // deletePods deletes pods, counting each as in flight until the watch
 // shows it going.
-func (c *ReplicaSetController) deletePods(ctx context.Context, st *rsState, key string, pods []*skiffv1.Pod, now time.Time) error {
+func (c *ReplicaSetController) deletePods(ctx context.Context, st *rsState, key string, rs *skiffv1.ReplicaSet, pods []*skiffv1.Pod, now time.Time) error {
 	for _, p := range pods {
 		st.deleting[key][p.GetMetadata().GetName()] = now.Add(expectationTTL)
 	}
@@ -359,7 +461,10 @@ func (c *ReplicaSetController) deletePods(ctx context.Context, st *rsState, key 
 		if err != nil {
 			delete(st.deleting[key], pods[i].GetMetadata().GetName())
 			errs = append(errs, fmt.Errorf("delete pod %s: %w", pods[i].GetMetadata().GetName(), err))
+			record(c.Events, rs, "Warning", "FailedDelete", "Error deleting: %s", connectMessage(err))
+			continue
 		}
+		record(c.Events, rs, "Normal", "SuccessfulDelete", "Deleted pod: %s", pods[i].GetMetadata().GetName())
 	}
 	return errors.Join(errs...)
 }

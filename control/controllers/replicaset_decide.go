@@ -2,7 +2,8 @@ package controllers
 
 import (
 	"cmp"
-	"crypto/rand"
+	"fmt"
+	"hash/fnv"
 	"maps"
 	"slices"
 	"time"
@@ -231,22 +232,37 @@ func newPod(rs *skiffv1.ReplicaSet, name string) *skiffv1.Pod {
 // letters).
 const nameAlphabet = "bcdfghjklmnpqrstvwxz2456789"
 
-// randomSuffix returns n random characters of nameAlphabet.
-func randomSuffix(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	for i := range b {
-		b[i] = nameAlphabet[int(b[i])%len(nameAlphabet)]
+// podName is the name of slot slot of ReplicaSet rs: <rs>-<5 characters>,
+// the characters as random-looking as Kubernetes' but drawn from a hash of
+// the ReplicaSet's uid and the slot, and the ReplicaSet's name cut so that
+// the whole is at most 63 characters. Two copies of the controller that
+// fill the same free slots ask for the same names, so one of them meets
+// AlreadyExists instead of making a pod too many.
+func podName(rs *skiffv1.ReplicaSet, slot int) string {
+	const max = 63 - 6
+	name := rs.GetMetadata().GetName()
+	if len(name) > max {
+		name = name[:max]
 	}
-	return string(b)
+	h := fnv.New64a()
+	_, _ = fmt.Fprintf(h, "%s/%d", rs.GetMetadata().GetUid(), slot)
+	v := h.Sum64()
+	suffix := make([]byte, 5)
+	for i := range suffix {
+		suffix[i] = nameAlphabet[v%uint64(len(nameAlphabet))]
+		v /= uint64(len(nameAlphabet))
+	}
+	return name + "-" + string(suffix)
 }
 
-// podName is a new name for a pod of ReplicaSet rs: <rs>-<5 random>,
-// the ReplicaSet's name cut so that the whole is at most 63 characters.
-func podName(rs string) string {
-	const max = 63 - 6
-	if len(rs) > max {
-		rs = rs[:max]
+// freeNames picks n pod names of rs by podName, from the lowest slots
+// whose names taken does not report.
+func freeNames(rs *skiffv1.ReplicaSet, n int, taken func(name string) bool) []string {
+	var out []string
+	for slot := 0; len(out) < n; slot++ {
+		if name := podName(rs, slot); !taken(name) {
+			out = append(out, name)
+		}
 	}
-	return rs + "-" + randomSuffix(5)
+	return out
 }

@@ -104,12 +104,25 @@ func TestRSStatus(t *testing.T) {
 }
 
 func TestPodName(t *testing.T) {
-	n := podName("web-7d4b9c8f5")
-	if len(n) != len("web-7d4b9c8f5-")+5 {
+	rs := &skiffv1.ReplicaSet{Metadata: &skiffv1.ObjectMeta{Name: "web-7d4b9c8f5", Uid: "u1"}}
+	n := podName(rs, 0)
+	if len(n) != len("web-7d4b9c8f5-")+5 || n[:len("web-7d4b9c8f5-")] != "web-7d4b9c8f5-" {
 		t.Errorf("podName = %q", n)
 	}
-	long := podName(string(make([]byte, 80)))
-	if len(long) != 63 {
-		t.Errorf("a long name's pod name is %d characters, want 63", len(long))
+	if podName(rs, 0) != n || podName(rs, 1) == n {
+		t.Errorf("podName is not one name per slot: %q %q %q", n, podName(rs, 0), podName(rs, 1))
+	}
+	other := &skiffv1.ReplicaSet{Metadata: &skiffv1.ObjectMeta{Name: "web-7d4b9c8f5", Uid: "u2"}}
+	if podName(other, 0) == n {
+		t.Errorf("two ReplicaSets of one name (an earlier one) share slot names")
+	}
+	long := &skiffv1.ReplicaSet{Metadata: &skiffv1.ObjectMeta{Name: string(make([]byte, 80))}}
+	if l := len(podName(long, 0)); l != 63 {
+		t.Errorf("a long name's pod name is %d characters, want 63", l)
+	}
+	taken := map[string]bool{podName(rs, 0): true, podName(rs, 2): true}
+	got := freeNames(rs, 2, func(name string) bool { return taken[name] })
+	if len(got) != 2 || got[0] != podName(rs, 1) || got[1] != podName(rs, 3) {
+		t.Errorf("freeNames = %v, want slots 1 and 3", got)
 	}
 }

@@ -496,19 +496,20 @@ func (s *Server) Run(ctx context.Context) error {
 			agents = *s.cfg.agents
 		}
 		l := loops{
-			client: kindClients(hc, base),
-			agents: agents,
-			grace:  s.cfg.NodeMonitorGracePeriod,
-			init:   several,
-			api:    api,
-			pods:   skiffv1connect.NewPodServiceClient(hc, base),
-			nodes:  skiffv1connect.NewNodeServiceClient(hc, base),
-			events: skiffv1connect.NewEventServiceClient(hc, base),
-			svcs:   skiffv1connect.NewServiceServiceClient(hc, base),
-			eps:    skiffv1connect.NewEndpointsServiceClient(hc, base),
-			rss:    skiffv1connect.NewReplicaSetServiceClient(hc, base),
-			ttl:    s.cfg.EventTTL,
-			log:    s.log,
+			client:  kindClients(hc, base),
+			agents:  agents,
+			grace:   s.cfg.NodeMonitorGracePeriod,
+			init:    several,
+			api:     api,
+			pods:    skiffv1connect.NewPodServiceClient(hc, base),
+			nodes:   skiffv1connect.NewNodeServiceClient(hc, base),
+			events:  skiffv1connect.NewEventServiceClient(hc, base),
+			svcs:    skiffv1connect.NewServiceServiceClient(hc, base),
+			eps:     skiffv1connect.NewEndpointsServiceClient(hc, base),
+			rss:     skiffv1connect.NewReplicaSetServiceClient(hc, base),
+			deploys: skiffv1connect.NewDeploymentServiceClient(hc, base),
+			ttl:     s.cfg.EventTTL,
+			log:     s.log,
 		}
 		<-WhileLeader(ctx, st.LeaderCh(), l.run)
 		return nil
@@ -597,19 +598,20 @@ func failStopped(err error) error {
 
 // loops are what runs on the leader alone.
 type loops struct {
-	client controllers.ClientFunc
-	agents agentView
-	grace  time.Duration // node monitor grace period
-	init   bool          // create the default namespace on winning leadership
-	api    *apiserver.Server
-	pods   skiffv1connect.PodServiceClient
-	nodes  skiffv1connect.NodeServiceClient
-	events skiffv1connect.EventServiceClient
-	svcs   skiffv1connect.ServiceServiceClient
-	eps    skiffv1connect.EndpointsServiceClient
-	rss    skiffv1connect.ReplicaSetServiceClient
-	ttl    time.Duration
-	log    *slog.Logger
+	client  controllers.ClientFunc
+	agents  agentView
+	grace   time.Duration // node monitor grace period
+	init    bool          // create the default namespace on winning leadership
+	api     *apiserver.Server
+	pods    skiffv1connect.PodServiceClient
+	nodes   skiffv1connect.NodeServiceClient
+	events  skiffv1connect.EventServiceClient
+	svcs    skiffv1connect.ServiceServiceClient
+	eps     skiffv1connect.EndpointsServiceClient
+	rss     skiffv1connect.ReplicaSetServiceClient
+	deploys skiffv1connect.DeploymentServiceClient
+	ttl     time.Duration
+	log     *slog.Logger
 }
 
 func (l loops) run(ctx context.Context) {
@@ -636,8 +638,17 @@ func (l loops) run(ctx context.Context) {
 	wg.Go(func() {
 		(&controllers.EndpointsController{Services: l.svcs, Pods: l.pods, Endpoints: l.eps, Logger: l.log.With("room", "controllers", "controller", "endpoints")}).Run(ctx)
 	})
+	rsLog := l.log.With("room", "controllers", "controller", "replicaset")
+	rsRec := events.NewRecorder(events.Config{Events: l.events, Component: "replicaset-controller", Logger: rsLog})
+	wg.Go(func() { rsRec.Run(ctx) })
 	wg.Go(func() {
-		(&controllers.ReplicaSetController{ReplicaSets: l.rss, Pods: l.pods, Logger: l.log.With("room", "controllers", "controller", "replicaset")}).Run(ctx)
+		(&controllers.ReplicaSetController{ReplicaSets: l.rss, Pods: l.pods, Events: rsRec, Logger: rsLog}).Run(ctx)
+	})
+	deployLog := l.log.With("room", "controllers", "controller", "deployment")
+	deployRec := events.NewRecorder(events.Config{Events: l.events, Component: "deployment-controller", Logger: deployLog})
+	wg.Go(func() { deployRec.Run(ctx) })
+	wg.Go(func() {
+		(&controllers.DeploymentController{Deployments: l.deploys, ReplicaSets: l.rss, Pods: l.pods, Events: deployRec, Logger: deployLog}).Run(ctx)
 	})
 	wg.Go(func() {
 		(&controllers.NodeLifecycleController{

@@ -76,3 +76,40 @@ spec:
 		t.Errorf("replicas: 0 must be kept as set, got %v", r.GetSpec().Replicas)
 	}
 }
+
+// TestDecodeKubectlGeneratedDeployment: what `kubectl create deployment
+// --dry-run=client -o yaml` writes is read as is.
+func TestDecodeKubectlGeneratedDeployment(t *testing.T) {
+	in := `apiVersion: apps/v1
+kind: Deployment
+metadata:
+  creationTimestamp: null
+  labels:
+    app: web
+  name: web
+spec:
+  replicas: 1
+  selector:
+    matchLabels:
+      app: web
+  strategy: {}
+  template:
+    metadata:
+      creationTimestamp: null
+      labels:
+        app: web
+    spec:
+      containers:
+      - image: hello
+        name: hello
+        resources: {}
+status: {}
+`
+	objs, err := Decode("kubectl.yaml", []byte(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := objs[0].Msg.(*skiffv1.Deployment); d.GetSpec().GetTemplate().GetSpec().GetContainers()[0].GetImage() != "hello" {
+		t.Errorf("decoded %v", d)
+	}
+}
