@@ -46,6 +46,10 @@ type weightedScorer struct {
 type profile struct {
 	filters []filter
 	scorers []weightedScorer
+	// next is where place starts looking among the nodes, moved on past
+	// the nodes each call looked at so that calls share the work around;
+	// nil starts at the first node every time.
+	next *int
 }
 
 // defaultProfile is kube-scheduler's default for the fields skiff has:
@@ -62,17 +66,32 @@ func defaultProfile(now func() time.Time) profile {
 // place returns the best node for the pod, or nil and a Kubernetes-style
 // account of why none fits. Ties go to the node with fewer pods, then to
 // the first by name, so a pass is deterministic.
+//
+// As kube-scheduler's adaptive percentageOfNodesToScore, it stops looking
+// once it has found nodesToFind nodes that fit (every node of a cluster
+// up to 100 nodes), starting where the previous call stopped.
 func (pr profile) place(p *podInfo, nodes []*nodeInfo) (*nodeInfo, string) {
 	reasons := map[string]int{}
 	var best *nodeInfo
 	var bestScore int64
-	for _, n := range nodes {
+	start, looked, fit, want := 0, 0, 0, nodesToFind(len(nodes))
+	if pr.next != nil && len(nodes) > 0 {
+		start = *pr.next % len(nodes)
+		defer func() { *pr.next = (start + looked) % len(nodes) }()
+	}
+	for i := range nodes {
+		if fit == want {
+			break
+		}
+		n := nodes[(start+i)%len(nodes)]
+		looked++
 		if st := pr.filter(p, n); st != nil {
 			for _, r := range st.reasons {
 				reasons[r]++
 			}
 			continue
 		}
+		fit++
 		score := pr.score(p, n)
 		if best == nil || score > bestScore || score == bestScore && better(n, best) {
 			best, bestScore = n, score
@@ -82,6 +101,19 @@ func (pr profile) place(p *podInfo, nodes []*nodeInfo) (*nodeInfo, string) {
 		return nil, unschedulableMessage(len(nodes), reasons)
 	}
 	return best, ""
+}
+
+// minNodesToFind is the fewest fitting nodes place looks for.
+const minNodesToFind = 100
+
+// nodesToFind is how many fitting nodes place looks for among n: all up to
+// minNodesToFind, then max(5, 50 - n/125) percent of them (10% of 5,000),
+// and never fewer than minNodesToFind.
+func nodesToFind(n int) int {
+	if n <= minNodesToFind {
+		return n
+	}
+	return max(minNodesToFind, n*max(5, 50-n/125)/100)
 }
 
 func (pr profile) filter(p *podInfo, n *nodeInfo) *status {
