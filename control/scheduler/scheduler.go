@@ -211,8 +211,10 @@ func (s *Scheduler) cycle(ctx context.Context, send func([]binding)) bool {
 		pi := newPodInfo(p)
 		node, why := s.profile.place(pi, snapshot)
 		if node == nil {
-			s.markUnschedulable(ctx, p, why)
+			// Waiting first, so that the watch event of the status
+			// written next does not queue it again.
 			s.cache.unschedulable(p, v.changes)
+			s.markUnschedulable(ctx, p, why)
 			continue
 		}
 		node.assume(pi)
