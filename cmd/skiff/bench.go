@@ -81,7 +81,7 @@ func newBenchCmd(g *globals) *cobra.Command {
 		Short: "Measure skiff",
 		Args:  cobra.NoArgs,
 	}
-	cmd.AddCommand(newBenchStoreCmd(g), newBenchNodeCmd(), newBenchCRICmd())
+	cmd.AddCommand(newBenchStoreCmd(g), newBenchNodeCmd(), newBenchCRICmd(), newBenchScheduleCmd())
 	return cmd
 }
 
