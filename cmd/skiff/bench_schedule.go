@@ -294,15 +294,32 @@ func (b *bench) measureSchedule(ctx context.Context, o *benchScheduleOptions) (s
 }
 
 // createSchedulePod creates one pod of the schedule bench: Wasm, asking for
-// a little CPU and memory.
+// a little CPU and memory. A create whose outcome is unknown (the leader
+// changed under it) is sent again; AlreadyExists then means it was made.
 func (b *bench) createSchedulePod(ctx context.Context, name string) error {
 	req := map[string]string{"cpu": "10m", "memory": "16Mi"}
-	_, err := b.pods.Create(ctx, connect.NewRequest(&skiffv1.Pod{
+	pod := &skiffv1.Pod{
 		Metadata: &skiffv1.ObjectMeta{Name: name, Namespace: benchNamespace, Labels: map[string]string{benchLabel: b.run}},
 		Spec: &skiffv1.PodSpec{RestartPolicy: "Never", RuntimeClassName: "wasm", Containers: []*skiffv1.Container{{
 			Name: "bench", Image: benchImage, Resources: &skiffv1.ResourceRequirements{Requests: req},
 		}}},
-	}))
+	}
+	var err error
+	for try := 0; try < 5; try++ {
+		_, err = b.pods.Create(ctx, connect.NewRequest(pod))
+		if try > 0 && connect.CodeOf(err) == connect.CodeAlreadyExists {
+			return nil
+		}
+		if connect.CodeOf(err) != connect.CodeUnavailable {
+			break
+		}
+		b.say("create pod %s: %v; sending it again", name, err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("create pod %s/%s: %w", benchNamespace, name, err)
 	}

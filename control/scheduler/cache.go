@@ -33,6 +33,12 @@ type cache struct {
 	// changes counts the changes that may let a waiting pod fit, so that
 	// a pod found unschedulable against an older view is tried again.
 	changes uint64
+	// The scheduler keeps its snapshot from one cycle to the next: full
+	// says it must be built afresh (a node changed, a pod it counts went,
+	// finished or moved), and added holds the pods bound since the last
+	// view that it does not count yet.
+	full  bool
+	added []*skiffv1.Pod
 	// kick has a value when the queue may have something to place.
 	kick chan struct{}
 }
@@ -41,7 +47,7 @@ func newCache() *cache {
 	return &cache{
 		nodes: map[string]*skiffv1.Node{}, pods: map[string]*skiffv1.Pod{},
 		assumed: map[string]string{}, queued: map[string]bool{}, waiting: map[string]bool{},
-		kick: make(chan struct{}, 1),
+		kick: make(chan struct{}, 1), full: true,
 	}
 }
 
@@ -125,6 +131,7 @@ func (c *cache) replacePods(items []*skiffv1.Pod) {
 			c.enqueue(key)
 		}
 	}
+	c.full, c.added = true, nil
 	c.synced.pods = true
 	c.signal()
 }
@@ -138,6 +145,7 @@ func (c *cache) replaceNodes(items []*skiffv1.Node) {
 		c.nodes[n.GetMetadata().GetName()] = n
 	}
 	c.nodeList = nil
+	c.full, c.added = true, nil
 	c.retryWaiting()
 	c.synced.nodes = true
 	c.signal()
@@ -152,6 +160,9 @@ func (c *cache) podEvent(typ skiffv1.EventType, p *skiffv1.Pod) {
 	old := c.pods[key]
 	if typ == skiffv1.EventType_EVENT_TYPE_DELETED {
 		delete(c.pods, key)
+		if holdsRoom(old) || c.assumed[key] != "" {
+			c.full = true
+		}
 		delete(c.assumed, key)
 		delete(c.waiting, key)
 		if holdsRoom(old) {
@@ -161,7 +172,21 @@ func (c *cache) podEvent(typ skiffv1.EventType, p *skiffv1.Pod) {
 		return
 	}
 	c.pods[key] = p
-	if p.GetSpec().GetNodeName() != "" {
+	if node := p.GetSpec().GetNodeName(); node != "" {
+		switch was := c.assumed[key]; {
+		case old.GetSpec().GetNodeName() != "":
+			// Counted already: recount if it finished or its labels
+			// (which placement may weigh) changed.
+			if holdsRoom(old) != holdsRoom(p) || !maps.Equal(old.GetMetadata().GetLabels(), p.GetMetadata().GetLabels()) {
+				c.full = true
+			}
+		case was == node:
+			// Counted where it was assumed.
+		case was != "":
+			c.full = true // bound elsewhere, by another scheduler
+		case holdsRoom(p):
+			c.added = append(c.added, p)
+		}
 		delete(c.assumed, key)
 		delete(c.waiting, key)
 		if holdsRoom(old) && !holdsRoom(p) {
@@ -183,6 +208,7 @@ func (c *cache) nodeEvent(typ skiffv1.EventType, n *skiffv1.Node) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.nodeList = nil
+	c.full = true
 	if typ == skiffv1.EventType_EVENT_TYPE_DELETED {
 		delete(c.nodes, name)
 		return
@@ -211,9 +237,12 @@ func (c *cache) resync() {
 
 // view is what one scheduling cycle places and places against.
 type view struct {
-	todo  []*skiffv1.Pod  // the pods to place
-	nodes []*skiffv1.Node // every node, by name
-	bound []*skiffv1.Pod  // every unfinished pod bound or assumed bound
+	todo []*skiffv1.Pod // the pods to place
+	// full says to build the snapshot afresh from nodes and bound; else
+	// bound holds only the pods to add to the last one.
+	full  bool
+	nodes []*skiffv1.Node // every node, by name, when full
+	bound []*skiffv1.Pod  // every unfinished pod bound or assumed bound, or those added
 	// changes is cache.changes when the view was taken.
 	changes uint64
 }
@@ -241,6 +270,12 @@ func (c *cache) take(limit int) view {
 	if len(c.queue) == 0 {
 		c.queue = nil // let the old array go
 	}
+	if !c.full {
+		added := c.added
+		c.added = nil
+		return view{todo: todo, bound: added, changes: c.changes}
+	}
+	c.full, c.added = false, nil
 	if c.nodeList == nil {
 		c.nodeList = make([]*skiffv1.Node, 0, len(c.nodes))
 		for _, nd := range c.nodes {
@@ -261,7 +296,7 @@ func (c *cache) take(limit int) view {
 			bound = append(bound, boundTo(p, c.assumed[key]))
 		}
 	}
-	return view{todo: todo, nodes: c.nodeList, bound: bound, changes: c.changes}
+	return view{todo: todo, full: true, nodes: c.nodeList, bound: bound, changes: c.changes}
 }
 
 // boundTo is p as it will be once bound to node.
@@ -294,6 +329,9 @@ func (c *cache) forget(p *skiffv1.Pod, how retry) {
 	key := podKey(p)
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.assumed[key] != "" {
+		c.full = true // the snapshot counts it
+	}
 	delete(c.assumed, key)
 	cur := c.pods[key]
 	if cur == nil || !pending(cur) {

@@ -60,6 +60,10 @@ type Scheduler struct {
 	resync  time.Duration
 	profile profile
 	cache   *cache
+	// snapshot is the nodes as the last cycle left them, by name too;
+	// only the scheduling loop uses it.
+	snapshot []*nodeInfo
+	byName   map[string]*nodeInfo
 }
 
 // Batching of bindings: a cycle places up to cycleLimit queued pods
@@ -198,7 +202,20 @@ func (s *Scheduler) cycle(ctx context.Context, send func([]binding)) bool {
 	if len(v.todo) == 0 {
 		return false
 	}
-	snapshot := newSnapshot(v.nodes, v.bound)
+	if v.full {
+		s.snapshot = newSnapshot(v.nodes, v.bound)
+		s.byName = make(map[string]*nodeInfo, len(s.snapshot))
+		for _, n := range s.snapshot {
+			s.byName[n.name()] = n
+		}
+	} else {
+		for _, p := range v.bound {
+			if n := s.byName[p.GetSpec().GetNodeName()]; n != nil {
+				n.assume(newPodInfo(p))
+			}
+		}
+	}
+	snapshot := s.snapshot
 	var batch []binding
 	flush := func() {
 		if len(batch) > 0 {

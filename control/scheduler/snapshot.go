@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"math/big"
+	"sync"
 
 	skiffv1 "skiff.dev/skiff/control/api/gen/skiff/v1"
 	"skiff.dev/skiff/control/api/quantity"
@@ -136,8 +137,39 @@ func nodeAllocatable(n *skiffv1.Node) resources {
 }
 
 // scaled parses a quantity and returns it times scale, rounded up and at
-// most maxAmount; -1 when it is not a quantity.
+// most maxAmount; -1 when it is not a quantity. Pods and nodes repeat a
+// few quantities ("100m", "64Mi") and every snapshot reads them all, so
+// answers are remembered, up to maxScaledMemo of them.
 func scaled(v string, scale int64) int64 {
+	k := scaledKey{v, scale}
+	scaledMemo.Lock()
+	n, ok := scaledMemo.m[k]
+	scaledMemo.Unlock()
+	if ok {
+		return n
+	}
+	n = parseScaled(v, scale)
+	scaledMemo.Lock()
+	if len(scaledMemo.m) < maxScaledMemo {
+		scaledMemo.m[k] = n
+	}
+	scaledMemo.Unlock()
+	return n
+}
+
+type scaledKey struct {
+	v     string
+	scale int64
+}
+
+const maxScaledMemo = 4096
+
+var scaledMemo = struct {
+	sync.Mutex
+	m map[scaledKey]int64
+}{m: map[scaledKey]int64{}}
+
+func parseScaled(v string, scale int64) int64 {
 	q, err := quantity.Parse(v)
 	if err != nil {
 		return -1
