@@ -129,6 +129,7 @@ func runBenchSchedule(ctx context.Context, out, progress io.Writer, o *benchSche
 	if err := b.registerNodes(ctx, o.nodes); err != nil {
 		return err
 	}
+	b.say("registered %d nodes in %s", o.nodes, time.Since(registered).Round(time.Millisecond))
 	hctx, stopBeats := context.WithCancel(ctx)
 	beats := make(chan error, 1)
 	go func() { beats <- b.heartbeat(hctx, o.nodes, registered) }()
