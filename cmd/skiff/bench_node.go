@@ -67,8 +67,8 @@ temporary directory (removed afterwards), and measures:
             (it is compiled), "cached" with one already compiled.
   exit      the time from a container's exit (its finishedAt) to the watch
             event that shows its pod Succeeded, p50 and p99.
-  burst     --burst pods whose container exits at once, created through the
-            API 16 at a time: the time from the first create to the last
+  burst     --burst pods whose container exits at once (its module compiled
+            by one pod before), created through the API 16 at a time: the time from the first create to the last
             pod Succeeded (and pods/s over it), and for each pod the time
             from its create to the watch event showing it bound, and
             showing it Succeeded, p50 and p99.
