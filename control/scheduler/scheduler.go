@@ -64,6 +64,8 @@ type Scheduler struct {
 	// only the scheduling loop uses it.
 	snapshot []*nodeInfo
 	byName   map[string]*nodeInfo
+	// cycleNow is s.now() when the running cycle began: the plugins' clock.
+	cycleNow time.Time
 }
 
 // Batching of bindings: a cycle places up to cycleLimit queued pods
@@ -74,7 +76,7 @@ const (
 	cycleLimit    = 10000
 	bindBatchSize = 500
 	bindWorkers   = 4
-	bindTimeout   = 30 * time.Second
+	bindTimeout   = 30 * time.Second // a BindBatch or a status write
 )
 
 // New returns a Scheduler.
@@ -89,7 +91,7 @@ func New(cfg Config) *Scheduler {
 	if s.resync == 0 {
 		s.resync = 5 * time.Second
 	}
-	s.profile = defaultProfile(s.now)
+	s.profile = defaultProfile(func() time.Time { return s.cycleNow })
 	s.profile.next = new(int)
 	return s
 }
@@ -100,12 +102,21 @@ func New(cfg Config) *Scheduler {
 func (s *Scheduler) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	// The workers write what a cycle decided, bindings and unschedulable
+	// marks, while the next cycle places more.
 	binds := make(chan []binding)
 	defer close(binds)
+	marks := make(chan mark, cycleLimit)
+	defer close(marks)
 	for range bindWorkers {
 		wg.Go(func() {
 			for bs := range binds {
 				s.bindBatch(ctx, bs)
+			}
+		})
+		wg.Go(func() {
+			for m := range marks {
+				s.markUnschedulable(ctx, m.pod, m.why)
 			}
 		})
 	}
@@ -141,12 +152,20 @@ func (s *Scheduler) Run(ctx context.Context) error {
 			return ev.GetObject().GetMetadata().GetResourceVersion()
 		})
 	})
-	send := func(bs []binding) {
-		select {
-		case binds <- bs:
-		case <-ctx.Done():
-			s.cache.forgetAll(bs)
-		}
+	out := decisions{
+		bind: func(bs []binding) {
+			select {
+			case binds <- bs:
+			case <-ctx.Done():
+				s.cache.forgetAll(bs)
+			}
+		},
+		mark: func(p *skiffv1.Pod, why string) {
+			select {
+			case marks <- mark{p, why}:
+			case <-ctx.Done():
+			}
+		},
 	}
 	t := time.NewTicker(s.resync)
 	defer t.Stop()
@@ -159,7 +178,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 			s.cache.resync()
 			continue
 		}
-		for ctx.Err() == nil && s.cycle(ctx, send) {
+		for ctx.Err() == nil && s.cycle(out) {
 		}
 	}
 }
@@ -180,7 +199,10 @@ func (s *Scheduler) Pass(ctx context.Context) error {
 	s.cache.replacePods(pods.Msg.Items)
 	s.cache.replaceNodes(nodes.Msg.Items)
 	for range s.cache.queueLen()/cycleLimit + 1 {
-		if !s.cycle(ctx, func(bs []binding) { s.bindBatch(ctx, bs) }) {
+		if !s.cycle(decisions{
+			bind: func(bs []binding) { s.bindBatch(ctx, bs) },
+			mark: func(p *skiffv1.Pod, why string) { s.markUnschedulable(ctx, p, why) },
+		}) {
 			break
 		}
 	}
@@ -193,15 +215,30 @@ type binding struct {
 	node string
 }
 
+// mark is a pod no node takes, and why.
+type mark struct {
+	pod *skiffv1.Pod
+	why string
+}
+
+// decisions is where a cycle hands what it decided: batches of bindings,
+// each assumed in the cache first, and pods to mark unschedulable.
+type decisions struct {
+	bind func([]binding)
+	mark func(p *skiffv1.Pod, why string)
+}
+
 // cycle places up to cycleLimit queued pods against one snapshot of the
-// cache, handing their bindings to send in batches (each assumed in the
-// cache first, so that the next cycle counts them), and marks those no
-// node takes unschedulable. It reports whether it took any pod.
-func (s *Scheduler) cycle(ctx context.Context, send func([]binding)) bool {
+// cache, handing their bindings to out in batches (each assumed in the
+// cache first, so that the next cycle counts them), and the pods no node
+// takes to be marked unschedulable. It reports whether it took any pod.
+func (s *Scheduler) cycle(out decisions) bool {
 	v := s.cache.take(cycleLimit)
 	if len(v.todo) == 0 {
 		return false
 	}
+	// Heartbeats are judged by one clock reading a cycle.
+	s.cycleNow = s.now()
 	if v.full {
 		s.snapshot = newSnapshot(v.nodes, v.bound)
 		s.byName = make(map[string]*nodeInfo, len(s.snapshot))
@@ -220,7 +257,7 @@ func (s *Scheduler) cycle(ctx context.Context, send func([]binding)) bool {
 	flush := func() {
 		if len(batch) > 0 {
 			s.cache.assume(batch)
-			send(batch)
+			out.bind(batch)
 			batch = nil
 		}
 	}
@@ -231,7 +268,7 @@ func (s *Scheduler) cycle(ctx context.Context, send func([]binding)) bool {
 			// Waiting first, so that the watch event of the status
 			// written next does not queue it again.
 			s.cache.unschedulable(p, v.changes)
-			s.markUnschedulable(ctx, p, why)
+			out.mark(p, why)
 			continue
 		}
 		node.assume(pi)
@@ -297,6 +334,8 @@ func (s *Scheduler) markUnschedulable(ctx context.Context, p *skiffv1.Pod, why s
 		return
 	}
 	s.events.Record(p, events.Warning, "FailedScheduling", "%s", why)
+	ctx, cancel := context.WithTimeout(ctx, bindTimeout)
+	defer cancel()
 	if _, err := s.pods.UpdateStatus(ctx, connect.NewRequest(p)); err != nil {
 		s.log.Debug("record unschedulable", "pod", podID(p), "err", err)
 	}
