@@ -39,6 +39,9 @@ type cache struct {
 	// view that it does not count yet.
 	full  bool
 	added []*skiffv1.Pod
+	// changed names the nodes that changed (a heartbeat, a new
+	// allocatable) since the last view, to be counted afresh.
+	changed map[string]bool
 	// kick has a value when the queue may have something to place.
 	kick chan struct{}
 }
@@ -47,7 +50,7 @@ func newCache() *cache {
 	return &cache{
 		nodes: map[string]*skiffv1.Node{}, pods: map[string]*skiffv1.Pod{},
 		assumed: map[string]string{}, queued: map[string]bool{}, waiting: map[string]bool{},
-		kick: make(chan struct{}, 1), full: true,
+		kick: make(chan struct{}, 1), full: true, changed: map[string]bool{},
 	}
 }
 
@@ -208,7 +211,11 @@ func (c *cache) nodeEvent(typ skiffv1.EventType, n *skiffv1.Node) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.nodeList = nil
-	c.full = true
+	if _, known := c.nodes[name]; !known || typ == skiffv1.EventType_EVENT_TYPE_DELETED {
+		c.full = true // the snapshot gains or loses a node
+	} else {
+		c.changed[name] = true
+	}
 	if typ == skiffv1.EventType_EVENT_TYPE_DELETED {
 		delete(c.nodes, name)
 		return
@@ -243,8 +250,18 @@ type view struct {
 	full  bool
 	nodes []*skiffv1.Node // every node, by name, when full
 	bound []*skiffv1.Pod  // every unfinished pod bound or assumed bound, or those added
+	// refresh holds, when not full, each node that changed with every pod
+	// it counts, by name, to replace its part of the snapshot after the
+	// pods added.
+	refresh map[string]*nodePods
 	// changes is cache.changes when the view was taken.
 	changes uint64
+}
+
+// nodePods is a node and the pods it counts.
+type nodePods struct {
+	node *skiffv1.Node
+	pods []*skiffv1.Pod
 }
 
 // take removes up to limit pods from the queue and returns them with what
@@ -271,11 +288,36 @@ func (c *cache) take(limit int) view {
 		c.queue = nil // let the old array go
 	}
 	if !c.full {
-		added := c.added
+		v := view{todo: todo, bound: c.added, changes: c.changes}
 		c.added = nil
-		return view{todo: todo, bound: added, changes: c.changes}
+		if len(c.changed) > 0 {
+			v.refresh = make(map[string]*nodePods, len(c.changed))
+			for name := range c.changed {
+				v.refresh[name] = &nodePods{node: c.nodes[name]}
+			}
+			for key, p := range c.pods {
+				node := p.GetSpec().GetNodeName()
+				switch {
+				case node != "" && finished(p):
+					continue
+				case node == "" && c.assumed[key] != "":
+					node = c.assumed[key]
+					if !c.changed[node] {
+						continue
+					}
+					p = boundTo(p, node)
+				case node == "" || !c.changed[node]:
+					continue
+				}
+				r := v.refresh[node]
+				r.pods = append(r.pods, p)
+			}
+			clear(c.changed)
+		}
+		return v
 	}
 	c.full, c.added = false, nil
+	clear(c.changed)
 	if c.nodeList == nil {
 		c.nodeList = make([]*skiffv1.Node, 0, len(c.nodes))
 		for _, nd := range c.nodes {

@@ -27,7 +27,7 @@ type liveAPI struct {
 	pods     map[string]*skiffv1.Pod
 	nodes    map[string]*skiffv1.Node
 	watchers map[chan any]bool
-	history  []any // every event, the one at revision r at r-1
+	history  []any    // every event, the one at revision r at r-1
 	batches  []int    // the size of each BindBatch
 	binds    []string // pod=node of every successful binding, in order
 }
@@ -333,4 +333,33 @@ func TestTwoSchedulersBindOnce(t *testing.T) {
 	if len(api.binds) != 300 {
 		t.Errorf("%d bindings for 300 pods", len(api.binds))
 	}
+}
+
+// TestRunRecountsAChangedNode: a node that changes (here, room for one pod
+// more) is counted afresh with the pods already on it: the pod waiting for
+// room is placed, and the next one waits again.
+func TestRunRecountsAChangedNode(t *testing.T) {
+	api := newLiveAPI()
+	api.addNode(node("a", alloc("", "", "1")))
+	runScheduler(t, api)
+	api.addPod(pod("first", "", ""))
+	eventually(t, "first bound", func() bool { return api.nodeOf("first") == "a" })
+	waits := func(name string) func() bool {
+		return func() bool {
+			api.mu.Lock()
+			defer api.mu.Unlock()
+			c := podScheduled(api.pods[name])
+			return c != nil && c.Status == "False" && strings.Contains(c.Message, "1 Too many pods")
+		}
+	}
+	api.addPod(pod("second", "", ""))
+	eventually(t, "second waiting for room", waits("second"))
+	api.mu.Lock()
+	n := proto.Clone(api.nodes["a"]).(*skiffv1.Node)
+	n.Status.Allocatable["pods"] = "2"
+	api.put(skiffv1.EventType_EVENT_TYPE_MODIFIED, n)
+	api.mu.Unlock()
+	eventually(t, "second bound once the node has room", func() bool { return api.nodeOf("second") == "a" })
+	api.addPod(pod("third", "", ""))
+	eventually(t, "third waiting for room", waits("third"))
 }

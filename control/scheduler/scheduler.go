@@ -60,10 +60,10 @@ type Scheduler struct {
 	resync  time.Duration
 	profile profile
 	cache   *cache
-	// snapshot is the nodes as the last cycle left them, by name too;
-	// only the scheduling loop uses it.
+	// snapshot is the nodes as the last cycle left them, and index where
+	// each name is in it; only the scheduling loop uses them.
 	snapshot []*nodeInfo
-	byName   map[string]*nodeInfo
+	index    map[string]int
 	// cycleNow is s.now() when the running cycle began: the plugins' clock.
 	cycleNow time.Time
 }
@@ -241,14 +241,20 @@ func (s *Scheduler) cycle(out decisions) bool {
 	s.cycleNow = s.now()
 	if v.full {
 		s.snapshot = newSnapshot(v.nodes, v.bound)
-		s.byName = make(map[string]*nodeInfo, len(s.snapshot))
-		for _, n := range s.snapshot {
-			s.byName[n.name()] = n
+		s.index = make(map[string]int, len(s.snapshot))
+		for i, n := range s.snapshot {
+			s.index[n.name()] = i
 		}
 	} else {
 		for _, p := range v.bound {
-			if n := s.byName[p.GetSpec().GetNodeName()]; n != nil {
-				n.assume(newPodInfo(p))
+			if i, ok := s.index[p.GetSpec().GetNodeName()]; ok {
+				s.snapshot[i].assume(newPodInfo(p))
+			}
+		}
+		// A node that changed is counted afresh, in its place.
+		for name, r := range v.refresh {
+			if i, ok := s.index[name]; ok {
+				s.snapshot[i] = newSnapshot([]*skiffv1.Node{r.node}, r.pods)[0]
 			}
 		}
 	}
