@@ -227,10 +227,13 @@ func (c *cache) nodeEvent(typ skiffv1.EventType, n *skiffv1.Node) {
 	}
 }
 
-// resync queues every pending pod not in flight, unschedulable or not.
+// resync queues every pending pod not in flight, unschedulable or not,
+// and has the next cycle build its snapshot afresh: whatever the cycles
+// since counted, it now counts what the cache holds.
 func (c *cache) resync() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.full = true
 	clear(c.waiting)
 	var keys []string
 	for key, p := range c.pods {
