@@ -54,13 +54,21 @@ type podInfo struct {
 // unfinished pods bound to it request, including those bound earlier in
 // the same pass. Plugins read it and never change it.
 type nodeInfo struct {
-	node        *skiffv1.Node
+	node *skiffv1.Node
+	// nodeName is the node's name, read once: place compares names for
+	// every tie.
+	nodeName    string
 	allocatable resources
 	requested   resources
 	nonZero     resources
 }
 
-func (n *nodeInfo) name() string { return n.node.GetMetadata().GetName() }
+func (n *nodeInfo) name() string {
+	if n.nodeName == "" {
+		return n.node.GetMetadata().GetName()
+	}
+	return n.nodeName
+}
 
 // assume counts a pod just bound to the node, so that the rest of the pass
 // sees it.
@@ -195,7 +203,7 @@ func newSnapshot(nodes []*skiffv1.Node, pods []*skiffv1.Pod) []*nodeInfo {
 	infos := make([]*nodeInfo, 0, len(nodes))
 	byName := make(map[string]*nodeInfo, len(nodes))
 	for _, n := range nodes {
-		ni := &nodeInfo{node: n, allocatable: nodeAllocatable(n)}
+		ni := &nodeInfo{node: n, nodeName: n.GetMetadata().GetName(), allocatable: nodeAllocatable(n)}
 		infos = append(infos, ni)
 		byName[ni.name()] = ni
 	}
