@@ -43,10 +43,10 @@ func newBenchScheduleCmd() *cobra.Command {
 		Long: `Schedule starts --servers servers in this process (a cluster of three on
 127.0.0.1, 127.0.0.2 and 127.0.0.3 by default, data under $TMPDIR, removed
 afterwards), registers --nodes fake nodes through the API (Ready, 64 CPUs,
-256 GiB, 110 pods, runtime wasm; no agent runs them, and each one's heartbeat
-is written again once ` + benchHeartbeat.String() + ` old, to keep it Ready), then creates --pods pods through the
-API from --clients concurrent clients, as fast as the API takes them. Each pod
-asks for 10m CPU and 16 MiB. The leader's scheduler binds them; a watch of
+256 GiB, 110 pods, runtime wasm; no agent runs them, and each one's
+heartbeat is written again once ` + benchHeartbeat.String() + ` old, to keep it Ready), then
+creates --pods pods through the API from --clients concurrent clients, as
+fast as the API takes them. Each pod asks for 10m CPU and 16 MiB. The leader's scheduler binds them; a watch of
 every pod sees each binding.
 
 It reports:
