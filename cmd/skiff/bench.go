@@ -81,7 +81,7 @@ func newBenchCmd(g *globals) *cobra.Command {
 		Short: "Measure skiff",
 		Args:  cobra.NoArgs,
 	}
-	cmd.AddCommand(newBenchStoreCmd(g), newBenchNodeCmd(), newBenchCRICmd())
+	cmd.AddCommand(newBenchStoreCmd(g), newBenchNodeCmd(), newBenchCRICmd(), newBenchScheduleCmd())
 	return cmd
 }
 
@@ -148,7 +148,7 @@ uncompressed and responses come back gzipped.`,
 	f.StringVar(&o.kind, "kind", "namespaces", "what the write measurement creates: namespaces or pods")
 	f.IntVar(&o.listPods, "list-pods", 10000, "pods stored for the list measurement")
 	f.IntVar(&o.watchers, "watchers", 100, "watches open during the watch measurement")
-	f.IntVar(&o.watchPods, "watch-pods", 500, "pods created during the watch measurement; each makes two events, and the server drops a watcher 1024 events behind")
+	f.IntVar(&o.watchPods, "watch-pods", 500, "pods created during the watch measurement; each makes two events, and the server drops a watcher 4096 events behind")
 	f.BoolVar(&o.skipList, "skip-list", false, "skip the list measurement")
 	f.BoolVar(&o.skipWatch, "skip-watch", false, "skip the watch measurement")
 	f.IntVar(&o.servers, "servers", 1, "servers the bench starts when not given --server: 1, or 3 (a cluster of three, on loopback)")

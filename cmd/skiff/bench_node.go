@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/pprof"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -40,10 +41,17 @@ type benchNodeOptions struct {
 	pods   int
 	starts int
 	exits  int
-	idle   time.Duration
-	// cpuprofile, when set, receives a CPU profile of the idle window.
-	cpuprofile string
+	burst  int
+	// only, when set, names the one measurement to run.
+	only string
+	idle time.Duration
+	// cpuprofile, when set, receives a CPU profile of the idle window;
+	// burstProfile one of the burst.
+	cpuprofile, burstProfile string
 }
+
+// benchNodeSections are the measurements of skiff bench node, in order.
+var benchNodeSections = []string{"start", "exit", "burst", "density"}
 
 func newBenchNodeCmd() *cobra.Command {
 	o := &benchNodeOptions{}
@@ -59,6 +67,11 @@ temporary directory (removed afterwards), and measures:
             (it is compiled), "cached" with one already compiled.
   exit      the time from a container's exit (its finishedAt) to the watch
             event that shows its pod Succeeded, p50 and p99.
+  burst     --burst pods whose container exits at once (its module compiled
+            by one pod before), created through the API 16 at a time: the time from the first create to the last
+            pod Succeeded (and pods/s over it), and for each pod the time
+            from its create to the watch event showing it bound, and
+            showing it Succeeded, p50 and p99.
   density   --pods long-running pods created through the API: the time until
             all are Running, the process's resident memory and its growth per
             pod, the modules' own linear memory per pod (as CRI stats report
@@ -71,7 +84,8 @@ FILE is a WASI module that takes the arguments "sleep DURATION" and "exit N"
 (the test guest: go tool task bench-node builds it). It needs root: each pod
 gets its own network namespace.`,
 		Example: `  GOOS=wasip1 GOARCH=wasm go build -o /tmp/guest.wasm ./runtime/wasm/testdata/guest
-  skiff bench node --module /tmp/guest.wasm --pods 1000`,
+  skiff bench node --module /tmp/guest.wasm --pods 1000
+  skiff bench node --module /tmp/guest.wasm --only burst --burst 500`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := o.validate(); err != nil {
@@ -90,13 +104,23 @@ gets its own network namespace.`,
 	f.IntVar(&o.pods, "pods", 1000, "long-running pods of the density measurement")
 	f.IntVar(&o.starts, "starts", 200, "pod starts of each start measurement")
 	f.IntVar(&o.exits, "exits", 100, "pods of the exit measurement")
+	f.IntVar(&o.burst, "burst", 500, "pods of the burst measurement")
+	f.StringVar(&o.only, "only", "", "run only this measurement: "+strings.Join(benchNodeSections, ", "))
 	f.DurationVar(&o.idle, "idle", 10*time.Second, "how long CPU use is measured while the pods idle")
 	f.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of the idle window to FILE")
 	_ = f.MarkHidden("cpuprofile")
+	f.StringVar(&o.burstProfile, "burst-cpuprofile", "", "write a CPU profile of the burst to FILE")
+	_ = f.MarkHidden("burst-cpuprofile")
 	return cmd
 }
 
+// runs reports whether the run measures section.
+func (o *benchNodeOptions) runs(section string) bool { return o.only == "" || o.only == section }
+
 func (o *benchNodeOptions) validate() error {
+	if o.only != "" && !slices.Contains(benchNodeSections, o.only) {
+		return fmt.Errorf("--only: unsupported value %q: supported values are %s", o.only, strings.Join(benchNodeSections, ", "))
+	}
 	if o.module == "" {
 		return errors.New("--module: required value: a WASI module that takes \"sleep DURATION\" and \"exit N\"")
 	}
@@ -106,7 +130,7 @@ func (o *benchNodeOptions) validate() error {
 	for _, f := range []struct {
 		name string
 		v    int
-	}{{"pods", o.pods}, {"starts", o.starts}, {"exits", o.exits}} {
+	}{{"pods", o.pods}, {"starts", o.starts}, {"exits", o.exits}, {"burst", o.burst}} {
 		if f.v < 1 {
 			return fmt.Errorf("--%s: invalid value \"%d\": must be 1 or more", f.name, f.v)
 		}
@@ -157,7 +181,7 @@ func runBenchNode(ctx context.Context, out, progress io.Writer, o *benchNodeOpti
 		Name: "bench", Server: srv.InternalAddr(), Token: srv.JoinToken(), DataDir: filepath.Join(dir, "data"),
 		StateDir: filepath.Join(dir, "state"), CRISocket: socket, AgentListen: "127.0.0.1:0", Logger: log,
 		// Room for every pod the density measurement starts, and more.
-		MaxPods: o.pods + o.exits + 100,
+		MaxPods: o.pods + o.exits + o.burst + 100,
 		// Loopback only (Network's zero value): the bench measures the
 		// runtime, and leaves no bridge or rule in the machine's
 		// namespace (CNI setup is measured by cri's
@@ -193,31 +217,43 @@ func runBenchNode(ctx context.Context, out, progress io.Writer, o *benchNodeOpti
 	}
 	fmt.Fprintf(out, "target: in-process server and node, data in %s (removed afterwards)\nmodule: %s (%d bytes)\n\n", dir, o.module, len(module))
 
-	tw := tabwriter.NewWriter(out, 0, 8, 2, ' ', 0)
-	fmt.Fprintln(tw, "START\tRUNS\tP50\tP99\tCONTAINER ALONE P50\tP99")
-	for _, cold := range []bool{true, false} {
-		d, c, err := b.measureStarts(ctx, o.starts, cold)
+	if o.runs("start") {
+		tw := tabwriter.NewWriter(out, 0, 8, 2, ' ', 0)
+		fmt.Fprintln(tw, "START\tRUNS\tP50\tP99\tCONTAINER ALONE P50\tP99")
+		for _, cold := range []bool{true, false} {
+			d, c, err := b.measureStarts(ctx, o.starts, cold)
+			if err != nil {
+				return err
+			}
+			name := map[bool]string{true: "cold", false: "cached"}[cold]
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\n", name, len(d), ms(latencies(d).percentile(0.5)), ms(latencies(d).percentile(0.99)),
+				ms(latencies(c).percentile(0.5)), ms(latencies(c).percentile(0.99)))
+		}
+		_ = tw.Flush()
+		fmt.Fprintln(out)
+	}
+	if o.runs("exit") {
+		exits, err := b.measureExits(ctx, o.exits)
 		if err != nil {
 			return err
 		}
-		name := map[bool]string{true: "cold", false: "cached"}[cold]
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\n", name, len(d), ms(latencies(d).percentile(0.5)), ms(latencies(d).percentile(0.99)),
-			ms(latencies(c).percentile(0.5)), ms(latencies(c).percentile(0.99)))
+		tw := tabwriter.NewWriter(out, 0, 8, 2, ' ', 0)
+		fmt.Fprintln(tw, "EXIT TO STATUS\tPODS\tP50\tP99")
+		fmt.Fprintf(tw, "Succeeded\t%d\t%s\t%s\n", len(exits), ms(latencies(exits).percentile(0.5)), ms(latencies(exits).percentile(0.99)))
+		_ = tw.Flush()
+		fmt.Fprintln(out)
 	}
-	_ = tw.Flush()
-	fmt.Fprintln(out)
-
-	exits, err := b.measureExits(ctx, o.exits)
-	if err != nil {
-		return err
+	if o.runs("burst") {
+		r, err := b.measureBurst(ctx, o.burst, o.burstProfile)
+		if err != nil {
+			return err
+		}
+		printBurst(out, r)
 	}
-	tw = tabwriter.NewWriter(out, 0, 8, 2, ' ', 0)
-	fmt.Fprintln(tw, "EXIT TO STATUS\tPODS\tP50\tP99")
-	fmt.Fprintf(tw, "Succeeded\t%d\t%s\t%s\n", len(exits), ms(latencies(exits).percentile(0.5)), ms(latencies(exits).percentile(0.99)))
-	_ = tw.Flush()
-	fmt.Fprintln(out)
-
-	return b.measureDensity(ctx, out, o)
+	if o.runs("density") {
+		return b.measureDensity(ctx, out, o)
+	}
+	return nil
 }
 
 // measureStarts starts and removes n pods through CRI, each with one

@@ -212,50 +212,6 @@ func (s *podService) UpdateStatus(ctx context.Context, req *connect.Request[skif
 	return respondObj[skiffv1.Pod](o, err)
 }
 
-// Bind sets an unbound pod's spec.nodeName and its PodScheduled condition.
-// A pod is bound once: binding a bound pod is FailedPrecondition.
-func (s *podService) Bind(ctx context.Context, req *connect.Request[skiffv1.BindRequest]) (*connect.Response[skiffv1.Pod], error) {
-	r := req.Msg
-	fe := fieldErrors{}
-	validateSubdomain(&fe, "nodeName", r.GetNodeName())
-	if err := fe.err("binding of pod", r.GetName()); err != nil {
-		return nil, err
-	}
-	ns := namespaceOf(kinds.Pod, r.GetNamespace())
-	o, err := s.b.modify(ctx, kinds.Pod, ns, r.GetName(), r.GetUid(), r.GetResourceVersion(), kinds.DryRun(req.Header()), func(cur kinds.Object) error {
-		p := cur.(*skiffv1.Pod)
-		if p.GetMetadata().GetDeletionTimestamp() != nil {
-			return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("pod %q is being deleted", kinds.Pod.ID(ns, r.GetName())))
-		}
-		if n := p.GetSpec().GetNodeName(); n != "" {
-			return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("pod %q is already bound to node %q", kinds.Pod.ID(ns, r.GetName()), n))
-		}
-		p.Spec.NodeName = r.GetNodeName()
-		setPodCondition(p, &skiffv1.Condition{Type: "PodScheduled", Status: "True"}, s.b.now())
-		return nil
-	})
-	return respondObj[skiffv1.Pod](o, err)
-}
-
-// BindBatch binds each pod of the batch as Bind would, and reports each
-// outcome at its request's index.
-func (s *podService) BindBatch(ctx context.Context, req *connect.Request[skiffv1.BindBatchRequest]) (*connect.Response[skiffv1.BindBatchResponse], error) {
-	out := &skiffv1.BindBatchResponse{Results: make([]*skiffv1.BindResult, len(req.Msg.GetBindings()))}
-	for i, b := range req.Msg.GetBindings() {
-		one := connect.NewRequest(b)
-		for k, v := range req.Header() {
-			one.Header()[k] = v
-		}
-		res, err := s.Bind(ctx, one)
-		if err != nil {
-			out.Results[i] = &skiffv1.BindResult{Code: connect.CodeOf(err).String(), Message: connectMessage(err)}
-			continue
-		}
-		out.Results[i] = &skiffv1.BindResult{ResourceVersion: res.Msg.GetMetadata().GetResourceVersion()}
-	}
-	return connect.NewResponse(out), nil
-}
-
 // setPodCondition puts c on the pod's status, keeping the transition time
 // when its status did not change.
 func setPodCondition(p *skiffv1.Pod, c *skiffv1.Condition, now time.Time) {

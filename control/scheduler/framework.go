@@ -78,6 +78,10 @@ type weightedScorer struct {
 type profile struct {
 	filters []filter
 	scorers []weightedScorer
+	// next is where place starts looking among the nodes, moved on past
+	// the nodes each call looked at so that calls share the work around;
+	// nil starts at the first node every time.
+	next *int
 }
 
 // defaultProfile is kube-scheduler's default for the fields skiff has, in
@@ -116,6 +120,10 @@ var placePool = sync.Pool{New: func() any { return new(placeBuffers) }}
 // the first by name, so a pass is deterministic. The pre-filter and
 // pre-score hooks run once for the pod, the filters and scorers once per
 // node, the normalizers once over the feasible nodes.
+//
+// As kube-scheduler's adaptive percentageOfNodesToScore, it stops looking
+// once it has found nodesToFind nodes that fit (every node of a cluster
+// up to 100 nodes), starting where the previous call stopped.
 func (pr profile) place(p *podInfo, nodes []*nodeInfo) (*nodeInfo, string) {
 	buf := placePool.Get().(*placeBuffers)
 	defer func() {
@@ -138,7 +146,17 @@ func (pr profile) place(p *podInfo, nodes []*nodeInfo) (*nodeInfo, string) {
 
 	reasons := map[string]int{}
 	feasible := buf.feasible[:0]
-	for _, n := range nodes {
+	start, looked, want := 0, 0, nodesToFind(len(nodes))
+	if pr.next != nil && len(nodes) > 0 {
+		start = *pr.next % len(nodes)
+		defer func() { *pr.next = (start + looked) % len(nodes) }()
+	}
+	for i := range nodes {
+		if len(feasible) == want {
+			break
+		}
+		n := nodes[(start+i)%len(nodes)]
+		looked++
 		if st := runFilters(filters, p, n); st != nil {
 			for _, r := range st.reasons {
 				reasons[r]++
@@ -183,6 +201,19 @@ func (pr profile) place(p *podInfo, nodes []*nodeInfo) (*nodeInfo, string) {
 		}
 	}
 	return feasible[best], ""
+}
+
+// minNodesToFind is the fewest fitting nodes place looks for.
+const minNodesToFind = 100
+
+// nodesToFind is how many fitting nodes place looks for among n: all up to
+// minNodesToFind, then max(5, 50 - n/125) percent of them (10% of 5,000),
+// and never fewer than minNodesToFind.
+func nodesToFind(n int) int {
+	if n <= minNodesToFind {
+		return n
+	}
+	return max(minNodesToFind, n*max(5, 50-n/125)/100)
 }
 
 // runFilters runs the filters in order and returns the first refusal.

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	skiffv1 "skiff.dev/skiff/control/api/gen/skiff/v1"
 )
 
@@ -493,5 +495,57 @@ func BenchmarkPlaceReplicas(b *testing.B) {
 			b.Fatal(why)
 		}
 		n.assume(pi)
+	}
+}
+
+// A node counted afresh in its place (a heartbeat changed it) leaves the
+// snapshot's pod index as a new snapshot of the same cluster would be:
+// its pods are counted once, under the new nodeInfo, for anti-affinity and
+// spread alike.
+func TestRefreshNodeKeepsIndex(t *testing.T) {
+	nodes := []*skiffv1.Node{node("a", alloc("4", "4Gi", "10")), node("b", alloc("4", "4Gi", "10"))}
+	bound := []*skiffv1.Pod{
+		on("a", podWith("db-1", antiAff(hostnameLabel, sel("app", "web")), "app", "db")),
+		on("a", podWith("web-1", nil, "app", "web")),
+		on("b", podWith("web-2", nil, "app", "web")),
+	}
+	snap := newSnapshot(nodes, bound)
+	web := podWith("web-3", both(antiAff(hostnameLabel, sel("app", "db")), spread(1, hostnameLabel, "DoNotSchedule", sel("app", "web"))), "app", "web")
+	all := func(snap []*nodeInfo) map[string]string {
+		out := map[string]string{}
+		for _, f := range []filter{interPodAntiAffinity{}, podTopologySpread{}} {
+			for n, why := range filterEach(f, web, snap) {
+				out[f.Name()+" "+n] = why
+			}
+		}
+		return out
+	}
+	want := all(newSnapshot(nodes, bound))
+	if len(want) == 0 {
+		t.Fatal("the test pod fits everywhere: it tests nothing")
+	}
+
+	beat := proto.Clone(nodes[0]).(*skiffv1.Node)
+	beat.Status.Allocatable["pods"] = "11"
+	snap[0] = refreshNode(snap[0], beat, bound[:2])
+	if got := all(snap); !maps.Equal(got, want) {
+		t.Errorf("after refresh: %q, want as a new snapshot: %q", got, want)
+	}
+	if snap[0].requested.pods != 2 || snap[0].allocatable.pods != 11 {
+		t.Errorf("refreshed node counts %d pods of %d, want 2 of 11", snap[0].requested.pods, snap[0].allocatable.pods)
+	}
+
+	relabelled := proto.Clone(beat).(*skiffv1.Node)
+	relabelled.Metadata.Labels = map[string]string{"zone": "z1"}
+	tainted := proto.Clone(beat).(*skiffv1.Node)
+	tainted.Spec.Taints = []*skiffv1.Taint{{Key: "k", Effect: "NoSchedule"}}
+	for _, c := range []struct {
+		name string
+		n    *skiffv1.Node
+		same bool
+	}{{"heartbeat", beat, true}, {"labels", relabelled, false}, {"taints", tainted, false}} {
+		if got := sameDomains(nodes[0], c.n); got != c.same {
+			t.Errorf("sameDomains after a change of %s = %v, want %v", c.name, got, c.same)
+		}
 	}
 }

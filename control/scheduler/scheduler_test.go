@@ -22,6 +22,7 @@ type fakeAPI struct {
 	pods    []*skiffv1.Pod
 	nodes   []*skiffv1.Node
 	updates []*skiffv1.Pod
+	batches []int // the size of each BindBatch
 }
 
 // podsFake is the pod client; methods the scheduler must not call panic.
@@ -59,6 +60,21 @@ func (p podsFake) Bind(_ context.Context, r *connect.Request[skiffv1.BindRequest
 		}
 	}
 	return nil, connect.NewError(connect.CodeNotFound, nil)
+}
+
+// BindBatch binds each as Bind does.
+func (p podsFake) BindBatch(ctx context.Context, r *connect.Request[skiffv1.BindBatchRequest]) (*connect.Response[skiffv1.BindBatchResponse], error) {
+	p.batches = append(p.batches, len(r.Msg.Bindings))
+	out := &skiffv1.BindBatchResponse{}
+	for _, b := range r.Msg.Bindings {
+		res, err := p.Bind(ctx, connect.NewRequest(b))
+		if err != nil {
+			out.Results = append(out.Results, &skiffv1.BindResult{Code: connect.CodeOf(err).String(), Message: err.Error()})
+			continue
+		}
+		out.Results = append(out.Results, &skiffv1.BindResult{ResourceVersion: res.Msg.GetMetadata().GetResourceVersion() + 1})
+	}
+	return connect.NewResponse(out), nil
 }
 
 type nodesFake struct {

@@ -1,7 +1,9 @@
 package scheduler
 
 import (
+	"maps"
 	"math/big"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -73,7 +75,10 @@ type podInfo struct {
 // the same pass, and those pods in the snapshot's index. Plugins read it
 // and never change it. Only newSnapshot makes one.
 type nodeInfo struct {
-	node        *skiffv1.Node
+	node *skiffv1.Node
+	// nodeName is the node's name, read once: place compares names for
+	// every tie.
+	nodeName    string
 	allocatable resources
 	requested   resources
 	nonZero     resources
@@ -84,7 +89,12 @@ type nodeInfo struct {
 	idx int
 }
 
-func (n *nodeInfo) name() string { return n.node.GetMetadata().GetName() }
+func (n *nodeInfo) name() string {
+	if n.nodeName == "" {
+		return n.node.GetMetadata().GetName()
+	}
+	return n.nodeName
+}
 
 // assume counts a pod just bound to the node, so that the rest of the pass
 // sees it: its requests, and its labels and anti-affinity in the index.
@@ -101,6 +111,43 @@ func (n *nodeInfo) forget(p *podInfo) {
 	n.requested.sub(p.request)
 	n.nonZero.sub(p.nonZero)
 	n.index.remove(p, n)
+}
+
+// refreshNode counts a changed node afresh in its place in the snapshot,
+// with every unfinished pod bound to it now, and returns its new nodeInfo.
+// The node's labels and taints must be as the snapshot knew them
+// (sameDomains): the index numbers domains by label and knows which taints
+// exist over every node, so a change of those needs a new snapshot.
+func refreshNode(old *nodeInfo, n *skiffv1.Node, pods []*skiffv1.Pod) *nodeInfo {
+	x := old.index
+	x.forgetNode(old)
+	ni := &nodeInfo{node: n, nodeName: n.GetMetadata().GetName(), allocatable: nodeAllocatable(n), index: x, idx: old.idx}
+	x.nodes[old.idx] = ni
+	for _, p := range pods {
+		if !finished(p) {
+			ni.assume(newPodInfo(p))
+		}
+	}
+	return ni
+}
+
+// sameDomains reports whether two versions of a node have the same labels
+// and taints, so that a snapshot may count the newer in the older's place.
+func sameDomains(a, b *skiffv1.Node) bool {
+	return maps.Equal(a.GetMetadata().GetLabels(), b.GetMetadata().GetLabels()) &&
+		slices.EqualFunc(a.GetSpec().GetTaints(), b.GetSpec().GetTaints(), func(a, b *skiffv1.Taint) bool {
+			return a.GetKey() == b.GetKey() && a.GetValue() == b.GetValue() && a.GetEffect() == b.GetEffect()
+		})
+}
+
+// forgetNode takes every pod counted on n out of the index.
+func (x *podIndex) forgetNode(n *nodeInfo) {
+	for _, g := range x.order {
+		delete(g.nodes, n)
+	}
+	for _, a := range x.antiOrder {
+		delete(a.nodes, n)
+	}
 }
 
 // podIndex is what a snapshot knows of its unfinished pods beyond each
@@ -340,8 +387,39 @@ func nodeAllocatable(n *skiffv1.Node) resources {
 }
 
 // scaled parses a quantity and returns it times scale, rounded up and at
-// most maxAmount; -1 when it is not a quantity.
+// most maxAmount; -1 when it is not a quantity. Pods and nodes repeat a
+// few quantities ("100m", "64Mi") and every snapshot reads them all, so
+// answers are remembered, up to maxScaledMemo of them.
 func scaled(v string, scale int64) int64 {
+	k := scaledKey{v, scale}
+	scaledMemo.Lock()
+	n, ok := scaledMemo.m[k]
+	scaledMemo.Unlock()
+	if ok {
+		return n
+	}
+	n = parseScaled(v, scale)
+	scaledMemo.Lock()
+	if len(scaledMemo.m) < maxScaledMemo {
+		scaledMemo.m[k] = n
+	}
+	scaledMemo.Unlock()
+	return n
+}
+
+type scaledKey struct {
+	v     string
+	scale int64
+}
+
+const maxScaledMemo = 4096
+
+var scaledMemo = struct {
+	sync.Mutex
+	m map[scaledKey]int64
+}{m: map[scaledKey]int64{}}
+
+func parseScaled(v string, scale int64) int64 {
 	q, err := quantity.Parse(v)
 	if err != nil {
 		return -1
@@ -368,7 +446,7 @@ func newSnapshot(nodes []*skiffv1.Node, pods []*skiffv1.Pod) []*nodeInfo {
 	byName := make(map[string]*nodeInfo, len(nodes))
 	index := newPodIndex()
 	for _, n := range nodes {
-		ni := &nodeInfo{node: n, allocatable: nodeAllocatable(n), index: index, idx: len(infos)}
+		ni := &nodeInfo{node: n, nodeName: n.GetMetadata().GetName(), allocatable: nodeAllocatable(n), index: index, idx: len(infos)}
 		for _, t := range n.GetSpec().GetTaints() {
 			if t.GetEffect() == effectPreferNoSchedule {
 				index.preferNoSchedule = true

@@ -322,7 +322,7 @@ func (a *applier) applyTxn(index uint64, data []byte) (applyResult, []Event, err
 			return applyResult{}, nil, err
 		}
 		if bad != nil {
-			return fail(fmt.Errorf("op %d: %w", i, bad))
+			return fail(&OpError{Index: i, Key: o.key, Err: bad})
 		}
 		curs[i] = cur
 	}

@@ -18,7 +18,7 @@ import (
 // other write can come between the check and the write.
 type Txn struct {
 	Guards []Guard // at most 128
-	Ops    []Op    // at most 128, each on a different key
+	Ops    []Op    // at most 1000, each on a different key
 }
 
 // TxnResult is what a Txn that applied left behind.
@@ -32,10 +32,12 @@ type TxnResult struct {
 }
 
 // Limits of one Txn. An entry is applied in one go and its events reach a
-// watcher together (never split), so a Txn must fit a watcher's queue.
+// watcher together (never split), so a Txn must fit a watcher's queue
+// (defaultWatchBuffer) with room to spare. MaxTxnOps is as many objects as
+// one batched write (PodService.BindBatch) may change.
 const (
 	maxTxnGuards = 128
-	maxTxnOps    = 128
+	MaxTxnOps    = 1000
 )
 
 // guardKind is the encoded kind of a Guard in the Raft log. The values are
@@ -150,8 +152,8 @@ func (t Txn) check() error {
 	if len(t.Guards) > maxTxnGuards {
 		return fmt.Errorf("%d guards, more than %d", len(t.Guards), maxTxnGuards)
 	}
-	if len(t.Ops) > maxTxnOps {
-		return fmt.Errorf("%d ops, more than %d", len(t.Ops), maxTxnOps)
+	if len(t.Ops) > MaxTxnOps {
+		return fmt.Errorf("%d ops, more than %d", len(t.Ops), MaxTxnOps)
 	}
 	for i, g := range t.Guards {
 		if err := g.check(); err != nil {
@@ -209,12 +211,26 @@ func (e *GuardError) Error() string {
 
 func (e *GuardError) Unwrap() error { return ErrGuardFailed }
 
+// OpError says which op of a Txn failed its own precondition (the first
+// that did, in op order). It wraps the op's error (ErrNotFound,
+// ErrAlreadyExists, ErrConflict); get it with errors.As, so that a caller
+// batching independent writes can drop that op and propose the rest again.
+type OpError struct {
+	Index int    // position of the op in Txn.Ops
+	Key   string // the op's key
+	Err   error
+}
+
+func (e *OpError) Error() string { return fmt.Sprintf("op %d: %v", e.Index, e.Err) }
+
+func (e *OpError) Unwrap() error { return e.Err }
+
 // Txn proposes t as one Raft log entry and returns its result. If a guard
 // fails, nothing is written and the error wraps ErrGuardFailed with a
 // *GuardError naming the first guard that failed. If an op's own
 // precondition fails, nothing is written and the error wraps ErrNotFound,
-// ErrAlreadyExists or ErrConflict, as the single-key methods do, naming the
-// op. Either way the entry takes a Raft index, so Revision advances, but no
+// ErrAlreadyExists or ErrConflict, as the single-key methods do, with an
+// *OpError naming the op. Either way the entry takes a Raft index, so Revision advances, but no
 // object changes and no event is recorded.
 //
 // As for Create, a Txn refused before it is proposed did not happen

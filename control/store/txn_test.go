@@ -153,6 +153,10 @@ func TestTxnAllOrNothing(t *testing.T) {
 			if !errors.Is(err, tt.want) || errors.Is(err, ErrGuardFailed) || !strings.Contains(err.Error(), "op 2: ") {
 				t.Fatalf("err = %v, want %v naming op 2", err, tt.want)
 			}
+			var oe *OpError
+			if !errors.As(err, &oe) || oe.Index != 2 || oe.Key != tt.bad.Key() {
+				t.Errorf("err = %#v, want an *OpError for op 2 (%s)", err, tt.bad.Key())
+			}
 			after, _, _ := s.List(ctx, "")
 			if !slices.EqualFunc(before, after, kvEqual) {
 				t.Errorf("failed Txn changed the store:\n got %+v\nwant %+v", after, before)
@@ -193,7 +197,7 @@ func TestTxnAllOrNothing(t *testing.T) {
 func TestTxnRefusesMalformed(t *testing.T) {
 	s := openTest(t, "", nil)
 	ctx := testCtx(t)
-	many := make([]Op, maxTxnOps+1)
+	many := make([]Op, MaxTxnOps+1)
 	for i := range many {
 		many[i] = CreateOp(fmt.Sprintf("/k/%d", i), nil)
 	}
@@ -207,7 +211,7 @@ func TestTxnRefusesMalformed(t *testing.T) {
 		{"empty guard key", Txn{Guards: []Guard{IfPresent("")}}, "empty key"},
 		{"rv 0 guard", Txn{Guards: []Guard{IfModRevision("/k", 0)}}, "revision 0 (use IfAbsent)"},
 		{"zero op", Txn{Ops: []Op{{}}}, "unknown op"},
-		{"too many ops", Txn{Ops: many}, "more than 128"},
+		{"too many ops", Txn{Ops: many}, "more than 1000"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

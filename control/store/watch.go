@@ -12,7 +12,7 @@ import (
 // Watch tuning; Config's unexported fields override them in tests.
 const (
 	defaultHistoryLimit = 10000 // events kept in state.db for resuming watches
-	defaultWatchBuffer  = 1024  // live events queued per watcher before it is dropped
+	defaultWatchBuffer  = 4096  // live events queued per watcher before it is dropped; > 3 × MaxTxnOps
 	historyPage         = 256   // events scanned per read transaction during replay
 )
 
@@ -28,7 +28,7 @@ const (
 // 10000), Watch fails with ErrExpired: List again and watch from there.
 //
 // The channel is closed when ctx ends, the Store closes or fails, and also when the
-// watcher cannot keep up: each watcher has a bounded queue (1024 events) so a
+// watcher cannot keep up: each watcher has a bounded queue (4096 events) so a
 // slow consumer never blocks writes; on overflow the queued events are still
 // delivered, then the channel is closed (a revision whose events do not all
 // fit is left out whole). A snapshot restore (a follower that

@@ -298,11 +298,16 @@ func (w *podWorker) doneForGood(c *containerRun) bool {
 // Succeeded or Failed pod again.
 func terminal(phase string) bool { return phase == "Succeeded" || phase == "Failed" }
 
-// findSandbox returns the node's sandbox for this pod, if it has one. It
-// matches on the sandbox metadata's uid, which CRI keeps for every sandbox,
-// preferring a ready one.
+// findSandbox returns the node's sandbox for this pod, if it has one,
+// preferring a ready one. It asks the runtime for the sandboxes with the
+// label this agent gives every sandbox of the pod (one without it is not
+// the agent's), so that the answer is this pod's alone, not every sandbox
+// of the node for each pod that starts; and it checks the sandbox
+// metadata's uid, which CRI keeps for every sandbox.
 func (w *podWorker) findSandbox(ctx context.Context) (*runtimeapi.PodSandbox, error) {
-	res, err := w.a.cfg.Runtime.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
+	res, err := w.a.cfg.Runtime.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{
+		Filter: &runtimeapi.PodSandboxFilter{LabelSelector: map[string]string{LabelPodUID: w.uid}},
+	})
 	if err != nil {
 		return nil, err
 	}

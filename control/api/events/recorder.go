@@ -92,6 +92,10 @@ func (r *Recorder) Record(obj kinds.Object, typ, reason, format string, args ...
 	if r == nil {
 		return
 	}
+	if len(r.queue) == cap(r.queue) {
+		r.drop() // before any work: a burst of reports costs next to nothing
+		return
+	}
 	k, ok := kinds.Of(obj)
 	if !ok {
 		return
@@ -124,9 +128,14 @@ func (r *Recorder) Record(obj kinds.Object, typ, reason, format string, args ...
 	select {
 	case r.queue <- e:
 	default:
-		if n := r.dropped.Add(1); n == 1 || n%1000 == 0 {
-			r.log.Warn("event queue full; dropping events", "dropped", n)
-		}
+		r.drop()
+	}
+}
+
+// drop counts a report left out because the queue is full.
+func (r *Recorder) drop() {
+	if n := r.dropped.Add(1); n == 1 || n%1000 == 0 {
+		r.log.Warn("event queue full; dropping events", "dropped", n)
 	}
 }
 
