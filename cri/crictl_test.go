@@ -237,8 +237,11 @@ func serveCrictl(t *testing.T, images *image.Store, tmp string) (cfg, sock, stat
 	})
 	wasmtest.Eventually(t, 10*time.Second, func() bool { _, err := os.Stat(sock); return err == nil },
 		func() string { return "the CRI server did not open its socket " + sock })
+	// crictl's deadline for each call: a first CreateContainer compiles the
+	// module, which under the race detector on a loaded 2-core machine was
+	// seen to take over 20 s.
 	cfg = filepath.Join(tmp, "crictl.yaml")
-	if err := os.WriteFile(cfg, fmt.Appendf(nil, "runtime-endpoint: unix://%s\nimage-endpoint: unix://%s\ntimeout: 20\n", sock, sock), 0o644); err != nil {
+	if err := os.WriteFile(cfg, fmt.Appendf(nil, "runtime-endpoint: unix://%s\nimage-endpoint: unix://%s\ntimeout: 60\n", sock, sock), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return cfg, sock, stateDir

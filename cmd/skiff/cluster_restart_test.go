@@ -171,6 +171,13 @@ func writeObjects(t *testing.T, c *servers) {
 	if _, err := via().namespaces.Delete(ctx, connect.NewRequest(&skiffv1.DeleteRequest{Name: "gone"})); err != nil {
 		t.Fatalf("delete namespace gone: %v", err)
 	}
+	// Deletion cascades: the namespace is Terminating until the leader's
+	// namespace controller has emptied it and let it go.
+	var last error
+	eventually(t, 20*time.Second, func() bool {
+		_, last = via().namespaces.Get(ctx, connect.NewRequest(&skiffv1.GetRequest{Name: "gone"}))
+		return connect.CodeOf(last) == connect.CodeNotFound
+	}, func() string { return fmt.Sprintf("namespace gone still there: get says %v", last) })
 }
 
 // objects are a cluster's namespaces and pods by kind/namespace/name.
