@@ -49,6 +49,7 @@ func (b *benchNode) measureBurst(ctx context.Context, n int, profile string) (bu
 		return r, err
 	}
 	defer st.Close()
+	profileDone := func() {}
 	if profile != "" {
 		f, err := os.Create(profile)
 		if err != nil {
@@ -58,7 +59,10 @@ func (b *benchNode) measureBurst(ctx context.Context, n int, profile string) (bu
 		if err := pprof.StartCPUProfile(f); err != nil {
 			return r, err
 		}
-		defer pprof.StopCPUProfile()
+		// Until the last pod has Succeeded, not through their deletion.
+		stopProfile := sync.OnceFunc(pprof.StopCPUProfile)
+		defer stopProfile()
+		profileDone = stopProfile
 	}
 	var mu sync.Mutex
 	sent := map[string]time.Time{}
@@ -124,6 +128,7 @@ func (b *benchNode) measureBurst(ctx context.Context, n int, profile string) (bu
 		}
 	}
 	r.succeeded = last.Sub(start)
+	profileDone()
 	if err := <-created; err != nil {
 		return r, err
 	}

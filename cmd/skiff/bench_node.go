@@ -109,8 +109,7 @@ gets its own network namespace.`,
 	f.DurationVar(&o.idle, "idle", 10*time.Second, "how long CPU use is measured while the pods idle")
 	f.StringVar(&o.cpuprofile, "cpuprofile", "", "write a CPU profile of the idle window to FILE")
 	_ = f.MarkHidden("cpuprofile")
-	f.StringVar(&o.burstProfile, "burst-cpuprofile", "", "write a CPU profile of the burst to FILE")
-	_ = f.MarkHidden("burst-cpuprofile")
+	f.StringVar(&o.burstProfile, "burst-cpuprofile", "", "write a CPU profile of the burst (first create to last Succeeded) to FILE")
 	return cmd
 }
 
