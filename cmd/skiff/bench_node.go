@@ -71,7 +71,9 @@ temporary directory (removed afterwards), and measures:
             by one pod before), created through the API 16 at a time: the time from the first create to the last
             pod Succeeded (and pods/s over it), and for each pod the time
             from its create to the watch event showing it bound, and
-            showing it Succeeded, p50 and p99.
+            showing it Succeeded, p50 and p99; and the CPU time the
+            process used over the burst, in all and per pod (a figure
+            that holds better than the times on a busy machine).
   density   --pods long-running pods created through the API: the time until
             all are Running, the process's resident memory and its growth per
             pod, the modules' own linear memory per pod (as CRI stats report
