@@ -36,7 +36,6 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/vishvananda/netlink"
 	vnetns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
@@ -134,12 +133,24 @@ func pin(path string) error {
 	return <-errc
 }
 
+// loopbackUp brings up the loopback interface of the calling thread's
+// network namespace, with two ioctls on one socket (as ip link set lo up
+// does, less its netlink round trips: a namespace is made for every pod).
 func loopbackUp() error {
-	lo, err := netlink.LinkByName("lo")
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
+		return fmt.Errorf("bring loopback up: socket: %w", err)
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq("lo")
+	if err != nil {
+		return fmt.Errorf("bring loopback up: %w", err)
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
 		return fmt.Errorf("find loopback: %w", err)
 	}
-	if err := netlink.LinkSetUp(lo); err != nil {
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
 		return fmt.Errorf("bring loopback up: %w", err)
 	}
 	return nil
