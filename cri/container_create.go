@@ -246,7 +246,11 @@ func (s *service) taskSpec(rec *containerRecord, sb *sandboxRecord, img image.Im
 		if spec.ImageMounts, err = s.imageMounts(rec.Mounts); err != nil {
 			return spec, err
 		}
-		spec.Mounts = append(spec.Mounts, s.sandboxMounts(sb, spec.Mounts, o.ReadOnlyRootfs)...)
+		files, err := s.sandboxMounts(sb, spec.Mounts, o.ReadOnlyRootfs)
+		if err != nil {
+			return spec, err
+		}
+		spec.Mounts = append(spec.Mounts, files...)
 		applyOCI(&spec, o, sb)
 		if spec.PIDNamespace, err = podPIDNamespace(o, sb); err != nil {
 			return spec, err

@@ -3,12 +3,14 @@ package cri
 import (
 	"context"
 	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
+	"google.golang.org/grpc/codes"
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	skiffrt "skiff.dev/skiff/runtime"
@@ -156,13 +158,43 @@ func TestCRIImageUser(t *testing.T) {
 	}
 }
 
+// TestSandboxFiles: a sandbox's /etc files are fixed at RunPodSandbox
+// but written only when an OCI container asks for them (a Wasm pod costs
+// none), once, and become that container's mounts.
 func TestSandboxFiles(t *testing.T) {
-	dir := t.TempDir()
-	cfg := &runtime.PodSandboxConfig{Hostname: "web-0", DnsConfig: &runtime.DNSConfig{
+	e := newEnv(t, false)
+	ctx := context.Background()
+	cfg := podConfig("web", e.logDir)
+	cfg.Hostname = "web-0"
+	cfg.DnsConfig = &runtime.DNSConfig{
 		Servers: []string{"10.96.0.10"}, Searches: []string{"default.svc.cluster.local", "svc.cluster.local"}, Options: []string{"ndots:5"},
-	}}
-	if err := writeSandboxFiles(dir, cfg, false); err != nil {
+	}
+	run, err := e.rs.RunPodSandbox(ctx, &runtime.RunPodSandboxRequest{Config: cfg})
+	if err != nil {
 		t.Fatal(err)
+	}
+	dir := e.svc.sandboxDir(run.PodSandboxId)
+	if _, err := os.Stat(dir); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("after RunPodSandbox, stat %s: %v; want nothing written before an OCI container asks", dir, err)
+	}
+	e.svc.mu.Lock()
+	sb := e.svc.sandboxes[run.PodSandboxId].rec
+	e.svc.mu.Unlock()
+	for range 2 { // the second time, the files are there already
+		mounts, err := e.svc.sandboxMounts(&sb, []skiffrt.Mount{{ContainerPath: "/etc/hostname", HostPath: "/own"}}, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var targets []string
+		for _, m := range mounts {
+			targets = append(targets, m.ContainerPath)
+			if !m.ReadOnly || filepath.Dir(m.HostPath) != dir {
+				t.Errorf("mount %+v: want read-only, from %s", m, dir)
+			}
+		}
+		if !slices.Equal(targets, []string{"/etc/hosts", "/etc/resolv.conf"}) {
+			t.Errorf("mounts at %q, want /etc/hosts and /etc/resolv.conf (the container mounts its own /etc/hostname)", targets)
+		}
 	}
 	read := func(name string) string {
 		b, err := os.ReadFile(filepath.Join(dir, name))
@@ -180,6 +212,15 @@ func TestSandboxFiles(t *testing.T) {
 	if got := read("hosts"); !strings.HasPrefix(got, "127.0.0.1\tlocalhost\n") {
 		t.Errorf("hosts = %q", got)
 	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 3 {
+		t.Errorf("%s holds %d files, want the 3 (no temporary left)", dir, len(entries))
+	}
+	if _, err := e.rs.RemovePodSandbox(ctx, &runtime.RemovePodSandboxRequest{PodSandboxId: run.PodSandboxId}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("after RemovePodSandbox, stat %s: %v; want it gone", dir, err)
+	}
 	for _, tc := range []struct {
 		dns  *runtime.DNSConfig
 		part string
@@ -189,10 +230,10 @@ func TestSandboxFiles(t *testing.T) {
 		{&runtime.DNSConfig{Searches: []string{"a b"}}, "searches"},
 		{&runtime.DNSConfig{Options: []string{"ndots:1\nnameserver 1.2.3.4"}}, "options"},
 	} {
-		err := writeSandboxFiles(t.TempDir(), &runtime.PodSandboxConfig{DnsConfig: tc.dns}, false)
-		if !errors.Is(err, errInvalidArgument) || !strings.Contains(err.Error(), tc.part) {
-			t.Errorf("dns %v: %v, want an invalid argument naming %s", tc.dns, err, tc.part)
-		}
+		cfg := podConfig("bad-dns", e.logDir)
+		cfg.DnsConfig = tc.dns
+		_, err := e.rs.RunPodSandbox(ctx, &runtime.RunPodSandboxRequest{Config: cfg})
+		wantCode(t, err, codes.InvalidArgument, tc.part)
 	}
 }
 

@@ -51,6 +51,10 @@ type sandboxRecord struct {
 	PIDHolder *pidns.Holder `json:"pidHolder,omitempty"`
 	// HostPorts are relayed into the sandbox while it is ready (hostports.go).
 	HostPorts []portMapping `json:"hostPorts,omitempty"`
+	// Files are the contents of the sandbox's /etc files by name, which
+	// its first OCI container writes (sandbox_files.go); nil in records
+	// from before, whose sandboxes wrote them at once.
+	Files map[string]string `json:"files,omitempty"`
 }
 
 // cniID is the ID the pod network's Setup and Teardown know the sandbox by.

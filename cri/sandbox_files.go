@@ -16,13 +16,16 @@ import (
 
 // A sandbox's /etc/hosts, /etc/resolv.conf and /etc/hostname, which its OCI
 // containers see (as containerd gives them to a pod's containers), live in
-// <root>/sandboxes/<id>. A Wasm module sees no /etc.
+// <root>/sandboxes/<id>. A Wasm module sees no /etc, so they are written
+// only when the sandbox's first OCI container is made: RunPodSandbox fixes
+// (and checks) their contents in the sandbox's record, and a pod of Wasm
+// modules alone costs no files.
 
 // sandboxFile names one of those files and where containers see it.
 var sandboxFiles = []struct{ name, target string }{
 	{"hosts", "/etc/hosts"},
 	{"resolv.conf", "/etc/resolv.conf"},
-	{"hostname", "/etc/hostname"},
+	{"hostname", "/etc/hostname"}, // written last: once it is there, all are
 }
 
 // DNS limits, as the kubelet's (validation of a pod's dnsConfig).
@@ -33,13 +36,14 @@ const (
 
 func (s *service) sandboxDir(id string) string { return filepath.Join(s.rootDir, "sandboxes", id) }
 
-// writeSandboxFiles writes a sandbox's files into dir: resolv.conf from its
+// sandboxFileContents are a sandbox's files by name: resolv.conf from its
 // DNS config, or the node's when it has none; hosts with the loopback names
-// (the node's on the node's network); hostname with its host name.
-func writeSandboxFiles(dir string, cfg *runtime.PodSandboxConfig, hostNetwork bool) error {
+// (the node's on the node's network); hostname with its host name. A DNS
+// config out of bounds is InvalidArgument naming the field.
+func sandboxFileContents(cfg *runtime.PodSandboxConfig, hostNetwork bool) (map[string]string, error) {
 	resolv, err := resolvConf(cfg.GetDnsConfig())
 	if err != nil {
-		return err
+		return nil, err
 	}
 	hosts := []byte("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n")
 	if hostNetwork {
@@ -50,14 +54,40 @@ func writeSandboxFiles(dir string, cfg *runtime.PodSandboxConfig, hostNetwork bo
 	hostname := cfg.GetHostname()
 	if hostname == "" {
 		if hostname, err = os.Hostname(); err != nil {
-			return fmt.Errorf("sandbox files: %w", err)
+			return nil, fmt.Errorf("sandbox files: %w", err)
 		}
+	}
+	return map[string]string{"hosts": string(hosts), "resolv.conf": string(resolv), "hostname": hostname + "\n"}, nil
+}
+
+// writeSandboxFiles writes files into dir unless they are there already.
+// Each file is written under a temporary name and renamed into place, so
+// that two containers made at once in one sandbox never see one half
+// written.
+func writeSandboxFiles(dir string, files map[string]string) error {
+	if _, err := os.Stat(filepath.Join(dir, "hostname")); err == nil {
+		return nil
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("sandbox files: %w", err)
 	}
-	for name, b := range map[string][]byte{"hosts": hosts, "resolv.conf": resolv, "hostname": []byte(hostname + "\n")} {
-		if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+	for _, f := range sandboxFiles {
+		tmp, err := os.CreateTemp(dir, "."+f.name+"-*")
+		if err != nil {
+			return fmt.Errorf("sandbox files: %w", err)
+		}
+		_, err = tmp.WriteString(files[f.name])
+		if err == nil {
+			err = tmp.Chmod(0o644)
+		}
+		if cerr := tmp.Close(); err == nil {
+			err = cerr
+		}
+		if err == nil {
+			err = os.Rename(tmp.Name(), filepath.Join(dir, f.name))
+		}
+		if err != nil {
+			os.Remove(tmp.Name())
 			return fmt.Errorf("sandbox files: %w", err)
 		}
 	}
@@ -103,8 +133,14 @@ func resolvConf(dns *runtime.DNSConfig) ([]byte, error) {
 }
 
 // sandboxMounts are the sandbox's files as mounts of an OCI container,
-// but for the paths the container mounts something of its own at.
-func (s *service) sandboxMounts(sb *sandboxRecord, own []skiffrt.Mount, readOnly bool) []skiffrt.Mount {
+// but for the paths the container mounts something of its own at; it
+// writes them first when they are not there yet.
+func (s *service) sandboxMounts(sb *sandboxRecord, own []skiffrt.Mount, readOnly bool) ([]skiffrt.Mount, error) {
+	if sb.Files != nil {
+		if err := writeSandboxFiles(s.sandboxDir(sb.ID), sb.Files); err != nil {
+			return nil, err
+		}
+	}
 	taken := map[string]bool{}
 	for _, m := range own {
 		taken[m.ContainerPath] = true
@@ -120,5 +156,5 @@ func (s *service) sandboxMounts(sb *sandboxRecord, own []skiffrt.Mount, readOnly
 		}
 		out = append(out, skiffrt.Mount{HostPath: p, ContainerPath: f.target, ReadOnly: readOnly})
 	}
-	return out
+	return out, nil
 }

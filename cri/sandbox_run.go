@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"os"
 
 	runtime "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -63,6 +62,10 @@ func (s *service) RunPodSandbox(ctx context.Context, req *runtime.RunPodSandboxR
 	if rec.HostPorts, err = hostPorts(cfg, rec.HostNetwork); err != nil {
 		return nil, fmt.Errorf("run pod sandbox %s: %w", pod, err)
 	}
+	// Written by the first OCI container (sandbox_files.go).
+	if rec.Files, err = sandboxFileContents(cfg, rec.HostNetwork); err != nil {
+		return nil, fmt.Errorf("run pod sandbox %s: %w", pod, err)
+	}
 	if !rec.HostNetwork {
 		if ok, reason := s.network.Ready(); !ok {
 			return nil, fmt.Errorf("run pod sandbox %s: %w: %s", pod, netns.ErrNotReady, reason)
@@ -87,11 +90,6 @@ func (s *service) RunPodSandbox(ctx context.Context, req *runtime.RunPodSandboxR
 			return fail(err)
 		}
 	}
-	dir := s.sandboxDir(rec.ID)
-	if err := writeSandboxFiles(dir, cfg, rec.HostNetwork); err != nil {
-		return fail(err)
-	}
-	undo = append(undo, func() { os.RemoveAll(dir) })
 	if oci && wantsPodPID(cfg) {
 		stop, err := startPIDHolder(ctx, &rec)
 		if err != nil {

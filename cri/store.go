@@ -9,6 +9,9 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -27,10 +30,32 @@ import (
 // Close after a sync. Found at open with another boot's ID, it means the
 // machine stopped without that Close: the database is discarded and
 // started afresh. Where the boot ID cannot be read, every commit is synced.
+//
+// Writes made at once share a commit (a group commit, as databases batch
+// their log flushes): the first writer commits its own write and those
+// queued meanwhile, then hands the next commit to the first writer that
+// arrived during it. A lone write costs one commit, as before; a burst of
+// pod starts costs far fewer than one a call.
 type stateDB struct {
 	db       *bolt.DB
 	bootPath string // "" when commits are synced
+
+	mu      sync.Mutex
+	queue   []*stateWrite // waiting for the next commit
+	writing bool          // a writer is committing
+	commits atomic.Uint64 // transactions committed, for tests
 }
+
+// stateWrite is one put (value set) or delete (value nil) waiting to be
+// committed. done receives its result, or errLead: its writer is to
+// commit the queue.
+type stateWrite struct {
+	bucket, key, value []byte
+	done               chan error
+}
+
+// errLead tells a queued writer that the commit is its to make.
+var errLead = errors.New("lead the next commit")
 
 var (
 	bucketSandboxes  = []byte("sandboxes")
@@ -125,11 +150,82 @@ func (s *stateDB) put(bucket []byte, id string, v any) error {
 	if err != nil {
 		return err
 	}
-	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucket).Put([]byte(id), b) })
+	return s.write(&stateWrite{bucket: bucket, key: []byte(id), value: b})
 }
 
 func (s *stateDB) delete(bucket []byte, id string) error {
-	return s.db.Update(func(tx *bolt.Tx) error { return tx.Bucket(bucket).Delete([]byte(id)) })
+	return s.write(&stateWrite{bucket: bucket, key: []byte(id)})
+}
+
+// write commits w, in one transaction with the writes queued with it, and
+// returns once it is committed. Writes of one caller are committed in the
+// order made.
+func (s *stateDB) write(w *stateWrite) error {
+	w.done = make(chan error, 1)
+	s.mu.Lock()
+	s.queue = append(s.queue, w)
+	if s.writing {
+		s.mu.Unlock()
+		if err := <-w.done; err != errLead {
+			return err
+		}
+		s.mu.Lock()
+	}
+	s.writing = true
+	batch := s.queue // w among them
+	s.queue = nil
+	s.mu.Unlock()
+
+	errs := s.commit(batch)
+	for i, o := range batch {
+		if o != w {
+			o.done <- errs[i]
+		}
+	}
+	s.mu.Lock()
+	if len(s.queue) > 0 {
+		s.queue[0].done <- errLead
+	} else {
+		s.writing = false
+	}
+	s.mu.Unlock()
+	return errs[slices.Index(batch, w)]
+}
+
+// commit applies batch in one transaction and returns each write's error.
+// When that transaction fails, each write is tried again alone, so that
+// one bad write fails no other.
+func (s *stateDB) commit(batch []*stateWrite) []error {
+	apply := func(tx *bolt.Tx, o *stateWrite) error {
+		if o.value == nil {
+			return tx.Bucket(o.bucket).Delete(o.key)
+		}
+		return tx.Bucket(o.bucket).Put(o.key, o.value)
+	}
+	errs := make([]error, len(batch))
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		for _, o := range batch {
+			if err := apply(tx, o); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err == nil {
+		s.commits.Add(1)
+		return errs
+	}
+	if len(batch) == 1 {
+		errs[0] = err
+		return errs
+	}
+	for i, o := range batch {
+		errs[i] = s.db.Update(func(tx *bolt.Tx) error { return apply(tx, o) })
+		if errs[i] == nil {
+			s.commits.Add(1)
+		}
+	}
+	return errs
 }
 
 func (s *stateDB) putSandbox(r *sandboxRecord) error {

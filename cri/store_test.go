@@ -2,10 +2,12 @@ package cri
 
 import (
 	"bytes"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -90,5 +92,68 @@ func TestStateDBBoot(t *testing.T) {
 	defer db.Close()
 	if db.bootPath != "" || db.db.NoSync {
 		t.Error("without a boot ID, commits should be synced")
+	}
+}
+
+// TestStateDBGroupCommit: writes made at once are all committed, each in
+// its caller's order, in fewer commits than writes; a write that cannot
+// be made fails alone.
+func TestStateDBGroupCommit(t *testing.T) {
+	db, err := openStateDB(filepath.Join(t.TempDir(), "cri.db"), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	const writers, each = 32, 20
+	var wg sync.WaitGroup
+	errs := make(chan error, writers*each)
+	for i := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range each {
+				id := fmt.Sprintf("c%d-%d", i, j)
+				// Each record is written, rewritten, and every other one deleted.
+				if err := db.putContainer(&containerRecord{ID: id, Name: "first"}); err != nil {
+					errs <- err
+				}
+				if err := db.putContainer(&containerRecord{ID: id, Name: "second"}); err != nil {
+					errs <- err
+				}
+				if j%2 == 1 {
+					if err := db.deleteContainer(id); err != nil {
+						errs <- err
+					}
+				}
+			}
+		}()
+	}
+	// One bad write among them (a key past bbolt's limit).
+	bad := db.write(&stateWrite{bucket: bucketContainers, key: bytes.Repeat([]byte("k"), 40000), value: []byte("{}")})
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if bad == nil {
+		t.Error("a key past bbolt's limit was written")
+	}
+	_, ctrs, err := db.load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ctrs) != writers*each/2 {
+		t.Errorf("%d records, want %d", len(ctrs), writers*each/2)
+	}
+	for _, c := range ctrs {
+		if c.Name != "second" {
+			t.Errorf("record %s is %q, want its last write", c.ID, c.Name)
+		}
+	}
+	writes := uint64(writers * each * 5 / 2)
+	if n := db.commits.Load(); n >= writes {
+		t.Errorf("%d commits for %d writes, want fewer", n, writes)
+	} else {
+		t.Logf("%d commits for %d writes", n, writes)
 	}
 }

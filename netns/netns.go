@@ -36,7 +36,6 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/vishvananda/netlink"
 	vnetns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 )
@@ -134,12 +133,72 @@ func pin(path string) error {
 	return <-errc
 }
 
+// newNamespace creates a network namespace on a locked thread of its own,
+// brings its loopback up while there, opens it, and moves the thread back;
+// the file returned holds the namespace (pinned nowhere) until closed. A
+// thread that cannot be moved back ends with its goroutine, as in pin.
+func newNamespace() (*os.File, error) {
+	type result struct {
+		f   *os.File
+		err error
+	}
+	res := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread()
+		orig, err := vnetns.Get()
+		if err != nil {
+			runtime.UnlockOSThread()
+			res <- result{err: fmt.Errorf("get current network namespace: %w", err)}
+			return
+		}
+		defer orig.Close()
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread() // unshare failed: the thread did not move
+			res <- result{err: fmt.Errorf("unshare: %w", err)}
+			return
+		}
+		f, openErr := os.Open(fmt.Sprintf("/proc/%d/task/%d/ns/net", os.Getpid(), unix.Gettid()))
+		if openErr == nil {
+			if openErr = loopbackUp(); openErr != nil {
+				f.Close()
+			}
+		}
+		if err := vnetns.Set(orig); err != nil {
+			if openErr == nil {
+				f.Close()
+			}
+			res <- result{err: errors.Join(openErr, fmt.Errorf("return to the original network namespace: %w", err))}
+			return // still locked: the thread ends with this goroutine
+		}
+		runtime.UnlockOSThread()
+		if openErr != nil {
+			res <- result{err: openErr}
+			return
+		}
+		res <- result{f: f}
+	}()
+	r := <-res
+	return r.f, r.err
+}
+
+// loopbackUp brings up the loopback interface of the calling thread's
+// network namespace, with two ioctls on one socket (as ip link set lo up
+// does, less its netlink round trips: a namespace is made for every pod).
 func loopbackUp() error {
-	lo, err := netlink.LinkByName("lo")
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
+		return fmt.Errorf("bring loopback up: socket: %w", err)
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq("lo")
+	if err != nil {
+		return fmt.Errorf("bring loopback up: %w", err)
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
 		return fmt.Errorf("find loopback: %w", err)
 	}
-	if err := netlink.LinkSetUp(lo); err != nil {
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
 		return fmt.Errorf("bring loopback up: %w", err)
 	}
 	return nil

@@ -1,8 +1,6 @@
 package netns
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -12,19 +10,22 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Pool keeps a few network namespaces made ahead of need, pinned under
-// dir/.spare, so that a pod's sandbox costs two mounts instead of making a
+// Pool keeps a few network namespaces made ahead of need, so that a pod's
+// sandbox costs a pin (a file and a bind mount) instead of making a
 // namespace (the kernel's part of which is most of a millisecond). A spare
-// is a namespace nothing has used: loopback up, nothing else. Take hands
-// one over under its final name; a goroutine makes new ones as they are
-// taken. Spares left by a process that died are deleted by NewPool.
+// is a namespace nothing has used: loopback up, nothing else. It is held by
+// an open file, not pinned, so that handing it over is one pin and not two
+// with an unpin between, and a process that dies leaves none behind. Take
+// hands one over under its final name; a goroutine makes new ones as they
+// are taken. Spares an earlier version pinned under dir/.spare are deleted
+// by NewPool.
 type Pool struct {
 	dir   string
 	spare string
 	size  int
 
 	mu     sync.Mutex
-	spares []string
+	spares []*os.File // each holds a spare namespace
 	made   *sync.Cond // on mu: a spare was added
 
 	kick      chan struct{}
@@ -33,8 +34,8 @@ type Pool struct {
 	wg        sync.WaitGroup
 }
 
-// NewPool deletes the spares an earlier process left under dir/.spare and
-// starts keeping size spares there.
+// NewPool deletes the spares an earlier version left pinned under
+// dir/.spare and starts keeping size spares.
 func NewPool(dir string, size int) (*Pool, error) {
 	p := &Pool{dir: dir, spare: filepath.Join(dir, ".spare"), size: size, kick: make(chan struct{}, 1), done: make(chan struct{})}
 	p.made = sync.NewCond(&p.mu)
@@ -74,14 +75,12 @@ func (p *Pool) fill() {
 				return
 			default:
 			}
-			var b [8]byte
-			rand.Read(b[:])
-			path, err := Create(p.spare, hex.EncodeToString(b[:]))
+			f, err := newNamespace()
 			if err != nil {
 				break // Take makes its own namespaces; try again at the next kick
 			}
 			p.mu.Lock()
-			p.spares = append(p.spares, path)
+			p.spares = append(p.spares, f)
 			p.made.Broadcast()
 			p.mu.Unlock()
 		}
@@ -93,7 +92,7 @@ func (p *Pool) fill() {
 // behind; a name already pinned is ErrExist.
 func (p *Pool) Take(name string) (string, error) {
 	p.mu.Lock()
-	var spare string
+	var spare *os.File
 	if n := len(p.spares); n > 0 {
 		spare, p.spares = p.spares[n-1], p.spares[:n-1]
 	}
@@ -102,13 +101,27 @@ func (p *Pool) Take(name string) (string, error) {
 	case p.kick <- struct{}{}:
 	default:
 	}
-	if spare == "" {
+	if spare == nil {
 		return Create(p.dir, name)
 	}
-	path, err := move(spare, p.dir, name)
-	if err != nil {
-		Delete(spare)
+	defer spare.Close() // the pin holds the namespace now, or nothing does
+	return pinFile(spare, p.dir, name)
+}
+
+// pinFile pins the namespace f holds at dir/name. On error nothing is
+// pinned at dir/name.
+func pinFile(f *os.File, dir, name string) (string, error) {
+	if err := validName(name); err != nil {
 		return "", err
+	}
+	path, err := newPinFile(dir, name)
+	if err != nil {
+		return "", err
+	}
+	src := fmt.Sprintf("/proc/self/fd/%d", f.Fd())
+	if err := unix.Mount(src, path, "", unix.MS_BIND, ""); err != nil {
+		os.Remove(path)
+		return "", fmt.Errorf("create network namespace %s: bind-mount a spare: %w", path, err)
 	}
 	return path, nil
 }
@@ -140,8 +153,8 @@ func (p *Pool) Close() error {
 		p.mu.Lock()
 		defer p.mu.Unlock()
 		var errs []error
-		for _, s := range p.spares {
-			errs = append(errs, Delete(s))
+		for _, f := range p.spares {
+			errs = append(errs, f.Close())
 		}
 		p.spares = nil
 		err = errors.Join(errs...)

@@ -2,17 +2,20 @@ package netns
 
 import (
 	"errors"
+	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"testing"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
-// TestPool: Take hands over a spare namespace, loopback up, under the
-// sandbox's name, and the pool makes another; a name taken twice is
-// ErrExist; leftovers of an earlier run and the spares at Close are
-// deleted, so nothing stays pinned.
+// TestPool: Take hands over a spare namespace itself, loopback up, under
+// the sandbox's name, and the pool makes another; a name taken twice is
+// ErrExist; spares are pinned nowhere; leftovers an earlier version pinned
+// are deleted, and the spares at Close go, so nothing stays.
 func TestPool(t *testing.T) {
 	needRoot(t)
 	dir := t.TempDir()
@@ -30,8 +33,14 @@ func TestPool(t *testing.T) {
 	}
 	p.waitFull()
 	p.mu.Lock()
-	spare := p.spares[len(p.spares)-1]
+	var spare unix.Stat_t
+	if err := unix.Fstat(int(p.spares[len(p.spares)-1].Fd()), &spare); err != nil {
+		t.Fatal(err)
+	}
 	p.mu.Unlock()
+	if pins, _ := List(dir); len(pins) != 0 {
+		t.Errorf("pins under the pool's dir before any Take: %v, want none", pins)
+	}
 
 	path, err := p.Take("sandbox-a")
 	if err != nil {
@@ -44,8 +53,9 @@ func TestPool(t *testing.T) {
 	if ok, _ := IsPinned(path); !ok {
 		t.Error("the taken namespace is not pinned")
 	}
-	if ok, _ := IsPinned(spare); ok {
-		t.Error("the spare handed over is still pinned under its spare name")
+	var taken unix.Stat_t
+	if err := unix.Stat(path, &taken); err != nil || taken.Ino != spare.Ino || taken.Dev != spare.Dev {
+		t.Errorf("the namespace taken (inode %d, %v) is not the spare (inode %d)", taken.Ino, err, spare.Ino)
 	}
 	err = Do(path, func() error {
 		lo, err := netlink.LinkByName("lo")
@@ -78,4 +88,27 @@ func TestPool(t *testing.T) {
 		t.Errorf("pins under the pool's dir = %v, want only %s", pins, path)
 	}
 	assertThreadsAtHome(t)
+}
+
+// BenchmarkPoolTake pins a spare and deletes the pin, with the pool
+// making spares as they are taken (a burst of sandboxes).
+func BenchmarkPoolTake(b *testing.B) {
+	if os.Geteuid() != 0 {
+		b.Skip("needs root: creates network namespaces")
+	}
+	dir := b.TempDir()
+	p, err := NewPool(dir, 4)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer p.Close()
+	for i := 0; b.Loop(); i++ {
+		path, err := p.Take(fmt.Sprintf("pod%d", i))
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := Delete(path); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

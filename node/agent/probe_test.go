@@ -148,7 +148,9 @@ func TestReadinessProbe(t *testing.T) {
 		c.ReadinessProbe = &skiffv1.Probe{HttpGet: &skiffv1.HTTPGetAction{Path: "/healthz", Port: "http"}, PeriodSeconds: 1, FailureThreshold: 2}
 	})
 	scheduledAt := timestamppb.New(time.Date(2026, 11, 26, 11, 0, 0, 0, time.UTC))
+	// The scheduler's write, which the worker has not seen.
 	pods.pod.Status.Conditions = []*skiffv1.Condition{{Type: "PodScheduled", Status: "True", LastTransitionTime: scheduledAt}}
+	pods.pod.Metadata.ResourceVersion++
 	app := &switchable{}
 	podNet.serve("127.0.0.1:8080", app)
 	startPLEG(t, w.a, cri, w)

@@ -40,6 +40,9 @@ type podWorker struct {
 	startTime  time.Time
 	containers map[string]*containerRun
 	reported   *skiffv1.PodStatus
+	// written is the pod as the worker's last status write left it: the
+	// base of the next write when it is newer than pod.
+	written    *skiffv1.Pod
 	sandboxErr string
 	// released is set once the sandbox of a finished pod is stopped, so
 	// that its network namespace is given back while its logs stay.
@@ -566,22 +569,34 @@ func (w *podWorker) report(ctx context.Context) {
 		return
 	}
 	w.unreported = true
+	// The write is a compare-and-swap on the newest version of the pod
+	// the worker knows (its watch's, or its own last write's); only when
+	// someone else wrote since (or no version is known) is the pod read
+	// again.
+	p := w.pod
+	if w.written.GetMetadata().GetResourceVersion() > p.GetMetadata().GetResourceVersion() {
+		p = w.written
+	}
 	for try := 0; try < 4; try++ {
-		res, err := w.a.cfg.Pods.Get(ctx, connect.NewRequest(&skiffv1.GetRequest{Namespace: w.pod.Metadata.Namespace, Name: w.pod.Metadata.Name}))
-		if err != nil {
-			w.log.Debug("get pod for status", "err", err)
-			return
+		if try > 0 || p.GetMetadata().GetResourceVersion() == 0 {
+			res, err := w.a.cfg.Pods.Get(ctx, connect.NewRequest(&skiffv1.GetRequest{Namespace: w.pod.Metadata.Namespace, Name: w.pod.Metadata.Name}))
+			if err != nil {
+				w.log.Debug("get pod for status", "err", err)
+				return
+			}
+			p = res.Msg
 		}
-		p := res.Msg
 		if p.GetMetadata().GetUid() != w.uid || terminal(p.GetStatus().GetPhase()) {
 			w.reported = st // replaced by another pod of the name, or final: nothing to write
 			w.unreported = false
 			return
 		}
-		p.Status = mergeStatus(p.GetStatus(), st, w.a.now())
-		_, err = w.a.cfg.Pods.UpdateStatus(ctx, connect.NewRequest(p))
+		// A copy: p may be the worker's own pod, whose stored status the
+		// worker goes by until the watch brings the new one.
+		p = &skiffv1.Pod{Metadata: p.Metadata, Spec: p.Spec, Status: mergeStatus(p.GetStatus(), st, w.a.now())}
+		res, err := w.a.cfg.Pods.UpdateStatus(ctx, connect.NewRequest(p))
 		if err == nil {
-			w.reported = st
+			w.reported, w.written = st, res.Msg
 			w.unreported = false
 			return
 		}

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	skiffv1 "skiff.dev/skiff/control/api/gen/skiff/v1"
@@ -551,7 +552,8 @@ type fakePods struct {
 	pod        *skiffv1.Pod // the stored pod; nil once deleted
 	statuses   []*skiffv1.PodStatus
 	deletes    []*skiffv1.DeleteRequest
-	getErr     error                   // returned by Get while set
+	getErr     error                   // returned by Get and UpdateStatus while set
+	gets       int                     // Get calls answered
 	deleteErrs []error                 // returned by the next Deletes, in turn
 	updated    chan *skiffv1.PodStatus // when set, gets each status written, if it has room
 }
@@ -570,6 +572,7 @@ func (f *fakePods) Get(_ context.Context, r *connect.Request[skiffv1.GetRequest]
 	if f.getErr != nil {
 		return nil, f.getErr
 	}
+	f.gets++
 	if f.pod == nil || f.pod.Metadata.Namespace != r.Msg.Namespace || f.pod.Metadata.Name != r.Msg.Name {
 		return nil, connect.NewError(connect.CodeNotFound, fmt.Errorf("pods %q not found", r.Msg.Name))
 	}
@@ -579,10 +582,22 @@ func (f *fakePods) Get(_ context.Context, r *connect.Request[skiffv1.GetRequest]
 func (f *fakePods) UpdateStatus(_ context.Context, r *connect.Request[skiffv1.Pod]) (*connect.Response[skiffv1.Pod], error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if f.pod == nil || f.pod.Metadata.Uid != r.Msg.GetMetadata().GetUid() {
+	if f.getErr != nil {
+		return nil, f.getErr
+	}
+	if f.pod == nil {
 		return nil, connect.NewError(connect.CodeNotFound, errors.New("pod not found"))
 	}
+	// As the apiserver: a compare-and-swap on the resourceVersion given.
+	if f.pod.Metadata.Uid != r.Msg.GetMetadata().GetUid() {
+		return nil, connect.NewError(connect.CodeAborted, errors.New("the object was replaced"))
+	}
+	if rv := r.Msg.GetMetadata().GetResourceVersion(); rv != 0 && rv != f.pod.Metadata.ResourceVersion {
+		f.calls.add("UpdateStatus conflict")
+		return nil, connect.NewError(connect.CodeAborted, errors.New("the object has been modified"))
+	}
 	f.calls.add("UpdateStatus %s", r.Msg.GetStatus().GetPhase())
+	f.pod.Metadata.ResourceVersion++
 	f.pod.Status = proto.Clone(r.Msg.GetStatus()).(*skiffv1.PodStatus)
 	f.statuses = append(f.statuses, f.pod.Status)
 	if f.updated != nil {
@@ -647,7 +662,7 @@ func TestFinishedPodReleasesItsSandbox(t *testing.T) {
 		name      string
 		policy    string
 		exit      *int32 // the container's exit code; nil while it runs
-		getErr    error  // the API's answer to the status write's Get
+		getErr    error  // the API's answer to the status write
 		wantPhase string // the phase the API ends with
 		wantStops int
 	}{
@@ -704,5 +719,45 @@ func TestFinishedPodReleasesItsSandbox(t *testing.T) {
 				t.Errorf("after the API came back: phase %s, %d sandbox stops; want Succeeded, 1", got, stops)
 			}
 		})
+	}
+}
+
+// TestStatusWriteIsOneCall: a status write is one UpdateStatus on the
+// version of the pod the worker knows, with no read before it; when
+// someone else wrote the pod since, the write is refused, and the worker
+// reads the pod again and writes on it, keeping what the other wrote.
+func TestStatusWriteIsOneCall(t *testing.T) {
+	w, cri, _ := newTestWorker(t, "Never")
+	w.pod.Metadata.ResourceVersion = 7
+	pods := newFakePods(w, cri)
+	ctx := context.Background()
+	w.sync(ctx)
+	w.report(ctx)
+	if got := pods.pod.GetStatus().GetPhase(); got != "Running" || pods.gets != 0 {
+		t.Fatalf("after the first write: phase %s with %d reads, want Running with none", got, pods.gets)
+	}
+	cri.exit(0)
+	w.sync(ctx)
+	w.report(ctx) // on its own write's version, which the watch has not brought yet
+	if got := pods.pod.GetStatus().GetPhase(); got != "Succeeded" || pods.gets != 0 {
+		t.Fatalf("after the exit: phase %s with %d reads, want Succeeded with none", got, pods.gets)
+	}
+	if got := cri.calls.count("UpdateStatus"); got != 2 {
+		t.Errorf("%d status writes, want 2; calls %q", got, cri.calls.get())
+	}
+
+	// Another writer's condition, which the worker has not seen.
+	w2, cri2, now := newTestWorker(t, "Never")
+	w2.pod.Metadata.ResourceVersion = 7
+	pods2 := newFakePods(w2, cri2)
+	pods2.pod.Status.Conditions = []*skiffv1.Condition{{Type: "PodScheduled", Status: "True", LastTransitionTime: timestamppb.New(*now)}}
+	pods2.pod.Metadata.ResourceVersion = 8
+	w2.sync(ctx)
+	w2.report(ctx)
+	if got := cri2.calls.get(); !slices.Contains(got, "UpdateStatus conflict") || !slices.Contains(got, "UpdateStatus Running") {
+		t.Errorf("calls %q: want a refused write, then one on the pod read again", got)
+	}
+	if pods2.gets != 1 || condition(pods2.pod.GetStatus(), "PodScheduled") == nil || pods2.pod.GetStatus().GetPhase() != "Running" {
+		t.Errorf("after %d reads the API has %v: want one read, Running, the other writer's condition kept", pods2.gets, pods2.pod.GetStatus())
 	}
 }

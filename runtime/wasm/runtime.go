@@ -443,7 +443,8 @@ func (r *Runtime) compileFile(ctx context.Context, path string) (wazero.Compiled
 	if err != nil {
 		return nil, 0, fmt.Errorf("read module: %w", err)
 	}
-	mod, err := r.rt.CompileModule(ctx, bin)
+	size := len(bin)
+	mod, err := r.rt.CompileModule(ctx, mergeData(bin)) // datamerge.go
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, 0, ctx.Err()
@@ -454,7 +455,7 @@ func (r *Runtime) compileFile(ctx context.Context, path string) (wazero.Compiled
 		mod.Close(ctx)
 		return nil, 0, fmt.Errorf("%w: %w", ErrInvalidModule, err)
 	}
-	return mod, len(bin), nil
+	return mod, size, nil
 }
 
 // checkCommand checks that mod is a WASI command module this runtime can
