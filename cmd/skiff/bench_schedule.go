@@ -231,17 +231,31 @@ func (b *bench) heartbeat(ctx context.Context, n int, registered time.Time) erro
 			return nil
 		case <-t.C:
 		}
+		var due []int
 		for i := range last {
-			if time.Since(last[i]) < benchHeartbeat {
-				continue
+			if time.Since(last[i]) >= benchHeartbeat {
+				due = append(due, i)
 			}
+		}
+		// From several clients, as the nodes' agents would: one after the
+		// other, the writes of a few thousand nodes fall behind the
+		// grace on a busy server.
+		_, err := parallel(ctx, benchHeartbeatClients, len(due), func(ctx context.Context, j int) error {
+			i := due[j]
 			last[i] = time.Now()
 			if _, err := b.nodes.UpdateStatus(ctx, connect.NewRequest(fakeNode(fakeNodeName(i), last[i]))); err != nil && ctx.Err() == nil {
 				return fmt.Errorf("heartbeat of node %s: %w", fakeNodeName(i), err)
 			}
+			return nil
+		})
+		if err != nil && ctx.Err() == nil {
+			return err
 		}
 	}
 }
+
+// benchHeartbeatClients is how many heartbeats a bench writes at once.
+const benchHeartbeatClients = 16
 
 // measureSchedule creates the pods and waits until a watch has seen every
 // one bound. With a hold, it closes the hold once every pod is created,
@@ -364,11 +378,15 @@ func (b *bench) createSchedulePod(ctx context.Context, name string) error {
 
 // watchBindings watches the bench's pods from rev and calls bound with
 // the name and the time of each event that shows a pod bound, until ctx
-// ends. A watch that breaks is opened again from the last version seen.
+// ends. A watch that breaks is opened again from the last version seen;
+// when that version is too old (the watch fell far behind), the pods are
+// listed, each bound one counted as bound when the listing is read, and
+// watched again from the listing's version.
 func (b *bench) watchBindings(ctx context.Context, rev uint64, bound func(name string, at time.Time)) error {
+	sel := benchLabel + "=" + b.run
 	for {
 		st, err := b.pods.Watch(ctx, connect.NewRequest(&skiffv1.WatchRequest{
-			Namespace: benchNamespace, LabelSelector: benchLabel + "=" + b.run, ResourceVersion: rev, AllowBookmarks: true,
+			Namespace: benchNamespace, LabelSelector: sel, ResourceVersion: rev, AllowBookmarks: true,
 		}))
 		if err != nil {
 			return err
@@ -384,10 +402,25 @@ func (b *bench) watchBindings(ctx context.Context, rev uint64, bound func(name s
 		if ctx.Err() != nil {
 			return nil
 		}
-		if connect.CodeOf(err) != connect.CodeUnavailable {
+		switch connect.CodeOf(err) {
+		case connect.CodeUnavailable:
+			b.say("the watch broke (%v); watching again from %d", err, rev)
+		case connect.CodeOutOfRange:
+			b.say("the watch expired (%v); listing the pods", err)
+			list, err := b.pods.List(ctx, connect.NewRequest(&skiffv1.ListRequest{Namespace: benchNamespace, LabelSelector: sel}))
+			if err != nil {
+				return fmt.Errorf("list the pods: %w", err)
+			}
+			at := time.Now()
+			for _, p := range list.Msg.GetItems() {
+				if p.GetSpec().GetNodeName() != "" {
+					bound(p.GetMetadata().GetName(), at)
+				}
+			}
+			rev = list.Msg.GetResourceVersion()
+		default:
 			return err
 		}
-		b.say("the watch broke (%v); watching again from %d", err, rev)
 	}
 }
 
