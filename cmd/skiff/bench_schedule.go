@@ -49,7 +49,8 @@ afterwards), registers --nodes fake nodes through the API (Ready, 64 CPUs,
 heartbeat is written again once ` + benchHeartbeat.String() + ` old, to keep it Ready), then
 creates --pods pods through the API from --clients concurrent clients, as
 fast as the API takes them. Each pod asks for 10m CPU and 16 MiB. The leader's scheduler binds them; a watch of
-every pod sees each binding.
+every pod sees each binding (a watch that falls too far behind lists the
+pods again, and counts those bound as bound when the listing arrives).
 
 It reports:
 
@@ -407,9 +408,9 @@ func (b *bench) watchBindings(ctx context.Context, rev uint64, bound func(name s
 			b.say("the watch broke (%v); watching again from %d", err, rev)
 		case connect.CodeOutOfRange:
 			b.say("the watch expired (%v); listing the pods", err)
-			list, err := b.pods.List(ctx, connect.NewRequest(&skiffv1.ListRequest{Namespace: benchNamespace, LabelSelector: sel}))
+			list, err := b.listBenchPods(ctx, sel)
 			if err != nil {
-				return fmt.Errorf("list the pods: %w", err)
+				return err
 			}
 			at := time.Now()
 			for _, p := range list.Msg.GetItems() {
@@ -420,6 +421,26 @@ func (b *bench) watchBindings(ctx context.Context, rev uint64, bound func(name s
 			rev = list.Msg.GetResourceVersion()
 		default:
 			return err
+		}
+	}
+}
+
+// listBenchPods lists the bench's pods, again after a pause while the
+// cluster has no leader to answer.
+func (b *bench) listBenchPods(ctx context.Context, sel string) (*connect.Response[skiffv1.PodList], error) {
+	for {
+		list, err := b.pods.List(ctx, connect.NewRequest(&skiffv1.ListRequest{Namespace: benchNamespace, LabelSelector: sel}))
+		if connect.CodeOf(err) != connect.CodeUnavailable {
+			if err != nil {
+				return nil, fmt.Errorf("list the pods: %w", err)
+			}
+			return list, nil
+		}
+		b.say("list the pods: %v; listing them again", err)
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("list the pods: %w", ctx.Err())
+		case <-time.After(time.Second):
 		}
 	}
 }
