@@ -75,6 +75,9 @@ func TestFilters(t *testing.T) {
 		{"no runtime class: any node", runtimeClass{}, pod("p", "", ""), nodeWith(node("a")), nil},
 		{"runtime offered", runtimeClass{}, pod("p", "", "wasm"), nodeWith(node("a")), nil},
 		{"runtime not offered", runtimeClass{}, pod("p", "", "runc"), nodeWith(node("a")), []string{`node(s) did not offer runtime "runc"`}},
+		// A name without a bit (past 64 names) is looked for in the list.
+		{"runtime offered, no bit", runtimeFilter{want: "wasm"}, pod("p", "", "wasm"), nodeWith(node("a")), nil},
+		{"runtime not offered, no bit", runtimeFilter{want: "runc"}, pod("p", "", "runc"), nodeWith(node("a")), []string{`node(s) did not offer runtime "runc"`}},
 
 		{"fits", resourceFit{}, requesting(pod("p", "", ""), "500m", "1Gi"), nodeWith(node("a", alloc("1", "2Gi", "110")), requesting(pod("x", "", ""), "500m", "1Gi")), nil},
 		{"cpu short", resourceFit{}, requesting(pod("p", "", ""), "600m", ""), nodeWith(node("a", alloc("1", "2Gi", "110")), requesting(pod("x", "", ""), "500m", "")), []string{"Insufficient cpu"}},
