@@ -50,7 +50,8 @@ heartbeat is written again once ` + benchHeartbeat.String() + ` old, to keep it 
 creates --pods pods through the API from --clients concurrent clients, as
 fast as the API takes them. Each pod asks for 10m CPU and 16 MiB. The leader's scheduler binds them; a watch of
 every pod sees each binding (a watch that falls too far behind lists the
-pods again, and counts those bound as bound when the listing arrives).
+pods again, and counts each pod it shows bound from the time of its
+PodScheduled condition).
 
 It reports:
 
@@ -412,10 +413,10 @@ func (b *bench) watchBindings(ctx context.Context, rev uint64, bound func(name s
 			if err != nil {
 				return err
 			}
-			at := time.Now()
+			listed := time.Now()
 			for _, p := range list.Msg.GetItems() {
 				if p.GetSpec().GetNodeName() != "" {
-					bound(p.GetMetadata().GetName(), at)
+					bound(p.GetMetadata().GetName(), boundAt(p, listed))
 				}
 			}
 			rev = list.Msg.GetResourceVersion()
@@ -423,6 +424,20 @@ func (b *bench) watchBindings(ctx context.Context, rev uint64, bound func(name s
 			return err
 		}
 	}
+}
+
+// boundAt is when a listed pod was bound: the time of its PodScheduled
+// condition (the servers run in this process, on this clock), or listed
+// when it has none.
+func boundAt(p *skiffv1.Pod, listed time.Time) time.Time {
+	for _, c := range p.GetStatus().GetConditions() {
+		if c.GetType() == "PodScheduled" && c.GetStatus() == "True" && c.GetLastTransitionTime() != nil {
+			if at := c.GetLastTransitionTime().AsTime(); at.Before(listed) {
+				return at
+			}
+		}
+	}
+	return listed
 }
 
 // listBenchPods lists the bench's pods, again after a pause while the
