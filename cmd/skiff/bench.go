@@ -213,7 +213,7 @@ func runBenchStore(ctx context.Context, out, progress io.Writer, target *clientC
 	if target != nil {
 		where = "server at " + target.Server
 	} else {
-		local, err := startBenchServers(ctx, progress, o.servers)
+		local, err := startBenchServers(ctx, progress, o.servers, nil)
 		if err != nil {
 			return err
 		}

@@ -31,8 +31,9 @@ type localServer struct {
 
 // startBenchServers starts n servers in this process: one alone, or a
 // cluster of n on 127.0.0.1 to 127.0.0.n, and returns the leader's address
-// once the cluster takes writes.
-func startBenchServers(ctx context.Context, logOut io.Writer, n int) (*localServer, error) {
+// once the cluster takes writes. hold, when not nil, keeps every server's
+// scheduler from placing pods until it is closed (server.Config.SchedulerHold).
+func startBenchServers(ctx context.Context, logOut io.Writer, n int, hold <-chan struct{}) (*localServer, error) {
 	dir, err := os.MkdirTemp("", "skiff-bench-")
 	if err != nil {
 		return nil, fmt.Errorf("create the bench's data dir: %w", err)
@@ -56,7 +57,7 @@ func startBenchServers(ctx context.Context, logOut io.Writer, n int) (*localServ
 		}
 		return errors.Join(append(errs, os.RemoveAll(dir))...)
 	}
-	cfgs := []server.Config{{DataDir: dir, Listen: "127.0.0.1:0", Logger: log}}
+	cfgs := []server.Config{{DataDir: dir, Listen: "127.0.0.1:0", Logger: log, SchedulerHold: hold}}
 	token := ""
 	if n > 1 {
 		token = pki.NewToken()
@@ -80,7 +81,7 @@ func startBenchServers(ctx context.Context, logOut io.Writer, n int) (*localServ
 			}
 			cfgs = append(cfgs, server.Config{
 				DataDir: filepath.Join(dir, host), Listen: host + ":0", RaftListen: host + ":0", Gossip: gossip[i-1], Join: join,
-				BootstrapExpect: n, Token: token, Logger: log,
+				BootstrapExpect: n, Token: token, Logger: log, SchedulerHold: hold,
 			})
 		}
 	}

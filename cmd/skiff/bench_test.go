@@ -217,34 +217,46 @@ func TestBenchStoreFlags(t *testing.T) {
 }
 
 // TestBenchSchedule runs the schedule bench, small, on a cluster of three
-// of its own: every pod is bound (the bench fails otherwise), and each
-// figure is there.
+// of its own, as it is and with a backlog: every pod is bound (the bench
+// fails otherwise, and with a backlog if any is bound before the release),
+// and each figure is there.
 func TestBenchSchedule(t *testing.T) {
-	out, err := benchSkiff(t, "bench", "schedule", "--nodes", "50", "--pods", "500", "--timeout", "1m")
-	if err != nil {
-		t.Fatal(err)
-	}
-	rows := benchTable(t, out, "SCHEDULE")
-	if len(rows) != 3 {
-		t.Fatalf("schedule table has %d rows, want created, placed and binding:\n%s", len(rows), out)
-	}
-	for _, r := range rows {
-		if len(r) != 5 || r[1] != "50" || r[2] != "500" {
-			t.Errorf("row %q, want 50 nodes and 500 pods", r)
-			continue
-		}
-		positive(t, r[0]+" took", r[3])
-	}
-	lat := benchTable(t, out, "LATENCY")
-	if len(lat) != 1 || len(lat[0]) != 4 {
-		t.Fatalf("latency table %q", lat)
-	}
-	positive(t, "p50", lat[0][1])
-	positive(t, "p99", lat[0][2])
-	if m := regexp.MustCompile(`data in (\S+)`).FindStringSubmatch(out); m == nil {
-		t.Errorf("no data directory named in:\n%s", out)
-	} else if _, err := os.Stat(m[1]); !os.IsNotExist(err) {
-		t.Errorf("data directory %s left behind: %v", m[1], err)
+	for _, tt := range []struct {
+		name string
+		args []string
+		from string
+	}{
+		{"default", nil, "create→bound"},
+		{"backlog", []string{"--backlog"}, "release→bound"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			out, err := benchSkiff(t, append([]string{"bench", "schedule", "--nodes", "50", "--pods", "500", "--timeout", "1m"}, tt.args...)...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rows := benchTable(t, out, "SCHEDULE")
+			if len(rows) != 3 {
+				t.Fatalf("schedule table has %d rows, want created, placed and binding:\n%s", len(rows), out)
+			}
+			for _, r := range rows {
+				if len(r) != 5 || r[1] != "50" || r[2] != "500" {
+					t.Errorf("row %q, want 50 nodes and 500 pods", r)
+					continue
+				}
+				positive(t, r[0]+" took", r[3])
+			}
+			lat := benchTable(t, out, "LATENCY")
+			if len(lat) != 1 || len(lat[0]) != 4 || lat[0][0] != tt.from {
+				t.Fatalf("latency table %q, want one row %s", lat, tt.from)
+			}
+			positive(t, "p50", lat[0][1])
+			positive(t, "p99", lat[0][2])
+			if m := regexp.MustCompile(`data in (\S+)`).FindStringSubmatch(out); m == nil {
+				t.Errorf("no data directory named in:\n%s", out)
+			} else if _, err := os.Stat(m[1]); !os.IsNotExist(err) {
+				t.Errorf("data directory %s left behind: %v", m[1], err)
+			}
+		})
 	}
 }
 

@@ -2,6 +2,8 @@ package scheduler
 
 import (
 	"fmt"
+	"slices"
+	"sync"
 	"time"
 )
 
@@ -13,7 +15,7 @@ type nodeUnschedulable struct{}
 func (nodeUnschedulable) Name() string { return "NodeUnschedulable" }
 
 func (nodeUnschedulable) Filter(p *podInfo, n *nodeInfo) *status {
-	if n.node.GetSpec().GetUnschedulable() && !tolerated(p.pod.GetSpec().GetTolerations(), unschedulableTaint) {
+	if n.unschedulable && !tolerated(p.pod.GetSpec().GetTolerations(), unschedulableTaint) {
 		return unfit("node(s) were unschedulable")
 	}
 	return nil
@@ -27,14 +29,31 @@ type nodeReady struct {
 
 func (nodeReady) Name() string { return "NodeReady" }
 
-func (f nodeReady) Filter(_ *podInfo, n *nodeInfo) *status {
-	for _, c := range n.node.GetStatus().GetConditions() {
-		if c.GetType() == "Ready" && c.GetStatus() == "True" && f.now().Sub(c.GetLastHeartbeatTime().AsTime()) < HeartbeatGrace {
-			return nil
-		}
-	}
-	return unfit("node(s) were not ready")
+// PreFilter reads the clock once for the pod.
+func (f nodeReady) PreFilter(*podInfo, []*nodeInfo) filter {
+	return readyAt{f.now()}
 }
+
+func (f nodeReady) Filter(p *podInfo, n *nodeInfo) *status {
+	return readyAt{f.now()}.Filter(p, n)
+}
+
+// readyAt is nodeReady for one pod, with the clock read.
+type readyAt struct {
+	now time.Time
+}
+
+func (readyAt) Name() string { return "NodeReady" }
+
+func (f readyAt) Filter(_ *podInfo, n *nodeInfo) *status {
+	if n.ready && f.now.Sub(n.heartbeat) < HeartbeatGrace {
+		return nil
+	}
+	return errNotReady
+}
+
+// errNotReady is nodeReady's refusal, made once: it is never changed.
+var errNotReady = unfit("node(s) were not ready")
 
 // runtimeClass turns down a node that does not offer the pod's
 // runtimeClassName. A pod that names none runs each container by its
@@ -43,18 +62,56 @@ type runtimeClass struct{}
 
 func (runtimeClass) Name() string { return "RuntimeClass" }
 
-func (runtimeClass) Filter(p *podInfo, n *nodeInfo) *status {
+// PreFilter leaves the plugin out for a pod that names no runtime, and
+// looks up the bit of the one it names.
+func (runtimeClass) PreFilter(p *podInfo, _ []*nodeInfo) filter {
 	want := p.pod.GetSpec().GetRuntimeClassName()
 	if want == "" {
 		return nil
 	}
-	for _, r := range n.node.GetStatus().GetRuntimes() {
-		if r == want {
-			return nil
-		}
-	}
-	return unfit(fmt.Sprintf("node(s) did not offer runtime %q", want))
+	return runtimeFilter{want: want, bit: runtimeBit(want)}
 }
+
+func (runtimeClass) Filter(p *podInfo, n *nodeInfo) *status {
+	f := runtimeClass{}.PreFilter(p, nil)
+	if f == nil {
+		return nil
+	}
+	return f.Filter(p, n)
+}
+
+// runtimeFilter is runtimeClass for a pod that names a runtime.
+type runtimeFilter struct {
+	want string
+	bit  uint64 // 0: the name has no bit, look in the node's list
+}
+
+func (runtimeFilter) Name() string { return "RuntimeClass" }
+
+func (f runtimeFilter) Filter(_ *podInfo, n *nodeInfo) *status {
+	if f.bit != 0 && n.runtimeSet&f.bit != 0 || f.bit == 0 && slices.Contains(n.runtimes, f.want) {
+		return nil
+	}
+	return unfit(fmt.Sprintf("node(s) did not offer runtime %q", f.want))
+}
+
+// runtimeBit is the bit of a runtime name in nodeInfo.runtimeSet, given
+// to the name the first time it is asked for; 0 once 64 names have one.
+func runtimeBit(name string) uint64 {
+	runtimeBits.Lock()
+	defer runtimeBits.Unlock()
+	b, ok := runtimeBits.m[name]
+	if !ok && len(runtimeBits.m) < 64 {
+		b = 1 << len(runtimeBits.m)
+		runtimeBits.m[name] = b
+	}
+	return b
+}
+
+var runtimeBits = struct {
+	sync.Mutex
+	m map[string]uint64
+}{m: map[string]uint64{}}
 
 // resourceFit turns down a node whose allocatable cannot hold the pod's
 // requests on top of what its unfinished pods request, as kube-scheduler's

@@ -111,6 +111,58 @@ type placeBuffers struct {
 	feasible []*nodeInfo
 	scores   []int64
 	totals   []int64
+	reasons  reasonCounts
+}
+
+// reasonCounts counts how many nodes each reason turned down. A pod sees
+// few distinct reasons, most of them the very same strings, so they are
+// counted in a short list, the pointer-equal strings comparing at once,
+// and only past maxListedReasons in a map.
+type reasonCounts struct {
+	list []reasonCount
+	more map[string]int
+}
+
+type reasonCount struct {
+	reason string
+	n      int
+}
+
+const maxListedReasons = 8
+
+func (rc *reasonCounts) add(reason string) {
+	for i := range rc.list {
+		if rc.list[i].reason == reason {
+			rc.list[i].n++
+			return
+		}
+	}
+	if len(rc.list) < maxListedReasons {
+		rc.list = append(rc.list, reasonCount{reason, 1})
+		return
+	}
+	if rc.more == nil {
+		rc.more = map[string]int{}
+	}
+	rc.more[reason]++
+}
+
+// all is every reason with its count.
+func (rc *reasonCounts) all() map[string]int {
+	m := make(map[string]int, len(rc.list)+len(rc.more))
+	for _, c := range rc.list {
+		m[c.reason] = c.n
+	}
+	for r, n := range rc.more {
+		m[r] += n
+	}
+	return m
+}
+
+func (rc *reasonCounts) reset() {
+	clear(rc.list)
+	rc.list = rc.list[:0]
+	rc.more = nil
 }
 
 var placePool = sync.Pool{New: func() any { return new(placeBuffers) }}
@@ -130,6 +182,7 @@ func (pr profile) place(p *podInfo, nodes []*nodeInfo) (*nodeInfo, string) {
 		// Hold on to no snapshot between pods.
 		clear(buf.filters)
 		clear(buf.feasible)
+		buf.reasons.reset()
 		placePool.Put(buf)
 	}()
 
@@ -144,7 +197,7 @@ func (pr profile) place(p *podInfo, nodes []*nodeInfo) (*nodeInfo, string) {
 	}
 	buf.filters = filters
 
-	reasons := map[string]int{}
+	reasons := &buf.reasons
 	feasible := buf.feasible[:0]
 	start, looked, want := 0, 0, nodesToFind(len(nodes))
 	if pr.next != nil && len(nodes) > 0 {
@@ -159,7 +212,7 @@ func (pr profile) place(p *podInfo, nodes []*nodeInfo) (*nodeInfo, string) {
 		looked++
 		if st := runFilters(filters, p, n); st != nil {
 			for _, r := range st.reasons {
-				reasons[r]++
+				reasons.add(r)
 			}
 			continue
 		}
@@ -168,7 +221,7 @@ func (pr profile) place(p *podInfo, nodes []*nodeInfo) (*nodeInfo, string) {
 	buf.feasible = feasible
 	switch len(feasible) {
 	case 0:
-		return nil, unschedulableMessage(len(nodes), reasons)
+		return nil, unschedulableMessage(len(nodes), reasons.all())
 	case 1:
 		return feasible[0], ""
 	}

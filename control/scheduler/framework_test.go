@@ -2,6 +2,7 @@ package scheduler
 
 import (
 	"fmt"
+	"maps"
 	"testing"
 	"time"
 
@@ -49,5 +50,24 @@ func TestPlaceRotates(t *testing.T) {
 		if n, _ := pr.place(p, small); n.name() != "n0030" {
 			t.Errorf("placed on %s, want n0030", n.name())
 		}
+	}
+}
+
+// TestReasonCounts: reasons are counted alike in the short list and past
+// it, in the map.
+func TestReasonCounts(t *testing.T) {
+	var rc reasonCounts
+	want := map[string]int{}
+	for i := range 30 {
+		r := fmt.Sprintf("reason %d", i%(maxListedReasons+3))
+		rc.add(r)
+		want[r]++
+	}
+	if got := rc.all(); !maps.Equal(got, want) {
+		t.Errorf("counted %v, want %v", got, want)
+	}
+	rc.reset()
+	if got := rc.all(); len(got) != 0 {
+		t.Errorf("after reset %v, want none", got)
 	}
 }

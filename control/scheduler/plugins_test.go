@@ -3,10 +3,12 @@ package scheduler
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"slices"
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	skiffv1 "skiff.dev/skiff/control/api/gen/skiff/v1"
@@ -73,6 +75,9 @@ func TestFilters(t *testing.T) {
 		{"no runtime class: any node", runtimeClass{}, pod("p", "", ""), nodeWith(node("a")), nil},
 		{"runtime offered", runtimeClass{}, pod("p", "", "wasm"), nodeWith(node("a")), nil},
 		{"runtime not offered", runtimeClass{}, pod("p", "", "runc"), nodeWith(node("a")), []string{`node(s) did not offer runtime "runc"`}},
+		// A name without a bit (past 64 names) is looked for in the list.
+		{"runtime offered, no bit", runtimeFilter{want: "wasm"}, pod("p", "", "wasm"), nodeWith(node("a")), nil},
+		{"runtime not offered, no bit", runtimeFilter{want: "runc"}, pod("p", "", "runc"), nodeWith(node("a")), []string{`node(s) did not offer runtime "runc"`}},
 
 		{"fits", resourceFit{}, requesting(pod("p", "", ""), "500m", "1Gi"), nodeWith(node("a", alloc("1", "2Gi", "110")), requesting(pod("x", "", ""), "500m", "1Gi")), nil},
 		{"cpu short", resourceFit{}, requesting(pod("p", "", ""), "600m", ""), nodeWith(node("a", alloc("1", "2Gi", "110")), requesting(pod("x", "", ""), "500m", "")), []string{"Insufficient cpu"}},
@@ -240,4 +245,45 @@ func BenchmarkPlace(b *testing.B) {
 			b.Fatal("no node")
 		}
 	}
+}
+
+// BenchmarkPlaceDecoded is BenchmarkPlace over nodes as the scheduler's
+// watch has them: each decoded from its wire form, with ten pods decoded
+// between one node and the next, so that the nodes lie scattered over the
+// heap as a long-running server's do.
+func BenchmarkPlaceDecoded(b *testing.B) {
+	wire := func(m proto.Message) []byte {
+		out, err := proto.Marshal(m)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return out
+	}
+	podWire := wire(on("n0000", requesting(podWith("x", nil, "app", "web"), "10m", "16Mi")))
+	nodes := make([]*skiffv1.Node, 5000)
+	var keep []*skiffv1.Pod
+	for i := range nodes {
+		nodes[i] = new(skiffv1.Node)
+		if err := proto.Unmarshal(wire(node(fmt.Sprintf("n%04d", i), alloc("64", "256Gi", "110"))), nodes[i]); err != nil {
+			b.Fatal(err)
+		}
+		for range 10 {
+			p := new(skiffv1.Pod)
+			if err := proto.Unmarshal(podWire, p); err != nil {
+				b.Fatal(err)
+			}
+			keep = append(keep, p)
+		}
+	}
+	snap := newSnapshot(nodes, nil)
+	pr := defaultProfile(func() time.Time { return now })
+	pr.next = new(int)
+	p := newPodInfo(requesting(pod("p", "", "wasm"), "10m", "16Mi"))
+	b.ResetTimer()
+	for range b.N {
+		if n, _ := pr.place(p, snap); n == nil {
+			b.Fatal("no node")
+		}
+	}
+	runtime.KeepAlive(keep)
 }

@@ -200,6 +200,12 @@ func (n liveNodes) Watch(ctx context.Context, r *connect.Request[skiffv1.WatchRe
 // ends.
 func runScheduler(t *testing.T, api *liveAPI) {
 	t.Helper()
+	runHeldScheduler(t, api, nil)
+}
+
+// runHeldScheduler is runScheduler with a Hold, and returns the scheduler.
+func runHeldScheduler(t *testing.T, api *liveAPI, hold <-chan struct{}) *Scheduler {
+	t.Helper()
 	mux := http.NewServeMux()
 	mux.Handle(skiffv1connect.NewPodServiceHandler(api))
 	mux.Handle(skiffv1connect.NewNodeServiceHandler(liveNodes{api: api}))
@@ -209,7 +215,7 @@ func runScheduler(t *testing.T, api *liveAPI) {
 	ctx, cancel := context.WithCancel(context.Background())
 	s := New(Config{
 		Pods: skiffv1connect.NewPodServiceClient(srv.Client(), srv.URL), Nodes: skiffv1connect.NewNodeServiceClient(srv.Client(), srv.URL),
-		Now: func() time.Time { return now }, Resync: time.Hour,
+		Now: func() time.Time { return now }, Resync: time.Hour, Hold: hold,
 	})
 	done := make(chan struct{})
 	go func() {
@@ -221,6 +227,7 @@ func runScheduler(t *testing.T, api *liveAPI) {
 		<-done
 		srv.Close()
 	})
+	return s
 }
 
 // eventually waits up to 10 s for cond.
@@ -280,6 +287,36 @@ func TestRunBindsInBatches(t *testing.T) {
 	if full < 2 {
 		t.Errorf("BindBatch calls of %v pods, want two of %d", api.batches, bindBatchSize)
 	}
+}
+
+// TestRunHolds: a held scheduler fills its queue from its watches and
+// binds nothing; once released it binds the whole backlog.
+func TestRunHolds(t *testing.T) {
+	api := newLiveAPI()
+	api.addNode(node("a", alloc("", "", "100")))
+	for i := range 3 {
+		api.addPod(pod(fmt.Sprintf("p%d", i), "", ""))
+	}
+	hold := make(chan struct{})
+	s := runHeldScheduler(t, api, hold)
+	api.addPod(pod("p3", "", "")) // seen by the watch, not the listing
+	eventually(t, "every pod queued", func() bool {
+		s.cache.mu.Lock()
+		defer s.cache.mu.Unlock()
+		return s.cache.synced.nodes && len(s.cache.queue) == 4
+	})
+	api.mu.Lock()
+	binds := len(api.binds)
+	api.mu.Unlock()
+	if binds != 0 {
+		t.Fatalf("%d pods bound while held, want none", binds)
+	}
+	close(hold)
+	eventually(t, "every pod bound", func() bool {
+		api.mu.Lock()
+		defer api.mu.Unlock()
+		return len(api.binds) == 4
+	})
 }
 
 // TestRunRetriesWhenRoomAppears: a pod that fits nowhere is placed as soon

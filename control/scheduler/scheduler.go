@@ -51,6 +51,10 @@ type Config struct {
 	// Resync is how often every pending pod is looked at again even when
 	// nothing changed; 5s when zero.
 	Resync time.Duration
+	// Hold, when not nil, keeps Run from placing any pod until it is
+	// closed; its watches fill the cache meanwhile. For benchmarks that
+	// measure the placement of a backlog.
+	Hold <-chan struct{}
 }
 
 // Scheduler binds pods; Run drives it.
@@ -61,6 +65,7 @@ type Scheduler struct {
 	log     *slog.Logger
 	now     func() time.Time
 	resync  time.Duration
+	hold    <-chan struct{}
 	profile profile
 	cache   *cache
 	// snapshot is the nodes as the last cycle left them, and index where
@@ -84,7 +89,7 @@ const (
 
 // New returns a Scheduler.
 func New(cfg Config) *Scheduler {
-	s := &Scheduler{pods: cfg.Pods, nodes: cfg.Nodes, events: cfg.Events, log: cfg.Logger, now: cfg.Now, resync: cfg.Resync, cache: newCache()}
+	s := &Scheduler{pods: cfg.Pods, nodes: cfg.Nodes, events: cfg.Events, log: cfg.Logger, now: cfg.Now, resync: cfg.Resync, hold: cfg.Hold, cache: newCache()}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
 	}
@@ -100,8 +105,9 @@ func New(cfg Config) *Scheduler {
 }
 
 // Run schedules until ctx ends. It keeps its cache of pods and nodes by
-// watching them, places the pods queued whenever there are any, and looks
-// at every pending pod again every Resync.
+// watching them, places the pods queued whenever there are any (once Hold
+// is closed, when there is one), and looks at every pending pod again
+// every Resync.
 func (s *Scheduler) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -169,6 +175,13 @@ func (s *Scheduler) Run(ctx context.Context) error {
 			case <-ctx.Done():
 			}
 		},
+	}
+	if s.hold != nil {
+		select {
+		case <-s.hold:
+		case <-ctx.Done():
+			return nil
+		}
 	}
 	t := time.NewTicker(s.resync)
 	defer t.Stop()

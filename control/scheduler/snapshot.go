@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -82,11 +83,54 @@ type nodeInfo struct {
 	allocatable resources
 	requested   resources
 	nonZero     resources
+	// What the filters read of the node, read once when the nodeInfo is
+	// made: a pod's pass over thousands of nodes then reads each one's
+	// nodeInfo alone, not the Node's fields scattered over the heap.
+	//
+	// unschedulable is spec.unschedulable. ready is whether a Ready
+	// condition is True, and heartbeat the latest heartbeat of those that
+	// are. runtimes is status.runtimes. noScheduleTaint is whether the
+	// node has a NoSchedule or NoExecute taint, preferNoScheduleTaint
+	// whether it has a PreferNoSchedule one. runtimeSet has the
+	// runtimeBit of each of the runtimes.
+	unschedulable, ready                   bool
+	noScheduleTaint, preferNoScheduleTaint bool
+	heartbeat                              time.Time
+	runtimes                               []string
+	runtimeSet                             uint64
 	// index is the snapshot's, shared by all its nodes.
 	index *podIndex
 	// idx is the node's place in the snapshot, for plugins that keep a
 	// per-pod table of nodes in a slice rather than a map.
 	idx int
+}
+
+// newNodeInfo reads what placement needs of a node, counting no pods yet.
+func newNodeInfo(n *skiffv1.Node, x *podIndex, idx int) nodeInfo {
+	ni := nodeInfo{
+		node: n, nodeName: n.GetMetadata().GetName(), allocatable: nodeAllocatable(n), index: x, idx: idx,
+		unschedulable: n.GetSpec().GetUnschedulable(), runtimes: n.GetStatus().GetRuntimes(),
+	}
+	for _, r := range ni.runtimes {
+		ni.runtimeSet |= runtimeBit(r)
+	}
+	for _, c := range n.GetStatus().GetConditions() {
+		if c.GetType() != "Ready" || c.GetStatus() != "True" {
+			continue
+		}
+		if hb := c.GetLastHeartbeatTime().AsTime(); !ni.ready || hb.After(ni.heartbeat) {
+			ni.heartbeat = hb
+		}
+		ni.ready = true
+	}
+	for _, t := range n.GetSpec().GetTaints() {
+		if t.GetEffect() == effectPreferNoSchedule {
+			ni.preferNoScheduleTaint = true
+		} else {
+			ni.noScheduleTaint = true
+		}
+	}
+	return ni
 }
 
 func (n *nodeInfo) name() string {
@@ -121,7 +165,8 @@ func (n *nodeInfo) forget(p *podInfo) {
 func refreshNode(old *nodeInfo, n *skiffv1.Node, pods []*skiffv1.Pod) *nodeInfo {
 	x := old.index
 	x.forgetNode(old)
-	ni := &nodeInfo{node: n, nodeName: n.GetMetadata().GetName(), allocatable: nodeAllocatable(n), index: x, idx: old.idx}
+	ni := new(nodeInfo)
+	*ni = newNodeInfo(n, x, old.idx)
 	x.nodes[old.idx] = ni
 	for _, p := range pods {
 		if !finished(p) {
@@ -445,15 +490,13 @@ func newSnapshot(nodes []*skiffv1.Node, pods []*skiffv1.Pod) []*nodeInfo {
 	infos := make([]*nodeInfo, 0, len(nodes))
 	byName := make(map[string]*nodeInfo, len(nodes))
 	index := newPodIndex()
-	for _, n := range nodes {
-		ni := &nodeInfo{node: n, nodeName: n.GetMetadata().GetName(), allocatable: nodeAllocatable(n), index: index, idx: len(infos)}
-		for _, t := range n.GetSpec().GetTaints() {
-			if t.GetEffect() == effectPreferNoSchedule {
-				index.preferNoSchedule = true
-			} else {
-				index.noSchedule = true
-			}
-		}
+	// One array, so that a pass over the nodes reads memory in order.
+	all := make([]nodeInfo, len(nodes))
+	for i, n := range nodes {
+		ni := &all[i]
+		*ni = newNodeInfo(n, index, i)
+		index.preferNoSchedule = index.preferNoSchedule || ni.preferNoScheduleTaint
+		index.noSchedule = index.noSchedule || ni.noScheduleTaint
 		infos = append(infos, ni)
 		byName[ni.name()] = ni
 	}

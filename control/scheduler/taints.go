@@ -67,6 +67,9 @@ func (f taintToleration) PreFilter(_ *podInfo, nodes []*nodeInfo) filter {
 // Filter names the first untolerated taint, as kube-scheduler does:
 // "node(s) had untolerated taint {dedicated: gpu}".
 func (taintToleration) Filter(p *podInfo, n *nodeInfo) *status {
+	if !n.noScheduleTaint {
+		return nil
+	}
 	ts := p.pod.GetSpec().GetTolerations()
 	for _, taint := range n.node.GetSpec().GetTaints() {
 		if e := taint.GetEffect(); e != effectNoSchedule && e != effectNoExecute {
@@ -92,6 +95,9 @@ func (s taintToleration) PreScore(_ *podInfo, _, all []*nodeInfo) scorer {
 // pod's tolerations of that effect (or of every effect) do not cover;
 // Normalize turns fewer into better.
 func (taintToleration) Score(p *podInfo, n *nodeInfo) int64 {
+	if !n.preferNoScheduleTaint {
+		return 0
+	}
 	var count int64
 	for _, taint := range n.node.GetSpec().GetTaints() {
 		if taint.GetEffect() != effectPreferNoSchedule {

@@ -102,6 +102,12 @@ type Config struct {
 	// when zero); they are renewed after two thirds of it.
 	CertLifetime time.Duration
 
+	// SchedulerHold, when not nil, keeps the leader's scheduler from
+	// placing any pod until it is closed (scheduler.Config.Hold): for
+	// benchmarks that measure the placement of a backlog. No flag of
+	// skiff server sets it.
+	SchedulerHold <-chan struct{}
+
 	// For tests: the grace between a store failure and Run's return
 	// (failStopGrace when zero), and store.Config.ApplyHookForTesting.
 	failStopGrace time.Duration
@@ -509,6 +515,7 @@ func (s *Server) Run(ctx context.Context) error {
 			rss:     skiffv1connect.NewReplicaSetServiceClient(hc, base),
 			deploys: skiffv1connect.NewDeploymentServiceClient(hc, base),
 			ttl:     s.cfg.EventTTL,
+			hold:    s.cfg.SchedulerHold,
 			log:     s.log,
 		}
 		<-WhileLeader(ctx, st.LeaderCh(), l.run)
@@ -611,6 +618,7 @@ type loops struct {
 	rss     skiffv1connect.ReplicaSetServiceClient
 	deploys skiffv1connect.DeploymentServiceClient
 	ttl     time.Duration
+	hold    <-chan struct{} // Config.SchedulerHold
 	log     *slog.Logger
 }
 
@@ -667,7 +675,7 @@ func (l loops) run(ctx context.Context) {
 	wg.Go(func() {
 		(&controllers.NamespaceController{Client: l.client, Logger: l.log.With("room", "controllers", "controller", "namespace")}).Run(ctx)
 	})
-	_ = scheduler.New(scheduler.Config{Pods: l.pods, Nodes: l.nodes, Events: rec, Logger: l.log.With("room", "scheduler")}).Run(ctx)
+	_ = scheduler.New(scheduler.Config{Pods: l.pods, Nodes: l.nodes, Events: rec, Hold: l.hold, Logger: l.log.With("room", "scheduler")}).Run(ctx)
 }
 
 // kindClients returns a client of every kind at base, each made once.
