@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"skiff.dev/skiff/control/api/apitest"
+
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/proto"
 
@@ -230,16 +232,10 @@ func runHeldScheduler(t *testing.T, api *liveAPI, hold <-chan struct{}) *Schedul
 	return s
 }
 
-// eventually waits up to 10 s for cond.
+// eventually waits up to 10 s for cond, through the shared wait.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	apitest.Eventually(t, 10*time.Second, cond, func() string { return "timed out waiting for " + what })
 }
 
 // TestRunBindsInBatches: pods waiting when the scheduler starts are bound

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"skiff.dev/skiff/control/api/apitest"
+
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -78,20 +80,8 @@ func recordEvents(t *testing.T, w *podWorker) func() []string {
 	}
 }
 
-// eventually waits until cond holds, looking every 10ms, and fails the test
-// with what describe says when it does not within timeout.
-func eventually(t testing.TB, timeout time.Duration, cond func() bool, describe func() string) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %s", timeout, describe())
-		}
-		<-tick.C
-	}
-}
+// eventually is the shared wait of the tests that speak the API.
+var eventually = apitest.Eventually
 
 // TestTerminate: a pod being deleted has its running containers stopped
 // with what is left of its grace period, reports how they ended, loses its

@@ -10,6 +10,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"skiff.dev/skiff/control/api/apitest"
+
 	"connectrpc.com/connect"
 	"go.uber.org/goleak"
 	"google.golang.org/protobuf/proto"
@@ -104,20 +106,8 @@ func testPod() *skiffv1.Pod {
 	return &skiffv1.Pod{Metadata: &skiffv1.ObjectMeta{Namespace: "web", Name: "p", Uid: "u1"}}
 }
 
-// eventually waits until cond holds, looking every 10ms, and fails the test
-// with what describe says when it does not within timeout.
-func eventually(t testing.TB, timeout time.Duration, cond func() bool, describe func() string) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %s", timeout, describe())
-		}
-		<-tick.C
-	}
-}
+// eventually is the shared wait of the tests that speak the API.
+var eventually = apitest.Eventually
 
 // TestRepeatsRaiseTheCount: the same event reported three times is one
 // Event with count 3, first seen at the first report and last seen at the
