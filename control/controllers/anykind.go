@@ -2,11 +2,8 @@ package controllers
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"time"
-
-	"connectrpc.com/connect"
 
 	skiffv1 "skiff.dev/skiff/control/api/gen/skiff/v1"
 	"skiff.dev/skiff/control/api/kinds"
@@ -27,9 +24,8 @@ type kindChange struct {
 }
 
 // followKind is follow over a type-erased client: it lists k and watches
-// it from the list's version, sending each list (replace) and event to out,
-// until ctx ends. A watch that breaks is resumed from the newest version
-// seen; one that expired is listed again.
+// it from the list's version (kinds.ListWatch), sending each list (replace)
+// and event to out, until ctx ends.
 func followKind(ctx context.Context, log *slog.Logger, k *kinds.Kind, c kinds.Client, out chan<- kindChange) {
 	send := func(ch kindChange) bool {
 		select {
@@ -39,47 +35,18 @@ func followKind(ctx context.Context, log *slog.Logger, k *kinds.Kind, c kinds.Cl
 			return false
 		}
 	}
-	var rev uint64 // 0: list first
-	for ctx.Err() == nil {
-		var err error
-		if rev == 0 {
-			lctx, cancel := context.WithTimeout(ctx, writeTimeout)
-			var items []kinds.Object
-			items, rev, err = c.List(lctx, &skiffv1.ListRequest{})
-			cancel()
-			if err == nil && !send(kindChange{kind: k, replace: true, items: items}) {
-				return
-			}
+	kinds.ListWatch(ctx, log, k.Kind, time.Second, func(ctx context.Context) (uint64, error) {
+		lctx, cancel := context.WithTimeout(ctx, writeTimeout)
+		defer cancel()
+		items, rev, err := c.List(lctx, &skiffv1.ListRequest{})
+		if err == nil && !send(kindChange{kind: k, replace: true, items: items}) {
+			err = ctx.Err()
 		}
-		if err == nil {
-			var w kinds.Stream
-			if w, err = c.Watch(ctx, &skiffv1.WatchRequest{ResourceVersion: rev, AllowBookmarks: true}); err == nil {
-				for w.Receive() {
-					typ, obj := w.Event()
-					if v := obj.GetMetadata().GetResourceVersion(); v > rev {
-						rev = v
-					}
-					if typ == skiffv1.EventType_EVENT_TYPE_BOOKMARK || typ == skiffv1.EventType_EVENT_TYPE_UNSPECIFIED || obj.GetMetadata().GetName() == "" {
-						continue
-					}
-					if !send(kindChange{kind: k, typ: typ, obj: obj}) {
-						_ = w.Close()
-						return
-					}
-				}
-				err = errors.Join(w.Err(), w.Close())
-			}
-		}
-		if ctx.Err() != nil {
-			return
-		}
-		if connect.CodeOf(err) == connect.CodeOutOfRange {
-			rev = 0 // expired: list again
-		}
-		log.Debug("watch ended; opening it again", "kind", k.Kind, "rv", rev, "err", err)
-		select {
-		case <-ctx.Done():
-		case <-time.After(time.Second):
-		}
-	}
+		return rev, err
+	}, func(ctx context.Context, rev uint64) (kinds.Stream, error) {
+		return c.Watch(ctx, &skiffv1.WatchRequest{ResourceVersion: rev, AllowBookmarks: true})
+	}, func(w kinds.Stream) (uint64, bool) {
+		typ, obj := w.Event()
+		return obj.GetMetadata().GetResourceVersion(), skipEvent(typ, obj) || send(kindChange{kind: k, typ: typ, obj: obj})
+	})
 }

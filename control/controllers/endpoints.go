@@ -3,6 +3,7 @@ package controllers
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -12,6 +13,7 @@ import (
 
 	skiffv1 "skiff.dev/skiff/control/api/gen/skiff/v1"
 	"skiff.dev/skiff/control/api/gen/skiff/v1/skiffv1connect"
+	"skiff.dev/skiff/control/api/kinds"
 )
 
 // EndpointsController keeps, for each service with a selector, the
@@ -335,9 +337,9 @@ func (c *EndpointsController) sync(ctx context.Context, st *epState, key string)
 
 var errStale = errors.New("endpoints changed under the controller")
 
-// follow lists a kind and watches it from the list's version, sending each
-// list (replace) and event to out, until ctx ends. A watch that breaks is
-// resumed from the newest version seen; one that expired is listed again.
+// follow lists a kind and watches it from the list's version
+// (kinds.ListWatch), sending each list (replace) and event to out, until
+// ctx ends.
 func follow[E any](ctx context.Context, log *slog.Logger, kind objKind, out chan<- change,
 	list func(context.Context) ([]object, uint64, error),
 	watch func(context.Context, uint64) (*connect.ServerStreamForClient[E], error),
@@ -351,47 +353,21 @@ func follow[E any](ctx context.Context, log *slog.Logger, kind objKind, out chan
 			return false
 		}
 	}
-	var rev uint64 // 0: list first
-	for ctx.Err() == nil {
-		var err error
-		if rev == 0 {
-			lctx, cancel := context.WithTimeout(ctx, writeTimeout)
-			var items []object
-			items, rev, err = list(lctx)
-			cancel()
-			if err == nil && !send(change{kind: kind, replace: true, items: items}) {
-				return
-			}
+	kinds.ListWatch(ctx, log, fmt.Sprint("kind ", int(kind)), time.Second, func(ctx context.Context) (uint64, error) {
+		lctx, cancel := context.WithTimeout(ctx, writeTimeout)
+		defer cancel()
+		items, rev, err := list(lctx)
+		if err == nil && !send(change{kind: kind, replace: true, items: items}) {
+			err = ctx.Err()
 		}
-		if err == nil {
-			var w *connect.ServerStreamForClient[E]
-			if w, err = watch(ctx, rev); err == nil {
-				for w.Receive() {
-					typ, obj := unpack(w.Msg())
-					if v := obj.GetMetadata().GetResourceVersion(); v > rev {
-						rev = v
-					}
-					if typ == skiffv1.EventType_EVENT_TYPE_BOOKMARK || typ == skiffv1.EventType_EVENT_TYPE_UNSPECIFIED || obj.GetMetadata().GetName() == "" {
-						continue
-					}
-					if !send(change{kind: kind, typ: typ, obj: obj}) {
-						_ = w.Close()
-						return
-					}
-				}
-				err = errors.Join(w.Err(), w.Close())
-			}
-		}
-		if ctx.Err() != nil {
-			return
-		}
-		if connect.CodeOf(err) == connect.CodeOutOfRange {
-			rev = 0 // expired: list again
-		}
-		log.Debug("watch ended; opening it again", "kind", int(kind), "rv", rev, "err", err)
-		select {
-		case <-ctx.Done():
-		case <-time.After(time.Second):
-		}
-	}
+		return rev, err
+	}, watch, func(w *connect.ServerStreamForClient[E]) (uint64, bool) {
+		typ, obj := unpack(w.Msg())
+		return obj.GetMetadata().GetResourceVersion(), skipEvent(typ, obj) || send(change{kind: kind, typ: typ, obj: obj})
+	})
+}
+
+// skipEvent reports a watch event that carries no object: a bookmark.
+func skipEvent(typ skiffv1.EventType, obj object) bool {
+	return typ == skiffv1.EventType_EVENT_TYPE_BOOKMARK || typ == skiffv1.EventType_EVENT_TYPE_UNSPECIFIED || obj.GetMetadata().GetName() == ""
 }

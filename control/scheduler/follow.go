@@ -2,11 +2,12 @@ package scheduler
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"time"
 
 	"connectrpc.com/connect"
+
+	"skiff.dev/skiff/control/api/kinds"
 )
 
 // rewatchPause is how long follow waits before it opens a broken watch
@@ -23,34 +24,13 @@ func follow[T, E any](ctx context.Context, log *slog.Logger, what string,
 	watch func(context.Context, uint64) (*connect.ServerStreamForClient[E], error),
 	replace func([]T), apply func(*E) uint64,
 ) {
-	var rev uint64 // 0: list first
-	for ctx.Err() == nil {
-		var err error
-		if rev == 0 {
-			var items []T
-			if items, rev, err = list(ctx); err == nil {
-				replace(items)
-			}
-		}
+	kinds.ListWatch(ctx, log, what, rewatchPause, func(ctx context.Context) (uint64, error) {
+		items, rev, err := list(ctx)
 		if err == nil {
-			var st *connect.ServerStreamForClient[E]
-			if st, err = watch(ctx, rev); err == nil {
-				for st.Receive() {
-					rev = max(rev, apply(st.Msg()))
-				}
-				err = errors.Join(st.Err(), st.Close())
-			}
+			replace(items)
 		}
-		if ctx.Err() != nil {
-			return
-		}
-		if connect.CodeOf(err) == connect.CodeOutOfRange {
-			rev = 0 // expired, or ahead of this server: list again
-		}
-		log.Debug("watch ended; opening it again", "what", what, "rv", rev, "err", err)
-		select {
-		case <-ctx.Done():
-		case <-time.After(rewatchPause):
-		}
-	}
+		return rev, err
+	}, watch, func(st *connect.ServerStreamForClient[E]) (uint64, bool) {
+		return apply(st.Msg()), true
+	})
 }

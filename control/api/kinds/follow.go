@@ -72,3 +72,52 @@ func Follow(ctx context.Context, c Client, req *skiffv1.WatchRequest, log *slog.
 	}
 	FollowWatch(ctx, log, "", open, event, notify)
 }
+
+// ListWatch keeps a copy of a kind, as a Kubernetes informer does: list
+// hands a fresh listing over and returns its version; then ListWatch
+// watches from that version, handing each event to apply, which returns
+// the event's version and whether to go on. A watch that breaks is opened
+// again from the newest version seen, so nothing is missed; one whose
+// version expired lists again. It waits pause between attempts, and
+// returns when ctx ends or apply says stop.
+func ListWatch[S WatchStream](ctx context.Context, log *slog.Logger, what string, pause time.Duration,
+	list func(context.Context) (uint64, error),
+	open func(ctx context.Context, rev uint64) (S, error),
+	apply func(S) (rev uint64, ok bool),
+) {
+	var rev uint64 // 0: list first
+	for ctx.Err() == nil {
+		var err error
+		if rev == 0 {
+			rev, err = list(ctx)
+			if err != nil {
+				rev = 0
+			}
+		}
+		if err == nil {
+			var st S
+			if st, err = open(ctx, rev); err == nil {
+				for st.Receive() {
+					v, ok := apply(st)
+					rev = max(rev, v)
+					if !ok {
+						_ = st.Close()
+						return
+					}
+				}
+				err = errors.Join(st.Err(), st.Close())
+			}
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		if connect.CodeOf(err) == connect.CodeOutOfRange {
+			rev = 0 // expired, or ahead of this server: list again
+		}
+		log.Debug("watch ended; opening it again", "what", what, "rv", rev, "err", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(pause):
+		}
+	}
+}
