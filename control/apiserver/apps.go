@@ -2,7 +2,6 @@ package apiserver
 
 import (
 	"context"
-	"fmt"
 	"strings"
 
 	"connectrpc.com/connect"
@@ -11,7 +10,6 @@ import (
 	skiffv1 "skiff.dev/skiff/control/api/gen/skiff/v1"
 	"skiff.dev/skiff/control/api/gen/skiff/v1/skiffv1connect"
 	"skiff.dev/skiff/control/api/kinds"
-	"skiff.dev/skiff/control/api/selector"
 )
 
 // Defaults of apps/v1 objects, as Kubernetes sets them.
@@ -179,8 +177,6 @@ func validateReplicas(fe *fieldErrors, replicas *int32, minReady int32) {
 	}
 }
 
-var selectorOperators = map[string]bool{"In": true, "NotIn": true, "Exists": true, "DoesNotExist": true}
-
 // validateSelectorAndTemplate checks a workload's selector (required, not
 // empty, well formed, and matching the template's labels) and its pod
 // template, whose spec is checked as a pod's is, with paths under
@@ -192,28 +188,7 @@ func validateSelectorAndTemplate(fe *fieldErrors, ns string, sel *skiffv1.LabelS
 	case len(sel.GetMatchLabels()) == 0 && len(sel.GetMatchExpressions()) == 0:
 		fe.add("spec.selector", "invalid value: empty selector is invalid for a workload: it would select every pod")
 	}
-	for _, k := range sortedKeys(sel.GetMatchLabels()) {
-		for _, msg := range selector.ValidateQualifiedName(k) {
-			fe.add("spec.selector.matchLabels", "invalid key %q: %s", shorten(k), msg)
-		}
-		for _, msg := range selector.ValidateLabelValue(sel.GetMatchLabels()[k]) {
-			fe.add("spec.selector.matchLabels["+shorten(k)+"]", "invalid value %q: %s", shorten(sel.GetMatchLabels()[k]), msg)
-		}
-	}
-	for i, e := range sel.GetMatchExpressions() {
-		path := fmt.Sprintf("spec.selector.matchExpressions[%d]", i)
-		for _, msg := range selector.ValidateQualifiedName(e.GetKey()) {
-			fe.add(path+".key", "invalid value %q: %s", shorten(e.GetKey()), msg)
-		}
-		switch op := e.GetOperator(); {
-		case !selectorOperators[op]:
-			fe.add(path+".operator", "unsupported value %q: supported values are \"In\", \"NotIn\", \"Exists\", \"DoesNotExist\"", op)
-		case (op == "In" || op == "NotIn") && len(e.GetValues()) == 0:
-			fe.add(path+".values", "required value: must be specified when operator is %q", op)
-		case (op == "Exists" || op == "DoesNotExist") && len(e.GetValues()) > 0:
-			fe.add(path+".values", "forbidden: may not be specified when operator is %q", op)
-		}
-	}
+	validateLabelSelectorField(fe, "spec.selector", sel)
 	if t == nil {
 		fe.add("spec.template", "required value")
 		return

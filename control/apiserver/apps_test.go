@@ -111,6 +111,9 @@ func TestDeploymentValidation(t *testing.T) {
 	}{
 		{"no selector", func(d *skiffv1.Deployment) { d.Spec.Selector = nil }, "spec.selector: required value"},
 		{"empty selector", func(d *skiffv1.Deployment) { d.Spec.Selector = &skiffv1.LabelSelector{} }, "spec.selector: invalid value: empty selector"},
+		{"selector value", func(d *skiffv1.Deployment) {
+			d.Spec.Selector.MatchExpressions = []*skiffv1.LabelSelectorRequirement{{Key: "tier", Operator: "In", Values: []string{"not a value"}}}
+		}, "spec.selector.matchExpressions[0].values[0]: invalid value \"not a value\""},
 		{"selector not matching", func(d *skiffv1.Deployment) { d.Spec.Selector.MatchLabels = map[string]string{"app": "other"} }, "spec.template.metadata.labels: invalid value \"app=x\": `selector` does not match template `labels`"},
 		{"negative replicas", func(d *skiffv1.Deployment) { d.Spec.Replicas = proto.Int32(-1) }, "spec.replicas: invalid value -1"},
 		{"strategy type", func(d *skiffv1.Deployment) { d.Spec.Strategy = &skiffv1.DeploymentStrategy{Type: "BlueGreen"} }, "spec.strategy.type: unsupported value \"BlueGreen\""},

@@ -54,10 +54,6 @@ func newCache() *cache {
 	}
 }
 
-func podKey(p *skiffv1.Pod) string {
-	return p.GetMetadata().GetNamespace() + "/" + p.GetMetadata().GetName()
-}
-
 // pending reports whether a pod waits to be bound: unbound, not being
 // deleted, and not started (phase Pending).
 func pending(p *skiffv1.Pod) bool {
@@ -121,7 +117,7 @@ func (c *cache) replacePods(items []*skiffv1.Pod) {
 	defer c.mu.Unlock()
 	c.pods = make(map[string]*skiffv1.Pod, len(items))
 	for _, p := range items {
-		c.pods[podKey(p)] = p
+		c.pods[podID(p)] = p
 	}
 	for key := range c.assumed {
 		if p := c.pods[key]; p == nil || p.GetSpec().GetNodeName() != "" {
@@ -130,7 +126,7 @@ func (c *cache) replacePods(items []*skiffv1.Pod) {
 	}
 	c.retryWaiting()
 	for _, p := range items { // in the listing's order
-		if key := podKey(p); pending(p) && c.assumed[key] == "" {
+		if key := podID(p); pending(p) && c.assumed[key] == "" {
 			c.enqueue(key)
 		}
 	}
@@ -157,7 +153,7 @@ func (c *cache) replaceNodes(items []*skiffv1.Node) {
 // podEvent applies one watch event. A pod that finishes or goes away frees
 // room on its node: every unschedulable pod is looked at again.
 func (c *cache) podEvent(typ skiffv1.EventType, p *skiffv1.Pod) {
-	key := podKey(p)
+	key := podID(p)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	old := c.pods[key]
@@ -356,7 +352,7 @@ func (c *cache) assume(bs []binding) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, b := range bs {
-		c.assumed[podKey(b.pod)] = b.node
+		c.assumed[podID(b.pod)] = b.node
 	}
 }
 
@@ -371,7 +367,7 @@ const (
 
 // forget undoes the assumption of a binding that failed.
 func (c *cache) forget(p *skiffv1.Pod, how retry) {
-	key := podKey(p)
+	key := podID(p)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.assumed[key] != "" {
@@ -402,7 +398,7 @@ func (c *cache) forgetAll(bs []binding) {
 // unschedulable records that no node takes the pod in the view taken at
 // changes; if the cluster changed since, it is queued again at once.
 func (c *cache) unschedulable(p *skiffv1.Pod, changes uint64) {
-	key := podKey(p)
+	key := podID(p)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if cur := c.pods[key]; cur == nil || !pending(cur) || c.queued[key] {

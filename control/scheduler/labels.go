@@ -5,6 +5,7 @@ import (
 	"strconv"
 
 	skiffv1 "skiff.dev/skiff/control/api/gen/skiff/v1"
+	"skiff.dev/skiff/control/api/kinds"
 )
 
 // hostnameLabel is the topology key of one node per domain. A node without
@@ -22,56 +23,21 @@ func topologyValue(n *nodeInfo, key string) (string, bool) {
 	return v, ok
 }
 
-// labelMatcher is a meta.LabelSelector ready to match: every matchLabels
-// pair and every expression must hold. As in Kubernetes, a nil selector
-// matches nothing, an empty one everything, and an expression with an
-// operator it does not know (the apiserver refuses those) nothing.
+// labelMatcher is a meta.LabelSelector ready to match, as
+// kinds.SelectorMatches: every matchLabels pair and every expression must
+// hold. As in Kubernetes, a nil selector matches nothing, an empty one
+// everything, and an expression with an operator it does not know (the
+// apiserver refuses those) nothing.
 type labelMatcher struct {
-	none   bool
-	labels map[string]string
-	exprs  []*skiffv1.LabelSelectorRequirement
+	sel *skiffv1.LabelSelector // nil: matches nothing
 }
 
 func newLabelMatcher(s *skiffv1.LabelSelector) labelMatcher {
-	if s == nil {
-		return labelMatcher{none: true}
-	}
-	return labelMatcher{labels: s.GetMatchLabels(), exprs: s.GetMatchExpressions()}
+	return labelMatcher{sel: s}
 }
 
 func (m labelMatcher) matches(labels map[string]string) bool {
-	if m.none {
-		return false
-	}
-	for k, v := range m.labels {
-		if got, ok := labels[k]; !ok || got != v {
-			return false
-		}
-	}
-	for _, e := range m.exprs {
-		v, ok := labels[e.GetKey()]
-		switch e.GetOperator() {
-		case "In":
-			if !ok || !slices.Contains(e.GetValues(), v) {
-				return false
-			}
-		case "NotIn":
-			if ok && slices.Contains(e.GetValues(), v) {
-				return false
-			}
-		case "Exists":
-			if !ok {
-				return false
-			}
-		case "DoesNotExist":
-			if ok {
-				return false
-			}
-		default:
-			return false
-		}
-	}
-	return true
+	return m.sel != nil && kinds.SelectorMatches(m.sel, labels)
 }
 
 // nodeSelectorTermMatches reports whether one term of a node affinity picks

@@ -354,8 +354,15 @@ func (s *Scheduler) bindBatch(ctx context.Context, bs []binding) {
 // markUnschedulable records on the pod why it waits, once per distinct
 // reason, as a PodScheduled=False condition and a FailedScheduling event.
 func (s *Scheduler) markUnschedulable(ctx context.Context, p *skiffv1.Pod, why string) {
-	p = proto.Clone(p).(*skiffv1.Pod) // the cache's copy is shared
 	c := &skiffv1.Condition{Type: "PodScheduled", Status: "False", Reason: "Unschedulable", Message: why}
+	// A pod waiting again was most often marked for the same reason
+	// before: look at the cache's copy, and clone it only to change it.
+	for _, old := range p.GetStatus().GetConditions() {
+		if old.GetType() == c.Type && sameCondition(old, c) {
+			return
+		}
+	}
+	p = proto.Clone(p).(*skiffv1.Pod) // the cache's copy is shared
 	if !setCondition(p, c, s.now()) {
 		return
 	}
@@ -376,7 +383,7 @@ func setCondition(p *skiffv1.Pod, c *skiffv1.Condition, now time.Time) bool {
 		if old.GetType() != c.Type {
 			continue
 		}
-		if old.GetStatus() == c.Status && old.GetReason() == c.Reason && old.GetMessage() == c.Message {
+		if sameCondition(old, c) {
 			return false
 		}
 		c.LastTransitionTime = timestamppb.New(now)
@@ -386,6 +393,11 @@ func setCondition(p *skiffv1.Pod, c *skiffv1.Condition, now time.Time) bool {
 	c.LastTransitionTime = timestamppb.New(now)
 	p.Status.Conditions = append(p.Status.Conditions, c)
 	return true
+}
+
+// sameCondition reports whether a says what b says (its time aside).
+func sameCondition(a, b *skiffv1.Condition) bool {
+	return a.GetStatus() == b.GetStatus() && a.GetReason() == b.GetReason() && a.GetMessage() == b.GetMessage()
 }
 
 func podID(p *skiffv1.Pod) string {

@@ -299,7 +299,7 @@ func (x *podIndex) remove(p *podInfo, n *nodeInfo) {
 // the labels it needs (matchLabels, or In with one value), or every group
 // when it needs none.
 func (x *podIndex) candidates(sel labelMatcher) []*podGroup {
-	if sel.none {
+	if sel.sel == nil {
 		return nil
 	}
 	out, found := x.order, false
@@ -308,10 +308,10 @@ func (x *podIndex) candidates(sel labelMatcher) []*podGroup {
 			out, found = gs, true
 		}
 	}
-	for k, v := range sel.labels {
+	for k, v := range sel.sel.GetMatchLabels() {
 		try(k, v)
 	}
-	for _, e := range sel.exprs {
+	for _, e := range sel.sel.GetMatchExpressions() {
 		if e.GetOperator() == "In" && len(e.GetValues()) == 1 {
 			try(e.GetKey(), e.GetValues()[0])
 		}
