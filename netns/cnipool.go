@@ -202,6 +202,9 @@ func (p *CNIPool) drop(ctx context.Context, s cniSpare) error {
 // pod CIDR is not known or changed, or the spares are all taken. On error
 // nothing is left behind; a name already pinned is ErrExist.
 func (p *CNIPool) Take(name string) (Attached, bool, error) {
+	if err := validName(name); err != nil {
+		return Attached{}, false, err
+	}
 	key := p.cni.ownKey()
 	var s cniSpare
 	found := false
@@ -219,10 +222,6 @@ func (p *CNIPool) Take(name string) (Attached, bool, error) {
 	p.kickFill()
 	if !found {
 		return Attached{}, false, nil
-	}
-	if err := validName(name); err != nil {
-		p.putBack(s)
-		return Attached{}, false, err
 	}
 	claim := filepath.Join(p.claims, name)
 	if err := os.WriteFile(claim, []byte(s.id), 0o600); err != nil {

@@ -50,15 +50,12 @@ const nsfsMagic = 0x6e736673
 // loopback interface up and returns the pin's path. On error nothing is
 // left behind.
 func Create(dir, name string) (string, error) {
-	path, err := newPinFile(dir, name)
+	f, err := newNamespace()
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("create network namespace %q: %w", name, err)
 	}
-	if err := pin(path); err != nil {
-		os.Remove(path)
-		return "", fmt.Errorf("create network namespace %s: %w", path, err)
-	}
-	return path, nil
+	defer f.Close() // the pin holds the namespace now, or nothing does
+	return pinFile(f, dir, name)
 }
 
 // newPinFile makes the empty file dir/name a namespace will be bind-mounted
@@ -90,53 +87,13 @@ func validName(name string) error {
 	return nil
 }
 
-// pin creates a network namespace on a locked thread of its own,
-// bind-mounts it onto path, brings its loopback up while there, and moves
-// the thread back. A thread that cannot
-// be moved back stays locked, so Go ends it with the goroutine instead of
-// reusing it. (Restoring matters even so: when the goroutine happens to run
-// on the main thread, Go cannot end that thread, only park it forever, and
-// it would hold the namespace alive.)
-func pin(path string) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := vnetns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("get current network namespace: %w", err)
-			return
-		}
-		defer orig.Close()
-		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread() // unshare failed: the thread did not move
-			errc <- fmt.Errorf("unshare: %w", err)
-			return
-		}
-		src := fmt.Sprintf("/proc/%d/task/%d/ns/net", os.Getpid(), unix.Gettid())
-		mountErr := unix.Mount(src, path, "", unix.MS_BIND, "")
-		if mountErr != nil {
-			mountErr = fmt.Errorf("bind-mount %s: %w", src, mountErr)
-		} else if mountErr = loopbackUp(); mountErr != nil {
-			unix.Unmount(path, unix.MNT_DETACH)
-		}
-		if err := vnetns.Set(orig); err != nil {
-			if mountErr == nil {
-				unix.Unmount(path, unix.MNT_DETACH)
-			}
-			errc <- errors.Join(mountErr, fmt.Errorf("return to the original network namespace: %w", err))
-			return // still locked: the thread ends with this goroutine
-		}
-		runtime.UnlockOSThread()
-		errc <- mountErr
-	}()
-	return <-errc
-}
-
 // newNamespace creates a network namespace on a locked thread of its own,
 // brings its loopback up while there, opens it, and moves the thread back;
 // the file returned holds the namespace (pinned nowhere) until closed. A
-// thread that cannot be moved back ends with its goroutine, as in pin.
+// thread that cannot be moved back stays locked, so Go ends it with the
+// goroutine instead of reusing it. (Restoring matters even so: when the
+// goroutine happens to run on the main thread, Go cannot end that thread,
+// only park it forever, and it would hold the namespace alive.)
 func newNamespace() (*os.File, error) {
 	type result struct {
 		f   *os.File

@@ -111,9 +111,6 @@ func (p *Pool) Take(name string) (string, error) {
 // pinFile pins the namespace f holds at dir/name. On error nothing is
 // pinned at dir/name.
 func pinFile(f *os.File, dir, name string) (string, error) {
-	if err := validName(name); err != nil {
-		return "", err
-	}
 	path, err := newPinFile(dir, name)
 	if err != nil {
 		return "", err
@@ -121,7 +118,7 @@ func pinFile(f *os.File, dir, name string) (string, error) {
 	src := fmt.Sprintf("/proc/self/fd/%d", f.Fd())
 	if err := unix.Mount(src, path, "", unix.MS_BIND, ""); err != nil {
 		os.Remove(path)
-		return "", fmt.Errorf("create network namespace %s: bind-mount a spare: %w", path, err)
+		return "", fmt.Errorf("create network namespace %s: bind-mount the namespace: %w", path, err)
 	}
 	return path, nil
 }
